@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# scripts/demo.sh: shows submitd working end to end on loopback.
+#   deps -> build -> private self-signed cert -> recording downstream (t/lib/sink.py)
+#   -> submitd (starttls, tls, plain listeners) -> swaks over STARTTLS and over
+#   implicit TLS -> the SMTP dialogues -> the messages as the downstream stored them.
+# Everything lives in a private temp dir and is torn down on exit.
+# Env: DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1, BUILD_DIR (default build), DEMO_KEEP=1.
+#
+# To extend: add a setup_* function (start a neighbour, append config lines with
+# conf_add) and a send_* / show_* step, then call them in main at the bottom.
+set -euo pipefail
+top="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$top"
+build="${BUILD_DIR:-build}"
+py=/usr/bin/python3; [ -x "$py" ] || py="$(command -v python3)"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*" 2>/dev/null || printf '\n== %s\n' "$*"; }
+[ -t 1 ] || say() { printf '\n== %s\n' "$*"; }
+
+pids=()
+work=""
+cleanup() {
+  local st=$?
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$work" ]; then
+    if [ "${DEMO_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+  fi
+  exit "$st"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() { # wait_port PORT [SECONDS]
+  local i
+  for i in $(seq 1 $(( ${2:-10} * 10 ))); do
+    "$py" -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+conf_add() { printf '%s\n' "$*" >> "$work/submitd.conf"; }
+
+# ---------------------------------------------------------------- steps
+deps() {
+  [ "${DEMO_SKIP_DEPS:-0}" = 1 ] && return
+  say "Installing dependencies (scripts/deps.sh)"
+  bash scripts/deps.sh
+}
+
+build() {
+  [ "${DEMO_SKIP_BUILD:-0}" = 1 ] && return
+  say "Building (scripts/build.sh $build)"
+  bash scripts/build.sh "$build" > "$work/build.log" 2>&1 || { tail -n 60 "$work/build.log"; exit 1; }
+  tail -n 1 "$work/build.log"
+}
+
+setup_certs() {
+  say "Generating a self-signed certificate for mail.test.example"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -keyout "$work/key.pem" -out "$work/cert.pem" -subj "/CN=mail.test.example" \
+    -addext "subjectAltName=DNS:mail.test.example,DNS:localhost,IP:127.0.0.1" 2>/dev/null
+  chmod 600 "$work/key.pem"
+  openssl x509 -in "$work/cert.pem" -noout -subject -ext subjectAltName | sed 's/^/  /'
+}
+
+setup_downstream() {
+  say "Starting the recording downstream (t/lib/sink.py) on 127.0.0.1:$sink_port"
+  mkdir -p "$work/downstream"
+  "$py" t/lib/sink.py --listen "127.0.0.1:$sink_port" --dir "$work/downstream" &
+  pids+=($!)
+  wait_port "$sink_port" || { echo "downstream did not start"; exit 1; }
+}
+
+setup_submitd() {
+  say "Starting submitd"
+  : > "$work/submitd.conf"
+  conf_add "myhostname = mail.test.example"
+  conf_add "listen = 127.0.0.1:$p_starttls starttls trusted"
+  conf_add "listen = 127.0.0.1:$p_tls tls trusted"
+  conf_add "listen = 127.0.0.1:$p_plain plain trusted"
+  conf_add "tls_cert_file = $work/cert.pem"
+  conf_add "tls_key_file = $work/key.pem"
+  conf_add "mynetworks = 127.0.0.0/8, ::1/128"
+  conf_add "relayhost = [127.0.0.1]:$sink_port"
+  conf_add "workers = 2"
+  conf_add "log_level = info"
+  # (later: dovecot_auth_socket, sender_login_maps ... via conf_add)
+  sed 's/^/  /' "$work/submitd.conf"
+  "$build/submitd" -c "$work/submitd.conf" 2> "$work/submitd.log" &
+  pids+=($!)
+  for p in "$p_starttls" "$p_tls" "$p_plain"; do
+    wait_port "$p" || { echo "submitd did not start:"; cat "$work/submitd.log"; exit 1; }
+  done
+}
+
+send_swaks() { # send_swaks LABEL PORT SWAKS_ARGS...
+  local label="$1" port="$2"; shift 2
+  say "Sending a message with swaks: $label (port $port)"
+  swaks --server "127.0.0.1:$port" --ehlo demo-client.example \
+    --from alice@example.com --to bob@example.net \
+    --header "Subject: submitd demo: $label" \
+    --body "Hello from the submitd demo ($label)." "$@"
+}
+
+show_downstream() {
+  say "What the downstream stored"
+  local f
+  for f in "$work"/downstream/*.eml; do
+    [ -e "$f" ] || { echo "  (nothing stored!)"; return 1; }
+    echo "--- $(basename "$f") envelope: $(tr -d '\n' < "${f%.eml}.json" | sed 's/  */ /g' | cut -c1-300)"
+    sed 's/\r$//' "$f"
+  done
+  local n; n=$(ls "$work"/downstream/*.eml | wc -l)
+  echo "--- $n message(s) stored"
+  [ "$n" -ge 2 ]
+}
+
+show_logs() {
+  say "submitd log"
+  cat "$work/submitd.log"
+}
+
+# ---------------------------------------------------------------- main
+work="$(mktemp -d /tmp/submitd-demo.XXXXXX)"
+chmod 700 "$work"
+deps
+build
+sink_port=$(free_port); p_starttls=$(free_port); p_tls=$(free_port); p_plain=$(free_port)
+setup_certs
+setup_downstream
+setup_submitd
+send_swaks "STARTTLS" "$p_starttls" --tls
+send_swaks "implicit TLS" "$p_tls" --tls-on-connect
+sleep 0.3
+show_downstream
+show_logs
+say "Done; tearing down"

@@ -1,0 +1,672 @@
+#include "config.h"
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+
+#define DEFAULT_TLS_PRIORITY                                                                   \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"    \
+	"+CHACHA20-POLY1305:%SERVER_PRECEDENCE"
+
+enum config_type {
+	CFG_STR,      /* char *, last one wins */
+	CFG_UINT,     /* unsigned, bounded */
+	CFG_SIZE,     /* uint64_t bytes, optional k/m/g suffix */
+	CFG_TIME,     /* uint64_t milliseconds; suffix ms, s (default), m, h */
+	CFG_SPECIAL,  /* parsed by a hook, may repeat */
+};
+
+struct config_key;
+typedef bool config_hook(struct config *cfg, const char *value, char *err, size_t errlen);
+
+struct config_key {
+	const char *name;
+	enum config_type type;
+	size_t offset;
+	const char *def;      /* default, in file syntax; NULL: none */
+	uint64_t min, max;    /* bounds for numbers */
+	config_hook *hook;    /* CFG_SPECIAL */
+};
+
+static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
+	config_relay_tls, config_syslog, config_log_level;
+
+#define OFF(f) offsetof(struct config, f)
+static const struct config_key config_keys[] = {
+	{"myhostname", CFG_STR, OFF(myhostname), NULL, 0, 0, NULL},
+	{"listen", CFG_SPECIAL, 0, NULL, 0, 0, config_listen},
+	{"tls_cert_file", CFG_STR, OFF(tls_cert_file), NULL, 0, 0, NULL},
+	{"tls_key_file", CFG_STR, OFF(tls_key_file), NULL, 0, 0, NULL},
+	{"tls_priority", CFG_STR, OFF(tls_priority), DEFAULT_TLS_PRIORITY, 0, 0, NULL},
+	{"mynetworks", CFG_SPECIAL, 0, "127.0.0.0/8, ::1/128", 0, 0, config_mynetworks},
+	{"relayhost", CFG_SPECIAL, 0, "[127.0.0.1]:25", 0, 0, config_relayhost},
+	{"relay_tls_security_level", CFG_SPECIAL, 0, "may", 0, 0, config_relay_tls},
+	{"message_size_limit", CFG_SIZE, OFF(message_size_limit), "10240000", 1024,
+	 (uint64_t)1 << 40, NULL},
+	{"header_size_limit", CFG_SIZE, OFF(header_size_limit), "102400", 1024, 16 << 20, NULL},
+	{"line_length_limit", CFG_UINT, OFF(line_length_limit), "2048", 512, 65536, NULL},
+	{"recipient_limit", CFG_UINT, OFF(recipient_limit), "1000", 100, 100000, NULL},
+	{"error_limit", CFG_UINT, OFF(error_limit), "20", 3, 1000, NULL},
+	{"workers", CFG_UINT, OFF(workers), "0", 0, 256, NULL},
+	{"max_connections", CFG_UINT, OFF(max_connections), "20000", 1, 1000000, NULL},
+	{"max_connections_per_ip", CFG_UINT, OFF(max_connections_per_ip), "50", 1, 1000000,
+	 NULL},
+	{"bare_newline", CFG_SPECIAL, 0, "reject", 0, 0, config_bare_newline},
+	{"command_timeout", CFG_TIME, OFF(command_timeout_ms), "300s", 1000, 3600000, NULL},
+	{"data_timeout", CFG_TIME, OFF(data_timeout_ms), "300s", 1000, 3600000, NULL},
+	{"session_timeout", CFG_TIME, OFF(session_timeout_ms), "3600s", 1000, 86400000, NULL},
+	{"relay_connect_timeout", CFG_TIME, OFF(relay_connect_timeout_ms), "10s", 100, 600000,
+	 NULL},
+	{"relay_timeout", CFG_TIME, OFF(relay_timeout_ms), "100s", 100, 600000, NULL},
+	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL},
+	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL},
+	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog},
+	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level},
+};
+#define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+static void config_free(struct config *cfg)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++)
+		if (config_keys[i].type == CFG_STR)
+			free(*(char **)((char *)cfg + config_keys[i].offset));
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		free(cfg->listens[i].text);
+	free(cfg->listens);
+	free(cfg->mynetworks);
+	config_relay_free(cfg->relay, cfg->nrelay);
+	if (cfg->tls_creds != NULL)
+		gnutls_certificate_free_credentials(cfg->tls_creds);
+	if (cfg->tls_prio != NULL)
+		gnutls_priority_deinit(cfg->tls_prio);
+	free(cfg->path);
+	free(cfg);
+}
+
+struct config *config_ref(struct config *cfg)
+{
+	atomic_fetch_add(&cfg->refs, 1);
+	return cfg;
+}
+
+void config_unref(struct config **cfgp)
+{
+	struct config *cfg = *cfgp;
+	*cfgp = NULL;
+	if (cfg != NULL && atomic_fetch_sub(&cfg->refs, 1) == 1)
+		config_free(cfg);
+}
+
+/* ---- value parsers ---- */
+
+static bool config_parse_u64(const char *s, uint64_t *r)
+{
+	if (!isdigit((unsigned char)*s))
+		return false;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return false;
+	*r = v;
+	return *end == '\0';
+}
+
+/* Number with a unit suffix; mult_r gets the suffix's multiplier. */
+static bool config_parse_scaled(const char *s, const char *const *suffixes,
+				const uint64_t *mults, uint64_t *r)
+{
+	char num[32];
+	size_t i = 0;
+	while (isdigit((unsigned char)s[i]) && i < sizeof(num) - 1) {
+		num[i] = s[i];
+		i++;
+	}
+	num[i] = '\0';
+	uint64_t v;
+	if (i == 0 || !config_parse_u64(num, &v))
+		return false;
+	for (size_t k = 0; suffixes[k] != NULL; k++) {
+		if (strcasecmp(s + i, suffixes[k]) == 0) {
+			if (mults[k] != 0 && v > UINT64_MAX / mults[k])
+				return false;
+			*r = v * mults[k];
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool config_parse_size(const char *s, uint64_t *r)
+{
+	static const char *const sfx[] = {"", "k", "m", "g", NULL};
+	static const uint64_t mult[] = {1, 1024, 1024 * 1024, 1024 * 1024 * 1024};
+	return config_parse_scaled(s, sfx, mult, r);
+}
+
+static bool config_parse_time(const char *s, uint64_t *r)
+{
+	static const char *const sfx[] = {"", "s", "ms", "m", "h", NULL};
+	static const uint64_t mult[] = {1000, 1000, 1, 60000, 3600000};
+	return config_parse_scaled(s, sfx, mult, r);
+}
+
+bool config_cidr_parse(const char *s, struct cidr *r)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *slash = strchr(s, '/');
+	size_t hl = slash ? (size_t)(slash - s) : strlen(s);
+	if (hl == 0 || hl >= sizeof(host))
+		return false;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	memset(r, 0, sizeof(*r));
+	unsigned maxbits;
+	if (inet_pton(AF_INET, host, r->addr) == 1) {
+		r->family = AF_INET;
+		maxbits = 32;
+	} else if (inet_pton(AF_INET6, host, r->addr) == 1) {
+		r->family = AF_INET6;
+		maxbits = 128;
+	} else {
+		return false;
+	}
+	r->prefix = maxbits;
+	if (slash != NULL) {
+		uint64_t p;
+		if (!config_parse_u64(slash + 1, &p) || p > maxbits)
+			return false;
+		r->prefix = (unsigned)p;
+	}
+	/* Host bits must be zero, as in Postfix: "10.0.0.1/8" is a mistake. */
+	for (unsigned bit = r->prefix; bit < maxbits; bit++)
+		if (r->addr[bit / 8] & (0x80 >> (bit % 8)))
+			return false;
+	return true;
+}
+
+bool config_cidr_match(const struct cidr *nets, size_t n, const struct sockaddr *sa)
+{
+	uint8_t a[16];
+	int family;
+	if (sa->sa_family == AF_INET) {
+		memcpy(a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		family = AF_INET;
+	} else if (sa->sa_family == AF_INET6) {
+		const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		if (memcmp(b, mapped, 12) == 0) {
+			memcpy(a, b + 12, 4);
+			family = AF_INET;
+		} else {
+			memcpy(a, b, 16);
+			family = AF_INET6;
+		}
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (nets[i].family != family)
+			continue;
+		unsigned full = nets[i].prefix / 8, rest = nets[i].prefix % 8;
+		if (memcmp(a, nets[i].addr, full) != 0)
+			continue;
+		if (rest == 0 || ((a[full] ^ nets[i].addr[full]) & (0xff00 >> rest) & 0xff) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool config_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static bool config_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+/* Splits a list value at commas and white space, calling fn per item. */
+static bool config_each_item(const char *value, bool (*fn)(void *, const char *, char *, size_t),
+			     void *arg, char *err, size_t errlen)
+{
+	char *copy = xstrdup(value), *save = NULL;
+	bool ok = true;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok != NULL && ok;
+	     tok = strtok_r(NULL, ", \t", &save))
+		ok = fn(arg, tok, err, errlen);
+	free(copy);
+	return ok;
+}
+
+static bool config_add_network(void *arg, const char *item, char *err, size_t errlen)
+{
+	struct config *cfg = arg;
+	struct cidr c;
+	if (!config_cidr_parse(item, &c))
+		return config_err(err, errlen, "bad network \"%s\" (want ADDRESS/PREFIX)", item);
+	cfg->mynetworks = xrealloc(cfg->mynetworks, (cfg->nmynetworks + 1) * sizeof(c));
+	cfg->mynetworks[cfg->nmynetworks++] = c;
+	return true;
+}
+
+static bool config_mynetworks(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	return config_each_item(value, config_add_network, cfg, err, errlen);
+}
+
+/* "[host]:port", "host:port", "[host]", "host", with symbolic ports. */
+static bool config_parse_hostport(const char *s, char **host_r, uint16_t *port_r,
+				  bool *implicit_tls_r, uint16_t default_port, char *err,
+				  size_t errlen)
+{
+	const char *port = NULL;
+	size_t hl;
+	const char *h = s;
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL)
+			return config_err(err, errlen, "missing ']' in \"%s\"", s);
+		h = s + 1;
+		hl = (size_t)(close - h);
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1] != '\0')
+			return config_err(err, errlen, "junk after ']' in \"%s\"", s);
+	} else {
+		const char *colon = strrchr(s, ':');
+		/* An unbracketed IPv6 address has several colons: refuse it, as
+		   Postfix wants brackets around addresses. */
+		if (colon != NULL && strchr(s, ':') != colon)
+			return config_err(err, errlen, "IPv6 address needs brackets: \"%s\"", s);
+		hl = colon ? (size_t)(colon - s) : strlen(s);
+		if (colon != NULL)
+			port = colon + 1;
+	}
+	if (hl == 0)
+		return config_err(err, errlen, "empty host in \"%s\"", s);
+	uint16_t p = default_port;
+	*implicit_tls_r = false;
+	if (port != NULL) {
+		uint64_t v;
+		if (strcmp(port, "submission") == 0)
+			p = 587;
+		else if (strcmp(port, "submissions") == 0 || strcmp(port, "smtps") == 0)
+			p = 465;
+		else if (strcmp(port, "smtp") == 0)
+			p = 25;
+		else if (strcmp(port, "lmtp") == 0)
+			p = 24;
+		else if (config_parse_u64(port, &v) && v > 0 && v < 65536)
+			p = (uint16_t)v;
+		else
+			return config_err(err, errlen, "bad port in \"%s\"", s);
+	}
+	*implicit_tls_r = (p == 465);
+	*host_r = xstrndup(h, hl);
+	*port_r = p;
+	return true;
+}
+
+void config_relay_free(struct relay_dest *dests, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(dests[i].text);
+		free(dests[i].unix_path);
+		free(dests[i].host);
+	}
+	free(dests);
+}
+
+struct relay_parse {
+	struct relay_dest *dests;
+	size_t n;
+};
+
+static bool config_add_dest(void *arg, const char *item, char *err, size_t errlen)
+{
+	struct relay_parse *rp = arg;
+	struct relay_dest d = {0};
+	const char *rest = item;
+	uint16_t default_port = 25;
+	if (strncmp(rest, "lmtp:", 5) == 0) {
+		d.proto = RELAY_LMTP;
+		rest += 5;
+		default_port = 24;
+		if (strncmp(rest, "unix:", 5) == 0) {
+			if (rest[5] != '/')
+				return config_err(err, errlen, "lmtp:unix: needs an absolute path: \"%s\"", item);
+			d.unix_path = xstrdup(rest + 5);
+		} else if (strncmp(rest, "inet:", 5) == 0) {
+			rest += 5;
+		}
+	} else if (strncmp(rest, "smtp:", 5) == 0) {
+		rest += 5;
+	} else if (strncmp(rest, "unix:", 5) == 0 || strncmp(rest, "inet:", 5) == 0) {
+		return config_err(err, errlen, "\"%s\": say lmtp:%s or smtp:...", item, rest);
+	}
+	if (d.unix_path == NULL) {
+		if (rest[0] != '[')
+			/* Without brackets Postfix would look up MX records; a
+			   submission front end wants a fixed next hop. */
+			return config_err(err, errlen,
+					  "\"%s\": write the relay in brackets, e.g. [%s] (MX lookups "
+					  "are not supported)",
+					  item, rest);
+		if (!config_parse_hostport(rest, &d.host, &d.port, &d.implicit_tls, default_port,
+					   err, errlen)) {
+			free(d.unix_path);
+			return false;
+		}
+	}
+	d.text = xstrdup(item);
+	rp->dests = xrealloc(rp->dests, (rp->n + 1) * sizeof(d));
+	rp->dests[rp->n++] = d;
+	return true;
+}
+
+bool config_relay_parse(const char *s, struct relay_dest **dests_r, size_t *n_r, char *err,
+			size_t errlen)
+{
+	struct relay_parse rp = {NULL, 0};
+	if (!config_each_item(s, config_add_dest, &rp, err, errlen)) {
+		config_relay_free(rp.dests, rp.n);
+		return false;
+	}
+	if (rp.n == 0)
+		return config_err(err, errlen, "no destination");
+	*dests_r = rp.dests;
+	*n_r = rp.n;
+	return true;
+}
+
+static bool config_relayhost(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	struct relay_dest *d;
+	size_t n;
+	if (!config_relay_parse(value, &d, &n, err, errlen))
+		return false;
+	config_relay_free(cfg->relay, cfg->nrelay);
+	cfg->relay = d;
+	cfg->nrelay = n;
+	return true;
+}
+
+static bool config_listen(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	char *copy = xstrdup(value), *save = NULL;
+	char *addr = strtok_r(copy, " \t", &save);
+	char *mode = strtok_r(NULL, " \t", &save);
+	struct listen_cfg l = {0};
+	bool ok = false;
+	if (addr == NULL || mode == NULL) {
+		config_err(err, errlen, "want \"ADDRESS:PORT MODE [trusted]\"");
+		goto out;
+	}
+	if (strcmp(mode, "starttls") == 0)
+		l.mode = LISTEN_STARTTLS;
+	else if (strcmp(mode, "tls") == 0)
+		l.mode = LISTEN_TLS;
+	else if (strcmp(mode, "plain") == 0)
+		l.mode = LISTEN_PLAIN;
+	else {
+		config_err(err, errlen, "unknown listener mode \"%s\" (starttls, tls or plain)", mode);
+		goto out;
+	}
+	for (char *flag; (flag = strtok_r(NULL, " \t", &save)) != NULL;) {
+		if (strcmp(flag, "trusted") == 0)
+			l.trusted = true;
+		else {
+			config_err(err, errlen, "unknown listener flag \"%s\"", flag);
+			goto out;
+		}
+	}
+	char *host;
+	uint16_t port;
+	bool implicit;
+	if (!config_parse_hostport(addr, &host, &port, &implicit, 0, err, errlen))
+		goto out;
+	if (port == 0) {
+		free(host);
+		config_err(err, errlen, "listener \"%s\" needs a port", addr);
+		goto out;
+	}
+	struct sockaddr_in *sin = (struct sockaddr_in *)&l.addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l.addr;
+	if (strcmp(host, "*") == 0 || inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		if (strcmp(host, "*") == 0)
+			sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		l.addr_len = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		l.addr_len = sizeof(*sin6);
+	} else {
+		config_err(err, errlen, "listener address \"%s\" is not an IP address", host);
+		free(host);
+		goto out;
+	}
+	free(host);
+	l.text = xstrdup(addr);
+	cfg->listens = xrealloc(cfg->listens, (cfg->nlistens + 1) * sizeof(l));
+	cfg->listens[cfg->nlistens++] = l;
+	ok = true;
+out:
+	free(copy);
+	return ok;
+}
+
+static bool config_bare_newline(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(value, "reject") == 0)
+		cfg->bare_newline = BARE_NEWLINE_REJECT;
+	else if (strcmp(value, "normalize") == 0)
+		cfg->bare_newline = BARE_NEWLINE_NORMALIZE;
+	else
+		return config_err(err, errlen, "want reject or normalize");
+	return true;
+}
+
+static bool config_relay_tls(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(value, "none") == 0)
+		cfg->relay_tls = RELAY_TLS_NONE;
+	else if (strcmp(value, "may") == 0)
+		cfg->relay_tls = RELAY_TLS_MAY;
+	else
+		return config_err(err, errlen, "want none or may");
+	return true;
+}
+
+static bool config_syslog(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	static const struct {
+		const char *name;
+		int facility;
+	} f[] = {{"none", -1},	       {"mail", LOG_MAIL},     {"daemon", LOG_DAEMON},
+		 {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+		 {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+		 {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}};
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		if (strcmp(value, f[i].name) == 0) {
+			cfg->syslog_facility = f[i].facility;
+			return true;
+		}
+	}
+	return config_err(err, errlen, "unknown syslog facility \"%s\" (none, mail, daemon, local0-7)",
+			  value);
+}
+
+static bool config_log_level(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(value, "debug") == 0)
+		cfg->log_level = LOG_DEBUG;
+	else if (strcmp(value, "info") == 0)
+		cfg->log_level = LOG_INFO;
+	else if (strcmp(value, "warning") == 0)
+		cfg->log_level = LOG_WARNING;
+	else if (strcmp(value, "error") == 0)
+		cfg->log_level = LOG_ERR;
+	else
+		return config_err(err, errlen, "want debug, info, warning or error");
+	return true;
+}
+
+static bool config_set(struct config *cfg, const struct config_key *k, const char *value,
+		       char *err, size_t errlen)
+{
+	void *field = (char *)cfg + k->offset;
+	uint64_t v;
+	switch (k->type) {
+	case CFG_STR:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return true;
+	case CFG_UINT:
+		if (!config_parse_u64(value, &v))
+			return config_err(err, errlen, "%s: \"%s\" is not a number", k->name, value);
+		break;
+	case CFG_SIZE:
+		if (!config_parse_size(value, &v))
+			return config_err(err, errlen, "%s: \"%s\" is not a size (e.g. 10240000, 10m)",
+					  k->name, value);
+		break;
+	case CFG_TIME:
+		if (!config_parse_time(value, &v))
+			return config_err(err, errlen, "%s: \"%s\" is not a time (e.g. 300s, 5m, 500ms)",
+					  k->name, value);
+		break;
+	case CFG_SPECIAL:
+		if (!k->hook(cfg, value, err, errlen)) {
+			char tmp[512];
+			snprintf(tmp, sizeof(tmp), "%s: %s", k->name, err);
+			snprintf(err, errlen, "%s", tmp);
+			return false;
+		}
+		return true;
+	}
+	if (v < k->min || v > k->max)
+		return config_err(err, errlen, "%s: %s is out of range (%llu..%llu)", k->name, value,
+				  (unsigned long long)k->min, (unsigned long long)k->max);
+	if (k->type == CFG_UINT)
+		*(unsigned *)field = (unsigned)v;
+	else
+		*(uint64_t *)field = v;
+	return true;
+}
+
+static char *config_trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	atomic_init(&cfg->refs, 1);
+	cfg->path = xstrdup(path);
+	bool seen[CONFIG_NKEYS] = {false};
+	char line[8192], why[512];
+	unsigned lineno = 0;
+	bool ok = true;
+
+	while (ok && fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			snprintf(err, errlen, "%s:%u: line too long", path, lineno);
+			ok = false;
+			break;
+		}
+		char *hash = strchr(line, '#');
+		if (hash != NULL)
+			*hash = '\0';
+		char *s = config_trim(line);
+		if (*s == '\0')
+			continue;
+		char *eq = strchr(s, '=');
+		if (eq == NULL) {
+			snprintf(err, errlen, "%s:%u: expected \"key = value\"", path, lineno);
+			ok = false;
+			break;
+		}
+		*eq = '\0';
+		char *key = config_trim(s), *value = config_trim(eq + 1);
+		size_t i;
+		for (i = 0; i < CONFIG_NKEYS; i++)
+			if (strcmp(config_keys[i].name, key) == 0)
+				break;
+		if (i == CONFIG_NKEYS) {
+			snprintf(err, errlen, "%s:%u: unknown key \"%s\"", path, lineno, key);
+			ok = false;
+			break;
+		}
+		seen[i] = true;
+		if (!config_set(cfg, &config_keys[i], value, why, sizeof(why))) {
+			snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
+			ok = false;
+		}
+	}
+	fclose(f);
+
+	for (size_t i = 0; ok && i < CONFIG_NKEYS; i++) {
+		if (seen[i] || config_keys[i].def == NULL)
+			continue;
+		if (!config_set(cfg, &config_keys[i], config_keys[i].def, why, sizeof(why))) {
+			snprintf(err, errlen, "%s: default of %s: %s", path, config_keys[i].name, why);
+			ok = false;
+		}
+	}
+	if (ok && cfg->myhostname == NULL) {
+		char host[256];
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		cfg->myhostname = xstrdup(host);
+	}
+	if (ok && cfg->nlistens == 0) {
+		snprintf(err, errlen, "%s: no \"listen\" line", path);
+		ok = false;
+	}
+	bool need_tls = false;
+	for (size_t i = 0; ok && i < cfg->nlistens; i++)
+		need_tls |= cfg->listens[i].mode != LISTEN_PLAIN;
+	if (ok && need_tls && (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)) {
+		snprintf(err, errlen, "%s: tls_cert_file and tls_key_file are needed by the "
+				      "starttls/tls listeners", path);
+		ok = false;
+	}
+	if (ok && cfg->workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg->workers = n > 0 ? (unsigned)n : 1;
+	}
+	if (!ok) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}

@@ -1,0 +1,1331 @@
+/* dovecot_auth: async client for Dovecot's auth client socket.
+ * Contracts are in dovecot_auth.h; protocol facts in reference/dovecot-auth.md.
+ *
+ * Lifetimes (libuv docs/src/handle.rst): a request owns a uv_timer_t and is
+ * freed only in that timer's close callback; the connection's pipe is freed in
+ * its close callback; the client is freed when it has been destroyed and the
+ * last of its handles has closed (c->handles). Write buffers are owned by
+ * their uv_write_t and wiped in the write callback.
+ *
+ * Re-entrancy: user callbacks run only from a request's own timer callback
+ * (or from dovecot_auth_client_destroy()), never while this file is in the
+ * middle of parsing or of an API call, so the parser and the connection code
+ * never see the world change under them. */
+#include "config.h"
+#include "lookup/dovecot_auth.h"
+
+#include "core/buf.h"
+#include "core/log.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define DOVECOT_AUTH_HASH_SIZE 256u /* ids are sequential: id % size spreads evenly */
+#define DOVECOT_AUTH_HANDSHAKE_MS 10000
+#define DOVECOT_AUTH_BACKOFF_MIN_MS 100
+#define DOVECOT_AUTH_BACKOFF_MAX_MS 5000
+/* A connection must have been up this long before its loss earns an
+ * immediate reconnect; a server that accepts and drops gets the backoff. */
+#define DOVECOT_AUTH_STABLE_MS 1000
+#define DOVECOT_AUTH_MAX_MECHS 32
+#define DOVECOT_AUTH_MAX_MECH_NAME 20 /* RFC 4422 §3.1 */
+#define DOVECOT_AUTH_MAX_FIELDS 128
+#define DOVECOT_AUTH_MAX_USER 512
+#define DOVECOT_AUTH_MAX_REASON 200
+#define DOVECOT_AUTH_WRITE_QUEUE_MAX (1024 * 1024)
+/* Ids we cancelled are remembered this long (and at most this many), so
+ * that a reply already on its way when CANCEL left is recognised as late,
+ * not as a protocol violation. */
+#define DOVECOT_AUTH_ZOMBIE_MS 60000
+#define DOVECOT_AUTH_MAX_ZOMBIES 65536
+#define DOVECOT_AUTH_READ_CHUNK 8192
+
+struct dovecot_auth_link {
+	struct dovecot_auth_link *next, *prev;
+};
+
+enum dovecot_auth_conn_state {
+	DOVECOT_AUTH_IDLE,       /* no connection, nothing scheduled */
+	DOVECOT_AUTH_CONNECTING, /* uv_pipe_connect() under way */
+	DOVECOT_AUTH_HANDSHAKE,  /* connected, waiting for DONE */
+	DOVECOT_AUTH_READY,      /* handshake done */
+	DOVECOT_AUTH_BACKOFF,    /* waiting to retry after a failure */
+};
+
+enum dovecot_auth_req_state {
+	DOVECOT_AUTH_REQ_QUEUED,   /* waiting for the handshake: c->queue, step timer */
+	DOVECOT_AUTH_REQ_SENT,     /* waiting for Dovecot: c->sent, in hash, step timer */
+	DOVECOT_AUTH_REQ_DEFERRED, /* result stored, zero timer: c->deferred */
+	DOVECOT_AUTH_REQ_WAITING,  /* CONTINUE delivered, caller's turn: c->waiting, in hash */
+	DOVECOT_AUTH_REQ_LOST,     /* as WAITING, but the connection is gone: c->waiting */
+	DOVECOT_AUTH_REQ_CLOSING,  /* timer closing, freed in its close callback */
+};
+
+struct dovecot_auth_request {
+	struct dovecot_auth_link link; /* in the list its state names */
+	struct dovecot_auth_request *hnext;
+	struct dovecot_auth_client *c;
+	uv_timer_t timer;
+	enum dovecot_auth_req_state state;
+	bool in_hash;
+	uint32_t id;
+	dovecot_auth_cb *cb;
+	void *ctx;
+	char mech[DOVECOT_AUTH_MAX_MECH_NAME + 1];
+	/* Escaped parameters after the mechanism, "\tservice=smtp...[\tresp=..]";
+	 * holds the initial response: wiped once sent. */
+	struct buf params;
+	/* The stored result of a DEFERRED request. */
+	enum dovecot_auth_result result;
+	char *user, *challenge, *reason;
+};
+
+struct dovecot_auth_zombie {
+	struct dovecot_auth_link fifo;
+	struct dovecot_auth_zombie *hnext;
+	uint32_t id;
+	uint64_t expires;
+};
+
+struct dovecot_auth_conn {
+	uv_pipe_t pipe;
+	uv_connect_t connect_req;
+	struct dovecot_auth_client *c; /* NULL once the client let go of it */
+};
+
+struct dovecot_auth_write {
+	uv_write_t req;
+	size_t len;
+	char data[];
+};
+
+struct dovecot_auth_client {
+	uv_loop_t *loop;
+	char *path;
+	unsigned timeout_ms;
+	enum dovecot_auth_conn_state state;
+	bool destroyed;
+	bool fake; /* dovecot_auth_client_fake_connect(): no socket */
+	unsigned handles; /* open handles that point at us: the timer, each request */
+	struct dovecot_auth_conn *conn;
+	uv_timer_t timer; /* handshake timeout, or the backoff delay */
+	unsigned backoff_ms;
+	uint64_t ready_since;
+	unsigned generation; /* bumped whenever a connection ends */
+	struct buf in;
+
+	/* handshake progress */
+	bool got_version, got_spid, got_cuid, got_cookie;
+	unsigned n_mechs; /* MECH lines seen, private ones included */
+	char mechs_new[DOVECOT_AUTH_MAX_MECHS * (DOVECOT_AUTH_MAX_MECH_NAME + 1) + 1];
+	/* published by the last DONE */
+	char mechs[DOVECOT_AUTH_MAX_MECHS * (DOVECOT_AUTH_MAX_MECH_NAME + 1) + 1];
+
+	uint32_t next_id;
+	bool ids_wrapped;
+	struct dovecot_auth_request *hash[DOVECOT_AUTH_HASH_SIZE];
+	struct dovecot_auth_zombie *zhash[DOVECOT_AUTH_HASH_SIZE];
+	unsigned n_zombies;
+	struct dovecot_auth_link zombies;
+
+	struct dovecot_auth_link queue, sent, deferred, waiting;
+};
+
+/* ---- small helpers ---- */
+
+#define dovecot_auth_container(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+static void dovecot_auth_list_init(struct dovecot_auth_link *l) { l->next = l->prev = l; }
+static bool dovecot_auth_list_empty(const struct dovecot_auth_link *l) { return l->next == l; }
+
+static void dovecot_auth_list_add(struct dovecot_auth_link *head, struct dovecot_auth_link *e)
+{
+	e->prev = head->prev;
+	e->next = head;
+	head->prev->next = e;
+	head->prev = e;
+}
+
+static void dovecot_auth_list_del(struct dovecot_auth_link *e)
+{
+	if (e->next == NULL)
+		return;
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+	e->next = e->prev = NULL;
+}
+
+static struct dovecot_auth_request *dovecot_auth_list_req(struct dovecot_auth_link *l)
+{
+	return dovecot_auth_container(l, struct dovecot_auth_request, link);
+}
+
+bool dovecot_auth_base64_valid(const char *s, size_t len)
+{
+	if (len % 4 != 0)
+		return false;
+	size_t pad = 0;
+	if (len > 0 && s[len - 1] == '=')
+		pad = (len > 1 && s[len - 2] == '=') ? 2 : 1;
+	for (size_t i = 0; i < len - pad; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9') || ch == '+' || ch == '/'))
+			return false;
+	}
+	return true;
+}
+
+/* Mechanism names per RFC 4422 §3.1; lower case is accepted from our
+ * caller (SMTP verbs are case-insensitive) and folded, never from Dovecot. */
+static bool dovecot_auth_mech_name_valid(const char *s, size_t len, bool allow_lower)
+{
+	if (len == 0 || len > DOVECOT_AUTH_MAX_MECH_NAME)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+		      ch == '_' || (allow_lower && ch >= 'a' && ch <= 'z')))
+			return false;
+	}
+	return true;
+}
+
+static bool dovecot_auth_mech_in(const char *list, const char *mech)
+{
+	size_t n = strlen(mech);
+	const char *p = list;
+	while (*p != '\0') {
+		const char *e = strchr(p, ' ');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (l == n && strncasecmp(p, mech, n) == 0)
+			return true;
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	return false;
+}
+
+/* The auth protocol's tab-escaping (Dovecot str_append_tabescaped()): 0x01
+ * is the escape character; TAB, LF and CR never reach the wire raw, so a
+ * client-controlled value cannot add parameters or commands. */
+static void dovecot_auth_append_escaped(struct buf *b, const char *s)
+{
+	const char *run = s;
+	for (; *s != '\0'; s++) {
+		char esc;
+		switch (*s) {
+		case '\001': esc = '1'; break;
+		case '\t': esc = 't'; break;
+		case '\n': esc = 'n'; break;
+		case '\r': esc = 'r'; break;
+		default: continue;
+		}
+		buf_append(b, run, (size_t)(s - run));
+		char pair[2] = {'\001', esc};
+		buf_append(b, pair, 2);
+		run = s + 1;
+	}
+	buf_append(b, run, (size_t)(s - run));
+}
+
+static void dovecot_auth_append_param(struct buf *b, const char *name, const char *value)
+{
+	buf_append_str(b, "\t");
+	buf_append_str(b, name);
+	buf_append_str(b, "=");
+	dovecot_auth_append_escaped(b, value);
+}
+
+/* Unescapes a field in place and NUL-terminates it. Fails on a dangling
+ * escape or an escaped NUL: no value we use may hide a NUL. */
+static bool dovecot_auth_unescape(char *s, size_t *len_r)
+{
+	size_t len = *len_r, o = 0;
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+		if (ch == '\001') {
+			if (++i == len)
+				return false;
+			switch (s[i]) {
+			case '1': ch = '\001'; break;
+			case 't': ch = '\t'; break;
+			case 'n': ch = '\n'; break;
+			case 'r': ch = '\r'; break;
+			case '0': return false;
+			default: ch = s[i]; break;
+			}
+		}
+		s[o++] = ch;
+	}
+	s[o] = '\0';
+	*len_r = o;
+	return true;
+}
+
+static bool dovecot_auth_parse_uint(const char *s, size_t len, uint32_t *r)
+{
+	if (len == 0 || len > 10 || (len > 1 && s[0] == '0'))
+		return false;
+	uint64_t v = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (v > UINT32_MAX)
+		return false;
+	*r = (uint32_t)v;
+	return true;
+}
+
+static bool dovecot_auth_all_digits(const char *s, size_t len)
+{
+	uint32_t v;
+	return dovecot_auth_parse_uint(s, len, &v);
+}
+
+static void dovecot_auth_free_result(struct dovecot_auth_request *req)
+{
+	xfree_secret(&req->user);
+	xfree_secret(&req->challenge);
+	xfree_secret(&req->reason);
+}
+
+/* ---- id tables ---- */
+
+static struct dovecot_auth_request *dovecot_auth_hash_find(struct dovecot_auth_client *c, uint32_t id)
+{
+	struct dovecot_auth_request *r = c->hash[id % DOVECOT_AUTH_HASH_SIZE];
+	while (r != NULL && r->id != id)
+		r = r->hnext;
+	return r;
+}
+
+static void dovecot_auth_hash_add(struct dovecot_auth_client *c, struct dovecot_auth_request *req)
+{
+	struct dovecot_auth_request **h = &c->hash[req->id % DOVECOT_AUTH_HASH_SIZE];
+	req->hnext = *h;
+	*h = req;
+	req->in_hash = true;
+}
+
+static void dovecot_auth_hash_del(struct dovecot_auth_client *c, struct dovecot_auth_request *req)
+{
+	if (!req->in_hash)
+		return;
+	struct dovecot_auth_request **p = &c->hash[req->id % DOVECOT_AUTH_HASH_SIZE];
+	while (*p != req)
+		p = &(*p)->hnext;
+	*p = req->hnext;
+	req->hnext = NULL;
+	req->in_hash = false;
+}
+
+static void dovecot_auth_zombie_del(struct dovecot_auth_client *c, struct dovecot_auth_zombie *z)
+{
+	struct dovecot_auth_zombie **p = &c->zhash[z->id % DOVECOT_AUTH_HASH_SIZE];
+	while (*p != z)
+		p = &(*p)->hnext;
+	*p = z->hnext;
+	dovecot_auth_list_del(&z->fifo);
+	c->n_zombies--;
+	free(z);
+}
+
+static struct dovecot_auth_zombie *dovecot_auth_zombie_oldest(struct dovecot_auth_client *c)
+{
+	if (dovecot_auth_list_empty(&c->zombies))
+		return NULL;
+	return dovecot_auth_container(c->zombies.next, struct dovecot_auth_zombie, fifo);
+}
+
+static void dovecot_auth_zombie_expire(struct dovecot_auth_client *c)
+{
+	uint64_t now = uv_now(c->loop);
+	struct dovecot_auth_zombie *z;
+	while ((z = dovecot_auth_zombie_oldest(c)) != NULL &&
+	       (z->expires <= now || c->n_zombies > DOVECOT_AUTH_MAX_ZOMBIES))
+		dovecot_auth_zombie_del(c, z);
+}
+
+static struct dovecot_auth_zombie *dovecot_auth_zombie_find(struct dovecot_auth_client *c, uint32_t id)
+{
+	struct dovecot_auth_zombie *z = c->zhash[id % DOVECOT_AUTH_HASH_SIZE];
+	while (z != NULL && z->id != id)
+		z = z->hnext;
+	return z;
+}
+
+static void dovecot_auth_zombie_add(struct dovecot_auth_client *c, uint32_t id)
+{
+	struct dovecot_auth_zombie *z = xcalloc(1, sizeof(*z));
+	z->id = id;
+	z->expires = uv_now(c->loop) + DOVECOT_AUTH_ZOMBIE_MS;
+	z->hnext = c->zhash[id % DOVECOT_AUTH_HASH_SIZE];
+	c->zhash[id % DOVECOT_AUTH_HASH_SIZE] = z;
+	dovecot_auth_list_add(&c->zombies, &z->fifo);
+	c->n_zombies++;
+	dovecot_auth_zombie_expire(c);
+}
+
+static void dovecot_auth_zombie_clear(struct dovecot_auth_client *c)
+{
+	struct dovecot_auth_zombie *z;
+	while ((z = dovecot_auth_zombie_oldest(c)) != NULL)
+		dovecot_auth_zombie_del(c, z);
+}
+
+static uint32_t dovecot_auth_alloc_id(struct dovecot_auth_client *c)
+{
+	for (;;) {
+		uint32_t id = c->next_id++;
+		if (c->next_id == 0) {
+			c->next_id = 1;
+			c->ids_wrapped = true;
+		}
+		if (!c->ids_wrapped ||
+		    (dovecot_auth_hash_find(c, id) == NULL && dovecot_auth_zombie_find(c, id) == NULL))
+			return id;
+	}
+}
+
+/* ---- lifetimes ---- */
+
+static void dovecot_auth_client_maybe_free(struct dovecot_auth_client *c)
+{
+	if (!c->destroyed || c->handles > 0)
+		return;
+	buf_wipe(&c->in);
+	free(c->path);
+	free(c);
+}
+
+static void dovecot_auth_request_close_cb(uv_handle_t *h)
+{
+	struct dovecot_auth_request *req = h->data;
+	struct dovecot_auth_client *c = req->c;
+	explicit_bzero(req, sizeof(*req));
+	free(req);
+	c->handles--;
+	dovecot_auth_client_maybe_free(c);
+}
+
+static void dovecot_auth_request_close(struct dovecot_auth_request *req)
+{
+	if (req->state == DOVECOT_AUTH_REQ_CLOSING)
+		return;
+	dovecot_auth_hash_del(req->c, req);
+	dovecot_auth_list_del(&req->link);
+	req->state = DOVECOT_AUTH_REQ_CLOSING;
+	buf_wipe(&req->params);
+	dovecot_auth_free_result(req);
+	uv_close((uv_handle_t *)&req->timer, dovecot_auth_request_close_cb);
+}
+
+static void dovecot_auth_request_timer_cb(uv_timer_t *t);
+
+/* Stores a result to be delivered from the loop (never inside the caller's
+ * call). A CONTINUE stays in the hash: Dovecot waits for our CONT. */
+static void dovecot_auth_request_complete(struct dovecot_auth_request *req,
+					  enum dovecot_auth_result result, const char *user,
+					  const char *challenge, const char *reason)
+{
+	struct dovecot_auth_client *c = req->c;
+	if (result != DOVECOT_AUTH_CONTINUE)
+		dovecot_auth_hash_del(c, req);
+	dovecot_auth_list_del(&req->link);
+	dovecot_auth_free_result(req);
+	req->state = DOVECOT_AUTH_REQ_DEFERRED;
+	req->result = result;
+	req->user = user ? xstrdup(user) : NULL;
+	req->challenge = challenge ? xstrdup(challenge) : NULL;
+	req->reason = reason ? xstrdup(reason) : NULL;
+	dovecot_auth_list_add(&c->deferred, &req->link);
+	uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, 0, 0);
+}
+
+/* ---- connection ---- */
+
+static void dovecot_auth_conn_start(struct dovecot_auth_client *c);
+static void dovecot_auth_conn_process(struct dovecot_auth_client *c);
+static void dovecot_auth_conn_drop(struct dovecot_auth_client *c, const char *why);
+static void dovecot_auth_client_timer_cb(uv_timer_t *t);
+
+static void dovecot_auth_pipe_close_cb(uv_handle_t *h)
+{
+	/* The client let go of it (conn->c == NULL) before closing it, so
+	 * this never touches the client, which may be gone by now. */
+	free(h->data);
+}
+
+static void dovecot_auth_timer_close_cb(uv_handle_t *h)
+{
+	struct dovecot_auth_client *c = h->data;
+	c->handles--;
+	dovecot_auth_client_maybe_free(c);
+}
+
+static void dovecot_auth_write_cb(uv_write_t *w, int status)
+{
+	struct dovecot_auth_write *wr = dovecot_auth_container(w, struct dovecot_auth_write, req);
+	struct dovecot_auth_conn *conn = w->handle->data;
+	explicit_bzero(wr->data, wr->len);
+	free(wr);
+	if (status < 0 && status != UV_ECANCELED && conn->c != NULL && conn->c->conn == conn) {
+		char why[128];
+		snprintf(why, sizeof(why), "write failed: %s", uv_strerror(status));
+		dovecot_auth_conn_drop(conn->c, why);
+	}
+}
+
+/* Queues bytes for Dovecot; the copy is wiped once written. Returns false
+ * if the connection was dropped meanwhile. */
+static bool dovecot_auth_conn_send(struct dovecot_auth_client *c, const void *data, size_t len)
+{
+	if (c->fake)
+		return true;
+	if (c->conn == NULL)
+		return false;
+	struct dovecot_auth_write *wr = xmalloc(sizeof(*wr) + len);
+	wr->len = len;
+	memcpy(wr->data, data, len);
+	uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
+	uv_stream_t *s = (uv_stream_t *)&c->conn->pipe;
+	int r = uv_write(&wr->req, s, &b, 1, dovecot_auth_write_cb);
+	if (r < 0) {
+		explicit_bzero(wr->data, len);
+		free(wr);
+		char why[128];
+		snprintf(why, sizeof(why), "write failed: %s", uv_strerror(r));
+		dovecot_auth_conn_drop(c, why);
+		return false;
+	}
+	if (uv_stream_get_write_queue_size(s) > DOVECOT_AUTH_WRITE_QUEUE_MAX) {
+		dovecot_auth_conn_drop(c, "server is not reading what we send");
+		return false;
+	}
+	return true;
+}
+
+static void dovecot_auth_send_cancel(struct dovecot_auth_client *c, uint32_t id)
+{
+	char line[32];
+	int n = snprintf(line, sizeof(line), "CANCEL\t%u\n", (unsigned)id);
+	dovecot_auth_zombie_add(c, id);
+	dovecot_auth_conn_send(c, line, (size_t)n);
+}
+
+/* Writes the request's AUTH line and waits for Dovecot. restart_timer is
+ * false when it leaves the queue: the wait there counted against its time. */
+static void dovecot_auth_request_send(struct dovecot_auth_request *req, bool restart_timer)
+{
+	struct dovecot_auth_client *c = req->c;
+	if (!dovecot_auth_mech_in(c->mechs, req->mech)) {
+		/* Never forward an unannounced mechanism: Dovecot would drop the
+		 * connection and every session on it with it. */
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL,
+					      "Unsupported authentication mechanism");
+		return;
+	}
+	req->id = dovecot_auth_alloc_id(c);
+	dovecot_auth_hash_add(c, req);
+	dovecot_auth_list_del(&req->link);
+	dovecot_auth_list_add(&c->sent, &req->link);
+	req->state = DOVECOT_AUTH_REQ_SENT;
+	if (restart_timer)
+		uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
+
+	struct buf line = BUF_INIT;
+	buf_printf(&line, "AUTH\t%u\t%s", (unsigned)req->id, req->mech);
+	buf_append(&line, buf_data(&req->params), buf_len(&req->params));
+	buf_append(&line, "\n", 1);
+	buf_wipe(&req->params);
+	dovecot_auth_conn_send(c, buf_data(&line), buf_len(&line));
+	buf_wipe(&line);
+}
+
+static void dovecot_auth_fail_list(struct dovecot_auth_link *list, const char *reason)
+{
+	while (!dovecot_auth_list_empty(list)) {
+		struct dovecot_auth_request *req = dovecot_auth_list_req(list->next);
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL, reason);
+	}
+}
+
+/* Ends the connection (or attempt): every step waiting for Dovecot becomes
+ * TEMPFAIL (delivered from the loop), callers mid-exchange learn it at their
+ * next continue, and a reconnect is scheduled. why (logged) may be NULL. */
+static void dovecot_auth_conn_drop(struct dovecot_auth_client *c, const char *why)
+{
+	if (why != NULL)
+		log_warn("dovecot auth: %s: %s", c->path, why);
+	bool was_ready = c->state == DOVECOT_AUTH_READY;
+	const char *reason = was_ready ? "Connection lost to authentication server"
+				       : "Can't connect to authentication server";
+	if (c->conn != NULL) {
+		c->conn->c = NULL;
+		uv_close((uv_handle_t *)&c->conn->pipe, dovecot_auth_pipe_close_cb);
+		c->conn = NULL;
+	}
+	c->generation++;
+	buf_wipe(&c->in);
+	if (!c->destroyed)
+		uv_timer_stop(&c->timer);
+	c->state = DOVECOT_AUTH_IDLE;
+
+	dovecot_auth_fail_list(&c->sent, reason);
+	dovecot_auth_fail_list(&c->queue, reason);
+	/* A challenge not yet delivered cannot be answered any more. */
+	for (struct dovecot_auth_link *l = c->deferred.next; l != &c->deferred; l = l->next) {
+		struct dovecot_auth_request *req = dovecot_auth_list_req(l);
+		if (req->result == DOVECOT_AUTH_CONTINUE) {
+			dovecot_auth_hash_del(c, req);
+			dovecot_auth_free_result(req);
+			req->result = DOVECOT_AUTH_TEMPFAIL;
+			req->reason = xstrdup(reason);
+		}
+	}
+	for (struct dovecot_auth_link *l = c->waiting.next; l != &c->waiting; l = l->next) {
+		struct dovecot_auth_request *req = dovecot_auth_list_req(l);
+		dovecot_auth_hash_del(c, req);
+		req->state = DOVECOT_AUTH_REQ_LOST;
+	}
+	dovecot_auth_zombie_clear(c);
+	c->next_id = 1;
+	c->ids_wrapped = false;
+
+	if (c->destroyed)
+		return;
+	if (c->fake) {
+		c->fake = false;
+		return;
+	}
+	if (was_ready && uv_now(c->loop) - c->ready_since >= DOVECOT_AUTH_STABLE_MS) {
+		c->backoff_ms = 0;
+		dovecot_auth_conn_start(c);
+		return;
+	}
+	c->backoff_ms = c->backoff_ms == 0 ? DOVECOT_AUTH_BACKOFF_MIN_MS : c->backoff_ms * 2;
+	if (c->backoff_ms > DOVECOT_AUTH_BACKOFF_MAX_MS)
+		c->backoff_ms = DOVECOT_AUTH_BACKOFF_MAX_MS;
+	c->state = DOVECOT_AUTH_BACKOFF;
+	uv_timer_start(&c->timer, dovecot_auth_client_timer_cb, c->backoff_ms, 0);
+}
+
+static void dovecot_auth_client_timer_cb(uv_timer_t *t)
+{
+	struct dovecot_auth_client *c = t->data;
+	switch (c->state) {
+	case DOVECOT_AUTH_CONNECTING:
+	case DOVECOT_AUTH_HANDSHAKE:
+		dovecot_auth_conn_drop(c, "handshake timed out");
+		break;
+	case DOVECOT_AUTH_BACKOFF:
+		dovecot_auth_conn_start(c);
+		break;
+	default:
+		break;
+	}
+}
+
+static void dovecot_auth_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct dovecot_auth_conn *conn = h->data;
+	(void)suggested;
+	if (conn->c == NULL) {
+		*b = uv_buf_init(NULL, 0);
+		return;
+	}
+	struct buf *in = &conn->c->in;
+	uint8_t *p = buf_reserve(in, DOVECOT_AUTH_READ_CHUNK);
+	*b = uv_buf_init((char *)p, DOVECOT_AUTH_READ_CHUNK);
+}
+
+static void dovecot_auth_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	struct dovecot_auth_conn *conn = s->data;
+	struct dovecot_auth_client *c = conn->c;
+	(void)b;
+	if (c == NULL || c->conn != conn)
+		return;
+	if (nread > 0) {
+		buf_commit(&c->in, (size_t)nread);
+		dovecot_auth_conn_process(c);
+	} else if (nread == UV_EOF) {
+		dovecot_auth_conn_drop(c, "connection closed by the server");
+	} else if (nread < 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "read failed: %s", uv_strerror((int)nread));
+		dovecot_auth_conn_drop(c, why);
+	}
+}
+
+static void dovecot_auth_connect_cb(uv_connect_t *creq, int status)
+{
+	struct dovecot_auth_conn *conn = dovecot_auth_container(creq, struct dovecot_auth_conn, connect_req);
+	struct dovecot_auth_client *c = conn->c;
+	if (c == NULL || c->conn != conn || status == UV_ECANCELED)
+		return;
+	if (status < 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "connect failed: %s", uv_strerror(status));
+		dovecot_auth_conn_drop(c, why);
+		return;
+	}
+	c->state = DOVECOT_AUTH_HANDSHAKE;
+	int r = uv_read_start((uv_stream_t *)&conn->pipe, dovecot_auth_alloc_cb, dovecot_auth_read_cb);
+	if (r < 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "read failed: %s", uv_strerror(r));
+		dovecot_auth_conn_drop(c, why);
+		return;
+	}
+	/* Sent unprompted: Dovecot 2.4 sends its MECH list only after our
+	 * VERSION. Minor 2: an empty resp= is an empty initial response. CPID
+	 * is checked for uniqueness only on login listeners, so every worker
+	 * may send the same pid. */
+	char hello[64];
+	int n = snprintf(hello, sizeof(hello), "VERSION\t1\t2\nCPID\t%ld\n", (long)getpid());
+	dovecot_auth_conn_send(c, hello, (size_t)n);
+}
+
+static void dovecot_auth_handshake_reset(struct dovecot_auth_client *c)
+{
+	c->got_version = c->got_spid = c->got_cuid = c->got_cookie = false;
+	c->n_mechs = 0;
+	c->mechs_new[0] = '\0';
+	c->next_id = 1;
+	c->ids_wrapped = false;
+}
+
+static void dovecot_auth_conn_start(struct dovecot_auth_client *c)
+{
+	dovecot_auth_handshake_reset(c);
+	uv_timer_start(&c->timer, dovecot_auth_client_timer_cb, DOVECOT_AUTH_HANDSHAKE_MS, 0);
+	c->state = DOVECOT_AUTH_CONNECTING;
+	if (strlen(c->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		/* libuv would silently truncate it and connect elsewhere. */
+		dovecot_auth_conn_drop(c, "socket path too long");
+		return;
+	}
+	struct dovecot_auth_conn *conn = xcalloc(1, sizeof(*conn));
+	conn->c = c;
+	int r = uv_pipe_init(c->loop, &conn->pipe, 0);
+	if (r < 0) {
+		free(conn);
+		char why[128];
+		snprintf(why, sizeof(why), "socket: %s", uv_strerror(r));
+		dovecot_auth_conn_drop(c, why);
+		return;
+	}
+	conn->pipe.data = conn;
+	c->conn = conn;
+	/* Errors, even immediate ones, come back through the callback. */
+	uv_pipe_connect(&conn->connect_req, &conn->pipe, c->path, dovecot_auth_connect_cb);
+}
+
+/* ---- parsing what Dovecot sends ---- */
+
+struct dovecot_auth_field {
+	char *s;
+	size_t len;
+};
+
+static bool dovecot_auth_field_is(const struct dovecot_auth_field *f, const char *s)
+{
+	return f->len == strlen(s) && memcmp(f->s, s, f->len) == 0;
+}
+
+/* A protocol violation: drop the connection. Only the command name is
+ * logged (sanitised, up to the first TAB, at most 16 bytes): lines may carry
+ * user names and passdb fields. */
+static void dovecot_auth_violation(struct dovecot_auth_client *c, const struct dovecot_auth_field *cmd,
+				   const char *what)
+{
+	char name[24], why[160];
+	size_t n = cmd->len < 16 ? cmd->len : 16;
+	const char *tab = memchr(cmd->s, '\t', n);
+	log_sanitize(name, sizeof(name), cmd->s, tab ? (size_t)(tab - cmd->s) : n);
+	snprintf(why, sizeof(why), "protocol error: %s (command \"%s\")", what, name);
+	dovecot_auth_conn_drop(c, why);
+}
+
+static bool dovecot_auth_handle_mech(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
+{
+	if (nf < 2 || !dovecot_auth_mech_name_valid(f[1].s, f[1].len, false)) {
+		dovecot_auth_violation(c, &f[0], "bad mechanism name");
+		return false;
+	}
+	if (++c->n_mechs > DOVECOT_AUTH_MAX_MECHS) {
+		dovecot_auth_violation(c, &f[0], "too many mechanisms");
+		return false;
+	}
+	bool private = false;
+	for (size_t i = 2; i < nf; i++) {
+		/* Unknown flags are ignored (the protocol allows new ones). */
+		if (f[i].len == 0) {
+			dovecot_auth_violation(c, &f[0], "empty mechanism flag");
+			return false;
+		}
+		if (dovecot_auth_field_is(&f[i], "private"))
+			private = true;
+	}
+	if (private || dovecot_auth_mech_in(c->mechs_new, f[1].s))
+		return true;
+	if (c->mechs_new[0] != '\0')
+		strcat(c->mechs_new, " ");
+	strcat(c->mechs_new, f[1].s);
+	return true;
+}
+
+static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
+{
+	if (nf != 1 || c->n_mechs == 0 || !c->got_cookie) {
+		dovecot_auth_violation(c, &f[0], "incomplete handshake");
+		return false;
+	}
+	memcpy(c->mechs, c->mechs_new, sizeof(c->mechs));
+	c->state = DOVECOT_AUTH_READY;
+	c->ready_since = uv_now(c->loop);
+	c->backoff_ms = 0;
+	uv_timer_stop(&c->timer);
+	log_info("dovecot auth: %s: connected, mechanisms: %s", c->path,
+		 c->mechs[0] ? c->mechs : "(none public)");
+	unsigned gen = c->generation;
+	while (c->generation == gen && !dovecot_auth_list_empty(&c->queue))
+		dovecot_auth_request_send(dovecot_auth_list_req(c->queue.next), false);
+	return c->generation == gen;
+}
+
+static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c, struct dovecot_auth_field *f,
+					  size_t nf)
+{
+	if (!c->got_version) {
+		/* Major 1 only; the minor (2 on Dovecot 2.3, 3 and 4 on 2.4) only
+		 * says which optional replies the server may send us. */
+		if (!dovecot_auth_field_is(&f[0], "VERSION") || nf != 3 ||
+		    !dovecot_auth_field_is(&f[1], "1") || !dovecot_auth_all_digits(f[2].s, f[2].len)) {
+			dovecot_auth_violation(c, &f[0], "expected VERSION 1.x first");
+			return false;
+		}
+		c->got_version = true;
+		return true;
+	}
+	if (dovecot_auth_field_is(&f[0], "MECH"))
+		return dovecot_auth_handle_mech(c, f, nf);
+	if (dovecot_auth_field_is(&f[0], "SPID")) {
+		/* Master and userdb sockets send VERSION and SPID, never MECH. */
+		if (c->n_mechs == 0) {
+			dovecot_auth_violation(c, &f[0], "no MECH before SPID (not an auth client socket?)");
+			return false;
+		}
+		if (nf != 2 || c->got_spid || !dovecot_auth_all_digits(f[1].s, f[1].len)) {
+			dovecot_auth_violation(c, &f[0], "bad SPID");
+			return false;
+		}
+		c->got_spid = true;
+		return true;
+	}
+	if (dovecot_auth_field_is(&f[0], "CUID")) {
+		if (nf != 2 || c->got_cuid || !dovecot_auth_all_digits(f[1].s, f[1].len)) {
+			dovecot_auth_violation(c, &f[0], "bad CUID");
+			return false;
+		}
+		c->got_cuid = true;
+		return true;
+	}
+	if (dovecot_auth_field_is(&f[0], "COOKIE")) {
+		bool hex = nf == 2 && f[1].len == 32;
+		for (size_t i = 0; hex && i < f[1].len; i++)
+			hex = (f[1].s[i] >= '0' && f[1].s[i] <= '9') || (f[1].s[i] >= 'a' && f[1].s[i] <= 'f') ||
+			      (f[1].s[i] >= 'A' && f[1].s[i] <= 'F');
+		if (!hex || c->got_cookie) {
+			dovecot_auth_violation(c, &f[0], "bad COOKIE");
+			return false;
+		}
+		c->got_cookie = true;
+		return true;
+	}
+	if (dovecot_auth_field_is(&f[0], "DONE"))
+		return dovecot_auth_handle_done(c, f, nf);
+	dovecot_auth_violation(c, &f[0], "unexpected command during handshake");
+	return false;
+}
+
+static bool dovecot_auth_user_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > DOVECOT_AUTH_MAX_USER)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/* OK and FAIL: "name" or "name=value" parameters after the id. */
+static bool dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dovecot_auth_request *req,
+				      bool ok, struct dovecot_auth_field *f, size_t nf)
+{
+	const char *user = NULL, *reason = NULL;
+	size_t user_len = 0, reason_len = 0;
+	bool refused = false, temp = false;
+	for (size_t i = 2; i < nf; i++) {
+		char *eq = memchr(f[i].s, '=', f[i].len);
+		size_t nlen = eq ? (size_t)(eq - f[i].s) : f[i].len;
+		const char *val = eq ? eq + 1 : "";
+		size_t vlen = eq ? f[i].len - nlen - 1 : 0;
+		if (nlen == 0) {
+			dovecot_auth_violation(c, &f[0], "empty parameter name");
+			return false;
+		}
+		if (nlen == 4 && memcmp(f[i].s, "user", 4) == 0) {
+			if (user != NULL) {
+				dovecot_auth_violation(c, &f[0], "duplicate user");
+				return false;
+			}
+			user = val, user_len = vlen;
+		} else if (nlen == 6 && memcmp(f[i].s, "reason", 6) == 0) {
+			reason = val, reason_len = vlen;
+		} else if (nlen == 4 && memcmp(f[i].s, "code", 4) == 0) {
+			temp = temp || (vlen == 9 && memcmp(val, "temp_fail", 9) == 0);
+		} else if (!eq && nlen == 4 && memcmp(f[i].s, "temp", 4) == 0) {
+			temp = true; /* Dovecot <= 2.2 spelling */
+		} else if (!eq && ((nlen == 7 && memcmp(f[i].s, "nologin", 7) == 0) ||
+				   (nlen == 5 && memcmp(f[i].s, "proxy", 5) == 0))) {
+			/* "OK does not mean access granted": nologin (possibly a
+			 * referral with host=) and proxy are refusals. */
+			refused = true;
+		}
+	}
+	char reason_buf[DOVECOT_AUTH_MAX_REASON + 1];
+	const char *why = NULL;
+	if (reason != NULL)
+		why = log_sanitize(reason_buf, sizeof(reason_buf), reason, reason_len);
+	enum dovecot_auth_result result;
+	if (!ok)
+		result = temp ? DOVECOT_AUTH_TEMPFAIL : DOVECOT_AUTH_FAIL;
+	else if (refused)
+		result = DOVECOT_AUTH_FAIL;
+	else if (user == NULL || !dovecot_auth_user_valid(user, user_len)) {
+		log_warn("dovecot auth: %s: OK without a usable user name", c->path);
+		result = DOVECOT_AUTH_TEMPFAIL;
+		why = "Authentication server sent no valid user name";
+	} else
+		result = DOVECOT_AUTH_OK;
+	dovecot_auth_request_complete(req, result, result == DOVECOT_AUTH_OK ? user : NULL, NULL, why);
+	return true;
+}
+
+static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
+{
+	enum { DOVECOT_AUTH_REPLY_OK, DOVECOT_AUTH_REPLY_FAIL, DOVECOT_AUTH_REPLY_CONT, DOVECOT_AUTH_REPLY_CANCELLED } kind;
+	if (dovecot_auth_field_is(&f[0], "OK"))
+		kind = DOVECOT_AUTH_REPLY_OK;
+	else if (dovecot_auth_field_is(&f[0], "FAIL"))
+		kind = DOVECOT_AUTH_REPLY_FAIL;
+	else if (dovecot_auth_field_is(&f[0], "CONT"))
+		kind = DOVECOT_AUTH_REPLY_CONT;
+	else if (dovecot_auth_field_is(&f[0], "CANCELLED"))
+		kind = DOVECOT_AUTH_REPLY_CANCELLED;
+	else {
+		dovecot_auth_violation(c, &f[0], "unknown command");
+		return false;
+	}
+	uint32_t id;
+	if (nf < 2 || !dovecot_auth_parse_uint(f[1].s, f[1].len, &id) || id == 0) {
+		dovecot_auth_violation(c, &f[0], "bad request id");
+		return false;
+	}
+	if ((kind == DOVECOT_AUTH_REPLY_CONT && (nf != 3 || !dovecot_auth_base64_valid(f[2].s, f[2].len))) ||
+	    (kind == DOVECOT_AUTH_REPLY_CANCELLED && nf != 2)) {
+		dovecot_auth_violation(c, &f[0], "malformed reply");
+		return false;
+	}
+	struct dovecot_auth_request *req = dovecot_auth_hash_find(c, id);
+	if (req == NULL) {
+		dovecot_auth_zombie_expire(c);
+		struct dovecot_auth_zombie *z = dovecot_auth_zombie_find(c, id);
+		if (z != NULL) {
+			/* A late answer to a request we cancelled: ignore it. A
+			 * CONT or a final reply ends Dovecot's side of it. */
+			dovecot_auth_zombie_del(c, z);
+			return true;
+		}
+		dovecot_auth_violation(c, &f[0],
+				       c->ids_wrapped || id < c->next_id ? "reply for a finished request"
+									 : "reply for an unknown request id");
+		return false;
+	}
+	if (req->state != DOVECOT_AUTH_REQ_SENT) {
+		dovecot_auth_violation(c, &f[0], "second reply to one step");
+		return false;
+	}
+	switch (kind) {
+	case DOVECOT_AUTH_REPLY_CONT:
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_CONTINUE, NULL, f[2].s, NULL);
+		return true;
+	case DOVECOT_AUTH_REPLY_OK:
+	case DOVECOT_AUTH_REPLY_FAIL:
+		return dovecot_auth_handle_final(c, req, kind == DOVECOT_AUTH_REPLY_OK, f, nf);
+	case DOVECOT_AUTH_REPLY_CANCELLED:
+	default:
+		dovecot_auth_violation(c, &f[0], "CANCELLED for a request not cancelled");
+		return false;
+	}
+}
+
+/* One line without its LF, NUL-terminated in place. Returns false when the
+ * connection was dropped. */
+static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, size_t len)
+{
+	struct dovecot_auth_field f[DOVECOT_AUTH_MAX_FIELDS];
+	/* For errors before the fields exist: the command is the prefix. */
+	char cmd[17];
+	size_t clen = strcspn(line, "\t");
+	if (clen > 16)
+		clen = 16;
+	memcpy(cmd, line, clen);
+	cmd[clen] = '\0';
+	struct dovecot_auth_field whole = {cmd, clen};
+	size_t nf = 0;
+	if (memchr(line, '\0', len) != NULL) {
+		dovecot_auth_violation(c, &whole, "NUL byte in line");
+		return false;
+	}
+	char *p = line, *end = line + len;
+	for (;;) {
+		char *tab = memchr(p, '\t', (size_t)(end - p));
+		char *fe = tab ? tab : end;
+		if (nf == DOVECOT_AUTH_MAX_FIELDS) {
+			dovecot_auth_violation(c, &whole, "too many fields");
+			return false;
+		}
+		f[nf].s = p;
+		f[nf].len = (size_t)(fe - p);
+		*fe = '\0';
+		if (!dovecot_auth_unescape(f[nf].s, &f[nf].len)) {
+			dovecot_auth_violation(c, &whole, "bad escape");
+			return false;
+		}
+		nf++;
+		if (tab == NULL)
+			break;
+		p = tab + 1;
+	}
+	if (f[0].len == 0) {
+		dovecot_auth_violation(c, &whole, "empty command");
+		return false;
+	}
+	if (c->state == DOVECOT_AUTH_READY)
+		return dovecot_auth_handle_reply(c, f, nf);
+	return dovecot_auth_handle_handshake(c, f, nf);
+}
+
+static void dovecot_auth_conn_process(struct dovecot_auth_client *c)
+{
+	unsigned gen = c->generation;
+	while (c->generation == gen) {
+		char *data = (char *)buf_data(&c->in);
+		size_t len = buf_len(&c->in);
+		char *nl = len ? memchr(data, '\n', len) : NULL;
+		if (nl == NULL) {
+			if (len >= DOVECOT_AUTH_MAX_LINE) {
+				struct dovecot_auth_field cmd = {data, 16};
+				dovecot_auth_violation(c, &cmd, "line too long");
+			}
+			return;
+		}
+		size_t llen = (size_t)(nl - data);
+		if (llen + 1 > DOVECOT_AUTH_MAX_LINE) {
+			struct dovecot_auth_field cmd = {data, 16};
+			dovecot_auth_violation(c, &cmd, "line too long");
+			return;
+		}
+		*nl = '\0';
+		if (!dovecot_auth_handle_line(c, data, llen) || c->generation != gen)
+			return;
+		explicit_bzero(data, llen + 1);
+		buf_consume(&c->in, llen + 1);
+	}
+}
+
+/* ---- requests ---- */
+
+static void dovecot_auth_request_deliver(struct dovecot_auth_request *req)
+{
+	enum dovecot_auth_result result = req->result;
+	char *user = req->user, *challenge = req->challenge, *reason = req->reason;
+	dovecot_auth_cb *cb = req->cb;
+	void *ctx = req->ctx;
+	req->user = req->challenge = req->reason = NULL;
+	dovecot_auth_list_del(&req->link);
+	if (result == DOVECOT_AUTH_CONTINUE) {
+		req->state = DOVECOT_AUTH_REQ_WAITING;
+		dovecot_auth_list_add(&req->c->waiting, &req->link);
+	} else {
+		dovecot_auth_request_close(req);
+	}
+	/* The request's memory lives until its close callback, a later loop
+	 * phase, whatever the callback does; nothing below touches it. */
+	cb(ctx, result, user, challenge, reason);
+	xfree_secret(&user);
+	xfree_secret(&challenge);
+	xfree_secret(&reason);
+}
+
+static void dovecot_auth_request_timer_cb(uv_timer_t *t)
+{
+	struct dovecot_auth_request *req = t->data;
+	struct dovecot_auth_client *c = req->c;
+	switch (req->state) {
+	case DOVECOT_AUTH_REQ_DEFERRED:
+		dovecot_auth_request_deliver(req);
+		break;
+	case DOVECOT_AUTH_REQ_QUEUED:
+		log_warn("dovecot auth: %s: request timed out waiting for the connection", c->path);
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL,
+					      "Authentication server timed out");
+		break;
+	case DOVECOT_AUTH_REQ_SENT: {
+		uint32_t id = req->id;
+		log_warn("dovecot auth: %s: request %u timed out", c->path, (unsigned)id);
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL,
+					      "Authentication server timed out");
+		dovecot_auth_send_cancel(c, id);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+struct dovecot_auth_client *dovecot_auth_client_create(uv_loop_t *loop, const char *socket_path,
+							unsigned request_timeout_ms)
+{
+	struct dovecot_auth_client *c = xcalloc(1, sizeof(*c));
+	c->loop = loop;
+	c->path = xstrdup(socket_path);
+	c->timeout_ms = request_timeout_ms ? request_timeout_ms : 1;
+	c->state = DOVECOT_AUTH_IDLE;
+	c->next_id = 1;
+	dovecot_auth_list_init(&c->queue);
+	dovecot_auth_list_init(&c->sent);
+	dovecot_auth_list_init(&c->deferred);
+	dovecot_auth_list_init(&c->waiting);
+	dovecot_auth_list_init(&c->zombies);
+	uv_timer_init(loop, &c->timer);
+	c->timer.data = c;
+	c->handles = 1;
+	return c;
+}
+
+void dovecot_auth_client_destroy(struct dovecot_auth_client **cp)
+{
+	struct dovecot_auth_client *c = *cp;
+	if (c == NULL)
+		return;
+	*cp = NULL;
+	if (c->destroyed)
+		return;
+	c->destroyed = true;
+	dovecot_auth_conn_drop(c, NULL);
+	uv_close((uv_handle_t *)&c->timer, dovecot_auth_timer_close_cb);
+	/* Everything still live completes now, here: there is no loop turn
+	 * left to defer to. */
+	struct dovecot_auth_link *lists[] = {&c->deferred, &c->waiting, &c->queue, &c->sent};
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		while (!dovecot_auth_list_empty(lists[i])) {
+			struct dovecot_auth_request *req = dovecot_auth_list_req(lists[i]->next);
+			dovecot_auth_cb *cb = req->cb;
+			void *ctx = req->ctx;
+			dovecot_auth_request_close(req);
+			cb(ctx, DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "Authentication client shut down");
+		}
+	}
+}
+
+void dovecot_auth_client_connect(struct dovecot_auth_client *c)
+{
+	if (!c->destroyed && c->state == DOVECOT_AUTH_IDLE)
+		dovecot_auth_conn_start(c);
+}
+
+bool dovecot_auth_client_ready(const struct dovecot_auth_client *c)
+{
+	return c->state == DOVECOT_AUTH_READY;
+}
+
+const char *dovecot_auth_client_mechs(const struct dovecot_auth_client *c)
+{
+	return c->mechs;
+}
+
+bool dovecot_auth_client_has_mech(const struct dovecot_auth_client *c, const char *mech)
+{
+	size_t len = strlen(mech);
+	return dovecot_auth_mech_name_valid(mech, len, true) && dovecot_auth_mech_in(c->mechs, mech);
+}
+
+static void dovecot_auth_build_params(struct dovecot_auth_request *req,
+				      const struct dovecot_auth_request_info *info)
+{
+	struct buf *b = &req->params;
+	/* service= works on every version (2.4.1+ also knows protocol=). */
+	dovecot_auth_append_param(b, "service", info->service ? info->service : "smtp");
+	if (info->session_id)
+		dovecot_auth_append_param(b, "session", info->session_id);
+	if (info->local_ip)
+		dovecot_auth_append_param(b, "lip", info->local_ip);
+	if (info->remote_ip)
+		dovecot_auth_append_param(b, "rip", info->remote_ip);
+	if (info->local_port > 0 && info->local_port <= 65535)
+		buf_printf(b, "\tlport=%u", info->local_port);
+	if (info->remote_port > 0 && info->remote_port <= 65535)
+		buf_printf(b, "\trport=%u", info->remote_port);
+	if (info->local_name)
+		dovecot_auth_append_param(b, "local_name", info->local_name);
+	if (info->secured)
+		buf_append_str(b, "\tsecured=tls");
+	/* resp= must come last. With protocol minor >= 2 an empty value is an
+	 * empty initial response (SMTP "="), distinct from none at all. */
+	if (info->initial_resp_b64) {
+		buf_append_str(b, "\tresp=");
+		buf_append_str(b, info->initial_resp_b64);
+	}
+}
+
+struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
+						 const struct dovecot_auth_request_info *info,
+						 dovecot_auth_cb *cb, void *ctx)
+{
+	if (c->destroyed)
+		return NULL;
+	struct dovecot_auth_request *req = xcalloc(1, sizeof(*req));
+	req->c = c;
+	req->cb = cb;
+	req->ctx = ctx;
+	req->state = DOVECOT_AUTH_REQ_QUEUED;
+	uv_timer_init(c->loop, &req->timer);
+	req->timer.data = req;
+	c->handles++;
+
+	size_t mlen = info->mech ? strlen(info->mech) : 0;
+	if (!dovecot_auth_mech_name_valid(info->mech ? info->mech : "", mlen, true)) {
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL,
+					      "Unsupported authentication mechanism");
+		return req;
+	}
+	for (size_t i = 0; i <= mlen; i++)
+		req->mech[i] = (info->mech[i] >= 'a' && info->mech[i] <= 'z') ? (char)(info->mech[i] - 32)
+									      : info->mech[i];
+	if (info->initial_resp_b64) {
+		size_t rlen = strlen(info->initial_resp_b64);
+		if (rlen > DOVECOT_AUTH_MAX_RESP ||
+		    !dovecot_auth_base64_valid(info->initial_resp_b64, rlen)) {
+			dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL,
+						      "Invalid base64 data in initial response");
+			return req;
+		}
+	}
+	dovecot_auth_build_params(req, info);
+
+	switch (c->state) {
+	case DOVECOT_AUTH_READY:
+		dovecot_auth_request_send(req, true);
+		break;
+	case DOVECOT_AUTH_BACKOFF:
+		/* Dovecot is down: say so now, not after the timeout. */
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL,
+					      "Can't connect to authentication server");
+		break;
+	case DOVECOT_AUTH_IDLE:
+	case DOVECOT_AUTH_CONNECTING:
+	case DOVECOT_AUTH_HANDSHAKE:
+		dovecot_auth_list_add(&c->queue, &req->link);
+		uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
+		if (c->state == DOVECOT_AUTH_IDLE)
+			dovecot_auth_conn_start(c);
+		break;
+	}
+	return req;
+}
+
+void dovecot_auth_continue(struct dovecot_auth_request *req, const char *response_b64)
+{
+	struct dovecot_auth_client *c = req->c;
+	if (c->destroyed)
+		return; /* it was completed with TEMPFAIL already */
+	if (req->state == DOVECOT_AUTH_REQ_LOST) {
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL,
+					      "Connection lost to authentication server");
+		return;
+	}
+	if (req->state != DOVECOT_AUTH_REQ_WAITING) {
+		/* A caller bug; the step under way still answers once. */
+		log_err("dovecot auth: BUG: continue without a pending challenge");
+		return;
+	}
+	size_t len = strlen(response_b64);
+	if (len > DOVECOT_AUTH_MAX_RESP || !dovecot_auth_base64_valid(response_b64, len)) {
+		uint32_t id = req->id;
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL,
+					      "Invalid base64 data in continued response");
+		dovecot_auth_send_cancel(c, id);
+		return;
+	}
+	dovecot_auth_list_del(&req->link);
+	dovecot_auth_list_add(&c->sent, &req->link);
+	req->state = DOVECOT_AUTH_REQ_SENT;
+	uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
+
+	struct buf line = BUF_INIT;
+	buf_printf(&line, "CONT\t%u\t", (unsigned)req->id);
+	buf_append(&line, response_b64, len);
+	buf_append(&line, "\n", 1);
+	dovecot_auth_conn_send(c, buf_data(&line), buf_len(&line));
+	buf_wipe(&line);
+}
+
+void dovecot_auth_abort(struct dovecot_auth_request **reqp)
+{
+	struct dovecot_auth_request *req = *reqp;
+	if (req == NULL)
+		return;
+	*reqp = NULL;
+	if (req->state == DOVECOT_AUTH_REQ_CLOSING)
+		return;
+	struct dovecot_auth_client *c = req->c;
+	bool known = req->in_hash;
+	uint32_t id = req->id;
+	dovecot_auth_request_close(req);
+	/* Dovecot knows the request: tell it, and remember the id so a reply
+	 * already on its way is recognised as late, not as garbage. */
+	if (known)
+		dovecot_auth_send_cancel(c, id);
+}
+
+void dovecot_auth_client_fake_connect(struct dovecot_auth_client *c)
+{
+	if (c->destroyed || c->state != DOVECOT_AUTH_IDLE)
+		return;
+	dovecot_auth_handshake_reset(c);
+	c->fake = true;
+	c->state = DOVECOT_AUTH_HANDSHAKE;
+}
+
+void dovecot_auth_client_feed(struct dovecot_auth_client *c, const void *data, size_t len)
+{
+	if (c->destroyed || !c->fake ||
+	    (c->state != DOVECOT_AUTH_HANDSHAKE && c->state != DOVECOT_AUTH_READY))
+		return;
+	buf_append(&c->in, data, len);
+	dovecot_auth_conn_process(c);
+}

@@ -1,0 +1,622 @@
+/* policy/sender_login: sender ownership (Postfix smtpd_sender_login_maps).
+ * Semantics and their sources are in sender_login.h. */
+#include "config.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "lookup/table.h"
+#include "policy/sender_login.h"
+
+#define SENDER_LOGIN_MAX_TABLES 16
+#define SENDER_LOGIN_KEYS_MAX 2048 /* 5 keys of <= 256 bytes, quoted */
+
+struct sender_login_conf {
+	struct table *tables[SENDER_LOGIN_MAX_TABLES];
+	size_t ntables;
+	enum sender_login_policy policy;
+	char delimiters[32];
+};
+
+struct sender_login {
+	const struct sender_login_conf *conf;
+	struct table_inst *inst[SENDER_LOGIN_MAX_TABLES];
+	uv_idle_t idle; /* deferred verdicts that needed no lookup */
+	struct sender_login_req *ready_head, *ready_tail;
+	struct sender_login_req *live; /* every request not yet finished */
+};
+
+struct sender_login_req {
+	struct sender_login *sl;
+	sender_login_cb *cb;
+	void *ctx;
+	enum sender_login_policy policy;
+	char *login; /* NULL: not authenticated */
+	char keys[SENDER_LOGIN_KEYS_MAX];
+	int nkeys;
+	const char *key; /* current key inside keys */
+	int ki;
+	size_t tix;
+	struct table_req *tr;
+	enum sender_login_result result;
+	struct sender_login_req *next;         /* ready list */
+	struct sender_login_req *lprev, *lnext; /* live list */
+};
+
+static const char *const sender_login_policy_names[] = {
+	[SENDER_LOGIN_REJECT_MISMATCH] = "reject_sender_login_mismatch",
+	[SENDER_LOGIN_REJECT_AUTHENTICATED] = "reject_authenticated_sender_login_mismatch",
+	[SENDER_LOGIN_REJECT_KNOWN] = "reject_known_sender_login_mismatch",
+	[SENDER_LOGIN_REJECT_UNAUTHENTICATED] = "reject_unauthenticated_sender_login_mismatch",
+	[SENDER_LOGIN_NONE] = "none",
+};
+
+int sender_login_policy_parse(const char *name, enum sender_login_policy *policy_r)
+{
+	for (size_t i = 0; i < sizeof(sender_login_policy_names) / sizeof(char *); i++) {
+		if (strcasecmp(name, sender_login_policy_names[i]) == 0) {
+			*policy_r = (enum sender_login_policy)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *sender_login_policy_name(enum sender_login_policy policy)
+{
+	return sender_login_policy_names[policy];
+}
+
+const char *sender_login_result_name(enum sender_login_result result)
+{
+	switch (result) {
+	case SENDER_LOGIN_OWNED: return "owned";
+	case SENDER_LOGIN_NOT_OWNED: return "not-owned";
+	case SENDER_LOGIN_NOT_LOGGED_IN: return "not-logged-in";
+	case SENDER_LOGIN_TEMPFAIL: return "tempfail";
+	case SENDER_LOGIN_NOT_CHECKED: return "not-checked";
+	}
+	return "?";
+}
+
+/* ------------------------------------------------------------------ */
+/* keys */
+
+static bool sender_login_atext(unsigned char c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80)
+		return true;
+	return strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL && c != 0;
+}
+
+/* Appends local (internal form) in RFC 5321 form: as is when it is a
+ * dot-atom, else quoted with " and \ escaped (Postfix quote_822_local). */
+static void sender_login_quote_local(struct buf *out, const char *local, size_t n)
+{
+	bool need = n == 0 || local[0] == '.' || local[n - 1] == '.';
+	for (size_t i = 0; i < n && !need; i++) {
+		unsigned char c = (unsigned char)local[i];
+		if (c == '.') {
+			if (i + 1 < n && local[i + 1] == '.')
+				need = true;
+		} else if (!sender_login_atext(c)) {
+			need = true;
+		}
+	}
+	if (!need) {
+		buf_append(out, local, n);
+		return;
+	}
+	buf_append(out, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (local[i] == '"' || local[i] == '\\')
+			buf_append(out, "\\", 1);
+		buf_append(out, local + i, 1);
+	}
+	buf_append(out, "\"", 1);
+}
+
+/* Postfix split_addr(): where to cut the localpart, or 0 for "don't". */
+static size_t sender_login_split(const char *local, size_t n, const char *delims)
+{
+	if (*delims == 0)
+		return 0;
+	if ((n == 10 && strncasecmp(local, "postmaster", 10) == 0)
+	    || (n == 13 && strncasecmp(local, "mailer-daemon", 13) == 0)
+	    || (n == 13 && strncasecmp(local, "double-bounce", 13) == 0))
+		return 0;
+	if (strchr(delims, '-') != NULL) {
+		/* owner_request_special = yes (Postfix default) */
+		if (n >= 6 && strncasecmp(local, "owner-", 6) == 0)
+			return 0;
+		if (n > 8 && strncasecmp(local + n - 8, "-request", 8) == 0)
+			return 0;
+	}
+	size_t cut = 0;
+	while (cut < n && strchr(delims, local[cut]) == NULL)
+		cut++;
+	if (cut == 0 || cut == n)
+		return 0;
+	return cut;
+}
+
+static int sender_login_add_key(struct buf *keys, int *count, const char *k, size_t n)
+{
+	/* skip a key equal to one already listed (external == internal form) */
+	const char *p = (const char *)buf_data(keys), *end = p + buf_len(keys);
+	while (p < end) {
+		size_t l = strlen(p);
+		if (l == n && strncasecmp(p, k, n) == 0)
+			return 0;
+		p += l + 1;
+	}
+	buf_append(keys, k, n);
+	buf_append(keys, "", 1);
+	(*count)++;
+	return 0;
+}
+
+int sender_login_keys(const char *addr, const char *delimiters, char *keys_out, size_t keyssz)
+{
+	size_t len = strlen(addr);
+	/* find the '@' that separates the domain: the last one outside quotes */
+	const char *at = NULL;
+	bool quoted = false;
+	for (size_t i = 0; i < len; i++) {
+		if (quoted && addr[i] == '\\' && i + 1 < len) {
+			i++;
+			continue;
+		}
+		if (addr[i] == '"')
+			quoted = !quoted;
+		else if (addr[i] == '@' && !quoted)
+			at = addr + i;
+	}
+	size_t llen = at ? (size_t)(at - addr) : len;
+	const char *domain = at ? at + 1 : NULL;
+
+	/* internal (unquoted) localpart */
+	struct buf internal = BUF_INIT;
+	quoted = false;
+	for (size_t i = 0; i < llen; i++) {
+		if (addr[i] == '"') {
+			quoted = !quoted;
+			continue;
+		}
+		if (quoted && addr[i] == '\\' && i + 1 < llen)
+			i++;
+		buf_append(&internal, addr + i, 1);
+	}
+	const char *ilocal = (const char *)buf_data(&internal);
+	size_t ilen = buf_len(&internal);
+	if (ilocal == NULL)
+		ilocal = "";
+
+	struct buf keys = BUF_INIT, k = BUF_INIT;
+	int count = 0;
+	/* 1. full address: external form, then internal form */
+	for (int form = 0; form < 2; form++) {
+		buf_reset(&k);
+		if (form == 0)
+			sender_login_quote_local(&k, ilocal, ilen);
+		else
+			buf_append(&k, ilocal, ilen);
+		if (domain) {
+			buf_append(&k, "@", 1);
+			buf_append_str(&k, domain);
+		}
+		sender_login_add_key(&keys, &count, (const char *)buf_data(&k), buf_len(&k));
+	}
+	/* 2. without the extension */
+	size_t cut = sender_login_split(ilocal, ilen, delimiters);
+	if (cut) {
+		for (int form = 0; form < 2; form++) {
+			buf_reset(&k);
+			if (form == 0)
+				sender_login_quote_local(&k, ilocal, cut);
+			else
+				buf_append(&k, ilocal, cut);
+			if (domain) {
+				buf_append(&k, "@", 1);
+				buf_append_str(&k, domain);
+			}
+			sender_login_add_key(&keys, &count, (const char *)buf_data(&k), buf_len(&k));
+		}
+	}
+	/* 4. @domain */
+	if (domain && *domain) {
+		buf_reset(&k);
+		buf_append(&k, "@", 1);
+		buf_append_str(&k, domain);
+		sender_login_add_key(&keys, &count, (const char *)buf_data(&k), buf_len(&k));
+	}
+	int ret = count;
+	if (buf_len(&keys) > keyssz)
+		ret = -1;
+	else
+		memcpy(keys_out, buf_data(&keys), buf_len(&keys));
+	buf_free(&keys);
+	buf_free(&k);
+	buf_free(&internal);
+	return ret;
+}
+
+int sender_login_owner_match(const char *owners, const char *login)
+{
+	size_t llen = strlen(login);
+	const char *p = owners;
+	while (*p) {
+		p += strspn(p, ", \t\r\n");
+		size_t n = strcspn(p, ", \t\r\n");
+		if (n == 0)
+			break;
+		if (n == llen && strncasecmp(p, login, n) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* replies */
+
+static void sender_login_printable(char *out, size_t outsz, const char *in)
+{
+	/* Postfix printable(): anything not printable becomes '?' */
+	size_t i = 0;
+	for (; in[i] && i + 1 < outsz; i++) {
+		unsigned char c = (unsigned char)in[i];
+		out[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	out[i] = 0;
+}
+
+size_t sender_login_reply(enum sender_login_result result, const char *addr, const char *login,
+			  char *out, size_t outsz)
+{
+	char a[300], l[300];
+	int n = 0;
+	sender_login_printable(a, sizeof(a), addr ? addr : "");
+	sender_login_printable(l, sizeof(l), login ? login : "");
+	switch (result) {
+	case SENDER_LOGIN_NOT_OWNED:
+		n = snprintf(out, outsz, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s",
+			     a, l);
+		break;
+	case SENDER_LOGIN_NOT_LOGGED_IN:
+		n = snprintf(out, outsz, "553 5.7.1 <%s>: Sender address rejected: not logged in", a);
+		break;
+	case SENDER_LOGIN_TEMPFAIL:
+		/* Postfix reject_dict_retry() text, unchanged (fail2ban filters know it) */
+		n = snprintf(out, outsz, "451 4.3.0 <%s>: Temporary lookup failure", a);
+		break;
+	case SENDER_LOGIN_OWNED:
+	case SENDER_LOGIN_NOT_CHECKED:
+		if (outsz)
+			*out = 0;
+		return 0;
+	}
+	if (n < 0)
+		return 0;
+	/* RFC 5321 §4.5.3.1.5: 512 octets incl. CRLF; Postfix truncates at 510 */
+	if ((size_t)n >= outsz)
+		n = outsz ? (int)outsz - 1 : 0;
+	if (n > 510 && outsz > 510) {
+		out[510] = 0;
+		n = 510;
+	}
+	return (size_t)n;
+}
+
+/* ------------------------------------------------------------------ */
+/* configuration */
+
+struct sender_login_conf *sender_login_conf_new(const struct sender_login_settings *s,
+						char *err, size_t errlen)
+{
+	struct sender_login_conf *conf = xcalloc(1, sizeof(*conf));
+	const char *delims = s->delimiters ? s->delimiters : "+";
+	if (strlen(delims) >= sizeof(conf->delimiters)) {
+		snprintf(err, errlen, "recipient_delimiter: too many characters");
+		goto fail;
+	}
+	strcpy(conf->delimiters, delims);
+	conf->policy = SENDER_LOGIN_REJECT_MISMATCH;
+	if (s->policy && *s->policy && sender_login_policy_parse(s->policy, &conf->policy) != 0) {
+		snprintf(err, errlen,
+			 "sender_login_policy: unknown \"%s\" (reject_sender_login_mismatch, "
+			 "reject_authenticated_sender_login_mismatch, "
+			 "reject_known_sender_login_mismatch, "
+			 "reject_unauthenticated_sender_login_mismatch, none)", s->policy);
+		goto fail;
+	}
+	/* Split the list on commas and whitespace, keeping inline:{...} and
+	 * static:{...} together (braces may hold both). */
+	const char *p = s->maps ? s->maps : "";
+	while (*p) {
+		p += strspn(p, ", \t\r\n");
+		if (*p == 0)
+			break;
+		const char *start = p;
+		int depth = 0;
+		for (; *p; p++) {
+			if (*p == '{')
+				depth++;
+			else if (*p == '}' && depth > 0)
+				depth--;
+			else if (depth == 0 && strchr(", \t\r\n", *p))
+				break;
+		}
+		if (conf->ntables == SENDER_LOGIN_MAX_TABLES) {
+			snprintf(err, errlen, "sender_login_maps: more than %d tables",
+				 SENDER_LOGIN_MAX_TABLES);
+			goto fail;
+		}
+		char *spec = xstrndup(start, (size_t)(p - start));
+		struct table *t = table_open(spec, err, errlen);
+		free(spec);
+		if (t == NULL)
+			goto fail;
+		table_set_cache(t, &s->cache);
+		conf->tables[conf->ntables++] = t;
+	}
+	if (conf->ntables == 0 && conf->policy != SENDER_LOGIN_NONE)
+		log_warn("restriction %s ignored: no definition of sender_login_maps",
+			 sender_login_policy_name(conf->policy));
+	return conf;
+fail:
+	sender_login_conf_free(&conf);
+	return NULL;
+}
+
+void sender_login_conf_free(struct sender_login_conf **confp)
+{
+	struct sender_login_conf *conf = *confp;
+	if (conf == NULL)
+		return;
+	for (size_t i = 0; i < conf->ntables; i++)
+		table_free(&conf->tables[i]);
+	free(conf);
+	*confp = NULL;
+}
+
+enum sender_login_policy sender_login_conf_policy(const struct sender_login_conf *conf)
+{
+	return conf->policy;
+}
+
+/* ------------------------------------------------------------------ */
+/* per worker */
+
+static void sender_login_idle_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+struct sender_login *sender_login_new(const struct sender_login_conf *conf, uv_loop_t *loop)
+{
+	struct sender_login *sl = xcalloc(1, sizeof(*sl));
+	sl->conf = conf;
+	for (size_t i = 0; i < conf->ntables; i++)
+		sl->inst[i] = table_inst_new(conf->tables[i], loop);
+	uv_idle_init(loop, &sl->idle);
+	sl->idle.data = sl;
+	return sl;
+}
+
+static void sender_login_req_free(struct sender_login_req *req)
+{
+	struct sender_login *sl = req->sl;
+	if (req->lprev)
+		req->lprev->lnext = req->lnext;
+	else
+		sl->live = req->lnext;
+	if (req->lnext)
+		req->lnext->lprev = req->lprev;
+	free(req->login);
+	free(req);
+}
+
+void sender_login_free(struct sender_login **slp)
+{
+	struct sender_login *sl = *slp;
+	if (sl == NULL)
+		return;
+	*slp = NULL;
+	sl->ready_head = sl->ready_tail = NULL;
+	while (sl->live) {
+		struct sender_login_req *req = sl->live;
+		table_cancel(&req->tr);
+		sender_login_req_free(req);
+	}
+	for (size_t i = 0; i < sl->conf->ntables; i++)
+		table_inst_close(&sl->inst[i]);
+	uv_idle_stop(&sl->idle);
+	uv_close((uv_handle_t *)&sl->idle, sender_login_idle_closed);
+}
+
+static void sender_login_idle_cb(uv_idle_t *h)
+{
+	struct sender_login *sl = h->data;
+	/* Only what was ready when this turn began; a callback may start new
+	 * checks (they wait for the next turn) or free sl (which empties the
+	 * list; sl's memory lives until the idle handle's close callback). */
+	struct sender_login_req *last = sl->ready_tail;
+	while (sl->ready_head) {
+		struct sender_login_req *req = sl->ready_head;
+		sl->ready_head = req->next;
+		if (sl->ready_head == NULL)
+			sl->ready_tail = NULL;
+		bool was_last = req == last;
+		sender_login_cb *cb = req->cb;
+		void *ctx = req->ctx;
+		enum sender_login_result result = req->result;
+		sender_login_req_free(req);
+		cb(ctx, result, NULL);
+		if (was_last)
+			break;
+	}
+	if (sl->ready_head == NULL)
+		uv_idle_stop(&sl->idle);
+}
+
+static void sender_login_defer(struct sender_login_req *req, enum sender_login_result result)
+{
+	struct sender_login *sl = req->sl;
+	req->result = result;
+	req->next = NULL;
+	if (sl->ready_tail)
+		sl->ready_tail->next = req;
+	else
+		sl->ready_head = req;
+	sl->ready_tail = req;
+	uv_idle_start(&sl->idle, sender_login_idle_cb);
+}
+
+/* The verdict once the owner search is over (owners NULL: not listed). */
+static enum sender_login_result sender_login_verdict(const struct sender_login_req *req,
+						     const char *owners)
+{
+	bool authenticated = req->login != NULL;
+	switch (req->policy) {
+	case SENDER_LOGIN_NONE:
+		return SENDER_LOGIN_NOT_CHECKED;
+	case SENDER_LOGIN_REJECT_UNAUTHENTICATED:
+		if (authenticated)
+			return SENDER_LOGIN_NOT_CHECKED;
+		break;
+	case SENDER_LOGIN_REJECT_AUTHENTICATED:
+		if (!authenticated)
+			return SENDER_LOGIN_NOT_CHECKED;
+		break;
+	case SENDER_LOGIN_REJECT_KNOWN:
+	case SENDER_LOGIN_REJECT_MISMATCH:
+		break;
+	}
+	if (!authenticated)
+		return owners ? SENDER_LOGIN_NOT_LOGGED_IN : SENDER_LOGIN_NOT_CHECKED;
+	if (owners == NULL)
+		return req->policy == SENDER_LOGIN_REJECT_KNOWN ? SENDER_LOGIN_NOT_CHECKED
+								: SENDER_LOGIN_NOT_OWNED;
+	return sender_login_owner_match(owners, req->login) ? SENDER_LOGIN_OWNED
+							    : SENDER_LOGIN_NOT_OWNED;
+}
+
+static void sender_login_next(struct sender_login_req *req);
+
+/* Frees req first, then calls back: the callback may free everything. */
+static void sender_login_finish(struct sender_login_req *req, enum sender_login_result result,
+				const char *owners)
+{
+	sender_login_cb *cb = req->cb;
+	void *ctx = req->ctx;
+	sender_login_req_free(req);
+	cb(ctx, result, owners);
+}
+
+static void sender_login_table_cb(void *ctx, enum table_status status, const char *value)
+{
+	struct sender_login_req *req = ctx;
+	req->tr = NULL;
+	if (status == TABLE_OK || status == TABLE_TEMPFAIL) {
+		enum sender_login_result r = status == TABLE_TEMPFAIL ? SENDER_LOGIN_TEMPFAIL
+								      : sender_login_verdict(req, value);
+		if (status == TABLE_TEMPFAIL)
+			log_warn("%s: lookup of a sender address failed",
+				 table_name(table_inst_table(req->sl->inst[req->tix])));
+		sender_login_finish(req, r, value);
+		return;
+	}
+	/* not found: next table for this key, then the next key */
+	if (++req->tix >= req->sl->conf->ntables) {
+		req->tix = 0;
+		req->key += strlen(req->key) + 1;
+		req->ki++;
+	}
+	sender_login_next(req);
+}
+
+static void sender_login_next(struct sender_login_req *req)
+{
+	if (req->ki >= req->nkeys) {
+		sender_login_finish(req, sender_login_verdict(req, NULL), NULL);
+		return;
+	}
+	req->tr = table_lookup(req->sl->inst[req->tix], req->key, sender_login_table_cb, req);
+}
+
+struct sender_login_req *sender_login_check_policy(struct sender_login *sl,
+						   enum sender_login_policy policy,
+						   const char *addr, const char *login,
+						   sender_login_cb *cb, void *ctx)
+{
+	struct sender_login_req *req = xcalloc(1, sizeof(*req));
+	req->sl = sl;
+	req->cb = cb;
+	req->ctx = ctx;
+	req->policy = policy;
+	req->login = login ? xstrdup(login) : NULL;
+	req->lnext = sl->live;
+	if (sl->live)
+		sl->live->lprev = req;
+	sl->live = req;
+
+	bool applies = policy != SENDER_LOGIN_NONE && sl->conf->ntables > 0
+		       && !(policy == SENDER_LOGIN_REJECT_AUTHENTICATED && !login)
+		       && !(policy == SENDER_LOGIN_REJECT_UNAUTHENTICATED && login);
+	/* The null sender is never checked (Postfix; RFC 6409 §3.2). */
+	if (!applies || addr == NULL || *addr == 0) {
+		sender_login_defer(req, SENDER_LOGIN_NOT_CHECKED);
+		return req;
+	}
+	req->nkeys = sender_login_keys(addr, sl->conf->delimiters, req->keys, sizeof(req->keys));
+	if (req->nkeys <= 0) {
+		/* longer than any valid path (RFC 5321 §4.5.3.1.3): nobody owns it */
+		sender_login_defer(req, login || policy == SENDER_LOGIN_REJECT_KNOWN
+					? sender_login_verdict(req, NULL) : SENDER_LOGIN_NOT_CHECKED);
+		return req;
+	}
+	req->key = req->keys;
+	/* table_lookup() defers its completion, so this cannot call back now */
+	sender_login_next(req);
+	return req;
+}
+
+struct sender_login_req *sender_login_check(struct sender_login *sl, const char *sender,
+					    const char *login, sender_login_cb *cb, void *ctx)
+{
+	return sender_login_check_policy(sl, sl->conf->policy, sender, login, cb, ctx);
+}
+
+void sender_login_cancel(struct sender_login_req **reqp)
+{
+	struct sender_login_req *req = *reqp;
+	if (req == NULL)
+		return;
+	*reqp = NULL;
+	if (req->tr) {
+		table_cancel(&req->tr);
+		sender_login_req_free(req);
+		return;
+	}
+	/* on the ready list */
+	struct sender_login *sl = req->sl;
+	struct sender_login_req **pp = &sl->ready_head, *prev = NULL;
+	while (*pp && *pp != req) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (*pp) {
+		*pp = req->next;
+		if (sl->ready_tail == req)
+			sl->ready_tail = prev;
+		if (sl->ready_head == NULL)
+			uv_idle_stop(&sl->idle);
+	}
+	sender_login_req_free(req);
+}

@@ -1,0 +1,556 @@
+#include "config.h"
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "net/conn.h"
+#include "relay/relay.h"
+#include "smtp/header.h"
+#include "smtp/server.h"
+
+struct session {
+	struct worker *w;
+	struct config *cfg;
+	struct session *next, *prev;
+	const struct listen_cfg *listen;
+	struct conn *conn;
+	struct smtp_server *server;
+	struct relay_txn *relay;
+
+	char id[20];
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
+	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
+	struct sockaddr_storage peer;
+	bool counted;
+
+	/* the transaction */
+	struct smtp_mail_args mail;
+	struct smtp_rcpt_args rcpt;      /* the RCPT waiting for the downstream MAIL */
+	bool rcpt_waits_for_mail;
+	unsigned nrcpt;
+	char first_rcpt[SMTP_PATH_MAX + 1];
+	enum { RELAY_IDLE, RELAY_MAIL, RELAY_RCPT, RELAY_DATA, RELAY_END } relay_step;
+
+	/* content */
+	struct buf header;               /* held until the header section is complete */
+	bool header_done;
+	bool header_too_big;
+	bool input_paused;               /* back-pressure from the downstream */
+	time_t data_time;
+	uint64_t msg_size;
+};
+
+/* ---- helpers ---- */
+
+static void session_log_delivery(struct session *s, const struct smtp_reply *r)
+{
+	log_info("%s: from=<%s>, to=<%s>%s, size=%llu, nrcpt=%u, relay=%s, status=%s (%d %s %s)",
+		 s->id, s->mail.path.addr, s->first_rcpt, s->nrcpt > 1 ? ",..." : "",
+		 (unsigned long long)s->msg_size, s->nrcpt, s->relay ? relay_txn_relay(s->relay) : "none",
+		 r->code < 300 ? "sent" : (r->code < 500 ? "deferred" : "bounced"), r->code, r->enh,
+		 r->text);
+}
+
+static void session_txn_reset(struct session *s)
+{
+	relay_txn_free(&s->relay);
+	s->relay_step = RELAY_IDLE;
+	s->rcpt_waits_for_mail = false;
+	s->nrcpt = 0;
+	s->first_rcpt[0] = '\0';
+	buf_free(&s->header);
+	s->header_done = false;
+	s->header_too_big = false;
+	s->msg_size = 0;
+	if (s->input_paused) {
+		s->input_paused = false;
+		conn_read_start(s->conn);
+	}
+}
+
+static void session_complete(struct session *s, const struct smtp_reply *r)
+{
+	smtp_server_complete(s->server, r->code, r->enh, r->text);
+}
+
+/* ---- RFC 6409 §8 fix-ups and the Received: header (RFC 5321 §4.4) ---- */
+
+static void session_rfc5322_date(time_t t, char *out, size_t outsz)
+{
+	struct tm tm;
+	localtime_r(&t, &tm);
+	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	long off = tm.tm_gmtoff / 60;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday], tm.tm_mday,
+		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60,
+		 off % 60);
+}
+
+static void session_received(struct session *s, struct buf *out, const char *date)
+{
+	const char *user = smtp_server_user(s->server);
+	bool tls = s->conn->tls_active;
+	char helo[128];
+	log_sanitize(helo, sizeof(helo), smtp_server_helo(s->server), strlen(smtp_server_helo(s->server)));
+	/* RFC 3848 protocol names. */
+	const char *proto = smtp_server_smtputf8(s->server) ? "UTF8SMTP"
+			    : smtp_server_esmtp(s->server) ? "ESMTP"
+							    : "SMTP";
+	bool v6 = strchr(s->ip, ':') != NULL;
+	buf_printf(out, "Received: from %s ([%s%s])\r\n", helo, v6 ? "IPv6:" : "", s->ip);
+	if (tls) {
+		char desc[160];
+		conn_tls_describe(s->conn, desc, sizeof(desc));
+		buf_printf(out, "\t(using %s)\r\n", desc);
+	}
+	if (user != NULL) {
+		char u[128];
+		log_sanitize(u, sizeof(u), user, strlen(user));
+		buf_printf(out, "\t(Authenticated sender: %s)\r\n", u);
+	}
+	buf_printf(out, "\tby %s (submitd) with %s%s%s id %s", s->cfg->myhostname, proto,
+		   tls ? "S" : "", user != NULL ? "A" : "", s->id);
+	/* "for" only with a single recipient: it would disclose Bcc's. */
+	if (s->nrcpt == 1)
+		buf_printf(out, "\r\n\tfor <%s>", s->first_rcpt);
+	buf_printf(out, "; %s\r\n", date);
+}
+
+static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
+{
+	if (s->relay == NULL || n == 0)
+		return;
+	if (relay_txn_write(s->relay, p, n) && !s->input_paused) {
+		s->input_paused = true;
+		conn_read_stop(s->conn);
+	}
+}
+
+/* Sends the held header section, with Received: in front and Date: /
+ * Message-ID: added at its end when the client left them out. */
+static void session_emit_header(struct session *s, bool at_end)
+{
+	struct header_info hi;
+	if (!header_scan(buf_data(&s->header), buf_len(&s->header), at_end, &hi))
+		return;
+	s->header_done = true;
+	const uint8_t *h = buf_data(&s->header);
+	size_t hlen = hi.header_len;
+	/* Where the header fields end: before the empty line if there is one. */
+	size_t fields_end = hlen;
+	bool has_empty = false;
+	if (hlen >= 2 && h[hlen - 2] == '\r' && h[hlen - 1] == '\n' &&
+	    (hlen == 2 || (hlen >= 4 && h[hlen - 4] == '\r' && h[hlen - 3] == '\n'))) {
+		fields_end = hlen - 2;
+		has_empty = true;
+	}
+	char date[64];
+	session_rfc5322_date(s->data_time, date, sizeof(date));
+	struct buf out = BUF_INIT;
+	session_received(s, &out, date);
+	buf_append(&out, h, fields_end);
+	if (fields_end > 0 && !(h[fields_end - 1] == '\n'))
+		buf_append(&out, "\r\n", 2); /* unterminated last field (BDAT) */
+	if (!hi.has_date)
+		buf_printf(&out, "Date: %s\r\n", date);
+	if (!hi.has_message_id) {
+		struct tm tm;
+		gmtime_r(&s->data_time, &tm);
+		char stamp[32];
+		strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
+		buf_printf(&out, "Message-ID: <%s.%s@%s>\r\n", stamp, s->id, s->cfg->myhostname);
+	}
+	/* A body that began without an empty line gets one, so it stays body. */
+	if (has_empty || hlen < buf_len(&s->header))
+		buf_append(&out, "\r\n", 2);
+	session_relay_write(s, buf_data(&out), buf_len(&out));
+	buf_free(&out);
+	session_relay_write(s, h + hlen, buf_len(&s->header) - hlen);
+	buf_free(&s->header);
+}
+
+/* ---- the server's backend: policy and relay ---- */
+
+static void session_relay_cb(void *ctx, const struct smtp_reply *r);
+static void session_relay_drain(void *ctx);
+
+static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
+{
+	struct session *s = ctx;
+	session_txn_reset(s);
+	s->mail = *a;
+	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
+	session_complete(s, &r);
+}
+
+static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
+{
+	struct session *s = ctx;
+	s->rcpt = *a;
+	if (s->relay == NULL) {
+		/* The downstream transaction opens with the first recipient
+		   that passed local policy (DESIGN.md §4). */
+		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb, session_relay_drain, s);
+		s->relay_step = RELAY_MAIL;
+		s->rcpt_waits_for_mail = true;
+		relay_txn_mail(s->relay, &s->mail);
+		return;
+	}
+	s->relay_step = RELAY_RCPT;
+	relay_txn_rcpt(s->relay, a);
+}
+
+static void session_be_data(void *ctx)
+{
+	struct session *s = ctx;
+	if (s->relay == NULL) {
+		struct smtp_reply r = {.code = 451, .enh = "4.4.2", .text = "Error: lost connection with downstream"};
+		session_complete(s, &r);
+		return;
+	}
+	s->relay_step = RELAY_DATA;
+	relay_txn_data(s->relay);
+}
+
+static void session_be_content(void *ctx, const uint8_t *p, size_t n)
+{
+	struct session *s = ctx;
+	if (s->header_too_big || s->relay == NULL)
+		return;
+	if (s->header_done) {
+		session_relay_write(s, p, n);
+		return;
+	}
+	buf_append(&s->header, p, n);
+	session_emit_header(s, false);
+	if (!s->header_done && buf_len(&s->header) > s->cfg->header_size_limit) {
+		s->header_too_big = true;
+		buf_free(&s->header);
+	}
+}
+
+static void session_be_data_end(void *ctx, const struct smtp_server_data_info *info)
+{
+	struct session *s = ctx;
+	s->msg_size = info->size;
+	if (s->header_too_big) {
+		session_txn_reset(s);
+		struct smtp_reply r = {.code = 552, .enh = "5.3.4", .text = "Error: message header size exceeds limit"};
+		session_complete(s, &r);
+		return;
+	}
+	if (!s->header_done)
+		session_emit_header(s, true);
+	if (s->relay == NULL) {
+		struct smtp_reply r = {.code = 451, .enh = "4.4.2", .text = "Error: lost connection with downstream"};
+		session_complete(s, &r);
+		return;
+	}
+	s->relay_step = RELAY_END;
+	relay_txn_end(s->relay);
+}
+
+static void session_be_reset(void *ctx)
+{
+	struct session *s = ctx;
+	session_txn_reset(s);
+}
+
+static void session_relay_cb(void *ctx, const struct smtp_reply *r)
+{
+	struct session *s = ctx;
+	bool ok = r->code >= 200 && r->code < 300;
+	switch (s->relay_step) {
+	case RELAY_MAIL:
+		if (!ok) {
+			/* The client hears the downstream's refusal of MAIL
+			   as the answer to its RCPT; the next RCPT retries. */
+			relay_txn_free(&s->relay);
+			s->relay_step = RELAY_IDLE;
+			session_complete(s, r);
+			return;
+		}
+		s->relay_step = RELAY_RCPT;
+		relay_txn_rcpt(s->relay, &s->rcpt);
+		return;
+	case RELAY_RCPT:
+		if (ok && s->nrcpt++ == 0)
+			snprintf(s->first_rcpt, sizeof(s->first_rcpt), "%s", s->rcpt.path.addr);
+		s->relay_step = RELAY_IDLE;
+		session_complete(s, r);
+		return;
+	case RELAY_DATA:
+		s->relay_step = RELAY_IDLE;
+		if (r->code == 354) {
+			s->data_time = time(NULL);
+			struct smtp_reply go = {.code = 354, .text = "End data with <CR><LF>.<CR><LF>"};
+			session_complete(s, &go);
+			return;
+		}
+		session_complete(s, r);
+		return;
+	case RELAY_END:
+		session_log_delivery(s, r);
+		s->relay_step = RELAY_IDLE;
+		relay_txn_free(&s->relay);
+		session_txn_reset(s);
+		session_complete(s, r);
+		return;
+	case RELAY_IDLE:
+		break;
+	}
+}
+
+static void session_relay_drain(void *ctx)
+{
+	struct session *s = ctx;
+	if (s->input_paused) {
+		s->input_paused = false;
+		conn_read_start(s->conn);
+		smtp_server_input(s->server);
+	}
+}
+
+static const struct smtp_server_backend session_backend = {
+	.mail = session_be_mail,
+	.rcpt = session_be_rcpt,
+	.data = session_be_data,
+	.content = session_be_content,
+	.data_end = session_be_data_end,
+	.reset = session_be_reset,
+	.auth = NULL,
+};
+
+/* ---- the server's transport ---- */
+
+static void session_io_write(void *ctx, const void *p, size_t n)
+{
+	struct session *s = ctx;
+	conn_write(s->conn, p, n);
+}
+
+static void session_io_starttls(void *ctx)
+{
+	struct session *s = ctx;
+	int r = conn_tls_start(s->conn, true, s->cfg->tls_creds, s->cfg->tls_prio, NULL, false);
+	if (r < 0) {
+		log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));
+		smtp_server_disconnected(s->server);
+		conn_close(s->conn);
+	}
+}
+
+static void session_io_close(void *ctx)
+{
+	struct session *s = ctx;
+	conn_close(s->conn);
+}
+
+static const struct smtp_server_io session_io = {
+	.write = session_io_write,
+	.starttls = session_io_starttls,
+	.close = session_io_close,
+};
+
+/* ---- connection events ---- */
+
+static void session_on_data(struct conn *c, void *ctx)
+{
+	struct session *s = ctx;
+	if (buf_len(&c->in) > 0)
+		smtp_server_input(s->server);
+	if (c->eof || c->error != 0) {
+		smtp_server_disconnected(s->server);
+		conn_close(c);
+		return;
+	}
+	/* Refresh the idle timer; in DATA the data timeout applies. */
+	conn_set_timeout(c, s->cfg->command_timeout_ms);
+	/* A client that pipelines faster than we answer waits in the kernel,
+	   not in our memory (DESIGN.md invariant 5). */
+	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536)
+		conn_read_stop(c);
+}
+
+static void session_on_timeout(struct conn *c, void *ctx)
+{
+	struct session *s = ctx;
+	smtp_server_timeout(s->server);
+}
+
+static void session_on_tls(struct conn *c, void *ctx, int err)
+{
+	struct session *s = ctx;
+	if (err != 0) {
+		log_info("%s: TLS handshake failed for %s: %s", s->id, s->client, gnutls_strerror(err));
+		smtp_server_disconnected(s->server);
+		conn_close(c);
+		return;
+	}
+	char desc[160];
+	conn_tls_describe(c, desc, sizeof(desc));
+	bool implicit = s->listen->mode == LISTEN_TLS;
+	log_info("%s: %s: %s", s->id, implicit ? "tls" : "starttls", desc);
+	smtp_server_tls_done(s->server, true);
+	if (implicit)
+		smtp_server_greet(s->server);
+}
+
+static void session_on_close(struct conn *c, void *ctx)
+{
+	struct session *s = ctx;
+	char counters[256];
+	smtp_server_counters(s->server, counters, sizeof(counters));
+	log_info("%s: disconnect from %s %s", s->id, s->client, counters);
+	relay_txn_free(&s->relay);
+	smtp_server_free(&s->server);
+	buf_free(&s->header);
+	if (s->counted)
+		worker_conn_release((struct sockaddr *)&s->peer);
+	struct worker *w = s->w;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	w->nsessions--;
+	config_unref(&s->cfg);
+	free(s);
+	worker_session_gone(w);
+}
+
+static const struct conn_handler session_conn_handler = {
+	.on_data = session_on_data,
+	.on_timeout = session_on_timeout,
+	.on_tls = session_on_tls,
+	.on_close = session_on_close,
+};
+
+static void session_describe_peer(struct session *s)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, s->ip, sizeof(s->ip));
+		s->port = ntohs(sin6->sin6_port);
+		/* Show IPv4-mapped addresses as IPv4. */
+		if (strncmp(s->ip, "::ffff:", 7) == 0 && strchr(s->ip + 7, '.') != NULL)
+			memmove(s->ip, s->ip + 7, strlen(s->ip + 7) + 1);
+	} else {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, s->ip, sizeof(s->ip));
+		s->port = ntohs(sin->sin_port);
+	}
+	snprintf(s->client, sizeof(s->client), "[%s]:%u", s->ip, s->port);
+}
+
+void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+	s->w = w;
+	s->cfg = config_ref(w->cfg);
+	s->listen = &s->cfg->listens[listen_idx];
+	s->conn = conn_new(&w->loop, false, &session_conn_handler, s);
+	snprintf(s->id, sizeof(s->id), "%08X%X%04X", (unsigned)time(NULL), w->id & 0xf,
+		 (unsigned)(w->seq++ & 0xffff));
+	s->next = w->sessions;
+	if (w->sessions != NULL)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+
+	if (uv_accept(server, &s->conn->h.stream) != 0) {
+		/* Nothing to talk to; the close callback cleans up. */
+		s->server = smtp_server_new(&(struct smtp_server_settings){.hostname = ""}, &session_io,
+					    &session_backend, s, &s->conn->in, s->id, "?");
+		conn_abort(s->conn);
+		return;
+	}
+	uv_tcp_nodelay(&s->conn->h.tcp, 1);
+	int len = sizeof(s->peer);
+	uv_tcp_getpeername(&s->conn->h.tcp, (struct sockaddr *)&s->peer, &len);
+	session_describe_peer(s);
+
+	const struct config *cfg = s->cfg;
+	struct smtp_caps caps;
+	bool known = relay_pool_caps(w->relay, &caps);
+	struct smtp_server_settings set = {
+		.hostname = cfg->myhostname,
+		.size_limit = cfg->message_size_limit,
+		.line_limit = cfg->line_length_limit,
+		.recipient_limit = cfg->recipient_limit,
+		.error_limit = cfg->error_limit,
+		.newline_mode = cfg->bare_newline == BARE_NEWLINE_NORMALIZE ? SMTP_NEWLINE_NORMALIZE
+									     : SMTP_NEWLINE_REJECT,
+		.starttls_offered = s->listen->mode == LISTEN_STARTTLS,
+		.tls_active = false,
+		.relay_trusted = s->listen->trusted &&
+				 config_cidr_match(cfg->mynetworks, cfg->nmynetworks,
+						   (struct sockaddr *)&s->peer),
+		/* Never offer more than the downstream path takes
+		   (downstream-relay.md §7); optimistic until first seen. */
+		.eightbitmime = !known || caps.eightbitmime,
+		.smtputf8 = !known || caps.smtputf8,
+		.dsn = !known || caps.dsn,
+	};
+	if (known && caps.size_present && caps.size > 0 && caps.size < set.size_limit)
+		set.size_limit = caps.size;
+	s->server = smtp_server_new(&set, &session_io, &session_backend, s, &s->conn->in, s->id,
+				    s->client);
+
+	static const char *const modes[] = {"plain", "starttls", "tls"};
+	log_info("%s: connect from %s to %s (%s%s)", s->id, s->client, s->listen->text,
+		 modes[s->listen->mode], set.relay_trusted ? ", trusted" : "");
+
+	const char *why = NULL;
+	if (!worker_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {
+		log_warn("%s: refusing %s: %s", s->id, s->client, why);
+		/* No greeting for an overloaded server: 421 and close
+		   (RFC 5321 §3.8). Over TLS the client would not read it. */
+		if (s->listen->mode != LISTEN_TLS) {
+			char line[160];
+			snprintf(line, sizeof(line), "421 4.7.0 %s Error: %s, try again later\r\n",
+				 cfg->myhostname, why);
+			conn_write_str(s->conn, line);
+		}
+		smtp_server_disconnected(s->server);
+		conn_close(s->conn);
+		return;
+	}
+	s->counted = true;
+	conn_read_start(s->conn);
+	conn_set_timeout(s->conn, cfg->command_timeout_ms);
+	if (s->listen->mode == LISTEN_TLS) {
+		int r = conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false);
+		if (r < 0) {
+			log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));
+			smtp_server_disconnected(s->server);
+			conn_close(s->conn);
+		}
+		return;
+	}
+	smtp_server_greet(s->server);
+}
+
+void session_shutdown_all(struct worker *w)
+{
+	for (struct session *s = w->sessions, *next; s != NULL; s = next) {
+		next = s->next;
+		if (s->server != NULL)
+			smtp_server_shutdown(s->server);
+	}
+}

@@ -1,0 +1,21 @@
+/* session: one client connection, from accept to close. The only place that
+ * knows the order of the chain (DESIGN.md §1):
+ *   conn (+TLS) -> smtp server -> policy -> relay -> downstream.
+ * Teardown runs the other way: the server is told the connection is gone,
+ * the relay transaction is aborted, then the connection is closed and the
+ * memory freed in its close callback. */
+#ifndef SUBMITD_SESSION_H
+#define SUBMITD_SESSION_H
+
+#include <uv.h>
+
+#include "core/config.h"
+#include "worker.h"
+
+/* Accepts one pending connection from server (a listening socket for
+ * cfg->listens[listen_idx]) and starts its session. */
+void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx);
+/* Graceful stop: every session finishes its transaction, then gets 421. */
+void session_shutdown_all(struct worker *w);
+
+#endif

@@ -1,0 +1,849 @@
+"""harness.py: the protocol-test harness for submitd (Python 3 stdlib only).
+
+  from harness import *          # (t/proto files put t/lib on sys.path)
+  env = Env()                    # private temp dir, removed at exit
+  certs = env.certs()            # CA + server cert (localhost, mail.test.example, 127.0.0.1, ::1)
+  sink = env.sink()              # recording downstream (t/lib/sink.py), started
+  d = env.submitd(config)        # $SUBMITD -c FILE, started, ports waited for
+  c = d.connect("starttls")      # raw SMTP client on that listener (greeting read)
+  ...
+  done()                         # stops everything (sanitizer check), prints the plan
+
+TAP helpers: ok, is_, like, unlike, diag, skip, done.
+Every process started here is killed at exit, even when the test crashes.
+"""
+
+import atexit
+import ctypes
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+LIB = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(LIB))
+sys.path.insert(0, LIB)
+import sink as sinkmod  # noqa: E402
+
+undot = sinkmod.undot
+MYHOST = "mail.test.example"
+
+# ---------------------------------------------------------------- TAP
+
+_n = 0
+_failed = 0
+_procs = []
+_cleanups = []
+
+
+def ok(cond, name="", diag_=None):
+    global _n, _failed
+    _n += 1
+    name = name.replace("\n", " ").replace("#", "\\#")
+    if cond:
+        print("ok %d - %s" % (_n, name), flush=True)
+    else:
+        _failed += 1
+        print("not ok %d - %s" % (_n, name), flush=True)
+        if diag_ is not None:
+            diag(diag_)
+    return bool(cond)
+
+
+def diag(msg):
+    text = msg if isinstance(msg, str) else repr(msg)
+    for line in text.splitlines() or [""]:
+        print("# " + line, flush=True)
+
+
+def is_(got, want, name=""):
+    if got == want:
+        return ok(True, name)
+    return ok(False, name, "     got: %s\n  wanted: %s" % (_short(got), _short(want)))
+
+
+def like(got, pattern, name="", flags=0):
+    s = got if isinstance(got, str) else (got.decode("utf-8", "replace")
+                                          if isinstance(got, (bytes, bytearray)) else repr(got))
+    if re.search(pattern, s, flags):
+        return ok(True, name)
+    return ok(False, name, "     got: %s\n  wanted match: %s" % (_short(s), pattern))
+
+
+def unlike(got, pattern, name="", flags=0):
+    s = got if isinstance(got, str) else (got.decode("utf-8", "replace")
+                                          if isinstance(got, (bytes, bytearray)) else repr(got))
+    if not re.search(pattern, s, flags):
+        return ok(True, name)
+    return ok(False, name, "     got: %s\n  wanted no match: %s" % (_short(s), pattern))
+
+
+def skip(name, why):
+    global _n
+    _n += 1
+    print("ok %d - %s # SKIP %s" % (_n, name, why), flush=True)
+
+
+def _short(v, limit=600):
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit] + "... (%d chars)" % len(r)
+
+
+def failures():
+    return _failed
+
+
+def done():
+    """Stops everything (runs checks such as the sanitizer scan), prints the
+    plan and exits: status 1 if anything failed."""
+    _cleanup()
+    print("1..%d" % _n, flush=True)
+    sys.stdout.flush()
+    os._exit(1 if _failed else 0)
+
+
+def _cleanup():
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            ok(False, "cleanup %s" % getattr(fn, "__name__", fn), repr(e))
+    for p in _procs:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(5)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _on_signal(signum, frame):
+    print("# killed by signal %d" % signum, flush=True)
+    _cleanup()
+    os._exit(128 + signum)
+
+
+atexit.register(_cleanup)
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+signal.signal(signal.SIGHUP, _on_signal)
+
+
+def _die_with_parent():
+    # children die if the test process dies (even by SIGKILL)
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def spawn(argv, **kw):
+    kw.setdefault("preexec_fn", _die_with_parent)
+    p = subprocess.Popen(argv, **kw)
+    _procs.append(p)
+    return p
+
+
+def raise_nofile(n=65536):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(n, hard) if hard != resource.RLIM_INFINITY else n
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# ---------------------------------------------------------------- ports
+
+_used_ports = set()
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port currently free on host (and not handed out before)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(200):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _used_ports and port > 1024:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def split_hostport(hp):
+    return sinkmod.split_hostport(hp)
+
+
+def wait_port(host, port, timeout=10.0, proc=None):
+    deadline = time.time() + timeout
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(1)
+        try:
+            s.connect((host, port))
+            return True
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    return False
+
+
+def wait_unix(path, timeout=10.0, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    return False
+
+
+def wait_for(fn, timeout=10.0, interval=0.05):
+    """Polls fn() until it returns something truthy; returns the last value."""
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- environment
+
+class Env:
+    """A private temp dir and everything started in it."""
+
+    def __init__(self, name=None):
+        name = name or os.path.splitext(os.path.basename(sys.argv[0]))[0]
+        self.dir = tempfile.mkdtemp(prefix="submitd-t-%s-" % name)
+        self.binary = os.environ.get("SUBMITD") or os.path.join(TOP, "build", "submitd")
+        self._certs = None
+        self._n = 0
+        _cleanups.insert(0, self._remove)
+
+    def _remove(self):
+        if os.environ.get("T_KEEP"):
+            diag("kept temp dir %s" % self.dir)
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def subdir(self, prefix):
+        self._n += 1
+        d = self.path("%s%d" % (prefix, self._n))
+        os.makedirs(d)
+        return d
+
+    def certs(self):
+        if self._certs is None:
+            self._certs = Certs(self.path("certs"))
+        return self._certs
+
+    def sink(self, *args, **kw):
+        s = SinkProc(self, *args, **kw)
+        s.start()
+        return s
+
+    def submitd(self, config, start=True, **kw):
+        d = Submitd(self, config, **kw)
+        if start:
+            d.start()
+        return d
+
+    def require_binary(self):
+        if not os.access(self.binary, os.X_OK):
+            print("Bail out! submitd binary not found at %s (set SUBMITD)" % self.binary,
+                  flush=True)
+            _cleanup()
+            os._exit(1)
+
+
+# ---------------------------------------------------------------- certificates
+
+class Certs:
+    """A private CA and a server certificate for localhost, mail.test.example,
+    127.0.0.1 and ::1. Attributes: ca, cert, key, fullchain (paths)."""
+
+    def __init__(self, d):
+        os.makedirs(d, exist_ok=True)
+        self.dir = d
+        self.ca = os.path.join(d, "ca.pem")
+        self.ca_key = os.path.join(d, "ca-key.pem")
+        self.cert = os.path.join(d, "server.pem")
+        self.key = os.path.join(d, "server-key.pem")
+        self.fullchain = os.path.join(d, "fullchain.pem")
+
+        def run(*a):
+            subprocess.run(["openssl"] + list(a), check=True, cwd=d,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", self.ca_key, "-out", self.ca, "-days", "2", "-subj", "/CN=submitd test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", self.key, "-out", "server.csr", "-subj", "/CN=" + MYHOST)
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1\n"
+                    "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n" % MYHOST)
+        run("x509", "-req", "-in", "server.csr", "-CA", self.ca, "-CAkey", self.ca_key,
+            "-CAcreateserial", "-out", self.cert, "-days", "2", "-extfile", "ext.cnf")
+        with open(self.fullchain, "w") as out:
+            for p in (self.cert, self.ca):
+                with open(p) as f:
+                    out.write(f.read())
+
+    def client_context(self, **kw):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        for k, v in kw.items():
+            setattr(ctx, k, v)
+        return ctx
+
+
+# ---------------------------------------------------------------- sink
+
+class SinkProc:
+    """The recording downstream (t/lib/sink.py) as a process.
+    sink.port / sink.host / sink.unix; sink.messages(); sink.log()."""
+
+    def __init__(self, env, *extra, lmtp=False, unix=None, port=None, host="127.0.0.1",
+                 starttls=False, args=()):
+        self.env = env
+        self.dir = env.subdir("sink")
+        self.logfile = os.path.join(self.dir, "sink.log")
+        self.lmtp = lmtp
+        self.unix = unix
+        self.host = host
+        self.port = None if unix else (port or free_port(host))
+        self.args = list(extra) + list(args)
+        if starttls:
+            c = env.certs()
+            self.args += ["--starttls", c.fullchain, c.key]
+        self.proc = None
+
+    @property
+    def listen(self):
+        return "[%s]:%d" % (self.host, self.port) if ":" in self.host else \
+            "%s:%d" % (self.host, self.port)
+
+    @property
+    def relayhost(self):
+        """The submitd relayhost value for this sink."""
+        if self.unix:
+            return "lmtp:unix:" + self.unix if self.lmtp else "unix:" + self.unix
+        return ("lmtp:" if self.lmtp else "") + "[%s]:%d" % (self.host, self.port)
+
+    def start(self):
+        argv = [sys.executable, os.path.join(LIB, "sink.py"), "--dir", self.dir]
+        argv += ["--unix", self.unix] if self.unix else ["--listen", self.listen]
+        if self.lmtp:
+            argv.append("--lmtp")
+        argv += self.args
+        self.errf = open(os.path.join(self.dir, "sink.stderr"), "ab")
+        self.proc = spawn(argv, stdout=self.errf, stderr=self.errf, stdin=subprocess.DEVNULL)
+        up = wait_unix(self.unix, 10, self.proc) if self.unix else \
+            wait_port(self.host, self.port, 10, self.proc)
+        if not up:
+            diag("sink did not start: " + self.stderr())
+            raise RuntimeError("sink did not start")
+        _cleanups.append(self.stop)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def stderr(self):
+        try:
+            with open(os.path.join(self.dir, "sink.stderr"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log(self):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def messages(self):
+        return sinkmod.load_messages(self.dir)
+
+    def count(self):
+        return len(self.messages())
+
+    def wait_count(self, n, timeout=10):
+        return wait_for(lambda: self.count() >= n, timeout)
+
+    def violations(self):
+        return [l for l in self.log().splitlines() if "violation:" in l]
+
+    def clear(self):
+        for name in os.listdir(self.dir):
+            if re.fullmatch(r"\d+\.(eml|json)", name):
+                os.unlink(os.path.join(self.dir, name))
+
+
+# ---------------------------------------------------------------- submitd
+
+SANITIZER_PATTERNS = [r"ERROR: AddressSanitizer", r"ERROR: LeakSanitizer", r"runtime error:",
+                      r"SUMMARY: UndefinedBehaviorSanitizer", r"WARNING: ThreadSanitizer"]
+
+
+class Submitd:
+    """submitd as a process. config: dict or list of (key, value) pairs (a
+    list value in a dict repeats the key). Listeners are named by mode:
+    d.port("starttls"), d.addr("tls") -> (host, port)."""
+
+    def __init__(self, env, config, name="submitd"):
+        self.env = env
+        self.name = name
+        self.dir = env.subdir(name)
+        self.conf = os.path.join(self.dir, "submitd.conf")
+        self.logfile = os.path.join(self.dir, "submitd.log")
+        self.pairs = []
+        items = config.items() if isinstance(config, dict) else config
+        for k, v in items:
+            for one in (v if isinstance(v, (list, tuple)) else [v]):
+                self.pairs.append((k, str(one)))
+        self.listeners = []   # (host, port, mode, flags)
+        for k, v in self.pairs:
+            if k == "listen":
+                parts = v.split()
+                host, port = split_hostport(parts[0])
+                self.listeners.append((host, port, parts[1] if len(parts) > 1 else "plain",
+                                       parts[2:]))
+        self.proc = None
+        self.checked = False
+
+    def write_config(self):
+        with open(self.conf, "w") as f:
+            f.write("# written by t/lib/harness.py\n")
+            for k, v in self.pairs:
+                f.write("%s = %s\n" % (k, v))
+
+    def addr(self, mode_or_index="starttls"):
+        for i, (h, p, m, fl) in enumerate(self.listeners):
+            if mode_or_index == i or mode_or_index == m:
+                return h, p
+        raise KeyError(mode_or_index)
+
+    def port(self, mode="starttls"):
+        return self.addr(mode)[1]
+
+    def start(self, timeout=10):
+        self.env.require_binary()
+        self.write_config()
+        self.logf = open(self.logfile, "ab")
+        self.proc = spawn([self.env.binary, "-c", self.conf], stdin=subprocess.DEVNULL,
+                          stdout=self.logf, stderr=self.logf)
+        _cleanups.append(self.stop)
+        deadline = time.time() + timeout
+        for h, p, m, fl in self.listeners:
+            if not wait_port(h, p, max(0.1, deadline - time.time()), self.proc):
+                st = self.proc.poll()
+                diag("submitd did not come up on %s:%d (%s); exit status %s; config:\n%s\nlog:\n%s"
+                     % (h, p, m, st, open(self.conf).read(), self.log()))
+                ok(False, "%s started" % self.name)
+                done()
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_log(self, pattern, timeout=5):
+        r = re.compile(pattern)
+        return wait_for(lambda: r.search(self.log()), timeout)
+
+    def sanitizer_report(self):
+        text = self.log()
+        for pat in SANITIZER_PATTERNS:
+            m = re.search(pat, text)
+            if m:
+                return text[max(0, m.start() - 200):m.start() + 3000]
+        return None
+
+    def stop(self):
+        """SIGTERM, SIGKILL after 5 s; then TAP checks: exited by itself, no
+        sanitizer report in its log."""
+        if self.proc is None:
+            return
+        p, self.proc = self.proc, None
+        alive_before = p.poll() is None
+        if alive_before:
+            p.terminate()
+            try:
+                p.wait(5)
+                killed = False
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                killed = True
+        else:
+            killed = False
+        st = p.returncode
+        if not alive_before:
+            ok(False, "%s was still running at the end of the test (exit status %s)"
+               % (self.name, st), self.log()[-3000:])
+        else:
+            ok(not killed and st in (0, -signal.SIGTERM),
+               "%s stopped on SIGTERM (status %s%s)" % (self.name, st, ", needed SIGKILL" if killed
+                                                        else ""),
+               self.log()[-3000:])
+        rep = self.sanitizer_report()
+        ok(rep is None, "%s: no sanitizer report in its log" % self.name, rep)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+# ---------------------------------------------------------------- raw SMTP client
+
+class Reply:
+    def __init__(self, lines):
+        self.lines = lines                        # list of str without CRLF
+        self.code = int(lines[-1][:3]) if lines and lines[-1][:3].isdigit() else None
+        self.text = "\n".join(l[4:] for l in lines)
+
+    @property
+    def enhanced(self):
+        m = re.match(r"\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})(\s|$)", self.lines[-1])
+        return m.group(1) if m else None
+
+    def __str__(self):
+        return " | ".join(self.lines)
+
+    __repr__ = __str__
+
+
+class Timeout(Exception):
+    pass
+
+
+class SMTP:
+    """A byte-level SMTP client. Every byte sent and received is kept in
+    .transcript for diagnostics."""
+
+    def __init__(self, host, port, tls=False, certs=None, timeout=15, greeting=True,
+                 server_hostname=MYHOST, family=None):
+        fam = family or (socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.timeout = timeout
+        self.certs = certs
+        self.buf = bytearray()
+        self.transcript = []
+        self.tls = False
+        self.closed = False
+        self.greeting = None
+        if tls:
+            self._wrap(server_hostname)
+        if greeting:
+            self.greeting = self.reply()
+
+    def _wrap(self, server_hostname, ctx=None):
+        if ctx is None:
+            ctx = self.certs.client_context() if self.certs else ssl._create_unverified_context()
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.tls = True
+        self.transcript.append(("--", "TLS %s %s" % (self.sock.version(), self.sock.cipher()[0])))
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.transcript.append((">>", data))
+        self.sock.sendall(data)
+
+    def _fill(self, timeout=None):
+        self.sock.settimeout(timeout if timeout is not None else self.timeout)
+        try:
+            d = self.sock.recv(65536)
+        except socket.timeout:
+            raise Timeout()
+        except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
+            d = b""
+        if not d:
+            self.closed = True
+            raise EOFError("connection closed by server")
+        self.transcript.append(("<<", d))
+        self.buf += d
+
+    def line(self, timeout=None):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                l = bytes(self.buf[:i])
+                del self.buf[:i + 2]
+                return l.decode("utf-8", "replace")
+            self._fill(timeout)
+
+    def reply(self, timeout=None):
+        """Reads one full (possibly multi-line) reply. Returns Reply; on EOF
+        or timeout returns a Reply with code None (text 'EOF'/'TIMEOUT')."""
+        lines = []
+        try:
+            while True:
+                l = self.line(timeout)
+                lines.append(l)
+                if len(l) < 4 or l[3] != "-":
+                    return Reply(lines)
+        except EOFError:
+            return Reply(lines + ["EOF"]) if lines else Reply(["EOF"])
+        except Timeout:
+            return Reply(lines + ["TIMEOUT"]) if lines else Reply(["TIMEOUT"])
+
+    def cmd(self, line, timeout=None):
+        self.send(line if isinstance(line, bytes) else line + "\r\n")
+        return self.reply(timeout)
+
+    def ehlo(self, name="client.test.example"):
+        return self.cmd("EHLO " + name)
+
+    def starttls(self, server_hostname=MYHOST, ctx=None):
+        r = self.cmd("STARTTLS")
+        if r.code != 220:
+            return r
+        if self.buf:
+            raise AssertionError("server sent bytes after 220 to STARTTLS: %r" % bytes(self.buf))
+        self._wrap(server_hostname, ctx)
+        return r
+
+    def pending(self, wait=0.5):
+        """Whatever the server sends within `wait` seconds (b'' if nothing;
+        None if the connection was closed)."""
+        out = bytes(self.buf)
+        self.buf.clear()
+        deadline = time.time() + wait
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                return out
+            try:
+                self._fill(left)
+            except Timeout:
+                return out
+            except EOFError:
+                return out if out else None
+            out += bytes(self.buf)
+            self.buf.clear()
+
+    def is_closed(self, wait=3):
+        """True if the server closes the connection within `wait` seconds
+        (anything it still sends is discarded)."""
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                self._fill(max(0.01, deadline - time.time()))
+                self.buf.clear()
+            except EOFError:
+                return True
+            except Timeout:
+                return False
+            except OSError:
+                return True
+        return False
+
+    def send_message(self, mail_from, rcpts, data_wire):
+        """MAIL, RCPT..., DATA, then data_wire (already dot-stuffed, ending
+        in CRLF.CRLF). Returns the list of replies (stops at the first
+        failure of MAIL or DATA)."""
+        out = [self.cmd("MAIL FROM:<%s>" % mail_from)]
+        if out[-1].code != 250:
+            return out
+        for r in rcpts:
+            out.append(self.cmd("RCPT TO:<%s>" % r))
+        out.append(self.cmd("DATA"))
+        if out[-1].code != 354:
+            return out
+        self.send(data_wire)
+        out.append(self.reply(timeout=120))
+        return out
+
+    def dump(self, limit=4000):
+        parts = []
+        for d, data in self.transcript:
+            s = data if isinstance(data, str) else data.decode("utf-8", "replace")
+            if len(s) > 400:
+                s = s[:300] + "...(%d bytes)..." % len(s) + s[-80:]
+            parts.append("%s %s" % (d, s.rstrip("\r\n").replace("\r\n", "\n" + d + " ")))
+        t = "\n".join(parts)
+        return t[-limit:]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def stuff(content):
+    """Dot-stuffs canonical CRLF content and appends the end-of-data marker."""
+    out = re.sub(rb"(?m)^\.", b"..", content)
+    if out and not out.endswith(b"\r\n"):
+        out += b"\r\n"
+    return out + b".\r\n"
+
+
+# ---------------------------------------------------------------- messages
+
+def make_message(subject="test", body=b"Hello.\r\n", date=True, msgid=True, extra=b"",
+                 frm="sender@example.com", to="rcpt@example.net"):
+    """A canonical (CRLF) message as bytes."""
+    h = b"From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\n" % (frm.encode(), to.encode(),
+                                                         subject.encode("utf-8"))
+    if date:
+        h += b"Date: Sat, 22 Nov 2025 12:00:00 +0000\r\n"
+    if msgid:
+        h += b"Message-ID: <%d.%d@client.test.example>\r\n" % (
+            int(time.time() * 1000), random.randrange(1 << 30))
+    return h + extra + b"\r\n" + body
+
+
+def split_added(content, client):
+    """Splits stored content into (added_headers, rest) where rest is the
+    tail that should equal the client's message. Headers submitd may add are
+    Received: first, and Date:/Message-ID: (anywhere in the header section)
+    when the client left them out. Returns (added: list of bytes fields,
+    rest: bytes)."""
+    fields, body_off = header_fields(content)
+    cfields, _ = header_fields(client)
+    cnames = [f.split(b":", 1)[0].lower() for f in cfields]
+    added = []
+    kept = []
+    first = True
+    for f in fields:
+        name = f.split(b":", 1)[0].lower()
+        if first and name == b"received":
+            added.append(f)
+        elif name in (b"date", b"message-id") and name not in cnames:
+            added.append(f)
+        else:
+            kept.append(f)
+        first = False
+    return added, b"".join(kept) + content[body_off:]
+
+
+def header_fields(content):
+    """Header fields (each with its CRLF and folded continuation lines) and
+    the offset where the header section ends (the empty line included in
+    the body part)."""
+    fields = []
+    pos = 0
+    while pos < len(content):
+        e = content.find(b"\r\n", pos)
+        if e < 0:
+            break
+        line = content[pos:e + 2]
+        if line == b"\r\n":
+            break
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+        pos = e + 2
+    return fields, pos
+
+
+def first_header(content):
+    f, _ = header_fields(content)
+    return f[0].decode("utf-8", "replace") if f else ""
+
+
+def headers_named(content, name):
+    f, _ = header_fields(content)
+    return [x.decode("utf-8", "replace") for x in f
+            if x.split(b":", 1)[0].strip().lower() == name.lower().encode()]
+
+
+def run(argv, input=None, timeout=60, env=None):
+    """Runs a client program; returns (status, stdout+stderr as str)."""
+    try:
+        p = subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout, env=env, preexec_fn=_die_with_parent)
+        return p.returncode, p.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode("utf-8", "replace") if e.stdout else ""
+        return None, out + "\n[timed out after %ss]" % timeout
+
+
+def standard_config(certs, sink, extra=(), host="127.0.0.1"):
+    """Three trusted listeners on fresh ports (starttls, tls, plain) relaying
+    to sink. Returns a list of (key, value) pairs; extra pairs are appended
+    (a key given in extra replaces the default one)."""
+    extra = list(extra)
+    over = {k for k, _ in extra}
+    base = [
+        ("myhostname", MYHOST),
+        ("listen", "%s:%d starttls trusted" % (host, free_port(host))),
+        ("listen", "%s:%d tls trusted" % (host, free_port(host))),
+        ("listen", "%s:%d plain trusted" % (host, free_port(host))),
+        ("tls_cert_file", certs.fullchain),
+        ("tls_key_file", certs.key),
+        ("mynetworks", "127.0.0.0/8, ::1/128"),
+        ("relayhost", sink.relayhost if sink else "[127.0.0.1]:%d" % free_port()),
+        ("message_size_limit", "30000000"),
+        ("workers", "2"),
+        ("log_level", "info"),
+    ]
+    return [(k, v) for k, v in base if k not in over] + extra
+
+
+def client(d, mode, certs, ehlo="client.test.example", starttls=True):
+    """Connects to submitd's listener `mode`, reads the greeting, says EHLO,
+    and on a starttls listener does STARTTLS + EHLO again. Returns SMTP."""
+    host, port = d.addr(mode)
+    if isinstance(mode, int):
+        mode = d.listeners[mode][2]
+    c = SMTP(host, port, tls=(mode == "tls"), certs=certs)
+    c.ehlo(ehlo)
+    if mode == "starttls" and starttls:
+        r = c.starttls()
+        if r.code != 220:
+            raise AssertionError("STARTTLS refused: %s" % r)
+        c.ehlo(ehlo)
+    return c

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Bounded input (DESIGN.md invariant 5): SIZE, message size at end of data,
+over-long command lines, binary garbage, error limit, recipient limit,
+header section size, connections per IP."""
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import *  # noqa: E402,F401,F403
+
+LIMIT = 100000
+env = Env()
+env.require_binary()
+certs = env.certs()
+sink = env.sink()
+d = env.submitd(standard_config(certs, sink, [("message_size_limit", str(LIMIT)),
+                                              ("error_limit", "10"),
+                                              ("recipient_limit", "100"),
+                                              ("header_size_limit", "10240"),
+                                              ("max_connections_per_ip", "5")]))
+
+
+def plain():
+    return client(d, "plain", certs)
+
+
+# -- SIZE
+c = plain()
+r = c.ehlo()
+size_lines = [l for l in r.lines[1:] if l[4:].upper().startswith("SIZE")]
+ok(len(size_lines) == 1, "EHLO advertises SIZE", str(r))
+if size_lines:
+    parts = size_lines[0][4:].split()
+    ok(len(parts) == 2 and parts[1].isdigit() and 0 < int(parts[1]) <= LIMIT,
+       "SIZE value is the limit (got %s)" % parts[1:], size_lines[0])
+r = c.cmd("MAIL FROM:<a@example.com> SIZE=%d" % (LIMIT * 10))
+ok(r.code == 552 and r.enhanced == "5.3.4", "MAIL SIZE= over the limit: 552 5.3.4", str(r))
+r = c.cmd("MAIL FROM:<a@example.com> SIZE=99999999999999999999999999")
+ok(r.code in (552, 501), "MAIL SIZE=huge: 552 (or 501)", str(r))
+r = c.cmd("MAIL FROM:<a@example.com> SIZE=abc")
+is_(r.code, 501, "MAIL SIZE=abc: 501")
+r = c.cmd("MAIL FROM:<a@example.com> SIZE=1000")
+is_(r.code, 250, "MAIL SIZE= under the limit: 250")
+c.cmd("RCPT TO:<b@example.net>")
+is_(c.cmd("DATA").code, 354, "DATA")
+big = make_message(subject="too big", body=b"".join(b"%078d\r\n" % i for i in range(LIMIT // 80 + 100)))
+c.send(stuff(big))
+r = c.reply(timeout=30)
+ok(r.code == 552 and r.enhanced == "5.3.4",
+   "message over message_size_limit (declared SIZE=1000): 552 5.3.4 at end of data", str(r))
+is_(c.cmd("NOOP").code, 250, "session survives an over-size message")
+c.close()
+
+c = plain()
+out = c.send_message("a@example.com", ["b@example.net"], stuff(big))
+ok(out[-1].code == 552 and out[-1].enhanced == "5.3.4",
+   "message over message_size_limit without SIZE=: 552 5.3.4 at end of data", str(out[-1]))
+is_(c.cmd("RSET").code, 250, "RSET after 552")
+ok_msg = make_message(subject="just fits", body=b"x" * (LIMIT - 2000) + b"\r\n")
+out = c.send_message("a@example.com", ["b@example.net"], stuff(ok_msg))
+is_(out[-1].code, 250, "message under the limit (with Received: added) delivered")
+c.close()
+time.sleep(0.2)
+ms = sink.messages()
+is_(len(ms), 1, "only the message under the limit reached the downstream")
+like(sink.log(), r"abort: (RSET|QUIT|connection closed)", "downstream saw the over-size transactions aborted")
+ok(all(b"too big" not in m.content for m in ms), "no over-size message delivered")
+
+# -- over-long command lines
+c = plain()
+r = c.cmd("NOOP " + "x" * 10000)
+ok(r.code == 500 and r.enhanced == "5.5.2", "10000-byte command line: 500 5.5.2", str(r))
+is_(c.cmd("NOOP").code, 250, "session survives an over-long line (NOOP 250)")
+r = c.cmd("MAIL FROM:<" + "a" * 3000 + "@example.com>")
+ok(r.code in (500, 501), "over-long MAIL line: 500/501", str(r))
+is_(c.cmd("NOOP").code, 250, "still in step")
+r = c.cmd("MAIL FROM:<" + "a" * 65 + "@example.com>")
+ok(r.code in (250, 501, 553), "local-part > 64: answered", str(r))
+c.cmd("RSET")
+r = c.cmd("NOOP " + "y" * 400)
+is_(r.code, 250, "a 405-byte line is not 'too long' (< 512)")
+c.cmd("QUIT")
+c.close()
+
+c = plain()
+c.send(b"NOOP " + b"z" * 1000000 + b"\r\n")
+r = c.reply(timeout=20)
+ok(r.code in (500, 421) or r.code is None, "1 MB command line: 500 (or 421/close)", str(r))
+c.close()
+c = plain()
+is_(c.cmd("NOOP").code, 250, "server alive after a 1 MB line")
+c.close()
+
+# -- binary garbage
+rnd = random.Random(4711)
+c = plain()
+bad = 0
+for i in range(5):
+    junk = bytes(rnd.choice([b for b in range(256) if b not in (10, 13)]) for _ in range(60))
+    junk = b"\x00" + junk
+    r = c.cmd(junk + b"\r\n")
+    if r.code is not None and 500 <= r.code < 600:
+        bad += 1
+    else:
+        diag("garbage line %d answered %s" % (i, r))
+is_(bad, 5, "5 lines of binary garbage (with NUL): 5 x 5xx")
+is_(c.cmd("NOOP").code, 250, "session survives binary garbage")
+c.close()
+c = plain()
+c.send(bytes(rnd.randrange(256) for _ in range(100000)))
+c.send(b"\r\nQUIT\r\n")
+ok(c.is_closed(10), "100 KB of random bytes: answered and closed (error limit or QUIT)")
+c.close()
+c = plain()
+is_(c.cmd("NOOP").code, 250, "server alive after garbage")
+c.close()
+
+# -- error limit
+c = plain()
+codes = []
+for i in range(30):
+    r = c.cmd("XYZZY %d" % i)
+    codes.append(r.code)
+    if r.code in (421, None):
+        break
+ok(421 in codes, "too many errors: 421", codes)
+ok(codes.count(500) <= 10, "421 comes after at most error_limit (10) errors", codes)
+ok(c.is_closed(3), "connection closed after 421")
+c.close()
+
+# -- recipient limit
+c = plain()
+c.cmd("MAIL FROM:<a@example.com>")
+codes = [c.cmd("RCPT TO:<r%d@example.net>" % i).code for i in range(101)]
+is_(codes[:100], [250] * 100, "100 recipients accepted")
+is_(codes[100], 452, "recipient 101 over recipient_limit: 452")
+is_(c.cmd("DATA").code, 354, "DATA with 100 recipients")
+c.send(stuff(make_message(subject="hundred")))
+is_(c.reply(timeout=30).code, 250, "message to 100 recipients accepted")
+c.close()
+m = [x for x in sink.messages() if b"hundred" in x.content]
+ok(len(m) == 1 and len(m[0].rcpts) == 100, "downstream got one message for 100 recipients")
+
+# -- header section size
+c = plain()
+hdr = b"".join(b"X-Filler-%04d: %s\r\n" % (i, b"h" * 60) for i in range(400))
+out = c.send_message("a@example.com", ["b@example.net"], stuff(make_message(subject="hdr", extra=hdr)))
+ok(out[-1].code in (552, 554, 550), "header section over header_size_limit: 5xx", str(out[-1]))
+is_(c.cmd("NOOP").code, 250, "session survives")
+c.close()
+ok(all(b"X-Filler-0000" not in x.content for x in sink.messages()), "over-size header not delivered")
+
+# -- connections per IP
+conns = []
+for i in range(5):
+    conns.append(SMTP(*d.addr("plain")))
+ok(all(x.greeting.code == 220 for x in conns), "5 connections from one IP: greeted")
+x = SMTP(*d.addr("plain"))
+ok(x.greeting.code in (421, None) or x.greeting.code >= 400, "6th connection over max_connections_per_ip: 421",
+   str(x.greeting))
+x.close()
+for x in conns:
+    x.close()
+time.sleep(0.5)
+x = SMTP(*d.addr("plain"))
+is_(x.greeting.code, 220, "after closing, a new connection is served again")
+x.close()
+done()
