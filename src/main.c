@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "lookup/dovecot_auth.h"
 #include "net/tls.h"
 #include "relay/relay.h"
 #include "session.h"
@@ -114,6 +115,8 @@ static void main_worker_maybe_done(struct worker_thread *wt)
 	if (!wt->w.stopping || wt->w.nsessions > 0)
 		return;
 	relay_pool_free(&wt->w.relay);
+	if (wt->w.auth != NULL)
+		dovecot_auth_client_destroy(&wt->w.auth);
 	if (!uv_is_closing((uv_handle_t *)&wt->wakeup))
 		uv_close((uv_handle_t *)&wt->wakeup, NULL);
 	if (!uv_is_closing((uv_handle_t *)&wt->deadline))
@@ -166,7 +169,12 @@ static void *main_worker_run(void *arg)
 			exit(1);
 		}
 	}
-	/* Learn what the downstream offers before the first client asks. */
+	/* Learn what Dovecot and the downstream offer before the first client asks. */
+	if (w->cfg->dovecot_auth_socket != NULL) {
+		w->auth = dovecot_auth_client_create(&w->loop, w->cfg->dovecot_auth_socket,
+						     (unsigned)w->cfg->auth_timeout_ms);
+		dovecot_auth_client_connect(w->auth);
+	}
 	relay_pool_probe(w->relay, w->cfg);
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	return NULL;

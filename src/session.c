@@ -10,7 +10,9 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "lookup/dovecot_auth.h"
 #include "net/conn.h"
+#include "policy/auth.h"
 #include "relay/relay.h"
 #include "smtp/header.h"
 #include "smtp/server.h"
@@ -23,12 +25,16 @@ struct session {
 	struct conn *conn;
 	struct smtp_server *server;
 	struct relay_txn *relay;
+	struct policy_auth *auth;
+	char auth_mechs[256];
 
 	char id[20];
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
 	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
 	struct sockaddr_storage peer;
+	char local_ip[INET6_ADDRSTRLEN];
+	uint16_t local_port;
 	bool counted;
 
 	/* the transaction */
@@ -324,6 +330,57 @@ static void session_relay_drain(void *ctx)
 	}
 }
 
+/* ---- AUTH: policy/auth.c talks to Dovecot and decides the replies ---- */
+
+static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
+{
+	struct session *s = ctx;
+	if (r->code == 235)
+		smtp_server_set_user(s->server, r->user);
+	if (r->close_after) {
+		smtp_server_complete_and_close(s->server, r->code, r->enh, r->text, 421, "4.7.0",
+					       "Error: too many failed authentication attempts");
+		return;
+	}
+	smtp_server_complete(s->server, r->code, r->enh, r->text);
+}
+
+static void session_be_auth(void *ctx, const char *args, size_t len)
+{
+	struct session *s = ctx;
+	if (s->w->auth == NULL) {
+		smtp_server_complete(s->server, 503, "5.5.1", "Error: authentication not enabled");
+		return;
+	}
+	if (s->auth == NULL)
+		s->auth = policy_auth_new(&s->w->loop, s->w->auth, s->cfg, session_auth_cb, s);
+	char sni[256];
+	conn_tls_server_name(s->conn, sni, sizeof(sni));
+	struct policy_auth_session sess = {
+		.session_id = s->id,
+		.remote_ip = s->ip,
+		.remote_port = s->port,
+		.local_ip = s->local_ip,
+		.local_port = s->local_port,
+		.local_name = sni,
+		.peer = (struct sockaddr *)&s->peer,
+	};
+	policy_auth_command(s->auth, &sess, args, len);
+}
+
+static void session_be_auth_response(void *ctx, const char *line, size_t len)
+{
+	struct session *s = ctx;
+	policy_auth_response(s->auth, line, len);
+}
+
+static const char *session_be_auth_mechs(void *ctx)
+{
+	struct session *s = ctx;
+	policy_auth_mechs(s->w->auth, s->auth_mechs, sizeof(s->auth_mechs));
+	return s->auth_mechs;
+}
+
 static const struct smtp_server_backend session_backend = {
 	.mail = session_be_mail,
 	.rcpt = session_be_rcpt,
@@ -331,7 +388,9 @@ static const struct smtp_server_backend session_backend = {
 	.content = session_be_content,
 	.data_end = session_be_data_end,
 	.reset = session_be_reset,
-	.auth = NULL,
+	.auth = session_be_auth,
+	.auth_response = session_be_auth_response,
+	.auth_mechs = session_be_auth_mechs,
 };
 
 /* ---- the server's transport ---- */
@@ -416,6 +475,7 @@ static void session_on_close(struct conn *c, void *ctx)
 	smtp_server_counters(s->server, counters, sizeof(counters));
 	log_info("%s: disconnect from %s %s", s->id, s->client, counters);
 	relay_txn_free(&s->relay);
+	policy_auth_free(&s->auth);
 	smtp_server_free(&s->server);
 	buf_free(&s->header);
 	if (s->counted)
@@ -456,6 +516,19 @@ static void session_describe_peer(struct session *s)
 		s->port = ntohs(sin->sin_port);
 	}
 	snprintf(s->client, sizeof(s->client), "[%s]:%u", s->ip, s->port);
+	struct sockaddr_storage local;
+	int len = sizeof(local);
+	if (uv_tcp_getsockname(&s->conn->h.tcp, (struct sockaddr *)&local, &len) == 0) {
+		if (local.ss_family == AF_INET6) {
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&local)->sin6_addr, s->local_ip,
+				  sizeof(s->local_ip));
+			s->local_port = ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
+		} else {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&local)->sin_addr, s->local_ip,
+				  sizeof(s->local_ip));
+			s->local_port = ntohs(((struct sockaddr_in *)&local)->sin_port);
+		}
+	}
 }
 
 void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)

@@ -12,12 +12,14 @@
 
 struct session;
 struct relay_pool;
+struct dovecot_auth_client;
 
 struct worker {
 	uv_loop_t loop;
 	unsigned id;
 	struct config *cfg;          /* current snapshot for new sessions */
 	struct relay_pool *relay;
+	struct dovecot_auth_client *auth; /* NULL without dovecot_auth_socket */
 	struct session *sessions;    /* doubly linked, for shutdown */
 	unsigned nsessions;
 	uint32_t seq;

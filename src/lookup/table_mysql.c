@@ -367,11 +367,13 @@ static bool tm_parse_hosts(struct table_mysql *m, const char *list, const char *
 	tm_free_hosts(m);
 	for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok; tok = strtok_r(NULL, ", \t\r\n", &save)) {
 		struct tm_host h = {0};
-		if (strncmp(tok, "unix:", 5) == 0) {
+		if (strncmp(tok, "unix:", 5) == 0 || tok[0] == '/') {
+			/* a bare absolute path is taken as a socket too */
+			const char *path = tok[0] == '/' ? tok : tok + 5;
 			h.kind = TM_HOST_UNIX;
-			if (tok[5] != '/')
+			if (path[0] != '/')
 				goto bad;
-			h.name = xstrdup(tok + 5);
+			h.name = xstrdup(path);
 		} else {
 			char *hp = tok;
 			h.kind = TM_HOST_INET;

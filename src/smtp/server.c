@@ -524,9 +524,13 @@ static void smtp_server_cmd_disabled(struct smtp_server *s, const struct smtp_cm
 
 static void smtp_server_cmd_auth(struct smtp_server *s, const struct smtp_cmd *cmd)
 {
-	if (s->backend->auth == NULL || !s->tls) {
-		/* Never accepted outside TLS (DESIGN.md invariant 3). */
+	if (s->backend->auth == NULL) {
 		smtp_server_reply(s, 503, "5.5.1", "Error: authentication not enabled");
+		return;
+	}
+	if (!s->tls) {
+		/* Never accepted outside TLS (DESIGN.md invariant 3, RFC 4954 §6). */
+		smtp_server_reply(s, 538, "5.7.11", "Encryption required for requested authentication mechanism");
 		return;
 	}
 	if (s->user != NULL) {
@@ -848,6 +852,19 @@ void smtp_server_complete(struct smtp_server *s, int code, const char *enh, cons
 resume:
 	if (!s->in_run)
 		smtp_server_input(s);
+}
+
+void smtp_server_complete_and_close(struct smtp_server *s, int code, const char *enh,
+				    const char *text, int close_code, const char *close_enh,
+				    const char *close_text)
+{
+	if (s->state != SMTP_ST_WAIT || s->wait == SMTP_W_NONE || s->wait == SMTP_W_TLS)
+		return;
+	s->wait = SMTP_W_NONE;
+	s->state = SMTP_ST_COMMAND;
+	smtp_server_write_reply(s, code, enh, text);
+	smtp_server_write_reply(s, close_code, close_enh, close_text);
+	smtp_server_close(s);
 }
 
 void smtp_server_tls_done(struct smtp_server *s, bool ok)

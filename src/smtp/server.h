@@ -106,6 +106,12 @@ void smtp_server_tls_done(struct smtp_server *s, bool ok);
 void smtp_server_set_user(struct smtp_server *s, const char *user);
 const char *smtp_server_user(const struct smtp_server *s);
 
+/* Answers the pending backend call, then sends a final reply and closes
+ * (e.g. 535 then 421 4.7.0 after too many failed logins). */
+void smtp_server_complete_and_close(struct smtp_server *s, int code, const char *enh,
+				    const char *text, int close_code, const char *close_enh,
+				    const char *close_text);
+
 /* The client sent nothing for too long: 421 4.4.2 and close. */
 void smtp_server_timeout(struct smtp_server *s);
 /* Graceful stop: 421 4.3.2 now if idle, else after the current transaction. */

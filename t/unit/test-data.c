@@ -416,7 +416,6 @@ static void test_stuff(void)
 		struct buf out = BUF_INIT;
 		bool bol = c->start;
 		smtp_data_stuff((const uint8_t *)c->in, n, &bol, &out);
-		tap_escape("in", c->in, n);
 		is_mem(buf_data(&out), buf_len(&out), c->out, strlen(c->out), "stuff %zu: output", t);
 		is_int(bol, c->end_state, "stuff %zu: line-start state after", t);
 		ok(canonical(buf_data(&out), buf_len(&out)) || !c->end_state, "stuff %zu: no bare CR/LF", t);

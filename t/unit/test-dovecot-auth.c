@@ -13,48 +13,15 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
+#include "tap.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* ---- minimal TAP (kept local: no dependency on a shared helper) ---- */
-static int tap_n, tap_failed;
-
-static void tap_ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap_ok(int cond, const char *fmt, ...)
-{
-	va_list ap;
-	tap_n++;
-	if (!cond)
-		tap_failed++;
-	printf("%sok %d - ", cond ? "" : "not ", tap_n);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	fflush(stdout);
-}
-#define ok(cond, ...) tap_ok(!!(cond), __VA_ARGS__)
-#define is_int(got, want, name)                                                            \
-	do {                                                                               \
-		long long g_ = (long long)(got), w_ = (long long)(want);                   \
-		tap_ok(g_ == w_, "%s", name);                                              \
-		if (g_ != w_)                                                              \
-			printf("#   got: %lld\n#   expected: %lld\n", g_, w_);               \
-	} while (0)
-#define is_str(got, want, name)                                                            \
-	do {                                                                               \
-		const char *g_ = (got), *w_ = (want);                                      \
-		int eq_ = (g_ == NULL && w_ == NULL) || (g_ && w_ && strcmp(g_, w_) == 0); \
-		tap_ok(eq_, "%s", name);                                                   \
-		if (!eq_)                                                                  \
-			printf("#   got: '%s'\n#   expected: '%s'\n", g_ ? g_ : "(null)",     \
-			       w_ ? w_ : "(null)");                                        \
-	} while (0)
 
 /* ---- loop helpers ---- */
 static uv_loop_t loop_storage, *loop = &loop_storage;
@@ -913,6 +880,5 @@ int main(void)
 	uv_close((uv_handle_t *)&guard, NULL);
 	uv_run(loop, UV_RUN_DEFAULT);
 	ok(uv_loop_close(loop) == 0, "no handle left open, nothing left on the loop");
-	printf("1..%d\n", tap_n);
-	return tap_failed ? 1 : 0;
+	return done_testing();
 }

@@ -1,0 +1,378 @@
+#include "config.h"
+#include "policy/auth.h"
+
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <gnutls/gnutls.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+
+/* Mechanisms whose exchange is nothing but base64 lines, so they can be
+ * relayed to Dovecot unchanged. Channel-binding (-PLUS), EXTERNAL,
+ * ANONYMOUS and GSSAPI are left out: they depend on the connection itself
+ * or grant access without a secret. */
+static const char *const policy_auth_relayable[] = {
+	"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", NULL,
+};
+
+enum policy_auth_state { PA_IDLE, PA_DOVECOT, PA_CLIENT, PA_ANSWER };
+
+struct policy_auth {
+	uv_timer_t timer;             /* deferred answers and failure delays */
+	struct dovecot_auth_client *client;
+	const struct config *cfg;
+	policy_auth_cb *cb;
+	void *ctx;
+	struct dovecot_auth_request *req;
+	enum policy_auth_state state;
+	char mech[32];
+	char login[128];              /* for logs; never the password */
+	char session_id[32];
+	char client_desc[80];         /* "[ip]:port" */
+	const struct sockaddr *peer;
+	unsigned failures;
+	unsigned steps;
+	/* the answer waiting for the timer */
+	struct policy_auth_result answer;
+	char answer_text[512];
+	char answer_user[256];
+};
+
+/* ---- per-IP failure budget: atomic buckets, like the connection caps ---- */
+
+#define PA_BUCKETS 65536
+struct policy_auth_bucket {
+	atomic_uint failures;
+	atomic_uint_least64_t window_start; /* ms */
+	atomic_uint_least64_t blocked_until; /* ms */
+};
+static struct policy_auth_bucket policy_auth_buckets[PA_BUCKETS];
+
+static uint64_t policy_auth_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct policy_auth_bucket *policy_auth_bucket(const struct sockaddr *sa)
+{
+	const uint8_t *p;
+	size_t n;
+	if (sa->sa_family == AF_INET6) {
+		/* Group IPv6 by /64: one host usually owns a whole /64. */
+		p = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		n = 8;
+	} else {
+		p = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+		n = 4;
+	}
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	h ^= h >> 15; /* keep this table's hash apart from the connection caps' */
+	return &policy_auth_buckets[h % PA_BUCKETS];
+}
+
+bool policy_auth_ip_blocked(const struct sockaddr *peer, const struct config *cfg)
+{
+	if (cfg->auth_ip_failure_limit == 0)
+		return false;
+	return atomic_load(&policy_auth_bucket(peer)->blocked_until) > policy_auth_now();
+}
+
+void policy_auth_ip_failure(const struct sockaddr *peer, const struct config *cfg)
+{
+	if (cfg->auth_ip_failure_limit == 0)
+		return;
+	struct policy_auth_bucket *b = policy_auth_bucket(peer);
+	uint64_t now = policy_auth_now();
+	uint64_t start = atomic_load(&b->window_start);
+	if (now - start > cfg->auth_ip_failure_window_ms) {
+		/* A new window; a race here only loses a count or two. */
+		atomic_store(&b->window_start, now);
+		atomic_store(&b->failures, 0);
+	}
+	if (atomic_fetch_add(&b->failures, 1) + 1 >= cfg->auth_ip_failure_limit) {
+		atomic_store(&b->blocked_until, now + cfg->auth_ip_block_time_ms);
+		atomic_store(&b->failures, 0);
+		atomic_store(&b->window_start, now);
+	}
+}
+
+/* ---- answers ---- */
+
+static void policy_auth_timer_cb(uv_timer_t *t)
+{
+	struct policy_auth *pa = t->data;
+	pa->state = pa->answer.code == 334 ? PA_CLIENT : PA_IDLE;
+	pa->cb(pa->ctx, &pa->answer);
+}
+
+static void policy_auth_answer(struct policy_auth *pa, uint64_t delay_ms, int code, const char *enh,
+			       const char *text, const char *user)
+{
+	snprintf(pa->answer_text, sizeof(pa->answer_text), "%s", text);
+	snprintf(pa->answer_user, sizeof(pa->answer_user), "%s", user ? user : "");
+	pa->answer = (struct policy_auth_result){
+		.code = code,
+		.enh = enh,
+		.text = pa->answer_text,
+		.user = user ? pa->answer_user : NULL,
+		.close_after = false,
+	};
+	pa->state = PA_ANSWER;
+	uv_timer_start(&pa->timer, policy_auth_timer_cb, delay_ms, 0);
+}
+
+struct policy_auth *policy_auth_new(uv_loop_t *loop, struct dovecot_auth_client *client,
+				    const struct config *cfg, policy_auth_cb *cb, void *ctx)
+{
+	struct policy_auth *pa = xcalloc(1, sizeof(*pa));
+	uv_timer_init(loop, &pa->timer);
+	pa->timer.data = pa;
+	pa->client = client;
+	pa->cfg = cfg;
+	pa->cb = cb;
+	pa->ctx = ctx;
+	return pa;
+}
+
+static void policy_auth_close_cb(uv_handle_t *h)
+{
+	struct policy_auth *pa = h->data;
+	explicit_bzero(pa, sizeof(*pa));
+	free(pa);
+}
+
+void policy_auth_free(struct policy_auth **pap)
+{
+	struct policy_auth *pa = *pap;
+	if (pa == NULL)
+		return;
+	*pap = NULL;
+	dovecot_auth_abort(&pa->req);
+	uv_timer_stop(&pa->timer);
+	uv_close((uv_handle_t *)&pa->timer, policy_auth_close_cb);
+}
+
+static bool policy_auth_relayable_mech(const char *mech)
+{
+	for (size_t i = 0; policy_auth_relayable[i] != NULL; i++)
+		if (strcasecmp(mech, policy_auth_relayable[i]) == 0)
+			return true;
+	return false;
+}
+
+void policy_auth_mechs(struct dovecot_auth_client *client, char *out, size_t outsz)
+{
+	out[0] = '\0';
+	if (client == NULL)
+		return;
+	char copy[512];
+	snprintf(copy, sizeof(copy), "%s", dovecot_auth_client_mechs(client));
+	size_t o = 0;
+	char *save = NULL;
+	for (char *m = strtok_r(copy, " ", &save); m != NULL; m = strtok_r(NULL, " ", &save)) {
+		if (!policy_auth_relayable_mech(m))
+			continue;
+		int n = snprintf(out + o, outsz - o, "%s%s", o ? " " : "", m);
+		if (n < 0 || (size_t)n >= outsz - o)
+			break;
+		o += (size_t)n;
+	}
+}
+
+/* Remembers the login name the client typed, for the log: PLAIN's authcid
+ * or LOGIN's first response. The decoded buffer is wiped at once. */
+static void policy_auth_note_login(struct policy_auth *pa, const char *b64, bool plain)
+{
+	if (b64 == NULL || b64[0] == '\0' || pa->login[0] != '\0')
+		return;
+	gnutls_datum_t in = {(unsigned char *)b64, (unsigned)strlen(b64)}, out = {NULL, 0};
+	if (gnutls_base64_decode2(&in, &out) < 0)
+		return;
+	const char *p = (const char *)out.data;
+	size_t n = out.size;
+	if (plain) {
+		const char *nul = memchr(p, '\0', n);
+		if (nul == NULL) {
+			n = 0;
+		} else {
+			n -= (size_t)(nul + 1 - p);
+			p = nul + 1;
+			const char *nul2 = memchr(p, '\0', n);
+			n = nul2 ? (size_t)(nul2 - p) : 0;
+		}
+	}
+	if (n > 0)
+		log_sanitize(pa->login, sizeof(pa->login), p, n);
+	explicit_bzero(out.data, out.size);
+	gnutls_free(out.data);
+}
+
+static void policy_auth_failed(struct policy_auth *pa, const char *reason)
+{
+	pa->failures++;
+	policy_auth_ip_failure(pa->peer, pa->cfg);
+	/* fail2ban matches this line (conf/fail2ban/filter.d/submitd.conf). */
+	log_warn("%s: %s: SASL %s authentication failed: login=<%s>, reason=%s", pa->session_id,
+		 pa->client_desc, pa->mech, pa->login, reason ? reason : "authentication failure");
+	uint64_t delay = pa->cfg->auth_failure_delay_ms;
+	for (unsigned i = 1; i < pa->failures && delay < pa->cfg->auth_failure_delay_max_ms; i++)
+		delay *= 2;
+	if (delay > pa->cfg->auth_failure_delay_max_ms)
+		delay = pa->cfg->auth_failure_delay_max_ms;
+	char text[300];
+	snprintf(text, sizeof(text), "Error: authentication failed: %s",
+		 reason ? reason : "authentication failure");
+	policy_auth_answer(pa, delay, 535, "5.7.8", text, NULL);
+	if (pa->failures >= pa->cfg->auth_max_failures)
+		pa->answer.close_after = true;
+}
+
+static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const char *user,
+				   const char *challenge, const char *reason)
+{
+	struct policy_auth *pa = ctx;
+	char text[300];
+	switch (r) {
+	case DOVECOT_AUTH_OK:
+		pa->req = NULL;
+		log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", pa->session_id,
+			 pa->client_desc, pa->mech, user);
+		policy_auth_answer(pa, 0, 235, "2.7.0", "Authentication successful", user);
+		return;
+	case DOVECOT_AUTH_CONTINUE:
+		policy_auth_answer(pa, 0, 334, "", challenge, NULL);
+		return;
+	case DOVECOT_AUTH_FAIL:
+		pa->req = NULL;
+		policy_auth_failed(pa, reason);
+		return;
+	case DOVECOT_AUTH_TEMPFAIL:
+		pa->req = NULL;
+		log_warn("%s: %s: SASL %s authentication unavailable: %s", pa->session_id,
+			 pa->client_desc, pa->mech, reason ? reason : "authentication server unavailable");
+		/* 454: the client must not ask its user for a new password
+		   (RFC 4954 §6, DESIGN.md invariant 4). */
+		snprintf(text, sizeof(text), "Temporary authentication failure%s%s",
+			 reason ? ": " : "", reason ? reason : "");
+		policy_auth_answer(pa, 0, 454, "4.7.0", text, NULL);
+		return;
+	}
+}
+
+void policy_auth_command(struct policy_auth *pa, const struct policy_auth_session *sess,
+			 const char *args, size_t len)
+{
+	snprintf(pa->session_id, sizeof(pa->session_id), "%s", sess->session_id);
+	snprintf(pa->client_desc, sizeof(pa->client_desc), "[%s]:%u", sess->remote_ip,
+		 sess->remote_port);
+	pa->peer = sess->peer;
+	pa->login[0] = '\0';
+	pa->steps = 0;
+
+	const char *sp = memchr(args, ' ', len);
+	size_t mlen = sp ? (size_t)(sp - args) : len;
+	const char *ir = NULL;
+	size_t irlen = 0;
+	if (sp != NULL) {
+		ir = sp + 1;
+		irlen = len - mlen - 1;
+	}
+	if (mlen == 0 || mlen >= sizeof(pa->mech) || (ir != NULL && (irlen == 0 || memchr(ir, ' ', irlen)))) {
+		policy_auth_answer(pa, 0, 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]", NULL);
+		return;
+	}
+	memcpy(pa->mech, args, mlen);
+	pa->mech[mlen] = '\0';
+	for (char *c = pa->mech; *c; c++)
+		*c = (char)toupper((unsigned char)*c);
+
+	char offered[256];
+	policy_auth_mechs(pa->client, offered, sizeof(offered));
+	bool known = false;
+	char copy[256], *save = NULL;
+	snprintf(copy, sizeof(copy), "%s", offered);
+	for (char *m = strtok_r(copy, " ", &save); m && !known; m = strtok_r(NULL, " ", &save))
+		known = strcmp(m, pa->mech) == 0;
+	if (!known) {
+		policy_auth_answer(pa, 0, 504, "5.5.4", "Unrecognized authentication type", NULL);
+		return;
+	}
+	if (policy_auth_ip_blocked(sess->peer, pa->cfg)) {
+		log_warn("%s: %s: SASL %s authentication refused: too many failures from this address",
+			 pa->session_id, pa->client_desc, pa->mech);
+		policy_auth_answer(pa, 0, 454, "4.7.0",
+				   "Too many failed logins from your address, try again later", NULL);
+		return;
+	}
+	char *irbuf = NULL;
+	if (ir != NULL) {
+		if (irlen > DOVECOT_AUTH_MAX_RESP) {
+			policy_auth_answer(pa, 0, 500, "5.5.6", "Authentication Exchange line is too long", NULL);
+			return;
+		}
+		if (!(irlen == 1 && ir[0] == '=') && !dovecot_auth_base64_valid(ir, irlen)) {
+			policy_auth_answer(pa, 0, 501, "5.5.2", "Cannot decode response", NULL);
+			return;
+		}
+		irbuf = xstrndup(ir, irlen);
+		if (irlen == 1 && ir[0] == '=')
+			irbuf[0] = '\0'; /* "=": an empty initial response (RFC 4954 §4) */
+		policy_auth_note_login(pa, irbuf, strcmp(pa->mech, "PLAIN") == 0);
+		if (strcmp(pa->mech, "LOGIN") == 0 || strcmp(pa->mech, "PLAIN") == 0)
+			pa->steps++;
+	}
+	struct dovecot_auth_request_info info = {
+		.mech = pa->mech,
+		.service = "smtp",
+		.session_id = sess->session_id,
+		.local_ip = sess->local_ip,
+		.remote_ip = sess->remote_ip,
+		.local_name = sess->local_name && sess->local_name[0] ? sess->local_name : NULL,
+		.local_port = sess->local_port,
+		.remote_port = sess->remote_port,
+		.secured = true, /* the server offers AUTH only under TLS */
+		.initial_resp_b64 = irbuf,
+	};
+	pa->state = PA_DOVECOT;
+	pa->req = dovecot_auth_begin(pa->client, &info, policy_auth_dovecot_cb, pa);
+	if (irbuf != NULL)
+		xfree_secret(&irbuf);
+}
+
+void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
+{
+	if (len == 1 && line[0] == '*') {
+		dovecot_auth_abort(&pa->req);
+		policy_auth_answer(pa, 0, 501, "5.7.0", "Authentication aborted", NULL);
+		return;
+	}
+	if (len > DOVECOT_AUTH_MAX_RESP) {
+		dovecot_auth_abort(&pa->req);
+		policy_auth_answer(pa, 0, 500, "5.5.6", "Authentication Exchange line is too long", NULL);
+		return;
+	}
+	if (!dovecot_auth_base64_valid(line, len)) {
+		dovecot_auth_abort(&pa->req);
+		policy_auth_answer(pa, 0, 501, "5.5.2", "Cannot decode response", NULL);
+		return;
+	}
+	char *resp = xstrndup(line, len);
+	/* LOGIN's first answer is the user name; PLAIN's only one holds it. */
+	if (pa->steps == 0 && (strcmp(pa->mech, "LOGIN") == 0 || strcmp(pa->mech, "PLAIN") == 0))
+		policy_auth_note_login(pa, resp, strcmp(pa->mech, "PLAIN") == 0);
+	pa->steps++;
+	pa->state = PA_DOVECOT;
+	dovecot_auth_continue(pa->req, resp);
+	xfree_secret(&resp);
+}
