@@ -152,6 +152,11 @@ static void session_emit_header(struct session *s, bool at_end)
 	struct header_info hi;
 	if (!header_scan(buf_data(&s->header), buf_len(&s->header), at_end, &hi))
 		return;
+	if (hi.header_len > s->cfg->header_size_limit) {
+		s->header_too_big = true; /* refused at the end of data */
+		buf_free(&s->header);
+		return;
+	}
 	s->header_done = true;
 	const uint8_t *h = buf_data(&s->header);
 	size_t hlen = hi.header_len;

@@ -146,6 +146,7 @@ static void conn_tls_read_records(struct conn *c)
 {
 	for (;;) {
 		uint8_t *w = buf_reserve(&c->in, 16384 + 256);
+		size_t before = buf_len(&c->tls_in);
 		ssize_t r = gnutls_record_recv(c->tls, w, 16384 + 256);
 		if (r > 0) {
 			buf_commit(&c->in, (size_t)r);
@@ -155,8 +156,14 @@ static void conn_tls_read_records(struct conn *c)
 			c->eof = true; /* close_notify */
 			break;
 		}
-		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
+			/* After a post-handshake message (a TLS 1.3 session
+			   ticket) GnuTLS says "again" although more records
+			   may be waiting: go on while it still takes bytes. */
+			if (buf_len(&c->tls_in) > 0 && buf_len(&c->tls_in) < before)
+				continue;
 			break;
+		}
 		if (r == GNUTLS_E_PREMATURE_TERMINATION && c->eof)
 			break;
 		if (!gnutls_error_is_fatal((int)r))

@@ -352,6 +352,8 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 	struct relay_txn *t = rc->txn;
 	bool ok = r->code >= 200 && r->code < 300;
 	char why[600];
+	log_debug("relay=%s: %s: %d %.*s", rc->peer, relay_state_names[rc->state], r->code,
+		  (int)strcspn(r->text, "\n"), r->text);
 	switch (rc->state) {
 	case RS_GREETING:
 		if (r->code != 220) {

@@ -31,6 +31,8 @@ enum smtp_line_status smtp_line_next(struct smtp_line_reader *r, const uint8_t *
 	*line_len_r = 0;
 	*consumed_r = 0;
 	*bare_lf_r = false;
+	if (n == 0)
+		return SMTP_LINE_NEED_MORE; /* in may be NULL (an empty buf) */
 
 	if (r->skipping) {
 		/* Inside an over-long line: drop bytes up to and including the LF. */

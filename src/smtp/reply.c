@@ -110,7 +110,7 @@ enum smtp_reply_status smtp_reply_parse(struct smtp_reply_parser *p, const uint8
 
 	size_t i = p->scanned;
 	for (;;) {
-		const uint8_t *lf = memchr(in + i, '\n', n - i);
+		const uint8_t *lf = n > i ? memchr(in + i, '\n', n - i) : NULL;
 		if (lf == NULL) {
 			/* Too long as soon as the partial line surely is. */
 			size_t part = n - i;

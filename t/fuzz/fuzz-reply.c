@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf a = BUF_INIT, b = BUF_INIT;
 	fuzz_reply_run(data + 1, size - 1, size, &a);
 	fuzz_reply_run(data + 1, size - 1, step, &b);
-	if (buf_len(&a) != buf_len(&b) || memcmp(buf_data(&a), buf_data(&b), buf_len(&a)) != 0)
+	if (buf_len(&a) != buf_len(&b) || (buf_len(&a) > 0 && memcmp(buf_data(&a), buf_data(&b), buf_len(&a)) != 0))
 		abort();
 	buf_free(&a);
 	buf_free(&b);

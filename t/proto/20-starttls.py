@@ -8,6 +8,9 @@ import socket
 import ssl
 import sys
 import time
+import warnings
+
+warnings.simplefilter("ignore", DeprecationWarning)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403

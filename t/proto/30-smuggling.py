@@ -62,7 +62,7 @@ def attempt(dd, mode, seq):
         return r, [], None, c
     c.send(payload(seq))
     end = c.reply(timeout=30)
-    extra = all_replies(c, 1.0)
+    extra = all_replies(c, 0.5)
     noop = c.cmd("NOOP")
     return end, extra, noop, c
 

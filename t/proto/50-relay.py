@@ -57,7 +57,7 @@ for dd, what in [(d, "untrusted listener"), (d2, "client outside mynetworks")]:
             ok(True, "%s: smtplib sendmail refused (%s)" % (name, type(e).__name__))
 time.sleep(0.3)
 is_(sink.count(), 0, "relay attempts: downstream stored nothing")
-unlike(sink.log(), r"connect from", "relay attempts: downstream was not even contacted")
+unlike(sink.log(), r"< (MAIL|RCPT|DATA)", "relay attempts: no MAIL/RCPT/DATA reached the downstream")
 like(d.log(), r"530", "log records the refusal")
 d.stop()
 d2.stop()
@@ -226,4 +226,24 @@ if ok(len(ms) == 1, "envelope test: delivered"):
     is_(ms[0].mail_from, "Mixed.Case+tag@Example.COM", "sender passed verbatim (case kept)")
     is_(ms[0].rcpts, ["Rcpt.Case@Example.NET"], "recipient passed verbatim (case kept)")
     like(ms[0].env["mail"], r"(?i)BODY=8BITMIME", "BODY=8BITMIME passed downstream")
+# ------------------------------------------------------------- STARTTLS toward the downstream
+for level, want_tls in [("may", True), ("none", False)]:
+    sink = env.sink(starttls=True)
+    d = env.submitd(standard_config(certs, sink, [("relay_tls_security_level", level)]),
+                    name="submitd-relaytls-%s" % level)
+    c = client(d, "plain", certs)
+    msg = make_message(subject="relay tls %s" % level)
+    out = c.send_message("a@example.com", ["b@example.net"], stuff(msg))
+    is_(out[-1].code, 250, "relay_tls_security_level=%s: delivered" % level)
+    c.close()
+    ms = sink.messages()
+    if ok(len(ms) == 1, "relay_tls_security_level=%s: stored" % level):
+        is_(ms[0].env["tls"] is not None, want_tls,
+            "relay_tls_security_level=%s: downstream STARTTLS %s" % (level, "used" if want_tls else "not used"))
+        is_(ms[0].env["helo"], MYHOST, "relay EHLO names myhostname")
+        _, rest = split_added(ms[0].content, msg)
+        ok(rest == msg, "relay_tls_security_level=%s: content byte-exact" % level)
+    is_(sink.violations(), [], "relay_tls_security_level=%s: downstream saw no protocol violation" % level)
+    d.stop()
+    sink.stop()
 done()

@@ -172,34 +172,33 @@ static void test_table(void)
 		enum smtp_addr_error err;
 		const struct smtp_path *path;
 		int flen;
+		struct smtp_mail_args ma;
+		struct smtp_rcpt_args ra;
+		char again[1400];
 		if (c->mail) {
-			struct smtp_mail_args a;
-			err = smtp_mail_args_parse(c->args, strlen(c->args), &a, bad);
-			path = &a.path;
-			flen = smtp_mail_args_format(&a, fmt, sizeof(fmt));
+			err = smtp_mail_args_parse(c->args, strlen(c->args), &ma, bad);
+			path = &ma.path;
+			flen = smtp_mail_args_format(&ma, fmt, sizeof(fmt));
 			if (err == OK) {
 				/* round trip: path + formatted params parse back to the same */
-				char again[1400];
-				struct smtp_mail_args b;
-				snprintf(again, sizeof(again), "FROM:<%s>%s", a.path.addr, fmt);
-				enum smtp_addr_error e2 = smtp_mail_args_parse(again, strlen(again), &b, NULL);
-				ok(e2 == OK && strcmp(a.path.addr, b.path.addr) == 0 && a.has_size == b.has_size &&
-					   a.size == b.size && a.body == b.body && a.smtputf8 == b.smtputf8 &&
-					   a.ret == b.ret && strcmp(a.envid, b.envid) == 0 && strcmp(a.auth, b.auth) == 0,
+				struct smtp_mail_args mb;
+				snprintf(again, sizeof(again), "FROM:<%s>%s", ma.path.addr, fmt);
+				enum smtp_addr_error e2 = smtp_mail_args_parse(again, strlen(again), &mb, NULL);
+				ok(e2 == OK && strcmp(ma.path.addr, mb.path.addr) == 0 && ma.has_size == mb.has_size &&
+					   ma.size == mb.size && ma.body == mb.body && ma.smtputf8 == mb.smtputf8 &&
+					   ma.ret == mb.ret && strcmp(ma.envid, mb.envid) == 0 && strcmp(ma.auth, mb.auth) == 0,
 				   "MAIL %s: format round-trips", c->args);
 			}
 		} else {
-			struct smtp_rcpt_args a;
-			err = smtp_rcpt_args_parse(c->args, strlen(c->args), &a, bad);
-			path = &a.path;
-			flen = smtp_rcpt_args_format(&a, fmt, sizeof(fmt));
+			err = smtp_rcpt_args_parse(c->args, strlen(c->args), &ra, bad);
+			path = &ra.path;
+			flen = smtp_rcpt_args_format(&ra, fmt, sizeof(fmt));
 			if (err == OK) {
-				char again[1400];
-				struct smtp_rcpt_args b;
-				snprintf(again, sizeof(again), "TO:<%s>%s", a.path.addr, fmt);
-				enum smtp_addr_error e2 = smtp_rcpt_args_parse(again, strlen(again), &b, NULL);
-				ok(e2 == OK && strcmp(a.path.addr, b.path.addr) == 0 && strcmp(a.notify, b.notify) == 0 &&
-					   strcmp(a.orcpt, b.orcpt) == 0,
+				struct smtp_rcpt_args rb;
+				snprintf(again, sizeof(again), "TO:<%s>%s", ra.path.addr, fmt);
+				enum smtp_addr_error e2 = smtp_rcpt_args_parse(again, strlen(again), &rb, NULL);
+				ok(e2 == OK && strcmp(ra.path.addr, rb.path.addr) == 0 && strcmp(ra.notify, rb.notify) == 0 &&
+					   strcmp(ra.orcpt, rb.orcpt) == 0,
 				   "RCPT %s: format round-trips", c->args);
 			}
 		}

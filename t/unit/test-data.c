@@ -64,7 +64,7 @@ static bool same_result(const struct result *a, const struct result *b)
 	return a->done == b->done && a->consumed == b->consumed && a->bare == b->bare &&
 	       a->has_8bit == b->has_8bit && a->has_nul == b->has_nul && a->size == b->size &&
 	       buf_len(&a->out) == buf_len(&b->out) &&
-	       memcmp(buf_data(&a->out), buf_data(&b->out), buf_len(&a->out)) == 0;
+	       (buf_len(&a->out) == 0 || memcmp(buf_data(&a->out), buf_data(&b->out), buf_len(&a->out)) == 0);
 }
 
 /* No CR without LF after it, no LF without CR before it (RFC 5321 §2.3.8). */
@@ -370,7 +370,7 @@ static void test_random(void)
 			run_decode(mode, false, buf_data(&st), buf_len(&st), NULL, 0, false, &back);
 			if (!back.done || back.consumed != buf_len(&st) || back.bare ||
 			    buf_len(&back.out) != buf_len(&a.out) ||
-			    memcmp(buf_data(&back.out), buf_data(&a.out), buf_len(&a.out)) != 0)
+			    (buf_len(&a.out) > 0 && memcmp(buf_data(&back.out), buf_data(&a.out), buf_len(&a.out)) != 0))
 				bad_restuff++;
 			buf_free(&back.out);
 			buf_free(&st);
@@ -428,7 +428,8 @@ static void test_stuff(void)
 			bool b2 = c->start;
 			smtp_data_stuff((const uint8_t *)c->in, k, &b2, &o2);
 			smtp_data_stuff((const uint8_t *)c->in + k, n - k, &b2, &o2);
-			if (buf_len(&o2) != buf_len(&out) || memcmp(buf_data(&o2), buf_data(&out), buf_len(&out)) != 0 ||
+			if (buf_len(&o2) != buf_len(&out) ||
+			    (buf_len(&out) > 0 && memcmp(buf_data(&o2), buf_data(&out), buf_len(&out)) != 0) ||
 			    b2 != bol)
 				same = false;
 			buf_free(&o2);
@@ -452,7 +453,7 @@ static void test_stuff(void)
 			struct result r;
 			run_decode(m ? NRM : REJ, false, buf_data(&st), buf_len(&st), NULL, 0, false, &r);
 			ok(r.done && r.consumed == buf_len(&st) && !r.bare &&
-				   buf_len(&r.out) == n && memcmp(buf_data(&r.out), contents[t], n) == 0,
+				   buf_len(&r.out) == n && (n == 0 || memcmp(buf_data(&r.out), contents[t], n) == 0),
 			   "round trip %zu (%s)", t, m ? "normalize" : "reject");
 			buf_free(&r.out);
 			buf_free(&st);

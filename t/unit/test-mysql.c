@@ -294,7 +294,8 @@ static void test_outage(const char *cf)
 	struct table *t = open_cf(cf);
 	struct table_inst *ti = table_inst_new(t, &loop);
 	struct answer a = lookup(ti, "alice@example.com");
-	ok(a.status == TABLE_OK, "before the outage");
+	if (!ok(a.status == TABLE_OK, "before the outage"))
+		diag("status %d value %s", a.status, a.value);
 	if (run_py("stop") != 0) {
 		ok(0, "could not stop MariaDB");
 		goto out;

@@ -1,0 +1,211 @@
+/* test-dovecot-real: the Dovecot auth client against a real Dovecot.
+ *
+ * Skipped unless DOVECOT_AUTH_SOCKET names the auth client socket of a
+ * private Dovecot started by t/lib/dovecot.py (its demo users):
+ *   eval "$(python3 t/lib/dovecot.py start --dir /tmp/dv)"
+ *   DOVECOT_AUTH_SOCKET=/tmp/dv/auth-client.sock t/unit/test-dovecot-real
+ *   python3 t/lib/dovecot.py stop --dir /tmp/dv
+ *
+ * Checks what a scripted fake cannot: that Dovecot 2.3/2.4 really accepts our
+ * handshake, our AUTH lines (escaped values, resp= forms) and CONT/CANCEL,
+ * and answers as reference/dovecot-auth.md §4 and §7 say. */
+#include "config.h"
+
+#include "core/log.h"
+#include "lookup/dovecot_auth.h"
+#include "tap.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uv_loop_t loop_storage, *loop = &loop_storage;
+static uv_timer_t guard;
+static void guard_cb(uv_timer_t *t) { (void)t; }
+
+#define WAIT(cond, ms)                                             \
+	do {                                                       \
+		uv_update_time(loop);                              \
+		uint64_t dl_ = uv_now(loop) + (ms);                \
+		uv_timer_start(&guard, guard_cb, (ms), 0);         \
+		while (!(cond) && uv_now(loop) < dl_)              \
+			uv_run(loop, UV_RUN_ONCE);                 \
+		uv_timer_stop(&guard);                             \
+	} while (0)
+
+struct rec {
+	int calls;
+	enum dovecot_auth_result r;
+	char user[256], chal[256], reason[256];
+	struct dovecot_auth_request *req;
+};
+
+static void rec_cb(void *ctx, enum dovecot_auth_result r, const char *user, const char *chal,
+		   const char *reason)
+{
+	struct rec *x = ctx;
+	x->calls++;
+	x->r = r;
+	snprintf(x->user, sizeof(x->user), "%s", user ? user : "");
+	snprintf(x->chal, sizeof(x->chal), "%s", chal ? chal : "");
+	snprintf(x->reason, sizeof(x->reason), "%s", reason ? reason : "");
+	if (r != DOVECOT_AUTH_CONTINUE)
+		x->req = NULL;
+}
+
+static const char *b64(const char *s, size_t n)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static char out[512];
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)(unsigned char)s[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)(unsigned char)s[i + 1] << 8;
+		if (i + 2 < n)
+			v |= (unsigned char)s[i + 2];
+		out[o++] = tbl[(v >> 18) & 63];
+		out[o++] = tbl[(v >> 12) & 63];
+		out[o++] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < n ? tbl[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static const char *plain_ir(const char *user, const char *pass)
+{
+	char raw[256];
+	int n = snprintf(raw, sizeof(raw), "%c%s%c%s", 0, user, 0, pass);
+	return b64(raw, (size_t)n);
+}
+
+static struct dovecot_auth_request_info info_for(const char *mech, const char *ir)
+{
+	struct dovecot_auth_request_info info = {
+		.mech = mech, .session_id = "realtest", .local_ip = "127.0.0.1", .remote_ip = "127.0.0.2",
+		.local_port = 587, .remote_port = 40000, .secured = true,
+		.local_name = "mail.test.example\tno-penalty", .initial_resp_b64 = ir,
+	};
+	return info;
+}
+
+static struct rec run_plain(struct dovecot_auth_client *c, const char *user, const char *pass)
+{
+	struct rec a = {0};
+	char ir[512];
+	snprintf(ir, sizeof(ir), "%s", plain_ir(user, pass));
+	struct dovecot_auth_request_info info = info_for("PLAIN", ir);
+	a.req = dovecot_auth_begin(c, &info, rec_cb, &a);
+	WAIT(a.calls > 0, 20000);
+	return a;
+}
+
+int main(void)
+{
+	const char *path = getenv("DOVECOT_AUTH_SOCKET");
+	if (path == NULL || *path == '\0') {
+		printf("1..1\nok 1 # SKIP DOVECOT_AUTH_SOCKET not set\n");
+		return 0;
+	}
+	log_open(LOG_TARGET_STDERR, 0, LOG_WARNING);
+	uv_loop_init(loop);
+	uv_timer_init(loop, &guard);
+	struct dovecot_auth_client *c = dovecot_auth_client_create(loop, path, 30000);
+	dovecot_auth_client_connect(c);
+	WAIT(dovecot_auth_client_ready(c), 10000);
+	ok(dovecot_auth_client_ready(c), "handshake with the real Dovecot");
+	ok(dovecot_auth_client_has_mech(c, "PLAIN") && dovecot_auth_client_has_mech(c, "LOGIN"),
+	   "Dovecot announces PLAIN and LOGIN (mechs: %s)", dovecot_auth_client_mechs(c));
+
+	struct rec a = run_plain(c, "alice@example.com", "alice-secret");
+	ok(a.calls == 1 && a.r == DOVECOT_AUTH_OK, "PLAIN alice (SHA512-CRYPT): OK");
+	is_str(a.user, "alice@example.com", "user= is the canonical name");
+
+	a = run_plain(c, "Alice@Example.COM", "alice-secret");
+	ok(a.r == DOVECOT_AUTH_OK && strcmp(a.user, "alice@example.com") == 0,
+	   "user name lower-cased by Dovecot (auth_username_format)");
+
+	a = run_plain(c, "alice@example.com", "wrong");
+	ok(a.calls == 1 && a.r == DOVECOT_AUTH_FAIL, "PLAIN wrong password: FAIL");
+
+	a = run_plain(c, "carol@example.com", "carol-secret");
+	ok(a.calls == 1 && a.r == DOVECOT_AUTH_FAIL, "OK + nologin from the passdb: refused (FAIL)");
+	is_str(a.reason, "disabled", "with the passdb's reason");
+
+	a = run_plain(c, "nobody@example.com", "x");
+	ok(a.r == DOVECOT_AUTH_FAIL, "unknown user: FAIL");
+
+	/* LOGIN, no initial response: Username:, Password: */
+	struct rec l = {0};
+	struct dovecot_auth_request_info info = info_for("LOGIN", NULL);
+	l.req = dovecot_auth_begin(c, &info, rec_cb, &l);
+	WAIT(l.calls > 0, 10000);
+	ok(l.r == DOVECOT_AUTH_CONTINUE, "LOGIN: first step continues");
+	is_str(l.chal, "VXNlcm5hbWU6", "with the Username: prompt");
+	dovecot_auth_continue(l.req, b64("bob@example.com", 15));
+	WAIT(l.calls > 1, 10000);
+	is_str(l.chal, "UGFzc3dvcmQ6", "then the Password: prompt");
+	dovecot_auth_continue(l.req, b64("bob-secret", 10));
+	WAIT(l.calls > 2, 10000);
+	ok(l.r == DOVECOT_AUTH_OK && strcmp(l.user, "bob@example.com") == 0, "LOGIN bob (SSHA256): OK");
+
+	/* LOGIN with the user name as initial response goes to Password:. */
+	struct rec m = {0};
+	char ir[128];
+	snprintf(ir, sizeof(ir), "%s", b64("bob@example.com", 15));
+	info = info_for("LOGIN", ir);
+	m.req = dovecot_auth_begin(c, &info, rec_cb, &m);
+	WAIT(m.calls > 0, 10000);
+	ok(m.r == DOVECOT_AUTH_CONTINUE && strcmp(m.chal, "UGFzc3dvcmQ6") == 0,
+	   "LOGIN with initial response: straight to Password:");
+	dovecot_auth_continue(m.req, b64("bob-secret", 10));
+	WAIT(m.calls > 1, 10000);
+	ok(m.r == DOVECOT_AUTH_OK, "and OK");
+
+	/* Empty initial response ("AUTH LOGIN ="): resp= with nothing. */
+	struct rec e = {0};
+	info = info_for("LOGIN", "");
+	e.req = dovecot_auth_begin(c, &info, rec_cb, &e);
+	WAIT(e.calls > 0, 10000);
+	ok(e.r == DOVECOT_AUTH_CONTINUE && strcmp(e.chal, "VXNlcm5hbWU6") == 0,
+	   "LOGIN with empty initial response: Username: prompt (empty, not absent, and accepted)");
+	/* Abort it mid-exchange: Dovecot takes the CANCEL without a fuss. */
+	dovecot_auth_abort(&e.req);
+
+	/* PLAIN without initial response: empty challenge, then the data. */
+	struct rec p = {0};
+	info = info_for("PLAIN", NULL);
+	p.req = dovecot_auth_begin(c, &info, rec_cb, &p);
+	WAIT(p.calls > 0, 10000);
+	ok(p.r == DOVECOT_AUTH_CONTINUE && p.chal[0] == '\0', "PLAIN without initial response: empty challenge");
+	char resp[512];
+	snprintf(resp, sizeof(resp), "%s", plain_ir("bob@example.com", "bob-secret"));
+	dovecot_auth_continue(p.req, resp);
+	WAIT(p.calls > 1, 10000);
+	ok(p.r == DOVECOT_AUTH_OK, "then OK");
+
+	/* Twenty at once, one connection. */
+	enum { N = 20 };
+	struct rec many[N];
+	memset(many, 0, sizeof(many));
+	snprintf(resp, sizeof(resp), "%s", plain_ir("alice@example.com", "alice-secret"));
+	for (int i = 0; i < N; i++) {
+		info = info_for("PLAIN", resp);
+		many[i].req = dovecot_auth_begin(c, &info, rec_cb, &many[i]);
+	}
+	int done = 0;
+	for (int i = 0; i < N; i++) {
+		WAIT(many[i].calls > 0, 20000);
+		done += many[i].calls == 1 && many[i].r == DOVECOT_AUTH_OK;
+	}
+	is_int(done, N, "20 concurrent PLAIN logins multiplexed on one connection: all OK");
+	ok(dovecot_auth_client_ready(c), "connection still up (no protocol error on either side)");
+
+	dovecot_auth_client_destroy(&c);
+	uv_close((uv_handle_t *)&guard, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	ok(uv_loop_close(loop) == 0, "no handle left open");
+	return done_testing();
+}
