@@ -379,6 +379,13 @@ static void session_be_auth_response(void *ctx, const char *line, size_t len)
 	policy_auth_response(s->auth, line, len);
 }
 
+static void session_be_auth_abort(void *ctx)
+{
+	struct session *s = ctx;
+	if (s->auth != NULL)
+		policy_auth_cancel(s->auth);
+}
+
 static const char *session_be_auth_mechs(void *ctx)
 {
 	struct session *s = ctx;
@@ -395,6 +402,7 @@ static const struct smtp_server_backend session_backend = {
 	.reset = session_be_reset,
 	.auth = session_be_auth,
 	.auth_response = session_be_auth_response,
+	.auth_abort = session_be_auth_abort,
 	.auth_mechs = session_be_auth_mechs,
 };
 

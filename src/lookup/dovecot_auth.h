@@ -97,8 +97,11 @@ struct dovecot_auth_request_info {
  *  user          OK: Dovecot's canonical user= (post auth_username_format);
  *                checked to be non-empty and free of control characters.
  *  challenge_b64 CONTINUE: the challenge, strict base64, possibly "".
- *  reason        FAIL/TEMPFAIL: Dovecot's reason= (safe to show the client;
- *                control characters replaced, at most 200 bytes) or NULL. */
+ *  reason        FAIL/TEMPFAIL: Dovecot's reason= (meant for the client;
+ *                control characters replaced by '?', at most 200 bytes), or a
+ *                short English description of a local failure ("Connection
+ *                lost to authentication server", "Authentication server timed
+ *                out", ...), or NULL. */
 typedef void dovecot_auth_cb(void *ctx, enum dovecot_auth_result result,
 			     const char *user, const char *challenge_b64,
 			     const char *reason);

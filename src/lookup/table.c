@@ -495,7 +495,8 @@ struct table *table_open(const char *spec, char *err, size_t errlen)
 		char type[16];
 		memcpy(type, spec, tlen);
 		type[tlen] = 0;
-		t = table_open_text(type, (const char *)buf_data(&b), buf_len(&b), arg, err, errlen);
+		t = table_open_text(type, buf_len(&b) ? (const char *)buf_data(&b) : "", buf_len(&b),
+				    arg, err, errlen);
 		buf_wipe(&b); /* a .cf file holds a password */
 		if (t != NULL) {
 			free(t->spec);

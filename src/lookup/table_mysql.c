@@ -1220,7 +1220,7 @@ static void tm_link_start_query(struct tm_link *l, struct table_req *req)
 	uv_timer_start(&l->deadline, tm_deadline_cb, m->query_timeout_ms, 0);
 	table_inst_count_backend(l->ti);
 	int err = 0;
-	int st = mysql_real_query_start(&err, &l->db, (const char *)buf_data(&q),
+	int st = mysql_real_query_start(&err, &l->db, buf_len(&q) ? (const char *)buf_data(&q) : "",
 					(unsigned long)buf_len(&q));
 	buf_free(&q);
 	if (st) {
@@ -1277,7 +1277,8 @@ static void tm_link_collect(struct tm_link *l, MYSQL_RES *res)
 			}
 			if (buf_len(&l->result))
 				buf_append(&l->result, ",", 1);
-			buf_append(&l->result, buf_data(&one), buf_len(&one));
+			if (buf_len(&one))
+				buf_append(&l->result, buf_data(&one), buf_len(&one));
 			buf_free(&one);
 			l->answer = TABLE_OK;
 		}

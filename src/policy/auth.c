@@ -376,3 +376,10 @@ void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
 	dovecot_auth_continue(pa->req, resp);
 	xfree_secret(&resp);
 }
+
+void policy_auth_cancel(struct policy_auth *pa)
+{
+	dovecot_auth_abort(&pa->req);
+	uv_timer_stop(&pa->timer);
+	pa->state = PA_IDLE;
+}

@@ -94,6 +94,12 @@ static bool sender_login_atext(unsigned char c)
 	return strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL && c != 0;
 }
 
+/* buf_data() of an empty buf is NULL + 0; keep that arithmetic away. */
+static const char *sender_login_bufstr(const struct buf *b)
+{
+	return buf_len(b) ? (const char *)buf_data(b) : "";
+}
+
 /* Appends local (internal form) in RFC 5321 form: as is when it is a
  * dot-atom, else quoted with " and \ escaped (Postfix quote_822_local). */
 static void sender_login_quote_local(struct buf *out, const char *local, size_t n)
@@ -148,14 +154,15 @@ static size_t sender_login_split(const char *local, size_t n, const char *delims
 static int sender_login_add_key(struct buf *keys, int *count, const char *k, size_t n)
 {
 	/* skip a key equal to one already listed (external == internal form) */
-	const char *p = (const char *)buf_data(keys), *end = p + buf_len(keys);
+	const char *p = sender_login_bufstr(keys), *end = p + buf_len(keys);
 	while (p < end) {
 		size_t l = strlen(p);
 		if (l == n && strncasecmp(p, k, n) == 0)
 			return 0;
 		p += l + 1;
 	}
-	buf_append(keys, k, n);
+	if (n)
+		buf_append(keys, k, n);
 	buf_append(keys, "", 1);
 	(*count)++;
 	return 0;
@@ -192,10 +199,8 @@ int sender_login_keys(const char *addr, const char *delimiters, char *keys_out, 
 			i++;
 		buf_append(&internal, addr + i, 1);
 	}
-	const char *ilocal = (const char *)buf_data(&internal);
+	const char *ilocal = sender_login_bufstr(&internal);
 	size_t ilen = buf_len(&internal);
-	if (ilocal == NULL)
-		ilocal = "";
 
 	struct buf keys = BUF_INIT, k = BUF_INIT;
 	int count = 0;
@@ -210,7 +215,7 @@ int sender_login_keys(const char *addr, const char *delimiters, char *keys_out, 
 			buf_append(&k, "@", 1);
 			buf_append_str(&k, domain);
 		}
-		sender_login_add_key(&keys, &count, (const char *)buf_data(&k), buf_len(&k));
+		sender_login_add_key(&keys, &count, sender_login_bufstr(&k), buf_len(&k));
 	}
 	/* 2. without the extension */
 	size_t cut = sender_login_split(ilocal, ilen, delimiters);
@@ -225,7 +230,7 @@ int sender_login_keys(const char *addr, const char *delimiters, char *keys_out, 
 				buf_append(&k, "@", 1);
 				buf_append_str(&k, domain);
 			}
-			sender_login_add_key(&keys, &count, (const char *)buf_data(&k), buf_len(&k));
+			sender_login_add_key(&keys, &count, sender_login_bufstr(&k), buf_len(&k));
 		}
 	}
 	/* 4. @domain */
@@ -233,13 +238,13 @@ int sender_login_keys(const char *addr, const char *delimiters, char *keys_out, 
 		buf_reset(&k);
 		buf_append(&k, "@", 1);
 		buf_append_str(&k, domain);
-		sender_login_add_key(&keys, &count, (const char *)buf_data(&k), buf_len(&k));
+		sender_login_add_key(&keys, &count, sender_login_bufstr(&k), buf_len(&k));
 	}
 	int ret = count;
 	if (buf_len(&keys) > keyssz)
 		ret = -1;
 	else
-		memcpy(keys_out, buf_data(&keys), buf_len(&keys));
+		memcpy(keys_out, sender_login_bufstr(&keys), buf_len(&keys));
 	buf_free(&keys);
 	buf_free(&k);
 	buf_free(&internal);

@@ -9,6 +9,8 @@
 
 #include "core/log.h"
 
+#define SMTP_SERVER_AUTH_LINE_MAX 12288
+
 enum smtp_server_state {
 	SMTP_ST_COMMAND,
 	SMTP_ST_WAIT,     /* a backend call or the TLS handshake is pending */
@@ -85,6 +87,8 @@ static void smtp_server_flush(struct smtp_server *s)
 }
 
 static void smtp_server_close(struct smtp_server *s);
+static void smtp_server_bdat_skip(struct smtp_server *s, const char *line, size_t len);
+static bool smtp_server_bdat_args(const char *p, size_t n, uint64_t *size_r, bool *last_r);
 
 /* Writes one reply; text may hold several lines separated by '\n'. Every
  * reply but the greeting carries an enhanced status code (RFC 2034 §4). */
@@ -286,6 +290,9 @@ static void smtp_server_addr_error(struct smtp_server *s, const char *verb,
 	int code = 501;
 	const char *enh = sender ? "5.1.7" : "5.1.3";
 	char text[256];
+	/* The keyword is client text: it goes into a reply and a log line. */
+	char safe[40];
+	bad_param = log_sanitize(safe, sizeof(safe), bad_param, strlen(bad_param));
 	switch (e) {
 	case SMTP_ADDR_TOO_LONG:
 		snprintf(text, sizeof(text), "Error: path too long");
@@ -612,8 +619,10 @@ static void smtp_server_command(struct smtp_server *s, const char *line, size_t 
 		return;
 	}
 	s->counts[cmd.verb]++;
-	if (!smtp_server_gate(s, &cmd, def))
+	if (!smtp_server_gate(s, &cmd, def)) {
+		smtp_server_bdat_skip(s, line, len);
 		return;
+	}
 	def->handler(s, &cmd);
 }
 
@@ -706,6 +715,36 @@ static bool smtp_server_run_bdat(struct smtp_server *s)
 	return true;
 }
 
+/* Ends an AUTH exchange the server refuses to continue (RFC 4954 §4). */
+static void smtp_server_auth_end(struct smtp_server *s)
+{
+	s->state = SMTP_ST_COMMAND;
+	smtp_line_reader_init(&s->lr, s->set.line_limit);
+	if (s->backend->auth_abort != NULL)
+		s->backend->auth_abort(s->ctx);
+}
+
+/* A refused BDAT still announces its chunk: read and drop it so the bytes
+ * are never taken for commands (RFC 3030 §2). */
+static void smtp_server_bdat_skip(struct smtp_server *s, const char *line, size_t len)
+{
+	struct smtp_cmd cmd;
+	uint64_t size;
+	bool last;
+	smtp_cmd_parse(line, len, &cmd);
+	if (cmd.verb != SMTP_VERB_BDAT || s->state == SMTP_ST_CLOSED)
+		return;
+	if (!smtp_server_bdat_args(cmd.args, cmd.args_len, &size, &last)) {
+		smtp_server_write_reply(s, 421, "4.5.0", "Error: closing, cannot resynchronise");
+		smtp_server_close(s);
+		return;
+	}
+	s->bdat_remaining = size;
+	s->bdat_last = false;
+	s->bdat_discard = true;
+	s->state = SMTP_ST_BDAT;
+}
+
 /* Reads one line; returns false when more input is needed. */
 static bool smtp_server_run_line(struct smtp_server *s)
 {
@@ -715,6 +754,9 @@ static bool smtp_server_run_line(struct smtp_server *s)
 		smtp_line_next(&s->lr, buf_data(s->in), buf_len(s->in), &len, &consumed, &bare_lf);
 	switch (st) {
 	case SMTP_LINE_NEED_MORE:
+		/* Inside an over-long line the reader drops what it skipped:
+		   the input stays bounded (DESIGN.md invariant 5). */
+		buf_consume(s->in, consumed);
 		return false;
 	case SMTP_LINE_TOO_LONG:
 		buf_consume(s->in, consumed);
@@ -722,7 +764,12 @@ static bool smtp_server_run_line(struct smtp_server *s)
 	case SMTP_LINE_SKIPPED:
 		buf_consume(s->in, consumed);
 		s->commands++;
-		smtp_server_reply(s, 500, "5.5.2", "Error: line too long");
+		if (s->state == SMTP_ST_AUTH) {
+			smtp_server_auth_end(s);
+			smtp_server_reply(s, 500, "5.5.6", "Authentication Exchange line is too long");
+		} else {
+			smtp_server_reply(s, 500, "5.5.2", "Error: line too long");
+		}
 		return true;
 	case SMTP_LINE_OK:
 		break;
@@ -732,7 +779,10 @@ static bool smtp_server_run_line(struct smtp_server *s)
 	buf_consume(s->in, consumed);
 	if (bare_lf && s->set.newline_mode == SMTP_NEWLINE_REJECT) {
 		s->commands++;
+		if (s->state == SMTP_ST_AUTH)
+			smtp_server_auth_end(s);
 		smtp_server_reply(s, 500, "5.5.2", "Error: bare <LF> received");
+		smtp_server_bdat_skip(s, copy, len);
 	} else if (s->state == SMTP_ST_AUTH) {
 		s->state = SMTP_ST_WAIT;
 		s->wait = SMTP_W_AUTH;
@@ -745,6 +795,17 @@ static bool smtp_server_run_line(struct smtp_server *s)
 	return true;
 }
 
+/* Stopping: once no transaction is open, the next thing the client hears
+ * is 421 (RFC 5321 §3.8). */
+static bool smtp_server_stop_if_idle(struct smtp_server *s)
+{
+	if (!s->shutting_down || s->state != SMTP_ST_COMMAND || s->mail_done)
+		return false;
+	smtp_server_write_reply(s, 421, "4.3.2", "Service shutting down");
+	smtp_server_close(s);
+	return true;
+}
+
 void smtp_server_input(struct smtp_server *s)
 {
 	if (s->in_run)
@@ -752,6 +813,8 @@ void smtp_server_input(struct smtp_server *s)
 	s->in_run = true;
 	bool progress = true;
 	while (progress && buf_len(s->in) > 0) {
+		if (smtp_server_stop_if_idle(s))
+			break;
 		switch (s->state) {
 		case SMTP_ST_COMMAND:
 		case SMTP_ST_AUTH:
@@ -773,6 +836,8 @@ void smtp_server_input(struct smtp_server *s)
 	if (s->state == SMTP_ST_BDAT && s->bdat_remaining == 0)
 		smtp_server_run_bdat(s);
 	s->in_run = false;
+	if (smtp_server_stop_if_idle(s))
+		return;
 	/* Replies go out when the input is used up or we must wait
 	   (RFC 2920 §3.2). */
 	smtp_server_flush(s);
@@ -828,8 +893,14 @@ void smtp_server_complete(struct smtp_server *s, int code, const char *enh, cons
 		smtp_server_txn_clear(s);
 		break;
 	case SMTP_W_AUTH:
-		if (code == 334)
+		if (code == 334) {
 			s->state = SMTP_ST_AUTH;
+			/* Responses may be long (RFC 4954 §4 suggests 12288). */
+			if (s->set.line_limit < SMTP_SERVER_AUTH_LINE_MAX)
+				smtp_line_reader_init(&s->lr, SMTP_SERVER_AUTH_LINE_MAX);
+		} else {
+			smtp_line_reader_init(&s->lr, s->set.line_limit);
+		}
 		break;
 	default:
 		break;
@@ -841,11 +912,6 @@ void smtp_server_complete(struct smtp_server *s, int code, const char *enh, cons
 	else
 		smtp_server_reply(s, code, enh, "%s", text);
 	if (code == 421) {
-		smtp_server_close(s);
-		return;
-	}
-	if (s->shutting_down && !s->mail_done && s->state == SMTP_ST_COMMAND) {
-		smtp_server_write_reply(s, 421, "4.3.2", "Service shutting down");
 		smtp_server_close(s);
 		return;
 	}

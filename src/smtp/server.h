@@ -78,6 +78,9 @@ struct smtp_server_backend {
 	   next line goes to auth_response), or an error. NULL: no AUTH. */
 	void (*auth)(void *ctx, const char *args, size_t len);
 	void (*auth_response)(void *ctx, const char *line, size_t len);
+	/* The server ended the exchange itself (an over-long or malformed
+	   response line): forget it, no answer expected. May be NULL. */
+	void (*auth_abort)(void *ctx);
 	/* Mechanisms to advertise after TLS ("PLAIN LOGIN"), or NULL/"". */
 	const char *(*auth_mechs)(void *ctx);
 };

@@ -94,6 +94,7 @@ class Dovecot:
         self.owned = dir is None
         self.dir = dir or tempfile.mkdtemp(prefix="submitd-dovecot-")
         self.dir = os.path.abspath(self.dir)
+        os.makedirs(self.dir, exist_ok=True)
         self.socket = os.path.join(self.dir, "auth-client.sock")
         self.conf = os.path.join(self.dir, "dovecot.conf")
         self.log = os.path.join(self.dir, "dovecot.log")
@@ -279,7 +280,11 @@ def _main(argv):
         return 0
     dv = Dovecot(dir=a.dir, mechs=a.mechs, failure_delay=a.failure_delay)
     if a.cmd == "start":
-        dv.spawn = lambda argv, **kw: subprocess.Popen(argv, start_new_session=True, **kw)
+        # Detached, and off our stdout: "$(dovecot.py start)" must not wait
+        # for Dovecot to close it. Startup errors land in DIR/dovecot.stderr.
+        errf = open(os.path.join(dv.dir, "dovecot.stderr"), "ab")
+        dv.spawn = lambda argv, **kw: subprocess.Popen(argv, start_new_session=True, stdout=errf,
+                                                         stderr=errf, **kw)
         dv.start()
         print("DOVECOT_AUTH_SOCKET=%s" % dv.socket)
         print("DOVECOT_DIR=%s" % dv.dir)

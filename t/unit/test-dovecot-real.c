@@ -173,6 +173,13 @@ int main(void)
 	   "LOGIN with empty initial response: Username: prompt (empty, not absent, and accepted)");
 	/* Abort it mid-exchange: Dovecot takes the CANCEL without a fuss. */
 	dovecot_auth_abort(&e.req);
+	/* For PLAIN, empty and absent differ: absent gets a challenge, an empty
+	 * response is a malformed PLAIN message. */
+	struct rec ep = {0};
+	info = info_for("PLAIN", "");
+	ep.req = dovecot_auth_begin(c, &info, rec_cb, &ep);
+	WAIT(ep.calls > 0, 10000);
+	ok(ep.calls == 1 && ep.r == DOVECOT_AUTH_FAIL, "PLAIN with empty initial response: Dovecot saw it empty (FAIL)");
 
 	/* PLAIN without initial response: empty challenge, then the data. */
 	struct rec p = {0};

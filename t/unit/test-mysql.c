@@ -60,6 +60,9 @@ static void answer_cb(void *ctx, enum table_status st, const char *value)
 	struct answer *a = ctx;
 	a->calls++;
 	a->status = st;
+	/* the answer may come in any loop phase: stop the loop so a poll phase
+	 * does not then block until the next (idle) timer */
+	uv_stop(&loop);
 	snprintf(a->value, sizeof(a->value), "%s", value ? value : "");
 }
 
@@ -71,7 +74,7 @@ static struct answer lookupn(struct table_inst *ti, const char *key, size_t n)
 	if (a.calls)
 		ok(0, "completion inside table_lookup()");
 	while (a.calls == 0)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	return a;
 }
 
@@ -161,6 +164,12 @@ static void test_hostile(struct table_inst *ti)
 		mysql_real_escape_string(admin, esc, lower, (unsigned long)n);
 		snprintf(want, sizeof(want), "SELECT owner FROM sender_login_owners WHERE address='%s' ORDER BY owner", esc);
 		int q = logged_queries(buf, sizeof(buf));
+		/* the general log shows an invalid UTF-8 byte as the text \xBF */
+		char *hx = strstr(buf, "\\xBF");
+		if (hx) {
+			*hx = (char)0xbf;
+			memmove(hx + 1, hx + 4, strlen(hx + 4) + 1);
+		}
 		char name[40];
 		snprintf(name, sizeof(name), "%.30s", keys[i]);
 		for (char *c = name; *c; c++)
@@ -190,6 +199,7 @@ static void verdict_cb(void *ctx, enum sender_login_result r, const char *owners
 	struct verdict *v = ctx;
 	v->calls++;
 	v->r = r;
+	uv_stop(&loop);
 }
 
 static enum sender_login_result check(struct sender_login *sl, const char *sender, const char *login)
@@ -198,7 +208,7 @@ static enum sender_login_result check(struct sender_login *sl, const char *sende
 	uv_update_time(&loop);
 	sender_login_check(sl, sender, login, verdict_cb, &v);
 	while (v.calls == 0)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	return v.r;
 }
 
@@ -261,7 +271,6 @@ static void test_slow(void)
 				  "query_timeout = 500ms\n");
 	struct table *t = open_cf(cf);
 	struct table_inst *ti = table_inst_new(t, &loop);
-	lookup(ti, "warmup"); /* connect first: measure the query alone */
 	uv_timer_t tick;
 	uv_timer_init(&loop, &tick);
 	uv_timer_start(&tick, tick_cb, 10, 10);
@@ -372,6 +381,7 @@ static void test_hosts(void)
 
 int main(void)
 {
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	sock = getenv("SUBMITD_TEST_MYSQL_SOCKET");
 	if (sock == NULL || *sock == 0) {
 		printf("1..0 # SKIP no MariaDB (run t/lib/mariadb.py start DIR and export its output)\n");
@@ -402,7 +412,8 @@ int main(void)
 	admin_sql("SET GLOBAL log_output = 'TABLE'");
 	uv_loop_init(&loop);
 
-	const char *cf = write_cf("main.cf", sock, QUERY, "retry_interval = 1s\nquery_timeout = 2s\n");
+	static char cf[600];
+	snprintf(cf, sizeof(cf), "%s", write_cf("main.cf", sock, QUERY, "retry_interval = 1s\nquery_timeout = 2s\n"));
 	struct table *t = open_cf(cf);
 	if (!ok(t != NULL, "open %s", cf))
 		return done_testing();

@@ -173,6 +173,54 @@ static void test_inline_static_fail(void)
 	table_free(&t);
 }
 
+/* ---- mysql_table(5) files: parsed without a server ---- */
+
+static void cf_error(const char *text, const char *want, const char *what)
+{
+	char err[512] = "";
+	struct table *t = table_open_text("mysql", text, strlen(text), "x.cf", err, sizeof(err));
+	ok(t == NULL && strstr(err, want) != NULL, "mysql .cf: %s", what);
+	if (t != NULL || strstr(err, want) == NULL)
+		diag("got \"%s\", want \"%s\"", err, want);
+	table_free(&t);
+}
+
+static void test_mysql_cf(void)
+{
+	char err[512];
+	const char *good =
+		"# ISPmail\n"
+		"hosts = unix:/run/mysqld/mysqld.sock inet:127.0.0.1:3306, [::1]:3307 db.example\n"
+		"user = mailuser\npassword = secret\ndbname = mailserver\n"
+		"query = SELECT destination FROM virtual_aliases\n"
+		"   WHERE source='%s'\n"
+		"result_format = %u %%\nexpansion_limit = 5\nretry_interval = 2m\n"
+		"query_timeout = 500ms\ntls_verify_cert = yes\nunknown_key = ignored\n";
+	struct table *t = table_open_text("mysql", good, strlen(good), "good.cf", err, sizeof(err));
+	if (!ok(t != NULL, "mysql .cf: a Postfix file parses (continuation, 4 host forms)"))
+		diag("%s", err);
+	ok(t && !table_is_memory(t), "mysql table is not a memory table");
+	table_free(&t);
+	const char *legacy = "dbname = d\nselect_field = email\ntable = virtual_users\nwhere_field = email\n";
+	t = table_open_text("mysql", legacy, strlen(legacy), "legacy.cf", err, sizeof(err));
+	ok(t != NULL, "mysql .cf: legacy select_field/table/where_field");
+	table_free(&t);
+	cf_error("user = x\nquery = SELECT 1\n", "missing \"dbname", "dbname required");
+	cf_error("dbname = d\n", "missing \"query", "query required");
+	cf_error("dbname = d\n\nquery = SELECT '%x'\n", "x.cf:3: query: invalid %-sequence", "bad %-sequence names the line");
+	cf_error("dbname = d\nquery = SELECT '%s'\nresult_format = %\n", "x.cf:3: result_format", "bad result_format");
+	cf_error("dbname = d\nquery = q\nhosts = unix:relative\n", "x.cf:3: hosts: bad host", "bad host");
+	cf_error("dbname = d\nquery = q\nhosts = 1.2.3.4:99999\n", "x.cf:3: hosts: bad host", "bad port");
+	cf_error("dbname = d\nquery = q\nquery_timeout = soon\n", "x.cf:3: query_timeout: bad time", "bad duration");
+	cf_error("dbname = d\nquery = q\nmax_connections = 0\n", "x.cf:3: max_connections", "bounded numbers");
+	cf_error("dbname = d\nquery = q\ntls_verify_cert = maybe\n", "x.cf:3: tls_verify_cert", "booleans");
+	cf_error("dbname = d\nquery = q\ndomain = hash:/etc/x\n", "x.cf:3: domain", "domain tables refused");
+	cf_error("  indented first\n", "x.cf:1: continuation", "leading continuation");
+	cf_error("dbname d\n", "x.cf:1: expected \"name = value\"", "line without =");
+	t = table_open("mysql:/nonexistent.cf", err, sizeof(err));
+	ok(t == NULL && strstr(err, "/nonexistent.cf") != NULL, "mysql: missing file named");
+}
+
 /* ---- cache ---- */
 
 static uint64_t fake_now;
@@ -489,6 +537,7 @@ int main(void)
 	test_texthash();
 	test_texthash_errors();
 	test_inline_static_fail();
+	test_mysql_cf();
 	test_cache();
 	test_keys();
 	test_policy();
