@@ -10,6 +10,7 @@ pkgs=(
   clang libclang-rt-14-dev
   python3 swaks libnet-ssleay-perl curl openssl msmtp
   dovecot-core mariadb-server fail2ban
+  postfix postfix-mysql haproxy
 )
 
 missing=()

@@ -21,6 +21,8 @@
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
 #include "net/tls.h"
+#include "policy/policy.h"
+#include "policy/sender_login.h"
 #include "relay/relay.h"
 #include "session.h"
 #include "worker.h"
@@ -117,6 +119,8 @@ static void main_worker_maybe_done(struct worker_thread *wt)
 	relay_pool_free(&wt->w.relay);
 	if (wt->w.auth != NULL)
 		dovecot_auth_client_destroy(&wt->w.auth);
+	sender_login_free(&wt->w.sl);
+	config_unref(&wt->w.sl_cfg);
 	if (!uv_is_closing((uv_handle_t *)&wt->wakeup))
 		uv_close((uv_handle_t *)&wt->wakeup, NULL);
 	if (!uv_is_closing((uv_handle_t *)&wt->deadline))
@@ -267,7 +271,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "submitd: %s\n", err);
 		return 1;
 	}
-	if (!tls_server_load(cfg, err, sizeof(err))) {
+	if (!tls_server_load(cfg, err, sizeof(err)) || !policy_load(cfg, err, sizeof(err))) {
 		fprintf(stderr, "submitd: %s: %s\n", path, err);
 		return 1;
 	}

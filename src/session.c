@@ -13,6 +13,8 @@
 #include "lookup/dovecot_auth.h"
 #include "net/conn.h"
 #include "policy/auth.h"
+#include "policy/policy.h"
+#include "policy/sender_login.h"
 #include "relay/relay.h"
 #include "smtp/header.h"
 #include "smtp/server.h"
@@ -45,6 +47,21 @@ struct session {
 	char first_rcpt[SMTP_PATH_MAX + 1];
 	enum { RELAY_IDLE, RELAY_MAIL, RELAY_RCPT, RELAY_DATA, RELAY_END } relay_step;
 
+	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */
+	struct sender_login_req *sender_req;
+#define SESSION_HEADER_CHECKS 8
+	struct sender_login_req *hdr_req[SESSION_HEADER_CHECKS];
+	char hdr_addr[SESSION_HEADER_CHECKS][SMTP_PATH_MAX + 1];
+	const char *hdr_field[SESSION_HEADER_CHECKS];
+	struct session_hdr_check {
+		struct session *s;
+		unsigned idx;
+	} hdr_check[SESSION_HEADER_CHECKS];
+	unsigned hdr_pending;
+	int hdr_verdict;                 /* 0, or the reply code that refuses the message */
+	char hdr_reply[600];
+	bool end_waiting;                /* end of data seen, header checks still out */
+
 	/* content */
 	struct buf header;               /* held until the header section is complete */
 	bool header_done;
@@ -67,6 +84,12 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 
 static void session_txn_reset(struct session *s)
 {
+	sender_login_cancel(&s->sender_req);
+	for (unsigned i = 0; i < SESSION_HEADER_CHECKS; i++)
+		sender_login_cancel(&s->hdr_req[i]);
+	s->hdr_pending = 0;
+	s->hdr_verdict = 0;
+	s->end_waiting = false;
 	relay_txn_free(&s->relay);
 	s->relay_step = RELAY_IDLE;
 	s->rcpt_waits_for_mail = false;
@@ -145,6 +168,92 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 	}
 }
 
+/* ---- From:/Sender: must belong to the login too (header_from_policy) ---- */
+
+static void session_finish_data(struct session *s);
+static struct sender_login *session_sender_login(struct session *s);
+
+static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners)
+{
+	struct session_hdr_check *hc = ctx;
+	struct session *s = hc->s;
+	unsigned i = hc->idx;
+	s->hdr_req[i] = NULL;
+	s->hdr_pending--;
+	const char *user = smtp_server_user(s->server);
+	bool refused = res == SENDER_LOGIN_NOT_OWNED || res == SENDER_LOGIN_NOT_LOGGED_IN;
+	if (res == SENDER_LOGIN_TEMPFAIL && s->hdr_verdict == 0) {
+		s->hdr_verdict = 451;
+		snprintf(s->hdr_reply, sizeof(s->hdr_reply), "451 4.3.0 <%s>: Temporary lookup failure",
+			 s->hdr_addr[i]);
+	} else if (refused) {
+		char addr[SMTP_PATH_MAX + 1];
+		log_sanitize(addr, sizeof(addr), s->hdr_addr[i], strlen(s->hdr_addr[i]));
+		if (s->cfg->header_from_mode == POLICY_HEADER_WARN) {
+			log_warn("%s: header %s <%s> not owned by user %s (header_from_policy = warn)",
+				 s->id, s->hdr_field[i], addr, user);
+		} else if (s->hdr_verdict == 0 || s->hdr_verdict == 451) {
+			s->hdr_verdict = 550;
+			snprintf(s->hdr_reply, sizeof(s->hdr_reply),
+				 "550 5.7.1 <%s>: %s header address rejected: not owned by user %s", addr,
+				 s->hdr_field[i], user);
+		}
+	}
+	if (s->hdr_pending == 0 && s->end_waiting)
+		session_finish_data(s);
+}
+
+struct session_hdr_start {
+	struct session *s;
+	const char *field;
+};
+
+static bool session_hdr_add(void *arg, const char *addr)
+{
+	struct session_hdr_start *st = arg;
+	struct session *s = st->s;
+	unsigned i = 0;
+	while (i < SESSION_HEADER_CHECKS && s->hdr_field[i] != NULL)
+		i++;
+	if (i == SESSION_HEADER_CHECKS)
+		return false; /* more addresses than we check: refused below */
+	s->hdr_field[i] = st->field;
+	snprintf(s->hdr_addr[i], sizeof(s->hdr_addr[i]), "%s", addr);
+	return true;
+}
+
+/* Starts the ownership checks of From: and Sender: (RFC 6409 §8.1 says the
+ * submission server knows the sender; submitd holds it to that). */
+static void session_header_checks(struct session *s, const struct header_info *hi)
+{
+	const char *user = smtp_server_user(s->server);
+	struct sender_login *sl = session_sender_login(s);
+	if (s->cfg->header_from_mode == POLICY_HEADER_OFF || user == NULL || sl == NULL ||
+	    policy_header_exempt(s->cfg, user))
+		return;
+	for (unsigned i = 0; i < SESSION_HEADER_CHECKS; i++)
+		s->hdr_field[i] = NULL;
+	struct session_hdr_start st = {s, "From:"};
+	int n = hi->has_from ? policy_header_addresses(hi->from, session_hdr_add, &st) : 0;
+	st.field = "Sender:";
+	if (hi->has_sender)
+		n += policy_header_addresses(hi->sender, session_hdr_add, &st);
+	if ((hi->from_count > 1 || n > SESSION_HEADER_CHECKS) &&
+	    s->cfg->header_from_mode == POLICY_HEADER_REJECT) {
+		s->hdr_verdict = 550;
+		snprintf(s->hdr_reply, sizeof(s->hdr_reply),
+			 "550 5.7.1 Error: too many From:/Sender: addresses to check");
+		return;
+	}
+	for (unsigned i = 0; i < SESSION_HEADER_CHECKS && s->hdr_field[i] != NULL; i++) {
+		s->hdr_check[i] = (struct session_hdr_check){s, i};
+		s->hdr_pending++;
+		s->hdr_req[i] = sender_login_check_policy(sl, SENDER_LOGIN_REJECT_AUTHENTICATED,
+							  s->hdr_addr[i], user, session_hdr_cb,
+							  &s->hdr_check[i]);
+	}
+}
+
 /* Sends the held header section, with Received: in front and Date: /
  * Message-ID: added at its end when the client left them out. */
 static void session_emit_header(struct session *s, bool at_end)
@@ -158,6 +267,7 @@ static void session_emit_header(struct session *s, bool at_end)
 		return;
 	}
 	s->header_done = true;
+	session_header_checks(s, &hi);
 	const uint8_t *h = buf_data(&s->header);
 	size_t hlen = hi.header_len;
 	/* Where the header fields end: before the empty line if there is one. */
@@ -198,11 +308,65 @@ static void session_emit_header(struct session *s, bool at_end)
 static void session_relay_cb(void *ctx, const struct smtp_reply *r);
 static void session_relay_drain(void *ctx);
 
+/* The worker's lookup instance for sender ownership, or NULL when no
+ * sender_login_maps is configured. */
+static struct sender_login *session_sender_login(struct session *s)
+{
+	struct worker *w = s->w;
+	if (s->cfg->sender_login == NULL)
+		return NULL;
+	if (w->sl == NULL) {
+		/* The instance keeps the snapshot whose tables it uses. */
+		w->sl_cfg = config_ref(s->cfg);
+		w->sl = sender_login_new(s->cfg->sender_login, &w->loop);
+	}
+	return w->sl;
+}
+
+/* Turns "553 5.7.1 text" from sender_login_reply() into a completion. */
+static void session_complete_line(struct session *s, const char *line)
+{
+	struct smtp_reply r = {0};
+	char enh[16] = "";
+	int off = 0;
+	if (sscanf(line, "%d %15s %n", &r.code, enh, &off) < 2 || off == 0) {
+		r.code = 451;
+		snprintf(r.enh, sizeof(r.enh), "4.3.0");
+		snprintf(r.text, sizeof(r.text), "Error: internal policy failure");
+	} else {
+		snprintf(r.enh, sizeof(r.enh), "%s", enh);
+		snprintf(r.text, sizeof(r.text), "%s", line + off);
+	}
+	session_complete(s, &r);
+}
+
+static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners)
+{
+	struct session *s = ctx;
+	s->sender_req = NULL;
+	char line[512];
+	if (sender_login_reply(res, s->mail.path.addr, smtp_server_user(s->server), line,
+			       sizeof(line)) > 0) {
+		session_complete_line(s, line);
+		return;
+	}
+	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
+	session_complete(s, &r);
+}
+
 static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 {
 	struct session *s = ctx;
 	session_txn_reset(s);
 	s->mail = *a;
+	struct sender_login *sl = session_sender_login(s);
+	if (sl != NULL) {
+		/* Does the login own the envelope sender? (RFC 6409 §6.1,
+		   Postfix's reject_sender_login_mismatch) */
+		s->sender_req = sender_login_check(sl, a->path.addr, smtp_server_user(s->server),
+						   session_sender_cb, s);
+		return;
+	}
 	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
 	session_complete(s, &r);
 }
@@ -257,14 +421,33 @@ static void session_be_data_end(void *ctx, const struct smtp_server_data_info *i
 {
 	struct session *s = ctx;
 	s->msg_size = info->size;
+	if (!s->header_done && !s->header_too_big)
+		session_emit_header(s, true);
+	if (s->hdr_pending > 0) {
+		s->end_waiting = true; /* the last header check finishes the message */
+		return;
+	}
+	session_finish_data(s);
+}
+
+/* The end of the message, once every local check has answered: refuse it
+ * (the downstream never sees the final dot) or send the dot. */
+static void session_finish_data(struct session *s)
+{
+	s->end_waiting = false;
 	if (s->header_too_big) {
 		session_txn_reset(s);
 		struct smtp_reply r = {.code = 552, .enh = "5.3.4", .text = "Error: message header size exceeds limit"};
 		session_complete(s, &r);
 		return;
 	}
-	if (!s->header_done)
-		session_emit_header(s, true);
+	if (s->hdr_verdict != 0) {
+		char line[sizeof(s->hdr_reply)];
+		snprintf(line, sizeof(line), "%s", s->hdr_reply);
+		session_txn_reset(s);
+		session_complete_line(s, line);
+		return;
+	}
 	if (s->relay == NULL) {
 		struct smtp_reply r = {.code = 451, .enh = "4.4.2", .text = "Error: lost connection with downstream"};
 		session_complete(s, &r);
@@ -487,7 +670,7 @@ static void session_on_close(struct conn *c, void *ctx)
 	char counters[256];
 	smtp_server_counters(s->server, counters, sizeof(counters));
 	log_info("%s: disconnect from %s %s", s->id, s->client, counters);
-	relay_txn_free(&s->relay);
+	session_txn_reset(s);
 	policy_auth_free(&s->auth);
 	smtp_server_free(&s->server);
 	buf_free(&s->header);

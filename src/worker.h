@@ -13,6 +13,7 @@
 struct session;
 struct relay_pool;
 struct dovecot_auth_client;
+struct sender_login;
 
 struct worker {
 	uv_loop_t loop;
@@ -20,6 +21,9 @@ struct worker {
 	struct config *cfg;          /* current snapshot for new sessions */
 	struct relay_pool *relay;
 	struct dovecot_auth_client *auth; /* NULL without dovecot_auth_socket */
+	/* Sender-ownership lookups, made on first use for sl_cfg's tables. */
+	struct sender_login *sl;
+	struct config *sl_cfg;
 	struct session *sessions;    /* doubly linked, for shutdown */
 	unsigned nsessions;
 	uint32_t seq;

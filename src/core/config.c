@@ -61,6 +61,17 @@ static const struct config_key config_keys[] = {
 	{"auth_ip_failure_window", CFG_TIME, OFF(auth_ip_failure_window_ms), "10m", 1000, 86400000,
 	 NULL},
 	{"auth_ip_block_time", CFG_TIME, OFF(auth_ip_block_time_ms), "10m", 1000, 86400000, NULL},
+	/* sender ownership (policy/policy.c) */
+	{"sender_login_maps", CFG_STR, OFF(sender_login_maps), NULL, 0, 0, NULL},
+	{"sender_login_policy", CFG_STR, OFF(sender_login_policy), "reject_sender_login_mismatch", 0,
+	 0, NULL},
+	{"recipient_delimiter", CFG_STR, OFF(recipient_delimiter), "+", 0, 0, NULL},
+	{"sender_login_cache_ttl", CFG_TIME, OFF(sender_login_cache_ttl_ms), "60s", 0, 86400000,
+	 NULL},
+	{"sender_login_negative_cache_ttl", CFG_TIME, OFF(sender_login_negative_cache_ttl_ms), "10s",
+	 0, 86400000, NULL},
+	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL},
+	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL},
 	{"message_size_limit", CFG_SIZE, OFF(message_size_limit), "10240000", 1024,
 	 (uint64_t)1 << 40, NULL},
 	{"header_size_limit", CFG_SIZE, OFF(header_size_limit), "102400", 1024, 16 << 20, NULL},
@@ -99,6 +110,8 @@ static void config_free(struct config *cfg)
 		gnutls_certificate_free_credentials(cfg->tls_creds);
 	if (cfg->tls_prio != NULL)
 		gnutls_priority_deinit(cfg->tls_prio);
+	if (cfg->free_hook != NULL)
+		cfg->free_hook(cfg);
 	free(cfg->path);
 	free(cfg);
 }

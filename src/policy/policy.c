@@ -1,0 +1,190 @@
+#include "config.h"
+#include "policy/policy.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lookup/table.h"
+#include "policy/sender_login.h"
+
+static void policy_free(struct config *cfg)
+{
+	sender_login_conf_free(&cfg->sender_login);
+	table_free(&cfg->header_from_exempt);
+}
+
+bool policy_load(struct config *cfg, char *err, size_t errlen)
+{
+	cfg->free_hook = policy_free;
+	if (strcmp(cfg->header_from_policy, "reject") == 0)
+		cfg->header_from_mode = POLICY_HEADER_REJECT;
+	else if (strcmp(cfg->header_from_policy, "warn") == 0)
+		cfg->header_from_mode = POLICY_HEADER_WARN;
+	else if (strcmp(cfg->header_from_policy, "off") == 0)
+		cfg->header_from_mode = POLICY_HEADER_OFF;
+	else {
+		snprintf(err, errlen, "header_from_policy: want reject, warn or off");
+		return false;
+	}
+	enum sender_login_policy pol;
+	if (sender_login_policy_parse(cfg->sender_login_policy, &pol) < 0) {
+		snprintf(err, errlen,
+			 "sender_login_policy: \"%s\" is not one of reject_sender_login_mismatch, "
+			 "reject_authenticated_sender_login_mismatch, reject_known_sender_login_mismatch, "
+			 "reject_unauthenticated_sender_login_mismatch, none",
+			 cfg->sender_login_policy);
+		return false;
+	}
+	if (cfg->sender_login_maps != NULL && cfg->sender_login_maps[0] != '\0') {
+		struct sender_login_settings s = {
+			.maps = cfg->sender_login_maps,
+			.policy = cfg->sender_login_policy,
+			.delimiters = cfg->recipient_delimiter,
+			.cache = {.positive_ttl_ms = cfg->sender_login_cache_ttl_ms,
+				  .negative_ttl_ms = cfg->sender_login_negative_cache_ttl_ms,
+				  .max_entries = 10000},
+		};
+		char why[512];
+		cfg->sender_login = sender_login_conf_new(&s, why, sizeof(why));
+		if (cfg->sender_login == NULL) {
+			snprintf(err, errlen, "sender_login_maps: %s", why);
+			return false;
+		}
+	}
+	if (cfg->header_from_exempt_maps != NULL && cfg->header_from_exempt_maps[0] != '\0') {
+		char why[512];
+		cfg->header_from_exempt = table_open(cfg->header_from_exempt_maps, why, sizeof(why));
+		if (cfg->header_from_exempt == NULL) {
+			snprintf(err, errlen, "header_from_exempt_maps: %s", why);
+			return false;
+		}
+		/* Looked up at end of header, inline: it must not need I/O. */
+		if (!table_is_memory(cfg->header_from_exempt)) {
+			snprintf(err, errlen, "header_from_exempt_maps: use a texthash: or inline: table");
+			return false;
+		}
+	}
+	return true;
+}
+
+bool policy_header_exempt(const struct config *cfg, const char *login)
+{
+	if (cfg->header_from_exempt == NULL || login == NULL)
+		return false;
+	char key[256];
+	size_t n = strlen(login);
+	if (n >= sizeof(key))
+		return false;
+	for (size_t i = 0; i <= n; i++)
+		key[i] = (char)tolower((unsigned char)login[i]);
+	const char *value;
+	return table_lookup_sync(cfg->header_from_exempt, key, &value) == TABLE_OK;
+}
+
+/* A small RFC 5322 §3.4 address-list walker: quoted strings, comments,
+ * angle addresses and groups. It need not validate: it finds what a mail
+ * program would show as the sender. */
+int policy_header_addresses(const char *body, bool (*fn)(void *arg, const char *addr), void *arg)
+{
+	char word[512];  /* the current mailbox text outside <> and comments */
+	char angle[512]; /* the last <...> */
+	size_t wn = 0, an = 0;
+	bool have_angle = false;
+	int count = 0;
+	const char *p = body;
+	for (;;) {
+		char c = *p;
+		if (c == '\0' || c == ',' || c == ';') {
+			const char *addr = NULL;
+			char tmp[512];
+			if (have_angle) {
+				angle[an] = '\0';
+				addr = angle;
+			} else {
+				/* trim the bare addr-spec */
+				size_t a = 0, b = wn;
+				while (a < b && isspace((unsigned char)word[a]))
+					a++;
+				while (b > a && isspace((unsigned char)word[b - 1]))
+					b--;
+				memcpy(tmp, word + a, b - a);
+				tmp[b - a] = '\0';
+				if (tmp[0] != '\0')
+					addr = tmp;
+			}
+			if (addr != NULL && addr[0] != '\0') {
+				count++;
+				if (!fn(arg, addr))
+					return count;
+			}
+			wn = an = 0;
+			have_angle = false;
+			if (c == '\0')
+				return count;
+			p++;
+			continue;
+		}
+		if (c == '"') {
+			/* A quoted display name or local part: copy it whole. */
+			if (wn < sizeof(word) - 1)
+				word[wn++] = c;
+			p++;
+			while (*p != '\0' && *p != '"') {
+				if (*p == '\\' && p[1] != '\0') {
+					if (wn < sizeof(word) - 2) {
+						word[wn++] = *p;
+						word[wn++] = p[1];
+					}
+					p += 2;
+					continue;
+				}
+				if (wn < sizeof(word) - 1)
+					word[wn++] = *p;
+				p++;
+			}
+			if (*p == '"') {
+				if (wn < sizeof(word) - 1)
+					word[wn++] = '"';
+				p++;
+			}
+			continue;
+		}
+		if (c == '(') {
+			int depth = 1;
+			p++;
+			while (*p != '\0' && depth > 0) {
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				else if (*p == '(')
+					depth++;
+				else if (*p == ')')
+					depth--;
+				p++;
+			}
+			continue;
+		}
+		if (c == '<') {
+			an = 0;
+			p++;
+			while (*p != '\0' && *p != '>') {
+				if (an < sizeof(angle) - 1 && !isspace((unsigned char)*p))
+					angle[an++] = *p;
+				p++;
+			}
+			if (*p == '>')
+				p++;
+			have_angle = true;
+			continue;
+		}
+		if (c == ':' && !have_angle) {
+			/* "group-name:" starts a group: what came before is its name. */
+			wn = 0;
+			p++;
+			continue;
+		}
+		if (wn < sizeof(word) - 1)
+			word[wn++] = c;
+		p++;
+	}
+}
