@@ -69,6 +69,7 @@ struct session {
 	bool input_paused;               /* back-pressure from the downstream */
 	time_t data_time;
 	uint64_t msg_size;
+	uint64_t deadline;               /* loop time when session_timeout ends it */
 };
 
 /* ---- helpers ---- */
@@ -622,6 +623,17 @@ static const struct smtp_server_io session_io = {
 
 /* ---- connection events ---- */
 
+/* The idle limit for what the client owes us next (command_timeout, or
+ * data_timeout inside message content), never past the session's end. */
+static void session_arm_timer(struct session *s)
+{
+	uint64_t ms = smtp_server_in_content(s->server) ? s->cfg->data_timeout_ms
+							 : s->cfg->command_timeout_ms;
+	uint64_t now = uv_now(&s->w->loop);
+	uint64_t left = s->deadline > now ? s->deadline - now : 0;
+	conn_set_timeout(s->conn, ms < left ? ms : left);
+}
+
 static void session_on_data(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
@@ -632,8 +644,7 @@ static void session_on_data(struct conn *c, void *ctx)
 		conn_close(c);
 		return;
 	}
-	/* Refresh the idle timer; in DATA the data timeout applies. */
-	conn_set_timeout(c, s->cfg->command_timeout_ms);
+	session_arm_timer(s);
 	/* A client that pipelines faster than we answer waits in the kernel,
 	   not in our memory (DESIGN.md invariant 5). */
 	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536)
@@ -643,6 +654,8 @@ static void session_on_data(struct conn *c, void *ctx)
 static void session_on_timeout(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
+	if (uv_now(&s->w->loop) >= s->deadline)
+		log_info("%s: session time limit (session_timeout) reached for %s", s->id, s->client);
 	smtp_server_timeout(s->server);
 }
 
@@ -801,8 +814,9 @@ void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
 		return;
 	}
 	s->counted = true;
+	s->deadline = uv_now(&w->loop) + cfg->session_timeout_ms;
 	conn_read_start(s->conn);
-	conn_set_timeout(s->conn, cfg->command_timeout_ms);
+	session_arm_timer(s);
 	if (s->listen->mode == LISTEN_TLS) {
 		int r = conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false);
 		if (r < 0) {

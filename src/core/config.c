@@ -39,6 +39,7 @@ struct config_key {
 	config_hook *hook;    /* CFG_SPECIAL */
 };
 
+static config_hook config_proxy_networks, config_tls_sni;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
 
@@ -93,6 +94,11 @@ static const struct config_key config_keys[] = {
 	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL},
 	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog},
 	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level},
+	/* running it: privileges, PROXY protocol, SNI (main.c, net/proxy.c, net/tls.c) */
+	{"user", CFG_STR, OFF(user), NULL, 0, 0, NULL},
+	{"proxy_networks", CFG_SPECIAL, 0, NULL, 0, 0, config_proxy_networks},
+	{"proxy_timeout", CFG_TIME, OFF(proxy_timeout_ms), "5s", 100, 600000, NULL},
+	{"tls_sni", CFG_SPECIAL, 0, NULL, 0, 0, config_tls_sni},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -101,8 +107,19 @@ static void config_free(struct config *cfg)
 	for (size_t i = 0; i < CONFIG_NKEYS; i++)
 		if (config_keys[i].type == CFG_STR)
 			free(*(char **)((char *)cfg + config_keys[i].offset));
-	for (size_t i = 0; i < cfg->nlistens; i++)
+	for (size_t i = 0; i < cfg->nlistens; i++) {
 		free(cfg->listens[i].text);
+		free(cfg->listens[i].fdname);
+	}
+	free(cfg->proxy_networks);
+	for (size_t i = 0; i < cfg->ntls_sni; i++) {
+		for (size_t j = 0; j < cfg->tls_sni[i].nnames; j++)
+			free(cfg->tls_sni[i].names[j]);
+		free(cfg->tls_sni[i].names);
+		free(cfg->tls_sni[i].cert_file);
+		free(cfg->tls_sni[i].key_file);
+	}
+	free(cfg->tls_sni);
 	free(cfg->listens);
 	free(cfg->mynetworks);
 	config_relay_free(cfg->relay, cfg->nrelay);
@@ -435,7 +452,7 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 	struct listen_cfg l = {0};
 	bool ok = false;
 	if (addr == NULL || mode == NULL) {
-		config_err(err, errlen, "want \"ADDRESS:PORT MODE [trusted]\"");
+		config_err(err, errlen, "want \"ADDRESS:PORT MODE [trusted] [proxy] [name=NAME]\"");
 		goto out;
 	}
 	if (strcmp(mode, "starttls") == 0)
@@ -451,6 +468,10 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 	for (char *flag; (flag = strtok_r(NULL, " \t", &save)) != NULL;) {
 		if (strcmp(flag, "trusted") == 0)
 			l.trusted = true;
+		else if (strcmp(flag, "proxy") == 0)
+			l.proxy = true;
+		else if (strncmp(flag, "name=", 5) == 0 && flag[5] != '\0' && l.fdname == NULL)
+			l.fdname = xstrdup(flag + 5);
 		else {
 			config_err(err, errlen, "unknown listener flag \"%s\"", flag);
 			goto out;
@@ -489,6 +510,8 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 	cfg->listens[cfg->nlistens++] = l;
 	ok = true;
 out:
+	if (!ok)
+		free(l.fdname);
 	free(copy);
 	return ok;
 }
@@ -547,6 +570,73 @@ static bool config_log_level(struct config *cfg, const char *value, char *err, s
 	else
 		return config_err(err, errlen, "want debug, info, warning or error");
 	return true;
+}
+
+static bool config_add_proxy_network(void *arg, const char *item, char *err, size_t errlen)
+{
+	struct config *cfg = arg;
+	struct cidr c;
+	if (!config_cidr_parse(item, &c))
+		return config_err(err, errlen, "bad network \"%s\" (want ADDRESS/PREFIX)", item);
+	cfg->proxy_networks =
+		xrealloc(cfg->proxy_networks, (cfg->nproxy_networks + 1) * sizeof(c));
+	cfg->proxy_networks[cfg->nproxy_networks++] = c;
+	return true;
+}
+
+static bool config_proxy_networks(struct config *cfg, const char *value, char *err,
+				  size_t errlen)
+{
+	return config_each_item(value, config_add_proxy_network, cfg, err, errlen);
+}
+
+/* tls_sni = NAME[,NAME...] CERTFILE KEYFILE (repeatable). Names are host
+ * names as clients send them in SNI; matched exactly, case-insensitively. */
+static bool config_tls_sni(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	char *copy = xstrdup(value), *save = NULL;
+	char *names = strtok_r(copy, " \t", &save);
+	char *cert = strtok_r(NULL, " \t", &save);
+	char *key = strtok_r(NULL, " \t", &save);
+	struct tls_sni e = {0};
+	bool ok = false;
+	if (names == NULL || cert == NULL || key == NULL || strtok_r(NULL, " \t", &save) != NULL) {
+		config_err(err, errlen, "want \"NAME[,NAME...] CERTFILE KEYFILE\"");
+		goto out;
+	}
+	char *nsave = NULL;
+	for (char *n = strtok_r(names, ",", &nsave); n != NULL; n = strtok_r(NULL, ",", &nsave)) {
+		size_t len = strlen(n);
+		bool good = len > 0 && len <= 253 && n[0] != '.' && n[len - 1] != '.';
+		for (size_t i = 0; good && i < len; i++)
+			good = isalnum((unsigned char)n[i]) || n[i] == '-' || n[i] == '.';
+		if (!good) {
+			config_err(err, errlen, "\"%s\" is not a host name", n);
+			goto out;
+		}
+		e.names = xrealloc(e.names, (e.nnames + 1) * sizeof(*e.names));
+		e.names[e.nnames] = xstrdup(n);
+		for (char *p = e.names[e.nnames]; *p != '\0'; p++)
+			*p = (char)tolower((unsigned char)*p);
+		e.nnames++;
+	}
+	if (e.nnames == 0) {
+		config_err(err, errlen, "no name");
+		goto out;
+	}
+	e.cert_file = xstrdup(cert);
+	e.key_file = xstrdup(key);
+	cfg->tls_sni = xrealloc(cfg->tls_sni, (cfg->ntls_sni + 1) * sizeof(e));
+	cfg->tls_sni[cfg->ntls_sni++] = e;
+	ok = true;
+out:
+	if (!ok) {
+		for (size_t i = 0; i < e.nnames; i++)
+			free(e.names[i]);
+		free(e.names);
+	}
+	free(copy);
+	return ok;
 }
 
 static bool config_set(struct config *cfg, const struct config_key *k, const char *value,

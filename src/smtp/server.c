@@ -843,6 +843,11 @@ void smtp_server_input(struct smtp_server *s)
 	smtp_server_flush(s);
 }
 
+bool smtp_server_in_content(const struct smtp_server *s)
+{
+	return s->state == SMTP_ST_DATA || s->state == SMTP_ST_BDAT;
+}
+
 bool smtp_server_busy(const struct smtp_server *s)
 {
 	return s->state == SMTP_ST_WAIT || s->state == SMTP_ST_CLOSED;

@@ -98,6 +98,8 @@ void smtp_server_input(struct smtp_server *s);
 /* True while the server waits for the backend or has closed: input should
  * not be read faster than it is processed. */
 bool smtp_server_busy(const struct smtp_server *s);
+/* True while message content (DATA or a BDAT chunk) is being read. */
+bool smtp_server_in_content(const struct smtp_server *s);
 
 /* Answers the pending backend call. text is one line or several separated
  * by '\n' (sent as a multi-line reply); enh may be NULL or "". */

@@ -1,0 +1,154 @@
+/* config: the configuration file, parsed into an immutable snapshot.
+ *
+ * Format (DESIGN.md §5): "key = value" lines, '#' comments, keys that take
+ * lists may repeat. Every key is a row in one table (name, type, default,
+ * bounds); unknown keys and bad values are errors naming file and line.
+ *
+ * A snapshot is shared read-only by all workers and reference counted:
+ * reload builds a new one; sessions keep the one they started with. */
+#ifndef SUBMITD_CONFIG_H
+#define SUBMITD_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <gnutls/gnutls.h>
+
+struct sender_login_conf;
+struct table;
+
+enum listen_mode { LISTEN_PLAIN, LISTEN_STARTTLS, LISTEN_TLS };
+
+struct listen_cfg {
+	char *text;                  /* as written, for logs: "127.0.0.1:587" */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	enum listen_mode mode;
+	bool trusted;                /* mynetworks clients may send without AUTH */
+	bool proxy;                  /* a PROXY v1/v2 header comes first (proxy_networks) */
+	char *fdname;                /* name=X: take the systemd socket named X, or NULL */
+};
+
+struct cidr {
+	int family;                  /* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+	unsigned prefix;
+};
+
+/* tls_sni = NAME[,NAME...] CERTFILE KEYFILE: a certificate for clients
+ * asking for one of the names (exact, case-insensitive, lowercased here). */
+struct tls_sni {
+	char **names;
+	size_t nnames;
+	char *cert_file;
+	char *key_file;
+};
+
+enum relay_proto { RELAY_SMTP, RELAY_LMTP };
+
+/* One downstream destination in Postfix syntax (downstream-relay.md §1). */
+struct relay_dest {
+	char *text;                  /* exactly as written: "[127.0.0.1]:10025" */
+	enum relay_proto proto;
+	char *unix_path;             /* lmtp:unix:/path, else NULL */
+	char *host;                  /* host name or address literal, no brackets */
+	uint16_t port;
+	bool implicit_tls;           /* :submissions / :465 */
+};
+
+enum bare_newline_mode { BARE_NEWLINE_REJECT, BARE_NEWLINE_NORMALIZE };
+enum relay_tls_level { RELAY_TLS_NONE, RELAY_TLS_MAY };
+
+struct config {
+	atomic_int refs;
+	char *path;
+
+	char *myhostname;
+	struct listen_cfg *listens;
+	size_t nlistens;
+	char *tls_cert_file;
+	char *tls_key_file;
+	char *tls_priority;
+	struct cidr *mynetworks;
+	size_t nmynetworks;
+	struct relay_dest *relay;
+	size_t nrelay;
+	enum relay_tls_level relay_tls;
+
+	/* AUTH (policy/auth.h) */
+	char *dovecot_auth_socket;
+	uint64_t auth_timeout_ms;
+	uint64_t auth_failure_delay_ms;
+	uint64_t auth_failure_delay_max_ms;
+	unsigned auth_max_failures;
+	unsigned auth_ip_failure_limit;
+	uint64_t auth_ip_failure_window_ms;
+	uint64_t auth_ip_block_time_ms;
+
+	/* sender ownership (policy/policy.h) */
+	char *sender_login_maps;
+	char *sender_login_policy;
+	char *recipient_delimiter;
+	uint64_t sender_login_cache_ttl_ms;
+	uint64_t sender_login_negative_cache_ttl_ms;
+	char *header_from_policy;
+	char *header_from_exempt_maps;
+	/* Built from the above by policy_load(); freed through free_hook. */
+	struct sender_login_conf *sender_login;
+	struct table *header_from_exempt;
+	int header_from_mode;        /* enum policy_header_mode */
+	void (*free_hook)(struct config *cfg);
+
+	uint64_t message_size_limit;
+	uint64_t header_size_limit;
+	unsigned line_length_limit;
+	unsigned recipient_limit;
+	unsigned error_limit;
+	unsigned workers;
+	unsigned max_connections;
+	unsigned max_connections_per_ip;
+	enum bare_newline_mode bare_newline;
+
+	uint64_t command_timeout_ms;
+	uint64_t data_timeout_ms;
+	uint64_t session_timeout_ms;
+	uint64_t relay_connect_timeout_ms;
+	uint64_t relay_timeout_ms;
+	uint64_t relay_idle_timeout_ms;
+	unsigned relay_reuse_limit;
+
+	/* Loaded by tls_server_load(), freed with the snapshot. */
+	gnutls_certificate_credentials_t tls_creds;
+	gnutls_priority_t tls_prio;
+
+	int syslog_facility;         /* -1: log to stderr */
+	int log_level;               /* LOG_INFO, LOG_DEBUG, ... */
+
+	/* Running it (main.c, net/proxy.h, net/tls.c) */
+	char *user;                  /* drop to this user after binding; NULL: keep */
+	struct cidr *proxy_networks; /* who may send a PROXY header */
+	size_t nproxy_networks;
+	uint64_t proxy_timeout_ms;   /* to receive the whole PROXY header */
+	struct tls_sni *tls_sni;     /* extra certificates chosen by SNI */
+	size_t ntls_sni;
+};
+
+/* Parses path. On error returns NULL and writes "FILE:LINE: what" to err. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config **cfg);
+
+/* True when addr (AF_INET/AF_INET6 sockaddr) is inside one of the networks.
+ * An IPv4-mapped IPv6 address is matched as IPv4. */
+bool config_cidr_match(const struct cidr *nets, size_t n, const struct sockaddr *addr);
+/* Parses "a.b.c.d/n" or "x::y/n" (no prefix: a host). Returns false on error. */
+bool config_cidr_parse(const char *s, struct cidr *r);
+/* Parses a destination list in Postfix syntax. On error returns false and
+ * writes the reason. */
+bool config_relay_parse(const char *s, struct relay_dest **dests_r, size_t *n_r, char *err,
+			size_t errlen);
+void config_relay_free(struct relay_dest *dests, size_t n);
+
+#endif
