@@ -83,7 +83,7 @@ static void smtp_server_flush(struct smtp_server *s)
 	if (buf_len(&s->out) == 0 || s->state == SMTP_ST_CLOSED)
 		return;
 	s->io->write(s->ctx, buf_data(&s->out), buf_len(&s->out));
-	buf_reset(&s->out);
+	buf_free(&s->out); /* replies are small; an idle session keeps no buffer */
 }
 
 static void smtp_server_close(struct smtp_server *s);
