@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
 #include "net/conn.h"
+#include "net/proxy.h"
 #include "policy/auth.h"
 #include "policy/policy.h"
 #include "policy/sender_login.h"
@@ -34,9 +35,12 @@ struct session {
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
 	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer;    /* the client (as the PROXY header says, if any) */
+	struct sockaddr_storage local;   /* the address it connected to */
 	char local_ip[INET6_ADDRSTRLEN];
 	uint16_t local_port;
+	bool proxy_wait;                 /* a proxy listener: the header comes first */
+	char proxied_by[INET6_ADDRSTRLEN + 16];
 	bool counted;
 
 	/* the transaction */
@@ -634,9 +638,15 @@ static void session_arm_timer(struct session *s)
 	conn_set_timeout(s->conn, ms < left ? ms : left);
 }
 
+static void session_proxy_input(struct session *s);
+
 static void session_on_data(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
+	if (s->proxy_wait) {
+		session_proxy_input(s);
+		return;
+	}
 	if (buf_len(&c->in) > 0)
 		smtp_server_input(s->server);
 	if (c->eof || c->error != 0) {
@@ -654,6 +664,11 @@ static void session_on_data(struct conn *c, void *ctx)
 static void session_on_timeout(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
+	if (s->proxy_wait) {
+		log_info("%s: no complete PROXY header from %s within proxy_timeout", s->id, s->client);
+		conn_abort(c);
+		return;
+	}
 	if (uv_now(&s->w->loop) >= s->deadline)
 		log_info("%s: session time limit (session_timeout) reached for %s", s->id, s->client);
 	smtp_server_timeout(s->server);
@@ -680,8 +695,9 @@ static void session_on_tls(struct conn *c, void *ctx, int err)
 static void session_on_close(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
-	char counters[256];
-	smtp_server_counters(s->server, counters, sizeof(counters));
+	char counters[256] = "commands=0";
+	if (s->server != NULL)
+		smtp_server_counters(s->server, counters, sizeof(counters));
 	log_info("%s: disconnect from %s %s", s->id, s->client, counters);
 	session_txn_reset(s);
 	policy_auth_free(&s->auth);
@@ -709,35 +725,59 @@ static const struct conn_handler session_conn_handler = {
 	.on_close = session_on_close,
 };
 
+static void session_format_addr(const struct sockaddr_storage *ss, char *ip, size_t iplen,
+				uint16_t *port_r)
+{
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, (socklen_t)iplen);
+		*port_r = ntohs(sin6->sin6_port);
+		/* Show IPv4-mapped addresses as IPv4. */
+		if (strncmp(ip, "::ffff:", 7) == 0 && strchr(ip + 7, '.') != NULL)
+			memmove(ip, ip + 7, strlen(ip + 7) + 1);
+	} else {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &sin->sin_addr, ip, (socklen_t)iplen);
+		*port_r = ntohs(sin->sin_port);
+	}
+}
+
 static void session_describe_peer(struct session *s)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &sin6->sin6_addr, s->ip, sizeof(s->ip));
-		s->port = ntohs(sin6->sin6_port);
-		/* Show IPv4-mapped addresses as IPv4. */
-		if (strncmp(s->ip, "::ffff:", 7) == 0 && strchr(s->ip + 7, '.') != NULL)
-			memmove(s->ip, s->ip + 7, strlen(s->ip + 7) + 1);
-	} else {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &sin->sin_addr, s->ip, sizeof(s->ip));
-		s->port = ntohs(sin->sin_port);
-	}
+	session_format_addr(&s->peer, s->ip, sizeof(s->ip), &s->port);
+	session_format_addr(&s->local, s->local_ip, sizeof(s->local_ip), &s->local_port);
 	snprintf(s->client, sizeof(s->client), "[%s]:%u", s->ip, s->port);
-	struct sockaddr_storage local;
-	int len = sizeof(local);
-	if (uv_tcp_getsockname(&s->conn->h.tcp, (struct sockaddr *)&local, &len) == 0) {
-		if (local.ss_family == AF_INET6) {
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&local)->sin6_addr, s->local_ip,
-				  sizeof(s->local_ip));
-			s->local_port = ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
-		} else {
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&local)->sin_addr, s->local_ip,
-				  sizeof(s->local_ip));
-			s->local_port = ntohs(((struct sockaddr_in *)&local)->sin_port);
-		}
+}
+
+static void session_begin(struct session *s);
+
+/* A proxy listener: the PROXY header (v1 or v2) must arrive first, from an
+ * address in proxy_networks; then the session starts with the client the
+ * header names, for logs, mynetworks, limits and Dovecot's rip. */
+static void session_proxy_input(struct session *s)
+{
+	struct conn *c = s->conn;
+	struct proxy_header h;
+	enum proxy_status st = proxy_parse(buf_data(&c->in), buf_len(&c->in), &h);
+	if (st == PROXY_MORE) {
+		if (c->eof || c->error != 0)
+			conn_close(c);
+		return;
 	}
+	if (st == PROXY_BAD) {
+		log_warn("%s: bad PROXY header from %s: %s", s->id, s->client, h.error);
+		conn_abort(c);
+		return;
+	}
+	buf_consume(&c->in, h.len);
+	s->proxy_wait = false;
+	snprintf(s->proxied_by, sizeof(s->proxied_by), "%s", s->client);
+	if (!h.local) {
+		memcpy(&s->peer, &h.src, sizeof(h.src));
+		memcpy(&s->local, &h.dst, sizeof(h.dst));
+		session_describe_peer(s);
+	}
+	session_begin(s);
 }
 
 void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
@@ -756,17 +796,35 @@ void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
 	w->nsessions++;
 
 	if (uv_accept(server, &s->conn->h.stream) != 0) {
-		/* Nothing to talk to; the close callback cleans up. */
-		s->server = smtp_server_new(&(struct smtp_server_settings){.hostname = ""}, &session_io,
-					    &session_backend, s, &s->conn->in, s->id, "?");
-		conn_abort(s->conn);
+		conn_abort(s->conn); /* nothing to talk to; the close callback cleans up */
 		return;
 	}
 	uv_tcp_nodelay(&s->conn->h.tcp, 1);
 	int len = sizeof(s->peer);
 	uv_tcp_getpeername(&s->conn->h.tcp, (struct sockaddr *)&s->peer, &len);
+	len = sizeof(s->local);
+	uv_tcp_getsockname(&s->conn->h.tcp, (struct sockaddr *)&s->local, &len);
 	session_describe_peer(s);
+	if (s->listen->proxy) {
+		if (!config_cidr_match(s->cfg->proxy_networks, s->cfg->nproxy_networks,
+				       (struct sockaddr *)&s->peer)) {
+			log_warn("%s: refusing %s on proxy listener %s: not in proxy_networks", s->id,
+				 s->client, s->listen->text);
+			conn_abort(s->conn);
+			return;
+		}
+		s->proxy_wait = true;
+		conn_read_start(s->conn);
+		conn_set_timeout(s->conn, s->cfg->proxy_timeout_ms);
+		return;
+	}
+	session_begin(s);
+}
 
+/* Starts the SMTP session once the client is known. */
+static void session_begin(struct session *s)
+{
+	struct worker *w = s->w;
 	const struct config *cfg = s->cfg;
 	struct smtp_caps caps;
 	bool known = relay_pool_caps(w->relay, &caps);
@@ -795,8 +853,9 @@ void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
 				    s->client);
 
 	static const char *const modes[] = {"plain", "starttls", "tls"};
-	log_info("%s: connect from %s to %s (%s%s)", s->id, s->client, s->listen->text,
-		 modes[s->listen->mode], set.relay_trusted ? ", trusted" : "");
+	log_info("%s: connect from %s to %s (%s%s%s%s)", s->id, s->client, s->listen->text,
+		 modes[s->listen->mode], set.relay_trusted ? ", trusted" : "",
+		 s->proxied_by[0] ? ", via proxy " : "", s->proxied_by);
 
 	const char *why = NULL;
 	if (!worker_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {
@@ -818,6 +877,7 @@ void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
 	conn_read_start(s->conn);
 	session_arm_timer(s);
 	if (s->listen->mode == LISTEN_TLS) {
+		conn_requeue_as_tls(s->conn); /* what followed a PROXY header */
 		int r = conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false);
 		if (r < 0) {
 			log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));

@@ -4,6 +4,7 @@
 #ifndef SUBMITD_WORKER_H
 #define SUBMITD_WORKER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -28,7 +29,21 @@ struct worker {
 	unsigned nsessions;
 	uint32_t seq;
 	bool stopping;
+	/* Counters for systemd's STATUS= line: written by this worker only
+	   (worker_stat_add), read by the main thread. */
+	atomic_ulong stats[3];
 };
+
+enum worker_stat {
+	WORKER_STAT_SENT,      /* final 250 passed on after the downstream's 250 */
+	WORKER_STAT_DEFERRED,  /* end of DATA answered 4xx */
+	WORKER_STAT_REJECTED,  /* end of DATA answered 5xx */
+};
+
+static inline void worker_stat_add(struct worker *w, enum worker_stat which)
+{
+	atomic_fetch_add_explicit(&w->stats[which], 1, memory_order_relaxed);
+}
 
 /* Process-wide connection accounting, lock-free (main.c). Returns false
  * when the client must be turned away. */

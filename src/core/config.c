@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "lookup/table.h"
 
 #define DEFAULT_TLS_PRIORITY                                                                   \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"    \
@@ -42,6 +43,8 @@ struct config_key {
 static config_hook config_proxy_networks, config_tls_sni;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
+static config_hook config_relay_ca_file, config_relay_password_maps, config_sender_relay_maps,
+	config_relay_auth_header, config_sender_dependent_auth, config_relay_sasl_plaintext;
 
 #define OFF(f) offsetof(struct config, f)
 static const struct config_key config_keys[] = {
@@ -92,6 +95,13 @@ static const struct config_key config_keys[] = {
 	{"relay_timeout", CFG_TIME, OFF(relay_timeout_ms), "100s", 100, 600000, NULL},
 	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL},
 	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL},
+	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.c) */
+	{"relay_tls_ca_file", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_ca_file},
+	{"relay_password_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_password_maps},
+	{"sender_relay_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_sender_relay_maps},
+	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0, config_sender_dependent_auth},
+	{"relay_sasl_allow_plaintext", CFG_SPECIAL, 0, "no", 0, 0, config_relay_sasl_plaintext},
+	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header},
 	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog},
 	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level},
 	/* running it: privileges, PROXY protocol, SNI (main.c, net/proxy.c, net/tls.c) */
@@ -104,6 +114,13 @@ static const struct config_key config_keys[] = {
 
 static void config_free(struct config *cfg)
 {
+	/* smarthost (relay/relay.c): the tables' per-worker instances are gone */
+	free(cfg->relay_tls_ca_file);
+	free(cfg->relay_auth_header);
+	if (cfg->relay_tls_ca_creds != NULL)
+		gnutls_certificate_free_credentials(cfg->relay_tls_ca_creds);
+	table_free(&cfg->relay_password_maps);
+	table_free(&cfg->sender_relay_maps);
 	for (size_t i = 0; i < CONFIG_NKEYS; i++)
 		if (config_keys[i].type == CFG_STR)
 			free(*(char **)((char *)cfg + config_keys[i].offset));
@@ -381,6 +398,7 @@ static bool config_add_dest(void *arg, const char *item, char *err, size_t errle
 	struct relay_dest d = {0};
 	const char *rest = item;
 	uint16_t default_port = 25;
+	bool wrapper = false;
 	if (strncmp(rest, "lmtp:", 5) == 0) {
 		d.proto = RELAY_LMTP;
 		rest += 5;
@@ -394,6 +412,11 @@ static bool config_add_dest(void *arg, const char *item, char *err, size_t errle
 		}
 	} else if (strncmp(rest, "smtp:", 5) == 0) {
 		rest += 5;
+	} else if (strncmp(rest, "smtps:", 6) == 0) {
+		/* Per-destination wrapper mode (Postfix smtp_tls_wrappermode in
+		   a master.cf transport): implicit TLS on any port (RFC 8314). */
+		rest += 6;
+		wrapper = true;
 	} else if (strncmp(rest, "unix:", 5) == 0 || strncmp(rest, "inet:", 5) == 0) {
 		return config_err(err, errlen, "\"%s\": say lmtp:%s or smtp:...", item, rest);
 	}
@@ -410,6 +433,7 @@ static bool config_add_dest(void *arg, const char *item, char *err, size_t errle
 			free(d.unix_path);
 			return false;
 		}
+		d.implicit_tls |= wrapper;
 	}
 	d.text = xstrdup(item);
 	rp->dests = xrealloc(rp->dests, (rp->n + 1) * sizeof(d));
@@ -529,12 +553,108 @@ static bool config_bare_newline(struct config *cfg, const char *value, char *err
 
 static bool config_relay_tls(struct config *cfg, const char *value, char *err, size_t errlen)
 {
-	if (strcmp(value, "none") == 0)
-		cfg->relay_tls = RELAY_TLS_NONE;
-	else if (strcmp(value, "may") == 0)
-		cfg->relay_tls = RELAY_TLS_MAY;
+	/* Postfix smtp_tls_security_level names (downstream-relay.md §3). */
+	static const struct {
+		const char *name;
+		enum relay_tls_level level;
+	} levels[] = {{"none", RELAY_TLS_NONE},	      {"may", RELAY_TLS_MAY},
+		      {"encrypt", RELAY_TLS_ENCRYPT}, {"verify", RELAY_TLS_VERIFY},
+		      {"secure", RELAY_TLS_SECURE}};
+	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+		if (strcmp(value, levels[i].name) == 0) {
+			cfg->relay_tls = levels[i].level;
+			return true;
+		}
+	}
+	return config_err(err, errlen, "want none, may, encrypt, verify or secure%s",
+			  strncmp(value, "dane", 4) == 0 || strcmp(value, "fingerprint") == 0
+				  ? " (DANE and fingerprint are not supported)"
+				  : "");
+}
+
+/* ---- smarthost (relay/relay.c, downstream-relay.md §3-4) ---- */
+
+static bool config_yesno(const char *value, bool *r, char *err, size_t errlen)
+{
+	if (strcmp(value, "yes") == 0)
+		*r = true;
+	else if (strcmp(value, "no") == 0)
+		*r = false;
 	else
-		return config_err(err, errlen, "want none or may");
+		return config_err(err, errlen, "want yes or no");
+	return true;
+}
+
+static bool config_sender_dependent_auth(struct config *cfg, const char *value, char *err,
+					 size_t errlen)
+{
+	return config_yesno(value, &cfg->sender_dependent_authentication, err, errlen);
+}
+
+static bool config_relay_sasl_plaintext(struct config *cfg, const char *value, char *err,
+					size_t errlen)
+{
+	return config_yesno(value, &cfg->relay_sasl_allow_plaintext, err, errlen);
+}
+
+/* Tables are opened here, at load time on the main thread, so a missing
+ * file is a configuration error and workers never read files. */
+static bool config_relay_table(struct table **slot, const char *value, char *err, size_t errlen)
+{
+	char why[400];
+	struct table *t = table_open(value, why, sizeof(why));
+	if (t == NULL)
+		return config_err(err, errlen, "%s", why);
+	table_free(slot);
+	*slot = t;
+	return true;
+}
+
+static bool config_relay_password_maps(struct config *cfg, const char *value, char *err,
+				       size_t errlen)
+{
+	return config_relay_table(&cfg->relay_password_maps, value, err, errlen);
+}
+
+static bool config_sender_relay_maps(struct config *cfg, const char *value, char *err,
+				     size_t errlen)
+{
+	return config_relay_table(&cfg->sender_relay_maps, value, err, errlen);
+}
+
+/* Postfix smtp_tls_CAfile without tls_append_default_CA: when set, only
+ * these CAs are trusted for the relay. */
+static bool config_relay_ca_file(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	gnutls_certificate_credentials_t c;
+	if (gnutls_certificate_allocate_credentials(&c) < 0)
+		return config_err(err, errlen, "out of memory");
+	int n = gnutls_certificate_set_x509_trust_file(c, value, GNUTLS_X509_FMT_PEM);
+	if (n <= 0) {
+		gnutls_certificate_free_credentials(c);
+		return config_err(err, errlen, "no CA certificate loaded from %s%s%s", value,
+				  n < 0 ? ": " : "", n < 0 ? gnutls_strerror(n) : "");
+	}
+	if (cfg->relay_tls_ca_creds != NULL)
+		gnutls_certificate_free_credentials(cfg->relay_tls_ca_creds);
+	cfg->relay_tls_ca_creds = c;
+	free(cfg->relay_tls_ca_file);
+	cfg->relay_tls_ca_file = xstrdup(value);
+	return true;
+}
+
+/* A field name (RFC 5322 §3.6.8 ftext), short enough to match in a stream. */
+static bool config_relay_auth_header(struct config *cfg, const char *value, char *err,
+				     size_t errlen)
+{
+	size_t n = strlen(value);
+	if (n == 0 || n > 64)
+		return config_err(err, errlen, "want a header field name of 1 to 64 characters");
+	for (size_t i = 0; i < n; i++)
+		if (value[i] < 33 || value[i] > 126 || value[i] == ':')
+			return config_err(err, errlen, "\"%s\" is not a header field name", value);
+	free(cfg->relay_auth_header);
+	cfg->relay_auth_header = xstrdup(value);
 	return true;
 }
 

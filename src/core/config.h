@@ -59,7 +59,15 @@ struct relay_dest {
 };
 
 enum bare_newline_mode { BARE_NEWLINE_REJECT, BARE_NEWLINE_NORMALIZE };
-enum relay_tls_level { RELAY_TLS_NONE, RELAY_TLS_MAY };
+/* Postfix smtp_tls_security_level (downstream-relay.md §3), weakest first:
+ * the code compares levels with >=. */
+enum relay_tls_level {
+	RELAY_TLS_NONE,
+	RELAY_TLS_MAY,      /* STARTTLS when offered, certificate not checked */
+	RELAY_TLS_ENCRYPT,  /* TLS mandatory, certificate not checked */
+	RELAY_TLS_VERIFY,   /* TLS mandatory, chain and relay name verified */
+	RELAY_TLS_SECURE,   /* as verify: with [host] the name is the next hop */
+};
 
 struct config {
 	atomic_int refs;
@@ -118,6 +126,14 @@ struct config {
 	uint64_t relay_timeout_ms;
 	uint64_t relay_idle_timeout_ms;
 	unsigned relay_reuse_limit;
+	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.h) */
+	char *relay_tls_ca_file;                     /* NULL: the system trust store */
+	gnutls_certificate_credentials_t relay_tls_ca_creds; /* from relay_tls_ca_file */
+	struct table *relay_password_maps;           /* NULL: never AUTH to the relay */
+	struct table *sender_relay_maps;             /* NULL: relayhost for everyone */
+	char *relay_auth_header;                     /* e.g. "X-AuthUser", NULL: none */
+	bool sender_dependent_authentication;
+	bool relay_sasl_allow_plaintext;
 
 	/* Loaded by tls_server_load(), freed with the snapshot. */
 	gnutls_certificate_credentials_t tls_creds;

@@ -385,7 +385,14 @@ int conn_tls_start(struct conn *c, bool server, gnutls_certificate_credentials_t
 	c->tls_handshaking = true;
 	/* A client speaks first; a server may already hold the ClientHello. */
 	conn_tls_process(c);
+	conn_trim(&c->tls_in);
 	return 0;
+}
+
+void conn_requeue_as_tls(struct conn *c)
+{
+	buf_append(&c->tls_in, buf_data(&c->in), buf_len(&c->in));
+	buf_free(&c->in);
 }
 
 const char *conn_tls_version(const struct conn *c)

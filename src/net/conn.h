@@ -96,6 +96,11 @@ void conn_want_drain(struct conn *c);
 int conn_tls_start(struct conn *c, bool server, gnutls_certificate_credentials_t creds,
 		   gnutls_priority_t prio, const char *server_name, bool verify);
 
+/* Hands the bytes waiting in conn->in back as ciphertext: after a PROXY
+ * header, what followed it on an implicit-TLS port is the ClientHello.
+ * Call right before conn_tls_start(). */
+void conn_requeue_as_tls(struct conn *c);
+
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" style text
  * for logs and Received: headers, written into out. */
 void conn_tls_describe(const struct conn *c, char *out, size_t outsz);

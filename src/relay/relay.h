@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "core/config.h"
@@ -49,11 +50,64 @@ void relay_txn_data(struct relay_txn *t);
  * the caller should stop feeding until drain_cb (back-pressure). */
 bool relay_txn_write(struct relay_txn *t, const uint8_t *p, size_t n);
 void relay_txn_end(struct relay_txn *t);
+/* The authenticated submitter (NULL: none), before the first content write.
+ * With relay_auth_header set, the relay writes "NAME: user" at the top of
+ * the header section and drops every NAME: field the client wrote, so a
+ * relay that trusts the header cannot be fooled by the submitter. */
+void relay_txn_set_user(struct relay_txn *t, const char *user);
 /* Which destination and connection the transaction went through, for logs:
  * "127.0.0.1[127.0.0.1]:10025". */
 const char *relay_txn_relay(const struct relay_txn *t);
 /* Ends the transaction. If it did not finish, the downstream transaction is
  * aborted (RSET, or the connection closed during DATA). No callback after. */
 void relay_txn_free(struct relay_txn **t);
+
+/* `submitd -t`: connects to every relayhost destination with the TLS policy
+ * and the relayhost credentials (no sender), authenticates if credentials
+ * exist, says QUIT, and writes one line per destination to out. Runs its own
+ * short-lived loop; call it from the main thread. Returns 0 when every
+ * destination passed, 1 otherwise. */
+int relay_check(struct config *cfg, FILE *out);
+
+/* ---- pure helpers, exposed for tests (t/unit/test-relay-keys.c) ---- */
+
+/* Keys for sender_relay_maps (Postfix sender_dependent_relayhost_maps via
+ * mail_addr_find(): user+ext@domain, user@domain, @domain; the null sender
+ * is "<>"), NUL-separated into keys. Returns how many, -1 if they do not fit. */
+int relay_route_keys(const char *sender, const char *delimiters, char *keys, size_t keyssz);
+/* Keys for relay_password_maps, in Postfix smtp_sasl_passwd_lookup() order:
+ * the sender's keys (as relay_route_keys, never for the null sender) when
+ * sender_dependent, then the relay host name, then the destination as
+ * written without its transport prefix ("[mail.isp.example]:submission").
+ * Returns how many, -1 if they do not fit. */
+int relay_cred_keys(const struct relay_dest *d, const char *sender, bool sender_dependent,
+		    const char *delimiters, char *keys, size_t keyssz);
+
+/* A relay_password_maps value "user:password", split at the first ':' (the
+ * password may contain ':'; none at all: empty password, as Postfix).
+ * Memory is wiped on free. */
+struct relay_cred {
+	const char *user;
+	const char *pass;
+	const char *key;   /* the lookup key that found it, for logs */
+	size_t size;
+	char mem[];
+};
+struct relay_cred *relay_cred_parse(const char *value, const char *key);
+void relay_cred_free(struct relay_cred **cp);
+
+/* Streaming removal of one header field (and its continuation lines) from
+ * the header section of canonical CRLF content; the body is untouched. */
+struct relay_hdr_filter {
+	const char *name;
+	size_t nlen;
+	int state;
+	size_t matched;
+	char pend[96];
+	size_t npend;
+};
+void relay_hdr_filter_init(struct relay_hdr_filter *f, const char *name);
+struct buf;
+void relay_hdr_filter_run(struct relay_hdr_filter *f, const uint8_t *p, size_t n, struct buf *out);
 
 #endif

@@ -847,3 +847,308 @@ def client(d, mode, certs, ehlo="client.test.example", starttls=True):
             raise AssertionError("STARTTLS refused: %s" % r)
         c.ehlo(ehlo)
     return c
+
+
+# ---------------------------------------------------------------- AUTH helpers (t/proto/7x-auth*)
+
+def b64(s):
+    """base64 of str/bytes, as str."""
+    import base64 as _b
+    return _b.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def plain_resp(user, password, authzid=""):
+    """The base64 PLAIN response authzid NUL user NUL password."""
+    return b64("%s\0%s\0%s" % (authzid, user, password))
+
+
+class SMTPFrom(SMTP):
+    """SMTP whose socket is bound to a local source address first (on Linux
+    all of 127/8 is local: SMTPFrom("127.0.0.2", "127.0.0.1", port))."""
+
+    def __init__(self, source, host, port, tls=False, certs=None, timeout=15, greeting=True,
+                 server_hostname=MYHOST):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.source = source
+        self.timeout = timeout
+        self.certs = certs
+        self.buf = bytearray()
+        self.transcript = []
+        self.tls = False
+        self.closed = False
+        self.greeting = None
+        if tls:
+            self._wrap(server_hostname)
+        if greeting:
+            self.greeting = self.reply()
+
+
+def client_from(source, d, mode, certs, ehlo="client.test.example", server_hostname=MYHOST,
+                timeout=30):
+    """client() from a given source address: greeting, EHLO, STARTTLS + EHLO
+    on a starttls listener (implicit TLS on a tls listener)."""
+    host, port = d.addr(mode)
+    if isinstance(mode, int):
+        mode = d.listeners[mode][2]
+    c = SMTPFrom(source, host, port, tls=(mode == "tls"), certs=certs, timeout=timeout,
+                 server_hostname=server_hostname)
+    c.ehlo(ehlo)
+    if mode == "starttls":
+        r = c.starttls(server_hostname=server_hostname)
+        if r.code != 220:
+            raise AssertionError("STARTTLS refused: %s" % r)
+        c.ehlo(ehlo)
+    return c
+
+
+class FakeDovecot:
+    """A scripted Dovecot auth server (protocol 1.2, 2.3-style handshake) on
+    a UNIX socket, for what a real Dovecot will not do on demand. Records
+    every line it receives, raw, in .received (list of (conn_no, bytes)).
+
+      fd = FakeDovecot(env.path("fake.sock")).start()
+      fd.users = {"alice@example.com": "alice-secret"}   # PLAIN/LOGIN checked here
+      fd.mode = "normal" | "silent" (never answers AUTH/CONT)
+      fd.delay = 0.0                 # seconds before each answer
+      fd.auth_lines()                # the AUTH lines received (bytes)
+      fd.send_all(b"garbage\\n")      # raw bytes to every open connection
+      fd.drop_all()                  # closes every connection (Dovecot restart)
+      fd.stop()
+    Answers: PLAIN/LOGIN with the right password -> OK user=..., a user in
+    .nologin -> OK nologin reason=disabled, a user in .tempfail -> FAIL
+    code=temp_fail, anything else -> FAIL reason=bad."""
+
+    def __init__(self, path, mechs=("PLAIN", "LOGIN"), users=None):
+        import threading
+        self.path = path
+        self.mechs = list(mechs)
+        self.users = dict(users or {"alice@example.com": "alice-secret",
+                                    "bob@example.com": "bob-secret"})
+        self.nologin = set()
+        self.tempfail = set()
+        self.mode = "normal"
+        self.delay = 0.0
+        self.received = []
+        self.conns = []
+        self.nconn = 0
+        self.lock = threading.Lock()
+        self.sock = None
+        self.stopping = False
+
+    def start(self):
+        import threading
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o666)
+        self.sock.listen(64)
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+        _cleanups.append(self.stop)
+        return self
+
+    def stop(self):
+        self.stopping = True
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+        self.drop_all()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def drop_all(self):
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def send_all(self, data):
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.sendall(data)
+            except OSError:
+                pass
+
+    def lines(self, cmd=None):
+        with self.lock:
+            got = [l for _, l in self.received]
+        if cmd is None:
+            return got
+        return [l for l in got if l.split(b"\t", 1)[0] == cmd.encode()]
+
+    def auth_lines(self):
+        return self.lines("AUTH")
+
+    def connections(self):
+        with self.lock:
+            return len(self.conns)
+
+    def _accept(self):
+        import threading
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.nconn += 1
+                n = self.nconn
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c, n), daemon=True).start()
+
+    def _send(self, c, line):
+        import threading
+        data = line.encode() + b"\n"
+        if self.delay:
+            def later():
+                try:
+                    c.sendall(data)
+                except OSError:
+                    pass
+            threading.Timer(self.delay, later).start()
+            return
+        try:
+            c.sendall(data)
+        except OSError:
+            pass
+
+    def _check(self, c, rid, user, password):
+        if user in self.tempfail:
+            self._send(c, "FAIL\t%s\tuser=%s\tcode=temp_fail\treason=backend down" % (rid, user))
+        elif self.users.get(user) == password and user in self.nologin:
+            self._send(c, "OK\t%s\tuser=%s\tnologin\treason=disabled" % (rid, user))
+        elif user and self.users.get(user) == password:
+            self._send(c, "OK\t%s\tuser=%s" % (rid, user))
+        else:
+            self._send(c, "FAIL\t%s\treason=bad" % rid)
+
+    def _step(self, c, rid, st, resp):
+        import base64 as _b
+        try:
+            raw = _b.b64decode(resp, validate=True).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001
+            self._send(c, "FAIL\t%s\tcode=invalid_base64" % rid)
+            return
+        if st["mech"] == "PLAIN":
+            parts = raw.split("\0")
+            if len(parts) != 3:
+                self._send(c, "FAIL\t%s\treason=invalid input" % rid)
+            else:
+                self._check(c, rid, parts[1], parts[2])
+            st["done"] = True
+        else:  # LOGIN
+            st["answers"].append(raw)
+            if len(st["answers"]) == 1:
+                self._send(c, "CONT\t%s\t%s" % (rid, b64("Password:")))
+            else:
+                self._check(c, rid, st["answers"][0], st["answers"][1])
+                st["done"] = True
+
+    def _serve(self, c, n):
+        state = {}
+        try:
+            c.sendall(("VERSION\t1\t2\n" + "".join("MECH\t%s\tplaintext\n" % m for m in self.mechs)
+                       + "SPID\t4242\nCUID\t%d\nCOOKIE\t%s\nDONE\n" % (n, "0123456789abcdef" * 2)
+                       ).encode())
+        except OSError:
+            return
+        buf = b""
+        while True:
+            try:
+                d = c.recv(65536)
+            except OSError:
+                d = b""
+            if not d:
+                break
+            buf += d
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                with self.lock:
+                    self.received.append((n, line))
+                f = line.decode("utf-8", "replace").split("\t")
+                if self.mode == "silent" or f[0] in ("VERSION", "CPID"):
+                    continue
+                if f[0] == "AUTH" and len(f) >= 3:
+                    st = state[f[1]] = {"mech": f[2], "answers": [], "done": False}
+                    resp = [p[5:] for p in f[3:] if p.startswith("resp=")]
+                    if resp and resp[0] not in ("", "="):
+                        self._step(c, f[1], st, resp[0])
+                    elif st["mech"] == "LOGIN":
+                        self._send(c, "CONT\t%s\t%s" % (f[1], b64("Username:")))
+                    else:
+                        self._send(c, "CONT\t%s\t" % f[1])
+                elif f[0] == "CONT" and len(f) == 3 and f[1] in state:
+                    self._step(c, f[1], state[f[1]], f[2])
+                elif f[0] == "CANCEL" and len(f) >= 2:
+                    state.pop(f[1], None)
+        with self.lock:
+            if c in self.conns:
+                self.conns.remove(c)
+        try:
+            c.close()
+        except OSError:
+            pass
+
+
+def child_pids(pid):
+    """PIDs whose parent is pid (from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                st = f.read()
+            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(name))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def dovecot_kill(dv, timeout=5.0):
+    """Stops a t/lib/dovecot.py Dovecot for real. The master's SIGTERM alone
+    leaves its auth process serving the connections it already has until the
+    clients hang up (Dovecot 2.3); systemd's stop kills the whole group, and
+    so does this: the master's children (by pid, taken before the stop) get
+    SIGTERM, then SIGKILL."""
+    kids = child_pids(dv.proc.pid) if dv.proc is not None else []
+    dv.stop(remove=False)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for k in kids:
+            try:
+                os.kill(k, sig)
+                alive.append(k)
+            except ProcessLookupError:
+                pass
+        kids = alive
+        deadline = time.time() + timeout / 2
+        while kids and time.time() < deadline:
+            kids = [k for k in kids if os.path.exists("/proc/%d" % k) and
+                    open("/proc/%d/stat" % k).read().split(") ", 1)[-1][:1] not in ("Z", "X")]
+            time.sleep(0.05)
+        if not kids:
+            return

@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""AUTH against a scripted fake Dovecot (harness.FakeDovecot) that records
+every line submitd sends: the exact AUTH/CONT/CANCEL lines (service, rip,
+lip, ports, local_name, secured, resp= last and byte-identical to the
+client's base64), nothing raw (TAB/CR/LF/NUL/\\001) inside a value whatever
+the client smuggles, unknown mechanisms and bad base64 never forwarded, the
+mechanisms advertised (only relayable ones), OK+nologin and code=temp_fail,
+and what a real Dovecot will not do on demand: garbage, an unknown id, a
+duplicate reply, silence (timeout), a disconnect with twenty requests in
+flight, and SIGTERM while a request is pending.
+
+DESIGN.md §3 invariants 4, 8, 9; reference/dovecot-auth.md §2-§6."""
+import os
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import *  # noqa: E402,F401,F403
+
+ALICE, ALICE_PW = "alice@example.com", "alice-secret"
+env = Env()
+env.require_binary()
+certs = env.certs()
+sink = env.sink()
+MECHS = ["PLAIN", "LOGIN", "GSSAPI", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-256-PLUS", "OAUTHBEARER"]
+fd = FakeDovecot(env.path("fake-auth.sock"), mechs=MECHS).start()
+fd.nologin.add("carol@example.com")
+fd.users["carol@example.com"] = "carol-secret"
+fd.tempfail.add("dave@example.com")
+
+sp, tp = free_port(), free_port()
+d = env.submitd([
+    ("myhostname", MYHOST),
+    ("listen", "127.0.0.1:%d starttls" % sp),
+    ("listen", "127.0.0.1:%d tls" % tp),
+    ("tls_cert_file", certs.fullchain),
+    ("tls_key_file", certs.key),
+    ("mynetworks", "127.0.0.1/32"),
+    ("relayhost", sink.relayhost),
+    ("workers", "2"),
+    ("log_level", "info"),
+    ("dovecot_auth_socket", fd.path),
+    ("auth_timeout", "1s"),
+    ("auth_failure_delay", "0"),
+    ("auth_ip_failure_limit", "0"),
+    ("auth_max_failures", "100"),
+])
+
+KNOWN_PARAMS = {"service", "protocol", "session", "lip", "rip", "lport", "rport", "local_name",
+                "secured", "resp", "real_lip", "real_rip", "real_lport", "real_rport",
+                "valid-client-cert", "no-penalty", "nologin"}
+
+
+def conn(mode="tls", source="127.0.0.1", **kw):
+    return client_from(source, d, mode, certs, **kw)
+
+
+def new_lines(mark):
+    return [l for _, l in fd.received[mark:]]
+
+
+def parse_auth(line):
+    f = line.split(b"\t")
+    params = {}
+    order = []
+    for p in f[3:]:
+        k, _, v = p.partition(b"=")
+        params[k.decode()] = v
+        order.append(k.decode())
+    return f, params, order
+
+
+def unescape(v):
+    out = bytearray()
+    i = 0
+    while i < len(v):
+        if v[i] == 1 and i + 1 < len(v):
+            out += {ord("1"): b"\x01", ord("t"): b"\t", ord("r"): b"\r", ord("n"): b"\n",
+                    ord("0"): b"\0"}.get(v[i + 1], bytes([v[i + 1]]))
+            i += 2
+        else:
+            out.append(v[i])
+            i += 1
+    return bytes(out)
+
+
+# ================================================================ mechanisms
+c = conn("tls")
+r = c.ehlo()
+advert = [l[4:] for l in r.lines if l[4:].upper().startswith("AUTH ")]
+is_(advert, ["AUTH PLAIN LOGIN OAUTHBEARER"],
+    "advertised: Dovecot's mechanisms that can be relayed (no GSSAPI/EXTERNAL/ANONYMOUS/-PLUS)")
+mark = len(fd.received)
+for mech in ("GSSAPI", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-256-PLUS", "CRAM-MD5"):
+    r = c.cmd("AUTH %s" % mech)
+    is_(r.code, 504, "AUTH %s: 504" % mech)
+for ir in ("AGFs!ce==", "=AAA", "AAA"):
+    r = c.cmd("AUTH PLAIN " + ir)
+    is_(r.code, 501, "bad base64 %r: 501" % ir)
+c.cmd("AUTH PLAIN")
+r = c.cmd("AGFs\x01taWNl")
+is_(r.code, 501, "bad base64 after 334: 501")
+time.sleep(0.2)
+lines = new_lines(mark)
+auths = [l for l in lines if l.startswith(b"AUTH")]
+ok(len(auths) == 1 and b"resp=" not in auths[0],
+   "none of them reached Dovecot: only the AUTH PLAIN without initial response did", lines)
+is_([l for l in lines if l.startswith(b"CONT")], [], "the bad 334 response was not forwarded as CONT")
+c.close()
+
+# ================================================================ the AUTH line
+mark = len(fd.received)
+c = conn("tls")
+cport = c.sock.getsockname()[1]
+resp = plain_resp(ALICE, ALICE_PW)
+r = c.cmd("AUTH PLAIN " + resp)
+is_(r.code, 235, "PLAIN with initial response: 235")
+auths = [l for l in new_lines(mark) if l.startswith(b"AUTH")]
+if ok(len(auths) == 1, "one AUTH line", auths):
+    f, params, order = parse_auth(auths[0])
+    ok(f[1].isdigit() and int(f[1]) > 0, "AUTH id is a positive number", f[1])
+    is_(f[2], b"PLAIN", "mechanism PLAIN")
+    is_(params.get("service"), b"smtp", "service=smtp")
+    is_(params.get("rip"), b"127.0.0.1", "rip= the client's address")
+    is_(params.get("rport"), str(cport).encode(), "rport= the client's port")
+    is_(params.get("lip"), b"127.0.0.1", "lip= the listener's address")
+    is_(params.get("lport"), str(tp).encode(), "lport= the listener's port")
+    is_(params.get("local_name"), MYHOST.encode(), "local_name= the TLS server name (SNI)")
+    ok(params.get("secured") in (b"tls", b""), "secured", params.get("secured"))
+    is_(order[-1], "resp", "resp= is the last parameter")
+    is_(params.get("resp"), resp.encode(), "resp= is the client's base64, unchanged")
+    is_(sorted(set(order) - KNOWN_PARAMS), [], "no unknown parameters")
+like(d.log(), r"sasl_username=alice@example\.com", "logged in as alice")
+c.close()
+
+# from another address: rip follows the client
+mark = len(fd.received)
+c = conn("starttls", source="127.0.0.2")
+r = c.cmd("AUTH PLAIN")
+is_(r.lines[-1], "334 ", "PLAIN without initial response: 334 (empty challenge)")
+r = c.cmd(resp)
+is_(r.code, 235, "then 235")
+lines = new_lines(mark)
+auths = [l for l in lines if l.startswith(b"AUTH")]
+conts = [l for l in lines if l.startswith(b"CONT")]
+if ok(len(auths) == 1 and len(conts) == 1, "one AUTH and one CONT line", lines):
+    f, params, order = parse_auth(auths[0])
+    is_(params.get("rip"), b"127.0.0.2", "rip=127.0.0.2 for a client from 127.0.0.2")
+    is_(params.get("lport"), str(sp).encode(), "lport= the starttls listener")
+    ok("resp" not in params, "no resp= without an initial response", auths[0])
+    is_(conts[0], b"CONT\t" + f[1] + b"\t" + resp.encode(), "CONT line: same id, the client's base64 unchanged")
+c.close()
+
+# LOGIN, initial response "=", cancel
+mark = len(fd.received)
+c = conn("tls")
+r = c.cmd("AUTH LOGIN =")
+is_(r.lines[-1], "334 " + b64("Username:"), "LOGIN = -> Username: prompt passed through")
+r = c.cmd(b64(ALICE))
+is_(r.lines[-1], "334 " + b64("Password:"), "Password: prompt passed through")
+r = c.cmd(b64(ALICE_PW))
+is_(r.code, 235, "LOGIN: 235")
+lines = new_lines(mark)
+auths = [l for l in lines if l.startswith(b"AUTH")]
+if ok(len(auths) == 1, "one AUTH line for LOGIN ="):
+    f, params, order = parse_auth(auths[0])
+    ok(params.get("resp") in (b"", b"="), "'=' is forwarded as an empty initial response (resp= or resp==)",
+       auths[0])
+    is_(order[-1], "resp", "resp= last")
+is_([l.split(b"\t", 2)[2] for l in lines if l.startswith(b"CONT")], [b64(ALICE).encode(), b64(ALICE_PW).encode()],
+    "two CONT lines with the client's base64")
+c.close()
+
+mark = len(fd.received)
+c = conn("tls")
+c.cmd("AUTH LOGIN")
+r = c.cmd("*")
+is_(r.code, 501, "'*': 501")
+time.sleep(0.3)
+lines = new_lines(mark)
+auths = [l for l in lines if l.startswith(b"AUTH")]
+cancels = [l for l in lines if l.startswith(b"CANCEL")]
+ok(len(auths) == 1 and cancels == [b"CANCEL\t" + auths[0].split(b"\t")[1]],
+   "'*' sends CANCEL with the request's id to Dovecot", lines)
+c.close()
+
+# refusals and temporary failures decided by Dovecot
+c = conn("tls")
+r = c.cmd("AUTH PLAIN " + plain_resp("carol@example.com", "carol-secret"))
+ok(r.code == 535 and r.enhanced == "5.7.8", "OK with nologin is a refusal: 535 5.7.8", str(r))
+r = c.cmd("MAIL FROM:<carol@example.com>")
+is_(r.code, 530, "and does not authenticate")
+r = c.cmd("AUTH PLAIN " + plain_resp("dave@example.com", "x"))
+ok(r.code == 454 and r.enhanced == "4.7.0", "FAIL code=temp_fail: 454 4.7.0", str(r))
+r = c.cmd("AUTH PLAIN " + resp)
+is_(r.code, 235, "the session goes on: 235")
+c.close()
+like(d.log(), r"SASL PLAIN authentication unavailable: ", "temp_fail logged as 'unavailable'")
+unlike(d.log(), r"authentication failed: login=<dave@example\.com>",
+       "temp_fail is not logged as a failed login (fail2ban would count it)")
+
+# ================================================================ smuggling: nothing raw inside a value
+SMUGGLE = [
+    plain_resp(ALICE + "\tuser=admin", ALICE_PW),
+    plain_resp("x\nAUTH\t99\tPLAIN\tservice=smtp\tno-penalty\n", "pw"),
+    plain_resp(ALICE, ALICE_PW + "\r\n"),
+    plain_resp(ALICE, "pw\tno-penalty"),
+    plain_resp(ALICE, "a\0b"),
+    plain_resp(ALICE + "\x01t", "\x010"),
+]
+mark = len(fd.received)
+for s_ in SMUGGLE:
+    c = conn("tls")
+    r = c.cmd("AUTH PLAIN " + s_)
+    c2 = conn("starttls")
+    c2.cmd("AUTH PLAIN")
+    r2 = c2.cmd(s_)
+    ok(r.code == 535 and r2.code == 535, "smuggled PLAIN %r: 535 (IR and 334 forms)" % s_[:24], (str(r), str(r2)))
+    c.close()
+    c2.close()
+c = conn("tls")
+c.cmd("AUTH LOGIN " + b64(ALICE + "\tuser=admin\r\nAUTH\t98"))
+r = c.cmd(b64("pw\nCONT\t1\tx"))
+is_(r.code, 535, "smuggled LOGIN name and password: 535")
+c.close()
+for label, data in [("TAB", b"AUTH PLAIN " + resp.encode() + b"\tno-penalty\r\n"),
+                    ("NUL", b"AUTH PLAIN AGFs\x00aWNl\r\n"),
+                    ("CR", b"AUTH PLAIN " + resp.encode() + b"\rAUTH\t97\r\n"),
+                    ("LF", b"AUTH PLAIN " + resp.encode() + b"\nAUTH\t96\tPLAIN\tservice=smtp\r\n")]:
+    c = conn("tls")
+    c.send(data)
+    r = c.reply(5)
+    ok(r.code in (500, 501), "raw %s in the AUTH command: refused" % label, str(r))
+    c.close()
+# SNI: GnuTLS may refuse odd names in the handshake; whatever gets through must arrive escaped
+sni_seen = []
+for sni in ("odd\tname.example", "odd\x01tname.example", "odd\rname.example", "odd\nname.example",
+            "odd name.example", "odd_name.example"):
+    try:
+        c = conn("tls", server_hostname=sni)
+    except (OSError, ssl.SSLError, UnicodeError, ValueError):
+        continue
+    sni_seen.append(sni)
+    m0 = len(fd.received)
+    r = c.cmd("AUTH PLAIN " + resp)
+    is_(r.code, 235, "SNI %r accepted by TLS: login works" % sni)
+    auths = [l for l in new_lines(m0) if l.startswith(b"AUTH")]
+    if auths:
+        _, params, _ = parse_auth(auths[0])
+        ok("local_name" not in params or unescape(params["local_name"]) == sni.encode(),
+           "SNI %r: local_name= unescapes to exactly the client's name" % sni, auths[0])
+    c.close()
+diag("SNI names GnuTLS let through: %r" % sni_seen)
+
+time.sleep(0.2)
+lines = new_lines(mark)
+bad = [l for l in lines if l.split(b"\t", 1)[0] not in (b"AUTH", b"CONT", b"CANCEL", b"VERSION", b"CPID")]
+is_(bad, [], "every line submitd sent starts with a protocol command (no forged line)")
+is_([l for l in lines if b"\r" in l or b"\0" in l], [], "no raw CR or NUL anywhere")
+bad_esc = [l for l in lines if re.search(rb"\x01(?![1trn0])|\x01$", l)]
+is_(bad_esc, [], "every \\001 is an escape sequence")
+auths = [l for l in lines if l.startswith(b"AUTH")]
+bad_params = []
+resp_ok = True
+for l in auths:
+    f, params, order = parse_auth(l)
+    unknown = set(order) - KNOWN_PARAMS
+    if unknown or len(order) != len(set(order)):
+        bad_params.append(l)
+    if "resp" in params and (order[-1] != "resp" or not re.fullmatch(rb"[A-Za-z0-9+/]*={0,2}", params["resp"])):
+        resp_ok = False
+is_(bad_params, [], "no AUTH line has an unknown or repeated parameter (no user=, no-penalty ...)")
+ok(resp_ok, "every resp= is last and pure base64")
+sent = set(SMUGGLE)
+got = set(parse_auth(l)[1].get("resp", b"").decode() for l in auths)
+got |= set(l.split(b"\t", 2)[2].decode() for l in lines if l.startswith(b"CONT") and l.count(b"\t") == 2)
+is_(sorted(sent - got), [], "every smuggled response reached Dovecot as the client's base64, unchanged")
+ok(all(l.count(b"\t") == 2 for l in lines if l.startswith(b"CONT")), "CONT lines have exactly two TABs")
+
+# ================================================================ misbehaving Dovecot
+def in_flight(n, mode="tls"):
+    """n sessions, each with AUTH PLAIN sent and not answered yet."""
+    cs = []
+    for i in range(n):
+        c = conn(mode)
+        c.send("AUTH PLAIN %s\r\n" % resp)
+        cs.append(c)
+    return cs
+
+
+def login_works(timeout=10):
+    def once():
+        c = conn("tls")
+        r = c.cmd("AUTH PLAIN " + resp, timeout=5)
+        c.close()
+        return r.code == 235
+    return wait_for(once, timeout, 0.2)
+
+
+# silence: the request times out (auth_timeout = 1s)
+fd.mode = "silent"
+c = conn("tls")
+t0 = time.time()
+m0 = len(fd.received)
+r = c.cmd("AUTH PLAIN " + resp, timeout=10)
+dt = time.time() - t0
+ok(r.code == 454 and r.enhanced == "4.7.0", "silent Dovecot: 454 4.7.0", str(r))
+ok(0.8 <= dt <= 3.5, "after about auth_timeout (1s): %.2f s" % dt)
+is_(c.cmd("NOOP").code, 250, "session goes on after the timeout")
+time.sleep(0.2)
+auths = [l for l in new_lines(m0) if l.startswith(b"AUTH")]
+ok(auths and (b"CANCEL\t" + auths[0].split(b"\t")[1]) in new_lines(m0), "the timed-out request is CANCELled",
+   new_lines(m0))
+c.close()
+fd.mode = "normal"
+ok(login_works(), "Dovecot answers again: login works")
+
+# garbage line with a request in flight
+fd.mode = "silent"
+cs = in_flight(2)
+wait_for(lambda: len(fd.auth_lines()) and fd.connections() >= 1, 3)
+time.sleep(0.3)
+fd.send_all(b"THIS IS NOT\tTHE PROTOCOL\n")
+rs = [c.reply(5) for c in cs]
+ok(all(r.code == 454 for r in rs), "garbage from Dovecot: requests in flight get 454", [str(r) for r in rs])
+for c in cs:
+    c.close()
+fd.mode = "normal"
+ok(login_works(), "after garbage: submitd reconnects, login works")
+
+
+# a reply for an id never sent must not log anyone in
+def last_id():
+    a = fd.auth_lines()
+    return a[-1].split(b"\t")[1].decode() if a else None
+
+
+fd.mode = "silent"
+cs = in_flight(1)
+wait_for(lambda: last_id() is not None, 3)
+time.sleep(0.3)
+fd.send_all(b"OK\t4000000000\tuser=admin@example.com\n")
+r = cs[0].reply(5)
+ok(r.code == 454, "OK for an unknown id: protocol error, the request in flight gets 454 (never 235)", str(r))
+cs[0].close()
+unlike(d.log(), r"sasl_username=admin@example\.com", "nobody logged in as the forged user")
+fd.mode = "normal"
+ok(login_works(), "after the unknown id: login works again")
+
+# duplicate reply: the first counts, the second is a protocol error
+fd.mode = "silent"
+cs = in_flight(1)
+n0 = len(fd.auth_lines())
+wait_for(lambda: len(fd.auth_lines()) > n0 - 1 and last_id(), 3)
+time.sleep(0.3)
+rid = last_id()
+fd.send_all(("FAIL\t%s\treason=no\nOK\t%s\tuser=alice@example.com\n" % (rid, rid)).encode())
+r = cs[0].reply(5)
+is_(r.code, 535, "FAIL then OK for one id: the FAIL counts (535), the OK is not honoured")
+r = cs[0].cmd("MAIL FROM:<alice@example.com>")
+is_(r.code, 530, "still not authenticated")
+cs[0].close()
+fd.mode = "normal"
+ok(login_works(), "after the duplicate reply: login works again")
+
+# disconnect with twenty requests in flight
+fd.mode = "silent"
+n0 = len(fd.auth_lines())
+cs = in_flight(20)
+got = wait_for(lambda: len(fd.auth_lines()) - n0 >= 20, 5)
+ok(got, "twenty AUTH requests in flight at Dovecot")
+t0 = time.time()
+fd.drop_all()
+rs = [c.reply(5) for c in cs]
+dt = time.time() - t0
+codes = [r.code for r in rs]
+ok(codes == [454] * 20, "Dovecot drops the connection: all twenty get 454", codes)
+ok(dt < 3, "promptly (%.2f s)" % dt)
+ok(all(c.cmd("NOOP").code == 250 for c in cs), "and their sessions go on")
+for c in cs:
+    c.close()
+fd.mode = "normal"
+ok(login_works(), "after the disconnect: submitd reconnects, login works")
+ok(d.running(), "submitd survived all of that")
+
+# Dovecot gone entirely: 454 at once, then back
+fd.stop()
+c = conn("tls")
+t0 = time.time()
+r = c.cmd("AUTH PLAIN " + resp, timeout=10)
+ok(r.code == 454 and time.time() - t0 < 3, "socket gone: 454 promptly (%.2f s)" % (time.time() - t0), str(r))
+c.close()
+fd.start()
+ok(login_works(15), "socket back: login works again without restarting submitd")
+
+# ================================================================ SIGTERM with a request pending
+fd.mode = "silent"
+p2 = free_port()
+d2 = env.submitd([
+    ("myhostname", MYHOST), ("listen", "127.0.0.1:%d tls" % p2), ("tls_cert_file", certs.fullchain),
+    ("tls_key_file", certs.key), ("relayhost", sink.relayhost), ("workers", "1"),
+    ("dovecot_auth_socket", fd.path), ("auth_timeout", "30s")], name="submitd-shutdown")
+c = SMTP("127.0.0.1", p2, tls=True, certs=certs)
+c.ehlo()
+n0 = len(fd.auth_lines())
+c.send("AUTH PLAIN %s\r\n" % resp)
+wait_for(lambda: len(fd.auth_lines()) > n0, 3)
+t0 = time.time()
+d2.stop()  # TAP: stopped on SIGTERM (no SIGKILL needed), no sanitizer report
+ok(time.time() - t0 < 4, "SIGTERM with an AUTH waiting for Dovecot: exits within 4 s (%.1f s)" % (time.time() - t0))
+r = c.reply(2)
+ok(r.code in (421, 454, None), "the waiting client gets 421/454 or the connection closes", str(r))
+c.close()
+fd.mode = "normal"
+
+done()

@@ -1,0 +1,136 @@
+/* test-relay-keys: the pure parts of relay/relay.c.
+ *
+ * - sender_relay_maps keys: Postfix sender_dependent_relayhost_maps order
+ *   (full address, without extension, @domain; "<>" for the null sender,
+ *   empty_address_relayhost_maps_lookup_key) — downstream-relay.md §2;
+ * - relay_password_maps keys: smtp_sasl_passwd_lookup() order (sender keys
+ *   only with sender_dependent_authentication and a non-null sender, then
+ *   the host name, then the destination as written without a transport
+ *   prefix) — downstream-relay.md §4;
+ * - "user:password" split at the first ':';
+ * - the relay_auth_header filter, whole buffer and one byte at a time.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "relay/relay.h"
+#include "tap.h"
+
+/* Joins NUL-separated keys with '|' for comparison. */
+static const char *joined(const char *keys, int n)
+{
+	static char out[2048];
+	size_t o = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		size_t l = strlen(keys);
+		if (o + l + 2 >= sizeof(out))
+			break;
+		if (i > 0)
+			out[o++] = '|';
+		memcpy(out + o, keys, l);
+		o += l;
+		out[o] = '\0';
+		keys += l + 1;
+	}
+	return out;
+}
+
+static void route_keys(const char *sender, const char *delim, const char *want)
+{
+	char keys[2048];
+	int n = relay_route_keys(sender, delim, keys, sizeof(keys));
+	is_str(n > 0 ? joined(keys, n) : "(none)", want, "route keys for <%s>", sender);
+}
+
+static void cred_keys(const char *dest, const char *sender, bool dep, const char *want)
+{
+	struct relay_dest *d;
+	size_t nd;
+	char err[200];
+	if (!config_relay_parse(dest, &d, &nd, err, sizeof(err))) {
+		ok(false, "parse %s: %s", dest, err);
+		return;
+	}
+	char keys[2048];
+	int n = relay_cred_keys(&d[0], sender, dep, "+", keys, sizeof(keys));
+	is_str(n > 0 ? joined(keys, n) : "(none)", want, "credential keys for %s, sender <%s>%s", dest,
+	       sender, dep ? ", sender dependent" : "");
+	config_relay_free(d, nd);
+}
+
+static void cred(const char *value, const char *user, const char *pass)
+{
+	struct relay_cred *c = relay_cred_parse(value, "k");
+	is_str(c->user, user, "\"%s\": user", value);
+	is_str(c->pass, pass, "\"%s\": password", value);
+	is_str(c->key, "k", "\"%s\": key kept for logs", value);
+	relay_cred_free(&c);
+	ok(c == NULL, "relay_cred_free clears the pointer");
+}
+
+static void filter(const char *in, const char *want, const char *what)
+{
+	struct relay_hdr_filter f;
+	struct buf out = BUF_INIT;
+	relay_hdr_filter_init(&f, "X-AuthUser");
+	relay_hdr_filter_run(&f, (const uint8_t *)in, strlen(in), &out);
+	is_mem(buf_data(&out), buf_len(&out), want, strlen(want), "filter, whole: %s", what);
+	buf_free(&out);
+	/* STYLE.md 3: resumable, same result one byte at a time */
+	relay_hdr_filter_init(&f, "X-AuthUser");
+	for (size_t i = 0; in[i] != '\0'; i++)
+		relay_hdr_filter_run(&f, (const uint8_t *)in + i, 1, &out);
+	is_mem(buf_data(&out), buf_len(&out), want, strlen(want), "filter, bytewise: %s", what);
+	buf_free(&out);
+}
+
+int main(void)
+{
+	/* sender_relay_maps */
+	route_keys("alice@example.com", "+", "alice@example.com|@example.com");
+	route_keys("alice+tag@example.com", "+", "alice+tag@example.com|alice@example.com|@example.com");
+	route_keys("Alice@Example.COM", "+", "Alice@Example.COM|@Example.COM");
+	route_keys("", "+", "<>");
+
+	/* relay_password_maps: host, then the destination as written */
+	cred_keys("[mail.isp.example]:submission", "alice@example.com", false,
+		  "mail.isp.example|[mail.isp.example]:submission");
+	cred_keys("[mail.isp.example]", "alice@example.com", false,
+		  "mail.isp.example|[mail.isp.example]");
+	cred_keys("smtps:[mail.isp.example]:465", "", false,
+		  "mail.isp.example|[mail.isp.example]:465");
+	cred_keys("[192.0.2.25]:2525", "alice@example.com", false, "192.0.2.25|[192.0.2.25]:2525");
+	/* sender first, when asked to; never for the null sender */
+	cred_keys("[mail.isp.example]:587", "alice+x@example.com", true,
+		  "alice+x@example.com|alice@example.com|@example.com|mail.isp.example|"
+		  "[mail.isp.example]:587");
+	cred_keys("[mail.isp.example]:587", "", true, "mail.isp.example|[mail.isp.example]:587");
+	cred_keys("lmtp:unix:/run/dovecot/lmtp", "", false, "unix:/run/dovecot/lmtp");
+
+	/* user:password */
+	cred("user:secret", "user", "secret");
+	cred("user@isp.example:pa:ss:word", "user@isp.example", "pa:ss:word");
+	cred("useronly", "useronly", "");
+	cred(":", "", "");
+
+	/* relay_auth_header: the client's copies go, everything else stays */
+	filter("From: a\r\nX-AuthUser: evil\r\nTo: b\r\n\r\nbody\r\n",
+	       "From: a\r\nTo: b\r\n\r\nbody\r\n", "one field removed");
+	filter("x-authuser: evil\r\n\tmore evil\r\n folded\r\nTo: b\r\n\r\nX-AuthUser: body\r\n",
+	       "To: b\r\n\r\nX-AuthUser: body\r\n",
+	       "case-insensitive, continuation lines too, body untouched");
+	filter("X-AuthUser \t: evil\r\nSubject: s\r\n\r\n", "Subject: s\r\n\r\n",
+	       "white space before the colon (RFC 5322 §4.5.1)");
+	filter("X-AuthUser-Extra: keep\r\nX-Auth: keep\r\nX-AuthUse\r\n\tfold\r\n\r\nb",
+	       "X-AuthUser-Extra: keep\r\nX-Auth: keep\r\nX-AuthUse\r\n\tfold\r\n\r\nb",
+	       "other names kept, with their continuations");
+	filter("Subject: X-AuthUser: no\r\n\r\n", "Subject: X-AuthUser: no\r\n\r\n",
+	       "only at the start of a field");
+	filter("\r\nX-AuthUser: body\r\n", "\r\nX-AuthUser: body\r\n", "no header section");
+	return done_testing();
+}
