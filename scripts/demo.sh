@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: shows submitd working end to end on loopback.
 #   deps -> build -> private self-signed cert -> recording downstream (t/lib/sink.py)
-#   -> submitd (starttls, tls, plain listeners) -> swaks over STARTTLS and over
-#   implicit TLS -> the SMTP dialogues -> the messages as the downstream stored them.
+#   -> private auth-only Dovecot with demo users (t/lib/dovecot.py)
+#   -> submitd (starttls and tls listeners that require AUTH, a plain trusted one)
+#   -> swaks logging in as alice over STARTTLS and over implicit TLS, a wrong
+#   password (535), a send without login (530) -> the messages as the downstream
+#   stored them.
 # Everything lives in a private temp dir and is torn down on exit.
 # Env: DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1, BUILD_DIR (default build), DEMO_KEEP=1.
 #
@@ -19,10 +22,15 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*" 2>/dev/null || printf '\n== %s\n' 
 
 pids=()
 work=""
+dovecot_dir=""
 cleanup() {
   local st=$?
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$dovecot_dir" ]; then
+    "$py" t/lib/dovecot.py stop --dir "$dovecot_dir" >/dev/null 2>&1 || true
+    if [ "${DEMO_KEEP:-0}" = 1 ]; then echo "kept $dovecot_dir"; else rm -rf "$dovecot_dir"; fi
+  fi
   if [ -n "$work" ]; then
     if [ "${DEMO_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
   fi
@@ -75,12 +83,40 @@ setup_downstream() {
   wait_port "$sink_port" || { echo "downstream did not start"; exit 1; }
 }
 
+# A private, auth-only Dovecot (t/lib/dovecot.py): demo users alice@example.com /
+# alice-secret, bob@example.com / bob-secret. It needs root (Dovecot drops to its
+# own users) and Debian's dovecot-core; without them the demo runs without AUTH.
+auth_socket=""
+setup_dovecot() {
+  say "Starting a private Dovecot (auth only) with demo users"
+  if [ "$(id -u)" != 0 ] || ! [ -x /usr/sbin/dovecot ]; then
+    echo "  (skipped: needs root and dovecot-core; the listeners stay trusted, no AUTH)"
+    return 0
+  fi
+  # Outside $work (mode 700): Dovecot's auth process runs as user dovecot.
+  dovecot_dir="$(mktemp -d /tmp/submitd-demo-dovecot.XXXXXX)"
+  local out
+  out="$("$py" t/lib/dovecot.py start --dir "$dovecot_dir" --failure-delay 0)" || {
+    echo "Dovecot did not start:"; cat "$dovecot_dir"/dovecot.log "$dovecot_dir"/dovecot.stderr 2>/dev/null
+    exit 1; }
+  auth_socket="$(printf '%s\n' "$out" | sed -n 's/^DOVECOT_AUTH_SOCKET=//p')"
+  echo "  auth socket: $auth_socket"
+  echo "  users: alice@example.com / alice-secret, bob@example.com / bob-secret"
+  echo "  check: $("$py" t/lib/dovecot.py check "$auth_socket" alice@example.com alice-secret)"
+}
+
 setup_submitd() {
   say "Starting submitd"
   : > "$work/submitd.conf"
   conf_add "myhostname = mail.test.example"
-  conf_add "listen = 127.0.0.1:$p_starttls starttls trusted"
-  conf_add "listen = 127.0.0.1:$p_tls tls trusted"
+  if [ -n "$auth_socket" ]; then
+    # 587- and 465-style listeners are not trusted: only a login lets mail through.
+    conf_add "listen = 127.0.0.1:$p_starttls starttls"
+    conf_add "listen = 127.0.0.1:$p_tls tls"
+  else
+    conf_add "listen = 127.0.0.1:$p_starttls starttls trusted"
+    conf_add "listen = 127.0.0.1:$p_tls tls trusted"
+  fi
   conf_add "listen = 127.0.0.1:$p_plain plain trusted"
   conf_add "tls_cert_file = $work/cert.pem"
   conf_add "tls_key_file = $work/key.pem"
@@ -88,13 +124,25 @@ setup_submitd() {
   conf_add "relayhost = [127.0.0.1]:$sink_port"
   conf_add "workers = 2"
   conf_add "log_level = info"
-  # (later: dovecot_auth_socket, sender_login_maps ... via conf_add)
+  if [ -n "$auth_socket" ]; then
+    conf_add "dovecot_auth_socket = $auth_socket"
+    conf_add "auth_failure_delay = 500ms"
+  fi
+  # (later: sender_login_maps ... via conf_add)
   sed 's/^/  /' "$work/submitd.conf"
   "$build/submitd" -c "$work/submitd.conf" 2> "$work/submitd.log" &
   pids+=($!)
   for p in "$p_starttls" "$p_tls" "$p_plain"; do
     wait_port "$p" || { echo "submitd did not start:"; cat "$work/submitd.log"; exit 1; }
   done
+  if [ -n "$auth_socket" ]; then
+    # each worker logs its Dovecot handshake ("dovecot auth: ...: connected")
+    local i
+    for i in $(seq 1 100); do
+      [ "$(grep -c 'dovecot auth: .*: connected' "$work/submitd.log")" -ge 2 ] && break
+      sleep 0.1
+    done
+  fi
 }
 
 send_swaks() { # send_swaks LABEL PORT SWAKS_ARGS...
@@ -104,6 +152,31 @@ send_swaks() { # send_swaks LABEL PORT SWAKS_ARGS...
     --from alice@example.com --to bob@example.net \
     --header "Subject: submitd demo: $label" \
     --body "Hello from the submitd demo ($label)." "$@"
+}
+
+login_args=()
+
+send_wrong_password() {
+  [ -n "$auth_socket" ] || return 0
+  say "A wrong password (port $p_starttls): 535, nothing sent"
+  local out
+  out="$(swaks --server "127.0.0.1:$p_starttls" --ehlo demo-client.example --tls \
+    --from alice@example.com --to bob@example.net \
+    -a PLAIN -au alice@example.com -ap not-her-password 2>&1)" && {
+    echo "$out"; echo "a wrong password was accepted!"; exit 1; }
+  echo "$out"
+  echo "$out" | grep -q '535 5\.7\.8' || { echo "expected 535 5.7.8"; exit 1; }
+}
+
+send_without_login() {
+  [ -n "$auth_socket" ] || return 0
+  say "No login on port $p_starttls: 530, nothing sent"
+  local out
+  out="$(swaks --server "127.0.0.1:$p_starttls" --ehlo demo-client.example --tls \
+    --from alice@example.com --to bob@example.net 2>&1)" && {
+    echo "$out"; echo "mail without a login was accepted!"; exit 1; }
+  echo "$out" | grep -E '(AUTH|MAIL FROM|530)'
+  echo "$out" | grep -q '530 5\.7\.0' || { echo "expected 530 5.7.0"; exit 1; }
 }
 
 show_downstream() {
@@ -132,9 +205,15 @@ build
 sink_port=$(free_port); p_starttls=$(free_port); p_tls=$(free_port); p_plain=$(free_port)
 setup_certs
 setup_downstream
+setup_dovecot
 setup_submitd
-send_swaks "STARTTLS" "$p_starttls" --tls
-send_swaks "implicit TLS" "$p_tls" --tls-on-connect
+if [ -n "$auth_socket" ]; then
+  login_args=(-a PLAIN -au alice@example.com -ap alice-secret)
+fi
+send_swaks "STARTTLS${auth_socket:+, logged in as alice}" "$p_starttls" --tls ${login_args[@]+"${login_args[@]}"}
+send_swaks "implicit TLS${auth_socket:+, logged in as alice}" "$p_tls" --tls-on-connect ${login_args[@]+"${login_args[@]}"}
+send_wrong_password
+send_without_login
 sleep 0.3
 show_downstream
 show_logs

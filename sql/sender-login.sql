@@ -10,7 +10,7 @@
 -- out, unlike the two-table "aliases, email2email" setup.
 --
 -- Query (conf/mysql-sender-login.cf):
---   SELECT owner FROM sender_login_owners WHERE address='%s' ORDER BY owner
+--   SELECT owner FROM sender_login_owners WHERE address='%s' AND LOWER(address) = BINARY '%s' ORDER BY owner
 CREATE OR REPLACE VIEW sender_login_owners AS
   SELECT u.email AS address, u.email AS owner
     FROM virtual_users u

@@ -38,6 +38,7 @@
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
 #include "net/tls.h"
+#include "policy/policy.h"
 #include "relay/relay.h"
 #include "session.h"
 #include "worker.h"
@@ -294,6 +295,21 @@ static bool main_plan_sockets(const struct config *cfg, char *err, size_t errlen
 					 l->text, l->fdname, l->fdname);
 				return false;
 			}
+			/* "listen = 0.0.0.0:587" and "listen = [::]:587" with one
+			   dual-stack [::]:587 from systemd: the second line is
+			   served by the socket the first one took; binding it
+			   again would fail. */
+			for (size_t k = 0; found == 0 && l->fdname == NULL && k < main_nsdfds; k++) {
+				if (main_sdfds[k].used && main_addr_is_any(&l->addr) &&
+				    main_addr_is_any(&main_sdfds[k].addr) &&
+				    main_addr_port(&main_sdfds[k].addr) == main_addr_port(&l->addr)) {
+					log_info("listen %s: served by the systemd socket %d on the same port",
+						 l->text, main_sdfds[k].fd);
+					found = (size_t)-1;
+				}
+			}
+			if (found == (size_t)-1)
+				continue;
 			if (found == 0) {
 				main_socks = xrealloc(main_socks, (main_nsocks + 1) * sizeof(*main_socks));
 				main_socks[main_nsocks++] = (struct main_sock){i, -1};
@@ -382,6 +398,7 @@ static void main_worker_maybe_done(struct worker_thread *wt)
 	relay_pool_free(&wt->w.relay);
 	if (wt->w.auth != NULL)
 		dovecot_auth_client_destroy(&wt->w.auth);
+	session_worker_done(&wt->w);
 	if (!uv_is_closing((uv_handle_t *)&wt->wakeup))
 		uv_close((uv_handle_t *)&wt->wakeup, NULL);
 	if (!uv_is_closing((uv_handle_t *)&wt->deadline))
@@ -481,8 +498,14 @@ static bool main_caps_clear(char *err, size_t errlen)
 {
 	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
 	struct __user_cap_data_struct data[2];
-	memset(data, 0, sizeof(data));
 	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	/* Nothing held (the usual case under systemd with User=): done, and
+	   no capset() that a SystemCallFilter= might refuse. */
+	if (syscall(SYS_capget, &hdr, data) == 0 && !data[0].effective && !data[0].permitted &&
+	    !data[0].inheritable && !data[1].effective && !data[1].permitted &&
+	    !data[1].inheritable)
+		return true;
+	memset(data, 0, sizeof(data));
 	if (syscall(SYS_capset, &hdr, data) < 0) {
 		snprintf(err, errlen, "cannot drop capabilities: %s", strerror(errno));
 		return false;
@@ -741,7 +764,8 @@ static void main_reload(const char *why)
 	bool ok = next != NULL;
 	if (ok) {
 		main_watch_build(next, &watch, &nwatch);
-		ok = tls_server_load(next, err, sizeof(err)) && main_check_config(next, err, sizeof(err));
+		ok = tls_server_load(next, err, sizeof(err)) && policy_load(next, err, sizeof(err)) &&
+		     main_check_config(next, err, sizeof(err));
 	}
 	if (!ok) {
 		log_err("reload refused: %s; still serving with the previous configuration", err);
@@ -928,7 +952,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	main_watch_build(cfg, &watch, &nwatch);
-	if (!tls_server_load(cfg, err, sizeof(err))) {
+	if (!tls_server_load(cfg, err, sizeof(err)) || !policy_load(cfg, err, sizeof(err))) {
 		fprintf(stderr, "submitd: %s: %s\n", path, err);
 		return 1;
 	}

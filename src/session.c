@@ -80,6 +80,9 @@ struct session {
 
 static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 {
+	worker_stat_add(s->w, r->code < 300   ? WORKER_STAT_SENT
+			      : r->code < 500 ? WORKER_STAT_DEFERRED
+					      : WORKER_STAT_REJECTED);
 	log_info("%s: from=<%s>, to=<%s>%s, size=%llu, nrcpt=%u, relay=%s, status=%s (%d %s %s)",
 		 s->id, s->mail.path.addr, s->first_rcpt, s->nrcpt > 1 ? ",..." : "",
 		 (unsigned long long)s->msg_size, s->nrcpt, s->relay ? relay_txn_relay(s->relay) : "none",
@@ -313,19 +316,46 @@ static void session_emit_header(struct session *s, bool at_end)
 static void session_relay_cb(void *ctx, const struct smtp_reply *r);
 static void session_relay_drain(void *ctx);
 
-/* The worker's lookup instance for sender ownership, or NULL when no
- * sender_login_maps is configured. */
+/* The worker's lookup instance for sender ownership for this session's
+ * configuration snapshot, or NULL when no sender_login_maps is configured.
+ * After a reload, sessions still on the old snapshot keep using its tables. */
 static struct sender_login *session_sender_login(struct session *s)
 {
 	struct worker *w = s->w;
 	if (s->cfg->sender_login == NULL)
 		return NULL;
-	if (w->sl == NULL) {
-		/* The instance keeps the snapshot whose tables it uses. */
-		w->sl_cfg = config_ref(s->cfg);
-		w->sl = sender_login_new(s->cfg->sender_login, &w->loop);
+	for (struct worker_sl *i = w->sl_list; i != NULL; i = i->next)
+		if (i->cfg == s->cfg && i->sl != NULL)
+			return i->sl;
+	struct worker_sl *i = xcalloc(1, sizeof(*i));
+	i->cfg = config_ref(s->cfg);
+	i->sl = sender_login_new(s->cfg->sender_login, &w->loop);
+	i->next = w->sl_list;
+	w->sl_list = i;
+	return i->sl;
+}
+
+/* Retires instances of snapshots nobody else holds. Their tables close
+ * through the loop, so the snapshot itself is let go one pass later. */
+static void session_sl_collect(struct worker *w, bool all)
+{
+	for (struct worker_sl **pp = &w->sl_list; *pp != NULL;) {
+		struct worker_sl *i = *pp;
+		if (i->sl == NULL) {
+			*pp = i->next;
+			config_unref(&i->cfg);
+			free(i);
+			continue;
+		}
+		if (all || (i->cfg != w->cfg && atomic_load(&i->cfg->refs) == 1))
+			sender_login_free(&i->sl);
+		pp = &i->next;
 	}
-	return w->sl;
+}
+
+void session_worker_done(struct worker *w)
+{
+	session_sl_collect(w, true);
 }
 
 /* Turns "553 5.7.1 text" from sender_login_reply() into a completion. */
@@ -384,6 +414,7 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (DESIGN.md §4). */
 		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb, session_relay_drain, s);
+		relay_txn_set_user(s->relay, smtp_server_user(s->server)); /* relay_auth_header */
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
 		relay_txn_mail(s->relay, &s->mail);
@@ -715,6 +746,7 @@ static void session_on_close(struct conn *c, void *ctx)
 	w->nsessions--;
 	config_unref(&s->cfg);
 	free(s);
+	session_sl_collect(w, false);
 	worker_session_gone(w);
 }
 

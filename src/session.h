@@ -15,6 +15,8 @@
 /* Accepts one pending connection from server (a listening socket for
  * cfg->listens[listen_idx]) and starts its session. */
 void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx);
+/* The worker stops: frees what sessions kept per worker. */
+void session_worker_done(struct worker *w);
 /* Graceful stop: every session finishes its transaction, then gets 421. */
 void session_shutdown_all(struct worker *w);
 

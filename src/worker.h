@@ -22,9 +22,13 @@ struct worker {
 	struct config *cfg;          /* current snapshot for new sessions */
 	struct relay_pool *relay;
 	struct dovecot_auth_client *auth; /* NULL without dovecot_auth_socket */
-	/* Sender-ownership lookups, made on first use for sl_cfg's tables. */
-	struct sender_login *sl;
-	struct config *sl_cfg;
+	/* Sender-ownership lookups, one per configuration snapshot still in
+	   use by a session (session.c); made on first use. */
+	struct worker_sl {
+		struct config *cfg;
+		struct sender_login *sl;     /* NULL once retired */
+		struct worker_sl *next;
+	} *sl_list;
 	struct session *sessions;    /* doubly linked, for shutdown */
 	unsigned nsessions;
 	uint32_t seq;

@@ -96,11 +96,17 @@ static const struct config_key config_keys[] = {
 	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL},
 	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL},
 	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.c) */
+	/* CAs trusted for the relay at verify/secure (Postfix smtp_tls_CAfile); default: the system store */
 	{"relay_tls_ca_file", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_ca_file},
+	/* TABLE of user:password for AUTH to the relay (Postfix smtp_sasl_password_maps) */
 	{"relay_password_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_password_maps},
+	/* TABLE sender or @domain -> destinations (Postfix sender_dependent_relayhost_maps) */
 	{"sender_relay_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_sender_relay_maps},
+	/* look relay credentials up by sender first (Postfix smtp_sender_dependent_authentication) */
 	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0, config_sender_dependent_auth},
+	/* allow sending relay credentials without TLS */
 	{"relay_sasl_allow_plaintext", CFG_SPECIAL, 0, "no", 0, 0, config_relay_sasl_plaintext},
+	/* header field naming the submitter's login, added for the relay (client copies removed) */
 	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header},
 	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog},
 	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level},

@@ -125,6 +125,7 @@ struct relay_conn {
 struct relay_maps {
 	struct relay_maps *next;
 	struct config *cfg;
+	unsigned users;               /* transactions using it */
 	struct table_inst *passwords;
 	struct table_inst *routes;
 };
@@ -470,6 +471,46 @@ struct relay_pool *relay_pool_new(uv_loop_t *loop)
 	return p;
 }
 
+/* The snapshots are released one loop iteration after their table
+ * instances were closed: table_free() wants the instances' close
+ * callbacks to have run (lookup/table.h). */
+struct relay_reaper {
+	uv_timer_t timer;
+	struct config **cfgs;
+	size_t n;
+};
+
+static void relay_reaper_close_cb(uv_handle_t *h)
+{
+	struct relay_reaper *r = h->data;
+	free(r->cfgs);
+	free(r);
+}
+
+static void relay_reaper_cb(uv_timer_t *timer)
+{
+	struct relay_reaper *r = timer->data;
+	for (size_t i = 0; i < r->n; i++)
+		config_unref(&r->cfgs[i]);
+	uv_close((uv_handle_t *)&r->timer, relay_reaper_close_cb);
+}
+
+/* Closes one snapshot's instances; the snapshot goes a loop turn later. */
+static void relay_maps_close(struct relay_pool *p, struct relay_maps *m)
+{
+	if (m->passwords != NULL)
+		table_inst_close(&m->passwords);
+	if (m->routes != NULL)
+		table_inst_close(&m->routes);
+	struct relay_reaper *r = xcalloc(1, sizeof(*r));
+	r->cfgs = xcalloc(1, sizeof(*r->cfgs));
+	r->cfgs[r->n++] = m->cfg;
+	uv_timer_init(p->loop, &r->timer);
+	r->timer.data = r;
+	uv_timer_start(&r->timer, relay_reaper_cb, 0, 0);
+	free(m);
+}
+
 static struct relay_maps *relay_pool_maps(struct relay_pool *p, struct config *cfg)
 {
 	if (cfg->relay_password_maps == NULL && cfg->sender_relay_maps == NULL)
@@ -477,9 +518,18 @@ static struct relay_maps *relay_pool_maps(struct relay_pool *p, struct config *c
 	for (struct relay_maps *m = p->maps; m != NULL; m = m->next)
 		if (m->cfg == cfg)
 			return m;
-	/* One set per snapshot, kept until the pool goes: a reloaded
-	   configuration gets its own, so a table never outlives its
-	   definition (lookup/table.h). */
+	/* One set per snapshot: a reloaded configuration gets its own, so a
+	   table never outlives its definition (lookup/table.h). Sets of
+	   older snapshots that no transaction uses any more go now. */
+	for (struct relay_maps **pp = &p->maps; *pp != NULL;) {
+		struct relay_maps *old = *pp;
+		if (old->users == 0) {
+			*pp = old->next;
+			relay_maps_close(p, old);
+		} else {
+			pp = &old->next;
+		}
+	}
 	struct relay_maps *m = xcalloc(1, sizeof(*m));
 	m->cfg = config_ref(cfg);
 	if (cfg->relay_password_maps != NULL)
@@ -512,32 +562,6 @@ void relay_pool_flush(struct relay_pool *p)
 	}
 }
 
-/* The snapshots are released one loop iteration after their table
- * instances were closed: table_free() wants the instances' close
- * callbacks to have run (lookup/table.h). */
-struct relay_reaper {
-	uv_timer_t timer;
-	struct config **cfgs;
-	size_t n;
-};
-
-static void relay_reaper_close_cb(uv_handle_t *h)
-{
-	struct relay_reaper *r = h->data;
-	free(r->cfgs);
-	free(r);
-}
-
-static void relay_reaper_cb(uv_timer_t *timer)
-{
-	struct relay_reaper *r = timer->data;
-	for (size_t i = 0; i < r->n; i++)
-		config_unref(&r->cfgs[i]);
-	uv_close((uv_handle_t *)&r->timer, relay_reaper_close_cb);
-}
-
-void relay_txn_free(struct relay_txn **tp);
-
 void relay_pool_free(struct relay_pool **pp)
 {
 	struct relay_pool *p = *pp;
@@ -546,22 +570,10 @@ void relay_pool_free(struct relay_pool **pp)
 	*pp = NULL;
 	relay_txn_free(&p->probe);
 	relay_pool_flush(p);
-	if (p->maps != NULL) {
-		struct relay_reaper *r = xcalloc(1, sizeof(*r));
-		while (p->maps != NULL) {
-			struct relay_maps *m = p->maps;
-			p->maps = m->next;
-			if (m->passwords != NULL)
-				table_inst_close(&m->passwords);
-			if (m->routes != NULL)
-				table_inst_close(&m->routes);
-			r->cfgs = xrealloc(r->cfgs, (r->n + 1) * sizeof(*r->cfgs));
-			r->cfgs[r->n++] = m->cfg;
-			free(m);
-		}
-		uv_timer_init(p->loop, &r->timer);
-		r->timer.data = r;
-		uv_timer_start(&r->timer, relay_reaper_cb, 0, 0);
+	while (p->maps != NULL) {
+		struct relay_maps *m = p->maps;
+		p->maps = m->next;
+		relay_maps_close(p, m);
 	}
 	gnutls_certificate_free_credentials(p->creds);
 	gnutls_priority_deinit(p->prio);
@@ -816,6 +828,8 @@ static void relay_conn_scan_auth(struct relay_conn *rc, const struct smtp_reply 
 	}
 }
 
+/* A UNIX socket (lmtp:unix:) never leaves the host: no TLS there, and it
+ * counts as private enough for credentials. */
 static bool relay_conn_want_tls(const struct relay_conn *rc)
 {
 	return !rc->unix_socket && rc->tls_level != RELAY_TLS_NONE;
@@ -1105,10 +1119,20 @@ static void relay_conn_on_data(struct conn *c, void *ctx)
 		if (st == SMTP_REPLY_NEED_MORE)
 			break;
 		if (st == SMTP_REPLY_ERROR) {
-			relay_conn_fail(rc, "malformed reply");
+			relay_conn_fail(rc, "malformed or oversized reply");
 			return;
 		}
+		enum relay_state before = rc->state;
 		relay_conn_on_reply(rc, &r);
+		/* We never pipeline: one command, one reply. Anything after it
+		   (except LMTP's further replies to the dot) was not asked for,
+		   and a server out of step could make us take its answer to
+		   one command for the answer to the next. */
+		if (!rc->closed && buf_len(&c->in) > 0 &&
+		    !(before == RS_DATA_END && rc->state == RS_DATA_END)) {
+			relay_conn_fail(rc, "unsolicited data after a reply");
+			return;
+		}
 	}
 	if (rc->closed)
 		return;
@@ -1469,7 +1493,6 @@ static void relay_txn_begin(struct relay_txn *t)
 	relay_txn_route_clear(t);
 	t->has_policy_fail = false;
 	t->retried = false;
-	t->maps = relay_pool_maps(t->pool, t->cfg);
 	if (t->mode == TXN_NORMAL && t->maps != NULL && t->maps->routes != NULL) {
 		int n = relay_route_keys(t->mail.path.addr, relay_delimiters(t->cfg), t->keys,
 					 sizeof(t->keys));
@@ -1530,6 +1553,9 @@ struct relay_txn *relay_txn_new(struct relay_pool *pool, struct config *cfg, con
 	t->at_line_start = true;
 	uv_timer_init(pool->loop, &t->defer_timer);
 	t->defer_timer.data = t;
+	t->maps = relay_pool_maps(pool, cfg);
+	if (t->maps != NULL)
+		t->maps->users++;
 	return t;
 }
 
@@ -1746,6 +1772,9 @@ void relay_txn_free(struct relay_txn **tp)
 		}
 	}
 	relay_txn_route_clear(t);
+	if (t->maps != NULL)
+		t->maps->users--;
+	t->maps = NULL;
 	config_unref(&t->cfg);
 	uv_timer_stop(&t->defer_timer);
 	uv_close((uv_handle_t *)&t->defer_timer, relay_txn_close_cb);
@@ -1783,7 +1812,6 @@ int relay_check(struct config *cfg, FILE *out)
 		t->mode = TXN_CHECK;
 		/* one destination at a time: no failover, each is reported */
 		relay_txn_route_clear(t);
-		t->maps = relay_pool_maps(pool, cfg);
 		t->dest_idx = 0;
 		t->route = &cfg->relay[i];
 		t->nroute = 1;

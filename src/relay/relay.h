@@ -7,7 +7,32 @@
  * back through its callback, exactly once per call. Failures of the path
  * itself become the 4xx replies of downstream-relay.md §6; a downstream
  * 4xx/5xx is passed through. A transaction freed before its end is aborted
- * downstream without the final dot (DESIGN.md invariant 2). */
+ * downstream without the final dot (DESIGN.md invariant 2).
+ *
+ * Smarthost rules (downstream-relay.md §2-4, §6):
+ *   route        sender_relay_maps (sender, user@domain, @domain; "<>" for
+ *                the null sender; DUNNO = no answer), else relayhost; a
+ *                route lists destinations tried in order until MAIL is
+ *                accepted.
+ *   TLS          relay_tls_security_level none | may | encrypt | verify |
+ *                secure (Postfix's meaning); verify/secure check the chain
+ *                against relay_tls_ca_file (else the system trust store) and
+ *                the bracketed relay name, which is also sent as SNI (not
+ *                for an address literal). Implicit TLS for :465 /
+ *                :submissions and for "smtps:[host]:port". TLS required but
+ *                not offered, refused or unverifiable: 451 4.7.5, never a
+ *                plaintext retry.
+ *   AUTH         relay_password_maps, keys in Postfix order (see
+ *                relay_cred_keys); PLAIN, else LOGIN, from the EHLO after
+ *                TLS; never without TLS unless relay_sasl_allow_plaintext.
+ *                Refused, or impossible (no AUTH, no usable mechanism):
+ *                451 4.7.0 — the relay's 535 never reaches the client.
+ *   lookups      a table TEMPFAIL: 451 4.3.0; a bad route value: 451 4.3.5.
+ *   unreachable  451 4.4.1 (a TLS/AUTH failure on an earlier destination
+ *                wins over "unreachable" on a later one).
+ *   pool         connections are shared only between transactions with the
+ *                same destination, TLS level, trust store and credentials.
+ * The log line of every failure names the relay and what it said. */
 #ifndef SUBMITD_RELAY_H
 #define SUBMITD_RELAY_H
 

@@ -1152,3 +1152,9 @@ def dovecot_kill(dv, timeout=5.0):
             time.sleep(0.05)
         if not kids:
             return
+
+
+def wait_dovecot_connected(d, n=1, timeout=10):
+    """Waits until submitd's log shows n completed Dovecot handshakes (one
+    per worker at startup: "dovecot auth: PATH: connected, mechanisms: ...")."""
+    return wait_for(lambda: len(re.findall(r"dovecot auth: \S+: connected", d.log())) >= n, timeout)

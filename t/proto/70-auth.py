@@ -17,7 +17,6 @@ DESIGN.md §3 invariants 3, 4, 8, 10; reference/dovecot-auth.md; RFC 4954."""
 import os
 import re
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,7 @@ warnings.simplefilter("ignore", DeprecationWarning)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
+from harness import _cleanups  # noqa: E402
 from dovecot import Dovecot  # noqa: E402
 
 ALICE, ALICE_PW = "alice@example.com", "alice-secret"
@@ -48,9 +48,7 @@ try:
 except Exception as e:  # noqa: BLE001
     print("Bail out! private Dovecot did not start: %s" % e, flush=True)
     done()
-_dv_stop = lambda: dv.stop(remove=False)  # noqa: E731
-from harness import _cleanups  # noqa: E402
-_cleanups.append(_dv_stop)
+_cleanups.append(lambda: dv.stop(remove=False))  # after submitd's stop (cleanups run last-in first)
 
 P = {m: free_port() for m in ("starttls", "tls", "plain", "trusted")}
 d = env.submitd([
@@ -72,6 +70,7 @@ d = env.submitd([
     ("auth_failure_delay_max", "400ms"),
     ("auth_ip_failure_limit", "1000"),
 ])
+ok(wait_dovecot_connected(d, 2), "submitd completed its Dovecot handshakes (one per worker)")
 TRUSTED = 3  # index of the trusted starttls listener
 
 _ip = [1, 0]
@@ -246,7 +245,6 @@ send_one(c, "bob-login", user=BOB)
 c.close()
 
 # ================================================================ real clients
-subprocess_env = dict(os.environ)
 
 
 def swaks(label, port, tls_args, mech, password=ALICE_PW, source=None):

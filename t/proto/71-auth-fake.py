@@ -12,10 +12,8 @@ flight, and SIGTERM while a request is pending.
 DESIGN.md §3 invariants 4, 8, 9; reference/dovecot-auth.md §2-§6."""
 import os
 import re
-import socket
 import ssl
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -49,6 +47,7 @@ d = env.submitd([
     ("auth_ip_failure_limit", "0"),
     ("auth_max_failures", "100"),
 ])
+ok(wait_dovecot_connected(d, 2), "submitd completed its Dovecot handshakes (one per worker)")
 
 KNOWN_PARAMS = {"service", "protocol", "session", "lip", "rip", "lport", "rport", "local_name",
                 "secured", "resp", "real_lip", "real_rip", "real_lport", "real_rport",
@@ -321,9 +320,10 @@ ok(login_works(), "Dovecot answers again: login works")
 
 # garbage line with a request in flight
 fd.mode = "silent"
+n0 = len(fd.auth_lines())
 cs = in_flight(2)
-wait_for(lambda: len(fd.auth_lines()) and fd.connections() >= 1, 3)
-time.sleep(0.3)
+ok(wait_for(lambda: len(fd.auth_lines()) >= n0 + 2, 3), "two requests in flight")
+time.sleep(0.1)
 fd.send_all(b"THIS IS NOT\tTHE PROTOCOL\n")
 rs = [c.reply(5) for c in cs]
 ok(all(r.code == 454 for r in rs), "garbage from Dovecot: requests in flight get 454", [str(r) for r in rs])
@@ -340,9 +340,10 @@ def last_id():
 
 
 fd.mode = "silent"
+n0 = len(fd.auth_lines())
 cs = in_flight(1)
-wait_for(lambda: last_id() is not None, 3)
-time.sleep(0.3)
+ok(wait_for(lambda: len(fd.auth_lines()) > n0, 3), "a request in flight")
+time.sleep(0.1)
 fd.send_all(b"OK\t4000000000\tuser=admin@example.com\n")
 r = cs[0].reply(5)
 ok(r.code == 454, "OK for an unknown id: protocol error, the request in flight gets 454 (never 235)", str(r))
@@ -353,10 +354,10 @@ ok(login_works(), "after the unknown id: login works again")
 
 # duplicate reply: the first counts, the second is a protocol error
 fd.mode = "silent"
-cs = in_flight(1)
 n0 = len(fd.auth_lines())
-wait_for(lambda: len(fd.auth_lines()) > n0 - 1 and last_id(), 3)
-time.sleep(0.3)
+cs = in_flight(1)
+ok(wait_for(lambda: len(fd.auth_lines()) > n0, 3), "a request in flight")
+time.sleep(0.1)
 rid = last_id()
 fd.send_all(("FAIL\t%s\treason=no\nOK\t%s\tuser=alice@example.com\n" % (rid, rid)).encode())
 r = cs[0].reply(5)
@@ -396,6 +397,34 @@ ok(r.code == 454 and time.time() - t0 < 3, "socket gone: 454 promptly (%.2f s)" 
 c.close()
 fd.start()
 ok(login_works(15), "socket back: login works again without restarting submitd")
+
+# ================================================================ Dovecot not there when submitd starts
+late = env.path("late-auth.sock")
+p3 = free_port()
+d3 = env.submitd([
+    ("myhostname", MYHOST), ("listen", "127.0.0.1:%d tls" % p3), ("tls_cert_file", certs.fullchain),
+    ("tls_key_file", certs.key), ("relayhost", sink.relayhost), ("workers", "1"),
+    ("dovecot_auth_socket", late)], name="submitd-late")
+c = SMTP("127.0.0.1", p3, tls=True, certs=certs)
+r = c.ehlo()
+ok(any(l[4:].upper().startswith("AUTH ") for l in r.lines),
+   "Dovecot down since startup: AUTH still advertised (reference §6: never drop AUTH from EHLO)",
+   str(r))
+r = c.cmd("AUTH PLAIN " + resp)
+ok(r.code == 454 and r.enhanced == "4.7.0",
+   "Dovecot down since startup: AUTH PLAIN is a temporary failure, 454 4.7.0 (not 504: the client would give up)",
+   str(r))
+is_(c.cmd("NOOP").code, 250, "the session goes on")
+c.close()
+fd_late = FakeDovecot(late).start()
+ok(wait_dovecot_connected(d3, 1, 15), "submitd connects once Dovecot is there")
+c = SMTP("127.0.0.1", p3, tls=True, certs=certs)
+c.ehlo()
+r = c.cmd("AUTH PLAIN " + resp)
+is_(r.code, 235, "and logins work")
+c.close()
+d3.stop()
+fd_late.stop()
 
 # ================================================================ SIGTERM with a request pending
 fd.mode = "silent"

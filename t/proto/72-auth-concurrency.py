@@ -58,6 +58,7 @@ d = env.submitd([
     ("auth_ip_failure_limit", "1000"),
     ("max_connections_per_ip", "1000"),
 ])
+ok(wait_dovecot_connected(d, 1), "submitd completed its Dovecot handshakes (one per worker)")
 
 names = sorted(PW)
 FORMS = ["plain-ir", "plain-334", "login", "login-ir"]
