@@ -33,6 +33,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "check.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -961,10 +962,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (test_only) {
-		printf("submitd: configuration %s is valid\n", path);
+		/* The file is sound; now the neighbours it names (DESIGN.md §5). */
+		printf("submitd: %s: syntax, certificates and tables: ok\n", path);
+		fflush(stdout);
+		int problems = check_neighbours(cfg, stdout);
+		if (problems == 0)
+			printf("submitd: configuration %s is valid\n", path);
+		else
+			printf("submitd: %s: %d problem%s with the neighbours above\n", path, problems,
+			       problems == 1 ? "" : "s");
 		config_unref(&cfg);
 		main_watch_free(watch, nwatch);
-		return 0;
+		return problems == 0 ? 0 : 1;
 	}
 	main_cfg = cfg;
 	main_watches = watch;
