@@ -42,17 +42,16 @@ static bool tls_server_add_sni(struct config *cfg, const struct tls_sni *e, char
 		goto fail;
 	}
 	/* On success the credentials own the key and the certificates (the
-	   array itself is copied); GnuTLS also checks that they match. */
+	   array itself is copied); GnuTLS also checks that they match
+	   (GnuTLS >= 3.6 semantics, see gnutls_certificate_set_key()). */
 	r = gnutls_certificate_set_key(cfg->tls_creds, (const char **)e->names, (int)e->nnames,
 				       pcerts, (int)npcerts, key);
 	if (r < 0) {
 		snprintf(err, errlen, "tls_sni %s: %s / %s: %s", e->names[0], e->cert_file,
 			 e->key_file, gnutls_strerror(r));
-		/* After a failure the structure is in an undefined state; the
-		   caller drops the whole snapshot. What was handed over may be
-		   owned by it or not: leaking a key on a refused reload is
-		   better than a double free. */
-		return false;
+		/* On failure (a key that does not match) GnuTLS keeps no
+		   reference: the key and certificates are still ours. */
+		goto fail;
 	}
 	return true;
 fail:

@@ -171,13 +171,19 @@ static bool policy_auth_relayable_mech(const char *mech)
 	return false;
 }
 
+/* What we offer before Dovecot ever answered: the mechanisms every Dovecot
+ * has, so clients keep trying (and get 454) rather than give up on AUTH
+ * (reference/dovecot-auth.md §6). */
+#define POLICY_AUTH_DEFAULT_MECHS "PLAIN LOGIN"
+
 void policy_auth_mechs(struct dovecot_auth_client *client, char *out, size_t outsz)
 {
 	out[0] = '\0';
 	if (client == NULL)
 		return;
 	char copy[512];
-	snprintf(copy, sizeof(copy), "%s", dovecot_auth_client_mechs(client));
+	const char *mechs = dovecot_auth_client_mechs(client);
+	snprintf(copy, sizeof(copy), "%s", mechs[0] != '\0' ? mechs : POLICY_AUTH_DEFAULT_MECHS);
 	size_t o = 0;
 	char *save = NULL;
 	for (char *m = strtok_r(copy, " ", &save); m != NULL; m = strtok_r(NULL, " ", &save)) {
@@ -306,6 +312,16 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 		known = strcmp(m, pa->mech) == 0;
 	if (!known) {
 		policy_auth_answer(pa, 0, 504, "5.5.4", "Unrecognized authentication type", NULL);
+		return;
+	}
+	if (dovecot_auth_client_mechs(pa->client)[0] == '\0') {
+		/* Dovecot has not answered a handshake yet: temporary. */
+		dovecot_auth_client_connect(pa->client);
+		log_warn("%s: %s: SASL %s authentication unavailable: no connection to Dovecot yet",
+			 pa->session_id, pa->client_desc, pa->mech);
+		policy_auth_answer(pa, 0, 454, "4.7.0",
+				   "Temporary authentication failure: authentication server not available",
+				   NULL);
 		return;
 	}
 	if (policy_auth_ip_blocked(sess->peer, pa->cfg)) {

@@ -590,7 +590,12 @@ static bool smtp_server_gate(struct smtp_server *s, const struct smtp_cmd *cmd,
 	}
 	if ((def->flags & CMD_NEED_AUTH) && s->user == NULL && !s->set.relay_trusted) {
 		/* Never an open relay (DESIGN.md invariant 10, RFC 6409 §4.3). */
+		struct smtp_mail_args a;
+		char bad[32];
+		if (smtp_mail_args_parse(cmd->args, cmd->args_len, &a, bad) == SMTP_ADDR_OK)
+			log_sanitize(s->mail_from, sizeof(s->mail_from), a.path.addr, strlen(a.path.addr));
 		smtp_server_log_reject(s, "MAIL", 530, "5.7.0", "Authentication required");
+		s->mail_from[0] = '\0';
 		smtp_server_reply(s, 530, "5.7.0", "Authentication required");
 		return false;
 	}
@@ -979,6 +984,14 @@ void smtp_server_timeout(struct smtp_server *s)
 void smtp_server_shutdown(struct smtp_server *s)
 {
 	s->shutting_down = true;
+	/* A login in progress is no transaction: end it now rather than
+	   wait for Dovecot. */
+	if (s->state == SMTP_ST_AUTH || (s->state == SMTP_ST_WAIT && s->wait == SMTP_W_AUTH)) {
+		smtp_server_auth_end(s);
+		smtp_server_write_reply(s, 421, "4.3.2", "Service shutting down");
+		smtp_server_close(s);
+		return;
+	}
 	if (s->state == SMTP_ST_COMMAND && !s->mail_done) {
 		smtp_server_write_reply(s, 421, "4.3.2", "Service shutting down");
 		smtp_server_close(s);
