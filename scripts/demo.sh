@@ -128,7 +128,12 @@ setup_submitd() {
     conf_add "dovecot_auth_socket = $auth_socket"
     conf_add "auth_failure_delay = 500ms"
   fi
-  # (later: sender_login_maps ... via conf_add)
+  # Who may send as whom: a flat texthash: table (a Postfix mysql: file works too).
+  printf '%s\n' "# address            owners (logins)" \
+    "alice@example.com    alice@example.com" \
+    "sales@example.com    alice@example.com, bob@example.com" \
+    "bob@example.com      bob@example.com" > "$work/sender-login"
+  conf_add "sender_login_maps = texthash:$work/sender-login"
   sed 's/^/  /' "$work/submitd.conf"
   "$build/submitd" -c "$work/submitd.conf" 2> "$work/submitd.log" &
   pids+=($!)
@@ -166,6 +171,27 @@ send_wrong_password() {
     echo "$out"; echo "a wrong password was accepted!"; exit 1; }
   echo "$out"
   echo "$out" | grep -q '535 5\.7\.8' || { echo "expected 535 5.7.8"; exit 1; }
+}
+
+send_forged_sender() {
+  [ -n "$auth_socket" ] || return 0
+  say "alice tries to send as bob: 553 at MAIL FROM, nothing sent"
+  local out
+  out="$(swaks --server "127.0.0.1:$p_starttls" --ehlo demo-client.example --tls \
+    -a PLAIN -au alice@example.com -ap alice-secret \
+    --from bob@example.com --to carol@example.net 2>&1)" && {
+    echo "$out"; echo "a forged sender was accepted!"; exit 1; }
+  echo "$out" | grep -E '(MAIL FROM|553)'
+  echo "$out" | grep -q '553 5\.7\.1 <bob@example.com>: Sender address rejected: not owned by user alice@example.com' ||
+    { echo "expected 553 5.7.1 ... not owned by user"; exit 1; }
+  say "alice keeps the envelope honest but forges From:: 550 at the end of DATA, nothing sent"
+  out="$(swaks --server "127.0.0.1:$p_starttls" --ehlo demo-client.example --tls \
+    -a PLAIN -au alice@example.com -ap alice-secret \
+    --from alice@example.com --to carol@example.net --header "From: Bob <bob@example.com>" 2>&1)" && {
+    echo "$out"; echo "a forged From: was accepted!"; exit 1; }
+  echo "$out" | grep -E '^<~\*? +5[0-9][0-9] '
+  echo "$out" | grep -q '550 5\.7\.1 <bob@example.com>: From: header address rejected' ||
+    { echo "expected 550 5.7.1 ... From: header address rejected"; exit 1; }
 }
 
 send_without_login() {
@@ -213,6 +239,7 @@ fi
 send_swaks "STARTTLS${auth_socket:+, logged in as alice}" "$p_starttls" --tls ${login_args[@]+"${login_args[@]}"}
 send_swaks "implicit TLS${auth_socket:+, logged in as alice}" "$p_tls" --tls-on-connect ${login_args[@]+"${login_args[@]}"}
 send_wrong_password
+send_forged_sender
 send_without_login
 sleep 0.3
 show_downstream
