@@ -880,17 +880,22 @@ static void main_async_cb(uv_async_t *a)
 		main_notify(false, "READY=1\nMAINPID=%ld", (long)getpid());
 		main_status();
 	}
-	if (atomic_load(&workers_finished) == nworkers) {
-		/* Every worker is done: close what keeps the main loop running. */
-		uv_close((uv_handle_t *)&main_async, NULL);
-		uv_close((uv_handle_t *)&main_sigterm, NULL);
-		uv_close((uv_handle_t *)&main_sigint, NULL);
-		if (!uv_is_closing((uv_handle_t *)&main_sighup))
-			uv_close((uv_handle_t *)&main_sighup, NULL);
-		uv_close((uv_handle_t *)&main_status_timer, NULL);
-		uv_close((uv_handle_t *)&main_watchdog_timer, NULL);
-		uv_close((uv_handle_t *)&main_cert_timer, NULL);
-	}
+	/* Every worker is done. The handles are closed after the threads are
+	   joined, so that no worker can still be signalling main_async. */
+	if (atomic_load(&workers_finished) == nworkers)
+		uv_stop(a->loop);
+}
+
+static void main_close_handles(uv_loop_t *loop)
+{
+	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,	  (uv_handle_t *)&main_sigterm,
+			     (uv_handle_t *)&main_sigint,	  (uv_handle_t *)&main_sighup,
+			     (uv_handle_t *)&main_status_timer,   (uv_handle_t *)&main_watchdog_timer,
+			     (uv_handle_t *)&main_cert_timer};
+	for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
+		if (!uv_is_closing(hs[i]))
+			uv_close(hs[i], NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
 }
 
 static void main_watchdog_init(void)
@@ -1073,6 +1078,7 @@ int main(int argc, char **argv)
 
 	for (unsigned i = 0; i < nworkers; i++)
 		pthread_join(workers[i].thread, NULL);
+	main_close_handles(main_loop);
 	log_info("submitd stopped");
 	return 0;
 }

@@ -8,11 +8,13 @@
 
 static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_min_level = LOG_INFO;
+static long log_pid; /* one getpid() per process, not per line */
 
 void log_open(enum log_target target, int facility, int min_level)
 {
 	log_target = target;
 	log_min_level = min_level;
+	log_pid = (long)getpid();
 	if (target == LOG_TARGET_SYSLOG)
 		openlog("submitd", LOG_PID | LOG_NDELAY, facility);
 }
@@ -36,10 +38,11 @@ void log_msg(int level, const char *fmt, ...)
 	char out[2200];
 	int n;
 	if (level <= LOG_WARNING)
-		n = snprintf(out, sizeof(out), "submitd[%ld]: %s: %s\n", (long)getpid(),
+		n = snprintf(out, sizeof(out), "submitd[%ld]: %s: %s\n", log_pid ? log_pid : (long)getpid(),
 			     names[level & 7], line);
 	else
-		n = snprintf(out, sizeof(out), "submitd[%ld]: %s\n", (long)getpid(), line);
+		n = snprintf(out, sizeof(out), "submitd[%ld]: %s\n", log_pid ? log_pid : (long)getpid(),
+			     line);
 	if (n > (int)sizeof(out) - 1)
 		n = (int)sizeof(out) - 1;
 	if (n > 0 && write(STDERR_FILENO, out, (size_t)n) < 0) {

@@ -303,6 +303,23 @@ static void conn_flush(struct conn *c)
 		return;
 	if (uv_is_closing(&c->h.handle))
 		return;
+	/* Most writes complete at once (loopback, LAN): try that first. A
+	   queued uv_write that completes costs a trip through libuv's pending
+	   queue and, with libuv 1.44, an epoll_ctl(EPOLL_CTL_MOD) re-arming the
+	   same events (uv__drain); that is one extra syscall per reply. Not
+	   while closing or when the owner waits for on_drain: those keep
+	   the queued path and its callback. */
+	if (!c->closing && !c->want_drain) {
+		uv_buf_t tb = uv_buf_init((char *)buf_data(&c->out), (unsigned)buf_len(&c->out));
+		int n = uv_try_write(&c->h.stream, &tb, 1);
+		if (n > 0)
+			buf_consume(&c->out, (size_t)n);
+		/* errors (and EAGAIN) fall through: uv_write reports them as before */
+		if (buf_len(&c->out) == 0) {
+			conn_trim(&c->out);
+			return;
+		}
+	}
 	struct buf tmp = c->out_flight;
 	c->out_flight = c->out;
 	c->out = tmp;
