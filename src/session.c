@@ -40,7 +40,9 @@ struct session {
 	char local_ip[INET6_ADDRSTRLEN];
 	uint16_t local_port;
 	bool proxy_wait;                 /* a proxy listener: the header comes first */
-	char proxied_by[INET6_ADDRSTRLEN + 16];
+	char proxied_by[INET6_ADDRSTRLEN + 16];  /* "[ip]:port" of the proxy, for logs */
+	char proxy_ip[INET6_ADDRSTRLEN];
+	uint16_t proxy_port;
 	bool counted;
 
 	/* the transaction */
@@ -587,6 +589,8 @@ static void session_be_auth(void *ctx, const char *args, size_t len)
 		.local_ip = s->local_ip,
 		.local_port = s->local_port,
 		.local_name = sni,
+		.real_remote_ip = s->proxy_ip[0] && strcmp(s->proxy_ip, s->ip) != 0 ? s->proxy_ip : NULL,
+		.real_remote_port = s->proxy_ip[0] ? s->proxy_port : 0,
 		.peer = (struct sockaddr *)&s->peer,
 	};
 	policy_auth_command(s->auth, &sess, args, len);
@@ -804,6 +808,8 @@ static void session_proxy_input(struct session *s)
 	buf_consume(&c->in, h.len);
 	s->proxy_wait = false;
 	snprintf(s->proxied_by, sizeof(s->proxied_by), "%s", s->client);
+	snprintf(s->proxy_ip, sizeof(s->proxy_ip), "%s", s->ip);
+	s->proxy_port = s->port;
 	if (!h.local) {
 		memcpy(&s->peer, &h.src, sizeof(h.src));
 		memcpy(&s->local, &h.dst, sizeof(h.dst));
@@ -919,6 +925,9 @@ static void session_begin(struct session *s)
 		return;
 	}
 	smtp_server_greet(s->server);
+	/* Bytes that came with a PROXY header: the client spoke first. */
+	if (buf_len(&s->conn->in) > 0)
+		smtp_server_input(s->server);
 }
 
 void session_shutdown_all(struct worker *w)

@@ -1190,6 +1190,10 @@ static void dovecot_auth_build_params(struct dovecot_auth_request *req,
 		buf_printf(b, "\tlport=%u", info->local_port);
 	if (info->remote_port > 0 && info->remote_port <= 65535)
 		buf_printf(b, "\trport=%u", info->remote_port);
+	if (info->real_remote_ip)
+		dovecot_auth_append_param(b, "real_rip", info->real_remote_ip);
+	if (info->real_remote_port > 0 && info->real_remote_port <= 65535)
+		buf_printf(b, "\treal_rport=%u", info->real_remote_port);
 	if (info->local_name)
 		dovecot_auth_append_param(b, "local_name", info->local_name);
 	if (info->secured)

@@ -87,6 +87,10 @@ struct dovecot_auth_request_info {
 	const char *local_name; /* local_name=, the TLS SNI the client asked for */
 	unsigned local_port;    /* lport=, 0: not sent */
 	unsigned remote_port;   /* rport=, 0: not sent */
+	/* Behind a PROXY-protocol proxy: the proxy's own address and port
+	 * (real_rip=, real_rport=); NULL / 0 when the client came directly. */
+	const char *real_remote_ip;
+	unsigned real_remote_port;
 	bool secured;           /* "secured=tls": the connection is under TLS */
 	/* The SMTP initial response: NULL when the client gave none, "" when it
 	 * gave "=" (an empty response, RFC 4954 §4), else its base64 as typed. */

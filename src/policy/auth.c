@@ -357,6 +357,8 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 		.local_name = sess->local_name && sess->local_name[0] ? sess->local_name : NULL,
 		.local_port = sess->local_port,
 		.remote_port = sess->remote_port,
+		.real_remote_ip = sess->real_remote_ip,
+		.real_remote_port = sess->real_remote_port,
 		.secured = true, /* the server offers AUTH only under TLS */
 		.initial_resp_b64 = irbuf,
 	};

@@ -35,6 +35,8 @@ struct policy_auth_session {
 	const char *local_ip;
 	unsigned local_port;
 	const char *local_name;      /* TLS SNI, may be "" */
+	const char *real_remote_ip;  /* the PROXY-protocol proxy, or NULL */
+	unsigned real_remote_port;
 	const struct sockaddr *peer; /* for the per-IP budget */
 };
 

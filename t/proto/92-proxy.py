@@ -207,6 +207,41 @@ port = s.getsockname()[1]
 ok(d.wait_log(r"connect from \[127\.0\.0\.1\]:%d " % port, 3), "v2 LOCAL: the connection's own address")
 s.close()
 
+# What Dovecot is told behind a proxy (reference/dovecot-auth.md §3): rip is
+# the client the header names, real_rip the proxy itself. A recording fake
+# Dovecot shows the AUTH line as sent.
+fd = FakeDovecot(env.path("fake-dovecot.sock")).start()
+p_tls2 = free_port()
+d2 = env.submitd([
+    ("myhostname", MYHOST),
+    ("listen", "127.0.0.1:%d tls proxy" % p_tls2),
+    ("tls_cert_file", certs.fullchain),
+    ("tls_key_file", certs.key),
+    ("proxy_networks", "127.0.0.1/32"),
+    ("relayhost", sink.relayhost),
+    ("dovecot_auth_socket", fd.path),
+    ("workers", "1"),
+], name="submitd-fake-dovecot")
+wait_dovecot_connected(d2, 1)
+raw_s = socket.create_connection(("127.0.0.1", p_tls2))
+raw_s.sendall(b"PROXY TCP4 203.0.113.5 127.0.0.1 41000 465\r\n")
+c = SMTP.__new__(SMTP)
+c.sock, c.timeout, c.certs, c.buf, c.transcript = raw_s, 15, certs, bytearray(), []
+c.tls, c.closed = False, False
+c._wrap(MYHOST)
+c.greeting = c.reply()
+c.ehlo()
+r = c.cmd("AUTH PLAIN " + plain_resp("alice@example.com", "alice-secret"))
+is_(r.code, 235, "behind a proxy: AUTH through the fake Dovecot")
+lines = b"".join(fd.auth_lines()).decode(errors="replace")
+like(lines, r"\trip=203\.0\.113\.5\t", "Dovecot's rip is the client the PROXY header names")
+like(lines, r"\trport=41000\b", "... and rport its port")
+like(lines, r"\treal_rip=127\.0\.0\.1\t", "real_rip is the proxy (Dovecot's own proxy-aware field)")
+like(lines, r"\treal_rport=\d+", "... and real_rport its port")
+c.close()
+d2.stop()
+fd.stop()
+
 hap.terminate()
 hap.wait(5)
 done()
