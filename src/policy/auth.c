@@ -17,9 +17,10 @@
 /* Mechanisms whose exchange is nothing but base64 lines, so they can be
  * relayed to Dovecot unchanged. Channel-binding (-PLUS), EXTERNAL,
  * ANONYMOUS and GSSAPI are left out: they depend on the connection itself
- * or grant access without a secret. */
+ * or grant access without a secret. SCRAM ends with server data in
+ * Dovecot's OK (resp=), which would need an extra 334 round: not yet. */
 static const char *const policy_auth_relayable[] = {
-	"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", NULL,
+	"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", NULL,
 };
 
 enum policy_auth_state { PA_IDLE, PA_DOVECOT, PA_CLIENT, PA_ANSWER };

@@ -24,7 +24,7 @@ env = Env()
 env.require_binary()
 certs = env.certs()
 sink = env.sink()
-MECHS = ["PLAIN", "LOGIN", "GSSAPI", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-256-PLUS", "OAUTHBEARER"]
+MECHS = ["PLAIN", "LOGIN", "GSSAPI", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "OAUTHBEARER"]
 fd = FakeDovecot(env.path("fake-auth.sock"), mechs=MECHS).start()
 fd.nologin.add("carol@example.com")
 fd.users["carol@example.com"] = "carol-secret"
@@ -92,9 +92,9 @@ c = conn("tls")
 r = c.ehlo()
 advert = [l[4:] for l in r.lines if l[4:].upper().startswith("AUTH ")]
 is_(advert, ["AUTH PLAIN LOGIN OAUTHBEARER"],
-    "advertised: Dovecot's mechanisms that can be relayed (no GSSAPI/EXTERNAL/ANONYMOUS/-PLUS)")
+    "advertised: Dovecot's mechanisms that can be relayed (no GSSAPI/EXTERNAL/ANONYMOUS/-PLUS/SCRAM)")
 mark = len(fd.received)
-for mech in ("GSSAPI", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-256-PLUS", "CRAM-MD5"):
+for mech in ("GSSAPI", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "CRAM-MD5"):
     r = c.cmd("AUTH %s" % mech)
     is_(r.code, 504, "AUTH %s: 504" % mech)
 for ir in ("AGFs!ce==", "=AAA", "AAA"):
