@@ -76,18 +76,60 @@ struct session {
 	time_t data_time;
 	uint64_t msg_size;
 	uint64_t deadline;               /* loop time when session_timeout ends it */
+	/* The time submitd's own handlers spent on this session since the last
+	   message (DESIGN.md §8: the latency submitd adds, without the waits
+	   for Dovecot, MySQL and the downstream), logged per message. */
+	uint64_t busy_ns;
+	uint64_t busy_t0;
 };
 
 /* ---- helpers ---- */
+
+
+/* ---- timing submitd's own work (see busy_ns) ---- */
+
+static void session_busy_begin(struct session *s) { s->busy_t0 = uv_hrtime(); }
+static void session_busy_end(struct session *s) { s->busy_ns += uv_hrtime() - s->busy_t0; }
+/* The own time so far, including the handler now running; restarts the count. */
+static uint64_t session_busy_take(struct session *s)
+{
+	uint64_t now = uv_hrtime(), t = s->busy_ns + (now - s->busy_t0);
+	s->busy_ns = 0;
+	s->busy_t0 = now;
+	return t;
+}
+
+static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const char *owners);
+static void session_relay_cb_do(void *ctx, const struct smtp_reply *r);
+static void session_relay_drain_do(void *ctx);
+static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r);
+static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners);
+static void session_on_data_do(struct conn *c, void *ctx);
+
+#define SESSION_TIMED(s, call)                                                                 \
+	do {                                                                                   \
+		struct session *timed_ = (s);                                                  \
+		session_busy_begin(timed_);                                                    \
+		call;                                                                          \
+		session_busy_end(timed_);                                                      \
+	} while (0)
+
+static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners);
+static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
+static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners);
+static void session_on_data(struct conn *c, void *ctx);
 
 static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 {
 	worker_stat_add(s->w, r->code < 300   ? WORKER_STAT_SENT
 			      : r->code < 500 ? WORKER_STAT_DEFERRED
 					      : WORKER_STAT_REJECTED);
-	log_info("%s: from=<%s>, to=<%s>%s, size=%llu, nrcpt=%u, relay=%s, status=%s (%d %s %s)",
+	uint64_t own = session_busy_take(s);
+	log_info("%s: from=<%s>, to=<%s>%s, size=%llu, nrcpt=%u, relay=%s, own=%llu.%03llums, "
+		 "status=%s (%d %s %s)",
 		 s->id, s->mail.path.addr, s->first_rcpt, s->nrcpt > 1 ? ",..." : "",
 		 (unsigned long long)s->msg_size, s->nrcpt, s->relay ? relay_txn_relay(s->relay) : "none",
+		 (unsigned long long)(own / 1000000), (unsigned long long)(own / 1000 % 1000),
 		 r->code < 300 ? "sent" : (r->code < 500 ? "deferred" : "bounced"), r->code, r->enh,
 		 r->text);
 }
@@ -183,7 +225,7 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 static void session_finish_data(struct session *s);
 static struct sender_login *session_sender_login(struct session *s);
 
-static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners)
+static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const char *owners)
 {
 	struct session_hdr_check *hc = ctx;
 	struct session *s = hc->s;
@@ -377,7 +419,7 @@ static void session_complete_line(struct session *s, const char *line)
 	session_complete(s, &r);
 }
 
-static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners)
+static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners)
 {
 	struct session *s = ctx;
 	s->sender_req = NULL;
@@ -501,7 +543,7 @@ static void session_be_reset(void *ctx)
 	session_txn_reset(s);
 }
 
-static void session_relay_cb(void *ctx, const struct smtp_reply *r)
+static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 {
 	struct session *s = ctx;
 	bool ok = r->code >= 200 && r->code < 300;
@@ -546,7 +588,7 @@ static void session_relay_cb(void *ctx, const struct smtp_reply *r)
 	}
 }
 
-static void session_relay_drain(void *ctx)
+static void session_relay_drain_do(void *ctx)
 {
 	struct session *s = ctx;
 	if (s->input_paused) {
@@ -558,7 +600,7 @@ static void session_relay_drain(void *ctx)
 
 /* ---- AUTH: policy/auth.c talks to Dovecot and decides the replies ---- */
 
-static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
+static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r)
 {
 	struct session *s = ctx;
 	if (r->code == 235)
@@ -675,7 +717,7 @@ static void session_arm_timer(struct session *s)
 
 static void session_proxy_input(struct session *s);
 
-static void session_on_data(struct conn *c, void *ctx)
+static void session_on_data_do(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
 	if (s->proxy_wait) {
@@ -753,6 +795,30 @@ static void session_on_close(struct conn *c, void *ctx)
 	session_sl_collect(w, false);
 	worker_session_gone(w);
 }
+
+static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners)
+{
+	SESSION_TIMED(((struct session_hdr_check *)ctx)->s, session_hdr_cb_do(ctx, res, owners));
+}
+
+static void session_relay_cb(void *ctx, const struct smtp_reply *r)
+{
+	SESSION_TIMED(ctx, session_relay_cb_do(ctx, r));
+}
+
+static void session_relay_drain(void *ctx) { SESSION_TIMED(ctx, session_relay_drain_do(ctx)); }
+
+static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
+{
+	SESSION_TIMED(ctx, session_auth_cb_do(ctx, r));
+}
+
+static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners)
+{
+	SESSION_TIMED(ctx, session_sender_cb_do(ctx, res, owners));
+}
+
+static void session_on_data(struct conn *c, void *ctx) { SESSION_TIMED(ctx, session_on_data_do(c, ctx)); }
 
 static const struct conn_handler session_conn_handler = {
 	.on_data = session_on_data,

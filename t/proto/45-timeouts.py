@@ -8,6 +8,7 @@ RFC 5321 §4.5.3.2, RFC 6409 §5.3):
   inside DATA -> 421 after data_timeout, nothing delivered; a session past
   session_timeout -> 421 even while it keeps talking."""
 import os
+import re
 import socket
 import sys
 import time
@@ -44,6 +45,20 @@ ok(el < 3.5, "... after relay_timeout, not after the downstream's delay (%.2fs)"
 is_(c.cmd("NOOP").code, 250, "the client's session goes on")
 c.close()
 c2.close()
+d.stop()
+
+# ------------------------------------------- own time excludes the waits
+# The delivery line reports own=Nms: the time submitd's handlers spent on the
+# message, without the downstream's (here 1 s) wait (DESIGN.md §8).
+sink = env.sink("--delay-data", "1")
+d = env.submitd(standard_config(certs, sink), name="submitd-own")
+c = client(d, "plain", certs)
+out = c.send_message("a@example.com", ["b@example.net"], stuff(make_message(subject="own time")))
+is_([x.code for x in out], [250, 250, 354, 250], "own time: delivered through a 1 s downstream")
+ok(d.wait_log(r"own=\d+\.\d{3}ms", 3), "the delivery line reports submitd's own time")
+m = re.search(r"own=(\d+\.\d{3})ms", d.log())
+ok(m and float(m.group(1)) < 200, "... without the downstream's 1 s wait (%s ms)" % (m.group(1) if m else "?"))
+c.close()
 d.stop()
 
 # ------------------------------------------- downstream that never greets
