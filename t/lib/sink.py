@@ -317,6 +317,7 @@ class Session:
                 return True
             caps = [self.o.hostname, "PIPELINING", "SIZE %d" % (self.o.size or 0),
                     "8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES"]
+            caps = [c for c in caps if c.split()[0] not in (self.o.without or [])]
             if self.o.chunking:
                 caps.append("CHUNKING")
             if self.o.starttls and self.tls is None:
@@ -505,6 +506,8 @@ def main(argv=None):
     p.add_argument("--reject-data", nargs=2, metavar=("CODE", "TEXT"))
     p.add_argument("--delay-data", type=float, default=0)
     p.add_argument("--size", type=int, default=0)
+    p.add_argument("--without", action="append", metavar="KEYWORD",
+                   help="leave an EHLO keyword out (8BITMIME, SMTPUTF8, DSN, ...)")
     p.add_argument("--chunking", action="store_true")
     p.add_argument("--hostname", default="sink.test.example")
     o = p.parse_args(argv)
