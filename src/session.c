@@ -682,7 +682,8 @@ static void session_io_write(void *ctx, const void *p, size_t n)
 static void session_io_starttls(void *ctx)
 {
 	struct session *s = ctx;
-	int r = conn_tls_start(s->conn, true, s->cfg->tls_creds, s->cfg->tls_prio, NULL, false);
+	int r = conn_tls_start(s->conn, true, s->cfg->tls_creds, s->cfg->tls_prio, NULL, false,
+			       &s->cfg->tls_ticket_key);
 	if (r < 0) {
 		log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));
 		smtp_server_disconnected(s->server);
@@ -982,7 +983,8 @@ static void session_begin(struct session *s)
 	session_arm_timer(s);
 	if (s->listen->mode == LISTEN_TLS) {
 		conn_requeue_as_tls(s->conn); /* what followed a PROXY header */
-		int r = conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false);
+		int r = conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false,
+				   &cfg->tls_ticket_key);
 		if (r < 0) {
 			log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));
 			smtp_server_disconnected(s->server);

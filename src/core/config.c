@@ -150,6 +150,10 @@ static void config_free(struct config *cfg)
 		gnutls_certificate_free_credentials(cfg->tls_creds);
 	if (cfg->tls_prio != NULL)
 		gnutls_priority_deinit(cfg->tls_prio);
+	if (cfg->tls_ticket_key.data != NULL) {
+		gnutls_memset(cfg->tls_ticket_key.data, 0, cfg->tls_ticket_key.size);
+		gnutls_free(cfg->tls_ticket_key.data);
+	}
 	if (cfg->free_hook != NULL)
 		cfg->free_hook(cfg);
 	free(cfg->path);

@@ -138,6 +138,7 @@ struct config {
 	/* Loaded by tls_server_load(), freed with the snapshot. */
 	gnutls_certificate_credentials_t tls_creds;
 	gnutls_priority_t tls_prio;
+	gnutls_datum_t tls_ticket_key; /* session tickets; new with every snapshot */
 
 	int syslog_facility;         /* -1: log to stderr */
 	int log_level;               /* LOG_INFO, LOG_DEBUG, ... */

@@ -92,9 +92,12 @@ void conn_want_drain(struct conn *c);
  * (the STARTTLS checkpoint, CVE-2011-0411): the caller must have consumed
  * everything it meant to. server_name: SNI to send (client side) or NULL.
  * verify: client side, check the peer's chain and name (server_name).
+ * ticket_key (server side, may be NULL): enables session resumption with
+ * tickets sealed under that key (RFC 8446 §4.6.1, RFC 5077).
  * Result via on_tls. */
 int conn_tls_start(struct conn *c, bool server, gnutls_certificate_credentials_t creds,
-		   gnutls_priority_t prio, const char *server_name, bool verify);
+		   gnutls_priority_t prio, const char *server_name, bool verify,
+		   const gnutls_datum_t *ticket_key);
 
 /* Hands the bytes waiting in conn->in back as ciphertext: after a PROXY
  * header, what followed it on an implicit-TLS port is the ClientHello.

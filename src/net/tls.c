@@ -80,6 +80,13 @@ bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 		}
 		return true;
 	}
+	/* One ticket key per configuration snapshot, shared by the workers;
+	   a reload starts a new one (old tickets then fall back to a full
+	   handshake). */
+	if ((r = gnutls_session_ticket_key_generate(&cfg->tls_ticket_key)) < 0) {
+		snprintf(err, errlen, "session ticket key: %s", gnutls_strerror(r));
+		return false;
+	}
 	gnutls_certificate_allocate_credentials(&cfg->tls_creds);
 	/* The default pair first: GnuTLS falls back to the first compatible
 	   pair when no name matches. */

@@ -845,7 +845,7 @@ static void relay_conn_tls_begin(struct relay_conn *rc)
 	/* verify and secure check the chain and the relay's name; with a
 	   bracketed relay the name is the next hop for both (§3). */
 	bool verify = rc->tls_level >= RELAY_TLS_VERIFY;
-	int r = conn_tls_start(rc->conn, false, rc->tls_creds, rc->pool->prio, rc->sni, verify);
+	int r = conn_tls_start(rc->conn, false, rc->tls_creds, rc->pool->prio, rc->sni, verify, NULL);
 	if (r < 0) {
 		char why[160];
 		snprintf(why, sizeof(why), "cannot start TLS: %s", gnutls_strerror(r));
