@@ -569,11 +569,14 @@ class SMTP:
     .transcript for diagnostics."""
 
     def __init__(self, host, port, tls=False, certs=None, timeout=15, greeting=True,
-                 server_hostname=MYHOST, family=None):
+                 server_hostname=MYHOST, family=None, source=None):
         fam = family or (socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
         self.sock.connect((host, port))
+        self.source = source
         self.timeout = timeout
         self.certs = certs
         self.buf = bytearray()
@@ -868,24 +871,8 @@ class SMTPFrom(SMTP):
 
     def __init__(self, source, host, port, tls=False, certs=None, timeout=15, greeting=True,
                  server_hostname=MYHOST):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        if source:
-            self.sock.bind((source, 0))
-        self.sock.connect((host, port))
-        self.source = source
-        self.timeout = timeout
-        self.certs = certs
-        self.buf = bytearray()
-        self.transcript = []
-        self.tls = False
-        self.closed = False
-        self.greeting = None
-        if tls:
-            self._wrap(server_hostname)
-        if greeting:
-            self.greeting = self.reply()
+        super().__init__(host, port, tls=tls, certs=certs, timeout=timeout, greeting=greeting,
+                         server_hostname=server_hostname, source=source)
 
 
 def client_from(source, d, mode, certs, ehlo="client.test.example", server_hostname=MYHOST,

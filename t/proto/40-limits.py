@@ -182,4 +182,27 @@ time.sleep(0.5)
 x = SMTP(*d.addr("plain"))
 is_(x.greeting.code, 220, "after closing, a new connection is served again")
 x.close()
+
+# -- connections in total (max_connections), from different addresses
+d.stop()
+d = env.submitd(standard_config(certs, sink, [("max_connections", "3"),
+                                              ("max_connections_per_ip", "100")]),
+                name="submitd-total")
+# The harness's readiness probes (one connection per listener) must be gone.
+ok(wait_for(lambda: d.log().count("disconnect from") >= 3, 5), "start-up probes closed")
+time.sleep(0.2)
+conns = [SMTP(*d.addr("plain"), source="127.0.0.%d" % i) for i in (1, 2, 3)]
+ok(all(x.greeting.code == 220 for x in conns), "3 clients from 3 addresses: greeted")
+x = SMTP(*d.addr("plain"), source="127.0.0.4")
+like(str(x.greeting), r"^421 4\.7\.0 .*too many connections",
+     "a 4th client over max_connections: 421 4.7.0 (%s)" % x.greeting)
+ok(x.is_closed(), "... and the connection is closed")
+conns[0].close()
+time.sleep(0.5)
+x = SMTP(*d.addr("plain"), source="127.0.0.5")
+is_(x.greeting.code, 220, "once one leaves, the next client is served")
+x.close()
+for x in conns[1:]:
+    x.close()
+d.stop()
 done()
