@@ -23,23 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---- loop helpers ---- */
-static uv_loop_t loop_storage, *loop = &loop_storage;
-static uv_timer_t guard;
-
-static void guard_cb(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until cond holds or ms elapse. */
-#define WAIT(cond, ms)                                                      \
-	do {                                                                \
-		uv_update_time(loop);                                       \
-		uint64_t dl_ = uv_now(loop) + (ms);                         \
-		uv_timer_start(&guard, guard_cb, (ms), 0);                  \
-		while (!(cond) && uv_now(loop) < dl_)                       \
-			uv_run(loop, UV_RUN_ONCE);                          \
-		uv_timer_stop(&guard);                                      \
-	} while (0)
-#define SETTLE(ms) WAIT(0, ms)
+#include "loop-wait.h"
 
 /* ---- the fake Dovecot ---- */
 enum fake_greeting {
