@@ -30,6 +30,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
+#include <termios.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -910,12 +911,43 @@ static void main_watchdog_init(void)
 	unsetenv("WATCHDOG_PID");
 }
 
+/* -t -u LOGIN: the password comes from standard input (never from the
+ * command line, where ps shows it), without echo on a terminal. */
+static int main_check_login(struct config *cfg, const char *login, const char *sender)
+{
+	struct termios saved;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+	if (tty) {
+		struct termios quiet = saved;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+		fprintf(stderr, "password for %s: ", login);
+	}
+	char password[1024];
+	bool got = fgets(password, sizeof(password), stdin) != NULL;
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+		fputc('\n', stderr);
+	}
+	if (!got) {
+		printf("login %s: FAILED: no password on standard input\n", login);
+		return 1;
+	}
+	password[strcspn(password, "\r\n")] = '\0';
+	int problems = check_login(cfg, login, password, sender, stdout);
+	explicit_bzero(password, sizeof(password));
+	return problems;
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: submitd [-c FILE] [-t] [-V]\n"
-		   "  -c FILE  configuration file (default %s)\n"
-		   "  -t       check the configuration and exit\n"
-		   "  -V       print the version and exit\n",
+	fprintf(f, "usage: submitd [-c FILE] [-t [-u LOGIN [-s ADDRESS]]] [-V]\n"
+		   "  -c FILE     configuration file (default %s)\n"
+		   "  -t          check the configuration and its neighbours, and exit\n"
+		   "  -u LOGIN    with -t: also log in as LOGIN through Dovecot (password read\n"
+		   "              from standard input) and check it owns its sender address\n"
+		   "  -s ADDRESS  with -u: the sender address to check (default: the login)\n"
+		   "  -V          print the version and exit\n",
 		   DEFAULT_CONFIG);
 }
 
@@ -923,11 +955,18 @@ int main(int argc, char **argv)
 {
 	const char *path = DEFAULT_CONFIG;
 	bool test_only = false;
+	const char *test_login = NULL, *test_sender = NULL;
 	int opt;
-	while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+	while ((opt = getopt(argc, argv, "c:tu:s:Vh")) != -1) {
 		switch (opt) {
 		case 'c':
 			path = optarg;
+			break;
+		case 'u':
+			test_login = optarg;
+			break;
+		case 's':
+			test_sender = optarg;
 			break;
 		case 't':
 			test_only = true;
@@ -943,7 +982,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || ((test_login || test_sender) && !test_only) || (test_sender && !test_login)) {
 		usage(stderr);
 		return 2;
 	}
@@ -971,6 +1010,8 @@ int main(int argc, char **argv)
 		printf("submitd: %s: syntax, certificates and tables: ok\n", path);
 		fflush(stdout);
 		int problems = check_neighbours(cfg, stdout);
+		if (test_login != NULL)
+			problems += main_check_login(cfg, test_login, test_sender);
 		if (problems == 0)
 			printf("submitd: configuration %s is valid\n", path);
 		else
