@@ -740,18 +740,32 @@ static void main_reload_listeners(const struct config *cur, struct config *next)
 	if (same)
 		return;
 	log_warn("reload: the \"listen\" lines changed; keeping the current listeners until a restart");
-	for (size_t i = 0; i < next->nlistens; i++) {
-		free(next->listens[i].text);
-		free(next->listens[i].fdname);
-	}
+	for (size_t i = 0; i < next->nlistens; i++)
+		config_listen_clear(&next->listens[i]);
 	free(next->listens);
 	next->listens = xcalloc(cur->nlistens, sizeof(*next->listens));
-	for (size_t i = 0; i < cur->nlistens; i++) {
-		next->listens[i] = cur->listens[i];
-		next->listens[i].text = xstrdup(cur->listens[i].text);
-		next->listens[i].fdname = cur->listens[i].fdname ? xstrdup(cur->listens[i].fdname) : NULL;
-	}
+	for (size_t i = 0; i < cur->nlistens; i++)
+		config_listen_copy(&next->listens[i], &cur->listens[i]);
 	next->nlistens = cur->nlistens;
+}
+
+/* Everything a snapshot needs besides its file: the per-listener snapshots
+ * (once the listeners are final), TLS credentials and policy tables, for
+ * the snapshot and each of its listeners'. */
+static bool main_snapshot_load(struct config *cfg, char *err, size_t errlen)
+{
+	if (!config_listeners_load(cfg, err, errlen) || !tls_server_load(cfg, err, errlen) ||
+	    !policy_load(cfg, err, errlen))
+		return false;
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		struct config *l = cfg->listens[i].cfg;
+		char why[768];
+		if (l != NULL && (!tls_server_load(l, why, sizeof(why)) || !policy_load(l, why, sizeof(why)))) {
+			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text, why);
+			return false;
+		}
+	}
+	return true;
 }
 
 static void main_reload(const char *why)
@@ -766,8 +780,8 @@ static void main_reload(const char *why)
 	bool ok = next != NULL;
 	if (ok) {
 		main_watch_build(next, &watch, &nwatch);
-		ok = tls_server_load(next, err, sizeof(err)) && policy_load(next, err, sizeof(err)) &&
-		     main_check_config(next, err, sizeof(err));
+		main_reload_listeners(main_cfg, next);
+		ok = main_snapshot_load(next, err, sizeof(err)) && main_check_config(next, err, sizeof(err));
 	}
 	if (!ok) {
 		log_err("reload refused: %s; still serving with the previous configuration", err);
@@ -789,7 +803,6 @@ static void main_reload(const char *why)
 		main_notify(false, "READY=1\nSTATUS=reload refused, serving the previous configuration");
 		return;
 	}
-	main_reload_listeners(main_cfg, next);
 	if (next->workers != main_cfg->workers)
 		log_warn("reload: \"workers\" changed; it takes effect after a restart");
 	if ((next->user == NULL) != (main_cfg->user == NULL) ||
@@ -997,7 +1010,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	main_watch_build(cfg, &watch, &nwatch);
-	if (!tls_server_load(cfg, err, sizeof(err)) || !policy_load(cfg, err, sizeof(err))) {
+	if (!main_snapshot_load(cfg, err, sizeof(err))) {
 		fprintf(stderr, "submitd: %s: %s\n", path, err);
 		return 1;
 	}
