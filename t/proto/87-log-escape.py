@@ -6,9 +6,7 @@ and invalid UTF-8 reach submitd's log escaped, one line per event; and lines
 on stderr start with a timestamp."""
 import os
 import re
-import socket
 import sys
-import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
@@ -20,55 +18,6 @@ certs = env.certs()
 RLO, LRI, PDI, NEL, LSEP, PSEP, ALM = "\u202e", "\u2066", "\u2069", "\u0085", "\u2028", "\u2029", "\u061c"
 CSI = "\u009b"
 ESC = "\x1b"
-
-
-class Downstream:
-    """A downstream that accepts everything and answers the end of data with
-    `final` (raw bytes, CRLF lines)."""
-
-    def __init__(self, final):
-        self.final = final
-        self.port = free_port()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(8)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.one, args=(c,), daemon=True).start()
-
-    def one(self, c):
-        c.settimeout(10)
-        f = c.makefile("rb")
-        try:
-            c.sendall(b"220 down.test.example ESMTP\r\n")
-            while True:
-                l = f.readline()
-                if not l:
-                    return
-                v = l[:4].upper()
-                if v in (b"EHLO", b"LHLO"):
-                    c.sendall(b"250-down.test.example\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-                elif v == b"DATA":
-                    c.sendall(b"354 go\r\n")
-                    while f.readline() not in (b".\r\n", b""):
-                        pass
-                    c.sendall(self.final)
-                elif v == b"QUIT":
-                    c.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    c.sendall(b"250 2.0.0 ok\r\n")
-        except OSError:
-            pass
-        finally:
-            c.close()
 
 
 def u8(s):
@@ -96,13 +45,15 @@ def escaped(s):
 
 
 # ---------------------------------------------------------------- a hostile downstream
-final = (b"550-5.7.1 first line " + u8(RLO) + b"gnp.exe\r\n"
-         b"550-5.7.1 second " + u8(NEL) + b"line " + u8(LSEP) + b" " + u8(CSI) + b"31m\r\n"
-         b"550-5.7.1 submitd[1]: warning: ABC: [192.0.2.66]:25: SASL PLAIN authentication failed: \r\n"
-         b"550 5.7.1 last " + u8(LRI) + b"isolated" + u8(PDI) + b" \xff\xfe end\r\n")
-down = Downstream(final)
-d = env.submitd(standard_config(certs, None, [("relayhost", "[127.0.0.1]:%d" % down.port)]),
-                name="submitd-down")
+# Its reply to the end of data: four lines, with bidi controls, C1 controls, a
+# LINE SEPARATOR, invalid UTF-8 (\udcff: the byte 0xff through argv) and a
+# line made to look like one of submitd's own.
+reply = ("550-5.7.1 first line " + RLO + "gnp.exe\r\n"
+         "550-5.7.1 second " + NEL + "line " + LSEP + " " + CSI + "31m\r\n"
+         "550-5.7.1 submitd[1]: warning: ABC: [192.0.2.66]:25: SASL PLAIN authentication failed: \r\n"
+         "550 5.7.1 last " + LRI + "isolated" + PDI + " \udcff\udcfe end")
+down = env.sink("--reject-data", *reply.split(" ", 1))
+d = env.submitd(standard_config(certs, down), name="submitd-down")
 c = client(d, "plain", certs)
 out = c.send_message("a@example.com", ["b@example.net"], stuff(make_message(subject="hostile reply")))
 c.close()
