@@ -15,7 +15,7 @@
 # last lines of apt's output and why.
 # Env: DEPS_LOG=FILE keeps apt's full output there (default: a temp file,
 # removed on success).
-set -euo pipefail
+set -Eeuo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(
@@ -29,6 +29,7 @@ pkgs=(
 )
 
 say() { printf 'deps: %s\n' "$*"; }
+trap 'echo "deps: error: \"$BASH_COMMAND\" failed (exit $?, line $LINENO)" >&2' ERR
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
 
 if [ "$(id -u)" != 0 ]; then
@@ -39,6 +40,25 @@ command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 ||
 
 installed() { # prints the names of all installed packages, one a line
   dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 2>/dev/null | awk '$1 == "ii" {print $2}' | sort -u
+}
+
+# What is enabled for the next boot, one a line: systemd's enablement links
+# (units, template instances such as getty@tty1, sockets, timers, targets),
+# "alias:NAME" for unit aliases, "sysv:NAME" for init scripts' start links.
+enabled_now() {
+  local f
+  for f in /etc/systemd/system/*.wants/* /etc/systemd/system/*.requires/* \
+    /etc/systemd/system/*.upholds/*; do
+    [ -L "$f" ] && printf '%s\n' "${f##*/}"
+  done
+  for f in /etc/systemd/system/*; do
+    [ -L "$f" ] && [ "$(readlink "$f")" != /dev/null ] || continue
+    case "${f##*/}" in default.target | ctrl-alt-del.target) ;; *) printf 'alias:%s\n' "${f##*/}" ;; esac
+  done
+  for f in /etc/rc[2-5].d/S[0-9][0-9]*; do
+    [ -e "$f" ] || [ -L "$f" ] && printf 'sysv:%s\n' "${f##*/S[0-9][0-9]}"
+  done
+  return 0
 }
 
 missing=()
@@ -58,7 +78,7 @@ policy_made=0
 cleanup() {
   local st=$?
   [ "$policy_made" = 1 ] && rm -f /usr/sbin/policy-rc.d
-  rm -f "$before"
+  rm -f "$before" "$before.enabled"
   if [ "$st" != 0 ]; then
     echo "deps: failed (exit $st); last lines of apt's output ($log):" >&2
     tail -n 30 "$log" 2>/dev/null | sed 's/^/  | /' >&2
@@ -70,6 +90,8 @@ cleanup() {
 trap cleanup EXIT
 
 installed > "$before"
+enabled_before="$before.enabled"
+enabled_now | sort -u > "$enabled_before"
 
 # Services pulled in by these packages must not start on the system's ports:
 # the project starts its own private instances. An existing policy-rc.d (a
@@ -108,40 +130,29 @@ set -e
 rc="$(cat "$before.rc" 2>/dev/null || echo 1)"; rm -f "$before.rc"
 [ "$rc" = 0 ] || die "apt-get install failed (exit $rc)"
 
-# What this run added, and the services among it: disable them for the next
-# boot. systemctl works on the unit files without a running systemd (also in a
-# chroot); init scripts are disabled with update-rc.d as well.
+# What the installation enabled for the next boot (enabled_now, before and
+# after) is disabled again; systemctl --root works on the files alone, with or
+# without a running systemd (a chroot, a container).
 new=()
 while read -r p; do new+=("$p"); done < <(installed | comm -13 "$before" -)
-units=() scripts=()
-for p in "${new[@]}"; do
-  while read -r f; do
-    case "$f" in
-      /lib/systemd/system/*.service | /lib/systemd/system/*.socket | /lib/systemd/system/*.timer | \
-      /lib/systemd/system/*.path | /usr/lib/systemd/system/*.service | \
-      /usr/lib/systemd/system/*.socket | /usr/lib/systemd/system/*.timer | \
-      /usr/lib/systemd/system/*.path)
-        case "${f##*/}" in *@.*) ;; *) units+=("${f##*/}") ;; esac ;;
-      /etc/init.d/*) scripts+=("${f##*/}") ;;
-    esac
-  done < <(dpkg-query -L "$p" 2>/dev/null)
-done
 disabled=()
-for u in ${units[@]+"${units[@]}"}; do
-  # --root: the unit files only, whether or not systemd runs; static and alias
-  # units cannot be enabled and are left alone
-  [ "$(systemctl --root=/ is-enabled "$u" 2>/dev/null)" = enabled ] || continue
-  systemctl --root=/ --quiet disable "$u" >>"$log" 2>&1 || true
-  [ "$(systemctl --root=/ is-enabled "$u" 2>/dev/null)" != enabled ] || die "could not disable $u"
-  disabled+=("$u")
-done
-for s in ${scripts[@]+"${scripts[@]}"}; do
-  if ls /etc/rc[2-5].d/S??"$s" >/dev/null 2>&1; then
-    update-rc.d "$s" disable >>"$log" 2>&1 || true
-    ls /etc/rc[2-5].d/S??"$s" >/dev/null 2>&1 && die "could not disable /etc/init.d/$s"
-    case " ${disabled[*]-} " in *" $s.service "*) ;; *) disabled+=("/etc/init.d/$s") ;; esac
-  fi
-done
+while read -r e; do
+  case "$e" in
+    sysv:*)
+      update-rc.d "${e#sysv:}" disable >>"$log" 2>&1 || true ;;
+    alias:*)
+      # an alias (mysql.service -> mariadb.service) goes with the unit it names
+      t="$(readlink "/etc/systemd/system/${e#alias:}" || true)"
+      [ -z "$t" ] || systemctl --root=/ --quiet disable "${t##*/}" >>"$log" 2>&1 || true
+      [ -L "/etc/systemd/system/${e#alias:}" ] && rm -f "/etc/systemd/system/${e#alias:}"
+      continue ;;
+    *)
+      systemctl --root=/ --quiet disable "$e" >>"$log" 2>&1 || true ;;
+  esac
+  disabled+=("${e/#sysv:/\/etc\/init.d\/}")
+done < <(enabled_now | sort -u | comm -13 "$enabled_before" -)
+left="$(enabled_now | sort -u | comm -13 "$enabled_before" - | tr '\n' ' ')"
+[ -z "$left" ] || die "could not disable for the next boot: $left"
 say "installed ${#new[@]} packages in $(( $(date +%s) - start ))s"
 if [ ${#disabled[@]} -gt 0 ]; then
   say "disabled for the next boot (nothing was started): ${disabled[*]}"

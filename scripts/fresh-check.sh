@@ -167,6 +167,13 @@ inside() { # inside LOGNAME COMMAND... : run in the chroot as a new root login w
   tail -n "${FRESH_TAIL:-25}" "$logs/$name.log" | sed 's/^/    | /'
 }
 
+# What the chroot would start at boot: systemd enablement links and alias
+# links (not masks), init scripts' start links.
+boot_state() {
+  (cd "$root" && { find etc/systemd/system -mindepth 1 -type l ! -lname /dev/null 2>/dev/null
+    ls etc/rc2.d etc/rc3.d etc/rc4.d etc/rc5.d 2>/dev/null | grep '^S'; }) | sort -u
+}
+boot_before="$(boot_state)"
 results=() statuses=()
 say "bash scripts/demo.sh (inside; output: $logs/demo.log)"
 inside demo bash scripts/demo.sh
@@ -175,9 +182,10 @@ if [ "${FRESH_SKIP_TEST:-0}" != 1 ]; then
   inside test bash scripts/test.sh
   grep -E '^# (total time|.*skip)|^ok .*# (SKIP|skip)|^not ok' "$logs/test.log" | head -n 40 | sed 's/^/    | /'
 fi
-say "after the runs: services enabled for the next boot inside the chroot:"
-en="$(chroot "$root" /bin/sh -c 'ls /etc/systemd/system/*.wants/ /etc/rc[2-5].d/ 2>/dev/null' | grep -E '^(S[0-9]+|[a-z].*\.(service|socket|timer))' | sort -u | tr '\n' ' ')"
-say "    ${en:-none}"
+now="$(boot_state)"
+en="$(comm -13 <(printf '%s\n' "$boot_before") <(printf '%s\n' "$now") | tr '\n' ' ')"
+gone="$(comm -23 <(printf '%s\n' "$boot_before") <(printf '%s\n' "$now") | tr '\n' ' ')"
+say "enabled for the next boot by the runs: ${en:-nothing}${gone:+; no longer enabled: $gone}"
 left="$(find "$root/tmp" "$root/var/tmp" -mindepth 1 -maxdepth 1 -name 'submitd-*' 2>/dev/null | sed "s|^$root||" | tr '\n' ' ')"
 say "left in /tmp and /var/tmp inside the chroot: ${left:-nothing}"
 
