@@ -436,8 +436,8 @@ def unsafe_log_lines(path):
     """Lines of submitd's stderr at path that are not whole, clean log lines:
     a log line holding a byte below 0x20, a bidi control or invalid UTF-8, or
     a line that is not a log line at all (the tail of an entry a line break
-    split). Startup errors ("submitd: ...") and sanitizer reports (checked on
-    their own) are not log lines. Returned repr'd."""
+    split). Startup errors ("submitd: ...") and sanitizer output (reports are
+    checked on their own) are not log lines. Returned repr'd."""
     try:
         data = open(path, "rb").read()
     except OSError:
@@ -453,7 +453,8 @@ def unsafe_log_lines(path):
         if LOG_LINE.match(text):
             if line is None or LOG_UNSAFE.search(line):
                 bad.append(repr(raw))
-        elif raw and not raw.startswith(b"submitd: ") and not report:
+        elif raw and not raw.startswith(b"submitd: ") and not report and \
+                not re.match(rb"==\d+==", raw):  # the sanitizers' runtime notes
             bad.append(repr(raw))
     return bad
 
