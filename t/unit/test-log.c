@@ -208,6 +208,10 @@ static void test_log_msg(void)
 	setenv("JOURNAL_STREAM", js, 1);
 	log_open(LOG_TARGET_STDERR, LOG_MAIL, LOG_INFO);
 	log_info("ABC: to the journal");
+	/* a line that, escaped, is four times as long as the formatted one */
+	static char ctl[3000];
+	memset(ctl, 0x01, sizeof(ctl) - 1);
+	log_info("ABC: long %s", ctl);
 	setenv("JOURNAL_STREAM", "1:2", 1); /* inherited, but stderr is somewhere else */
 	log_open(LOG_TARGET_STDERR, LOG_MAIL, LOG_INFO);
 	log_info("ABC: not the journal");
@@ -222,7 +226,7 @@ static void test_log_msg(void)
 	int nl = 0;
 	for (char *s = text, *e; nl < 8 && (e = strchr(s, '\n')) != NULL; s = e + 1)
 		*e = '\0', lines[nl++] = s;
-	if (!is_int(nl, 4, "four log_msg calls, four lines"))
+	if (!is_int(nl, 5, "five log_msg calls, five lines"))
 		return;
 	const char *stamp = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}[-+][0-9]{2}:[0-9]{2} "
 			    "submitd\\[[0-9]+\\]: ";
@@ -237,7 +241,11 @@ static void test_log_msg(void)
 	   "a warning: escaped, with its level");
 	ok(strncmp(lines[2], "submitd[", 8) == 0 && strstr(lines[2], "to the journal"),
 	   "stderr is the journal (JOURNAL_STREAM matches): no timestamp");
-	ok(regexec(&re, lines[3], 0, NULL, 0) == 0, "JOURNAL_STREAM names another stream: timestamp");
+	size_t len3 = strlen(lines[3]);
+	ok(strncmp(lines[3], "submitd[", 8) == 0 && len3 > 4000 && len3 < 4200 &&
+		   strcmp(lines[3] + len3 - 7, "\\x01...") == 0,
+	   "an overlong line: cut after a whole escape, marked \"...\" (%zu bytes)", len3);
+	ok(regexec(&re, lines[4], 0, NULL, 0) == 0, "JOURNAL_STREAM names another stream: timestamp");
 	regfree(&re);
 	const char *bad = NULL;
 	for (int i = 0; i < nl && bad == NULL; i++)
