@@ -8,17 +8,21 @@
 #   stored them.
 # Everything lives in a private temp dir and is torn down on exit.
 # Env: DEMO_SKIP_DEPS=1, DEMO_SKIP_BUILD=1, BUILD_DIR (default build), DEMO_KEEP=1.
+# Nothing needs to be installed first (bash and coreutils, as on a minimal
+# Debian 12): the first step installs the rest. A failure names its step.
 #
 # To extend: add a setup_* function (start a neighbour, append config lines with
 # conf_add) and a send_* / show_* step, then call them in main at the bottom.
-set -euo pipefail
+set -Eeuo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$top"
 build="${BUILD_DIR:-build}"
-py=/usr/bin/python3; [ -x "$py" ] || py="$(command -v python3)"
+py="" # python3, found after the deps step installed it
+step="start"
+trap 'echo "demo: failed in step \"$step\": \"$BASH_COMMAND\" exited $? (line $LINENO)" >&2' ERR
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*" 2>/dev/null || printf '\n== %s\n' "$*"; }
-[ -t 1 ] || say() { printf '\n== %s\n' "$*"; }
+say() { step="$*"; printf '\n\033[1m== %s\033[0m\n' "$*" 2>/dev/null || printf '\n== %s\n' "$*"; }
+[ -t 1 ] || say() { step="$*"; printf '\n== %s\n' "$*"; }
 
 pids=()
 work=""
@@ -54,16 +58,34 @@ conf_add() { printf '%s\n' "$*" >> "$work/submitd.conf"; }
 
 # ---------------------------------------------------------------- steps
 deps() {
-  [ "${DEMO_SKIP_DEPS:-0}" = 1 ] && return
-  say "Installing dependencies (scripts/deps.sh)"
-  bash scripts/deps.sh
+  step="deps"
+  if [ "${DEMO_SKIP_DEPS:-0}" != 1 ]; then
+    say "Installing dependencies (scripts/deps.sh)"
+    if [ "$(id -u)" != 0 ]; then
+      echo "demo: scripts/deps.sh installs Debian packages and needs root;" >&2
+      echo "      run the demo as root, or install them yourself and set DEMO_SKIP_DEPS=1" >&2
+      exit 1
+    fi
+    bash scripts/deps.sh || { echo "demo: scripts/deps.sh failed (see above)" >&2; exit 1; }
+  fi
+  py=/usr/bin/python3; [ -x "$py" ] || py="$(command -v python3 || true)"
+  local t missing=()
+  for t in "$py" openssl swaks make; do
+    [ -n "$t" ] && command -v "$t" >/dev/null 2>&1 || missing+=("${t:-python3}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "demo: not installed: ${missing[*]} (scripts/deps.sh installs them)" >&2
+    exit 1
+  fi
 }
 
 build() {
+  step="build"
   [ "${DEMO_SKIP_BUILD:-0}" = 1 ] && return
   say "Building (scripts/build.sh $build)"
-  bash scripts/build.sh "$build" > "$work/build.log" 2>&1 || { tail -n 60 "$work/build.log"; exit 1; }
-  tail -n 1 "$work/build.log"
+  # a line per phase (autoreconf, configure, make) while the rest goes to the log
+  bash scripts/build.sh "$build" 2>&1 | tee "$work/build.log" | grep --line-buffered '^build: ' ||
+    { tail -n 60 "$work/build.log"; echo "demo: the build failed (scripts/build.sh $build)" >&2; exit 1; }
 }
 
 setup_certs() {

@@ -27,8 +27,9 @@ comment_tail() { tail -n "${2:-60}" "$1" 2>/dev/null | sed 's/^/#   /'; }
 
 if [ "${T_SKIP_DEPS:-0}" != 1 ]; then
   echo "# deps: scripts/deps.sh"
-  if out="$(bash scripts/deps.sh 2>&1)"; then tap OK "deps installed"
-  else tap FAIL "deps installed"; printf '%s\n' "$out" | tail -n 40 | sed 's/^/#   /'; fi
+  # its progress lines as TAP comments while it runs (a first install takes minutes)
+  if bash scripts/deps.sh 2>&1 | sed -u 's/^/#   /'; then tap OK "deps installed"
+  else tap FAIL "deps installed"; fi
 fi
 
 only=()

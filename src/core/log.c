@@ -2,21 +2,60 @@
 #include "core/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_min_level = LOG_INFO;
-static long log_pid; /* one getpid() per process, not per line */
+static long log_pid;	       /* one getpid() per process, not per line */
+static int log_stamp = -1;     /* prefix a timestamp on stderr; -1: not decided yet */
+
+/* journald stamps each line itself; JOURNAL_STREAM ("DEV:INODE") says stderr
+ * is connected to it, but only while stderr is still that very stream (a
+ * child with redirected stderr inherits the variable too). */
+static bool log_stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void log_open(enum log_target target, int facility, int min_level)
 {
 	log_target = target;
 	log_min_level = min_level;
 	log_pid = (long)getpid();
+	log_stamp = !log_stderr_is_journal();
+	tzset(); /* read the zone now: after a chroot /etc/localtime may be gone */
 	if (target == LOG_TARGET_SYSLOG)
 		openlog("submitd", LOG_PID | LOG_NDELAY, facility);
+}
+
+/* "2026-12-06T08:00:34.123+01:00 " (RFC 3339, local time); returns its length. */
+static int log_timestamp(char *out, size_t outsz)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (localtime_r(&ts.tv_sec, &tm) == NULL)
+		return 0;
+	long off = tm.tm_gmtoff / 60;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	int n = snprintf(out, outsz, "%04d-%02d-%02dT%02d:%02d:%02d.%03ld%c%02ld:%02ld ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			 tm.tm_sec, ts.tv_nsec / 1000000, sign, off / 60, off % 60);
+	return n > 0 && (size_t)n < outsz ? n : 0;
 }
 
 void log_msg(int level, const char *fmt, ...)
@@ -28,26 +67,123 @@ void log_msg(int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	/* Every line, whatever its call site put in it: client and downstream
+	 * text can carry line breaks, terminal escapes and bidi overrides. */
+	char safe[4096];
+	log_escape(safe, sizeof(safe), line, strlen(line));
 	if (log_target == LOG_TARGET_SYSLOG) {
-		syslog(level, "%s", line);
+		syslog(level, "%s", safe);
 		return;
 	}
 	static const char *const names[] = {"emerg", "alert", "crit", "error",
 					    "warning", "notice", "info", "debug"};
+	if (log_stamp < 0)
+		log_stamp = !log_stderr_is_journal();
 	/* One write per line so lines from worker threads never interleave. */
-	char out[2200];
-	int n;
+	char out[sizeof(safe) + 128];
+	int n = log_stamp ? log_timestamp(out, sizeof(out)) : 0;
+	int m;
 	if (level <= LOG_WARNING)
-		n = snprintf(out, sizeof(out), "submitd[%ld]: %s: %s\n", log_pid ? log_pid : (long)getpid(),
-			     names[level & 7], line);
+		m = snprintf(out + n, sizeof(out) - (size_t)n, "submitd[%ld]: %s: %s\n",
+			     log_pid ? log_pid : (long)getpid(), names[level & 7], safe);
 	else
-		n = snprintf(out, sizeof(out), "submitd[%ld]: %s\n", log_pid ? log_pid : (long)getpid(),
-			     line);
-	if (n > (int)sizeof(out) - 1)
+		m = snprintf(out + n, sizeof(out) - (size_t)n, "submitd[%ld]: %s\n",
+			     log_pid ? log_pid : (long)getpid(), safe);
+	if (m < 0)
+		return;
+	n += m;
+	if (n > (int)sizeof(out) - 1) {
 		n = (int)sizeof(out) - 1;
-	if (n > 0 && write(STDERR_FILENO, out, (size_t)n) < 0) {
+		out[n - 1] = '\n';
+	}
+	if (write(STDERR_FILENO, out, (size_t)n) < 0) {
 		/* nowhere left to report it */
 	}
+}
+
+/* Length of the well-formed UTF-8 sequence at p (at most n bytes) and its code
+ * point, or 0 if it is not one (RFC 3629 §4: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+static size_t log_utf8(const unsigned char *p, size_t n, uint32_t *cp_r)
+{
+	unsigned char c = p[0];
+	size_t len;
+	uint32_t cp;
+	unsigned char lo = 0x80, hi = 0xbf; /* bounds of the second byte */
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef) {
+		len = 3, cp = c & 0x0f;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4, cp = c & 0x07;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (len > n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	*cp_r = cp;
+	return len;
+}
+
+/* Characters that are valid but must not reach a log reader raw: C1 controls
+ * (NEL among them) and line/paragraph separators break or rewrite lines;
+ * bidi controls make a line read differently from its bytes (CVE-2021-42574). */
+static bool log_cp_hidden(uint32_t cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+	       (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+size_t log_escape(char *out, size_t outsz, const void *in, size_t n)
+{
+	const unsigned char *p = in;
+	size_t o = 0, mark = 0; /* mark: the last unit boundary with room for "..." */
+	if (outsz == 0)
+		return 0;
+	for (size_t i = 0; i < n;) {
+		char unit[8];
+		size_t ulen, adv;
+		uint32_t cp;
+		unsigned char c = p[i];
+		if (c >= 0x20 && c < 0x7f) {
+			unit[0] = (char)c;
+			ulen = 1, adv = 1;
+		} else if (c >= 0x80 && (adv = log_utf8(p + i, n - i, &cp)) > 0) {
+			if (log_cp_hidden(cp))
+				ulen = (size_t)snprintf(unit, sizeof(unit), "\\u%04x", (unsigned)cp);
+			else
+				memcpy(unit, p + i, adv), ulen = adv;
+		} else {
+			/* C0, DEL, a stray or truncated UTF-8 byte */
+			ulen = (size_t)snprintf(unit, sizeof(unit), "\\x%02x", c);
+			adv = 1;
+		}
+		if (o + ulen + 1 > outsz) {
+			/* never half an escape or half a character */
+			if (outsz >= 4)
+				memcpy(out + mark, "...", 3), o = mark + 3;
+			break;
+		}
+		memcpy(out + o, unit, ulen);
+		o += ulen;
+		i += adv;
+		if (o + 4 <= outsz)
+			mark = o;
+	}
+	out[o] = '\0';
+	return o;
 }
 
 char *log_sanitize(char *out, size_t outsz, const void *in, size_t n)

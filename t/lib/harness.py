@@ -426,6 +426,39 @@ SANITIZER_PATTERNS = [r"ERROR: AddressSanitizer", r"ERROR: LeakSanitizer", r"run
                       r"SUMMARY: UndefinedBehaviorSanitizer", r"WARNING: ThreadSanitizer"]
 
 
+# What submitd's log escapes (src/core/log.c): C0 controls and DEL, C1 controls
+# (NEL too), LINE/PARAGRAPH SEPARATOR and the bidi controls.
+LOG_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+LOG_LINE = re.compile(r"^(\S+ )?submitd\[\d+\]: ")
+
+
+def unsafe_log_lines(path):
+    """Lines of submitd's stderr at path that are not whole, clean log lines:
+    a log line holding a byte below 0x20, a bidi control or invalid UTF-8, or
+    a line that is not a log line at all (the tail of an entry a line break
+    split). Startup errors ("submitd: ...") and sanitizer output (reports are
+    checked on their own) are not log lines. Returned repr'd."""
+    try:
+        data = open(path, "rb").read()
+    except OSError:
+        return []
+    bad = []
+    report = any(re.search(p.encode(), data) for p in SANITIZER_PATTERNS)
+    for raw in data.split(b"\n"):
+        text = raw.decode("latin-1")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = None
+        if LOG_LINE.match(text):
+            if line is None or LOG_UNSAFE.search(line):
+                bad.append(repr(raw))
+        elif raw and not raw.startswith(b"submitd: ") and not report and \
+                not re.match(rb"==\d+==", raw):  # the sanitizers' runtime notes
+            bad.append(repr(raw))
+    return bad
+
+
 class Submitd:
     """submitd as a process. config: dict or list of (key, value) pairs (a
     list value in a dict repeats the key). Listeners are named by mode:
@@ -535,6 +568,9 @@ class Submitd:
                self.log()[-3000:])
         rep = self.sanitizer_report()
         ok(rep is None, "%s: no sanitizer report in its log" % self.name, rep)
+        bad = unsafe_log_lines(self.logfile)
+        ok(not bad, "%s: no control character, bidi control or invalid UTF-8 in its log lines"
+           % self.name, "\n".join(bad[:5]))
 
     def restart(self):
         self.stop()

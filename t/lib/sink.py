@@ -137,7 +137,8 @@ class Sink:
         existing = [int(m.group(1)) for m in
                     (re.fullmatch(r"(\d+)\.json", n) for n in os.listdir(opts.dir)) if m]
         self.next_num = max(existing, default=0) + 1
-        self.logf = open(opts.log or os.path.join(opts.dir, "sink.log"), "a", buffering=1)
+        self.logf = open(opts.log or os.path.join(opts.dir, "sink.log"), "a", buffering=1,
+                         errors="backslashreplace")
         self.reject_rcpt = {}
         for spec in opts.reject_rcpt or []:
             if "=" in spec:
@@ -267,7 +268,8 @@ class Session:
 
     def reply(self, text):
         self.log("> " + text.replace("\r\n", " | "))
-        self.s.sendall(text.encode() + b"\r\n")
+        # surrogateescape: a test can have any byte sent (through argv as \udcXX)
+        self.s.sendall(text.encode("utf-8", "surrogateescape") + b"\r\n")
 
     # -- protocol
     def run(self):
