@@ -619,7 +619,7 @@ bool addrlist_finish(struct addrlist *a)
 {
 	switch (a->lex) {
 	case L_DONE:
-		return a->error == ADDRLIST_OK;
+		break;
 	case L_ATOM:
 		addrlist_end_atom(a);
 		break;
@@ -641,7 +641,7 @@ bool addrlist_finish(struct addrlist *a)
 	default:
 		break;
 	}
-	if (a->error == ADDRLIST_OK)
+	if (a->error == ADDRLIST_OK && a->lex != L_DONE)
 		addrlist_token(a, T_END);
 	a->lex = L_DONE;
 	if (a->error != ADDRLIST_OK) {
