@@ -203,6 +203,16 @@ for name, login, fields, want in EXPLICIT:
 
 got, subj = send(JANE, [b"From: jane@example.net"], body=b"a NUL\0 in the body\r\n")
 is_(got, "550 5.6.0 Error: NUL character in message", "explicit: NUL in the body (no BINARYMIME)")
+c = session(JANE)
+subj, msg = message([b"From: jane@example.net"], body=b"BDAT\0 content\r\n")
+out = [c.cmd("MAIL FROM:<%s>" % JANE), c.cmd("RCPT TO:<rcpt@example.com>")]
+c.send(b"BDAT %d LAST\r\n" % len(msg) + msg)
+r = c.reply()
+is_(r.lines[0] if r.lines else "EOF", "550 5.6.0 Error: NUL character in message",
+    "explicit: NUL in BDAT content")
+is_(c.cmd("NOOP").code, 250, "explicit: the session goes on after the NUL refusal")
+c.close()
+is_(len(delivered(subj)), 0, "explicit: NUL in BDAT content: nothing delivered")
 like(d.log(), r"reject: END-OF-MESSAGE .*550 5\.6\.0 Error: NUL character in message",
      "explicit: the NUL refusal is logged")
 like(d.log(), r"header check for user jane@example\.net: 550 5\.6\.0 Error: more than one Sender:",
