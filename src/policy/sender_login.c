@@ -313,7 +313,12 @@ bool sender_login_header_read(const uint8_t *h, const struct header_info *hi,
 {
 	memset(r, 0, sizeof(*r));
 	/* RFC 5322 §3.6: From: once, Sender: at most once */
-	if (hi->from_count > 1)
+	if (hi->odd_line > 0)
+		/* readers disagree where its fields are: one may show a From:
+		   that another, or this check, never sees as one */
+		snprintf(r->refusal, sizeof(r->refusal),
+			 "550 5.6.0 Error: malformed header section at octet %zu", hi->odd_line);
+	else if (hi->from_count > 1)
 		snprintf(r->refusal, sizeof(r->refusal),
 			 "550 5.6.0 Error: more than one From: header field");
 	else if (hi->sender_count > 1)

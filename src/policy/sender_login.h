@@ -125,6 +125,9 @@ int sender_login_owner_match(const char *owners, const char *login);
 /* ---- the From:/Sender: header check (pure, no I/O) ----
  *
  * What the check enforces (RFC 5322 §3.6 and §3.6.2, RFC 6854):
+ *   - a header section that readers read alike: no continuation line
+ *     without a field before it, no "From " line, no empty field name
+ *     (header_info.odd_line);
  *   - at most one From: and at most one Sender: field;
  *   - each of them is read whole (the header section is bounded by
  *     header_size_limit; nothing is cut) as an address list (smtp/addrlist.h);

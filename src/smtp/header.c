@@ -95,7 +95,9 @@ bool header_scan(const uint8_t *p, size_t n, bool at_end, struct header_info *r)
 		if (header_wsp(p[i])) {
 			if (open)
 				fe = i + len; /* continuation line of a folded field */
-			i = e;        /* else: a continuation of nothing, ignored */
+			else if (r->odd_line == 0)
+				r->odd_line = i + 1; /* a continuation of nothing, ignored */
+			i = e;
 			continue;
 		}
 		size_t nl = 0, colon = 0; /* a "From " line: no field */
@@ -104,6 +106,8 @@ bool header_scan(const uint8_t *p, size_t n, bool at_end, struct header_info *r)
 			break; /* not a field: the body starts here, without an empty line */
 		if (open)
 			header_field(p, fs, fnl, fb, fe, r);
+		if ((!field || nl == 0) && r->odd_line == 0)
+			r->odd_line = i + 1;
 		open = field;
 		fs = i;
 		fnl = nl;

@@ -26,6 +26,9 @@ struct header_info {
 	/* The first From: and Sender: field bodies, whole (the caller bounds
 	   the content; nothing is cut here). */
 	struct header_span from, sender;
+	/* 1 + the offset of the first line readers disagree about (a
+	   continuation of nothing, a "From " line, an empty field name), or 0 */
+	size_t odd_line;
 };
 
 /* Scans p[0..n). When at_end is false and no empty line was found yet,

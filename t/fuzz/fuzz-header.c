@@ -17,7 +17,8 @@ static bool fuzz_header_same(const struct header_info *a, const struct header_in
 	       a->has_from == b->has_from && a->has_sender == b->has_sender &&
 	       a->from_count == b->from_count && a->sender_count == b->sender_count &&
 	       a->from.off == b->from.off && a->from.len == b->from.len &&
-	       a->sender.off == b->sender.off && a->sender.len == b->sender.len;
+	       a->sender.off == b->sender.off && a->sender.len == b->sender.len &&
+	       a->odd_line == b->odd_line;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -28,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (whole.header_len > size || !whole.complete || (whole.from_count > 0) != whole.has_from ||
 	    (whole.sender_count > 0) != whole.has_sender ||
 	    whole.from.off + whole.from.len > whole.header_len ||
-	    whole.sender.off + whole.sender.len > whole.header_len)
+	    whole.sender.off + whole.sender.len > whole.header_len || whole.odd_line > whole.header_len)
 		abort();
 	/* prefixes at a few points (every one would be quadratic) */
 	size_t stride = size / 16 + 1;

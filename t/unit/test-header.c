@@ -55,7 +55,7 @@ static bool same(const struct header_info *a, const struct header_info *b)
 	       a->has_sender == b->has_sender && a->from_count == b->from_count &&
 	       a->sender_count == b->sender_count && a->from.off == b->from.off &&
 	       a->from.len == b->from.len && a->sender.off == b->sender.off &&
-	       a->sender.len == b->sender.len;
+	       a->sender.len == b->sender.len && a->odd_line == b->odd_line;
 }
 
 static void check(const char *name, const char *content, size_t n, size_t want_len,
@@ -139,9 +139,32 @@ static void test_no_empty_line(void)
 	   "a long From body is whole");
 }
 
+/* Lines readers disagree about are marked (1 + the offset of the first). */
+static void test_odd_lines(void)
+{
+	static const struct {
+		const char *s;
+		size_t want;
+	} odd[] = {
+		{"From: a\r\nTo: b\r\n\r\n", 0},
+		{"From: a\r\n folded\r\n\r\n", 0},
+		{"Subject : obsolete but clear\r\n\r\n", 0},
+		{" first line folded\r\nFrom: a\r\n\r\n", 1},
+		{"From: a\r\nFrom b Sat Nov 22 2025\r\n\r\n", 10},
+		{"From: a\r\n: no name\r\n\r\n", 10},
+		{"From: a\r\nbody line\r\n", 0},
+	};
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		struct header_info r;
+		header_scan((const uint8_t *)odd[i].s, strlen(odd[i].s), true, &r);
+		is_int((long long)r.odd_line, (long long)odd[i].want, "odd line in %zu", i);
+	}
+}
+
 int main(void)
 {
 	test_table();
+	test_odd_lines();
 	test_no_empty_line();
 	return done_testing();
 }

@@ -100,5 +100,9 @@ int main(void)
 	      "From: e@x.example|From: f@x.example|From: g@x.example|From: h@x.example",
 	      "550 5.7.1 Error: too many From:/Sender: addresses to check");
 	check("no From: at all", "Subject: x\r\n\r\n", "", "");
+	check("a continuation line first", " x\r\nFrom: a@x.example\r\n\r\n", "From: a@x.example",
+	      "550 5.6.0 Error: malformed header section at octet 1");
+	check("an mbox \"From \" line", "From: a@x.example\r\nFrom c@evil.example\r\n\r\n",
+	      "From: a@x.example", "550 5.6.0 Error: malformed header section at octet 20");
 	return done_testing();
 }
