@@ -134,7 +134,8 @@ int sender_login_owner_match(const char *owners, const char *login);
  *     a field that cannot be read, or that holds no address, is refused;
  *   - every address of both fields, at full length, is then looked up with
  *     the MAIL FROM rules (sender_login_check_policy()).
- * NUL in the message is refused before this (smtp/server.c). */
+ * A NUL anywhere in the message refuses it at its end whatever this says
+ * (smtp/server.c), so no field is read short of a NUL. */
 
 #define SENDER_LOGIN_HDR_MAX 8 /* distinct addresses looked up per message */
 
