@@ -56,14 +56,12 @@ struct session {
 
 	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */
 	struct sender_login_req *sender_req;
-#define SESSION_HEADER_CHECKS 8
-	struct sender_login_req *hdr_req[SESSION_HEADER_CHECKS];
-	char hdr_addr[SESSION_HEADER_CHECKS][SMTP_PATH_MAX + 1];
-	const char *hdr_field[SESSION_HEADER_CHECKS];
+	struct sender_login_hdr hdr;     /* the From:/Sender: addresses, whole */
+	struct sender_login_req *hdr_req[SENDER_LOGIN_HDR_MAX];
 	struct session_hdr_check {
 		struct session *s;
 		unsigned idx;
-	} hdr_check[SESSION_HEADER_CHECKS];
+	} hdr_check[SENDER_LOGIN_HDR_MAX];
 	unsigned hdr_pending;
 	int hdr_verdict;                 /* 0, or the reply code that refuses the message */
 	char hdr_reply[600];
@@ -138,8 +136,9 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 static void session_txn_reset(struct session *s)
 {
 	sender_login_cancel(&s->sender_req);
-	for (unsigned i = 0; i < SESSION_HEADER_CHECKS; i++)
+	for (unsigned i = 0; i < SENDER_LOGIN_HDR_MAX; i++)
 		sender_login_cancel(&s->hdr_req[i]);
+	sender_login_header_free(&s->hdr);
 	s->hdr_pending = 0;
 	s->hdr_verdict = 0;
 	s->end_waiting = false;
@@ -226,6 +225,16 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 static void session_finish_data(struct session *s);
 static struct sender_login *session_sender_login(struct session *s);
 
+/* An address for a reply or a log line: sanitised, and shortened (the
+ * check itself always used the whole address). */
+static void session_hdr_show(char *out, size_t outsz, const char *addr)
+{
+	size_t n = strlen(addr);
+	log_sanitize(out, outsz, addr, n > 300 ? 300 : n);
+	if (n > 300)
+		snprintf(out + strlen(out), outsz - strlen(out), "...");
+}
+
 static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const char *owners)
 {
 	struct session_hdr_check *hc = ctx;
@@ -234,49 +243,33 @@ static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const cha
 	s->hdr_req[i] = NULL;
 	s->hdr_pending--;
 	const char *user = smtp_server_user(s->server);
+	const char *field = s->hdr.addrs[i].field;
+	char addr[400];
+	session_hdr_show(addr, sizeof(addr), s->hdr.addrs[i].addr);
 	bool refused = res == SENDER_LOGIN_NOT_OWNED || res == SENDER_LOGIN_NOT_LOGGED_IN;
 	if (res == SENDER_LOGIN_TEMPFAIL && s->hdr_verdict == 0) {
 		s->hdr_verdict = 451;
 		snprintf(s->hdr_reply, sizeof(s->hdr_reply), "451 4.3.0 <%s>: Temporary lookup failure",
-			 s->hdr_addr[i]);
+			 addr);
 	} else if (refused) {
-		char addr[SMTP_PATH_MAX + 1];
-		log_sanitize(addr, sizeof(addr), s->hdr_addr[i], strlen(s->hdr_addr[i]));
 		if (s->cfg->header_from_mode == POLICY_HEADER_WARN) {
 			log_warn("%s: header %s <%s> not owned by user %s (header_from_policy = warn)",
-				 s->id, s->hdr_field[i], addr, user);
+				 s->id, field, addr, user);
 		} else if (s->hdr_verdict == 0 || s->hdr_verdict == 451) {
 			s->hdr_verdict = 550;
 			snprintf(s->hdr_reply, sizeof(s->hdr_reply),
 				 "550 5.7.1 <%s>: %s header address rejected: not owned by user %s", addr,
-				 s->hdr_field[i], user);
+				 field, user);
 		}
 	}
 	if (s->hdr_pending == 0 && s->end_waiting)
 		session_finish_data(s);
 }
 
-struct session_hdr_start {
-	struct session *s;
-	const char *field;
-};
-
-static bool session_hdr_add(void *arg, const char *addr)
-{
-	struct session_hdr_start *st = arg;
-	struct session *s = st->s;
-	unsigned i = 0;
-	while (i < SESSION_HEADER_CHECKS && s->hdr_field[i] != NULL)
-		i++;
-	if (i == SESSION_HEADER_CHECKS)
-		return false; /* more addresses than we check: refused below */
-	s->hdr_field[i] = st->field;
-	snprintf(s->hdr_addr[i], sizeof(s->hdr_addr[i]), "%s", addr);
-	return true;
-}
-
 /* Starts the ownership checks of From: and Sender: (RFC 6409 §8.1 says the
- * submission server knows the sender; submitd holds it to that). */
+ * submission server knows the sender; submitd holds it to that). Every
+ * address of both fields is looked up whole; a field that cannot be read,
+ * holds no address or comes twice is refused (sender_login.h). */
 static void session_header_checks(struct session *s, const struct header_info *hi)
 {
 	const char *user = smtp_server_user(s->server);
@@ -284,25 +277,23 @@ static void session_header_checks(struct session *s, const struct header_info *h
 	if (s->cfg->header_from_mode == POLICY_HEADER_OFF || user == NULL || sl == NULL ||
 	    policy_header_exempt(s->cfg, user))
 		return;
-	for (unsigned i = 0; i < SESSION_HEADER_CHECKS; i++)
-		s->hdr_field[i] = NULL;
-	struct session_hdr_start st = {s, "From:"};
-	int n = hi->has_from ? policy_header_addresses(hi->from, session_hdr_add, &st) : 0;
-	st.field = "Sender:";
-	if (hi->has_sender)
-		n += policy_header_addresses(hi->sender, session_hdr_add, &st);
-	if ((hi->from_count > 1 || n > SESSION_HEADER_CHECKS) &&
-	    s->cfg->header_from_mode == POLICY_HEADER_REJECT) {
-		s->hdr_verdict = 550;
-		snprintf(s->hdr_reply, sizeof(s->hdr_reply),
-			 "550 5.7.1 Error: too many From:/Sender: addresses to check");
-		return;
+	if (!sender_login_header_read(buf_data(&s->header), hi, &s->hdr)) {
+		char why[sizeof(s->hdr.refusal)];
+		log_sanitize(why, sizeof(why), s->hdr.refusal, strlen(s->hdr.refusal));
+		if (s->cfg->header_from_mode == POLICY_HEADER_REJECT) {
+			log_info("%s: header check for user %s: %s", s->id, user, why);
+			s->hdr_verdict = 550;
+			snprintf(s->hdr_reply, sizeof(s->hdr_reply), "%s", s->hdr.refusal);
+			return;
+		}
+		log_warn("%s: header check for user %s: %s (header_from_policy = warn)", s->id, user,
+			 why);
 	}
-	for (unsigned i = 0; i < SESSION_HEADER_CHECKS && s->hdr_field[i] != NULL; i++) {
+	for (unsigned i = 0; i < s->hdr.naddrs; i++) {
 		s->hdr_check[i] = (struct session_hdr_check){s, i};
 		s->hdr_pending++;
 		s->hdr_req[i] = sender_login_check_policy(sl, SENDER_LOGIN_REJECT_AUTHENTICATED,
-							  s->hdr_addr[i], user, session_hdr_cb,
+							  s->hdr.addrs[i].addr, user, session_hdr_cb,
 							  &s->hdr_check[i]);
 	}
 }

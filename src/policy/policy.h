@@ -19,10 +19,4 @@ bool policy_load(struct config *cfg, char *err, size_t errlen);
  * (header_from_exempt_maps, an in-memory table keyed by login). */
 bool policy_header_exempt(const struct config *cfg, const char *login);
 
-/* Calls fn for each mailbox address in an address-list header body
- * (RFC 5322 §3.4): "Name <a@b>", "a@b (comment)", groups "g: a@b, c@d;".
- * The address is passed without angle brackets. Stops early when fn
- * returns false. Returns the number of addresses seen. */
-int policy_header_addresses(const char *body, bool (*fn)(void *arg, const char *addr), void *arg);
-
 #endif

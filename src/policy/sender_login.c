@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "lookup/table.h"
 #include "policy/sender_login.h"
+#include "smtp/addrlist.h"
 
 #define SENDER_LOGIN_MAX_TABLES 16
 #define SENDER_LOGIN_KEYS_MAX 2048 /* 5 keys of <= 256 bytes, quoted */
@@ -265,6 +266,79 @@ int sender_login_owner_match(const char *owners, const char *login)
 		p += n;
 	}
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the From:/Sender: header fields */
+
+static void sender_login_hdr_add(struct sender_login_hdr *r, const char *field, const char *addr)
+{
+	for (size_t i = 0; i < r->naddrs; i++)
+		if (strcasecmp(r->addrs[i].addr, addr) == 0)
+			return; /* one lookup answers both */
+	if (r->naddrs == SENDER_LOGIN_HDR_MAX) {
+		if (r->refusal[0] == '\0')
+			snprintf(r->refusal, sizeof(r->refusal),
+				 "550 5.7.1 Error: too many From:/Sender: addresses to check");
+		return;
+	}
+	r->addrs = xrealloc(r->addrs, (r->naddrs + 1) * sizeof(*r->addrs));
+	r->addrs[r->naddrs].field = field;
+	r->addrs[r->naddrs].addr = xstrdup(addr);
+	r->naddrs++;
+}
+
+static void sender_login_hdr_field(struct sender_login_hdr *r, const char *field,
+				   const uint8_t *body, size_t len)
+{
+	struct addrlist al;
+	addrlist_init(&al);
+	if (!addrlist_parse(&al, body, len)) {
+		if (r->refusal[0] == '\0')
+			snprintf(r->refusal, sizeof(r->refusal),
+				 "550 5.6.0 Error: %s header field unreadable: %s at octet %zu", field,
+				 addrlist_strerror(al.error), al.error_at + 1);
+	} else if (al.naddrs == 0) {
+		if (r->refusal[0] == '\0')
+			snprintf(r->refusal, sizeof(r->refusal),
+				 "550 5.6.0 Error: %s header field has no address", field);
+	}
+	for (const char *a = addrlist_next(&al, NULL); a != NULL; a = addrlist_next(&al, a))
+		sender_login_hdr_add(r, field, a);
+	addrlist_free(&al);
+}
+
+bool sender_login_header_read(const uint8_t *h, const struct header_info *hi,
+			      struct sender_login_hdr *r)
+{
+	memset(r, 0, sizeof(*r));
+	/* RFC 5322 §3.6: From: once, Sender: at most once */
+	if (hi->odd_line > 0)
+		/* readers disagree where its fields are: one may show a From:
+		   that another, or this check, never sees as one */
+		snprintf(r->refusal, sizeof(r->refusal),
+			 "550 5.6.0 Error: malformed header section at octet %zu", hi->odd_line);
+	else if (hi->from_count > 1)
+		snprintf(r->refusal, sizeof(r->refusal),
+			 "550 5.6.0 Error: more than one From: header field");
+	else if (hi->sender_count > 1)
+		snprintf(r->refusal, sizeof(r->refusal),
+			 "550 5.6.0 Error: more than one Sender: header field");
+	if (hi->from_count > 0)
+		sender_login_hdr_field(r, "From:", h + hi->from.off, hi->from.len);
+	if (hi->sender_count > 0)
+		sender_login_hdr_field(r, "Sender:", h + hi->sender.off, hi->sender.len);
+	return r->refusal[0] == '\0';
+}
+
+void sender_login_header_free(struct sender_login_hdr *r)
+{
+	for (size_t i = 0; i < r->naddrs; i++)
+		free(r->addrs[i].addr);
+	free(r->addrs);
+	r->addrs = NULL;
+	r->naddrs = 0;
+	r->refusal[0] = '\0';
 }
 
 /* ------------------------------------------------------------------ */

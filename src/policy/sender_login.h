@@ -45,6 +45,7 @@
 #include <uv.h>
 
 #include "lookup/table.h"
+#include "smtp/header.h"
 
 enum sender_login_policy {
 	SENDER_LOGIN_REJECT_MISMATCH = 0,        /* reject_sender_login_mismatch */
@@ -120,6 +121,43 @@ void sender_login_cancel(struct sender_login_req **reqp);
 int sender_login_keys(const char *addr, const char *delimiters, char *keys, size_t keyssz);
 /* 1 if login is one of the owners (comma/whitespace separated), else 0. */
 int sender_login_owner_match(const char *owners, const char *login);
+
+/* ---- the From:/Sender: header check (pure, no I/O) ----
+ *
+ * What the check enforces (RFC 5322 §3.6 and §3.6.2, RFC 6854):
+ *   - a header section that readers read alike: no continuation line
+ *     without a field before it, no "From " line, no empty field name
+ *     (header_info.odd_line);
+ *   - at most one From: and at most one Sender: field;
+ *   - each of them is read whole (the header section is bounded by
+ *     header_size_limit; nothing is cut) as an address list (smtp/addrlist.h);
+ *     a field that cannot be read, or that holds no address, is refused;
+ *   - every address of both fields, at full length, is then looked up with
+ *     the MAIL FROM rules (sender_login_check_policy()).
+ * A NUL anywhere in the message refuses it at its end whatever this says
+ * (smtp/server.c), so no field is read short of a NUL. */
+
+#define SENDER_LOGIN_HDR_MAX 8 /* distinct addresses looked up per message */
+
+struct sender_login_hdr_addr {
+	const char *field; /* "From:" or "Sender:" */
+	char *addr;        /* the whole addr-spec */
+};
+
+struct sender_login_hdr {
+	struct sender_login_hdr_addr *addrs; /* distinct (case-insensitively), in order */
+	size_t naddrs;
+	/* "" or the refusal (reply without CRLF), when the fields cannot be
+	   checked; the addresses read before the problem are still listed */
+	char refusal[300];
+};
+
+/* Reads the From: and Sender: fields that header_scan() found (hi) in the
+ * header section h[0..hi->header_len). Returns true when every address can
+ * be looked up: at most SENDER_LOGIN_HDR_MAX of them. */
+bool sender_login_header_read(const uint8_t *h, const struct header_info *hi,
+			      struct sender_login_hdr *r);
+void sender_login_header_free(struct sender_login_hdr *r);
 
 /* Formats the SMTP reply for a verdict into out (without CRLF), Postfix's
  * exact text; addr and login are made printable. Returns the length, or 0

@@ -25,48 +25,39 @@ static bool header_wsp(uint8_t c)
 	return c == ' ' || c == '\t';
 }
 
-/* Length of the field name if the line is a field: ftext = %d33-57 /
- * %d59-126 up to a ':' (RFC 5322 §3.6.8); 0 otherwise. */
-static size_t header_field_name(const uint8_t *s, size_t len)
+/* Whether the line s[0..len) starts a field: a name of ftext (%d33-57 /
+ * %d59-126, RFC 5322 §3.6.8), possibly empty, then optional WSP (obs-optional,
+ * §4.5.x), then ':'. Sets *name_len_r (without the WSP) and *colon_r. */
+static bool header_field_name(const uint8_t *s, size_t len, size_t *name_len_r, size_t *colon_r)
 {
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == ':')
-			return i;
-		if (s[i] < 33 || s[i] > 126)
-			return 0;
-	}
-	return 0;
+	size_t i = 0;
+	while (i < len && s[i] != ':' && s[i] >= 33 && s[i] <= 126)
+		i++;
+	size_t name = i;
+	if (name > 0)
+		while (i < len && header_wsp(s[i]))
+			i++;
+	if (i == len || s[i] != ':')
+		return false;
+	*name_len_r = name;
+	*colon_r = i;
+	return true;
 }
 
-/* Copies the field body p[from..to) unfolded (RFC 5322 §2.2.3: a CRLF
- * followed by WSP is removed) and trimmed into dst[dstsz]. */
-static void header_copy_body(const uint8_t *p, size_t from, size_t to, char *dst, size_t dstsz)
-{
-	size_t o = 0;
-	for (size_t i = from; i < to && o < dstsz - 1; i++) {
-		if (p[i] == '\r' || p[i] == '\n')
-			continue;
-		if (o == 0 && header_wsp(p[i]))
-			continue;
-		dst[o++] = (char)p[i];
-	}
-	while (o > 0 && header_wsp((uint8_t)dst[o - 1]))
-		o--;
-	dst[o] = '\0';
-}
-
-/* Applies one complete field (name p[s..s+nl), whole field p[s..e)). */
-static void header_field(const uint8_t *p, size_t s, size_t nl, size_t e, struct header_info *r)
+/* Applies one complete field: name p[s..s+nl), body p[b..e) where e is the
+ * end of its last line, terminator excluded. */
+static void header_field(const uint8_t *p, size_t s, size_t nl, size_t b, size_t e,
+			 struct header_info *r)
 {
 	const uint8_t *name = p + s;
-	size_t body = s + nl + 1;
+	struct header_span span = {b, e > b ? e - b : 0};
 	if (header_name_is(name, nl, "FROM")) {
 		if (r->from_count++ == 0)
-			header_copy_body(p, body, e, r->from, sizeof(r->from));
+			r->from = span;
 		r->has_from = true;
 	} else if (header_name_is(name, nl, "SENDER")) {
-		if (!r->has_sender)
-			header_copy_body(p, body, e, r->sender, sizeof(r->sender));
+		if (r->sender_count++ == 0)
+			r->sender = span;
 		r->has_sender = true;
 	} else if (header_name_is(name, nl, "DATE")) {
 		r->has_date = true;
@@ -79,8 +70,10 @@ bool header_scan(const uint8_t *p, size_t n, bool at_end, struct header_info *r)
 {
 	memset(r, 0, sizeof(*r));
 	size_t i = 0;
-	/* The field being collected: p[fs..fe), name length fnl; fnl == 0: none. */
-	size_t fs = 0, fe = 0, fnl = 0;
+	/* The field being collected: name p[fs..fs+fnl), body from fb to fe
+	   (the end of its last line, terminator excluded); open: there is one. */
+	size_t fs = 0, fnl = 0, fb = 0, fe = 0;
+	bool open = false;
 
 	while (i < n) {
 		const uint8_t *lf = memchr(p + i, '\n', n - i);
@@ -93,31 +86,39 @@ bool header_scan(const uint8_t *p, size_t n, bool at_end, struct header_info *r)
 
 		if (len == 0) {
 			/* The empty line ends the header section (RFC 5322 §2.1). */
-			if (fnl > 0)
-				header_field(p, fs, fnl, fe, r);
+			if (open)
+				header_field(p, fs, fnl, fb, fe, r);
 			r->header_len = e;
 			r->complete = true;
 			return true;
 		}
-		if (header_wsp(p[i]) && fnl > 0) {
-			fe = e; /* continuation line of a folded field */
+		if (header_wsp(p[i])) {
+			if (open)
+				fe = i + len; /* continuation line of a folded field */
+			else if (r->odd_line == 0)
+				r->odd_line = i + 1; /* a continuation of nothing, ignored */
 			i = e;
 			continue;
 		}
-		size_t nl = header_field_name(p + i, len);
-		if (nl == 0)
+		size_t nl = 0, colon = 0; /* a "From " line: no field */
+		bool field = header_field_name(p + i, len, &nl, &colon);
+		if (!field && !(len >= 5 && memcmp(p + i, "From ", 5) == 0))
 			break; /* not a field: the body starts here, without an empty line */
-		if (fnl > 0)
-			header_field(p, fs, fnl, fe, r);
+		if (open)
+			header_field(p, fs, fnl, fb, fe, r);
+		if ((!field || nl == 0) && r->odd_line == 0)
+			r->odd_line = i + 1;
+		open = field;
 		fs = i;
 		fnl = nl;
-		fe = e;
+		fb = i + colon + 1;
+		fe = i + len;
 		i = e;
 	}
 	if (i == n && !at_end)
 		return false; /* only fields so far: the next line may still fold or end them */
-	if (fnl > 0)
-		header_field(p, fs, fnl, fe, r);
+	if (open)
+		header_field(p, fs, fnl, fb, fe, r);
 	r->header_len = i;
 	r->complete = true;
 	return true;

@@ -650,6 +650,16 @@ static void smtp_server_content_end(struct smtp_server *s)
 		smtp_server_reply(s, 550, "5.5.2", "Error: bare <LF> received");
 		return;
 	}
+	if (s->dec.has_nul) {
+		/* NUL is content only under BODY=BINARYMIME (RFC 3030), which
+		   is not offered (RFC 6152 §3, RFC 5322 §2.1); a NUL would
+		   also let a header check and a reader see different fields
+		   (DESIGN.md invariant 11). Refused whole, like bare LF. */
+		smtp_server_log_reject(s, "END-OF-MESSAGE", 550, "5.6.0", "Error: NUL character in message");
+		smtp_server_txn_abort(s);
+		smtp_server_reply(s, 550, "5.6.0", "Error: NUL character in message");
+		return;
+	}
 	struct smtp_server_data_info info = {s->dec.size, s->dec.has_8bit};
 	s->state = SMTP_ST_WAIT;
 	s->wait = SMTP_W_DATA_END;
