@@ -885,7 +885,7 @@ static void session_proxy_input(struct session *s)
 	session_begin(s);
 }
 
-void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
+void session_accept(struct worker *w, int fd, size_t listen_idx)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	s->w = w;
@@ -900,7 +900,8 @@ void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
 	w->sessions = s;
 	w->nsessions++;
 
-	if (uv_accept(server, &s->conn->h.stream) != 0) {
+	if (uv_tcp_open(&s->conn->h.tcp, fd) != 0) {
+		close(fd);
 		conn_abort(s->conn); /* nothing to talk to; the close callback cleans up */
 		return;
 	}
@@ -996,6 +997,32 @@ static void session_begin(struct session *s)
 	/* Bytes that came with a PROXY header: the client spoke first. */
 	if (buf_len(&s->conn->in) > 0)
 		smtp_server_input(s->server);
+}
+
+void session_log_waiting(struct worker *w, const char *what)
+{
+	unsigned in_data = 0, other = 0;
+	time_t now = time(NULL), oldest = now;
+	const char *oldest_id = "";
+	for (struct session *s = w->sessions; s != NULL; s = s->next) {
+		if ((s->server != NULL && smtp_server_in_content(s->server)) ||
+		    s->relay_step == RELAY_END) {
+			in_data++;
+			if (s->data_time != 0 && s->data_time <= oldest) {
+				oldest = s->data_time;
+				oldest_id = s->id;
+			}
+		} else {
+			other++;
+		}
+	}
+	if (in_data > 0)
+		log_info("worker %u: %s: %u session%s in DATA (oldest %s, %lld s), %u other%s", w->id,
+			 what, in_data, in_data == 1 ? "" : "s", oldest_id, (long long)(now - oldest),
+			 other, other == 1 ? "" : "s");
+	else if (other > 0)
+		log_info("worker %u: %s: %u session%s, none in DATA", w->id, what, other,
+			 other == 1 ? "" : "s");
 }
 
 void session_shutdown_all(struct worker *w)
