@@ -48,6 +48,7 @@
 #define SHUTDOWN_GRACE_MS 30000
 /* While stopping, what is still open is logged this often. */
 #define SHUTDOWN_REPORT_MS 5000
+#define RELOAD_MIN_INTERVAL_MS 1000
 /* The main thread's own deadline: the process ends even if a worker loop
    cannot (a loop that never returns, a callback stuck in a library). */
 #define SHUTDOWN_HARD_MS (SHUTDOWN_GRACE_MS + 3000)
@@ -550,6 +551,7 @@ static void main_worker_reconfigure(struct worker_thread *wt, const struct confi
 	   capabilities before the next client asks. */
 	relay_pool_flush(w->relay);
 	relay_pool_probe(w->relay, w->cfg);
+	session_worker_reconfigured(w);
 	const char *a = old->dovecot_auth_socket, *b = w->cfg->dovecot_auth_socket;
 	if (w->id == 0 && ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0)))
 		log_warn("reload: dovecot_auth_socket changed; it takes effect after a restart");
@@ -806,6 +808,7 @@ static struct config *main_cfg;       /* the current snapshot */
 static bool main_stopping, main_ready;
 static uv_signal_t main_sigterm, main_sigint, main_sighup;
 static uv_timer_t main_status_timer, main_watchdog_timer, main_cert_timer, main_stop_timer;
+static uv_timer_t main_reload_timer;
 static uint64_t main_watchdog_usec;
 static bool main_watchdog_warned;
 
@@ -878,12 +881,16 @@ static void main_reload_listeners(const struct config *cur, struct config *next)
 	next->nlistens = cur->nlistens;
 }
 
+static uint64_t main_last_reload;     /* loop time of the last reload */
+static unsigned main_reload_requests;  /* SIGHUPs not yet acted on */
+
 static void main_reload(const char *why)
 {
 	char err[1024], desc[512];
 	main_notify(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading (%s)",
 		    (unsigned long long)main_monotonic_usec(), why);
 	log_info("reloading %s (%s)", main_config_path, why);
+	main_last_reload = uv_now(uv_default_loop());
 	struct main_watch *watch = NULL;
 	size_t nwatch = 0;
 	struct config *next = config_load(main_config_path, err, sizeof(err));
@@ -965,9 +972,27 @@ static void main_cert_cb(uv_timer_t *t)
 	}
 }
 
+/* Reload storms (a configuration-management run, a renewal loop) are
+ * coalesced: at most one reload per RELOAD_MIN_INTERVAL_MS, the signals that
+ * arrive meanwhile become one reload at its end, which reads the files as
+ * they are then. */
+static void main_reload_timer_cb(uv_timer_t *t)
+{
+	if (main_reload_requests > 1)
+		log_info("reload requests coalesced: %u SIGHUPs since the last reload",
+			 main_reload_requests);
+	main_reload_requests = 0;
+	main_reload("SIGHUP");
+}
+
 static void main_sighup_cb(uv_signal_t *sig, int signum)
 {
-	main_reload("SIGHUP");
+	main_reload_requests++;
+	if (uv_is_active((uv_handle_t *)&main_reload_timer))
+		return;
+	uint64_t now = uv_now(sig->loop), due = main_last_reload + RELOAD_MIN_INTERVAL_MS;
+	uv_timer_start(&main_reload_timer, main_reload_timer_cb,
+		       main_last_reload != 0 && due > now ? due - now : 0, 0);
 }
 
 static void main_stop_workers(void)
@@ -997,6 +1022,7 @@ static void main_signal_cb(uv_signal_t *sig, int signum)
 	main_stop_workers();
 	uv_close((uv_handle_t *)&main_sighup, NULL);
 	uv_timer_stop(&main_cert_timer);
+	uv_timer_stop(&main_reload_timer);
 	uv_timer_start(&main_stop_timer, main_stop_timer_cb, SHUTDOWN_HARD_MS, 0);
 }
 
@@ -1025,7 +1051,8 @@ static void main_close_handles(uv_loop_t *loop)
 	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,	  (uv_handle_t *)&main_sigterm,
 			     (uv_handle_t *)&main_sigint,	  (uv_handle_t *)&main_sighup,
 			     (uv_handle_t *)&main_status_timer,   (uv_handle_t *)&main_watchdog_timer,
-			     (uv_handle_t *)&main_cert_timer,	  (uv_handle_t *)&main_stop_timer};
+			     (uv_handle_t *)&main_cert_timer,	  (uv_handle_t *)&main_stop_timer,
+			     (uv_handle_t *)&main_reload_timer};
 	for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
 		if (!uv_is_closing(hs[i]))
 			uv_close(hs[i], NULL);
@@ -1235,6 +1262,7 @@ int main(int argc, char **argv)
 	uv_timer_init(main_loop, &main_watchdog_timer);
 	uv_timer_init(main_loop, &main_cert_timer);
 	uv_timer_init(main_loop, &main_stop_timer);
+	uv_timer_init(main_loop, &main_reload_timer);
 	if (notify_fd >= 0)
 		uv_timer_start(&main_status_timer, main_status_cb, STATUS_INTERVAL_MS,
 			       STATUS_INTERVAL_MS);

@@ -30,6 +30,7 @@ struct session {
 	struct relay_txn *relay;
 	struct policy_auth *auth;
 	char auth_mechs[256];
+	struct worker_sl *sl_entry;      /* the sender-ownership instance it uses */
 
 	char id[20];
 	char ip[INET6_ADDRSTRLEN];
@@ -368,33 +369,47 @@ static struct sender_login *session_sender_login(struct session *s)
 	struct worker *w = s->w;
 	if (s->cfg->sender_login == NULL)
 		return NULL;
-	for (struct worker_sl *i = w->sl_list; i != NULL; i = i->next)
+	if (s->sl_entry != NULL && s->sl_entry->sl != NULL)
+		return s->sl_entry->sl;
+	struct worker_sl *i;
+	for (i = w->sl_list; i != NULL; i = i->next)
 		if (i->cfg == s->cfg && i->sl != NULL)
-			return i->sl;
-	struct worker_sl *i = xcalloc(1, sizeof(*i));
-	i->cfg = config_ref(s->cfg);
-	i->sl = sender_login_new(s->cfg->sender_login, &w->loop);
-	i->next = w->sl_list;
-	w->sl_list = i;
+			break;
+	if (i == NULL) {
+		i = xcalloc(1, sizeof(*i));
+		i->cfg = config_ref(s->cfg);
+		i->sl = sender_login_new(s->cfg->sender_login, &w->loop);
+		i->next = w->sl_list;
+		w->sl_list = i;
+	}
+	s->sl_entry = i;
+	i->users++;
 	return i->sl;
 }
 
-/* Retires instances of snapshots nobody else holds. Their tables close
+/* Retires the instances of older snapshots that none of this worker's
+ * sessions uses (the snapshot may still be held by another worker: each
+ * worker has its own instances and MySQL connections). Their tables close
  * through the loop, so the snapshot itself is let go one pass later. */
 static void session_sl_collect(struct worker *w, bool all)
 {
 	for (struct worker_sl **pp = &w->sl_list; *pp != NULL;) {
 		struct worker_sl *i = *pp;
-		if (i->sl == NULL) {
+		if (i->sl == NULL && i->users == 0) {
 			*pp = i->next;
 			config_unref(&i->cfg);
 			free(i);
 			continue;
 		}
-		if (all || (i->cfg != w->cfg && atomic_load(&i->cfg->refs) == 1))
+		if (i->sl != NULL && (all || (i->cfg != w->cfg && i->users == 0)))
 			sender_login_free(&i->sl);
 		pp = &i->next;
 	}
+}
+
+void session_worker_reconfigured(struct worker *w)
+{
+	session_sl_collect(w, false);
 }
 
 void session_worker_done(struct worker *w)
@@ -791,6 +806,8 @@ static void session_on_close(struct conn *c, void *ctx)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	w->nsessions--;
+	if (s->sl_entry != NULL)
+		s->sl_entry->users--;
 	config_unref(&s->cfg);
 	free(s);
 	session_sl_collect(w, false);

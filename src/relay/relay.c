@@ -1772,8 +1772,17 @@ void relay_txn_free(struct relay_txn **tp)
 		}
 	}
 	relay_txn_route_clear(t);
-	if (t->maps != NULL)
-		t->maps->users--;
+	/* The last user of an older snapshot's tables: close them (and their
+	   MySQL connections) now rather than at the next reload. */
+	if (t->maps != NULL && --t->maps->users == 0 && t->maps != t->pool->maps) {
+		for (struct relay_maps **pp = &t->pool->maps; *pp != NULL; pp = &(*pp)->next) {
+			if (*pp == t->maps) {
+				*pp = t->maps->next;
+				relay_maps_close(t->pool, t->maps);
+				break;
+			}
+		}
+	}
 	t->maps = NULL;
 	config_unref(&t->cfg);
 	uv_timer_stop(&t->defer_timer);
