@@ -80,7 +80,10 @@ class Rig:
                      ("workers", str(workers)),
                      ("log_level", "info"),
                      ("relay_timeout", "10s"),
-                     ("sender_login_maps", "mysql:" + self.cf)]
+                     ("sender_login_maps", "mysql:" + self.cf),
+                     # every MAIL asks MariaDB: faults there show at once
+                     ("sender_login_cache_ttl", "0"),
+                     ("sender_login_negative_cache_ttl", "0")]
         over = {k for k, _ in submitd_extra}
         self.conf = [(k, v) for k, v in self.conf if k not in over] + list(submitd_extra)
         self.d = None
