@@ -131,7 +131,7 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 		 s->id, s->mail.path.addr, s->first_rcpt, s->nrcpt > 1 ? ",..." : "",
 		 (unsigned long long)s->msg_size, s->nrcpt, s->relay ? relay_txn_relay(s->relay) : "none",
 		 (unsigned long long)(own / 1000000), (unsigned long long)(own / 1000 % 1000),
-		 r->code < 300 ? "sent" : (r->code < 500 ? "deferred" : "bounced"), r->code, r->enh,
+		 r->code < 300 ? "sent" : (r->code < 500 ? "deferred" : "refused"), r->code, r->enh,
 		 r->text);
 }
 

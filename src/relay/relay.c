@@ -701,8 +701,11 @@ static void relay_conn_on_close(struct conn *c, void *ctx)
  * client what happened with a 4xx (downstream-relay.md §6). The log line
  * names the relay and what it said, for the admin; the client hears only
  * the class of the problem. */
+#define RELAY_WHY_TIMEOUT "timeout"
+
 static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, const char *why)
 {
+	bool timeout = strcmp(why, RELAY_WHY_TIMEOUT) == 0;
 	struct relay_txn *t = rc->txn;
 	enum relay_state st = rc->state;
 	const char *log_id = t != NULL ? t->log_id : "relay";
@@ -743,14 +746,20 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 			r = t->policy_fail;
 		else
 			relay_reply_make(&r, 451, "4.4.1",
-					 "Error: downstream server unavailable, try again later");
+					 timeout ? "Error: timeout waiting for the downstream server, "
+						   "try again later"
+						 : "Error: downstream server unavailable, try again later");
 	} else if (st == RS_DATA_END) {
 		/* The message may or may not have been accepted: a
 		   duplicate is better than a loss, so the client retries. */
 		relay_reply_make(&r, 451, "4.4.2",
-				 "Error: lost connection with downstream after end of data");
+				 timeout ? "Error: timeout waiting for the downstream's reply to "
+					   "end of data"
+					 : "Error: lost connection with downstream after end of data");
 	} else {
-		relay_reply_make(&r, 451, "4.4.2", "Error: lost connection with downstream");
+		relay_reply_make(&r, 451, "4.4.2",
+				 timeout ? "Error: timeout waiting for the downstream server"
+					 : "Error: lost connection with downstream");
 	}
 	relay_txn_answer_later(t, &r);
 }
@@ -1174,9 +1183,14 @@ static void relay_conn_on_timeout(struct conn *c, void *ctx)
 		relay_conn_fail(rc, why);
 		return;
 	}
+	/* A stalled downstream, not a pooled connection the other side closed
+	   while idle: a fresh connection to it would make the client wait
+	   relay_timeout once more. */
+	if (rc->txn != NULL)
+		rc->txn->retried = true;
 	relay_conn_fail_as(rc, rc->state == RS_TLS || rc->state == RS_TLS_WRAP ? RELAY_FAIL_TLS
 									      : RELAY_FAIL_PATH,
-			   "timeout");
+			   RELAY_WHY_TIMEOUT);
 }
 
 static void relay_conn_on_tls(struct conn *c, void *ctx, int err)
