@@ -45,11 +45,23 @@ def available():
 
 
 class Rig:
-    def __init__(self, env=None, workers=2, refuse=False, mysql_extra="", submitd_extra=()):
+    def __init__(self, env=None, workers=2, refuse=False, mysql_extra="", submitd_extra=(),
+                 nofile=None):
         from dovecot import Dovecot
         from mariadb import DBNAME, PASSWORD, USER, MariaDB
         self.env = env or Env()
         self.env.require_binary()
+        self.nofile = nofile
+        if nofile:
+            # submitd under a hard descriptor limit it cannot raise
+            harness.raise_nofile(nofile * 4)
+            wrapper = self.env.path("limited-submitd")
+            with open(wrapper, "w") as f:
+                f.write("#!/bin/sh\nulimit -Sn %d && ulimit -Hn %d || exit 111\n"
+                        "exec \"$SUBMITD_REAL\" \"$@\"\n" % (nofile, nofile))
+            os.chmod(wrapper, 0o755)
+            os.environ["SUBMITD_REAL"] = os.path.abspath(self.env.binary)
+            self.env.binary = wrapper
         self.certs = self.env.certs()
         self.dv = Dovecot(users={u: (p, "SSHA256", "") for u, p in USERS.items()},
                           failure_delay="0", spawn=spawn)
@@ -161,12 +173,15 @@ class Rig:
                     code = None
                     try:
                         out = c.send_message(login, ["sink@example.net"], stuff(msg))
-                        code = out[-1].code if out else None
                         codes = [r.code for r in out]
                         if codes[:3] == [250, 250, 354]:
                             what = "final"
+                            code = codes[-1] if len(codes) > 3 else None
                         else:
+                            # the first refusal (a 451 to RCPT, not the 554
+                            # "no valid recipients" to DATA that follows it)
                             what = "early"
+                            code = next((x for x in codes if x not in (250, 354)), None)
                     except Exception:  # noqa: BLE001
                         what = "error"
                     self._record(tok, what, code, t0, time.time(), login, bool(refuse))
@@ -266,3 +281,126 @@ def sigstop(pid, seconds):
     os.kill(pid, signal.SIGSTOP)
     time.sleep(seconds)
     os.kill(pid, signal.SIGCONT)
+
+
+# ---- faults: each returns when the fault is over (the component is back or
+# resumed); the driver measures recovery from then.
+
+def _pids_tree(pid):
+    out = [pid]
+    for k in harness.child_pids(pid):
+        out += _pids_tree(k)
+    return out
+
+
+def _signal_all(pids, sig):
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+def fault_dovecot_kill(r, seconds):
+    pids = _pids_tree(r.dv.proc.pid)
+    _signal_all(pids, signal.SIGKILL)
+    r.dv.proc.wait()
+    r.dv.proc = None
+    time.sleep(seconds)
+    r.dv.start()
+
+
+def fault_dovecot_stop(r, seconds):
+    pids = _pids_tree(r.dv.proc.pid)
+    _signal_all(pids, signal.SIGSTOP)
+    time.sleep(seconds)
+    _signal_all(pids, signal.SIGCONT)
+
+
+def fault_mariadb_kill(r, seconds):
+    pid = r.db.pid()
+    os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)    # t/lib/mariadb.py started it as our child
+    except ChildProcessError:
+        pass
+    try:
+        os.unlink(r.db.pidfile)
+    except FileNotFoundError:
+        pass
+    wait_for(lambda: r.db.pid() is None, 10)
+    time.sleep(seconds)
+    r.db.start()
+
+
+def fault_mariadb_stop(r, seconds):
+    pid = r.db.pid()
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(pid, signal.SIGCONT)
+
+
+def fault_downstream_kill(r, seconds):
+    p = r.sink.proc
+    p.kill()
+    p.wait()
+    r.sink.proc = None
+    time.sleep(seconds)
+    r.sink.start()
+
+
+def fault_downstream_stop(r, seconds):
+    os.kill(r.sink.proc.pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(r.sink.proc.pid, signal.SIGCONT)
+
+
+def fault_submitd_kill(r, seconds):
+    p = r.d.proc
+    p.kill()
+    p.wait()
+    time.sleep(seconds)
+    r.d.proc = None
+    r.d.start()
+
+
+def fault_submitd_stop(r, seconds):
+    os.kill(r.d.proc.pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(r.d.proc.pid, signal.SIGCONT)
+
+
+def fault_reload_storm(r, seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        os.kill(r.d.proc.pid, signal.SIGHUP)
+        time.sleep(0.1)
+
+
+def fault_fd_exhaustion(r, seconds):
+    """Idle connections until submitd runs out of descriptors (it runs with
+    r.nofile), held for `seconds`, then closed."""
+    idle = []
+    n0 = r.d.log().count("pausing new connections")
+    try:
+        for _ in range(r.nofile + 200):
+            idle.append(socket.create_connection(("127.0.0.1", r.tls_port), timeout=5))
+        wait_for(lambda: r.d.log().count("pausing new connections") > n0, 10)
+        time.sleep(seconds)
+    finally:
+        for s in idle:
+            s.close()
+
+
+FAULTS = {
+    "dovecot-kill": fault_dovecot_kill,
+    "dovecot-stop": fault_dovecot_stop,
+    "mariadb-kill": fault_mariadb_kill,
+    "mariadb-stop": fault_mariadb_stop,
+    "downstream-kill": fault_downstream_kill,
+    "downstream-stop": fault_downstream_stop,
+    "submitd-kill": fault_submitd_kill,
+    "submitd-stop": fault_submitd_stop,
+    "reload-storm": fault_reload_storm,
+    "fd-exhaustion": fault_fd_exhaustion,
+}
