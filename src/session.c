@@ -369,8 +369,12 @@ static struct sender_login *session_sender_login(struct session *s)
 	struct worker *w = s->w;
 	if (s->cfg->sender_login == NULL)
 		return NULL;
-	if (s->sl_entry != NULL && s->sl_entry->sl != NULL)
-		return s->sl_entry->sl;
+	if (s->sl_entry != NULL) {
+		if (s->sl_entry->sl != NULL)
+			return s->sl_entry->sl;
+		s->sl_entry->users--; /* retired under it (the worker stops) */
+		s->sl_entry = NULL;
+	}
 	struct worker_sl *i;
 	for (i = w->sl_list; i != NULL; i = i->next)
 		if (i->cfg == s->cfg && i->sl != NULL)
