@@ -8,8 +8,10 @@
  *                  (default "localhost"). Tried as Postfix does: UNIX
  *                  sockets first, then TCP hosts, each group in random
  *                  order; a host that failed is skipped for retry_interval
- *                  (default 60s) — with one host that means TEMPFAIL for
- *                  that long after an outage, exactly like Postfix. As in
+ *                  (default 60s), like Postfix; but while every host is
+ *                  skipped, one probe connection is tried, 0.5 s apart
+ *                  growing to 2 s (at most retry_interval apart), so an
+ *                  outage ends within seconds of the database's return. As in
  *                  libmysqlclient, the host name "localhost" means the
  *                  default UNIX socket; write 127.0.0.1 for TCP. Host names
  *                  are resolved with uv_getaddrinfo (thread pool), never by
