@@ -31,6 +31,15 @@ USERS = {
 REFUSE_MARK = b"X-Chaos-Refuse: yes"
 
 
+def skip_unless_available():
+    """For a TAP test file: a plan of 0 with the reason, and exit, when the
+    rig cannot run here."""
+    why = available()
+    if why:
+        print("1..0 # SKIP %s" % why, flush=True)
+        sys.exit(0)
+
+
 def available():
     """None when the rig can run here, else why not."""
     if os.geteuid() != 0:
@@ -333,41 +342,40 @@ def fault_mariadb_kill(r, seconds):
     r.db.start()
 
 
-def fault_mariadb_stop(r, seconds):
-    pid = r.db.pid()
+def _pause(pid, seconds):
     os.kill(pid, signal.SIGSTOP)
     time.sleep(seconds)
     os.kill(pid, signal.SIGCONT)
 
 
-def fault_downstream_kill(r, seconds):
-    p = r.sink.proc
+def _kill_and_start(proc_holder, seconds):
+    """SIGKILL proc_holder.proc (a harness SinkProc or Submitd), start it again."""
+    p = proc_holder.proc
     p.kill()
     p.wait()
-    r.sink.proc = None
+    proc_holder.proc = None
     time.sleep(seconds)
-    r.sink.start()
+    proc_holder.start()
+
+
+def fault_mariadb_stop(r, seconds):
+    _pause(r.db.pid(), seconds)
+
+
+def fault_downstream_kill(r, seconds):
+    _kill_and_start(r.sink, seconds)
 
 
 def fault_downstream_stop(r, seconds):
-    os.kill(r.sink.proc.pid, signal.SIGSTOP)
-    time.sleep(seconds)
-    os.kill(r.sink.proc.pid, signal.SIGCONT)
+    _pause(r.sink.proc.pid, seconds)
 
 
 def fault_submitd_kill(r, seconds):
-    p = r.d.proc
-    p.kill()
-    p.wait()
-    time.sleep(seconds)
-    r.d.proc = None
-    r.d.start()
+    _kill_and_start(r.d, seconds)
 
 
 def fault_submitd_stop(r, seconds):
-    os.kill(r.d.proc.pid, signal.SIGSTOP)
-    time.sleep(seconds)
-    os.kill(r.d.proc.pid, signal.SIGCONT)
+    _pause(r.d.proc.pid, seconds)
 
 
 def fault_reload_storm(r, seconds):
