@@ -157,6 +157,7 @@ struct relay_txn {
 	struct relay_conn *rc;
 	size_t dest_idx;
 	bool retried;                 /* a reused connection failed: one fresh try */
+	uint64_t attempts_until;      /* no new connection attempt after this (loop time) */
 	struct smtp_mail_args mail;
 	bool mail_accepted;
 	unsigned nrcpt_ok;
@@ -728,8 +729,11 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 					 "Error: cannot authenticate to the downstream server, try "
 					 "again later");
 	}
+	/* The client waits for the connection: once relay_timeout has passed
+	   since the first attempt, the next one would only add to its wait. */
+	bool more = uv_now(t->pool->loop) < t->attempts_until;
 	if (st < RS_READY || (st == RS_MAIL && !t->mail_accepted)) {
-		if (reused && !t->retried && kind == RELAY_FAIL_PATH) {
+		if (more && reused && !t->retried && kind == RELAY_FAIL_PATH) {
 			/* A pooled connection may have been closed by the
 			   other side while idle: one fresh try. */
 			t->retried = true;
@@ -737,7 +741,7 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 			relay_conn_start(t);
 			return;
 		}
-		if (t->dest_idx + 1 < t->nroute) {
+		if (more && t->dest_idx + 1 < t->nroute) {
 			t->dest_idx++;
 			relay_conn_start(t);
 			return;
@@ -1520,6 +1524,7 @@ static void relay_txn_begin(struct relay_txn *t)
 
 static void relay_txn_connect(struct relay_txn *t)
 {
+	t->attempts_until = uv_now(t->pool->loop) + t->cfg->relay_timeout_ms;
 	if (t->mode == TXN_NORMAL) {
 		struct relay_conn *rc = relay_pool_take(t->pool, t);
 		if (rc != NULL) {

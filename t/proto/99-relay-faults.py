@@ -3,7 +3,8 @@
 
   - a downstream that stalls (SIGSTOP) behind a pooled connection holds the
     client for at most relay_timeout in total (no second relay_timeout on a
-    fresh connection to the same stalled server);
+    fresh connection to the same stalled server, and no failover to the next
+    destination once relay_timeout has passed);
   - a timeout after the final dot is answered and logged as a timeout, not
     as a lost connection;
   - a downstream 5xx for the message is logged status=refused (submitd sends
@@ -54,6 +55,26 @@ diag("stalled downstream: replies %s after %.2f s (relay_timeout %g s)"
 is_(out[1].code, 451, "a stalled downstream gives 451 (to RCPT: MAIL goes downstream with it)")
 ok(took < TIMEOUT + 1.0, "the client waits at most relay_timeout in total (%.2f s)" % took)
 like(str(out[1]), r"timeout", "the client hears that it was a timeout")
+d.stop()
+
+# ---- two stalled destinations: no failover once relay_timeout has passed
+s1, s2 = env.sink(), env.sink()
+d = env.submitd(standard_config(certs, None, [("relayhost", "%s, %s" % (s1.relayhost,
+                                                                      s2.relayhost)),
+                                              ("relay_timeout", "%gs" % TIMEOUT),
+                                              ("relay_connect_timeout", "%gs" % TIMEOUT),
+                                              ("workers", "1")]))
+time.sleep(0.5)   # the start-up probe is done
+for s in (s1, s2):
+    os.kill(s.proc.pid, signal.SIGSTOP)
+try:
+    out, took = send(d, "two stalled")
+finally:
+    for s in (s1, s2):
+        os.kill(s.proc.pid, signal.SIGCONT)
+diag("two stalled destinations: replies %s after %.2f s" % ([r.code for r in out], took))
+is_(out[1].code, 451, "two stalled destinations: 451")
+ok(took < TIMEOUT + 1.0, "the client waits relay_timeout, not once per destination (%.2f s)" % took)
 d.stop()
 
 # ---- a timeout after the final dot; a 5xx for the message
