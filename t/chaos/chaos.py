@@ -18,7 +18,7 @@ Throughout, the downstream refuses the final dot of every --refuse-every'th
 message of each client (554): those must get 5xx and never be stored.
 
 Output is TAP (t/README.md) with a table per fault: attempts, replies by
-class, lost (a 250 whose token the downstream does not have), duplicates
+class, sessions that could not connect or log in, lost (a 250 whose token the downstream does not have), duplicates
 (a token stored twice: the client never sends a token twice, so any
 duplicate is submitd's), and recovery (seconds from the end of the fault
 until a message started after it got 250). Passes when lost = 0, duplicates
@@ -100,20 +100,23 @@ def main(argv):
     # per fault: messages started from the fault's start to the next one's
     with r.lock:
         events = [e for e in r.events if e[0]]
+        logins = [e for e in r.events if not e[0]]   # connection or AUTH refused
     bounds = [w[1] for w in windows[1:]] + [float("inf")]
     lost, dup = set(res["lost"]), set(res["dup"])
     rows = []
-    head = "%-16s %6s %8s %6s %6s %6s %8s %5s %5s %9s" % (
-        "fault", "secs", "attempts", "250", "4xx", "5xx", "no-reply", "lost", "dup", "recovery")
+    head = "%-16s %6s %8s %6s %6s %6s %8s %10s %5s %5s %9s" % (
+        "fault", "secs", "attempts", "250", "4xx", "5xx", "no-reply", "login-fail", "lost", "dup",
+        "recovery")
     for (name, t0, t_end, rec), t_next in zip([("(before)", t_begin, t_begin, None)] + windows,
                                               [windows[0][1] if windows else float("inf")]
                                               + bounds):
         ev = [e for e in events if t0 <= e[3] < t_next]
-        rows.append("%-16s %6.1f %8d %6d %6d %6d %8d %5d %5d %9s" % (
+        rows.append("%-16s %6.1f %8d %6d %6d %6d %8d %10d %5d %5d %9s" % (
             name, t_end - t0, len(ev), sum(1 for e in ev if e[2] == 250),
             sum(1 for e in ev if e[2] is not None and 400 <= e[2] < 500),
             sum(1 for e in ev if e[2] is not None and e[2] >= 500),
             sum(1 for e in ev if e[2] is None),
+            sum(1 for e in logins if t0 <= e[3] < t_next),
             sum(1 for e in ev if e[0] in lost), sum(1 for e in ev if e[0] in dup),
             "%.2f s" % rec if rec is not None else "-"))
     diag(head)
