@@ -919,10 +919,14 @@ static void tm_host_failed(struct table_mysql_inst *mi, size_t hi, const char *w
 			atomic_store(&h->since_ms, tm_mono_ms());
 			atomic_store(&h->refused, 0);
 			log_warn("%s: MySQL host %s is down: %s", m->origin, m->hosts[hi].name, safe);
+			tm_probe_schedule(mi);
 			return;
 		}
 	}
 	log_debug("%s: MySQL host %s: %s", m->origin, m->hosts[hi].name, safe);
+	/* Probing goes on without traffic too, so every worker sees the
+	   host come back (and the recovery is logged). */
+	tm_probe_schedule(mi);
 }
 
 static void tm_host_up(struct table_mysql_inst *mi, size_t hi)

@@ -46,6 +46,8 @@ diag("MariaDB back after %.1f s of outage; mail accepted again %s s later"
 ok(rec is not None and rec < 5, "mail is accepted again within 5 s of the database's return")
 r.end_load()
 
+# every worker notices (one probe each at most 2 s apart); the last one logs it
+d.wait_log(r"MySQL host 127\.0\.0\.1 is up again", 5)
 log = d.log()
 downs = re.findall(r"MySQL host 127\.0\.0\.1 is down: .+", log)
 ups = re.findall(r"MySQL host 127\.0\.0\.1 is up again after [\d.]+ s \(\d+ lookups failed "
