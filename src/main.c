@@ -47,6 +47,12 @@
 
 #define DEFAULT_CONFIG SYSCONFDIR "/submitd/submitd.conf"
 #define SHUTDOWN_GRACE_MS 30000
+/* While stopping, what is still open is logged this often. */
+#define SHUTDOWN_REPORT_MS 5000
+#define RELOAD_MIN_INTERVAL_MS 1000
+/* The main thread's own deadline: the process ends even if a worker loop
+   cannot (a loop that never returns, a callback stuck in a library). */
+#define SHUTDOWN_HARD_MS (SHUTDOWN_GRACE_MS + 3000)
 #define STATUS_INTERVAL_MS 5000
 /* Certificate files are polled: inotify on Let's Encrypt's symlinks and
    their targets is fragile, and a stat every two seconds costs nothing. A
@@ -356,10 +362,28 @@ static int main_listen_socket(const struct listen_cfg *l, char *err, size_t errl
 
 /* ---- workers ---- */
 
+/* Accepting is done here rather than by uv_listen(): when the process is out
+ * of descriptors (or the kernel out of memory for a socket), libuv's accept
+ * loop retries at once and never returns to the event loop. Instead the
+ * listener stops polling for a short back-off, growing while the shortage
+ * lasts; connections wait in the kernel's backlog meanwhile, open sessions
+ * are served, and one line is logged when an episode starts and one when it
+ * ends. */
+#define ACCEPT_BATCH 64            /* per poll event, so other work gets a turn */
+#define ACCEPT_BACKOFF_MIN_MS 20
+#define ACCEPT_BACKOFF_MAX_MS 1000
+
 struct listener {
-	uv_tcp_t tcp;
+	uv_poll_t poll;
+	uv_timer_t backoff;
 	struct worker *w;
 	size_t idx;
+	int fd;
+	unsigned open_handles;
+	/* the current shortage episode (episode_started == 0: none) */
+	uint64_t episode_started;
+	uint64_t backoff_ms;
+	unsigned long episode_failures;
 };
 
 struct worker_thread {
@@ -370,6 +394,7 @@ struct worker_thread {
 	int *fds;
 	uv_async_t wakeup;
 	uv_timer_t deadline;
+	uint64_t stop_started;                 /* loop time of the stop request */
 	atomic_int stop_requested;
 	_Atomic(struct config *) pending_cfg; /* a new snapshot to swap in */
 	atomic_uint ping;                      /* watchdog: asked by main */
@@ -381,16 +406,105 @@ static unsigned nworkers;
 static uv_async_t main_async;          /* a worker started or finished */
 static atomic_uint workers_started, workers_finished;
 
-static void main_listener_close_cb(uv_handle_t *h) { (void)h; }
-
-static void main_on_accept(uv_stream_t *server, int status)
+static void main_listener_closed(uv_handle_t *h)
 {
-	struct listener *l = server->data;
+	struct listener *l = h->data;
+	if (--l->open_handles == 0 && l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+static void main_listener_close(struct listener *l)
+{
+	if (l->open_handles == 0 || uv_is_closing((uv_handle_t *)&l->poll))
+		return;
+	uv_close((uv_handle_t *)&l->poll, main_listener_closed);
+	uv_close((uv_handle_t *)&l->backoff, main_listener_closed);
+}
+
+static void main_on_accept(uv_poll_t *h, int status, int events);
+
+static void main_backoff_cb(uv_timer_t *t)
+{
+	struct listener *l = t->data;
+	uv_poll_start(&l->poll, UV_READABLE, main_on_accept);
+}
+
+static unsigned long long main_nofile_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	return (unsigned long long)rl.rlim_cur;
+}
+
+/* accept() failed for want of a resource: pause this listener. */
+static void main_accept_backoff(struct listener *l, int err)
+{
+	if (l->episode_started == 0) {
+		l->episode_started = uv_now(&l->w->loop) | 1;
+		l->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+		l->episode_failures = 0;
+		log_warn("worker %u: accept on %s: %s; pausing new connections (sessions open: %u "
+			 "here, %u in all; descriptor limit %llu)",
+			 l->w->id, l->w->cfg->listens[l->idx].text, strerror(err), l->w->nsessions,
+			 atomic_load(&conn_total), main_nofile_limit());
+	} else if (l->backoff_ms < ACCEPT_BACKOFF_MAX_MS) {
+		l->backoff_ms = l->backoff_ms * 2 < ACCEPT_BACKOFF_MAX_MS ? l->backoff_ms * 2
+									 : ACCEPT_BACKOFF_MAX_MS;
+	}
+	l->episode_failures++;
+	uv_poll_stop(&l->poll);
+	uv_timer_start(&l->backoff, main_backoff_cb, l->backoff_ms, 0);
+}
+
+static void main_on_accept(uv_poll_t *h, int status, int events)
+{
+	struct listener *l = h->data;
 	if (status < 0) {
-		log_warn("accept on %s: %s", l->w->cfg->listens[l->idx].text, uv_strerror(status));
+		main_accept_backoff(l, -status);
 		return;
 	}
-	session_accept(l->w, server, l->idx);
+	for (int i = 0; i < ACCEPT_BATCH && !l->w->stopping; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			switch (errno) {
+			case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+			case EWOULDBLOCK:
+#endif
+				return;
+			/* The new connection's own trouble (accept(2) passes
+			   network errors on): that client is gone, take the next. */
+			case EINTR:
+			case ECONNABORTED:
+			case EPROTO:
+			case ENOPROTOOPT:
+			case EHOSTDOWN:
+			case ENONET:
+			case EHOSTUNREACH:
+			case EOPNOTSUPP:
+			case ENETDOWN:
+			case ENETUNREACH:
+			case ETIMEDOUT:
+				continue;
+			default:
+				/* EMFILE, ENFILE, ENOBUFS, ENOMEM, or anything
+				   unexpected: retrying at once would only spin. */
+				main_accept_backoff(l, errno);
+				return;
+			}
+		}
+		if (l->episode_started != 0) {
+			log_info("worker %u: accepting on %s again after %.1f s (%lu attempts failed)",
+				 l->w->id, l->w->cfg->listens[l->idx].text,
+				 (double)(uv_now(&l->w->loop) - l->episode_started) / 1000.0,
+				 l->episode_failures);
+			l->episode_started = 0;
+		}
+		session_accept(l->w, fd, l->idx);
+	}
 }
 
 static void main_worker_maybe_done(struct worker_thread *wt)
@@ -415,6 +529,11 @@ void worker_session_gone(struct worker *w)
 static void main_deadline_cb(uv_timer_t *t)
 {
 	struct worker_thread *wt = t->data;
+	if (uv_now(&wt->w.loop) - wt->stop_started < SHUTDOWN_GRACE_MS) {
+		session_log_waiting(&wt->w, "stopping, still waiting for");
+		return;
+	}
+	uv_timer_stop(t);
 	/* Sessions still in a transaction past the grace period are cut
 	   off: the client never got a 250, so it will retry. Nothing is lost. */
 	log_warn("worker %u: %u sessions still open at shutdown deadline, closing them", wt->w.id,
@@ -433,6 +552,7 @@ static void main_worker_reconfigure(struct worker_thread *wt, const struct confi
 	   capabilities before the next client asks. */
 	relay_pool_flush(w->relay);
 	relay_pool_probe(w->relay, w->cfg);
+	session_worker_reconfigured(w);
 	const char *a = old->dovecot_auth_socket, *b = w->cfg->dovecot_auth_socket;
 	if (w->id == 0 && ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0)))
 		log_warn("reload: dovecot_auth_socket changed; it takes effect after a restart");
@@ -453,10 +573,14 @@ static void main_wakeup_cb(uv_async_t *a)
 		return;
 	wt->w.stopping = true;
 	for (size_t i = 0; i < wt->nlisteners; i++)
-		uv_close((uv_handle_t *)&wt->listeners[i].tcp, main_listener_close_cb);
+		main_listener_close(&wt->listeners[i]);
 	session_shutdown_all(&wt->w);
 	relay_pool_flush(wt->w.relay);
-	uv_timer_start(&wt->deadline, main_deadline_cb, SHUTDOWN_GRACE_MS, 0);
+	wt->stop_started = uv_now(&wt->w.loop);
+	session_log_waiting(&wt->w, "stopping, waiting for");
+	uv_timer_start(&wt->deadline, main_deadline_cb,
+		       SHUTDOWN_REPORT_MS < SHUTDOWN_GRACE_MS ? SHUTDOWN_REPORT_MS : SHUTDOWN_GRACE_MS,
+		       SHUTDOWN_REPORT_MS);
 	main_worker_maybe_done(wt);
 }
 
@@ -466,11 +590,14 @@ static void *main_worker_run(void *arg)
 	struct worker *w = &wt->w;
 	for (size_t i = 0; i < wt->nlisteners; i++) {
 		struct listener *l = &wt->listeners[i];
-		uv_tcp_init(&w->loop, &l->tcp);
-		l->tcp.data = l;
-		int r = uv_tcp_open(&l->tcp, wt->fds[i]);
-		if (r == 0)
-			r = uv_listen((uv_stream_t *)&l->tcp, 511, main_on_accept);
+		l->fd = wt->fds[i];
+		int r = uv_poll_init(&w->loop, &l->poll, l->fd);
+		if (r == 0) {
+			l->poll.data = l->backoff.data = l;
+			uv_timer_init(&w->loop, &l->backoff);
+			l->open_handles = 2;
+			r = uv_poll_start(&l->poll, UV_READABLE, main_on_accept);
+		}
 		if (r < 0) {
 			log_err("worker %u: cannot listen on %s: %s", w->id,
 				w->cfg->listens[l->idx].text, uv_strerror(r));
@@ -681,7 +808,8 @@ static const char *main_config_path;
 static struct config *main_cfg;       /* the current snapshot */
 static bool main_stopping, main_ready;
 static uv_signal_t main_sigterm, main_sigint, main_sighup;
-static uv_timer_t main_status_timer, main_watchdog_timer, main_cert_timer;
+static uv_timer_t main_status_timer, main_watchdog_timer, main_cert_timer, main_stop_timer;
+static uv_timer_t main_reload_timer;
 static uint64_t main_watchdog_usec;
 static bool main_watchdog_warned;
 
@@ -768,12 +896,16 @@ static bool main_snapshot_load(struct config *cfg, char *err, size_t errlen)
 	return true;
 }
 
+static uint64_t main_last_reload;     /* loop time of the last reload */
+static unsigned main_reload_requests;  /* SIGHUPs not yet acted on */
+
 static void main_reload(const char *why)
 {
 	char err[1024], desc[512];
 	main_notify(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading (%s)",
 		    (unsigned long long)main_monotonic_usec(), why);
 	log_info("reloading %s (%s)", main_config_path, why);
+	main_last_reload = uv_now(uv_default_loop());
 	struct main_watch *watch = NULL;
 	size_t nwatch = 0;
 	struct config *next = config_load(main_config_path, err, sizeof(err));
@@ -854,9 +986,27 @@ static void main_cert_cb(uv_timer_t *t)
 	}
 }
 
+/* Reload storms (a configuration-management run, a renewal loop) are
+ * coalesced: at most one reload per RELOAD_MIN_INTERVAL_MS, the signals that
+ * arrive meanwhile become one reload at its end, which reads the files as
+ * they are then. */
+static void main_reload_timer_cb(uv_timer_t *t)
+{
+	if (main_reload_requests > 1)
+		log_info("reload requests coalesced: %u SIGHUPs since the last reload",
+			 main_reload_requests);
+	main_reload_requests = 0;
+	main_reload("SIGHUP");
+}
+
 static void main_sighup_cb(uv_signal_t *sig, int signum)
 {
-	main_reload("SIGHUP");
+	main_reload_requests++;
+	if (uv_is_active((uv_handle_t *)&main_reload_timer))
+		return;
+	uint64_t now = uv_now(sig->loop), due = main_last_reload + RELOAD_MIN_INTERVAL_MS;
+	uv_timer_start(&main_reload_timer, main_reload_timer_cb,
+		       main_last_reload != 0 && due > now ? due - now : 0, 0);
 }
 
 static void main_stop_workers(void)
@@ -865,6 +1015,14 @@ static void main_stop_workers(void)
 		atomic_store(&workers[i].stop_requested, 1);
 		uv_async_send(&workers[i].wakeup);
 	}
+}
+
+static void main_stop_timer_cb(uv_timer_t *t)
+{
+	unsigned done = atomic_load(&workers_finished);
+	log_err("%u of %u workers did not stop within %d s: exiting without them", nworkers - done,
+		nworkers, SHUTDOWN_HARD_MS / 1000);
+	_exit(1);
 }
 
 static void main_signal_cb(uv_signal_t *sig, int signum)
@@ -878,6 +1036,8 @@ static void main_signal_cb(uv_signal_t *sig, int signum)
 	main_stop_workers();
 	uv_close((uv_handle_t *)&main_sighup, NULL);
 	uv_timer_stop(&main_cert_timer);
+	uv_timer_stop(&main_reload_timer);
+	uv_timer_start(&main_stop_timer, main_stop_timer_cb, SHUTDOWN_HARD_MS, 0);
 }
 
 static void main_async_cb(uv_async_t *a)
@@ -905,7 +1065,8 @@ static void main_close_handles(uv_loop_t *loop)
 	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,	  (uv_handle_t *)&main_sigterm,
 			     (uv_handle_t *)&main_sigint,	  (uv_handle_t *)&main_sighup,
 			     (uv_handle_t *)&main_status_timer,   (uv_handle_t *)&main_watchdog_timer,
-			     (uv_handle_t *)&main_cert_timer};
+			     (uv_handle_t *)&main_cert_timer,	  (uv_handle_t *)&main_stop_timer,
+			     (uv_handle_t *)&main_reload_timer};
 	for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
 		if (!uv_is_closing(hs[i]))
 			uv_close(hs[i], NULL);
@@ -950,6 +1111,48 @@ static int main_check_login(struct config *cfg, const char *login, const char *s
 	int problems = check_login(cfg, login, password, sender, stdout);
 	explicit_bzero(password, sizeof(password));
 	return problems;
+}
+
+/* Descriptors per worker besides its sessions: its listening sockets, the
+ * loop's own (epoll, eventfd, timers), the Dovecot connection, MySQL
+ * connections, idle downstream connections in the pool. An estimate. */
+#define NOFILE_PER_WORKER 48
+#define NOFILE_PROCESS 32 /* stdio, logging, sd_notify, the main loop */
+
+/* Room for max_connections: each session holds its client's socket and,
+ * while it sends, one to the downstream. The soft limit is raised to the hard
+ * one; if that is still short, say so with numbers: past the limit, new
+ * clients wait in the backlog (main_on_accept). */
+static void main_nofile_check(const struct config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	unsigned long long need = 2ULL * cfg->max_connections +
+				  (unsigned long long)cfg->workers * (NOFILE_PER_WORKER + main_nsocks) +
+				  NOFILE_PROCESS;
+	unsigned long long before = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) {
+		if (rl.rlim_cur != before)
+			log_info("descriptor limit raised from %llu to %llu for max_connections %u",
+				 before, (unsigned long long)rl.rlim_cur, cfg->max_connections);
+		return;
+	}
+	unsigned long long fit = rl.rlim_cur > need - 2ULL * cfg->max_connections
+					 ? (rl.rlim_cur - (need - 2ULL * cfg->max_connections)) / 2
+					 : 0;
+	log_warn("max_connections %u needs about %llu file descriptors (2 per session, %u per worker "
+		 "for listeners, backends and the relay pool), but the limit is %llu (hard limit "
+		 "%llu): about %llu sessions fit; raise LimitNOFILE= (or ulimit -n) or lower "
+		 "max_connections",
+		 cfg->max_connections, need, NOFILE_PER_WORKER + (unsigned)main_nsocks,
+		 (unsigned long long)rl.rlim_cur,
+		 rl.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_max, fit);
 }
 
 static void usage(FILE *f)
@@ -1043,19 +1246,13 @@ int main(int argc, char **argv)
 	main_notify_init();
 	main_watchdog_init();
 
-	/* Room for many connections: raise the descriptor limit to the hard one. */
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-
 	main_listen_fds();
 	if (!main_plan_sockets(cfg, err, sizeof(err))) {
 		log_err("%s", err);
 		main_notify(false, "STATUS=%s\nERRNO=%d", err, EINVAL);
 		return 1;
 	}
+	main_nofile_check(cfg);
 	nworkers = cfg->workers;
 	workers = xcalloc(nworkers, sizeof(*workers));
 	for (unsigned i = 0; i < nworkers; i++) {
@@ -1088,6 +1285,9 @@ int main(int argc, char **argv)
 				main_notify(false, "STATUS=%s\nERRNO=%d", err, errno);
 				return 1;
 			}
+			/* Accepting must never block (shared with systemd's
+			   copy, which does not accept: Accept=no). */
+			fcntl(wt->fds[j], F_SETFL, fcntl(wt->fds[j], F_GETFL) | O_NONBLOCK);
 		}
 	}
 	for (size_t j = 0; j < main_nsocks; j++)
@@ -1115,6 +1315,8 @@ int main(int argc, char **argv)
 	uv_timer_init(main_loop, &main_status_timer);
 	uv_timer_init(main_loop, &main_watchdog_timer);
 	uv_timer_init(main_loop, &main_cert_timer);
+	uv_timer_init(main_loop, &main_stop_timer);
+	uv_timer_init(main_loop, &main_reload_timer);
 	if (notify_fd >= 0)
 		uv_timer_start(&main_status_timer, main_status_cb, STATUS_INTERVAL_MS,
 			       STATUS_INTERVAL_MS);

@@ -30,6 +30,7 @@ struct session {
 	struct relay_txn *relay;
 	struct policy_auth *auth;
 	char auth_mechs[256];
+	struct worker_sl *sl_entry;      /* the sender-ownership instance it uses */
 
 	char id[20];
 	char ip[INET6_ADDRSTRLEN];
@@ -129,7 +130,7 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 		 s->id, s->mail.path.addr, s->first_rcpt, s->nrcpt > 1 ? ",..." : "",
 		 (unsigned long long)s->msg_size, s->nrcpt, s->relay ? relay_txn_relay(s->relay) : "none",
 		 (unsigned long long)(own / 1000000), (unsigned long long)(own / 1000 % 1000),
-		 r->code < 300 ? "sent" : (r->code < 500 ? "deferred" : "bounced"), r->code, r->enh,
+		 r->code < 300 ? "sent" : (r->code < 500 ? "deferred" : "refused"), r->code, r->enh,
 		 r->text);
 }
 
@@ -360,33 +361,51 @@ static struct sender_login *session_sender_login(struct session *s)
 	struct worker *w = s->w;
 	if (s->cfg->sender_login == NULL)
 		return NULL;
-	for (struct worker_sl *i = w->sl_list; i != NULL; i = i->next)
+	if (s->sl_entry != NULL) {
+		if (s->sl_entry->sl != NULL)
+			return s->sl_entry->sl;
+		s->sl_entry->users--; /* retired under it (the worker stops) */
+		s->sl_entry = NULL;
+	}
+	struct worker_sl *i;
+	for (i = w->sl_list; i != NULL; i = i->next)
 		if (i->cfg == s->cfg && i->sl != NULL)
-			return i->sl;
-	struct worker_sl *i = xcalloc(1, sizeof(*i));
-	i->cfg = config_ref(s->cfg);
-	i->sl = sender_login_new(s->cfg->sender_login, &w->loop);
-	i->next = w->sl_list;
-	w->sl_list = i;
+			break;
+	if (i == NULL) {
+		i = xcalloc(1, sizeof(*i));
+		i->cfg = config_ref(s->cfg);
+		i->sl = sender_login_new(s->cfg->sender_login, &w->loop);
+		i->next = w->sl_list;
+		w->sl_list = i;
+	}
+	s->sl_entry = i;
+	i->users++;
 	return i->sl;
 }
 
-/* Retires instances of snapshots nobody else holds. Their tables close
+/* Retires the instances of older snapshots that none of this worker's
+ * sessions uses (the snapshot may still be held by another worker: each
+ * worker has its own instances and MySQL connections). Their tables close
  * through the loop, so the snapshot itself is let go one pass later. */
 static void session_sl_collect(struct worker *w, bool all)
 {
 	for (struct worker_sl **pp = &w->sl_list; *pp != NULL;) {
 		struct worker_sl *i = *pp;
-		if (i->sl == NULL) {
+		if (i->sl == NULL && i->users == 0) {
 			*pp = i->next;
 			config_unref(&i->cfg);
 			free(i);
 			continue;
 		}
-		if (all || (i->cfg != w->cfg && atomic_load(&i->cfg->refs) == 1))
+		if (i->sl != NULL && (all || (!config_is_part_of(w->cfg, i->cfg) && i->users == 0)))
 			sender_login_free(&i->sl);
 		pp = &i->next;
 	}
+}
+
+void session_worker_reconfigured(struct worker *w)
+{
+	session_sl_collect(w, false);
 }
 
 void session_worker_done(struct worker *w)
@@ -789,6 +808,8 @@ static void session_on_close(struct conn *c, void *ctx)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	w->nsessions--;
+	if (s->sl_entry != NULL)
+		s->sl_entry->users--;
 	config_unref(&s->cfg);
 	free(s);
 	session_sl_collect(w, false);
@@ -883,7 +904,7 @@ static void session_proxy_input(struct session *s)
 	session_begin(s);
 }
 
-void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
+void session_accept(struct worker *w, int fd, size_t listen_idx)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	s->w = w;
@@ -898,7 +919,8 @@ void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
 	w->sessions = s;
 	w->nsessions++;
 
-	if (uv_accept(server, &s->conn->h.stream) != 0) {
+	if (uv_tcp_open(&s->conn->h.tcp, fd) != 0) {
+		close(fd);
 		conn_abort(s->conn); /* nothing to talk to; the close callback cleans up */
 		return;
 	}
@@ -995,6 +1017,32 @@ static void session_begin(struct session *s)
 	/* Bytes that came with a PROXY header: the client spoke first. */
 	if (buf_len(&s->conn->in) > 0)
 		smtp_server_input(s->server);
+}
+
+void session_log_waiting(struct worker *w, const char *what)
+{
+	unsigned in_data = 0, other = 0;
+	time_t now = time(NULL), oldest = now;
+	const char *oldest_id = "";
+	for (struct session *s = w->sessions; s != NULL; s = s->next) {
+		if ((s->server != NULL && smtp_server_in_content(s->server)) ||
+		    s->relay_step == RELAY_END) {
+			in_data++;
+			if (s->data_time != 0 && s->data_time <= oldest) {
+				oldest = s->data_time;
+				oldest_id = s->id;
+			}
+		} else {
+			other++;
+		}
+	}
+	if (in_data > 0)
+		log_info("worker %u: %s: %u session%s in DATA (oldest %s, %lld s), %u other%s", w->id,
+			 what, in_data, in_data == 1 ? "" : "s", oldest_id, (long long)(now - oldest),
+			 other, other == 1 ? "" : "s");
+	else if (other > 0)
+		log_info("worker %u: %s: %u session%s, none in DATA", w->id, what, other,
+			 other == 1 ? "" : "s");
 }
 
 void session_shutdown_all(struct worker *w)

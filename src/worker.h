@@ -27,6 +27,7 @@ struct worker {
 	struct worker_sl {
 		struct config *cfg;
 		struct sender_login *sl;     /* NULL once retired */
+		unsigned users;              /* sessions that used it */
 		struct worker_sl *next;
 	} *sl_list;
 	struct session *sessions;    /* doubly linked, for shutdown */

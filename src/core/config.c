@@ -971,6 +971,16 @@ struct config *config_for_listener(struct config *cfg, size_t idx)
 	return cfg->listens[idx].cfg != NULL ? cfg->listens[idx].cfg : cfg;
 }
 
+bool config_is_part_of(const struct config *snap, const struct config *c)
+{
+	if (c == snap)
+		return true;
+	for (size_t i = 0; snap != NULL && i < snap->nlistens; i++)
+		if (snap->listens[i].cfg == c)
+			return true;
+	return false;
+}
+
 static struct config *config_parse(const char *path, const char *text, char *const *overrides,
 				   size_t noverrides, char *err, size_t errlen)
 {

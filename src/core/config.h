@@ -172,6 +172,9 @@ struct config *config_load(const char *path, char *err, size_t errlen);
 bool config_listeners_load(struct config *cfg, char *err, size_t errlen);
 /* The snapshot a session on listener idx uses. */
 struct config *config_for_listener(struct config *cfg, size_t idx);
+/* True when c is snap or one of snap's per-listener snapshots: what a
+ * worker must keep open while snap is its current configuration. */
+bool config_is_part_of(const struct config *snap, const struct config *c);
 /* Deep copy of a listener's description (overrides included, no child). */
 void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src);
 void config_listen_clear(struct listen_cfg *l);

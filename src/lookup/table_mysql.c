@@ -8,8 +8,10 @@
  *                  (default "localhost"). Tried as Postfix does: UNIX
  *                  sockets first, then TCP hosts, each group in random
  *                  order; a host that failed is skipped for retry_interval
- *                  (default 60s) — with one host that means TEMPFAIL for
- *                  that long after an outage, exactly like Postfix. As in
+ *                  (default 60s), like Postfix; but while every host is
+ *                  skipped, one probe connection is tried, 0.5 s apart
+ *                  growing to 2 s (at most retry_interval apart), so an
+ *                  outage ends within seconds of the database's return. As in
  *                  libmysqlclient, the host name "localhost" means the
  *                  default UNIX socket; write 127.0.0.1 for TCP. Host names
  *                  are resolved with uv_getaddrinfo (thread pool), never by
@@ -45,6 +47,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -70,10 +73,20 @@ struct tm_host {
 	bool numeric;    /* name is a literal address: no resolution needed */
 };
 
+/* Whether a host is down, shared by every worker's instance of the table (the
+ * only mutable part of a parsed table): the outage is logged once when the
+ * first instance sees it and once when the last one sees the host again. */
+struct tm_health {
+	atomic_uint ndown;          /* instances that consider the host down */
+	atomic_ullong since_ms;     /* when the first of them saw it fail */
+	atomic_ulong refused;       /* lookups answered TEMPFAIL meanwhile */
+};
+
 struct table_mysql {
 	char *origin;
 	struct tm_host *hosts;
 	size_t nhosts;
+	struct tm_health *health;   /* per host */
 	char *user, *password, *dbname, *charset;
 	char *query, *result_format;
 	char **domains;
@@ -125,6 +138,7 @@ struct tm_link {
 	size_t order[16], norder, order_pos; /* host indexes still to try */
 	char addr[INET6_ADDRSTRLEN];
 	bool used;             /* has served a query (a stale-connection error may be retried) */
+	bool probe;            /* tries hosts in their retry interval too */
 	/* result being collected */
 	struct buf result;
 	unsigned nvalues;
@@ -141,12 +155,26 @@ struct table_mysql_inst {
 	unsigned nqueued;
 	uv_timer_t queue_timer;
 	uint64_t *dead_until; /* per host */
+	bool closing;
+	unsigned open_timers;
+	/* While every host is in its retry interval, one probe connection at
+	   a time, from TM_PROBE_MIN_MS growing to TM_PROBE_MAX_MS (never more
+	   than retry_interval), so a recovery is noticed within seconds. */
+	bool *down;           /* per host: this instance counts it in ndown */
+	uv_timer_t probe_timer;
+	uint64_t probe_ms;
+	bool probing;
+	unsigned long probes_failed;
 };
+
+#define TM_PROBE_MIN_MS 500
+#define TM_PROBE_MAX_MS 2000
 
 static void tm_link_run(struct tm_link *l, int mstatus, bool start);
 static void tm_dispatch(struct table_mysql_inst *mi);
 static void tm_link_drop(struct tm_link *l, bool healthy);
 static bool tm_link_try_next_host(struct tm_link *l);
+static void tm_count_refused(struct table_mysql_inst *mi);
 
 /* ------------------------------------------------------------------ */
 /* helpers */
@@ -440,6 +468,7 @@ void table_mysql_free(struct table_mysql **mp)
 	if (m == NULL)
 		return;
 	tm_free_hosts(m);
+	free(m->health);
 	free(m->origin);
 	free(m->user);
 	xfree_secret(&m->password);
@@ -725,6 +754,7 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 	}
 	if (m->tls_verify_cert)
 		m->tls = true;
+	m->health = xcalloc(m->nhosts, sizeof(*m->health));
 	ok = true;
 #undef STR_KEY
 #undef OPT_KEY
@@ -792,6 +822,7 @@ static void tm_queue_timer_cb(uv_timer_t *t)
 		tm_queue_unlink(mi, req);
 		log_warn("%s: no database connection within %llu ms", mi->m->origin,
 			 (unsigned long long)mi->m->query_timeout_ms);
+		tm_count_refused(mi);
 		table_req_finish(req, TABLE_TEMPFAIL, NULL);
 	}
 	tm_dispatch(mi);
@@ -807,8 +838,11 @@ static void tm_queue_timer_closed(uv_handle_t *h)
 {
 	struct table_mysql_inst *mi = h->data;
 	struct table_inst *ti = mi->ti;
-	free(mi->dead_until);
-	free(mi);
+	if (--mi->open_timers == 0) {
+		free(mi->dead_until);
+		free(mi->down);
+		free(mi);
+	}
 	table_inst_handle_closed(ti);
 }
 
@@ -818,10 +852,106 @@ struct table_mysql_inst *table_mysql_inst_new(const struct table_mysql *m, struc
 	mi->m = m;
 	mi->ti = ti;
 	mi->dead_until = xcalloc(m->nhosts, sizeof(uint64_t));
+	mi->down = xcalloc(m->nhosts, sizeof(bool));
+	mi->probe_ms = TM_PROBE_MIN_MS;
 	uv_timer_init(table_inst_loop(ti), &mi->queue_timer);
 	mi->queue_timer.data = mi;
 	table_inst_handle_opened(ti);
+	uv_timer_init(table_inst_loop(ti), &mi->probe_timer);
+	mi->probe_timer.data = mi;
+	table_inst_handle_opened(ti);
+	mi->open_timers = 2;
 	return mi;
+}
+
+/* --- host health --- */
+
+static uint64_t tm_mono_ms(void)
+{
+	return uv_hrtime() / 1000000u;
+}
+
+static bool tm_link_new(struct table_mysql_inst *mi, bool probe);
+
+static bool tm_all_dead(struct table_mysql_inst *mi)
+{
+	uint64_t now = tm_now(mi);
+	for (size_t i = 0; i < mi->m->nhosts; i++)
+		if (mi->dead_until[i] <= now)
+			return false;
+	return true;
+}
+
+static void tm_probe_cb(uv_timer_t *t)
+{
+	struct table_mysql_inst *mi = t->data;
+	if (mi->probing || !tm_all_dead(mi))
+		return; /* a host is out of its retry interval: normal traffic finds it */
+	mi->probing = true;
+	if (!tm_link_new(mi, true))
+		mi->probing = false;
+}
+
+/* While every host is in its retry interval, arms the next probe. */
+static void tm_probe_schedule(struct table_mysql_inst *mi)
+{
+	if (mi->closing || mi->probing || uv_is_active((uv_handle_t *)&mi->probe_timer) ||
+	    !tm_all_dead(mi))
+		return;
+	uint64_t ms = mi->probe_ms;
+	if (ms > mi->m->retry_interval_ms)
+		ms = mi->m->retry_interval_ms;
+	uv_timer_start(&mi->probe_timer, tm_probe_cb, ms, 0);
+}
+
+/* A connection to host hi failed: skip it for retry_interval, and log the
+ * outage once (the first failure any worker sees), not every attempt. */
+static void tm_host_failed(struct table_mysql_inst *mi, size_t hi, const char *why)
+{
+	const struct table_mysql *m = mi->m;
+	struct tm_health *h = &m->health[hi];
+	char safe[300];
+	log_sanitize(safe, sizeof(safe), why, strlen(why));
+	mi->dead_until[hi] = tm_now(mi) + m->retry_interval_ms;
+	if (!mi->down[hi]) {
+		mi->down[hi] = true;
+		if (atomic_fetch_add(&h->ndown, 1) == 0) {
+			atomic_store(&h->since_ms, tm_mono_ms());
+			atomic_store(&h->refused, 0);
+			log_warn("%s: MySQL host %s is down: %s", m->origin, m->hosts[hi].name, safe);
+			tm_probe_schedule(mi);
+			return;
+		}
+	}
+	log_debug("%s: MySQL host %s: %s", m->origin, m->hosts[hi].name, safe);
+	/* Probing goes on without traffic too, so every worker sees the
+	   host come back (and the recovery is logged). */
+	tm_probe_schedule(mi);
+}
+
+static void tm_host_up(struct table_mysql_inst *mi, size_t hi)
+{
+	const struct table_mysql *m = mi->m;
+	struct tm_health *h = &m->health[hi];
+	mi->dead_until[hi] = 0;
+	mi->probe_ms = TM_PROBE_MIN_MS;
+	mi->probes_failed = 0;
+	if (!mi->down[hi])
+		return;
+	mi->down[hi] = false;
+	if (atomic_fetch_sub(&h->ndown, 1) == 1)
+		log_info("%s: MySQL host %s is up again after %.1f s (%lu lookups failed meanwhile)",
+			 m->origin, m->hosts[hi].name,
+			 (double)(tm_mono_ms() - atomic_load(&h->since_ms)) / 1000.0,
+			 atomic_load(&h->refused));
+}
+
+/* A lookup was answered TEMPFAIL for want of a connection. */
+static void tm_count_refused(struct table_mysql_inst *mi)
+{
+	for (size_t i = 0; i < mi->m->nhosts; i++)
+		if (mi->down[i])
+			atomic_fetch_add(&mi->m->health[i].refused, 1);
 }
 
 /* --- link lifetime --- */
@@ -888,7 +1018,16 @@ static void tm_link_unlink(struct tm_link *l)
  * request, if any, must have been dealt with by the caller. */
 static void tm_link_drop(struct tm_link *l, bool healthy)
 {
+	struct table_mysql_inst *mi = l->mi;
 	tm_link_unlink(l);
+	if (l->probe) {
+		/* the probe found no host: the next one waits longer */
+		l->probe = false;
+		mi->probing = false;
+		mi->probes_failed++;
+		mi->probe_ms = mi->probe_ms * 2 < TM_PROBE_MAX_MS ? mi->probe_ms * 2 : TM_PROBE_MAX_MS;
+		tm_probe_schedule(mi);
+	}
 	l->state = TM_DEAD;
 	if (l->resolve) {
 		l->resolve->link = NULL;
@@ -997,14 +1136,14 @@ static void tm_deadline_cb(uv_timer_t *t)
 		return;
 	case TM_RESOLVING:
 	case TM_CONNECTING:
-		log_warn("%s: connect to %s: timeout", mi->m->origin,
-			 mi->m->hosts[l->order[l->order_pos]].name);
 		if (l->resolve) {
 			l->resolve->link = NULL;
 			uv_cancel((uv_req_t *)&l->resolve->req);
 			l->resolve = NULL;
 		}
-		mi->dead_until[l->order[l->order_pos]] = tm_now(mi) + mi->m->retry_interval_ms;
+		tm_host_failed(mi, l->order[l->order_pos],
+			       l->state == TM_RESOLVING ? "name resolution timed out"
+							: "connect timed out");
 		l->order_pos++;
 		if (!tm_link_try_next_host(l))
 			tm_dispatch(mi);
@@ -1091,10 +1230,10 @@ static void tm_resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *re
 		return; /* the link gave up (dropped or closed) */
 	l->resolve = NULL;
 	if (*addr == 0) {
-		log_warn("%s: cannot resolve %s: %s", l->mi->m->origin,
-			 l->mi->m->hosts[l->order[l->order_pos]].name,
+		char why[200];
+		snprintf(why, sizeof(why), "cannot resolve: %s",
 			 status ? uv_strerror(status) : "no address");
-		l->mi->dead_until[l->order[l->order_pos]] = tm_now(l->mi) + l->mi->m->retry_interval_ms;
+		tm_host_failed(l->mi, l->order[l->order_pos], why);
 		l->order_pos++;
 		if (!tm_link_try_next_host(l))
 			tm_dispatch(l->mi);
@@ -1112,7 +1251,7 @@ static bool tm_link_try_next_host(struct tm_link *l)
 	const struct table_mysql *m = mi->m;
 	tm_link_close_db(l, false);
 	uint64_t now = tm_now(mi);
-	while (l->order_pos < l->norder && mi->dead_until[l->order[l->order_pos]] > now)
+	while (l->order_pos < l->norder && !l->probe && mi->dead_until[l->order[l->order_pos]] > now)
 		l->order_pos++;
 	if (l->order_pos >= l->norder) {
 		tm_link_drop(l, false);
@@ -1141,7 +1280,7 @@ static bool tm_link_try_next_host(struct tm_link *l)
 		if (uv_getaddrinfo(table_inst_loop(l->ti), &r->req, tm_resolve_cb, h->name, port,
 				   &hints) != 0) {
 			free(r);
-			mi->dead_until[l->order[l->order_pos]] = now + m->retry_interval_ms;
+			tm_host_failed(mi, l->order[l->order_pos], "cannot start name resolution");
 			l->order_pos++;
 			return tm_link_try_next_host(l);
 		}
@@ -1163,8 +1302,8 @@ static void tm_shuffle(size_t *a, size_t n)
 }
 
 /* Opens one more connection. Returns false if every host is in its retry
- * interval (nothing started). */
-static bool tm_link_new(struct table_mysql_inst *mi)
+ * interval (nothing started); a probe tries those hosts too. */
+static bool tm_link_new(struct table_mysql_inst *mi, bool probe)
 {
 	const struct table_mysql *m = mi->m;
 	struct tm_link *l = xcalloc(1, sizeof(*l));
@@ -1173,7 +1312,8 @@ static bool tm_link_new(struct table_mysql_inst *mi)
 	for (int pass = 0; pass < 2; pass++) {
 		size_t start = l->norder;
 		for (size_t i = 0; i < m->nhosts; i++)
-			if ((m->hosts[i].kind == TM_HOST_UNIX) == (pass == 0) && mi->dead_until[i] <= now)
+			if ((m->hosts[i].kind == TM_HOST_UNIX) == (pass == 0) &&
+			    (probe || mi->dead_until[i] <= now))
 				l->order[l->norder++] = i;
 		tm_shuffle(l->order + start, l->norder - start);
 	}
@@ -1184,6 +1324,7 @@ static bool tm_link_new(struct table_mysql_inst *mi)
 	l->mi = mi;
 	l->ti = mi->ti;
 	l->fd = -1;
+	l->probe = probe;
 	uv_timer_init(table_inst_loop(mi->ti), &l->wait_timer);
 	uv_timer_init(table_inst_loop(mi->ti), &l->deadline);
 	l->wait_timer.data = l->deadline.data = l;
@@ -1324,12 +1465,7 @@ static void tm_link_run(struct tm_link *l, int mstatus, bool start)
 				return;
 			}
 			if (ret == NULL) {
-				char safe[300];
-				const char *why = mysql_error(&l->db);
-				log_warn("%s: connect to %s failed: %s", m->origin,
-					 m->hosts[l->order[l->order_pos]].name,
-					 log_sanitize(safe, sizeof(safe), why, strlen(why)));
-				mi->dead_until[l->order[l->order_pos]] = tm_now(mi) + m->retry_interval_ms;
+				tm_host_failed(mi, l->order[l->order_pos], mysql_error(&l->db));
 				l->order_pos++;
 				if (!tm_link_try_next_host(l))
 					tm_dispatch(mi);
@@ -1337,6 +1473,11 @@ static void tm_link_run(struct tm_link *l, int mstatus, bool start)
 			}
 			mi->nconnecting--;
 			table_inst_count_connect(l->ti);
+			if (l->probe) {
+				l->probe = false;
+				mi->probing = false;
+			}
+			tm_host_up(mi, l->order[l->order_pos]);
 			l->state = TM_IDLE;
 			uv_timer_stop(&l->deadline);
 			uv_timer_start(&l->deadline, tm_deadline_cb,
@@ -1449,15 +1590,17 @@ static void tm_dispatch(struct table_mysql_inst *mi)
 			continue;
 		}
 		if (mi->nconnecting < mi->nqueued && mi->nlinks < mi->m->max_connections) {
-			if (tm_link_new(mi))
+			if (tm_link_new(mi, false))
 				continue;
 			if (mi->nlinks == 0) {
 				/* every host is in its retry interval */
 				while (mi->qhead) {
 					struct table_req *req = mi->qhead;
 					tm_queue_unlink(mi, req);
+					tm_count_refused(mi);
 					table_req_defer(req, TABLE_TEMPFAIL, NULL);
 				}
+				tm_probe_schedule(mi);
 			}
 		}
 		break;
@@ -1503,6 +1646,10 @@ void table_mysql_inst_close(struct table_mysql_inst **mip)
 	if (mi == NULL)
 		return;
 	*mip = NULL;
+	mi->closing = true;
+	for (size_t i = 0; i < mi->m->nhosts; i++)
+		if (mi->down[i])
+			atomic_fetch_sub(&mi->m->health[i].ndown, 1);
 	while (mi->qhead) {
 		struct table_req *req = mi->qhead;
 		tm_queue_unlink(mi, req);
@@ -1522,6 +1669,8 @@ void table_mysql_inst_close(struct table_mysql_inst **mip)
 			free(req);
 		}
 	}
+	uv_timer_stop(&mi->probe_timer);
+	uv_close((uv_handle_t *)&mi->probe_timer, tm_queue_timer_closed);
 	uv_timer_stop(&mi->queue_timer);
 	uv_close((uv_handle_t *)&mi->queue_timer, tm_queue_timer_closed);
 }

@@ -598,6 +598,31 @@ static void sender_login_finish(struct sender_login_req *req, enum sender_login_
 	cb(ctx, result, owners);
 }
 
+/* One line per SENDER_LOGIN_TEMPFAIL_LOG_MS and worker, with the count of
+ * failures since the previous line: during an outage every MAIL fails, and
+ * the table itself logs why (the host that is down, and when it is back). */
+#define SENDER_LOGIN_TEMPFAIL_LOG_MS 10000
+
+static void sender_login_log_tempfail(struct sender_login_req *req)
+{
+	static _Thread_local uint64_t last;
+	static _Thread_local unsigned long quiet;
+	uint64_t now = uv_now(req->sl->idle.loop);
+	if (last != 0 && now - last < SENDER_LOGIN_TEMPFAIL_LOG_MS) {
+		quiet++;
+		return;
+	}
+	if (quiet > 0)
+		log_warn("%s: lookup of a sender address failed (and %lu more in the last %.0f s)",
+			 table_name(table_inst_table(req->sl->inst[req->tix])), quiet,
+			 (double)(now - last) / 1000.0);
+	else
+		log_warn("%s: lookup of a sender address failed",
+			 table_name(table_inst_table(req->sl->inst[req->tix])));
+	last = now;
+	quiet = 0;
+}
+
 static void sender_login_table_cb(void *ctx, enum table_status status, const char *value)
 {
 	struct sender_login_req *req = ctx;
@@ -606,8 +631,7 @@ static void sender_login_table_cb(void *ctx, enum table_status status, const cha
 		enum sender_login_result r = status == TABLE_TEMPFAIL ? SENDER_LOGIN_TEMPFAIL
 								      : sender_login_verdict(req, value);
 		if (status == TABLE_TEMPFAIL)
-			log_warn("%s: lookup of a sender address failed",
-				 table_name(table_inst_table(req->sl->inst[req->tix])));
+			sender_login_log_tempfail(req);
 		sender_login_finish(req, r, value);
 		return;
 	}

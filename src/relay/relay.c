@@ -139,6 +139,9 @@ struct relay_pool {
 	bool caps_known;
 	struct relay_maps *maps;
 	struct relay_txn *probe;
+	/* The worker's current snapshot (set by relay_pool_probe() whenever it
+	 * changes): its table sets stay open while unused. */
+	const struct config *current;
 };
 
 enum relay_txn_mode { TXN_NORMAL, TXN_PROBE, TXN_CHECK };
@@ -157,6 +160,7 @@ struct relay_txn {
 	struct relay_conn *rc;
 	size_t dest_idx;
 	bool retried;                 /* a reused connection failed: one fresh try */
+	uint64_t attempts_until;      /* no new connection attempt after this (loop time) */
 	struct smtp_mail_args mail;
 	bool mail_accepted;
 	unsigned nrcpt_ok;
@@ -523,7 +527,7 @@ static struct relay_maps *relay_pool_maps(struct relay_pool *p, struct config *c
 	   older snapshots that no transaction uses any more go now. */
 	for (struct relay_maps **pp = &p->maps; *pp != NULL;) {
 		struct relay_maps *old = *pp;
-		if (old->users == 0) {
+		if (old->users == 0 && !config_is_part_of(p->current, old->cfg)) {
 			*pp = old->next;
 			relay_maps_close(p, old);
 		} else {
@@ -701,8 +705,11 @@ static void relay_conn_on_close(struct conn *c, void *ctx)
  * client what happened with a 4xx (downstream-relay.md §6). The log line
  * names the relay and what it said, for the admin; the client hears only
  * the class of the problem. */
+#define RELAY_WHY_TIMEOUT "timeout"
+
 static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, const char *why)
 {
+	bool timeout = strcmp(why, RELAY_WHY_TIMEOUT) == 0;
 	struct relay_txn *t = rc->txn;
 	enum relay_state st = rc->state;
 	const char *log_id = t != NULL ? t->log_id : "relay";
@@ -725,8 +732,11 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 					 "Error: cannot authenticate to the downstream server, try "
 					 "again later");
 	}
+	/* The client waits for the connection: once relay_timeout has passed
+	   since the first attempt, the next one would only add to its wait. */
+	bool more = uv_now(t->pool->loop) < t->attempts_until;
 	if (st < RS_READY || (st == RS_MAIL && !t->mail_accepted)) {
-		if (reused && !t->retried && kind == RELAY_FAIL_PATH) {
+		if (more && reused && !t->retried && kind == RELAY_FAIL_PATH) {
 			/* A pooled connection may have been closed by the
 			   other side while idle: one fresh try. */
 			t->retried = true;
@@ -734,7 +744,7 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 			relay_conn_start(t);
 			return;
 		}
-		if (t->dest_idx + 1 < t->nroute) {
+		if (more && t->dest_idx + 1 < t->nroute) {
 			t->dest_idx++;
 			relay_conn_start(t);
 			return;
@@ -743,14 +753,20 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 			r = t->policy_fail;
 		else
 			relay_reply_make(&r, 451, "4.4.1",
-					 "Error: downstream server unavailable, try again later");
+					 timeout ? "Error: timeout waiting for the downstream server, "
+						   "try again later"
+						 : "Error: downstream server unavailable, try again later");
 	} else if (st == RS_DATA_END) {
 		/* The message may or may not have been accepted: a
 		   duplicate is better than a loss, so the client retries. */
 		relay_reply_make(&r, 451, "4.4.2",
-				 "Error: lost connection with downstream after end of data");
+				 timeout ? "Error: timeout waiting for the downstream's reply to "
+					   "end of data"
+					 : "Error: lost connection with downstream after end of data");
 	} else {
-		relay_reply_make(&r, 451, "4.4.2", "Error: lost connection with downstream");
+		relay_reply_make(&r, 451, "4.4.2",
+				 timeout ? "Error: timeout waiting for the downstream server"
+					 : "Error: lost connection with downstream");
 	}
 	relay_txn_answer_later(t, &r);
 }
@@ -1174,9 +1190,14 @@ static void relay_conn_on_timeout(struct conn *c, void *ctx)
 		relay_conn_fail(rc, why);
 		return;
 	}
+	/* A stalled downstream, not a pooled connection the other side closed
+	   while idle: a fresh connection to it would make the client wait
+	   relay_timeout once more. */
+	if (rc->txn != NULL)
+		rc->txn->retried = true;
 	relay_conn_fail_as(rc, rc->state == RS_TLS || rc->state == RS_TLS_WRAP ? RELAY_FAIL_TLS
 									      : RELAY_FAIL_PATH,
-			   "timeout");
+			   RELAY_WHY_TIMEOUT);
 }
 
 static void relay_conn_on_tls(struct conn *c, void *ctx, int err)
@@ -1506,6 +1527,7 @@ static void relay_txn_begin(struct relay_txn *t)
 
 static void relay_txn_connect(struct relay_txn *t)
 {
+	t->attempts_until = uv_now(t->pool->loop) + t->cfg->relay_timeout_ms;
 	if (t->mode == TXN_NORMAL) {
 		struct relay_conn *rc = relay_pool_take(t->pool, t);
 		if (rc != NULL) {
@@ -1533,6 +1555,7 @@ void relay_pool_probe(struct relay_pool *pool, struct config *cfg)
 	/* A transaction with no owner: it connects (with the relayhost's
 	   credentials), learns the capabilities and leaves the connection in
 	   the pool. */
+	pool->current = cfg;
 	if (pool->probe != NULL)
 		return;
 	pool->probe = relay_txn_new(pool, cfg, "relay probe", relay_probe_cb, NULL, pool);
@@ -1772,8 +1795,18 @@ void relay_txn_free(struct relay_txn **tp)
 		}
 	}
 	relay_txn_route_clear(t);
-	if (t->maps != NULL)
-		t->maps->users--;
+	/* The last user of an older snapshot's tables: close them (and their
+	   MySQL connections) now rather than at the next reload. */
+	if (t->maps != NULL && --t->maps->users == 0 &&
+	    !config_is_part_of(t->pool->current, t->maps->cfg)) {
+		for (struct relay_maps **pp = &t->pool->maps; *pp != NULL; pp = &(*pp)->next) {
+			if (*pp == t->maps) {
+				*pp = t->maps->next;
+				relay_maps_close(t->pool, t->maps);
+				break;
+			}
+		}
+	}
 	t->maps = NULL;
 	config_unref(&t->cfg);
 	uv_timer_stop(&t->defer_timer);

@@ -53,7 +53,9 @@ struct relay_pool *relay_pool_new(uv_loop_t *loop);
 /* Closes idle connections; transactions must be gone. */
 void relay_pool_free(struct relay_pool **pool);
 /* Opens one connection to cfg's route ahead of time, to learn the
- * downstream's capabilities and warm the pool. */
+ * downstream's capabilities and warm the pool. Called with the worker's
+ * snapshot whenever it changes: the pool keeps that snapshot's table sets
+ * (and its listeners') open, and closes older ones once unused. */
 void relay_pool_probe(struct relay_pool *pool, struct config *cfg);
 /* The downstream's capabilities as last seen; false if never seen. */
 bool relay_pool_caps(const struct relay_pool *pool, struct smtp_caps *caps_r);

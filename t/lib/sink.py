@@ -18,6 +18,7 @@ Usage:
   sink.py --dir DIR (--listen HOST:PORT | --unix PATH) [--lmtp]
           [--starttls CERT KEY] [--tls CERT KEY]
           [--reject-rcpt ADDR[=CODE TEXT]]... [--reject-data CODE TEXT]
+          [--reject-data-match REGEX]
           [--tempfail-rcpt ADDR]... [--delay-data SECONDS] [--size N]
           [--chunking] [--hostname NAME] [--log FILE]
 
@@ -463,7 +464,8 @@ class Session:
         if self.o.size and size > self.o.size:
             self.log("rejected: message size %d > %d" % (size, self.o.size))
             self.replies_for_data("552 5.3.4 Message size exceeds fixed limit")
-        elif self.o.reject_data:
+        elif self.o.reject_data and (not self.o.reject_data_match
+                                     or re.search(self.o.reject_data_match.encode(), raw)):
             self.log("rejected: data refused by --reject-data")
             self.replies_for_data(" ".join(self.o.reject_data))
         else:
@@ -506,6 +508,8 @@ def main(argv=None):
     p.add_argument("--reject-rcpt", action="append", metavar="ADDR[=CODE TEXT]")
     p.add_argument("--tempfail-rcpt", action="append", metavar="ADDR")
     p.add_argument("--reject-data", nargs=2, metavar=("CODE", "TEXT"))
+    p.add_argument("--reject-data-match", metavar="REGEX",
+                   help="only messages whose raw bytes match REGEX get --reject-data")
     p.add_argument("--delay-data", type=float, default=0)
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--without", action="append", metavar="KEYWORD",
