@@ -58,9 +58,9 @@ c = client(d, "plain", certs)
 out = c.send_message("a@example.com", ["b@example.net"], stuff(make_message(subject="hostile reply")))
 c.close()
 ok(out[-1].code == 550, "downstream's multi-line 550 is passed on", [str(x) for x in out])
-d.wait_log(r"status=bounced", 5)
+d.wait_log(r"status=refused", 5)
 lines = submitd_lines(d)
-deliv = [l for l in lines if b"status=bounced" in l]
+deliv = [l for l in lines if b"status=refused" in l]
 ok(len(deliv) == 1, "one delivery line for the refused message", lines[-8:])
 line = deliv[0].decode("utf-8", "replace") if deliv else ""
 for frag, what in (("first line \\u202egnp.exe", "RLO (U+202E)"),
