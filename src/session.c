@@ -697,8 +697,15 @@ static void session_io_close(void *ctx)
 	conn_close(s->conn);
 }
 
+static bool session_io_write_blocked(void *ctx)
+{
+	struct session *s = ctx;
+	return conn_write_blocked(s->conn);
+}
+
 static const struct smtp_server_io session_io = {
 	.write = session_io_write,
+	.write_blocked = session_io_write_blocked,
 	.starttls = session_io_starttls,
 	.close = session_io_close,
 };
@@ -727,7 +734,10 @@ static void session_on_data_do(struct conn *c, void *ctx)
 	}
 	if (buf_len(&c->in) > 0)
 		smtp_server_input(s->server);
-	if (c->eof || c->error != 0) {
+	/* A client that sent its commands and closed its side still gets
+	   the replies: the rest is processed as the output drains. */
+	bool more = c->error == 0 && conn_write_blocked(c) && buf_len(&c->in) > 0;
+	if ((c->eof || c->error != 0) && !more) {
 		smtp_server_disconnected(s->server);
 		conn_close(c);
 		return;

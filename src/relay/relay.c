@@ -18,8 +18,9 @@
 #include "policy/sender_login.h"
 #include "smtp/data.h"
 
-/* Stop feeding content when this much is queued toward the downstream. */
-#define RELAY_HIGH_WATER (1024 * 1024)
+/* Stop feeding content when this much is queued toward the downstream: the
+ * connection's own output bound (DESIGN.md invariant 5). */
+#define RELAY_HIGH_WATER CONN_OUT_HIGH
 /* RFC 4954 §4: a command line, initial response included, stays within 512. */
 #define RELAY_AUTH_LINE_MAX 512
 #define RELAY_KEYS_MAX 2048

@@ -985,9 +985,11 @@ static void test_limits(void)
 		if (buf_len(&f.in) > maxlen)
 			maxlen = buf_len(&f.in);
 	}
-	if (maxlen > 1024)
+	/* The reader looks as far as an AUTH command may reach (RFC 4954 §4). */
+	if (maxlen > 12288 + 1024)
 		diag("input buffer held %zu bytes after 200000 bytes of one line", maxlen);
-	ok_named(maxlen <= 1024, "endless command line: the input buffer stays bounded (invariant 5)");
+	ok_named(maxlen <= 12288 + 1024,
+		 "endless command line: the input buffer stays bounded (invariant 5)");
 	fake_clear_out(&f);
 	fake_feed(&f, "\r\nNOOP\r\n");
 	is_str(codes(fake_out(&f)), "500 250", "endless line: one 500 at its end, then NOOP 250");
@@ -1065,6 +1067,42 @@ static void test_auth_exchange(void)
 	ok_named(strncmp(out, "250 ", 4) == 0 && f.n_auth_response == 0,
 		"after an over-long AUTH response the exchange is over: the next line is a command, "
 		"not a credential (RFC 4954 §4)");
+	fake_free(&f);
+
+	/* The AUTH command line takes a 12288-octet initial response (RFC
+	 * 4954 §4: OAuth bearer tokens are often 2-8 KB); every other
+	 * command keeps line_limit. */
+	ready(&f, &set);
+	buf_reset(&in);
+	buf_append_str(&in, "AUTH PLAIN ");
+	for (int i = 0; i < 12288; i++)
+		buf_append(&in, "Q", 1);
+	buf_append_str(&in, "\r\n");
+	fake_clear_out(&f);
+	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
+	out = fake_out(&f);
+	ok_named(f.n_auth == 1 && f.last_auth_len == 6 + 12288 && strncmp(out, "235 ", 4) == 0,
+		 "AUTH with a 12288-octet initial response reaches the backend (RFC 4954 §4)");
+	fake_free(&f);
+	ready(&f, &set);
+	buf_reset(&in);
+	buf_append_str(&in, "AUTH PLAIN ");
+	for (int i = 0; i < 13000; i++)
+		buf_append(&in, "Q", 1);
+	buf_append_str(&in, "\r\nNOOP\r\n");
+	fake_clear_out(&f);
+	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
+	out = fake_out(&f);
+	ok_named(f.n_auth == 0 && strncmp(out, "500 5.5.2", 9) == 0 && strstr(out, "\r\n250 ") != NULL,
+		 "AUTH over that room: 500, and the session stays in step");
+	buf_reset(&in);
+	buf_append_str(&in, "NOOP ");
+	for (int i = 0; i < 600; i++)
+		buf_append(&in, "x", 1);
+	buf_append_str(&in, "\r\nNOOP\r\n");
+	fake_clear_out(&f);
+	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
+	is_str(codes(fake_out(&f)), "500 250", "a 605-octet NOOP is still over line_limit: 500, then in step");
 	buf_free(&in);
 	fake_free(&f);
 }
@@ -1352,6 +1390,52 @@ static void test_end_of_session(void)
 	fake_free(&f);
 }
 
+/* ---- a client that does not read its replies (DESIGN.md invariant 5) ---- */
+
+static size_t count_str(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void test_output_bound(void)
+{
+	struct fake f;
+	ready(&f, NULL);
+	fake_clear_out(&f);
+	f.out_cap = 65536;
+	/* 1 MiB of EHLO: unbounded, the replies would be 25 times that. */
+	struct buf flood = BUF_INIT;
+	unsigned n = 0;
+	while (buf_len(&flood) < 1024 * 1024) {
+		buf_append_str(&flood, "EHLO x\r\n");
+		n++;
+	}
+	buf_append_str(&flood, "QUIT\r\n");
+	fake_feed_mem(&f, buf_data(&flood), buf_len(&flood), false);
+	size_t queued = buf_len(&f.out);
+	ok(queued >= 65536 && queued < 65536 + 8192,
+	   "transport blocked: replies stop near the bound (%zu bytes queued)", queued);
+	ok(buf_len(&f.in) > 900 * 1024, "the rest of the input waits unprocessed (%zu bytes)",
+	   buf_len(&f.in));
+	smtp_server_input(f.s);
+	is_int((long long)buf_len(&f.out), (long long)queued, "still blocked: nothing more produced");
+	is_int(f.n_close, 0, "QUIT not reached yet");
+	/* The client reads: each drain lets the server go on. */
+	unsigned rounds = 0;
+	while (buf_len(&f.in) > 0 && rounds++ < 10000) {
+		f.out_cap = buf_len(&f.out) + 65536;
+		smtp_server_input(f.s);
+	}
+	const char *out = fake_out(&f);
+	is_int((long long)count_str(out, "250 CHUNKING\r\n"), n, "every EHLO answered once drained");
+	ok(strstr(out, "221 2.0.0") != NULL && f.n_close == 1, "then QUIT, in order");
+	buf_free(&flood);
+	fake_free(&f);
+}
+
 int main(void)
 {
 	log_open(LOG_TARGET_STDERR, 0, LOG_WARNING);
@@ -1369,5 +1453,6 @@ int main(void)
 	test_auth_exchange();
 	test_script();
 	test_end_of_session();
+	test_output_bound();
 	return done_testing();
 }
