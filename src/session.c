@@ -210,6 +210,29 @@ static void session_received(struct session *s, struct buf *out, const char *dat
 	buf_printf(out, "; %s\r\n", date);
 }
 
+/* What session_emit_header() adds at most, for the SIZE= declared
+ * downstream (RFC 1870 §6: the size that will be sent, not the client's).
+ * When the downstream MAIL goes out, the Received: field is known but for
+ * its date and its "for <rcpt>" (recipients are final only at DATA), and the
+ * header section is not read yet: those, Date: and Message-ID: are counted
+ * at their longest, so this is an upper bound, never an underestimate. */
+static uint64_t session_added_max(struct session *s)
+{
+	struct buf b = BUF_INIT;
+	unsigned nrcpt = s->nrcpt;
+	s->nrcpt = 0;
+	session_received(s, &b, "");
+	s->nrcpt = nrcpt;
+	uint64_t n = buf_len(&b);
+	buf_free(&b);
+	const size_t date = 63; /* session_rfc5322_date()'s buffer */
+	n += date + sizeof("\r\n\tfor <>") - 1 + SMTP_PATH_MAX;
+	n += sizeof("Date: \r\n") - 1 + date;
+	n += sizeof("Message-ID: <YYYYmmddHHMMSS.@>\r\n") - 1 + strlen(s->id) +
+	     strlen(s->cfg->myhostname);
+	return n + 4; /* CRLF closing an unterminated field, CRLF before a bare body */
+}
+
 static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 {
 	if (s->relay == NULL || n == 0)
@@ -461,7 +484,10 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		relay_txn_set_user(s->relay, smtp_server_user(s->server)); /* relay_auth_header */
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
-		relay_txn_mail(s->relay, &s->mail);
+		struct smtp_mail_args m = s->mail;
+		if (m.has_size)
+			m.size += session_added_max(s);
+		relay_txn_mail(s->relay, &m);
 		return;
 	}
 	s->relay_step = RELAY_RCPT;
