@@ -203,19 +203,32 @@ struct smtp_server_cmd_def {
 	const char *syntax; /* for 501 replies */
 };
 
+/* What this listener offers in this state; EHLO and HELP both say it. */
+static bool smtp_server_starttls_offered(const struct smtp_server *s)
+{
+	return s->set.starttls_offered && !s->tls;
+}
+
+/* The mechanisms to advertise, or NULL: AUTH only inside TLS (DESIGN.md
+ * invariant 3, RFC 4954 §4) and not once authenticated. */
+static const char *smtp_server_auth_offered(struct smtp_server *s)
+{
+	if (!s->tls || s->backend->auth == NULL || s->backend->auth_mechs == NULL || s->user != NULL)
+		return NULL;
+	const char *mechs = s->backend->auth_mechs(s->ctx);
+	return mechs != NULL && mechs[0] != '\0' ? mechs : NULL;
+}
+
 static void smtp_server_send_ehlo(struct smtp_server *s)
 {
 	buf_printf(&s->out, "250-%s\r\n", s->set.hostname);
 	buf_append_str(&s->out, "250-PIPELINING\r\n");
 	buf_printf(&s->out, "250-SIZE %llu\r\n", (unsigned long long)s->set.size_limit);
-	if (s->set.starttls_offered && !s->tls)
+	if (smtp_server_starttls_offered(s))
 		buf_append_str(&s->out, "250-STARTTLS\r\n");
-	/* AUTH only inside TLS (DESIGN.md invariant 3, RFC 4954 §4). */
-	if (s->tls && s->backend->auth != NULL && s->backend->auth_mechs != NULL && s->user == NULL) {
-		const char *mechs = s->backend->auth_mechs(s->ctx);
-		if (mechs != NULL && mechs[0] != '\0')
-			buf_printf(&s->out, "250-AUTH %s\r\n", mechs);
-	}
+	const char *mechs = smtp_server_auth_offered(s);
+	if (mechs != NULL)
+		buf_printf(&s->out, "250-AUTH %s\r\n", mechs);
 	buf_append_str(&s->out, "250-ENHANCEDSTATUSCODES\r\n");
 	if (s->set.eightbitmime)
 		buf_append_str(&s->out, "250-8BITMIME\r\n");
@@ -515,8 +528,9 @@ static void smtp_server_cmd_quit(struct smtp_server *s, const struct smtp_cmd *c
 static void smtp_server_cmd_help(struct smtp_server *s, const struct smtp_cmd *cmd)
 {
 	smtp_server_reply(s, 214, "2.0.0",
-			  "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP QUIT "
-			  "HELP VRFY");
+			  "Commands: EHLO HELO%s%s MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
+			  smtp_server_starttls_offered(s) ? " STARTTLS" : "",
+			  smtp_server_auth_offered(s) != NULL ? " AUTH" : "");
 }
 
 static void smtp_server_cmd_vrfy(struct smtp_server *s, const struct smtp_cmd *cmd)

@@ -1436,6 +1436,47 @@ static void test_output_bound(void)
 	fake_free(&f);
 }
 
+/* ---- HELP lists what EHLO offers, no more (RFC 5321 §4.1.1.8) ---- */
+
+static void test_help(void)
+{
+	struct fake f;
+	struct smtp_server_settings set = set_ready();
+	set.tls_active = false; /* a plain listener */
+	ready(&f, &set);
+	const char *out = step(&f, "HELP\r\n");
+	ok_named(strncmp(out, "214 ", 4) == 0 && strstr(out, "STARTTLS") == NULL &&
+		 strstr(out, "AUTH") == NULL && strstr(out, "MAIL") != NULL,
+		 "plain listener: HELP lists neither STARTTLS nor AUTH");
+	fake_free(&f);
+
+	fake_new(&f, NULL); /* a starttls listener, before TLS */
+	out = step(&f, "EHLO c.example\r\nHELP\r\n");
+	out = strstr(out, "214 ");
+	ok_named(out != NULL && strstr(out, " STARTTLS") != NULL && strstr(out, " AUTH") == NULL,
+		 "before STARTTLS: HELP lists STARTTLS, not AUTH");
+	fake_free(&f);
+
+	set = set_ready();
+	set.relay_trusted = false;
+	ready(&f, &set); /* inside TLS */
+	out = step(&f, "HELP\r\n");
+	ok_named(strstr(out, " AUTH") != NULL && strstr(out, "STARTTLS") == NULL,
+		 "inside TLS: HELP lists AUTH, not STARTTLS");
+	step(&f, "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
+	out = step(&f, "HELP\r\n");
+	ok_named(strncmp(out, "214 ", 4) == 0 && strstr(out, " AUTH") == NULL,
+		 "once authenticated: HELP no longer lists AUTH");
+	fake_free(&f);
+	fake_init(&f, &set);
+	f.be.auth = NULL;
+	fake_start(&f);
+	out = step(&f, "HELP\r\n");
+	ok_named(strncmp(out, "214 ", 4) == 0 && strstr(out, " AUTH") == NULL,
+		 "no auth backend: HELP does not list AUTH");
+	fake_free(&f);
+}
+
 int main(void)
 {
 	log_open(LOG_TARGET_STDERR, 0, LOG_WARNING);
@@ -1454,5 +1495,6 @@ int main(void)
 	test_script();
 	test_end_of_session();
 	test_output_bound();
+	test_help();
 	return done_testing();
 }
