@@ -479,8 +479,10 @@ static void dovecot_auth_timer_close_cb(uv_handle_t *h)
 
 static bool dovecot_auth_write_full(struct dovecot_auth_client *c)
 {
-	return !c->fake && c->conn != NULL &&
-	       uv_stream_get_write_queue_size((uv_stream_t *)&c->conn->pipe) >= DOVECOT_AUTH_WRITE_QUEUE_HIGH;
+	if (c->fake || c->conn == NULL)
+		return false;
+	uv_stream_t *s = (uv_stream_t *)&c->conn->pipe;
+	return uv_stream_get_write_queue_size(s) >= DOVECOT_AUTH_WRITE_QUEUE_HIGH;
 }
 
 static void dovecot_auth_request_send(struct dovecot_auth_request *req, bool restart_timer);

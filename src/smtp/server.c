@@ -213,7 +213,8 @@ static bool smtp_server_starttls_offered(const struct smtp_server *s)
  * invariant 3, RFC 4954 §4) and not once authenticated. */
 static const char *smtp_server_auth_offered(struct smtp_server *s)
 {
-	if (!s->tls || s->backend->auth == NULL || s->backend->auth_mechs == NULL || s->user != NULL)
+	if (!s->tls || s->user != NULL || s->backend->auth == NULL ||
+	    s->backend->auth_mechs == NULL)
 		return NULL;
 	const char *mechs = s->backend->auth_mechs(s->ctx);
 	return mechs != NULL && mechs[0] != '\0' ? mechs : NULL;
