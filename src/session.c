@@ -73,6 +73,7 @@ struct session {
 	bool header_done;
 	bool header_too_big;
 	bool input_paused;               /* back-pressure from the downstream */
+	bool input_full;                 /* reading stopped while the server was busy */
 	time_t data_time;
 	uint64_t msg_size;
 	uint64_t deadline;               /* loop time when session_timeout ends it */
@@ -729,9 +730,20 @@ static bool session_io_write_blocked(void *ctx)
 	return conn_write_blocked(s->conn);
 }
 
+static void session_io_input_wanted(void *ctx)
+{
+	struct session *s = ctx;
+	if (!s->input_full)
+		return;
+	s->input_full = false;
+	if (!s->input_paused)
+		conn_read_start(s->conn);
+}
+
 static const struct smtp_server_io session_io = {
 	.write = session_io_write,
 	.write_blocked = session_io_write_blocked,
+	.input_wanted = session_io_input_wanted,
 	.starttls = session_io_starttls,
 	.close = session_io_close,
 };
@@ -771,8 +783,10 @@ static void session_on_data_do(struct conn *c, void *ctx)
 	session_arm_timer(s);
 	/* A client that pipelines faster than we answer waits in the kernel,
 	   not in our memory (DESIGN.md invariant 5). */
-	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536)
+	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536) {
+		s->input_full = true; /* until session_io_input_wanted() */
 		conn_read_stop(c);
+	}
 }
 
 static void session_on_timeout(struct conn *c, void *ctx)

@@ -900,6 +900,8 @@ void smtp_server_input(struct smtp_server *s)
 	/* Replies go out when the input is used up or we must wait
 	   (RFC 2920 §3.2). */
 	smtp_server_flush(s);
+	if (!smtp_server_busy(s) && s->io->input_wanted != NULL)
+		s->io->input_wanted(s->ctx);
 }
 
 bool smtp_server_in_content(const struct smtp_server *s)

@@ -132,4 +132,36 @@ for name, mk in (("plain", plain_sock), ("TLS", tls_sock)):
     ok(any(l.startswith(b"221 ") for l in lines), "%s: then QUIT's 221" % name)
     sock.close()
 
+# -- input read while the session waits (here for the downstream's reply to
+# the end of data) is bounded, and reading resumes once the wait is over.
+slow = env.sink("--delay-data", "1")
+d2 = env.submitd(standard_config(certs, slow, [("workers", "1")]), name="slow")
+c = SMTP(*d2.addr("plain"))
+c.ehlo()
+is_(c.cmd("MAIL FROM:<a@example.com>").code, 250, "slow downstream: MAIL")
+is_(c.cmd("RCPT TO:<b@example.net>").code, 250, "RCPT")
+is_(c.cmd("DATA").code, 354, "DATA")
+n = 40000
+c.sock.settimeout(30)
+t0 = time.time()
+payload = stuff(make_message(subject="slow")) + b"NOOP\r\n" * n + b"QUIT\r\n"
+th = threading.Thread(target=lambda: c.sock.sendall(payload))
+th.start()
+got = bytearray()
+try:
+    while True:
+        b = c.sock.recv(65536)
+        if not b:
+            break
+        got += b
+except (socket.timeout, OSError) as e:
+    diag("pipeline behind a slow end of data: %r" % e)
+th.join(30)
+lines = bytes(got).split(b"\r\n")
+ok(lines and lines[0].startswith(b"250 "), "the message is delivered (%r)" % lines[:1])
+is_(sum(1 for l in lines if l.startswith(b"250 ")), n + 1,
+    "%d NOOPs pipelined behind it (while the session waited): every reply" % n)
+ok(any(l.startswith(b"221 ") for l in lines) and time.time() - t0 < 20,
+   "then QUIT's 221, without waiting for a timeout (%.1f s)" % (time.time() - t0))
+c.close()
 done()
