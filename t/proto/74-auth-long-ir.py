@@ -15,20 +15,9 @@ env.require_binary()
 certs = env.certs()
 sink = env.sink()
 fd = FakeDovecot(env.path("fake-auth.sock"), mechs=["PLAIN", "LOGIN", "OAUTHBEARER"]).start()
-tp = free_port()
-d = env.submitd([
-    ("myhostname", MYHOST),
-    ("listen", "127.0.0.1:%d tls" % tp),
-    ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key),
-    ("relayhost", sink.relayhost),
-    ("workers", "1"),
-    ("log_level", "info"),
-    ("dovecot_auth_socket", fd.path),
-    ("auth_failure_delay", "0"),
-    ("auth_ip_failure_limit", "0"),
-    ("auth_max_failures", "100"),
-])
+d = env.submitd(standard_config(certs, sink, [("workers", "1"), ("dovecot_auth_socket", fd.path),
+                                              ("auth_failure_delay", "0"),
+                                              ("auth_ip_failure_limit", "0")]))
 ok(wait_dovecot_connected(d, 1), "submitd connected to the fake Dovecot")
 
 

@@ -6,7 +6,7 @@ opens a new one). The SIZE= declared downstream is the size that will be
 sent, the client's declared size plus what submitd adds (RFC 1870 §6)."""
 import os
 import re
-import socket
+import socketserver
 import sys
 import threading
 
@@ -18,57 +18,45 @@ env.require_binary()
 certs = env.certs()
 
 
-class OddDownstream:
-    """Answers DATA with `data_reply`; records every line and connection."""
+class OddDownstream(socketserver.ThreadingTCPServer):
+    """Answers DATA with `data_reply`, everything else as a plain MTA would;
+    records every line (connection number, line) and the connections that
+    ended."""
+    daemon_threads = True
+    allow_reuse_address = True
 
     def __init__(self, data_reply):
         self.data_reply = data_reply
-        self.port = free_port()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(8)
         self.conns = 0
         self.seen = []
         self.closed = []
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__(("127.0.0.1", 0), OddSession)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
 
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns += 1
-            threading.Thread(target=self.one, args=(c, self.conns), daemon=True).start()
 
-    def one(self, c, n):
-        c.settimeout(10)
-        buf = b""
+class OddSession(socketserver.StreamRequestHandler):
+    timeout = 10
+
+    def handle(self):
+        srv = self.server
+        srv.conns += 1
+        n = srv.conns
+        answers = [(b"EHLO", b"250-odd.test\r\n250-SIZE 100000000\r\n250 8BITMIME\r\n"),
+                   (b"DATA", srv.data_reply), (b"QUIT", b"221 bye\r\n")]
         try:
-            c.sendall(b"220 odd.test ESMTP\r\n")
-            while True:
-                while b"\r\n" not in buf:
-                    d = c.recv(65536)
-                    if not d:
-                        raise EOFError
-                    buf += d
-                l, buf = buf.split(b"\r\n", 1)
-                self.seen.append((n, l))
-                u = l.upper()
-                if u.startswith(b"EHLO"):
-                    c.sendall(b"250-odd.test\r\n250-SIZE 100000000\r\n250 8BITMIME\r\n")
-                elif u.startswith(b"DATA"):
-                    c.sendall(self.data_reply)
-                elif u.startswith(b"QUIT"):
-                    c.sendall(b"221 bye\r\n")
+            self.wfile.write(b"220 odd.test ESMTP\r\n")
+            for raw in self.rfile:
+                l = raw.rstrip(b"\r\n")
+                srv.seen.append((n, l))
+                reply = next((r for verb, r in answers if l.upper().startswith(verb)),
+                             b"250 2.0.0 ok\r\n")
+                self.wfile.write(reply)
+                if l.upper().startswith(b"QUIT"):
                     break
-                else:
-                    c.sendall(b"250 2.0.0 ok\r\n")
-        except (OSError, EOFError):
+        except OSError:
             pass
-        self.closed.append(n)
-        c.close()
+        srv.closed.append(n)
 
 
 fake = OddDownstream(b"250 2.0.0 whatever\r\n")

@@ -1047,6 +1047,20 @@ static void test_limits(void)
 
 /* ---- AUTH exchange bounds (RFC 4954 §4, invariant 5) ---- */
 
+/* Feeds prefix, n 'Q's and suffix in one read; returns the output. */
+static const char *step_long(struct fake *f, struct buf *in, const char *prefix, size_t n,
+			     const char *suffix)
+{
+	buf_reset(in);
+	buf_append_str(in, prefix);
+	memset(buf_reserve(in, n), 'Q', n);
+	buf_commit(in, n);
+	buf_append_str(in, suffix);
+	fake_clear_out(f);
+	fake_feed_mem(f, buf_data(in), buf_len(in), false);
+	return fake_out(f);
+}
+
 static void test_auth_exchange(void)
 {
 	struct fake f;
@@ -1073,36 +1087,17 @@ static void test_auth_exchange(void)
 	 * 4954 §4: OAuth bearer tokens are often 2-8 KB); every other
 	 * command keeps line_limit. */
 	ready(&f, &set);
-	buf_reset(&in);
-	buf_append_str(&in, "AUTH PLAIN ");
-	for (int i = 0; i < 12288; i++)
-		buf_append(&in, "Q", 1);
-	buf_append_str(&in, "\r\n");
-	fake_clear_out(&f);
-	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
-	out = fake_out(&f);
+	out = step_long(&f, &in, "AUTH PLAIN ", 12288, "\r\n");
 	ok_named(f.n_auth == 1 && f.last_auth_len == 6 + 12288 && strncmp(out, "235 ", 4) == 0,
 		 "AUTH with a 12288-octet initial response reaches the backend (RFC 4954 §4)");
 	fake_free(&f);
 	ready(&f, &set);
-	buf_reset(&in);
-	buf_append_str(&in, "AUTH PLAIN ");
-	for (int i = 0; i < 13000; i++)
-		buf_append(&in, "Q", 1);
-	buf_append_str(&in, "\r\nNOOP\r\n");
-	fake_clear_out(&f);
-	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
-	out = fake_out(&f);
-	ok_named(f.n_auth == 0 && strncmp(out, "500 5.5.2", 9) == 0 && strstr(out, "\r\n250 ") != NULL,
+	out = step_long(&f, &in, "AUTH PLAIN ", 13000, "\r\nNOOP\r\n");
+	ok_named(f.n_auth == 0 && strncmp(out, "500 5.5.2", 9) == 0 &&
+		 strstr(out, "\r\n250 ") != NULL,
 		 "AUTH over that room: 500, and the session stays in step");
-	buf_reset(&in);
-	buf_append_str(&in, "NOOP ");
-	for (int i = 0; i < 600; i++)
-		buf_append(&in, "x", 1);
-	buf_append_str(&in, "\r\nNOOP\r\n");
-	fake_clear_out(&f);
-	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
-	is_str(codes(fake_out(&f)), "500 250", "a 605-octet NOOP is still over line_limit: 500, then in step");
+	out = step_long(&f, &in, "NOOP ", 600, "\r\nNOOP\r\n");
+	is_str(codes(out), "500 250", "a 605-octet NOOP is still over line_limit: 500, then in step");
 	buf_free(&in);
 	fake_free(&f);
 }
