@@ -772,10 +772,9 @@ static void session_on_data_do(struct conn *c, void *ctx)
 	}
 	if (buf_len(&c->in) > 0)
 		smtp_server_input(s->server);
-	/* A client that sent its commands and closed its side still gets
-	   the replies: the rest is processed as the output drains. */
-	bool more = c->error == 0 && conn_write_blocked(c) && buf_len(&c->in) > 0;
-	if ((c->eof || c->error != 0) && !more) {
+	/* While output is blocked the conn does not read, so the end of the
+	   input is seen only once what came before it has been answered. */
+	if (c->eof || c->error != 0) {
 		smtp_server_disconnected(s->server);
 		conn_close(c);
 		return;

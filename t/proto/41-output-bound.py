@@ -139,6 +139,26 @@ for name, mk in (("plain", plain_sock), ("TLS", tls_sock)):
     ok(any(l.startswith(b"221 ") for l in lines), "%s: then QUIT's 221" % name)
     sock.close()
 
+# -- the same pipeline, then the client closes its side before reading:
+# the replies still come, all of them, as the output drains.
+sock = plain_sock()
+sock.settimeout(30)
+n = 30000
+sock.sendall(b"NOOP\r\n" * n)
+sock.shutdown(socket.SHUT_WR)
+got = bytearray()
+try:
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            break
+        got += b
+except (socket.timeout, OSError) as e:
+    diag("half-closed pipeline: %r" % e)
+is_(sum(1 for l in bytes(got).split(b"\r\n") if l.startswith(b"250 ")), n,
+    "%d NOOPs, then the client's FIN, then reading: every reply arrives" % n)
+sock.close()
+
 # -- input read while the session waits (here for the downstream's reply to
 # the end of data) is bounded, and reading resumes once the wait is over.
 slow = env.sink("--delay-data", "1")
