@@ -6,6 +6,7 @@ few MiB at most, and another client is served meanwhile. A client that sends
 a long pipeline and only then reads gets every reply, in order (no stall when
 the output drains)."""
 import os
+import re
 import socket
 import ssl
 import sys
@@ -138,6 +139,34 @@ for name, mk in (("plain", plain_sock), ("TLS", tls_sock)):
         "%s: %d pipelined NOOPs sent before reading: every reply arrives" % (name, n))
     ok(any(l.startswith(b"221 ") for l in lines), "%s: then QUIT's 221" % name)
     sock.close()
+
+# -- the STARTTLS checkpoint holds when STARTTLS sits behind a long pipeline
+# that made submitd stop reading: plaintext sent after it is never run.
+c = SMTP(sh, sp)
+c.ehlo()
+n = 20000
+burst = b"EHLO x\r\n" * n + b"STARTTLS\r\nMAIL FROM:<injected@example.com>\r\n"
+th = threading.Thread(target=lambda: c.sock.sendall(burst))
+th.start()
+ehlos = 0
+r = None
+while True:
+    r = c.reply(timeout=30)
+    if r.code != 250:
+        break
+    ehlos += 1
+th.join(30)
+is_(ehlos, n, "checkpoint: every pipelined EHLO answered before STARTTLS")
+is_(r.code, 220, "then 220 to STARTTLS (%s)" % r)
+ok(not c.buf, "and nothing after it in plaintext (%r)" % bytes(c.buf[:80]))
+try:
+    c._wrap(MYHOST)
+    r = c.cmd("MAIL FROM:<a@example.com>")
+    ok(r.code == 503, "inside TLS the session starts afresh: MAIL before EHLO is 503 (%s)" % r)
+except (ssl.SSLError, OSError) as e:
+    ok(True, "inside TLS: the injected plaintext broke the handshake (%r)" % e)
+c.close()
+ok(not re.search(r"injected@example\.com", d.log()), "the injected MAIL never ran")
 
 # -- the same pipeline, then the client closes its side before reading:
 # the replies still come, all of them, as the output drains.
