@@ -57,6 +57,20 @@ def flood(sock, unit, total, stalled=3.0):
     return sent
 
 
+def read_all(sock, what):
+    """Everything the server sends until it closes, as a list of lines."""
+    got = bytearray()
+    try:
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                break
+            got += b
+    except (socket.timeout, ssl.SSLError, OSError) as e:
+        diag("%s: %r" % (what, e))
+    return bytes(got).split(b"\r\n")
+
+
 def delivery():
     """A whole delivery on another connection; returns (ok, seconds)."""
     t0 = time.time()
@@ -124,17 +138,8 @@ for name, mk in (("plain", plain_sock), ("TLS", tls_sock)):
     payload = b"NOOP\r\n" * n + b"QUIT\r\n"
     th = threading.Thread(target=lambda: sock.sendall(payload))
     th.start()
-    got = bytearray()
-    try:
-        while True:
-            b = sock.recv(65536)
-            if not b:
-                break
-            got += b
-    except (socket.timeout, ssl.SSLError, OSError) as e:
-        diag("%s pipeline: %r" % (name, e))
+    lines = read_all(sock, "%s pipeline" % name)
     th.join(30)
-    lines = bytes(got).split(b"\r\n")
     is_(sum(1 for l in lines if l.startswith(b"250 ")), n,
         "%s: %d pipelined NOOPs sent before reading: every reply arrives" % (name, n))
     ok(any(l.startswith(b"221 ") for l in lines), "%s: then QUIT's 221" % name)
@@ -175,16 +180,8 @@ sock.settimeout(30)
 n = 30000
 sock.sendall(b"NOOP\r\n" * n)
 sock.shutdown(socket.SHUT_WR)
-got = bytearray()
-try:
-    while True:
-        b = sock.recv(65536)
-        if not b:
-            break
-        got += b
-except (socket.timeout, OSError) as e:
-    diag("half-closed pipeline: %r" % e)
-is_(sum(1 for l in bytes(got).split(b"\r\n") if l.startswith(b"250 ")), n,
+lines = read_all(sock, "half-closed pipeline")
+is_(sum(1 for l in lines if l.startswith(b"250 ")), n,
     "%d NOOPs, then the client's FIN, then reading: every reply arrives" % n)
 sock.close()
 
@@ -203,17 +200,8 @@ t0 = time.time()
 payload = stuff(make_message(subject="slow")) + b"NOOP\r\n" * n + b"QUIT\r\n"
 th = threading.Thread(target=lambda: c.sock.sendall(payload))
 th.start()
-got = bytearray()
-try:
-    while True:
-        b = c.sock.recv(65536)
-        if not b:
-            break
-        got += b
-except (socket.timeout, OSError) as e:
-    diag("pipeline behind a slow end of data: %r" % e)
+lines = read_all(c.sock, "pipeline behind a slow end of data")
 th.join(30)
-lines = bytes(got).split(b"\r\n")
 ok(lines and lines[0].startswith(b"250 "), "the message is delivered (%r)" % lines[:1])
 is_(sum(1 for l in lines if l.startswith(b"250 ")), n + 1,
     "%d NOOPs pipelined behind it (while the session waited): every reply" % n)
