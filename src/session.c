@@ -73,6 +73,7 @@ struct session {
 	bool header_done;
 	bool header_too_big;
 	bool input_paused;               /* back-pressure from the downstream */
+	bool input_full;                 /* reading stopped while the server was busy */
 	time_t data_time;
 	uint64_t msg_size;
 	uint64_t deadline;               /* loop time when session_timeout ends it */
@@ -209,6 +210,29 @@ static void session_received(struct session *s, struct buf *out, const char *dat
 	if (s->nrcpt == 1)
 		buf_printf(out, "\r\n\tfor <%s>", s->first_rcpt);
 	buf_printf(out, "; %s\r\n", date);
+}
+
+/* What session_emit_header() adds at most, for the SIZE= declared
+ * downstream (RFC 1870 §6: the size that will be sent, not the client's).
+ * When the downstream MAIL goes out, the Received: field is known but for
+ * its date and its "for <rcpt>" (recipients are final only at DATA), and the
+ * header section is not read yet: those, Date: and Message-ID: are counted
+ * at their longest, so this is an upper bound, never an underestimate. */
+static uint64_t session_added_max(struct session *s)
+{
+	struct buf b = BUF_INIT;
+	unsigned nrcpt = s->nrcpt;
+	s->nrcpt = 0;
+	session_received(s, &b, "");
+	s->nrcpt = nrcpt;
+	uint64_t n = buf_len(&b);
+	buf_free(&b);
+	const size_t date = 63; /* session_rfc5322_date()'s buffer */
+	n += date + sizeof("\r\n\tfor <>") - 1 + SMTP_PATH_MAX;
+	n += sizeof("Date: \r\n") - 1 + date;
+	n += sizeof("Message-ID: <YYYYmmddHHMMSS.@>\r\n") - 1 + strlen(s->id) +
+	     strlen(s->cfg->myhostname);
+	return n + 4; /* CRLF closing an unterminated field, CRLF before a bare body */
 }
 
 static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
@@ -478,7 +502,10 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		relay_txn_set_user(s->relay, smtp_server_user(s->server)); /* relay_auth_header */
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
-		relay_txn_mail(s->relay, &s->mail);
+		struct smtp_mail_args m = s->mail;
+		if (m.has_size)
+			m.size += session_added_max(s);
+		relay_txn_mail(s->relay, &m);
 		return;
 	}
 	s->relay_step = RELAY_RCPT;
@@ -714,8 +741,26 @@ static void session_io_close(void *ctx)
 	conn_close(s->conn);
 }
 
+static bool session_io_write_blocked(void *ctx)
+{
+	struct session *s = ctx;
+	return conn_write_blocked(s->conn);
+}
+
+static void session_io_input_wanted(void *ctx)
+{
+	struct session *s = ctx;
+	if (!s->input_full)
+		return;
+	s->input_full = false;
+	if (!s->input_paused)
+		conn_read_start(s->conn);
+}
+
 static const struct smtp_server_io session_io = {
 	.write = session_io_write,
+	.write_blocked = session_io_write_blocked,
+	.input_wanted = session_io_input_wanted,
 	.starttls = session_io_starttls,
 	.close = session_io_close,
 };
@@ -744,6 +789,8 @@ static void session_on_data_do(struct conn *c, void *ctx)
 	}
 	if (buf_len(&c->in) > 0)
 		smtp_server_input(s->server);
+	/* While output is blocked the conn does not read, so the end of the
+	   input is seen only once what came before it has been answered. */
 	if (c->eof || c->error != 0) {
 		smtp_server_disconnected(s->server);
 		conn_close(c);
@@ -752,8 +799,10 @@ static void session_on_data_do(struct conn *c, void *ctx)
 	session_arm_timer(s);
 	/* A client that pipelines faster than we answer waits in the kernel,
 	   not in our memory (DESIGN.md invariant 5). */
-	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536)
+	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536) {
+		s->input_full = true; /* until session_io_input_wanted() */
 		conn_read_stop(c);
+	}
 }
 
 static void session_on_timeout(struct conn *c, void *ctx)

@@ -16,9 +16,11 @@
 #include "core/buf.h"
 #include "lookup/table.h"
 
+/* TLS 1.2 only with ECDHE key exchange: forward secrecy for every session
+ * (static RSA has none, RFC 7525 §4.2). */
 #define DEFAULT_TLS_PRIORITY                                                                   \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"    \
-	"+CHACHA20-POLY1305:%SERVER_PRECEDENCE"
+	"+CHACHA20-POLY1305:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:%SERVER_PRECEDENCE"
 
 enum config_type {
 	CFG_STR,      /* char *, last one wins */

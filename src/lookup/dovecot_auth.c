@@ -39,6 +39,10 @@
 #define DOVECOT_AUTH_MAX_USER 512
 #define DOVECOT_AUTH_MAX_REASON 200
 #define DOVECOT_AUTH_WRITE_QUEUE_MAX (1024 * 1024)
+/* Above this, new requests wait in c->queue until Dovecot has read what
+ * was written (DESIGN.md invariant 5); the MAX above is the backstop for
+ * the short CONT and CANCEL lines, which are never held back. */
+#define DOVECOT_AUTH_WRITE_QUEUE_HIGH (64 * 1024)
 /* Ids we cancelled are remembered this long (and at most this many), so
  * that a reply already on its way when CANCEL left is recognised as late,
  * not as a protocol violation. */
@@ -475,6 +479,25 @@ static void dovecot_auth_timer_close_cb(uv_handle_t *h)
 	dovecot_auth_client_maybe_free(c);
 }
 
+static bool dovecot_auth_write_full(struct dovecot_auth_client *c)
+{
+	if (c->fake || c->conn == NULL)
+		return false;
+	uv_stream_t *s = (uv_stream_t *)&c->conn->pipe;
+	return uv_stream_get_write_queue_size(s) >= DOVECOT_AUTH_WRITE_QUEUE_HIGH;
+}
+
+static void dovecot_auth_request_send(struct dovecot_auth_request *req, bool restart_timer);
+
+/* Sends the requests held back by dovecot_auth_write_full(), in order. */
+static void dovecot_auth_send_queued(struct dovecot_auth_client *c)
+{
+	unsigned gen = c->generation;
+	while (c->generation == gen && c->state == DOVECOT_AUTH_READY &&
+	       !dovecot_auth_list_empty(&c->queue) && !dovecot_auth_write_full(c))
+		dovecot_auth_request_send(dovecot_auth_list_req(c->queue.next), false);
+}
+
 static void dovecot_auth_write_cb(uv_write_t *w, int status)
 {
 	struct dovecot_auth_write *wr = dovecot_auth_container(w, struct dovecot_auth_write, req);
@@ -485,7 +508,10 @@ static void dovecot_auth_write_cb(uv_write_t *w, int status)
 		char why[128];
 		snprintf(why, sizeof(why), "write failed: %s", uv_strerror(status));
 		dovecot_auth_conn_drop(conn->c, why);
+		return;
 	}
+	if (status == 0 && conn->c != NULL && conn->c->conn == conn)
+		dovecot_auth_send_queued(conn->c);
 }
 
 /* Queues bytes for Dovecot; the copy is wiped once written. Returns false
@@ -812,8 +838,7 @@ static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovec
 	log_info("dovecot auth: %s: connected, mechanisms: %s", c->path,
 		 c->mechs[0] ? c->mechs : "(none public)");
 	unsigned gen = c->generation;
-	while (c->generation == gen && !dovecot_auth_list_empty(&c->queue))
-		dovecot_auth_request_send(dovecot_auth_list_req(c->queue.next), false);
+	dovecot_auth_send_queued(c);
 	return c->generation == gen;
 }
 
@@ -1292,7 +1317,13 @@ struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
 
 	switch (c->state) {
 	case DOVECOT_AUTH_READY:
-		dovecot_auth_request_send(req, true);
+		if (dovecot_auth_list_empty(&c->queue) && !dovecot_auth_write_full(c)) {
+			dovecot_auth_request_send(req, true);
+			break;
+		}
+		/* Dovecot is behind: wait in line (dovecot_auth_send_queued). */
+		dovecot_auth_list_add(&c->queue, &req->link);
+		uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
 		break;
 	case DOVECOT_AUTH_BACKOFF:
 		/* Dovecot is down: say so now, not after the timeout. */

@@ -247,19 +247,61 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 void conn_read_start(struct conn *c)
 {
-	if (c->reading || c->closing || c->eof || c->error)
+	if (c->closing || c->eof || c->error)
+		return;
+	c->read_wanted = true;
+	if (c->reading || c->out_blocked)
 		return;
 	c->reading = true;
 	uv_read_start(&c->h.stream, conn_alloc_cb, conn_read_cb);
 }
 
-void conn_read_stop(struct conn *c)
+static void conn_read_pause(struct conn *c)
 {
 	if (!c->reading)
 		return;
 	c->reading = false;
 	uv_read_stop(&c->h.stream);
 }
+
+void conn_read_stop(struct conn *c)
+{
+	c->read_wanted = false;
+	conn_read_pause(c);
+}
+
+/* ---- the output bound (DESIGN.md invariant 5) ----
+ *
+ * A peer that sends and never reads must not make us queue its replies
+ * without end: over CONN_OUT_HIGH the conn stops reading, so the peer's
+ * bytes wait in the kernel (and then in the peer) instead of in our memory.
+ * Only the write callback lifts the pause, so the handler is never called
+ * back from inside its own conn_write(). */
+
+static void conn_block_check(struct conn *c)
+{
+	if (c->out_blocked || !c->writing || conn_pending(c) < CONN_OUT_HIGH)
+		return;
+	c->out_blocked = true;
+	conn_read_pause(c);
+}
+
+static void conn_unblock(struct conn *c)
+{
+	c->out_blocked = false;
+	if (c->read_wanted)
+		conn_read_start(c);
+	/* Records GnuTLS still holds are plaintext the handler has not seen. */
+	if (c->tls_active && c->error == 0 &&
+	    (buf_len(&c->tls_in) > 0 || gnutls_record_check_pending(c->tls) > 0))
+		conn_tls_read_records(c);
+	/* Input read before the pause (a pipeline the handler stopped in the
+	   middle of) is processed now: nothing else would wake it. */
+	if (buf_len(&c->in) > 0 && !c->tls_handshaking)
+		c->handler->on_data(c, c->ctx);
+}
+
+bool conn_write_blocked(const struct conn *c) { return c->out_blocked; }
 
 /* ---- output ---- */
 
@@ -281,10 +323,12 @@ static void conn_write_cb(uv_write_t *req, int status)
 			c->handler->on_data(c, c->ctx);
 		return;
 	}
-	if (buf_len(&c->out) > 0) {
+	if (buf_len(&c->out) > 0)
 		conn_flush(c);
+	if (c->out_blocked && !c->closing && conn_pending(c) < CONN_OUT_LOW)
+		conn_unblock(c);
+	if (c->writing || c->error != 0)
 		return;
-	}
 	conn_trim(&c->out);
 	if (c->closing) {
 		conn_finish_close(c);
@@ -356,6 +400,7 @@ void conn_write(struct conn *c, const void *p, size_t n)
 		buf_append(&c->out, p, n);
 	}
 	conn_flush(c);
+	conn_block_check(c);
 }
 
 void conn_write_str(struct conn *c, const char *s) { conn_write(c, s, strlen(s)); }

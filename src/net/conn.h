@@ -23,7 +23,8 @@
 struct conn;
 
 struct conn_handler {
-	/* New plaintext is in conn->in, or conn->eof / conn->error became set.
+	/* New plaintext is in conn->in, or conn->eof / conn->error became set,
+	   or output blocked at CONN_OUT_HIGH drained while input was waiting.
 	   The handler consumes what it uses with buf_consume(&conn->in, n). */
 	void (*on_data)(struct conn *c, void *ctx);
 	/* All output queued so far has been handed to the kernel. Optional. */
@@ -63,7 +64,9 @@ struct conn {
 	struct buf out_flight;   /* bytes handed to uv_write, alive until write_cb */
 	uv_write_t write_req;
 	bool writing;
-	bool reading;
+	bool reading;            /* a uv read is active */
+	bool read_wanted;        /* the owner asked for input (conn_read_start) */
+	bool out_blocked;        /* CONN_OUT_HIGH reached: reading paused until it drains */
 	bool closing;
 	int open_handles;
 	bool want_drain;
@@ -77,6 +80,14 @@ struct conn *conn_new(uv_loop_t *loop, bool unix_socket, const struct conn_handl
 int conn_connect_tcp(struct conn *c, const struct sockaddr *sa);
 int conn_connect_unix(struct conn *c, const char *path);
 
+/* Output waiting in user space is bounded per connection: once this much is
+ * queued, the conn stops reading input until it has drained below
+ * CONN_OUT_LOW, then calls on_data so input already buffered is processed.
+ * Producers that can stop (a server answering pipelined commands, content
+ * streamed downstream) check conn_write_blocked() before producing more. */
+#define CONN_OUT_HIGH (64 * 1024)
+#define CONN_OUT_LOW (16 * 1024)
+
 void conn_read_start(struct conn *c);
 void conn_read_stop(struct conn *c);
 
@@ -87,6 +98,9 @@ void conn_write_str(struct conn *c, const char *s);
 size_t conn_pending(const struct conn *c);
 /* Asks for one on_drain callback when the output queue is empty. */
 void conn_want_drain(struct conn *c);
+/* True while output is over CONN_OUT_HIGH: produce no more until on_data
+ * (or on_drain) says it went down. */
+bool conn_write_blocked(const struct conn *c);
 
 /* Starts TLS. Any plaintext already buffered in conn->in is discarded
  * (the STARTTLS checkpoint, CVE-2011-0411): the caller must have consumed

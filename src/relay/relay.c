@@ -18,8 +18,9 @@
 #include "policy/sender_login.h"
 #include "smtp/data.h"
 
-/* Stop feeding content when this much is queued toward the downstream. */
-#define RELAY_HIGH_WATER (1024 * 1024)
+/* Stop feeding content when this much is queued toward the downstream: the
+ * connection's own output bound (DESIGN.md invariant 5). */
+#define RELAY_HIGH_WATER CONN_OUT_HIGH
 /* RFC 4954 §4: a command line, initial response included, stays within 512. */
 #define RELAY_AUTH_LINE_MAX 512
 #define RELAY_KEYS_MAX 2048
@@ -997,6 +998,22 @@ static void relay_conn_on_auth_reply(struct relay_conn *rc, const struct smtp_re
 
 static void relay_txn_lmtp_reply(struct relay_txn *t, const struct smtp_reply *r);
 
+/* The replies a transaction's commands may get (RFC 5321 §4.3.2): DATA
+ * goes on only with 354, MAIL, RCPT and the final dot with 2xx; 4xx and 5xx
+ * always. Anything else (a 250 to DATA would have the client's content read
+ * as commands) is a downstream we cannot follow: it becomes the client's
+ * 451 4.4.2 and the connection is dropped, never reused. */
+static bool relay_reply_expected(enum relay_state st, int code)
+{
+	if (code >= 400)
+		return true;
+	if (st == RS_DATA)
+		return code == 354;
+	if (st == RS_MAIL || st == RS_RCPT || st == RS_DATA_END)
+		return code >= 200 && code < 300;
+	return true;
+}
+
 static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *r)
 {
 	struct relay_txn *t = rc->txn;
@@ -1004,6 +1021,12 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 	char why[SMTP_REPLY_TEXT_MAX + 100];
 	log_debug("relay=%s: %s: %d %.*s", rc->peer, relay_state_names[rc->state], r->code,
 		  (int)strcspn(r->text, "\n"), r->text);
+	if (t != NULL && !relay_reply_expected(rc->state, r->code)) {
+		snprintf(why, sizeof(why), "protocol error: reply %d %.*s", r->code,
+			 (int)strcspn(r->text, "\n"), r->text);
+		relay_conn_fail(rc, why);
+		return;
+	}
 	switch (rc->state) {
 	case RS_GREETING:
 		if (r->code != 220) {
@@ -1617,6 +1640,11 @@ static void relay_txn_send_mail(struct relay_txn *t)
 	}
 	/* We vouch for no one downstream (RFC 4954 §5: AUTH= is optional). */
 	a.auth[0] = '\0';
+	/* The size that will be sent (RFC 1870 §6): the session counted what
+	   it adds; relay_auth_header adds one field (and drops the client's
+	   of that name, so this stays an upper bound). */
+	if (a.has_size && t->cfg->relay_auth_header != NULL && t->user != NULL)
+		a.size += strlen(t->cfg->relay_auth_header) + strlen(t->user) + 4;
 	char params[1024];
 	if (smtp_mail_args_format(&a, params, sizeof(params)) < 0)
 		params[0] = '\0';

@@ -10,6 +10,12 @@
 #include "core/log.h"
 
 #define SMTP_SERVER_AUTH_LINE_MAX 12288
+/* The AUTH command carries an initial response as long as a continuation
+ * line (RFC 4954 §4): "AUTH " mechanism (at most 20, RFC 4422 §3.1) " ". */
+#define SMTP_SERVER_AUTH_CMD_MAX (5 + 20 + 1 + SMTP_SERVER_AUTH_LINE_MAX)
+/* Replies to a pipeline are handed to the transport in batches of this
+ * size at most, so the transport can say when the client stops reading. */
+#define SMTP_SERVER_OUT_BATCH 4096
 
 enum smtp_server_state {
 	SMTP_ST_COMMAND,
@@ -197,19 +203,33 @@ struct smtp_server_cmd_def {
 	const char *syntax; /* for 501 replies */
 };
 
+/* What this listener offers in this state; EHLO and HELP both say it. */
+static bool smtp_server_starttls_offered(const struct smtp_server *s)
+{
+	return s->set.starttls_offered && !s->tls;
+}
+
+/* The mechanisms to advertise, or NULL: AUTH only inside TLS (DESIGN.md
+ * invariant 3, RFC 4954 §4) and not once authenticated. */
+static const char *smtp_server_auth_offered(struct smtp_server *s)
+{
+	if (!s->tls || s->user != NULL || s->backend->auth == NULL ||
+	    s->backend->auth_mechs == NULL)
+		return NULL;
+	const char *mechs = s->backend->auth_mechs(s->ctx);
+	return mechs != NULL && mechs[0] != '\0' ? mechs : NULL;
+}
+
 static void smtp_server_send_ehlo(struct smtp_server *s)
 {
 	buf_printf(&s->out, "250-%s\r\n", s->set.hostname);
 	buf_append_str(&s->out, "250-PIPELINING\r\n");
 	buf_printf(&s->out, "250-SIZE %llu\r\n", (unsigned long long)s->set.size_limit);
-	if (s->set.starttls_offered && !s->tls)
+	if (smtp_server_starttls_offered(s))
 		buf_append_str(&s->out, "250-STARTTLS\r\n");
-	/* AUTH only inside TLS (DESIGN.md invariant 3, RFC 4954 §4). */
-	if (s->tls && s->backend->auth != NULL && s->backend->auth_mechs != NULL && s->user == NULL) {
-		const char *mechs = s->backend->auth_mechs(s->ctx);
-		if (mechs != NULL && mechs[0] != '\0')
-			buf_printf(&s->out, "250-AUTH %s\r\n", mechs);
-	}
+	const char *mechs = smtp_server_auth_offered(s);
+	if (mechs != NULL)
+		buf_printf(&s->out, "250-AUTH %s\r\n", mechs);
 	buf_append_str(&s->out, "250-ENHANCEDSTATUSCODES\r\n");
 	if (s->set.eightbitmime)
 		buf_append_str(&s->out, "250-8BITMIME\r\n");
@@ -509,8 +529,9 @@ static void smtp_server_cmd_quit(struct smtp_server *s, const struct smtp_cmd *c
 static void smtp_server_cmd_help(struct smtp_server *s, const struct smtp_cmd *cmd)
 {
 	smtp_server_reply(s, 214, "2.0.0",
-			  "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP QUIT "
-			  "HELP VRFY");
+			  "Commands: EHLO HELO%s%s MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
+			  smtp_server_starttls_offered(s) ? " STARTTLS" : "",
+			  smtp_server_auth_offered(s) != NULL ? " AUTH" : "");
 }
 
 static void smtp_server_cmd_vrfy(struct smtp_server *s, const struct smtp_cmd *cmd)
@@ -730,11 +751,30 @@ static bool smtp_server_run_bdat(struct smtp_server *s)
 	return true;
 }
 
+/* Command lines are read up to the AUTH command's room; every other
+ * command is held to line_limit after the line is read (both bounded). */
+static void smtp_server_read_commands(struct smtp_server *s)
+{
+	size_t max = s->set.line_limit;
+	if (max < SMTP_SERVER_AUTH_CMD_MAX)
+		max = SMTP_SERVER_AUTH_CMD_MAX;
+	smtp_line_reader_init(&s->lr, max);
+}
+
+static bool smtp_server_line_too_long(const struct smtp_server *s, const char *line, size_t len)
+{
+	if (len <= s->set.line_limit || s->state != SMTP_ST_COMMAND)
+		return false;
+	struct smtp_cmd cmd;
+	smtp_cmd_parse(line, len, &cmd);
+	return cmd.verb != SMTP_VERB_AUTH;
+}
+
 /* Ends an AUTH exchange the server refuses to continue (RFC 4954 §4). */
 static void smtp_server_auth_end(struct smtp_server *s)
 {
 	s->state = SMTP_ST_COMMAND;
-	smtp_line_reader_init(&s->lr, s->set.line_limit);
+	smtp_server_read_commands(s);
 	if (s->backend->auth_abort != NULL)
 		s->backend->auth_abort(s->ctx);
 }
@@ -792,7 +832,10 @@ static bool smtp_server_run_line(struct smtp_server *s)
 	/* Copy: handlers may reset the input buffer (STARTTLS). */
 	char *copy = xstrndup((const char *)buf_data(s->in), len);
 	buf_consume(s->in, consumed);
-	if (bare_lf && s->set.newline_mode == SMTP_NEWLINE_REJECT) {
+	if (smtp_server_line_too_long(s, copy, len)) {
+		s->commands++;
+		smtp_server_reply(s, 500, "5.5.2", "Error: line too long");
+	} else if (bare_lf && s->set.newline_mode == SMTP_NEWLINE_REJECT) {
 		s->commands++;
 		if (s->state == SMTP_ST_AUTH)
 			smtp_server_auth_end(s);
@@ -821,6 +864,17 @@ static bool smtp_server_stop_if_idle(struct smtp_server *s)
 	return true;
 }
 
+/* A client that pipelines commands and never reads the replies stops
+ * being read (DESIGN.md invariant 5): its commands wait in the kernel, the
+ * replies already queued stay few. RFC 2920 §3.2 lets the server send its
+ * replies in batches as its buffer fills. */
+static bool smtp_server_out_full(struct smtp_server *s)
+{
+	if (buf_len(&s->out) >= SMTP_SERVER_OUT_BATCH)
+		smtp_server_flush(s);
+	return s->io->write_blocked != NULL && s->io->write_blocked(s->ctx);
+}
+
 void smtp_server_input(struct smtp_server *s)
 {
 	if (s->in_run)
@@ -828,7 +882,7 @@ void smtp_server_input(struct smtp_server *s)
 	s->in_run = true;
 	bool progress = true;
 	while (progress && buf_len(s->in) > 0) {
-		if (smtp_server_stop_if_idle(s))
+		if (smtp_server_stop_if_idle(s) || smtp_server_out_full(s))
 			break;
 		switch (s->state) {
 		case SMTP_ST_COMMAND:
@@ -856,6 +910,8 @@ void smtp_server_input(struct smtp_server *s)
 	/* Replies go out when the input is used up or we must wait
 	   (RFC 2920 §3.2). */
 	smtp_server_flush(s);
+	if (!smtp_server_busy(s) && s->io->input_wanted != NULL)
+		s->io->input_wanted(s->ctx);
 }
 
 bool smtp_server_in_content(const struct smtp_server *s)
@@ -919,7 +975,7 @@ void smtp_server_complete(struct smtp_server *s, int code, const char *enh, cons
 			if (s->set.line_limit < SMTP_SERVER_AUTH_LINE_MAX)
 				smtp_line_reader_init(&s->lr, SMTP_SERVER_AUTH_LINE_MAX);
 		} else {
-			smtp_line_reader_init(&s->lr, s->set.line_limit);
+			smtp_server_read_commands(s);
 		}
 		break;
 	default:
@@ -1038,7 +1094,7 @@ struct smtp_server *smtp_server_new(const struct smtp_server_settings *settings,
 	s->client = xstrdup(client);
 	s->tls = settings->tls_active;
 	s->state = SMTP_ST_COMMAND;
-	smtp_line_reader_init(&s->lr, settings->line_limit);
+	smtp_server_read_commands(s);
 	return s;
 }
 

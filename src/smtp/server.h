@@ -44,6 +44,14 @@ struct smtp_server_settings {
 struct smtp_server_io {
 	/* Sends bytes to the client. */
 	void (*write)(void *ctx, const void *p, size_t n);
+	/* True while the client is not taking what was written: the server
+	   then stops processing input, and the transport calls
+	   smtp_server_input() again once the output has drained. May be NULL. */
+	bool (*write_blocked)(void *ctx);
+	/* The server has used what it could of the input and is ready for
+	   more (no backend call pending): a transport that stopped reading
+	   while the server was busy resumes. May be NULL. */
+	void (*input_wanted)(void *ctx);
 	/* "220 Ready to start TLS" has been written: start the handshake. The
 	   server has already discarded buffered input; answer with
 	   smtp_server_tls_done(). */

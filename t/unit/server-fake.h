@@ -73,12 +73,14 @@ struct fake {
 	unsigned n_auth, n_auth_response;
 	unsigned n_write, n_starttls, n_close, n_writes_after_close;
 	size_t out_at_close;      /* f->out length when io->close was called */
+	size_t out_cap;           /* io->write_blocked once f->out is this long (0: never) */
 	bool closed, tls_requested;
 	bool content_open;        /* data() answered 354, no data_end/reset since */
 	struct smtp_mail_args last_mail;
 	struct smtp_rcpt_args last_rcpt;
 	struct smtp_server_data_info last_info;
 	char last_auth[128];      /* AUTH arguments or the last AUTH response */
+	size_t last_auth_len;     /* their whole length */
 
 	/* Hooks (the fuzzer's): choose replaces the reply choice; on_call runs
 	   at the start of every answered backend call. */
@@ -96,6 +98,14 @@ static inline void fake_io_write(void *ctx, const void *p, size_t n)
 	if (f->closed)
 		f->n_writes_after_close++;
 	buf_append(&f->out, p, n);
+}
+
+/* A client that reads nothing: blocked once f->out holds out_cap bytes
+ * (0: never blocked). */
+static inline bool fake_io_write_blocked(void *ctx)
+{
+	struct fake *f = ctx;
+	return f->out_cap > 0 && buf_len(&f->out) >= f->out_cap;
 }
 
 static inline void fake_io_starttls(void *ctx)
@@ -258,6 +268,7 @@ static inline void fake_be_auth(void *ctx, const char *args, size_t len)
 {
 	struct fake *f = ctx;
 	f->n_auth++;
+	f->last_auth_len = len;
 	snprintf(f->last_auth, sizeof(f->last_auth), "%.*s", (int)len, args);
 	buf_append_str(&f->log, "auth\n");
 	fake_answer(f, FAKE_AUTH);
@@ -267,6 +278,7 @@ static inline void fake_be_auth_response(void *ctx, const char *line, size_t len
 {
 	struct fake *f = ctx;
 	f->n_auth_response++;
+	f->last_auth_len = len;
 	snprintf(f->last_auth, sizeof(f->last_auth), "%.*s", (int)len, line);
 	buf_append_str(&f->log, "auth_response\n");
 	fake_answer(f, FAKE_AUTH_RESPONSE);
@@ -306,7 +318,12 @@ static inline void fake_init(struct fake *f, const struct smtp_server_settings *
 {
 	memset(f, 0, sizeof(*f));
 	f->set = set != NULL ? *set : fake_settings();
-	f->io = (struct smtp_server_io){fake_io_write, fake_io_starttls, fake_io_close};
+	f->io = (struct smtp_server_io){
+		.write = fake_io_write,
+		.write_blocked = fake_io_write_blocked,
+		.starttls = fake_io_starttls,
+		.close = fake_io_close,
+	};
 	f->be = (struct smtp_server_backend){
 		.mail = fake_be_mail,
 		.rcpt = fake_be_rcpt,

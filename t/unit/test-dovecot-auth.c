@@ -959,6 +959,50 @@ static void test_destroy(void)
 	srv.conn = main_conn;
 }
 
+/* A Dovecot that stops reading (invariant 5): requests wait in line instead
+ * of piling up in the write queue, nothing is dropped, and all go out, in
+ * order, once it reads again. */
+static void test_not_reading(void)
+{
+	enum { N = 200 };
+	static struct rec r[N];
+	memset(r, 0, sizeof(r));
+	static char ir[12289];
+	memset(ir, 'Q', 12288); /* valid base64, 12288 octets (RFC 4954 §4) */
+	ir[12288] = '\0';
+	while (fake_has_line(srv.conn))
+		next_line(&srv);
+	int before = srv.accepted;
+	uv_read_stop((uv_stream_t *)&srv.conn->pipe);
+	for (int i = 0; i < N; i++) {
+		struct dovecot_auth_request_info info = plain_info(ir);
+		r[i].req = dovecot_auth_begin(cl, &info, rec_cb, &r[i]);
+	}
+	SETTLE(200);
+	is_int(sum_calls(r, N), 0, "Dovecot not reading 2.4 MB of requests: none failed or dropped");
+	ok(dovecot_auth_client_ready(cl) && srv.accepted == before, "the connection stays up");
+	uv_read_start((uv_stream_t *)&srv.conn->pipe, fake_alloc, fake_read);
+	int answered = 0;
+	unsigned last = 0;
+	bool in_order = true;
+	while (answered < N) {
+		const char *l = next_req(&srv);
+		unsigned id = auth_id(l);
+		if (id == 0)
+			break;
+		in_order = in_order && id > last;
+		last = id;
+		reply(&srv, "OK\t%u\tuser=u%d\n", id, answered);
+		answered++;
+	}
+	WAIT(sum_calls(r, N) >= N, 3000);
+	int oks = 0;
+	for (int i = 0; i < N; i++)
+		oks += r[i].calls == 1 && r[i].r == DOVECOT_AUTH_OK;
+	is_int(oks, N, "once it reads again every request goes out and completes");
+	ok(in_order, "in the order they were made");
+}
+
 int main(void)
 {
 	log_open(LOG_TARGET_STDERR, 0, LOG_WARNING);
@@ -978,6 +1022,7 @@ int main(void)
 	test_out_of_order();
 	test_disconnect_20();
 	test_reply_shapes();
+	test_not_reading();
 	test_protocol_errors();
 	test_bad_handshakes();
 	test_handshake_lenient();

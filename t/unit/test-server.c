@@ -985,9 +985,11 @@ static void test_limits(void)
 		if (buf_len(&f.in) > maxlen)
 			maxlen = buf_len(&f.in);
 	}
-	if (maxlen > 1024)
+	/* The reader looks as far as an AUTH command may reach (RFC 4954 §4). */
+	if (maxlen > 12288 + 1024)
 		diag("input buffer held %zu bytes after 200000 bytes of one line", maxlen);
-	ok_named(maxlen <= 1024, "endless command line: the input buffer stays bounded (invariant 5)");
+	ok_named(maxlen <= 12288 + 1024,
+		 "endless command line: the input buffer stays bounded (invariant 5)");
 	fake_clear_out(&f);
 	fake_feed(&f, "\r\nNOOP\r\n");
 	is_str(codes(fake_out(&f)), "500 250", "endless line: one 500 at its end, then NOOP 250");
@@ -1045,6 +1047,20 @@ static void test_limits(void)
 
 /* ---- AUTH exchange bounds (RFC 4954 §4, invariant 5) ---- */
 
+/* Feeds prefix, n 'Q's and suffix in one read; returns the output. */
+static const char *step_long(struct fake *f, struct buf *in, const char *prefix, size_t n,
+			     const char *suffix)
+{
+	buf_reset(in);
+	buf_append_str(in, prefix);
+	memset(buf_reserve(in, n), 'Q', n);
+	buf_commit(in, n);
+	buf_append_str(in, suffix);
+	fake_clear_out(f);
+	fake_feed_mem(f, buf_data(in), buf_len(in), false);
+	return fake_out(f);
+}
+
 static void test_auth_exchange(void)
 {
 	struct fake f;
@@ -1065,6 +1081,23 @@ static void test_auth_exchange(void)
 	ok_named(strncmp(out, "250 ", 4) == 0 && f.n_auth_response == 0,
 		"after an over-long AUTH response the exchange is over: the next line is a command, "
 		"not a credential (RFC 4954 §4)");
+	fake_free(&f);
+
+	/* The AUTH command line takes a 12288-octet initial response (RFC
+	 * 4954 §4: OAuth bearer tokens are often 2-8 KB); every other
+	 * command keeps line_limit. */
+	ready(&f, &set);
+	out = step_long(&f, &in, "AUTH PLAIN ", 12288, "\r\n");
+	ok_named(f.n_auth == 1 && f.last_auth_len == 6 + 12288 && strncmp(out, "235 ", 4) == 0,
+		 "AUTH with a 12288-octet initial response reaches the backend (RFC 4954 §4)");
+	fake_free(&f);
+	ready(&f, &set);
+	out = step_long(&f, &in, "AUTH PLAIN ", 13000, "\r\nNOOP\r\n");
+	ok_named(f.n_auth == 0 && strncmp(out, "500 5.5.2", 9) == 0 &&
+		 strstr(out, "\r\n250 ") != NULL,
+		 "AUTH over that room: 500, and the session stays in step");
+	out = step_long(&f, &in, "NOOP ", 600, "\r\nNOOP\r\n");
+	is_str(codes(out), "500 250", "a 605-octet NOOP is still over line_limit: 500, then in step");
 	buf_free(&in);
 	fake_free(&f);
 }
@@ -1352,6 +1385,93 @@ static void test_end_of_session(void)
 	fake_free(&f);
 }
 
+/* ---- a client that does not read its replies (DESIGN.md invariant 5) ---- */
+
+static size_t count_str(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void test_output_bound(void)
+{
+	struct fake f;
+	ready(&f, NULL);
+	fake_clear_out(&f);
+	f.out_cap = 65536;
+	/* 1 MiB of EHLO: unbounded, the replies would be 25 times that. */
+	struct buf flood = BUF_INIT;
+	unsigned n = 0;
+	while (buf_len(&flood) < 1024 * 1024) {
+		buf_append_str(&flood, "EHLO x\r\n");
+		n++;
+	}
+	buf_append_str(&flood, "QUIT\r\n");
+	fake_feed_mem(&f, buf_data(&flood), buf_len(&flood), false);
+	size_t queued = buf_len(&f.out);
+	ok(queued >= 65536 && queued < 65536 + 8192,
+	   "transport blocked: replies stop near the bound (%zu bytes queued)", queued);
+	ok(buf_len(&f.in) > 900 * 1024, "the rest of the input waits unprocessed (%zu bytes)",
+	   buf_len(&f.in));
+	smtp_server_input(f.s);
+	is_int((long long)buf_len(&f.out), (long long)queued, "still blocked: nothing more produced");
+	is_int(f.n_close, 0, "QUIT not reached yet");
+	/* The client reads: each drain lets the server go on. */
+	unsigned rounds = 0;
+	while (buf_len(&f.in) > 0 && rounds++ < 10000) {
+		f.out_cap = buf_len(&f.out) + 65536;
+		smtp_server_input(f.s);
+	}
+	const char *out = fake_out(&f);
+	is_int((long long)count_str(out, "250 CHUNKING\r\n"), n, "every EHLO answered once drained");
+	ok(strstr(out, "221 2.0.0") != NULL && f.n_close == 1, "then QUIT, in order");
+	buf_free(&flood);
+	fake_free(&f);
+}
+
+/* ---- HELP lists what EHLO offers, no more (RFC 5321 §4.1.1.8) ---- */
+
+static void test_help(void)
+{
+	struct fake f;
+	struct smtp_server_settings set = set_ready();
+	set.tls_active = false; /* a plain listener */
+	ready(&f, &set);
+	const char *out = step(&f, "HELP\r\n");
+	ok_named(strncmp(out, "214 ", 4) == 0 && strstr(out, "STARTTLS") == NULL &&
+		 strstr(out, "AUTH") == NULL && strstr(out, "MAIL") != NULL,
+		 "plain listener: HELP lists neither STARTTLS nor AUTH");
+	fake_free(&f);
+
+	fake_new(&f, NULL); /* a starttls listener, before TLS */
+	out = step(&f, "EHLO c.example\r\nHELP\r\n");
+	out = strstr(out, "214 ");
+	ok_named(out != NULL && strstr(out, " STARTTLS") != NULL && strstr(out, " AUTH") == NULL,
+		 "before STARTTLS: HELP lists STARTTLS, not AUTH");
+	fake_free(&f);
+
+	set = set_ready();
+	set.relay_trusted = false;
+	ready(&f, &set); /* inside TLS */
+	out = step(&f, "HELP\r\n");
+	ok_named(strstr(out, " AUTH") != NULL && strstr(out, "STARTTLS") == NULL,
+		 "inside TLS: HELP lists AUTH, not STARTTLS");
+	step(&f, "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
+	out = step(&f, "HELP\r\n");
+	ok_named(strncmp(out, "214 ", 4) == 0 && strstr(out, " AUTH") == NULL,
+		 "once authenticated: HELP no longer lists AUTH");
+	fake_free(&f);
+	fake_init(&f, &set);
+	f.be.auth = NULL;
+	fake_start(&f);
+	out = step(&f, "HELP\r\n");
+	ok_named(strncmp(out, "214 ", 4) == 0 && strstr(out, " AUTH") == NULL,
+		 "no auth backend: HELP does not list AUTH");
+	fake_free(&f);
+}
+
 int main(void)
 {
 	log_open(LOG_TARGET_STDERR, 0, LOG_WARNING);
@@ -1369,5 +1489,7 @@ int main(void)
 	test_auth_exchange();
 	test_script();
 	test_end_of_session();
+	test_output_bound();
+	test_help();
 	return done_testing();
 }
