@@ -67,8 +67,4 @@ void policy_auth_response(struct policy_auth *pa, const char *line, size_t len);
 /* The server ended the exchange itself: forget it, no callback. */
 void policy_auth_cancel(struct policy_auth *pa);
 
-/* The per-IP failure budget, shared by all workers (lock-free). */
-bool policy_auth_ip_blocked(const struct sockaddr *peer, const struct config *cfg);
-void policy_auth_ip_failure(const struct sockaddr *peer, const struct config *cfg);
-
 #endif
