@@ -83,12 +83,17 @@ static void policy_auth_log_failure(const char *session_id, const char *client_d
 struct policy_auth_orphan {
 	struct dovecot_auth_request *req;
 	bool charged;
+	/* The client left (a guesser may hang up to read the answer's
+	   timing): anything but OK is a failure. The server ended it
+	   (shutting down): only Dovecot's FAIL is. */
+	bool client_left;
 	struct addrcount_key key;
 	struct addrcount_auth_limits lim;
 	char mech[32], login[128], session_id[32], client_desc[80];
 };
 
 #define POLICY_AUTH_GONE " (the client left before the answer)"
+#define POLICY_AUTH_ENDED " (the server ended the exchange before the answer)"
 
 static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const char *user,
 				  const char *challenge, const char *reason)
@@ -98,13 +103,23 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
 	if (r == DOVECOT_AUTH_OK) {
 		log_info("%s: %s: SASL %s authentication succeeded after the client left: "
 			 "sasl_username=%s", o->session_id, o->client_desc, o->mech, user);
-	} else {
-		if (r == DOVECOT_AUTH_CONTINUE)
-			dovecot_auth_abort(&o->req); /* nobody will answer the challenge */
-		policy_auth_log_failure(o->session_id, o->client_desc, o->mech, o->login,
-					r == DOVECOT_AUTH_CONTINUE ? NULL : reason, POLICY_AUTH_GONE);
+		policy_auth_end_attempt(&o->key, &o->lim, &o->charged, false);
+		free(o);
+		return;
 	}
-	policy_auth_end_attempt(&o->key, &o->lim, &o->charged, r != DOVECOT_AUTH_OK);
+	if (r == DOVECOT_AUTH_CONTINUE)
+		dovecot_auth_abort(&o->req); /* nobody will answer the challenge */
+	if (!o->client_left && r != DOVECOT_AUTH_FAIL) {
+		log_warn("%s: %s: SASL %s authentication unavailable: %s%s", o->session_id,
+			 o->client_desc, o->mech, reason ? reason : "no answer", POLICY_AUTH_ENDED);
+		policy_auth_end_attempt(&o->key, &o->lim, &o->charged, false);
+		free(o);
+		return;
+	}
+	policy_auth_log_failure(o->session_id, o->client_desc, o->mech, o->login,
+				r == DOVECOT_AUTH_CONTINUE ? NULL : reason,
+				o->client_left ? POLICY_AUTH_GONE : POLICY_AUTH_ENDED);
+	policy_auth_end_attempt(&o->key, &o->lim, &o->charged, true);
 	free(o);
 }
 
@@ -112,12 +127,13 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
  * cancelled with "*", or sent a line that cannot go on. A step with Dovecot
  * is left to finish as an orphan; otherwise an attempt under way has failed
  * (Dovecot never got to say OK). */
-static void policy_auth_let_go(struct policy_auth *pa, const char *why)
+static void policy_auth_let_go(struct policy_auth *pa, const char *why, bool client_left)
 {
 	if (pa->attempt && pa->state == PA_DOVECOT && pa->req != NULL) {
 		struct policy_auth_orphan *o = xcalloc(1, sizeof(*o));
 		o->req = pa->req;
 		o->charged = pa->charged;
+		o->client_left = client_left;
 		o->key = pa->key;
 		o->lim = pa->lim;
 		memcpy(o->mech, pa->mech, sizeof(o->mech));
@@ -189,7 +205,7 @@ void policy_auth_free(struct policy_auth **pap)
 	if (pa == NULL)
 		return;
 	*pap = NULL;
-	policy_auth_let_go(pa, "the client left before the answer");
+	policy_auth_let_go(pa, "the client left before the answer", true);
 	uv_timer_stop(&pa->timer);
 	uv_close((uv_handle_t *)&pa->timer, policy_auth_close_cb);
 }
@@ -423,7 +439,7 @@ static void policy_auth_client_ended(struct policy_auth *pa, const char *why, in
 				     const char *enh, const char *text)
 {
 	bool counted = pa->attempt;
-	policy_auth_let_go(pa, why);
+	policy_auth_let_go(pa, why, true);
 	policy_auth_answer(pa, 0, code, enh, text, NULL);
 	if (counted && ++pa->failures >= pa->cfg->auth_max_failures)
 		pa->answer.close_after = true;
@@ -458,7 +474,7 @@ void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
 
 void policy_auth_cancel(struct policy_auth *pa)
 {
-	policy_auth_let_go(pa, "the exchange was ended by the server");
+	policy_auth_let_go(pa, "the exchange was ended by the server", false);
 	uv_timer_stop(&pa->timer);
 	pa->state = PA_IDLE;
 }
