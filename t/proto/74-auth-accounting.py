@@ -158,7 +158,19 @@ c = tls_from(df, "127.0.0.8")
 r = c.cmd("AUTH PLAIN " + plain_resp(ALICE, ALICE_PW))
 is_(r.code, 235, "and not counted: the same address (budget 1) logs in at once")
 c.close()
+# A login still with Dovecot when submitd shuts down is the server's doing:
+# not a failed login (no line for fail2ban).
+fd.delay = 1.0
+c = tls_from(df, "127.0.0.10")
+c.send("AUTH PLAIN %s\r\n" % plain_resp(ALICE, ALICE_PW))
+time.sleep(0.3)
 df.stop()
+r = c.reply(5)
+ok(r.code == 421, "SIGTERM while Dovecot decides a login: 421", str(r))
+c.close()
+ok(not failed_lines(df, "127.0.0.10"), "... and no 'authentication failed' line for it",
+   "\n".join(failed_lines(df, "127.0.0.10")))
+fd.delay = 0.0
 
 # ================================================================ guesses per 10 s from one address
 d = submitd("submitd-rate", ("workers", "2"))  # default limits: 20 per 10 min
