@@ -50,7 +50,7 @@ static inline void worker_stat_add(struct worker *w, enum worker_stat which)
 	atomic_fetch_add_explicit(&w->stats[which], 1, memory_order_relaxed);
 }
 
-/* Process-wide connection accounting, lock-free (main.c). Returns false
+/* Process-wide connection accounting (main.c, net/addrcount.c). Returns false
  * when the client must be turned away. */
 bool worker_conn_acquire(const struct sockaddr *peer, const struct config *cfg,
 			 const char **why_r);
