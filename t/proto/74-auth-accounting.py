@@ -20,6 +20,9 @@
   max_connections, gets 421 inside TLS on the implicit-TLS listener and 421
   as the greeting on the STARTTLS listener; refusal handshakes in flight are
   bounded (32 per worker), beyond that the connection is closed at once.
+- client_limit_exceptions: a listed address (and $mynetworks) has no
+  connection cap and no failure budget (its failures are still logged); an
+  unlisted one has both; a network with host bits set is refused.
 
 The addresses are 127.x.y.z (all of 127/8 is local on Linux)."""
 import os
@@ -374,6 +377,38 @@ ok(g is not None and g.code == 421, "then a refused client gets its 421 inside T
 for x in held:
     x.close()
 d.stop()
+
+# client_limit_exceptions: an explicit list, with $mynetworks in it.
+d = submitd("submitd-exceptions", ("workers", "1"), ("max_connections_per_ip", "1"),
+            ("auth_ip_failure_limit", "1"), ("auth_failure_delay", "0"),
+            ("client_limit_exceptions", "$mynetworks, 127.0.0.11/32"), auth=fd.path)
+for src in ("127.0.0.11", "127.0.0.1"):
+    held = [SMTPFrom(src, *d.addr("starttls")) for _ in range(3)]
+    ok(all(x.greeting.code == 220 for x in held), "%s (listed) is exempt from max_connections_per_ip = 1" % src,
+       [str(x.greeting) for x in held])
+    for x in held:
+        x.close()
+held = [SMTPFrom("127.0.0.12", *d.addr("starttls")) for _ in range(2)]
+is_([x.greeting.code for x in held], [220, 421], "127.0.0.12 (not listed): the 2nd connection gets 421")
+for x in held:
+    x.close()
+c = tls_from(d, "127.0.0.11")
+codes = [c.cmd("AUTH PLAIN " + plain_resp(ALICE, "wrong-%d" % i)).code for i in range(2)]
+codes.append(c.cmd("AUTH PLAIN " + plain_resp(ALICE, ALICE_PW)).code)
+c.close()
+is_(codes, [535, 535, 235], "127.0.0.11 has no AUTH failure budget (auth_ip_failure_limit = 1)")
+like("\n".join(failed_lines(d, "127.0.0.11")), r"authentication failed", "... its failures are still logged")
+c = tls_from(d, "127.0.0.12")
+codes = [c.cmd("AUTH PLAIN " + plain_resp(ALICE, "wrong")).code,
+         c.cmd("AUTH PLAIN " + plain_resp(ALICE, ALICE_PW)).code]
+c.close()
+is_(codes, [535, 454], "127.0.0.12 has one (one failure, then 454)")
+d.stop()
+bad = env.path("bad.conf")
+with open(bad, "w") as f:
+    f.write("listen = 127.0.0.1:%d plain\nclient_limit_exceptions = 10.0.0.1/8\n" % free_port())
+st, out = run([env.binary, "-c", bad, "-t"])
+ok(st != 0 and "client_limit_exceptions: bad network" in out, "a network with host bits is refused", out)
 
 d = submitd("submitd-total", ("workers", "1"), ("max_connections", "2"))
 ok(wait_for(lambda: d.log().count("disconnect from") >= 2, 5), "start-up probes closed")
