@@ -39,6 +39,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
+#include "net/addrcount.h"
 #include "net/tls.h"
 #include "policy/policy.h"
 #include "relay/relay.h"
@@ -60,41 +61,28 @@
    poll, so a renewal caught half-way does not log a spurious mismatch. */
 #define CERT_POLL_MS 2000
 
-/* ---- connection accounting: lock-free, shared by all workers ----
- * Per-IP counts live in a fixed table of atomic counters indexed by a hash
- * of the address; a collision can only make a count look higher, never let
- * a client past its limit. */
-#define CONN_BUCKETS 65536
+/* ---- connection accounting, shared by all workers ----
+ * The total is one atomic counter. Per address, the counts are exact
+ * (net/addrcount.c: keyed hash, whole-address match), so no client can make
+ * another look busier than it is. Clients in client_limit_exceptions
+ * (mynetworks by default: a webmail or a NAT gateway speaks for many users)
+ * count only towards the total. The same snapshot (the session's) decides
+ * at acquire and release, so both always agree. */
 static atomic_uint conn_total;
-static atomic_uint conn_per_ip[CONN_BUCKETS];
-
-static unsigned main_ip_bucket(const struct sockaddr *sa)
-{
-	const uint8_t *p;
-	size_t n;
-	if (sa->sa_family == AF_INET6) {
-		p = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-		n = 16;
-	} else {
-		p = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-		n = 4;
-	}
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 16777619u;
-	return h % CONN_BUCKETS;
-}
 
 bool worker_conn_acquire(const struct sockaddr *peer, const struct config *cfg, const char **why_r)
 {
-	unsigned b = main_ip_bucket(peer);
 	if (atomic_fetch_add(&conn_total, 1) >= cfg->max_connections) {
 		atomic_fetch_sub(&conn_total, 1);
 		*why_r = "too many connections";
 		return false;
 	}
-	if (atomic_fetch_add(&conn_per_ip[b], 1) >= cfg->max_connections_per_ip) {
-		atomic_fetch_sub(&conn_per_ip[b], 1);
+	if (config_limit_exempt(cfg, peer))
+		return true;
+	struct addrcount_key key;
+	addrcount_key(peer, cfg->ipv6_client_prefix, &key);
+	if (!addrcount_conn_acquire(addrcount_global(), &key, cfg->max_connections_per_ip,
+				    addrcount_now())) {
 		atomic_fetch_sub(&conn_total, 1);
 		*why_r = "too many connections from your address";
 		return false;
@@ -102,9 +90,13 @@ bool worker_conn_acquire(const struct sockaddr *peer, const struct config *cfg, 
 	return true;
 }
 
-void worker_conn_release(const struct sockaddr *peer)
+void worker_conn_release(const struct sockaddr *peer, const struct config *cfg)
 {
-	atomic_fetch_sub(&conn_per_ip[main_ip_bucket(peer)], 1);
+	if (!config_limit_exempt(cfg, peer)) {
+		struct addrcount_key key;
+		addrcount_key(peer, cfg->ipv6_client_prefix, &key);
+		addrcount_conn_release(addrcount_global(), &key, addrcount_now());
+	}
 	atomic_fetch_sub(&conn_total, 1);
 }
 

@@ -46,6 +46,7 @@ struct session {
 	char proxy_ip[INET6_ADDRSTRLEN];
 	uint16_t proxy_port;
 	bool counted;
+	const char *refusing;            /* refused on an implicit-TLS listener: why */
 
 	/* the transaction */
 	struct smtp_mail_args mail;
@@ -106,6 +107,7 @@ static void session_relay_drain_do(void *ctx);
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r);
 static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners);
 static void session_on_data_do(struct conn *c, void *ctx);
+static void session_refuse(struct session *s, const char *why);
 
 #define SESSION_TIMED(s, call)                                                                 \
 	do {                                                                                   \
@@ -783,6 +785,10 @@ static void session_proxy_input(struct session *s);
 static void session_on_data_do(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
+	if (s->refusing != NULL) {
+		buf_consume(&c->in, buf_len(&c->in)); /* it gets its 421, nothing else */
+		return;
+	}
 	if (s->proxy_wait) {
 		session_proxy_input(s);
 		return;
@@ -813,6 +819,11 @@ static void session_on_timeout(struct conn *c, void *ctx)
 		conn_abort(c);
 		return;
 	}
+	if (s->refusing != NULL) {
+		log_info("%s: no TLS handshake from refused client %s in time", s->id, s->client);
+		conn_abort(c);
+		return;
+	}
 	if (uv_now(&s->w->loop) >= s->deadline)
 		log_info("%s: session time limit (session_timeout) reached for %s", s->id, s->client);
 	smtp_server_timeout(s->server);
@@ -825,6 +836,10 @@ static void session_on_tls(struct conn *c, void *ctx, int err)
 		log_info("%s: TLS handshake failed for %s: %s", s->id, s->client, gnutls_strerror(err));
 		smtp_server_disconnected(s->server);
 		conn_close(c);
+		return;
+	}
+	if (s->refusing != NULL) {
+		session_refuse(s, s->refusing);
 		return;
 	}
 	char desc[160];
@@ -847,8 +862,10 @@ static void session_on_close(struct conn *c, void *ctx)
 	policy_auth_free(&s->auth);
 	smtp_server_free(&s->server);
 	buf_free(&s->header);
+	if (s->refusing != NULL)
+		s->w->refusing--;
 	if (s->counted)
-		worker_conn_release((struct sockaddr *)&s->peer);
+		worker_conn_release((struct sockaddr *)&s->peer, s->cfg);
 	struct worker *w = s->w;
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -995,6 +1012,22 @@ void session_accept(struct worker *w, int fd, size_t listen_idx)
 	session_begin(s);
 }
 
+/* Refusal handshakes in flight per worker, and how long one may take. */
+#define SESSION_REFUSE_TLS_MAX 32
+#define SESSION_REFUSE_TLS_TIMEOUT_MS 10000
+
+/* No greeting for a client over a connection limit: 421 and close
+ * (RFC 5321 §3.8). */
+static void session_refuse(struct session *s, const char *why)
+{
+	char line[160];
+	snprintf(line, sizeof(line), "421 4.7.0 %s Error: %s, try again later\r\n",
+		 s->cfg->myhostname, why);
+	conn_write_str(s->conn, line);
+	smtp_server_disconnected(s->server);
+	conn_close(s->conn);
+}
+
 /* Starts the SMTP session once the client is known. */
 static void session_begin(struct session *s)
 {
@@ -1035,16 +1068,29 @@ static void session_begin(struct session *s)
 	const char *why = NULL;
 	if (!worker_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {
 		log_warn("%s: refusing %s: %s", s->id, s->client, why);
-		/* No greeting for an overloaded server: 421 and close
-		   (RFC 5321 §3.8). Over TLS the client would not read it. */
-		if (s->listen->mode != LISTEN_TLS) {
-			char line[160];
-			snprintf(line, sizeof(line), "421 4.7.0 %s Error: %s, try again later\r\n",
-				 cfg->myhostname, why);
-			conn_write_str(s->conn, line);
+		/* On an implicit-TLS listener the 421 is only readable inside TLS,
+		   so the handshake is done first — for a bounded number at a
+		   time, so a flood cannot turn refusals into handshake work; past
+		   that the connection is closed without a word. */
+		if (s->listen->mode == LISTEN_TLS) {
+			if (w->refusing >= SESSION_REFUSE_TLS_MAX) {
+				smtp_server_disconnected(s->server);
+				conn_abort(s->conn);
+				return;
+			}
+			w->refusing++;
+			s->refusing = why;
+			conn_read_start(s->conn);
+			conn_set_timeout(s->conn, SESSION_REFUSE_TLS_TIMEOUT_MS);
+			conn_requeue_as_tls(s->conn);
+			if (conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false,
+					   &cfg->tls_ticket_key) < 0) {
+				smtp_server_disconnected(s->server);
+				conn_abort(s->conn);
+			}
+			return;
 		}
-		smtp_server_disconnected(s->server);
-		conn_close(s->conn);
+		session_refuse(s, why);
 		return;
 	}
 	s->counted = true;

@@ -32,6 +32,7 @@ struct worker {
 	} *sl_list;
 	struct session *sessions;    /* doubly linked, for shutdown */
 	unsigned nsessions;
+	unsigned refusing;           /* refused clients getting their 421 inside TLS */
 	uint32_t seq;
 	bool stopping;
 	/* Counters for systemd's STATUS= line: written by this worker only
@@ -50,11 +51,11 @@ static inline void worker_stat_add(struct worker *w, enum worker_stat which)
 	atomic_fetch_add_explicit(&w->stats[which], 1, memory_order_relaxed);
 }
 
-/* Process-wide connection accounting, lock-free (main.c). Returns false
+/* Process-wide connection accounting (main.c, net/addrcount.c). Returns false
  * when the client must be turned away. */
 bool worker_conn_acquire(const struct sockaddr *peer, const struct config *cfg,
 			 const char **why_r);
-void worker_conn_release(const struct sockaddr *peer);
+void worker_conn_release(const struct sockaddr *peer, const struct config *cfg);
 /* Called by a session when it is gone (the worker may be stopping). */
 void worker_session_gone(struct worker *w);
 

@@ -45,7 +45,7 @@ struct config_key {
 #define LISTENER true /* per_listener */
 #define GLOBAL false
 
-static config_hook config_proxy_networks, config_tls_sni;
+static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
 static config_hook config_relay_ca_file, config_relay_password_maps, config_sender_relay_maps,
@@ -91,6 +91,12 @@ static const struct config_key config_keys[] = {
 	{"max_connections", CFG_UINT, OFF(max_connections), "20000", 1, 1000000, NULL, GLOBAL},
 	{"max_connections_per_ip", CFG_UINT, OFF(max_connections_per_ip), "50", 1, 1000000,
 	 NULL, LISTENER},
+	/* clients exempt from max_connections_per_ip and the AUTH failure budget
+	   (Postfix smtpd_client_event_limit_exceptions): networks, "$mynetworks" */
+	{"client_limit_exceptions", CFG_SPECIAL, 0, "$mynetworks", 0, 0,
+	 config_client_limit_exceptions, LISTENER},
+	/* IPv6 clients are counted per network of this prefix length (per-address limits) */
+	{"ipv6_client_prefix", CFG_UINT, OFF(ipv6_client_prefix), "64", 16, 128, NULL, GLOBAL},
 	{"bare_newline", CFG_SPECIAL, 0, "reject", 0, 0, config_bare_newline, LISTENER},
 	{"command_timeout", CFG_TIME, OFF(command_timeout_ms), "300s", 1000, 3600000, NULL, LISTENER},
 	{"data_timeout", CFG_TIME, OFF(data_timeout_ms), "300s", 1000, 3600000, NULL, LISTENER},
@@ -146,6 +152,7 @@ static void config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->nlistens; i++)
 		config_listen_clear(&cfg->listens[i]);
 	free(cfg->proxy_networks);
+	free(cfg->client_limit_exceptions);
 	for (size_t i = 0; i < cfg->ntls_sni; i++) {
 		for (size_t j = 0; j < cfg->tls_sni[i].nnames; j++)
 			free(cfg->tls_sni[i].names[j]);
@@ -502,8 +509,8 @@ bool config_relay_parse(const char *s, struct relay_dest **dests_r, size_t *n_r,
 
 static bool config_relayhost(struct config *cfg, const char *value, char *err, size_t errlen)
 {
-	struct relay_dest *d;
-	size_t n;
+	struct relay_dest *d = NULL;
+	size_t n = 0;
 	if (!config_relay_parse(value, &d, &n, err, errlen))
 		return false;
 	config_relay_free(cfg->relay, cfg->nrelay);
@@ -771,6 +778,37 @@ static bool config_proxy_networks(struct config *cfg, const char *value, char *e
 	return config_each_item(value, config_add_proxy_network, cfg, err, errlen);
 }
 
+static bool config_add_limit_exception(void *arg, const char *item, char *err, size_t errlen)
+{
+	struct config *cfg = arg;
+	struct cidr c;
+	if (strcmp(item, "$mynetworks") == 0) {
+		cfg->client_limit_exceptions_mynetworks = true;
+		return true;
+	}
+	if (!config_cidr_parse(item, &c))
+		return config_err(err, errlen, "bad network \"%s\" (want ADDRESS/PREFIX or $mynetworks)",
+				  item);
+	cfg->client_limit_exceptions = xrealloc(cfg->client_limit_exceptions,
+						(cfg->nclient_limit_exceptions + 1) * sizeof(c));
+	cfg->client_limit_exceptions[cfg->nclient_limit_exceptions++] = c;
+	return true;
+}
+
+static bool config_client_limit_exceptions(struct config *cfg, const char *value, char *err,
+					   size_t errlen)
+{
+	return config_each_item(value, config_add_limit_exception, cfg, err, errlen);
+}
+
+bool config_limit_exempt(const struct config *cfg, const struct sockaddr *sa)
+{
+	if (cfg->client_limit_exceptions_mynetworks &&
+	    config_cidr_match(cfg->mynetworks, cfg->nmynetworks, sa))
+		return true;
+	return config_cidr_match(cfg->client_limit_exceptions, cfg->nclient_limit_exceptions, sa);
+}
+
 /* tls_sni = NAME[,NAME...] CERTFILE KEYFILE (repeatable). Names are host
  * names as clients send them in SNI; matched exactly, case-insensitively. */
 static bool config_tls_sni(struct config *cfg, const char *value, char *err, size_t errlen)
@@ -901,8 +939,9 @@ static char *config_read_file(const char *path, char *err, size_t errlen)
 	return text;
 }
 
-/* Applies one "KEY=VALUE" listener setting. A list key (mynetworks) is
- * replaced, not extended, as Postfix's -o replaces a main.cf value. */
+/* Applies one "KEY=VALUE" listener setting. A list key (mynetworks,
+ * client_limit_exceptions) is replaced, not extended, as Postfix's -o
+ * replaces a main.cf value. */
 static bool config_apply_override(struct config *cfg, const char *kv, bool *seen, char *err,
 				  size_t errlen)
 {
@@ -919,6 +958,11 @@ static bool config_apply_override(struct config *cfg, const char *kv, bool *seen
 		free(cfg->mynetworks);
 		cfg->mynetworks = NULL;
 		cfg->nmynetworks = 0;
+	} else if (strcmp(k->name, "client_limit_exceptions") == 0) {
+		free(cfg->client_limit_exceptions);
+		cfg->client_limit_exceptions = NULL;
+		cfg->nclient_limit_exceptions = 0;
+		cfg->client_limit_exceptions_mynetworks = false;
 	}
 	bool ok = config_set(cfg, k, eq + 1, err, errlen);
 	free(copy);

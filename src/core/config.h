@@ -127,6 +127,11 @@ struct config {
 	unsigned workers;
 	unsigned max_connections;
 	unsigned max_connections_per_ip;
+	/* Exempt from the per-address limits (config_limit_exempt()). */
+	struct cidr *client_limit_exceptions;
+	size_t nclient_limit_exceptions;
+	bool client_limit_exceptions_mynetworks; /* "$mynetworks" was listed */
+	unsigned ipv6_client_prefix;
 	enum bare_newline_mode bare_newline;
 
 	uint64_t command_timeout_ms;
@@ -184,6 +189,9 @@ void config_unref(struct config **cfg);
 /* True when addr (AF_INET/AF_INET6 sockaddr) is inside one of the networks.
  * An IPv4-mapped IPv6 address is matched as IPv4. */
 bool config_cidr_match(const struct cidr *nets, size_t n, const struct sockaddr *addr);
+/* True when the client at addr is exempt from the per-address limits
+ * (max_connections_per_ip, the AUTH failure budget): client_limit_exceptions. */
+bool config_limit_exempt(const struct config *cfg, const struct sockaddr *addr);
 /* Parses "a.b.c.d/n" or "x::y/n" (no prefix: a host). Returns false on error. */
 bool config_cidr_parse(const char *s, struct cidr *r);
 /* Parses a destination list in Postfix syntax. On error returns false and

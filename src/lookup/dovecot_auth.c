@@ -1396,6 +1396,12 @@ void dovecot_auth_abort(struct dovecot_auth_request **reqp)
 		dovecot_auth_send_cancel(c, id);
 }
 
+void dovecot_auth_detach(struct dovecot_auth_request *req, dovecot_auth_cb *cb, void *ctx)
+{
+	req->cb = cb;
+	req->ctx = ctx;
+}
+
 void dovecot_auth_client_fake_connect(struct dovecot_auth_client *c)
 {
 	if (c->destroyed || c->state != DOVECOT_AUTH_IDLE)

@@ -170,6 +170,13 @@ void dovecot_auth_continue(struct dovecot_auth_request *req, const char *respons
  * *req is set to NULL. NULL *req is a no-op. */
 void dovecot_auth_abort(struct dovecot_auth_request **req);
 
+/* Hands a request whose step is still with Dovecot to another owner: the
+ * answer to that step (and every later callback) goes to cb(ctx) instead,
+ * under the same contract (never inside this call, the step's timeout still
+ * runs). For a session that ends while Dovecot is judging a password: the
+ * attempt is still answered, so it can be counted and logged. */
+void dovecot_auth_detach(struct dovecot_auth_request *req, dovecot_auth_cb *cb, void *ctx);
+
 /* Strict base64 (RFC 4648 §4, as RFC 4954 §4 requires): only A-Za-z0-9+/,
  * length a multiple of 4, '=' only as one or two trailing pad characters.
  * "" is valid. The SMTP server can use it to answer 501 5.5.2. */

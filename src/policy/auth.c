@@ -3,7 +3,6 @@
 
 #include <ctype.h>
 #include <netinet/in.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "net/addrcount.h"
 
 /* Mechanisms whose exchange is nothing but base64 lines, so they can be
  * relayed to Dovecot unchanged. Channel-binding (-PLUS), EXTERNAL,
@@ -38,6 +38,12 @@ struct policy_auth {
 	char session_id[32];
 	char client_desc[80];         /* "[ip]:port" */
 	const struct sockaddr *peer;
+	/* The attempt under way: sent to Dovecot and not yet ended (every
+	   attempt ends exactly once: OK, failure, or the backend's trouble). */
+	bool attempt;
+	bool charged;                 /* counted in the per-address budget */
+	struct addrcount_key key;
+	struct addrcount_auth_limits lim;
 	unsigned failures;
 	unsigned steps;
 	/* the answer waiting for the timer */
@@ -46,65 +52,105 @@ struct policy_auth {
 	char answer_user[256];
 };
 
-/* ---- per-IP failure budget: atomic buckets, like the connection caps ---- */
+/* ---- the attempt and the per-address budget ----
+ * An attempt counts from the moment it is sent to Dovecot (net/addrcount.c
+ * keeps it as pending until it ends), so a client cannot guess faster than
+ * the budget by hanging up before the answer: the answer it walked away
+ * from is still awaited, logged and counted (policy_auth_orphan below). */
 
-#define PA_BUCKETS 65536
-struct policy_auth_bucket {
-	atomic_uint failures;
-	atomic_uint_least64_t window_start; /* ms */
-	atomic_uint_least64_t blocked_until; /* ms */
+static void policy_auth_end_attempt(struct addrcount_key *key, const struct addrcount_auth_limits *lim,
+				    bool *charged, bool failed)
+{
+	if (*charged)
+		addrcount_auth_end(addrcount_global(), key, lim, failed, addrcount_now());
+	*charged = false;
+}
+
+/* The line fail2ban matches (conf/fail2ban/filter.d/submitd.conf): one per
+ * attempt that did not succeed, whether or not the client saw the answer. */
+static void policy_auth_log_failure(const char *session_id, const char *client_desc,
+				    const char *mech, const char *login, const char *reason,
+				    const char *gone)
+{
+	log_warn("%s: %s: SASL %s authentication failed: login=<%s>, reason=%s%s", session_id,
+		 client_desc, mech, login, reason ? reason : "authentication failure", gone);
+}
+
+/* A step still with Dovecot when its session ended: kept until Dovecot
+ * answers (or the request times out), then counted and logged like any
+ * other attempt. Memory: one per attempt in flight; the per-address budget
+ * bounds how many an address can have, the request timeout how long. */
+struct policy_auth_orphan {
+	struct dovecot_auth_request *req;
+	bool charged;
+	/* The client left (a guesser may hang up to read the answer's
+	   timing): anything but OK is a failure. The server ended it
+	   (shutting down): only Dovecot's FAIL is. */
+	bool client_left;
+	struct addrcount_key key;
+	struct addrcount_auth_limits lim;
+	char mech[32], login[128], session_id[32], client_desc[80];
 };
-static struct policy_auth_bucket policy_auth_buckets[PA_BUCKETS];
 
-static uint64_t policy_auth_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#define POLICY_AUTH_GONE " (the client left before the answer)"
+#define POLICY_AUTH_ENDED " (the server ended the exchange before the answer)"
 
-static struct policy_auth_bucket *policy_auth_bucket(const struct sockaddr *sa)
+static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const char *user,
+				  const char *challenge, const char *reason)
 {
-	const uint8_t *p;
-	size_t n;
-	if (sa->sa_family == AF_INET6) {
-		/* Group IPv6 by /64: one host usually owns a whole /64. */
-		p = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-		n = 8;
-	} else {
-		p = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-		n = 4;
-	}
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 16777619u;
-	h ^= h >> 15; /* keep this table's hash apart from the connection caps' */
-	return &policy_auth_buckets[h % PA_BUCKETS];
-}
-
-bool policy_auth_ip_blocked(const struct sockaddr *peer, const struct config *cfg)
-{
-	if (cfg->auth_ip_failure_limit == 0)
-		return false;
-	return atomic_load(&policy_auth_bucket(peer)->blocked_until) > policy_auth_now();
-}
-
-void policy_auth_ip_failure(const struct sockaddr *peer, const struct config *cfg)
-{
-	if (cfg->auth_ip_failure_limit == 0)
+	struct policy_auth_orphan *o = ctx;
+	(void)challenge;
+	if (r == DOVECOT_AUTH_OK) {
+		log_info("%s: %s: SASL %s authentication succeeded after the client left: "
+			 "sasl_username=%s", o->session_id, o->client_desc, o->mech, user);
+		policy_auth_end_attempt(&o->key, &o->lim, &o->charged, false);
+		free(o);
 		return;
-	struct policy_auth_bucket *b = policy_auth_bucket(peer);
-	uint64_t now = policy_auth_now();
-	uint64_t start = atomic_load(&b->window_start);
-	if (now - start > cfg->auth_ip_failure_window_ms) {
-		/* A new window; a race here only loses a count or two. */
-		atomic_store(&b->window_start, now);
-		atomic_store(&b->failures, 0);
 	}
-	if (atomic_fetch_add(&b->failures, 1) + 1 >= cfg->auth_ip_failure_limit) {
-		atomic_store(&b->blocked_until, now + cfg->auth_ip_block_time_ms);
-		atomic_store(&b->failures, 0);
-		atomic_store(&b->window_start, now);
+	if (r == DOVECOT_AUTH_CONTINUE)
+		dovecot_auth_abort(&o->req); /* nobody will answer the challenge */
+	if (!o->client_left && r != DOVECOT_AUTH_FAIL) {
+		log_warn("%s: %s: SASL %s authentication unavailable: %s%s", o->session_id,
+			 o->client_desc, o->mech, reason ? reason : "no answer", POLICY_AUTH_ENDED);
+		policy_auth_end_attempt(&o->key, &o->lim, &o->charged, false);
+		free(o);
+		return;
+	}
+	policy_auth_log_failure(o->session_id, o->client_desc, o->mech, o->login,
+				r == DOVECOT_AUTH_CONTINUE ? NULL : reason,
+				o->client_left ? POLICY_AUTH_GONE : POLICY_AUTH_ENDED);
+	policy_auth_end_attempt(&o->key, &o->lim, &o->charged, true);
+	free(o);
+}
+
+/* The exchange ends with no answer for the client to wait for: it left,
+ * cancelled with "*", or sent a line that cannot go on. A step with Dovecot
+ * is left to finish as an orphan; otherwise an attempt under way has failed
+ * (Dovecot never got to say OK). */
+static void policy_auth_let_go(struct policy_auth *pa, const char *why, bool client_left)
+{
+	if (pa->attempt && pa->state == PA_DOVECOT && pa->req != NULL) {
+		struct policy_auth_orphan *o = xcalloc(1, sizeof(*o));
+		o->req = pa->req;
+		o->charged = pa->charged;
+		o->client_left = client_left;
+		o->key = pa->key;
+		o->lim = pa->lim;
+		memcpy(o->mech, pa->mech, sizeof(o->mech));
+		memcpy(o->login, pa->login, sizeof(o->login));
+		memcpy(o->session_id, pa->session_id, sizeof(o->session_id));
+		memcpy(o->client_desc, pa->client_desc, sizeof(o->client_desc));
+		dovecot_auth_detach(pa->req, policy_auth_orphan_cb, o);
+		pa->req = NULL;
+		pa->charged = false;
+		pa->attempt = false;
+		return;
+	}
+	dovecot_auth_abort(&pa->req);
+	if (pa->attempt) {
+		policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, why, "");
+		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, true);
+		pa->attempt = false;
 	}
 }
 
@@ -159,7 +205,7 @@ void policy_auth_free(struct policy_auth **pap)
 	if (pa == NULL)
 		return;
 	*pap = NULL;
-	dovecot_auth_abort(&pa->req);
+	policy_auth_let_go(pa, "the client left before the answer", true);
 	uv_timer_stop(&pa->timer);
 	uv_close((uv_handle_t *)&pa->timer, policy_auth_close_cb);
 }
@@ -228,10 +274,9 @@ static void policy_auth_note_login(struct policy_auth *pa, const char *b64, bool
 static void policy_auth_failed(struct policy_auth *pa, const char *reason)
 {
 	pa->failures++;
-	policy_auth_ip_failure(pa->peer, pa->cfg);
-	/* fail2ban matches this line (conf/fail2ban/filter.d/submitd.conf). */
-	log_warn("%s: %s: SASL %s authentication failed: login=<%s>, reason=%s", pa->session_id,
-		 pa->client_desc, pa->mech, pa->login, reason ? reason : "authentication failure");
+	pa->attempt = false;
+	policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, true);
+	policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, reason, "");
 	uint64_t delay = pa->cfg->auth_failure_delay_ms;
 	for (unsigned i = 1; i < pa->failures && delay < pa->cfg->auth_failure_delay_max_ms; i++)
 		delay *= 2;
@@ -253,6 +298,8 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 	switch (r) {
 	case DOVECOT_AUTH_OK:
 		pa->req = NULL;
+		pa->attempt = false;
+		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, false);
 		log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", pa->session_id,
 			 pa->client_desc, pa->mech, user);
 		policy_auth_answer(pa, 0, 235, "2.7.0", "Authentication successful", user);
@@ -266,6 +313,9 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 		return;
 	case DOVECOT_AUTH_TEMPFAIL:
 		pa->req = NULL;
+		/* Dovecot's trouble, not the client's: refunded. */
+		pa->attempt = false;
+		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, false);
 		log_warn("%s: %s: SASL %s authentication unavailable: %s", pa->session_id,
 			 pa->client_desc, pa->mech, reason ? reason : "authentication server unavailable");
 		/* 454: the client must not ask its user for a new password
@@ -325,13 +375,6 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 				   NULL);
 		return;
 	}
-	if (policy_auth_ip_blocked(sess->peer, pa->cfg)) {
-		log_warn("%s: %s: SASL %s authentication refused: too many failures from this address",
-			 pa->session_id, pa->client_desc, pa->mech);
-		policy_auth_answer(pa, 0, 454, "4.7.0",
-				   "Too many failed logins from your address, try again later", NULL);
-		return;
-	}
 	char *irbuf = NULL;
 	if (ir != NULL) {
 		if (irlen > DOVECOT_AUTH_MAX_RESP) {
@@ -342,6 +385,26 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 			policy_auth_answer(pa, 0, 501, "5.5.2", "Cannot decode response", NULL);
 			return;
 		}
+	}
+	pa->charged = false;
+	if (!config_limit_exempt(pa->cfg, sess->peer)) {
+		addrcount_key(sess->peer, pa->cfg->ipv6_client_prefix, &pa->key);
+		pa->lim = (struct addrcount_auth_limits){
+			.limit = pa->cfg->auth_ip_failure_limit,
+			.window_ms = pa->cfg->auth_ip_failure_window_ms,
+			.block_ms = pa->cfg->auth_ip_block_time_ms,
+		};
+		if (!addrcount_auth_begin(addrcount_global(), &pa->key, &pa->lim, addrcount_now())) {
+			log_warn("%s: %s: SASL %s authentication refused: too many failures from this "
+				 "address", pa->session_id, pa->client_desc, pa->mech);
+			policy_auth_answer(pa, 0, 454, "4.7.0",
+					   "Too many failed logins from your address, try again later",
+					   NULL);
+			return;
+		}
+		pa->charged = pa->lim.limit > 0;
+	}
+	if (ir != NULL) {
 		irbuf = xstrndup(ir, irlen);
 		if (irlen == 1 && ir[0] == '=')
 			irbuf[0] = '\0'; /* "=": an empty initial response (RFC 4954 §4) */
@@ -364,26 +427,39 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 		.initial_resp_b64 = irbuf,
 	};
 	pa->state = PA_DOVECOT;
+	pa->attempt = true;
 	pa->req = dovecot_auth_begin(pa->client, &info, policy_auth_dovecot_cb, pa);
 	if (irbuf != NULL)
 		xfree_secret(&irbuf);
 }
 
+/* The client ended the exchange with an unusable line: the attempt counts
+ * as failed (RFC 4954 §4 answers; the session's failure count goes up). */
+static void policy_auth_client_ended(struct policy_auth *pa, const char *why, int code,
+				     const char *enh, const char *text)
+{
+	bool counted = pa->attempt;
+	policy_auth_let_go(pa, why, true);
+	policy_auth_answer(pa, 0, code, enh, text, NULL);
+	if (counted && ++pa->failures >= pa->cfg->auth_max_failures)
+		pa->answer.close_after = true;
+}
+
 void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
 {
 	if (len == 1 && line[0] == '*') {
-		dovecot_auth_abort(&pa->req);
-		policy_auth_answer(pa, 0, 501, "5.7.0", "Authentication aborted", NULL);
+		policy_auth_client_ended(pa, "cancelled by the client", 501, "5.7.0",
+					 "Authentication aborted");
 		return;
 	}
 	if (len > DOVECOT_AUTH_MAX_RESP) {
-		dovecot_auth_abort(&pa->req);
-		policy_auth_answer(pa, 0, 500, "5.5.6", "Authentication Exchange line is too long", NULL);
+		policy_auth_client_ended(pa, "response line too long", 500, "5.5.6",
+					 "Authentication Exchange line is too long");
 		return;
 	}
 	if (!dovecot_auth_base64_valid(line, len)) {
-		dovecot_auth_abort(&pa->req);
-		policy_auth_answer(pa, 0, 501, "5.5.2", "Cannot decode response", NULL);
+		policy_auth_client_ended(pa, "response not base64", 501, "5.5.2",
+					 "Cannot decode response");
 		return;
 	}
 	char *resp = xstrndup(line, len);
@@ -398,7 +474,7 @@ void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
 
 void policy_auth_cancel(struct policy_auth *pa)
 {
-	dovecot_auth_abort(&pa->req);
+	policy_auth_let_go(pa, "the exchange was ended by the server", false);
 	uv_timer_stop(&pa->timer);
 	pa->state = PA_IDLE;
 }

@@ -11,7 +11,12 @@
  *  - after auth_max_failures failures the session is closed (421 4.7.0);
  *  - every client IP address has a failure budget (auth_ip_failure_limit
  *    within auth_ip_failure_window); when it is spent that address gets
- *    454 for auth_ip_block_time without Dovecot being asked.
+ *    454 for auth_ip_block_time without Dovecot being asked. An attempt
+ *    counts from the moment it is sent to Dovecot (net/addrcount.c), and
+ *    every attempt that does not end in OK is a logged failure: cancelled,
+ *    broken off, or abandoned by a client that hung up before the answer
+ *    (the answer is still awaited, logged and counted). Clients in
+ *    client_limit_exceptions have no budget.
  * Nothing is ever counted per user name, so failures from an attacker's
  * addresses never stop the real user logging in from theirs. */
 #ifndef SUBMITD_POLICY_AUTH_H
@@ -66,9 +71,5 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 void policy_auth_response(struct policy_auth *pa, const char *line, size_t len);
 /* The server ended the exchange itself: forget it, no callback. */
 void policy_auth_cancel(struct policy_auth *pa);
-
-/* The per-IP failure budget, shared by all workers (lock-free). */
-bool policy_auth_ip_blocked(const struct sockaddr *peer, const struct config *cfg);
-void policy_auth_ip_failure(const struct sockaddr *peer, const struct config *cfg);
 
 #endif

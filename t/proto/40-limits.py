@@ -18,7 +18,9 @@ d = env.submitd(standard_config(certs, sink, [("message_size_limit", str(LIMIT))
                                               ("error_limit", "10"),
                                               ("recipient_limit", "100"),
                                               ("header_size_limit", "10240"),
-                                              ("max_connections_per_ip", "5")]))
+                                              ("max_connections_per_ip", "5"),
+                                              # 127.0.0.1 is in mynetworks, exempt by default
+                                              ("client_limit_exceptions", "")]))
 
 
 def plain():
