@@ -9,7 +9,7 @@ pkgs=(
   libuv1-dev libgnutls28-dev gnutls-bin default-libmysqlclient-dev libsystemd-dev
   clang libclang-rt-14-dev
   python3 swaks libnet-ssleay-perl curl openssl msmtp
-  dovecot-core mariadb-server fail2ban
+  dovecot-core dovecot-mysql mariadb-server fail2ban
   postfix postfix-mysql haproxy
 )
 
