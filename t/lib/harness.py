@@ -9,8 +9,17 @@
   ...
   done()                         # stops everything (sanitizer check), prints the plan
 
-TAP helpers: ok, is_, like, unlike, diag, skip, done.
+TAP helpers: ok, is_, like, unlike, diag, skip, skip_all, done.
 Every process started here is killed at exit, even when the test crashes.
+
+A skip is a gap: under CI (CI=true in the environment) skip() and skip_all()
+report "not ok" instead, so a neighbour or tool missing on the CI machine
+fails the run rather than hiding the tests that need it.
+
+  VARIANT = variants(["passwd-file", "sql"])   # before Env(): the rest of
+      # the file runs once per variant (a forked child each, one TAP stream,
+      # test names prefixed "sql: "); private_dovecot(env, VARIANT) then
+      # starts the Dovecot of that deployment.
 """
 
 import atexit
@@ -42,12 +51,17 @@ _n = 0
 _failed = 0
 _procs = []
 _cleanups = []
+_prefix = ""
+
+
+def under_ci():
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
 def ok(cond, name="", diag_=None):
     global _n, _failed
     _n += 1
-    name = name.replace("\n", " ").replace("#", "\\#")
+    name = (_prefix + name).replace("\n", " ").replace("#", "\\#")
     if cond:
         print("ok %d - %s" % (_n, name), flush=True)
     else:
@@ -55,6 +69,7 @@ def ok(cond, name="", diag_=None):
         print("not ok %d - %s" % (_n, name), flush=True)
         if diag_ is not None:
             diag(diag_)
+    _count(_n, _failed)
     return bool(cond)
 
 
@@ -87,9 +102,26 @@ def unlike(got, pattern, name="", flags=0):
 
 
 def skip(name, why):
-    global _n
+    """One skipped test; under CI a failure (see the module comment)."""
+    global _n, _failed
+    if under_ci():
+        ok(False, "%s: skipped under CI=true: %s" % (name, why))
+        return
     _n += 1
-    print("ok %d - %s # SKIP %s" % (_n, name, why), flush=True)
+    print("ok %d - %s%s # SKIP %s" % (_n, _prefix, name.replace("#", "\\#"), why), flush=True)
+    _count(_n, _failed)
+
+
+def skip_all(why):
+    """The whole file cannot run (a neighbour or tool is missing): prints
+    "1..0 # SKIP why" and exits 0; under CI one failing test and exit 1."""
+    if under_ci():
+        print("not ok 1 - skipped under CI=true: %s\n1..1" % why.replace("#", "\\#"), flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    print("1..0 # SKIP %s" % why, flush=True)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def _short(v, limit=600):
@@ -101,12 +133,55 @@ def failures():
     return _failed
 
 
+_variant_counts = None   # shared with the variants() parent: tests run, failed
+
+
+def _count(n, failed):
+    if _variant_counts is not None:
+        _variant_counts[0:16] = b"%8d%8d" % (n, failed)
+
+
 def done():
     """Stops everything (runs checks such as the sanitizer scan), prints the
     plan and exits: status 1 if anything failed."""
     _cleanup()
+    sys.stdout.flush()
+    if _variant_counts is not None:
+        # a variants() child: the parent continues the numbering and prints the plan
+        os._exit(0)
     print("1..%d" % _n, flush=True)
     sys.stdout.flush()
+    os._exit(1 if _failed else 0)
+
+
+def variants(names, env_var="T_VARIANT"):
+    """Runs the rest of the calling test file once per name, each in a
+    forked child, as one TAP stream (names other than the first are
+    prefixed "NAME: " in test names); returns the name in the child. Call
+    it before anything is started. T_VARIANT=NAME runs only that one."""
+    import mmap
+    global _n, _failed, _prefix, _variant_counts
+    only = os.environ.get(env_var)
+    if only and only not in names:
+        print("Bail out! %s=%s: not one of %s" % (env_var, only, ", ".join(names)), flush=True)
+        os._exit(1)
+    sys.stdout.flush()
+    counts = mmap.mmap(-1, 16)   # MAP_SHARED: the child's counts are seen here
+    for name in names:
+        if only and name != only:
+            continue
+        counts[0:16] = b"%8d%8d" % (_n, _failed)
+        pid = os.fork()
+        if pid == 0:
+            _variant_counts = counts
+            _prefix = "" if name == names[0] else "%s: " % name
+            diag("variant: %s" % name)
+            return name
+        _, status = os.waitpid(pid, 0)
+        _n, _failed = int(counts[0:8]), int(counts[8:16])
+        if status != 0:
+            ok(False, "variant %s ran to its end (wait status %d)" % (name, status))
+    print("1..%d" % _n, flush=True)
     os._exit(1 if _failed else 0)
 
 
@@ -1097,6 +1172,39 @@ class FakeDovecot:
             c.close()
         except OSError:
             pass
+
+
+PASSDBS = ["passwd-file", "sql"]   # the Dovecot deployments AUTH tests run against
+
+
+def private_dovecot(env, passdb="passwd-file", **kw):
+    """Starts the private Dovecot (t/lib/dovecot.py) of one deployment in
+    env's dir: "passwd-file", or "sql" (the ISPmail guide's SQL passdb, on a
+    private MariaDB from t/lib/mariadb.py started here too). kw goes to
+    Dovecot(). Both are stopped at exit, after submitd. A missing package
+    skips the file (a failure under CI); a start failure bails out."""
+    import dovecot as dovecotmod
+    if os.geteuid() != 0 or not os.access(dovecotmod.DOVECOT, os.X_OK):
+        skip_all("needs root and dovecot-core (scripts/deps.sh)")
+    db = None
+    if passdb == "sql":
+        import mariadb as mariadbmod
+        if not mariadbmod.available():
+            skip_all("needs mariadb-server (scripts/deps.sh)")
+        if not dovecotmod.sql_available():
+            skip_all("needs dovecot-mysql, Dovecot's SQL passdb driver (scripts/deps.sh)")
+    try:
+        if passdb == "sql":
+            db = mariadbmod.MariaDB(env.path("mariadb"))
+            _cleanups.append(db.stop)
+            db.start()
+        dv = dovecotmod.Dovecot(dir=env.path("dovecot"), passdb=passdb, db=db, spawn=spawn, **kw)
+        dv.start()
+    except Exception as e:  # noqa: BLE001
+        print("Bail out! private Dovecot (%s passdb) did not start: %s" % (passdb, e), flush=True)
+        done()
+    _cleanups.append(lambda: dv.stop(remove=False))
+    return dv
 
 
 def child_pids(pid):

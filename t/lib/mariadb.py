@@ -50,6 +50,12 @@ def _free_port():
     return port
 
 
+def available():
+    """mariadb-server is installed and we are root (the server runs as root)."""
+    return os.geteuid() == 0 and _which("mariadbd", "mysqld") is not None and \
+        _which("mariadb-install-db", "mysql_install_db") is not None
+
+
 class MariaDB:
     def __init__(self, base):
         self.base = os.path.abspath(base)
