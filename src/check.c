@@ -5,12 +5,18 @@
 #include <string.h>
 #include <uv.h>
 
+#include <gnutls/gnutls.h>
+
 #include "core/buf.h"
 #include "lookup/dovecot_auth.h"
 #include "lookup/table.h"
+#include "policy/sender_login.h"
 #include "relay/relay.h"
 
 #define CHECK_TIMEOUT_MS 5000
+/* Dovecot answers a wrong password after auth_failure_delay (2 s), plus up
+ * to 15 s of per-address penalty after earlier failures. */
+#define CHECK_AUTH_TIMEOUT_MS 20000
 
 struct check_wait {
 	uv_timer_t timer;
@@ -25,18 +31,24 @@ static void check_timer_cb(uv_timer_t *t)
 	cw->expired = true;
 }
 
-/* Runs loop until *done or the timeout; returns false on timeout. */
-static bool check_run(uv_loop_t *loop, struct check_wait *cw, bool (*done)(void *), void *arg)
+/* Runs loop until *done or timeout_ms; returns false on timeout. */
+static bool check_run_ms(uv_loop_t *loop, struct check_wait *cw, bool (*done)(void *), void *arg,
+			 uint64_t timeout_ms)
 {
 	uv_timer_init(loop, &cw->timer);
 	cw->timer.data = cw;
 	cw->expired = false;
-	uv_timer_start(&cw->timer, check_timer_cb, CHECK_TIMEOUT_MS, 0);
+	uv_timer_start(&cw->timer, check_timer_cb, timeout_ms, 0);
 	while (!done(arg) && !cw->expired)
 		uv_run(loop, UV_RUN_ONCE);
 	uv_timer_stop(&cw->timer);
 	uv_close((uv_handle_t *)&cw->timer, NULL);
 	return done(arg);
+}
+
+static bool check_run(uv_loop_t *loop, struct check_wait *cw, bool (*done)(void *), void *arg)
+{
+	return check_run_ms(loop, cw, done, arg, CHECK_TIMEOUT_MS);
 }
 
 static bool check_dovecot_ready(void *arg) { return dovecot_auth_client_ready(arg); }
@@ -121,6 +133,174 @@ static int check_tables(const char *key, const char *specs, FILE *out)
 	}
 	free(copy);
 	return failures;
+}
+
+/* ---- a real login, then the sender ownership of that login ---- */
+
+struct check_auth {
+	bool done;
+	enum dovecot_auth_result result;
+	char user[513];
+	char reason[256];
+};
+
+static void check_auth_cb(void *ctx, enum dovecot_auth_result result, const char *user,
+			  const char *challenge_b64, const char *reason)
+{
+	(void)challenge_b64;
+	struct check_auth *ca = ctx;
+	ca->done = true;
+	ca->result = result;
+	snprintf(ca->user, sizeof(ca->user), "%s", user ? user : "");
+	snprintf(ca->reason, sizeof(ca->reason), "%s", reason ? reason : "");
+}
+
+static bool check_auth_done(void *arg) { return ((struct check_auth *)arg)->done; }
+
+/* AUTH PLAIN through Dovecot; on success user_r gets Dovecot's user=. */
+static bool check_auth_plain(struct config *cfg, const char *login, const char *password,
+			     char *user_r, size_t usersz, FILE *out)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct dovecot_auth_client *c =
+		dovecot_auth_client_create(&loop, cfg->dovecot_auth_socket, CHECK_AUTH_TIMEOUT_MS);
+	dovecot_auth_client_connect(c);
+	struct check_wait cw_ready, cw_auth;
+	bool ok = false;
+	struct check_auth ca = {0};
+	if (!check_run(&loop, &cw_ready, check_dovecot_ready, c)) {
+		fprintf(out, "login %s: FAILED: no handshake on %s\n", login, cfg->dovecot_auth_socket);
+	} else if (!dovecot_auth_client_has_mech(c, "PLAIN")) {
+		fprintf(out, "login %s: FAILED: Dovecot does not offer PLAIN (it offers: %s); set "
+			     "\"auth_mechanisms = plain login\" in Dovecot\n",
+			login, dovecot_auth_client_mechs(c));
+	} else {
+		/* authzid NUL authcid NUL password (RFC 4616) */
+		struct buf raw = BUF_INIT;
+		buf_append(&raw, "", 1);
+		buf_append(&raw, login, strlen(login) + 1);
+		buf_append(&raw, password, strlen(password));
+		gnutls_datum_t in = {(unsigned char *)buf_data(&raw), (unsigned)buf_len(&raw)}, b64 = {0};
+		int rc = gnutls_base64_encode2(&in, &b64);
+		buf_wipe(&raw);
+		if (rc < 0) {
+			fprintf(out, "login %s: FAILED: %s\n", login, gnutls_strerror(rc));
+		} else {
+			struct dovecot_auth_request_info info = {
+				.mech = "PLAIN", .local_ip = "127.0.0.1", .remote_ip = "127.0.0.1",
+				.secured = true, .initial_resp_b64 = (const char *)b64.data};
+			dovecot_auth_begin(c, &info, check_auth_cb, &ca);
+			gnutls_memset(b64.data, 0, b64.size);
+			gnutls_free(b64.data);
+			check_run_ms(&loop, &cw_auth, check_auth_done, &ca, CHECK_AUTH_TIMEOUT_MS + 1000);
+		}
+	}
+	if (ca.done) {
+		switch (ca.result) {
+		case DOVECOT_AUTH_OK:
+			fprintf(out, "login %s: ok, Dovecot's user name is %s\n", login, ca.user);
+			snprintf(user_r, usersz, "%s", ca.user);
+			ok = true;
+			break;
+		case DOVECOT_AUTH_FAIL:
+			fprintf(out, "login %s: FAILED: Dovecot refused it%s%s. Check the password; that "
+				     "Dovecot's passdb finds this user (doveadm auth test %s); and, for "
+				     "hashes stored without a {SCHEME} prefix, default_pass_scheme\n",
+				login, ca.reason[0] ? ": " : "", ca.reason, login);
+			break;
+		case DOVECOT_AUTH_TEMPFAIL:
+		case DOVECOT_AUTH_CONTINUE:
+		default:
+			fprintf(out, "login %s: FAILED: Dovecot could not check it%s%s (its passdb, e.g. "
+				     "the SQL database, may be down: see Dovecot's log)\n",
+				login, ca.reason[0] ? ": " : "", ca.reason);
+			break;
+		}
+	} else if (dovecot_auth_client_ready(c)) {
+		fprintf(out, "login %s: FAILED: no answer from Dovecot within %d s\n", login,
+			CHECK_AUTH_TIMEOUT_MS / 1000);
+	}
+	dovecot_auth_client_destroy(&c);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	return ok;
+}
+
+struct check_owner {
+	bool done;
+	enum sender_login_result result;
+	char owners[512];
+};
+
+static void check_owner_cb(void *ctx, enum sender_login_result result, const char *owners)
+{
+	struct check_owner *co = ctx;
+	co->done = true;
+	co->result = result;
+	snprintf(co->owners, sizeof(co->owners), "%s", owners ? owners : "");
+}
+
+static bool check_owner_done(void *arg) { return ((struct check_owner *)arg)->done; }
+
+static bool check_owner(struct config *cfg, const char *sender, const char *user, FILE *out)
+{
+	if (cfg->sender_login == NULL) {
+		fprintf(out, "sender %s: not checked: sender_login_maps is not set (anyone may use "
+			     "any address)\n",
+			sender);
+		return true;
+	}
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct sender_login *sl = sender_login_new(cfg->sender_login, &loop);
+	struct check_owner co = {0};
+	struct check_wait cw;
+	struct sender_login_req *req = sender_login_check_policy(
+		sl, SENDER_LOGIN_REJECT_AUTHENTICATED, sender, user, check_owner_cb, &co);
+	if (!check_run(&loop, &cw, check_owner_done, &co))
+		sender_login_cancel(&req);
+	bool ok = co.done && co.result == SENDER_LOGIN_OWNED;
+	if (!co.done)
+		fprintf(out, "sender %s: FAILED: sender_login_maps gave no answer within 5 s\n", sender);
+	else if (ok)
+		fprintf(out, "sender %s: ok, owned by %s (sender_login_maps: %s)\n", sender, user,
+			co.owners);
+	else if (co.result == SENDER_LOGIN_TEMPFAIL)
+		fprintf(out, "sender %s: FAILED: sender_login_maps lookup failed (database down or "
+			     "query error?)\n",
+			sender);
+	else if (co.owners[0] == '\0')
+		fprintf(out, "sender %s: FAILED: sender_login_maps has no entry for it (an empty SQL "
+			     "result?): the query must return the login %s for this address\n",
+			sender, user);
+	else
+		fprintf(out, "sender %s: FAILED: sender_login_maps says it belongs to \"%s\", not to "
+			     "the login %s (Dovecot's user name, compared case-insensitively)\n",
+			sender, co.owners, user);
+	sender_login_free(&sl);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	return ok;
+}
+
+int check_login(struct config *cfg, const char *login, const char *password, const char *sender,
+		FILE *out)
+{
+	if (cfg->dovecot_auth_socket == NULL) {
+		fprintf(out, "login %s: FAILED: dovecot_auth_socket is not set\n", login);
+		return 1;
+	}
+	char user[513];
+	if (!check_auth_plain(cfg, login, password, user, sizeof(user), out))
+		return 1;
+	if (sender == NULL)
+		sender = strchr(user, '@') ? user : NULL;
+	if (sender == NULL) {
+		fprintf(out, "sender: not checked: the login has no domain; name an address with -s\n");
+		return 0;
+	}
+	return check_owner(cfg, sender, user, out) ? 0 : 1;
 }
 
 int check_neighbours(struct config *cfg, FILE *out)

@@ -11,4 +11,11 @@
 /* Prints one line per neighbour to out; returns the number of failures. */
 int check_neighbours(struct config *cfg, FILE *out);
 
+/* Proves a login end to end: AUTH PLAIN with login and password through
+ * Dovecot, then sender ownership of sender (NULL: Dovecot's user name, when
+ * it is an address) for that login in sender_login_maps. Prints what
+ * failed in words an admin can act on; returns the number of failures. */
+int check_login(struct config *cfg, const char *login, const char *password, const char *sender,
+		FILE *out);
+
 #endif

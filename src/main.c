@@ -30,6 +30,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
+#include <termios.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -739,18 +740,32 @@ static void main_reload_listeners(const struct config *cur, struct config *next)
 	if (same)
 		return;
 	log_warn("reload: the \"listen\" lines changed; keeping the current listeners until a restart");
-	for (size_t i = 0; i < next->nlistens; i++) {
-		free(next->listens[i].text);
-		free(next->listens[i].fdname);
-	}
+	for (size_t i = 0; i < next->nlistens; i++)
+		config_listen_clear(&next->listens[i]);
 	free(next->listens);
 	next->listens = xcalloc(cur->nlistens, sizeof(*next->listens));
-	for (size_t i = 0; i < cur->nlistens; i++) {
-		next->listens[i] = cur->listens[i];
-		next->listens[i].text = xstrdup(cur->listens[i].text);
-		next->listens[i].fdname = cur->listens[i].fdname ? xstrdup(cur->listens[i].fdname) : NULL;
-	}
+	for (size_t i = 0; i < cur->nlistens; i++)
+		config_listen_copy(&next->listens[i], &cur->listens[i]);
 	next->nlistens = cur->nlistens;
+}
+
+/* Everything a snapshot needs besides its file: the per-listener snapshots
+ * (once the listeners are final), TLS credentials and policy tables, for
+ * the snapshot and each of its listeners'. */
+static bool main_snapshot_load(struct config *cfg, char *err, size_t errlen)
+{
+	if (!config_listeners_load(cfg, err, errlen) || !tls_server_load(cfg, err, errlen) ||
+	    !policy_load(cfg, err, errlen))
+		return false;
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		struct config *l = cfg->listens[i].cfg;
+		char why[768];
+		if (l != NULL && (!tls_server_load(l, why, sizeof(why)) || !policy_load(l, why, sizeof(why)))) {
+			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text, why);
+			return false;
+		}
+	}
+	return true;
 }
 
 static void main_reload(const char *why)
@@ -765,8 +780,8 @@ static void main_reload(const char *why)
 	bool ok = next != NULL;
 	if (ok) {
 		main_watch_build(next, &watch, &nwatch);
-		ok = tls_server_load(next, err, sizeof(err)) && policy_load(next, err, sizeof(err)) &&
-		     main_check_config(next, err, sizeof(err));
+		main_reload_listeners(main_cfg, next);
+		ok = main_snapshot_load(next, err, sizeof(err)) && main_check_config(next, err, sizeof(err));
 	}
 	if (!ok) {
 		log_err("reload refused: %s; still serving with the previous configuration", err);
@@ -788,7 +803,6 @@ static void main_reload(const char *why)
 		main_notify(false, "READY=1\nSTATUS=reload refused, serving the previous configuration");
 		return;
 	}
-	main_reload_listeners(main_cfg, next);
 	if (next->workers != main_cfg->workers)
 		log_warn("reload: \"workers\" changed; it takes effect after a restart");
 	if ((next->user == NULL) != (main_cfg->user == NULL) ||
@@ -910,12 +924,43 @@ static void main_watchdog_init(void)
 	unsetenv("WATCHDOG_PID");
 }
 
+/* -t -u LOGIN: the password comes from standard input (never from the
+ * command line, where ps shows it), without echo on a terminal. */
+static int main_check_login(struct config *cfg, const char *login, const char *sender)
+{
+	struct termios saved;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+	if (tty) {
+		struct termios quiet = saved;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+		fprintf(stderr, "password for %s: ", login);
+	}
+	char password[1024];
+	bool got = fgets(password, sizeof(password), stdin) != NULL;
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+		fputc('\n', stderr);
+	}
+	if (!got) {
+		printf("login %s: FAILED: no password on standard input\n", login);
+		return 1;
+	}
+	password[strcspn(password, "\r\n")] = '\0';
+	int problems = check_login(cfg, login, password, sender, stdout);
+	explicit_bzero(password, sizeof(password));
+	return problems;
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: submitd [-c FILE] [-t] [-V]\n"
-		   "  -c FILE  configuration file (default %s)\n"
-		   "  -t       check the configuration and exit\n"
-		   "  -V       print the version and exit\n",
+	fprintf(f, "usage: submitd [-c FILE] [-t [-u LOGIN [-s ADDRESS]]] [-V]\n"
+		   "  -c FILE     configuration file (default %s)\n"
+		   "  -t          check the configuration and its neighbours, and exit\n"
+		   "  -u LOGIN    with -t: also log in as LOGIN through Dovecot (password read\n"
+		   "              from standard input) and check it owns its sender address\n"
+		   "  -s ADDRESS  with -u: the sender address to check (default: the login)\n"
+		   "  -V          print the version and exit\n",
 		   DEFAULT_CONFIG);
 }
 
@@ -923,11 +968,18 @@ int main(int argc, char **argv)
 {
 	const char *path = DEFAULT_CONFIG;
 	bool test_only = false;
+	const char *test_login = NULL, *test_sender = NULL;
 	int opt;
-	while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+	while ((opt = getopt(argc, argv, "c:tu:s:Vh")) != -1) {
 		switch (opt) {
 		case 'c':
 			path = optarg;
+			break;
+		case 'u':
+			test_login = optarg;
+			break;
+		case 's':
+			test_sender = optarg;
 			break;
 		case 't':
 			test_only = true;
@@ -943,7 +995,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || ((test_login || test_sender) && !test_only) || (test_sender && !test_login)) {
 		usage(stderr);
 		return 2;
 	}
@@ -958,7 +1010,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	main_watch_build(cfg, &watch, &nwatch);
-	if (!tls_server_load(cfg, err, sizeof(err)) || !policy_load(cfg, err, sizeof(err))) {
+	if (!main_snapshot_load(cfg, err, sizeof(err))) {
 		fprintf(stderr, "submitd: %s: %s\n", path, err);
 		return 1;
 	}
@@ -971,6 +1023,8 @@ int main(int argc, char **argv)
 		printf("submitd: %s: syntax, certificates and tables: ok\n", path);
 		fflush(stdout);
 		int problems = check_neighbours(cfg, stdout);
+		if (test_login != NULL)
+			problems += main_check_login(cfg, test_login, test_sender);
 		if (problems == 0)
 			printf("submitd: configuration %s is valid\n", path);
 		else

@@ -40,6 +40,7 @@ struct session {
 	char local_ip[INET6_ADDRSTRLEN];
 	uint16_t local_port;
 	bool proxy_wait;                 /* a proxy listener: the header comes first */
+	bool trusted_client;             /* trusted listener, client in mynetworks */
 	char proxied_by[INET6_ADDRSTRLEN + 16];  /* "[ip]:port" of the proxy, for logs */
 	char proxy_ip[INET6_ADDRSTRLEN];
 	uint16_t proxy_port;
@@ -439,7 +440,13 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 	session_txn_reset(s);
 	s->mail = *a;
 	struct sender_login *sl = session_sender_login(s);
-	if (sl != NULL) {
+	/* A trusted listener's own clients (webmail on localhost) may send
+	   without logging in, as the guides' port 25 with permit_mynetworks:
+	   their sender is not checked unless the listen line sets
+	   sender_login_policy. Logged-in users are always held to it. */
+	bool trusted_anonymous = s->trusted_client && smtp_server_user(s->server) == NULL &&
+				 !s->listen->sender_policy_set;
+	if (sl != NULL && !trusted_anonymous) {
 		/* Does the login own the envelope sender? (RFC 6409 §6.1,
 		   Postfix's reject_sender_login_mismatch) */
 		s->sender_req = sender_login_check(sl, a->path.addr, smtp_server_user(s->server),
@@ -889,7 +896,7 @@ void session_accept(struct worker *w, uv_stream_t *server, size_t listen_idx)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	s->w = w;
-	s->cfg = config_ref(w->cfg);
+	s->cfg = config_ref(config_for_listener(w->cfg, listen_idx));
 	s->listen = &s->cfg->listens[listen_idx];
 	s->conn = conn_new(&w->loop, false, &session_conn_handler, s);
 	snprintf(s->id, sizeof(s->id), "%08X%X%04X", (unsigned)time(NULL), w->id & 0xf,
@@ -956,6 +963,7 @@ static void session_begin(struct session *s)
 		set.size_limit = caps.size;
 	s->server = smtp_server_new(&set, &session_io, &session_backend, s, &s->conn->in, s->id,
 				    s->client);
+	s->trusted_client = set.relay_trusted;
 
 	static const char *const modes[] = {"plain", "starttls", "tls"};
 	log_info("%s: connect from %s to %s (%s%s%s%s)", s->id, s->client, s->listen->text,

@@ -38,7 +38,10 @@ struct config_key {
 	const char *def;      /* default, in file syntax; NULL: none */
 	uint64_t min, max;    /* bounds for numbers */
 	config_hook *hook;    /* CFG_SPECIAL */
+	bool per_listener;    /* may be set on a listen line (KEY=VALUE) */
 };
+#define LISTENER true /* per_listener */
+#define GLOBAL false
 
 static config_hook config_proxy_networks, config_tls_sni;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
@@ -48,75 +51,83 @@ static config_hook config_relay_ca_file, config_relay_password_maps, config_send
 
 #define OFF(f) offsetof(struct config, f)
 static const struct config_key config_keys[] = {
-	{"myhostname", CFG_STR, OFF(myhostname), NULL, 0, 0, NULL},
-	{"listen", CFG_SPECIAL, 0, NULL, 0, 0, config_listen},
-	{"tls_cert_file", CFG_STR, OFF(tls_cert_file), NULL, 0, 0, NULL},
-	{"tls_key_file", CFG_STR, OFF(tls_key_file), NULL, 0, 0, NULL},
-	{"tls_priority", CFG_STR, OFF(tls_priority), DEFAULT_TLS_PRIORITY, 0, 0, NULL},
-	{"mynetworks", CFG_SPECIAL, 0, "127.0.0.0/8, ::1/128", 0, 0, config_mynetworks},
-	{"relayhost", CFG_SPECIAL, 0, "[127.0.0.1]:25", 0, 0, config_relayhost},
-	{"relay_tls_security_level", CFG_SPECIAL, 0, "may", 0, 0, config_relay_tls},
-	{"dovecot_auth_socket", CFG_STR, OFF(dovecot_auth_socket), NULL, 0, 0, NULL},
-	{"auth_timeout", CFG_TIME, OFF(auth_timeout_ms), "30s", 100, 600000, NULL},
-	{"auth_failure_delay", CFG_TIME, OFF(auth_failure_delay_ms), "1s", 0, 600000, NULL},
-	{"auth_failure_delay_max", CFG_TIME, OFF(auth_failure_delay_max_ms), "8s", 0, 600000, NULL},
-	{"auth_max_failures", CFG_UINT, OFF(auth_max_failures), "3", 1, 1000, NULL},
-	{"auth_ip_failure_limit", CFG_UINT, OFF(auth_ip_failure_limit), "20", 0, 1000000, NULL},
+	{"myhostname", CFG_STR, OFF(myhostname), NULL, 0, 0, NULL, GLOBAL},
+	{"listen", CFG_SPECIAL, 0, NULL, 0, 0, config_listen, GLOBAL},
+	{"tls_cert_file", CFG_STR, OFF(tls_cert_file), NULL, 0, 0, NULL, GLOBAL},
+	{"tls_key_file", CFG_STR, OFF(tls_key_file), NULL, 0, 0, NULL, GLOBAL},
+	{"tls_priority", CFG_STR, OFF(tls_priority), DEFAULT_TLS_PRIORITY, 0, 0, NULL, LISTENER},
+	{"mynetworks", CFG_SPECIAL, 0, "127.0.0.0/8, ::1/128", 0, 0, config_mynetworks, LISTENER},
+	{"relayhost", CFG_SPECIAL, 0, "[127.0.0.1]:25", 0, 0, config_relayhost, GLOBAL},
+	{"relay_tls_security_level", CFG_SPECIAL, 0, "may", 0, 0, config_relay_tls, GLOBAL},
+	{"dovecot_auth_socket", CFG_STR, OFF(dovecot_auth_socket), NULL, 0, 0, NULL, GLOBAL},
+	{"auth_timeout", CFG_TIME, OFF(auth_timeout_ms), "30s", 100, 600000, NULL, LISTENER},
+	{"auth_failure_delay", CFG_TIME, OFF(auth_failure_delay_ms), "1s", 0, 600000, NULL, LISTENER},
+	{"auth_failure_delay_max", CFG_TIME, OFF(auth_failure_delay_max_ms), "8s", 0, 600000, NULL, LISTENER},
+	{"auth_max_failures", CFG_UINT, OFF(auth_max_failures), "3", 1, 1000, NULL, LISTENER},
+	{"auth_ip_failure_limit", CFG_UINT, OFF(auth_ip_failure_limit), "20", 0, 1000000, NULL, LISTENER},
 	{"auth_ip_failure_window", CFG_TIME, OFF(auth_ip_failure_window_ms), "10m", 1000, 86400000,
-	 NULL},
-	{"auth_ip_block_time", CFG_TIME, OFF(auth_ip_block_time_ms), "10m", 1000, 86400000, NULL},
+	 NULL, LISTENER},
+	{"auth_ip_block_time", CFG_TIME, OFF(auth_ip_block_time_ms), "10m", 1000, 86400000, NULL, LISTENER},
 	/* sender ownership (policy/policy.c) */
-	{"sender_login_maps", CFG_STR, OFF(sender_login_maps), NULL, 0, 0, NULL},
+	{"sender_login_maps", CFG_STR, OFF(sender_login_maps), NULL, 0, 0, NULL, LISTENER},
 	{"sender_login_policy", CFG_STR, OFF(sender_login_policy), "reject_sender_login_mismatch", 0,
-	 0, NULL},
-	{"recipient_delimiter", CFG_STR, OFF(recipient_delimiter), "+", 0, 0, NULL},
+	 0, NULL, LISTENER},
+	{"recipient_delimiter", CFG_STR, OFF(recipient_delimiter), "+", 0, 0, NULL, LISTENER},
 	{"sender_login_cache_ttl", CFG_TIME, OFF(sender_login_cache_ttl_ms), "60s", 0, 86400000,
-	 NULL},
+	 NULL, LISTENER},
 	{"sender_login_negative_cache_ttl", CFG_TIME, OFF(sender_login_negative_cache_ttl_ms), "10s",
-	 0, 86400000, NULL},
-	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL},
-	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL},
+	 0, 86400000, NULL, LISTENER},
+	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL, LISTENER},
+	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL, LISTENER},
 	{"message_size_limit", CFG_SIZE, OFF(message_size_limit), "10240000", 1024,
-	 (uint64_t)1 << 40, NULL},
-	{"header_size_limit", CFG_SIZE, OFF(header_size_limit), "102400", 1024, 16 << 20, NULL},
-	{"line_length_limit", CFG_UINT, OFF(line_length_limit), "2048", 512, 65536, NULL},
-	{"recipient_limit", CFG_UINT, OFF(recipient_limit), "1000", 100, 100000, NULL},
-	{"error_limit", CFG_UINT, OFF(error_limit), "20", 3, 1000, NULL},
-	{"workers", CFG_UINT, OFF(workers), "0", 0, 256, NULL},
-	{"max_connections", CFG_UINT, OFF(max_connections), "20000", 1, 1000000, NULL},
+	 (uint64_t)1 << 40, NULL, LISTENER},
+	{"header_size_limit", CFG_SIZE, OFF(header_size_limit), "102400", 1024, 16 << 20, NULL, LISTENER},
+	{"line_length_limit", CFG_UINT, OFF(line_length_limit), "2048", 512, 65536, NULL, LISTENER},
+	{"recipient_limit", CFG_UINT, OFF(recipient_limit), "1000", 100, 100000, NULL, LISTENER},
+	{"error_limit", CFG_UINT, OFF(error_limit), "20", 3, 1000, NULL, LISTENER},
+	{"workers", CFG_UINT, OFF(workers), "0", 0, 256, NULL, GLOBAL},
+	{"max_connections", CFG_UINT, OFF(max_connections), "20000", 1, 1000000, NULL, GLOBAL},
 	{"max_connections_per_ip", CFG_UINT, OFF(max_connections_per_ip), "50", 1, 1000000,
-	 NULL},
-	{"bare_newline", CFG_SPECIAL, 0, "reject", 0, 0, config_bare_newline},
-	{"command_timeout", CFG_TIME, OFF(command_timeout_ms), "300s", 1000, 3600000, NULL},
-	{"data_timeout", CFG_TIME, OFF(data_timeout_ms), "300s", 1000, 3600000, NULL},
-	{"session_timeout", CFG_TIME, OFF(session_timeout_ms), "3600s", 1000, 86400000, NULL},
+	 NULL, LISTENER},
+	{"bare_newline", CFG_SPECIAL, 0, "reject", 0, 0, config_bare_newline, LISTENER},
+	{"command_timeout", CFG_TIME, OFF(command_timeout_ms), "300s", 1000, 3600000, NULL, LISTENER},
+	{"data_timeout", CFG_TIME, OFF(data_timeout_ms), "300s", 1000, 3600000, NULL, LISTENER},
+	{"session_timeout", CFG_TIME, OFF(session_timeout_ms), "3600s", 1000, 86400000, NULL, LISTENER},
 	{"relay_connect_timeout", CFG_TIME, OFF(relay_connect_timeout_ms), "10s", 100, 600000,
-	 NULL},
-	{"relay_timeout", CFG_TIME, OFF(relay_timeout_ms), "100s", 100, 600000, NULL},
-	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL},
-	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL},
+	 NULL, GLOBAL},
+	{"relay_timeout", CFG_TIME, OFF(relay_timeout_ms), "100s", 100, 600000, NULL, GLOBAL},
+	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL, GLOBAL},
+	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL, GLOBAL},
 	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.c) */
 	/* CAs trusted for the relay at verify/secure (Postfix smtp_tls_CAfile); default: the system store */
-	{"relay_tls_ca_file", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_ca_file},
+	{"relay_tls_ca_file", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_ca_file, GLOBAL},
 	/* TABLE of user:password for AUTH to the relay (Postfix smtp_sasl_password_maps) */
-	{"relay_password_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_password_maps},
+	{"relay_password_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_password_maps, GLOBAL},
 	/* TABLE sender or @domain -> destinations (Postfix sender_dependent_relayhost_maps) */
-	{"sender_relay_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_sender_relay_maps},
+	{"sender_relay_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_sender_relay_maps, GLOBAL},
 	/* look relay credentials up by sender first (Postfix smtp_sender_dependent_authentication) */
-	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0, config_sender_dependent_auth},
+	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0, config_sender_dependent_auth, GLOBAL},
 	/* allow sending relay credentials without TLS */
-	{"relay_sasl_allow_plaintext", CFG_SPECIAL, 0, "no", 0, 0, config_relay_sasl_plaintext},
+	{"relay_sasl_allow_plaintext", CFG_SPECIAL, 0, "no", 0, 0, config_relay_sasl_plaintext, GLOBAL},
 	/* header field naming the submitter's login, added for the relay (client copies removed) */
-	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header},
-	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog},
-	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level},
+	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header, GLOBAL},
+	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog, GLOBAL},
+	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level, GLOBAL},
 	/* running it: privileges, PROXY protocol, SNI (main.c, net/proxy.c, net/tls.c) */
-	{"user", CFG_STR, OFF(user), NULL, 0, 0, NULL},
-	{"proxy_networks", CFG_SPECIAL, 0, NULL, 0, 0, config_proxy_networks},
-	{"proxy_timeout", CFG_TIME, OFF(proxy_timeout_ms), "5s", 100, 600000, NULL},
-	{"tls_sni", CFG_SPECIAL, 0, NULL, 0, 0, config_tls_sni},
+	{"user", CFG_STR, OFF(user), NULL, 0, 0, NULL, GLOBAL},
+	{"proxy_networks", CFG_SPECIAL, 0, NULL, 0, 0, config_proxy_networks, GLOBAL},
+	{"proxy_timeout", CFG_TIME, OFF(proxy_timeout_ms), "5s", 100, 600000, NULL, LISTENER},
+	{"tls_sni", CFG_SPECIAL, 0, NULL, 0, 0, config_tls_sni, GLOBAL},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+static const struct config_key *config_key_find(const char *name)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++)
+		if (strcmp(config_keys[i].name, name) == 0)
+			return &config_keys[i];
+	return NULL;
+}
 
 static void config_free(struct config *cfg)
 {
@@ -130,10 +141,8 @@ static void config_free(struct config *cfg)
 	for (size_t i = 0; i < CONFIG_NKEYS; i++)
 		if (config_keys[i].type == CFG_STR)
 			free(*(char **)((char *)cfg + config_keys[i].offset));
-	for (size_t i = 0; i < cfg->nlistens; i++) {
-		free(cfg->listens[i].text);
-		free(cfg->listens[i].fdname);
-	}
+	for (size_t i = 0; i < cfg->nlistens; i++)
+		config_listen_clear(&cfg->listens[i]);
 	free(cfg->proxy_networks);
 	for (size_t i = 0; i < cfg->ntls_sni; i++) {
 		for (size_t j = 0; j < cfg->tls_sni[i].nnames; j++)
@@ -157,7 +166,30 @@ static void config_free(struct config *cfg)
 	if (cfg->free_hook != NULL)
 		cfg->free_hook(cfg);
 	free(cfg->path);
+	free(cfg->text);
 	free(cfg);
+}
+
+void config_listen_clear(struct listen_cfg *l)
+{
+	free(l->text);
+	free(l->fdname);
+	for (size_t i = 0; i < l->noverrides; i++)
+		free(l->overrides[i]);
+	free(l->overrides);
+	config_unref(&l->cfg);
+	memset(l, 0, sizeof(*l));
+}
+
+void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src)
+{
+	*dst = *src;
+	dst->text = xstrdup(src->text);
+	dst->fdname = src->fdname ? xstrdup(src->fdname) : NULL;
+	dst->overrides = src->noverrides ? xcalloc(src->noverrides, sizeof(char *)) : NULL;
+	for (size_t i = 0; i < src->noverrides; i++)
+		dst->overrides[i] = xstrdup(src->overrides[i]);
+	dst->cfg = NULL;
 }
 
 struct config *config_ref(struct config *cfg)
@@ -486,7 +518,8 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 	struct listen_cfg l = {0};
 	bool ok = false;
 	if (addr == NULL || mode == NULL) {
-		config_err(err, errlen, "want \"ADDRESS:PORT MODE [trusted] [proxy] [name=NAME]\"");
+		config_err(err, errlen,
+			   "want \"ADDRESS:PORT MODE [trusted] [proxy] [name=NAME] [KEY=VALUE...]\"");
 		goto out;
 	}
 	if (strcmp(mode, "starttls") == 0)
@@ -506,7 +539,23 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 			l.proxy = true;
 		else if (strncmp(flag, "name=", 5) == 0 && flag[5] != '\0' && l.fdname == NULL)
 			l.fdname = xstrdup(flag + 5);
-		else {
+		else if (strchr(flag, '=') != NULL) {
+			/* A setting for this listener only; its value is checked
+			   when the listener's snapshot is built. */
+			char *eq = strchr(flag, '=');
+			*eq = '\0';
+			const struct config_key *k = config_key_find(flag);
+			bool usable = k != NULL && k->per_listener;
+			if (!usable)
+				config_err(err, errlen, "%s \"%s\" cannot be set for one listener",
+					   k ? "the setting" : "unknown setting", flag);
+			*eq = '=';
+			if (!usable)
+				goto out;
+			l.sender_policy_set |= strcmp(k->name, "sender_login_policy") == 0;
+			l.overrides = xrealloc(l.overrides, (l.noverrides + 1) * sizeof(char *));
+			l.overrides[l.noverrides++] = xstrdup(flag);
+		} else {
 			config_err(err, errlen, "unknown listener flag \"%s\"", flag);
 			goto out;
 		}
@@ -545,7 +594,7 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 	ok = true;
 out:
 	if (!ok)
-		free(l.fdname);
+		config_listen_clear(&l);
 	free(copy);
 	return ok;
 }
@@ -822,9 +871,110 @@ static char *config_trim(char *s)
 	return s;
 }
 
-struct config *config_load(const char *path, char *err, size_t errlen)
+/* The file is read once: per-listener snapshots parse the same text. */
+#define CONFIG_MAX_FILE (4 << 20)
+
+static char *config_read_file(const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	struct buf b = BUF_INIT;
+	char chunk[8192];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_len(&b) <= CONFIG_MAX_FILE)
+		buf_append(&b, chunk, n);
+	bool bad = ferror(f) != 0 || buf_len(&b) > CONFIG_MAX_FILE;
+	fclose(f);
+	if (bad) {
+		snprintf(err, errlen, "%s: %s", path, buf_len(&b) > CONFIG_MAX_FILE ? "file too large" : "read error");
+		buf_free(&b);
+		return NULL;
+	}
+	buf_append(&b, "", 1);
+	char *text = xstrdup((const char *)buf_data(&b));
+	buf_free(&b);
+	return text;
+}
+
+/* Applies one "KEY=VALUE" listener setting. A list key (mynetworks) is
+ * replaced, not extended, as Postfix's -o replaces a main.cf value. */
+static bool config_apply_override(struct config *cfg, const char *kv, bool *seen, char *err,
+				  size_t errlen)
+{
+	char *copy = xstrdup(kv);
+	char *eq = strchr(copy, '=');
+	*eq = '\0';
+	const struct config_key *k = config_key_find(copy);
+	if (k == NULL) {
+		free(copy);
+		return config_err(err, errlen, "unknown setting \"%s\"", kv);
+	}
+	seen[k - config_keys] = true;
+	if (strcmp(k->name, "mynetworks") == 0) {
+		free(cfg->mynetworks);
+		cfg->mynetworks = NULL;
+		cfg->nmynetworks = 0;
+	}
+	bool ok = config_set(cfg, k, eq + 1, err, errlen);
+	free(copy);
+	return ok;
+}
+
+static struct config *config_parse(const char *path, const char *text, char *const *overrides,
+				   size_t noverrides, char *err, size_t errlen);
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	char *text = config_read_file(path, err, errlen);
+	if (text == NULL)
+		return NULL;
+	struct config *cfg = config_parse(path, text, NULL, 0, err, errlen);
+	if (cfg != NULL)
+		cfg->text = text;
+	else
+		free(text);
+	return cfg;
+}
+
+bool config_listeners_load(struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->nlistens; i++) {
+		struct listen_cfg *l = &cfg->listens[i];
+		config_unref(&l->cfg);
+		if (l->noverrides == 0)
+			continue;
+		char why[768];
+		struct config *child = config_parse(cfg->path, cfg->text, l->overrides, l->noverrides,
+						    why, sizeof(why));
+		if (child == NULL) {
+			snprintf(err, errlen, "listen %s: %s", l->text, why);
+			return false;
+		}
+		/* The parent's listeners are the ones that run. */
+		for (size_t k = 0; k < child->nlistens; k++)
+			config_listen_clear(&child->listens[k]);
+		free(child->listens);
+		child->listens = xcalloc(cfg->nlistens, sizeof(*child->listens));
+		for (size_t k = 0; k < cfg->nlistens; k++)
+			config_listen_copy(&child->listens[k], &cfg->listens[k]);
+		child->nlistens = cfg->nlistens;
+		l->cfg = child;
+	}
+	return true;
+}
+
+struct config *config_for_listener(struct config *cfg, size_t idx)
+{
+	return cfg->listens[idx].cfg != NULL ? cfg->listens[idx].cfg : cfg;
+}
+
+static struct config *config_parse(const char *path, const char *text, char *const *overrides,
+				   size_t noverrides, char *err, size_t errlen)
+{
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
 	if (f == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL;
@@ -875,6 +1025,11 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	}
 	fclose(f);
 
+	for (size_t i = 0; ok && i < noverrides; i++) {
+		ok = config_apply_override(cfg, overrides[i], seen, why, sizeof(why));
+		if (!ok)
+			snprintf(err, errlen, "%s", why);
+	}
 	for (size_t i = 0; ok && i < CONFIG_NKEYS; i++) {
 		if (seen[i] || config_keys[i].def == NULL)
 			continue;

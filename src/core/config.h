@@ -29,6 +29,15 @@ struct listen_cfg {
 	bool trusted;                /* mynetworks clients may send without AUTH */
 	bool proxy;                  /* a PROXY v1/v2 header comes first (proxy_networks) */
 	char *fdname;                /* name=X: take the systemd socket named X, or NULL */
+	/* KEY=VALUE settings on the listen line (Postfix's master.cf "-o"),
+	 * as written; they apply to sessions on this listener only. */
+	char **overrides;
+	size_t noverrides;
+	bool sender_policy_set;      /* one of them is sender_login_policy */
+	/* The snapshot with the overrides applied (config_listeners_load()),
+	 * owned by the parent; NULL: sessions use the parent itself. Its
+	 * listens[] mirror the parent's, without children. */
+	struct config *cfg;
 };
 
 struct cidr {
@@ -72,6 +81,7 @@ enum relay_tls_level {
 struct config {
 	atomic_int refs;
 	char *path;
+	char *text;                  /* the file as read, to build per-listener snapshots */
 
 	char *myhostname;
 	struct listen_cfg *listens;
@@ -152,8 +162,19 @@ struct config {
 	size_t ntls_sni;
 };
 
-/* Parses path. On error returns NULL and writes "FILE:LINE: what" to err. */
+/* Parses path. On error returns NULL and writes "FILE:LINE: what" to err.
+ * Per-listener snapshots are not built yet: see config_listeners_load(). */
 struct config *config_load(const char *path, char *err, size_t errlen);
+/* Builds the snapshot of every listener that has KEY=VALUE overrides: the
+ * same file with the overrides applied last. Call it once the parent's
+ * listens[] are final (a reload may keep the running ones). On error
+ * returns false with "listen ADDR: what" in err. */
+bool config_listeners_load(struct config *cfg, char *err, size_t errlen);
+/* The snapshot a session on listener idx uses. */
+struct config *config_for_listener(struct config *cfg, size_t idx);
+/* Deep copy of a listener's description (overrides included, no child). */
+void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src);
+void config_listen_clear(struct listen_cfg *l);
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config **cfg);
 

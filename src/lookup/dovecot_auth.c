@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -120,7 +121,7 @@ struct dovecot_auth_client {
 	struct buf in;
 
 	/* handshake progress */
-	bool got_version, got_spid, got_cuid, got_cookie;
+	bool got_version, got_cookie;
 	unsigned n_mechs; /* MECH lines seen, private ones included */
 	char mechs_new[DOVECOT_AUTH_MAX_MECHS * (DOVECOT_AUTH_MAX_MECH_NAME + 1) + 1];
 	/* published by the last DONE */
@@ -270,18 +271,19 @@ static bool dovecot_auth_unescape(char *s, size_t *len_r)
 	return true;
 }
 
+/* Decimal, as Dovecot's str_to_uint() reads it (leading zeros allowed). */
 static bool dovecot_auth_parse_uint(const char *s, size_t len, uint32_t *r)
 {
-	if (len == 0 || len > 10 || (len > 1 && s[0] == '0'))
+	if (len == 0)
 		return false;
 	uint64_t v = 0;
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return false;
 		v = v * 10 + (uint64_t)(s[i] - '0');
+		if (v > UINT32_MAX)
+			return false;
 	}
-	if (v > UINT32_MAX)
-		return false;
 	*r = (uint32_t)v;
 	return true;
 }
@@ -699,7 +701,7 @@ static void dovecot_auth_connect_cb(uv_connect_t *creq, int status)
 
 static void dovecot_auth_handshake_reset(struct dovecot_auth_client *c)
 {
-	c->got_version = c->got_spid = c->got_cuid = c->got_cookie = false;
+	c->got_version = c->got_cookie = false;
 	c->n_mechs = 0;
 	c->mechs_new[0] = '\0';
 	c->next_id = 1;
@@ -758,38 +760,48 @@ static void dovecot_auth_violation(struct dovecot_auth_client *c, const struct d
 	dovecot_auth_conn_drop(c, why);
 }
 
+/* MECH NAME [FLAG...]. Dovecot's own client accepts any name and ignores
+ * unknown (and empty) flags; we do the same, but only names we could offer
+ * on the SMTP side (RFC 4422 §3.1, folded to upper case) join the list:
+ * others, and any beyond DOVECOT_AUTH_MAX_MECHS, are skipped, not fatal. */
 static bool dovecot_auth_handle_mech(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
 {
-	if (nf < 2 || !dovecot_auth_mech_name_valid(f[1].s, f[1].len, false)) {
-		dovecot_auth_violation(c, &f[0], "bad mechanism name");
+	if (nf < 2) {
+		dovecot_auth_violation(c, &f[0], "MECH without a name");
 		return false;
 	}
-	if (++c->n_mechs > DOVECOT_AUTH_MAX_MECHS) {
-		dovecot_auth_violation(c, &f[0], "too many mechanisms");
-		return false;
-	}
+	c->n_mechs++;
 	bool private = false;
-	for (size_t i = 2; i < nf; i++) {
-		/* Unknown flags are ignored (the protocol allows new ones). */
-		if (f[i].len == 0) {
-			dovecot_auth_violation(c, &f[0], "empty mechanism flag");
-			return false;
-		}
+	for (size_t i = 2; i < nf; i++)
 		if (dovecot_auth_field_is(&f[i], "private"))
 			private = true;
-	}
-	if (private || dovecot_auth_mech_in(c->mechs_new, f[1].s))
+	char name[DOVECOT_AUTH_MAX_MECH_NAME + 1];
+	if (private || !dovecot_auth_mech_name_valid(f[1].s, f[1].len, true)) {
+		if (!private)
+			log_debug("dovecot auth: %s: mechanism with an unusable name skipped", c->path);
 		return true;
-	if (c->mechs_new[0] != '\0')
-		strcat(c->mechs_new, " ");
-	strcat(c->mechs_new, f[1].s);
+	}
+	for (size_t i = 0; i <= f[1].len; i++)
+		name[i] = (char)toupper((unsigned char)f[1].s[i]);
+	if (dovecot_auth_mech_in(c->mechs_new, name))
+		return true;
+	size_t used = strlen(c->mechs_new);
+	if (used + 1 + f[1].len + 1 > sizeof(c->mechs_new)) {
+		log_debug("dovecot auth: %s: more mechanisms than we keep; %s skipped", c->path, name);
+		return true;
+	}
+	if (used != 0)
+		c->mechs_new[used++] = ' ';
+	memcpy(c->mechs_new + used, name, f[1].len + 1);
 	return true;
 }
 
 static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
 {
-	if (nf != 1 || c->n_mechs == 0 || !c->got_cookie) {
-		dovecot_auth_violation(c, &f[0], "incomplete handshake");
+	(void)nf; /* extra fields are ignored, as Dovecot's own client does */
+	if (c->n_mechs == 0 || !c->got_cookie) {
+		dovecot_auth_violation(c, &f[0], c->n_mechs == 0 ? "no MECH before DONE"
+								 : "no COOKIE before DONE");
 		return false;
 	}
 	memcpy(c->mechs, c->mechs_new, sizeof(c->mechs));
@@ -805,13 +817,19 @@ static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovec
 	return c->generation == gen;
 }
 
+/* The handshake, checked as Dovecot's own client (lib-auth-client) checks
+ * it: VERSION needs a major of 1 and a numeric minor (more fields are
+ * ignored); SPID and CUID must be numbers; COOKIE may come once; DONE needs
+ * a MECH and a COOKIE; anything else is a violation. One check of ours is
+ * stricter: SPID before any MECH means an auth-master or userdb socket,
+ * which never sends MECH; we say so at once instead of timing out. */
 static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c, struct dovecot_auth_field *f,
 					  size_t nf)
 {
 	if (!c->got_version) {
 		/* Major 1 only; the minor (2 on Dovecot 2.3, 3 and 4 on 2.4) only
 		 * says which optional replies the server may send us. */
-		if (!dovecot_auth_field_is(&f[0], "VERSION") || nf != 3 ||
+		if (!dovecot_auth_field_is(&f[0], "VERSION") || nf < 3 ||
 		    !dovecot_auth_field_is(&f[1], "1") || !dovecot_auth_all_digits(f[2].s, f[2].len)) {
 			dovecot_auth_violation(c, &f[0], "expected VERSION 1.x first");
 			return false;
@@ -822,36 +840,30 @@ static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c, struct 
 	if (dovecot_auth_field_is(&f[0], "MECH"))
 		return dovecot_auth_handle_mech(c, f, nf);
 	if (dovecot_auth_field_is(&f[0], "SPID")) {
-		/* Master and userdb sockets send VERSION and SPID, never MECH. */
 		if (c->n_mechs == 0) {
 			dovecot_auth_violation(c, &f[0], "no MECH before SPID (not an auth client socket?)");
 			return false;
 		}
-		if (nf != 2 || c->got_spid || !dovecot_auth_all_digits(f[1].s, f[1].len)) {
+		if (nf < 2 || !dovecot_auth_all_digits(f[1].s, f[1].len)) {
 			dovecot_auth_violation(c, &f[0], "bad SPID");
 			return false;
 		}
-		c->got_spid = true;
 		return true;
 	}
 	if (dovecot_auth_field_is(&f[0], "CUID")) {
-		if (nf != 2 || c->got_cuid || !dovecot_auth_all_digits(f[1].s, f[1].len)) {
+		if (nf < 2 || !dovecot_auth_all_digits(f[1].s, f[1].len)) {
 			dovecot_auth_violation(c, &f[0], "bad CUID");
 			return false;
 		}
-		c->got_cuid = true;
 		return true;
 	}
 	if (dovecot_auth_field_is(&f[0], "COOKIE")) {
-		bool hex = nf == 2 && f[1].len == 32;
-		for (size_t i = 0; hex && i < f[1].len; i++)
-			hex = (f[1].s[i] >= '0' && f[1].s[i] <= '9') || (f[1].s[i] >= 'a' && f[1].s[i] <= 'f') ||
-			      (f[1].s[i] >= 'A' && f[1].s[i] <= 'F');
-		if (!hex || c->got_cookie) {
-			dovecot_auth_violation(c, &f[0], "bad COOKIE");
+		/* Only master logins use the cookie; its form is not ours to judge. */
+		if (c->got_cookie) {
+			dovecot_auth_violation(c, &f[0], "second COOKIE");
 			return false;
 		}
-		c->got_cookie = true;
+		c->got_cookie = nf >= 2;
 		return true;
 	}
 	if (dovecot_auth_field_is(&f[0], "DONE"))
@@ -870,26 +882,42 @@ static bool dovecot_auth_user_valid(const char *s, size_t len)
 	return true;
 }
 
-/* OK and FAIL: "name" or "name=value" parameters after the id. */
-static bool dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dovecot_auth_request *req,
-				      bool ok, struct dovecot_auth_field *f, size_t nf)
+/* A reply we cannot use for one request fails that request only (TEMPFAIL:
+ * the password was never judged), never the others on the connection.
+ * dovecot_waits: the reply was a CONT, so Dovecot waits for our answer and
+ * must be told to forget the request. */
+static void dovecot_auth_reply_unusable(struct dovecot_auth_client *c, struct dovecot_auth_request *req,
+					const char *what, bool dovecot_waits)
+{
+	uint32_t id = req->id;
+	log_warn("dovecot auth: %s: request %u: %s; this login fails temporarily", c->path, (unsigned)id,
+		 what);
+	dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL,
+				      "Authentication server sent an unusable reply");
+	if (dovecot_waits)
+		dovecot_auth_send_cancel(c, id);
+}
+
+/* OK and FAIL: "name" or "name=value" parameters after the id, read as
+ * Dovecot's own client reads them: empty fields (the SQL passdb ends its OK
+ * with one, and puts one before original_user=) and unknown names are
+ * ignored. What we act on must be whole: one user= (or repeats of the same
+ * value), a usable user name on OK. */
+static void dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dovecot_auth_request *req,
+				      bool ok, const struct dovecot_auth_field *f, size_t nf)
 {
 	const char *user = NULL, *reason = NULL;
 	size_t user_len = 0, reason_len = 0;
 	bool refused = false, temp = false;
 	for (size_t i = 2; i < nf; i++) {
-		char *eq = memchr(f[i].s, '=', f[i].len);
+		const char *eq = memchr(f[i].s, '=', f[i].len);
 		size_t nlen = eq ? (size_t)(eq - f[i].s) : f[i].len;
 		const char *val = eq ? eq + 1 : "";
 		size_t vlen = eq ? f[i].len - nlen - 1 : 0;
-		if (nlen == 0) {
-			dovecot_auth_violation(c, &f[0], "empty parameter name");
-			return false;
-		}
 		if (nlen == 4 && memcmp(f[i].s, "user", 4) == 0) {
-			if (user != NULL) {
-				dovecot_auth_violation(c, &f[0], "duplicate user");
-				return false;
+			if (user != NULL && (vlen != user_len || memcmp(user, val, vlen) != 0)) {
+				dovecot_auth_reply_unusable(c, req, "two different user= values", false);
+				return;
 			}
 			user = val, user_len = vlen;
 		} else if (nlen == 6 && memcmp(f[i].s, "reason", 6) == 0) {
@@ -898,10 +926,11 @@ static bool dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dove
 			temp = temp || (vlen == 9 && memcmp(val, "temp_fail", 9) == 0);
 		} else if (!eq && nlen == 4 && memcmp(f[i].s, "temp", 4) == 0) {
 			temp = true; /* Dovecot <= 2.2 spelling */
-		} else if (!eq && ((nlen == 7 && memcmp(f[i].s, "nologin", 7) == 0) ||
-				   (nlen == 5 && memcmp(f[i].s, "proxy", 5) == 0))) {
+		} else if ((nlen == 7 && memcmp(f[i].s, "nologin", 7) == 0) ||
+			   (nlen == 5 && memcmp(f[i].s, "proxy", 5) == 0)) {
 			/* "OK does not mean access granted": nologin (possibly a
-			 * referral with host=) and proxy are refusals. */
+			 * referral with host=) and proxy are refusals, with or
+			 * without a value (passdb extra fields may carry "=y"). */
 			refused = true;
 		}
 	}
@@ -915,16 +944,20 @@ static bool dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dove
 	else if (refused)
 		result = DOVECOT_AUTH_FAIL;
 	else if (user == NULL || !dovecot_auth_user_valid(user, user_len)) {
-		log_warn("dovecot auth: %s: OK without a usable user name", c->path);
-		result = DOVECOT_AUTH_TEMPFAIL;
-		why = "Authentication server sent no valid user name";
+		dovecot_auth_reply_unusable(c, req, "OK without a usable user name", false);
+		return;
 	} else
 		result = DOVECOT_AUTH_OK;
 	dovecot_auth_request_complete(req, result, result == DOVECOT_AUTH_OK ? user : NULL, NULL, why);
-	return true;
 }
 
-static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
+/* Replies after the handshake. Like Dovecot's own client, the connection
+ * is dropped only for what makes the stream itself unreadable: an unknown
+ * command, a missing or non-numeric id, a CONT without data. A reply for an
+ * id we do not know is logged and ignored; a reply we cannot use for a known
+ * request fails that request alone. */
+static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, const struct dovecot_auth_field *f,
+				      size_t nf, bool fields_whole)
 {
 	enum { DOVECOT_AUTH_REPLY_OK, DOVECOT_AUTH_REPLY_FAIL, DOVECOT_AUTH_REPLY_CONT, DOVECOT_AUTH_REPLY_CANCELLED } kind;
 	if (dovecot_auth_field_is(&f[0], "OK"))
@@ -940,45 +973,52 @@ static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, struct dove
 		return false;
 	}
 	uint32_t id;
-	if (nf < 2 || !dovecot_auth_parse_uint(f[1].s, f[1].len, &id) || id == 0) {
+	if (nf < 2 || !dovecot_auth_parse_uint(f[1].s, f[1].len, &id)) {
 		dovecot_auth_violation(c, &f[0], "bad request id");
 		return false;
 	}
-	if ((kind == DOVECOT_AUTH_REPLY_CONT && (nf != 3 || !dovecot_auth_base64_valid(f[2].s, f[2].len))) ||
-	    (kind == DOVECOT_AUTH_REPLY_CANCELLED && nf != 2)) {
-		dovecot_auth_violation(c, &f[0], "malformed reply");
+	if (kind == DOVECOT_AUTH_REPLY_CONT && nf < 3) {
+		dovecot_auth_violation(c, &f[0], "CONT without data");
 		return false;
 	}
-	struct dovecot_auth_request *req = dovecot_auth_hash_find(c, id);
+	struct dovecot_auth_request *req = id != 0 ? dovecot_auth_hash_find(c, id) : NULL;
 	if (req == NULL) {
 		dovecot_auth_zombie_expire(c);
 		struct dovecot_auth_zombie *z = dovecot_auth_zombie_find(c, id);
 		if (z != NULL) {
-			/* A late answer to a request we cancelled: ignore it. A
+			/* A late answer to a request we cancelled: expected. A
 			 * CONT or a final reply ends Dovecot's side of it. */
 			dovecot_auth_zombie_del(c, z);
 			return true;
 		}
-		dovecot_auth_violation(c, &f[0],
-				       c->ids_wrapped || id < c->next_id ? "reply for a finished request"
-									 : "reply for an unknown request id");
-		return false;
+		log_warn("dovecot auth: %s: reply for an unknown request id %u ignored", c->path,
+			 (unsigned)id);
+		return true;
 	}
+	bool cont = kind == DOVECOT_AUTH_REPLY_CONT;
 	if (req->state != DOVECOT_AUTH_REQ_SENT) {
-		dovecot_auth_violation(c, &f[0], "second reply to one step");
-		return false;
+		dovecot_auth_reply_unusable(c, req, "a second reply to one step", cont);
+		return true;
+	}
+	if (!fields_whole) {
+		dovecot_auth_reply_unusable(c, req, "a field with a broken escape", cont);
+		return true;
 	}
 	switch (kind) {
 	case DOVECOT_AUTH_REPLY_CONT:
-		dovecot_auth_request_complete(req, DOVECOT_AUTH_CONTINUE, NULL, f[2].s, NULL);
+		if (!dovecot_auth_base64_valid(f[2].s, f[2].len))
+			dovecot_auth_reply_unusable(c, req, "a challenge that is not base64", true);
+		else
+			dovecot_auth_request_complete(req, DOVECOT_AUTH_CONTINUE, NULL, f[2].s, NULL);
 		return true;
 	case DOVECOT_AUTH_REPLY_OK:
 	case DOVECOT_AUTH_REPLY_FAIL:
-		return dovecot_auth_handle_final(c, req, kind == DOVECOT_AUTH_REPLY_OK, f, nf);
+		dovecot_auth_handle_final(c, req, kind == DOVECOT_AUTH_REPLY_OK, f, nf);
+		return true;
 	case DOVECOT_AUTH_REPLY_CANCELLED:
 	default:
-		dovecot_auth_violation(c, &f[0], "CANCELLED for a request not cancelled");
-		return false;
+		dovecot_auth_reply_unusable(c, req, "CANCELLED for a request not cancelled", false);
+		return true;
 	}
 }
 
@@ -996,10 +1036,16 @@ static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, 
 	cmd[clen] = '\0';
 	struct dovecot_auth_field whole = {cmd, clen};
 	size_t nf = 0;
+	/* A raw NUL would cut a C string short: refuse the stream rather than
+	 * act on part of a line (Dovecot never sends one). */
 	if (memchr(line, '\0', len) != NULL) {
 		dovecot_auth_violation(c, &whole, "NUL byte in line");
 		return false;
 	}
+	/* A field whose escape is broken (dangling, or an escaped NUL) cannot
+	 * be read whole; the command and id must be, the rest is judged per
+	 * request. */
+	bool fields_whole = true;
 	char *p = line, *end = line + len;
 	for (;;) {
 		char *tab = memchr(p, '\t', (size_t)(end - p));
@@ -1012,8 +1058,11 @@ static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, 
 		f[nf].len = (size_t)(fe - p);
 		*fe = '\0';
 		if (!dovecot_auth_unescape(f[nf].s, &f[nf].len)) {
-			dovecot_auth_violation(c, &whole, "bad escape");
-			return false;
+			if (nf < 2 || c->state != DOVECOT_AUTH_READY) {
+				dovecot_auth_violation(c, &whole, "bad escape");
+				return false;
+			}
+			fields_whole = false;
 		}
 		nf++;
 		if (tab == NULL)
@@ -1025,7 +1074,7 @@ static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, 
 		return false;
 	}
 	if (c->state == DOVECOT_AUTH_READY)
-		return dovecot_auth_handle_reply(c, f, nf);
+		return dovecot_auth_handle_reply(c, f, nf, fields_whole);
 	return dovecot_auth_handle_handshake(c, f, nf);
 }
 

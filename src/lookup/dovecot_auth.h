@@ -39,11 +39,17 @@
  *  - Inside a callback the caller may begin, continue or abort any request
  *    and may destroy the client.
  *
- * Input from Dovecot is hostile until parsed: lines are bounded
- * (DOVECOT_AUTH_MAX_LINE), every field is unescaped and checked, and any
- * protocol violation (garbage, unknown command, a reply for an id never sent
- * or already finished, a second reply to one step, bad base64) is logged and
- * drops the connection, which fails the steps in flight as TEMPFAIL.
+ * Input from Dovecot is hostile until parsed, and read as Dovecot's own
+ * auth client reads it (docs/dovecot-auth.md): lines are bounded
+ * (DOVECOT_AUTH_MAX_LINE) and every field is unescaped. Empty and unknown
+ * fields and flags are ignored (Dovecot's SQL passdb sends empty ones). What
+ * makes the stream unreadable (a line too long or holding a NUL, an unknown
+ * command, a reply without a numeric id, a broken handshake) is logged and
+ * drops the connection, which fails the steps in flight as TEMPFAIL. A reply
+ * for an unknown id is logged and ignored. A reply that cannot be used for
+ * its request (no usable user= on OK, two different user= values, a
+ * challenge that is not base64, a broken escape, a second reply to one step)
+ * fails that request alone with TEMPFAIL; the others go on.
  *
  * Output (DESIGN.md invariant 8): every value is tab-escaped, mechanism names
  * must be announced by Dovecot, base64 is validated strictly before it is

@@ -985,9 +985,10 @@ class FakeDovecot:
       fd.send_all(b"garbage\\n")      # raw bytes to every open connection
       fd.drop_all()                  # closes every connection (Dovecot restart)
       fd.stop()
-    Answers: PLAIN/LOGIN with the right password -> OK user=..., a user in
-    .nologin -> OK nologin reason=disabled, a user in .tempfail -> FAIL
-    code=temp_fail, anything else -> FAIL reason=bad."""
+    Answers: a user in .replies -> that reply line ("{id}" is the request
+    id), whatever the password; PLAIN/LOGIN with the right password -> OK
+    user=..., a user in .nologin -> OK nologin reason=disabled, a user in
+    .tempfail -> FAIL code=temp_fail, anything else -> FAIL reason=bad."""
 
     def __init__(self, path, mechs=("PLAIN", "LOGIN"), users=None):
         import threading
@@ -997,6 +998,7 @@ class FakeDovecot:
                                     "bob@example.com": "bob-secret"})
         self.nologin = set()
         self.tempfail = set()
+        self.replies = {}
         self.mode = "normal"
         self.delay = 0.0
         self.received = []
@@ -1101,7 +1103,9 @@ class FakeDovecot:
             pass
 
     def _check(self, c, rid, user, password):
-        if user in self.tempfail:
+        if user in self.replies:
+            self._send(c, self.replies[user].replace("{id}", rid))
+        elif user in self.tempfail:
             self._send(c, "FAIL\t%s\tuser=%s\tcode=temp_fail\treason=backend down" % (rid, user))
         elif self.users.get(user) == password and user in self.nologin:
             self._send(c, "OK\t%s\tuser=%s\tnologin\treason=disabled" % (rid, user))

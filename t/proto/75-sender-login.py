@@ -141,9 +141,13 @@ sink = env.sink()
 
 
 def start(maps, extra=(), name="submitd", workers=2):
+    # A trusted listener checks its unauthenticated clients' senders only
+    # when its listen line says so (77-listener-settings.py tests the
+    # default); here it does, with the policy under test.
+    policy = dict(extra).get("sender_login_policy", "reject_sender_login_mismatch")
     conf = [("myhostname", MYHOST),
             ("listen", "127.0.0.1:%d tls" % free_port()),             # AUTH here
-            ("listen", "127.0.0.1:%d plain trusted" % free_port()),   # unauthenticated, trusted
+            ("listen", "127.0.0.1:%d plain trusted sender_login_policy=%s" % (free_port(), policy)),
             ("tls_cert_file", certs.fullchain), ("tls_key_file", certs.key),
             ("mynetworks", "127.0.0.0/8"),
             ("relayhost", sink.relayhost),

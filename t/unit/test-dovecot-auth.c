@@ -584,6 +584,105 @@ static void test_disconnect_20(void)
 		next_line(&srv);
 }
 
+/* "%u" in a reply template becomes the request's id. */
+static void send_with_id(struct fake_conn *fc, const char *tmpl, unsigned id)
+{
+	char text[512], num[16];
+	snprintf(num, sizeof(num), "%u", id);
+	const char *pct = strstr(tmpl, "%u");
+	if (pct)
+		snprintf(text, sizeof(text), "%.*s%s%s", (int)(pct - tmpl), tmpl, num, pct + 2);
+	else
+		snprintf(text, sizeof(text), "%s", tmpl);
+	fake_send(fc, text);
+}
+
+/* Reply shapes Dovecot 2.3 and 2.4 send, read as Dovecot's own auth client
+ * reads them: empty and unknown fields ignored (the ISPmail SQL passdb ends
+ * OK with an empty field, and puts one before original_user=). */
+static void test_reply_shapes(void)
+{
+	static const struct {
+		const char *reply;
+		enum dovecot_auth_result want;
+		const char *user, *reason, *name;
+	} cases[] = {
+		{"OK\t%u\tuser=john@example.org\t\n", DOVECOT_AUTH_OK, "john@example.org", NULL,
+		 "SQL passdb: trailing empty field"},
+		{"OK\t%u\tuser=john@example.org\t\toriginal_user=John@Example.org\n", DOVECOT_AUTH_OK,
+		 "john@example.org", NULL, "SQL passdb, other letter case: empty field in the middle"},
+		{"OK\t%u\t\tuser=a\t\t\t\n", DOVECOT_AUTH_OK, "a", NULL, "several empty fields"},
+		{"OK\t%u\tuser=a\tauth_user=a\tfoo=bar\tflag\t=odd\n", DOVECOT_AUTH_OK, "a", NULL,
+		 "unknown fields and flags"},
+		{"OK\t%u\tuser=a\tuser=a\n", DOVECOT_AUTH_OK, "a", NULL, "user= repeated with the same value"},
+		{"OK\t%u\tuser=a\tnologin\treason=Go elsewhere\n", DOVECOT_AUTH_FAIL, NULL, "Go elsewhere",
+		 "OK + nologin is a refusal"},
+		{"OK\t%u\tuser=a\tnologin=y\thost=10.0.0.1\n", DOVECOT_AUTH_FAIL, NULL, NULL,
+		 "OK + nologin=y (a referral) is a refusal"},
+		{"OK\t%u\tuser=a\tproxy\thost=10.0.0.1\n", DOVECOT_AUTH_FAIL, NULL, NULL, "OK + proxy is a refusal"},
+		{"FAIL\t%u\tuser=a\t\n", DOVECOT_AUTH_FAIL, NULL, NULL, "FAIL with a trailing empty field"},
+		{"FAIL\t%u\n", DOVECOT_AUTH_FAIL, NULL, NULL, "FAIL with nothing"},
+		{"FAIL\t%u\tuser=a\treason=Bad\001tpass\001nword\n", DOVECOT_AUTH_FAIL, NULL, "Bad?pass?word",
+		 "reason= with escapes: unescaped, controls replaced"},
+		{"FAIL\t%u\tuser=a\tcode=temp_fail\treason=SQL down\n", DOVECOT_AUTH_TEMPFAIL, NULL, "SQL down",
+		 "code=temp_fail"},
+		{"FAIL\t%u\ttemp\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "2.2 spelling: temp"},
+		{"FAIL\t%u\tcode=authz_fail\n", DOVECOT_AUTH_FAIL, NULL, NULL, "code=authz_fail"},
+		{"OK\t%u\tuser=a\tresp=\n", DOVECOT_AUTH_OK, "a", NULL, "OK with an empty resp="},
+		{"OK\t0%u\tuser=a\n", DOVECOT_AUTH_OK, "a", NULL, "id with a leading zero (Dovecot reads it)"},
+		/* One request's unusable reply fails that request only. */
+		{"OK\t%u\t\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "OK without user="},
+		{"OK\t%u\tuser=\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "OK with an empty user="},
+		{"OK\t%u\tuser=a\001nb\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "OK with a control character in user="},
+		{"OK\t%u\tuser=a\tuser=b\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "two different user= values"},
+		{"OK\t%u\tuser=a\001\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "dangling escape"},
+		{"OK\t%u\tuser=a\0010\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "escaped NUL"},
+		{"CONT\t%u\tnot*base64\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "CONT with invalid base64"},
+		{"CANCELLED\t%u\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "CANCELLED for a request not cancelled"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rec a = {0}, b = {0};
+		WAIT(dovecot_auth_client_ready(cl), 3000);
+		int before = srv.accepted;
+		struct dovecot_auth_request_info info = plain_info("AGIAeA==");
+		a.req = dovecot_auth_begin(cl, &info, rec_cb, &a);
+		b.req = dovecot_auth_begin(cl, &info, rec_cb, &b);
+		unsigned id = auth_id(next_req(&srv));
+		unsigned id_b = auth_id(next_req(&srv));
+		struct fake_conn *fc = srv.conn;
+		send_with_id(fc, cases[i].reply, id);
+		WAIT(a.calls, 2000);
+		bool good = a.calls == 1 && a.r == cases[i].want;
+		if (good && cases[i].user)
+			good = strcmp(a.user, cases[i].user) == 0;
+		if (good && cases[i].reason)
+			good = a.has_reason && strcmp(a.reason, cases[i].reason) == 0;
+		ok(good, "%s: %s", cases[i].name,
+		   cases[i].want == DOVECOT_AUTH_OK ? "OK" : cases[i].want == DOVECOT_AUTH_FAIL ? "FAIL" : "TEMPFAIL");
+		/* The other request on the connection is untouched. */
+		reply(&srv, "OK\t%u\tuser=other\t\n", id_b);
+		WAIT(b.calls, 2000);
+		ok(b.calls == 1 && b.r == DOVECOT_AUTH_OK && !fc->eof && srv.accepted == before,
+		   "%s: the other login on the connection still succeeds", cases[i].name);
+		while (fake_has_line(srv.conn))
+			next_line(&srv); /* a CANCEL for the unusable one */
+	}
+
+	/* A reply for an id we never sent, or id 0: logged, ignored. */
+	struct rec a = {0};
+	int before = srv.accepted;
+	struct dovecot_auth_request_info info = plain_info("AGIAeA==");
+	a.req = dovecot_auth_begin(cl, &info, rec_cb, &a);
+	unsigned id = auth_id(next_req(&srv));
+	reply(&srv, "OK\t999999\tuser=x\nFAIL\t0\nOK\t%u\tuser=me\t\n", id);
+	WAIT(a.calls, 2000);
+	ok(a.calls == 1 && a.r == DOVECOT_AUTH_OK && strcmp(a.user, "me") == 0 && srv.accepted == before &&
+		   !srv.conn->eof,
+	   "replies for unknown ids are ignored; the connection stays");
+}
+
+/* What makes the stream unreadable drops the connection (as Dovecot's own
+ * client does); everything in flight then TEMPFAILs. */
 static void test_protocol_errors(void)
 {
 	static const struct {
@@ -591,17 +690,13 @@ static void test_protocol_errors(void)
 		const char *name;
 	} cases[] = {
 		{"HELLO WORLD\n", "garbage line"},
-		{"OK\t999\tuser=x\n", "reply for an id never sent"},
-		{"OK\t0\tuser=x\n", "id 0"},
-		{"OK\t01\tuser=x\n", "id with a leading zero"},
-		{"CONT\t%u\tnot*base64\n", "CONT with invalid base64"},
-		{"OK\t%u\tuser=a\tuser=b\n", "duplicate user="},
-		{"CANCELLED\t%u\n", "CANCELLED for a request not cancelled"},
+		{"OK\tx1\tuser=x\n", "non-numeric id"},
+		{"OK\n", "reply without an id"},
+		{"OK\t99999999999\tuser=x\n", "id beyond 32 bits"},
+		{"CONT\t%u\n", "CONT without data"},
 		{"MECH\tPLAIN\n", "MECH after the handshake"},
 		{"\n", "empty line"},
-		{"OK\t%u\tuser=a\001\n", "dangling escape"},
-		{"OK\t%u\tuser=a\0010\n", "escaped NUL"},
-		{"FAIL\t%u\t\n", "empty parameter"},
+		{"OK\001\t%u\tuser=a\n", "broken escape in the command"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct rec a = {0}, b = {0};
@@ -613,14 +708,7 @@ static void test_protocol_errors(void)
 		unsigned id = auth_id(next_req(&srv));
 		next_req(&srv);
 		struct fake_conn *fc = srv.conn;
-		char bad[256], num[16];
-		snprintf(num, sizeof(num), "%u", id);
-		const char *pct = strstr(cases[i].bad, "%u");
-		if (pct)
-			snprintf(bad, sizeof(bad), "%.*s%s%s", (int)(pct - cases[i].bad), cases[i].bad, num, pct + 2);
-		else
-			snprintf(bad, sizeof(bad), "%s", cases[i].bad);
-		fake_send(fc, bad);
+		send_with_id(fc, cases[i].bad, id);
 		WAIT(a.calls && b.calls && fc->eof, 2000);
 		ok(a.calls == 1 && b.calls == 1 && a.r == DOVECOT_AUTH_TEMPFAIL && b.r == DOVECOT_AUTH_TEMPFAIL &&
 		       fc->eof,
@@ -631,7 +719,8 @@ static void test_protocol_errors(void)
 	}
 	ok(dovecot_auth_client_ready(cl), "client reconnects after protocol errors");
 
-	/* A duplicate final reply for one id. */
+	/* A duplicate final reply for one id: the first counts, the second is
+	 * a reply for an id no longer known, ignored. */
 	struct rec a = {0};
 	int before = srv.accepted;
 	struct dovecot_auth_request_info info = plain_info("AGIAeA==");
@@ -639,24 +728,26 @@ static void test_protocol_errors(void)
 	unsigned id = auth_id(next_req(&srv));
 	struct fake_conn *fc = srv.conn;
 	reply(&srv, "OK\t%u\tuser=x\nOK\t%u\tuser=x\n", id, id);
-	WAIT(a.calls && fc->eof, 2000);
-	ok(a.calls == 1 && a.r == DOVECOT_AUTH_OK && fc->eof, "duplicate reply: first honoured, then connection dropped");
-	fake_close(fc);
+	WAIT(a.calls, 2000);
+	SETTLE(50);
+	ok(a.calls == 1 && a.r == DOVECOT_AUTH_OK && !fc->eof && srv.accepted == before,
+	   "duplicate reply: first honoured, second ignored, connection kept");
 
-	/* A second CONT before we answered the first. */
+	/* A second CONT before we answered the first: that request fails
+	 * (TEMPFAIL, CANCEL sent), once; the connection stays. */
 	struct rec b = {0};
-	WAIT(srv.accepted > before && dovecot_auth_client_ready(cl), 3000);
-	before = srv.accepted;
 	info = plain_info(NULL);
 	b.req = dovecot_auth_begin(cl, &info, rec_cb, &b);
 	id = auth_id(next_req(&srv));
-	fc = srv.conn;
 	reply(&srv, "CONT\t%u\t\nCONT\t%u\t\n", id, id);
-	WAIT(fc->eof, 2000);
-	ok(fc->eof, "second CONT to one step: connection dropped");
-	fake_close(fc);
 	WAIT(b.calls > 0, 1000);
-	is_int(b.calls, 1, "its CONTINUE is not delivered twice");
+	SETTLE(50);
+	ok(b.calls == 1 && b.r == DOVECOT_AUTH_TEMPFAIL && !fc->eof,
+	   "second CONT to one step: that login TEMPFAILs once, the connection stays");
+	const char *l = next_line(&srv);
+	char want[32];
+	snprintf(want, sizeof(want), "CANCEL\t%u", id);
+	is_str(l, want, "and Dovecot is told to forget it");
 	if (b.req)
 		dovecot_auth_abort(&b.req);
 
@@ -686,9 +777,13 @@ static void test_bad_handshakes(void)
 	} cases[] = {
 		{"VERSION\t2\t0\n", "major version 2"},
 		{"VERSION\t1\t2\nSPID\t1\n", "SPID before MECH (auth-master/userdb socket)"},
-		{"VERSION\t1\t2\nMECH\tplain\n", "lower-case mechanism name"},
 		{"VERSION\t1\t2\nMECH\tPLAIN\nDONE\n", "DONE without COOKIE"},
-		{"VERSION\t1\t2\nMECH\tPLAIN\nCOOKIE\txyz\n", "malformed COOKIE"},
+		{"VERSION\t1\t2\nMECH\tPLAIN\nCOOKIE\txyz\nCOOKIE\txyz\n", "second COOKIE"},
+		{"VERSION\t1\t2\nMECH\tPLAIN\nSPID\tx\n", "non-numeric SPID"},
+		{"VERSION\t1\t2\nMECH\tPLAIN\nCOOKIE\nDONE\n", "COOKIE without a value, then DONE"},
+		{"VERSION\t1\tx\n", "non-numeric minor version"},
+		{"VERSION\t1\n", "VERSION without a minor"},
+		{"VERSION\t1\t2\nFOO\n", "unknown handshake command"},
 		{"MECH\tPLAIN\n", "no VERSION first"},
 		{"VERSION\t1\t2\nOK\t1\tuser=x\n", "reply before DONE"},
 	};
@@ -708,6 +803,36 @@ static void test_bad_handshakes(void)
 		fake_close(fc);
 		dovecot_auth_client_destroy(&c2);
 	}
+	srv.greeting = GREET_23;
+	srv.conn = main_conn;
+}
+
+/* Handshake shapes Dovecot's own client accepts are accepted. */
+static void test_handshake_lenient(void)
+{
+	struct fake_conn *main_conn = srv.conn;
+	srv.greeting = GREET_NONE;
+	struct dovecot_auth_client *c2 = dovecot_auth_client_create(loop, srv.path, 2000);
+	int before = srv.accepted;
+	dovecot_auth_client_connect(c2);
+	WAIT(srv.accepted > before, 2000);
+	struct fake_conn *fc = srv.conn;
+	fake_send(fc, "VERSION\t1\t2\textra\n"
+		      "MECH\tPLAIN\tplaintext\t\tnew-flag\n"
+		      "MECH\tlogin\tplaintext\n"
+		      "MECH\tSECRET\tprivate\n"
+		      "MECH\tBAD NAME!\n"
+		      "MECH\tPLAIN\n"
+		      "SPID\t1\nSPID\t2\nCUID\t3\t\n"
+		      "COOKIE\tnot-hex\n"
+		      "DONE\t\n");
+	WAIT(dovecot_auth_client_ready(c2), 2000);
+	ok(dovecot_auth_client_ready(c2) && !fc->eof,
+	   "extra fields, empty and unknown flags, a lower-case name, repeated SPID, any cookie: accepted");
+	is_str(dovecot_auth_client_mechs(c2), "PLAIN LOGIN", "mechanisms: names folded, private and unusable ones left out");
+	dovecot_auth_client_destroy(&c2);
+	SETTLE(20);
+	fake_close(fc);
 	srv.greeting = GREET_23;
 	srv.conn = main_conn;
 }
@@ -852,8 +977,10 @@ int main(void)
 	test_timeout();
 	test_out_of_order();
 	test_disconnect_20();
+	test_reply_shapes();
 	test_protocol_errors();
 	test_bad_handshakes();
+	test_handshake_lenient();
 	test_handshake_24();
 	test_down_and_back();
 	test_never_up();
