@@ -577,6 +577,14 @@ class Submitd:
         r = re.compile(pattern)
         return wait_for(lambda: r.search(self.log()), timeout)
 
+    def wait_closed(self, *clients, timeout=10):
+        """Waits until submitd has logged the end of each client's session
+        ("ID: disconnect from [ip]:port ..."; needs log_level info): after
+        that nothing more can come of it, unlike after a sleep."""
+        pats = [re.compile(r": disconnect from \[%s\]:%d " % (re.escape(c.local[0]), c.local[1]))
+                for c in clients]
+        return wait_for(lambda: all(p.search(self.log()) for p in pats), timeout)
+
     def sanitizer_report(self):
         text = self.log()
         for pat in SANITIZER_PATTERNS:
@@ -655,6 +663,7 @@ class SMTP:
         if source:
             self.sock.bind((source, 0))
         self.sock.connect((host, port))
+        self.local = self.sock.getsockname()[:2]   # (ip, port): submitd logs it as [ip]:port
         self.source = source
         self.timeout = timeout
         self.certs = certs

@@ -414,7 +414,7 @@ def run_cases(backend, maps):
         if r.code == 250:
             c.cmd("RSET")
         results[name] = got
-        ok(r.code in (500, 501, 553), "%s: %s: refused cleanly (500/501/553)" % (backend, name), got)
+        ok(r.code == 500, "%s: %s: refused cleanly (500)" % (backend, name), got)
         is_(c.cmd("NOOP").code, 250, "%s: %s: the session goes on" % (backend, name))
     base_aborts = sink.log().count("abort:")
     refused = 0
@@ -613,9 +613,9 @@ el = time.time() - t0
 is_(r.lines[0], "451 4.3.0 <alice@example.com>: Temporary lookup failure",
     "outage: MAIL FROM -> 451 4.3.0 Temporary lookup failure")
 ok(el < 3, "outage: answered in %.2fs" % el)
-ok(ca.cmd("RCPT TO:<rcpt@example.net>").code in (503, 554), "outage: RCPT refused after the 451")
+is_(ca.cmd("RCPT TO:<rcpt@example.net>").code, 503, "outage: RCPT refused after the 451: 503")
 r = ca.cmd("DATA")
-ok(r.code in (503, 554), "outage: DATA refused", str(r))
+is_(r.code, 503, "outage: DATA refused: 503")
 is_(mail(ca, "nobody@example.net").split(" ", 2)[:2], ["451", "4.3.0"],
     "outage: unlisted sender: 451 4.3.0 too (never accepted unchecked)")
 is_(mail(cu, "nobody@example.net"), "451 4.3.0 <nobody@example.net>: Temporary lookup failure",
