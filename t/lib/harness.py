@@ -577,6 +577,17 @@ class Submitd:
         r = re.compile(pattern)
         return wait_for(lambda: r.search(self.log()), timeout)
 
+    def wait_idle(self, timeout=10):
+        """Waits until every client session submitd logged as begun ("ID:
+        connect from") it has also logged as ended ("ID: disconnect from";
+        needs log_level info): then no session can still deliver or send
+        anything, which a sleep can only hope for."""
+        def idle():
+            log = self.log()
+            return len(re.findall(r": connect from ", log)) == \
+                len(re.findall(r": disconnect from ", log))
+        return wait_for(idle, timeout)
+
     def wait_closed(self, *clients, timeout=10):
         """Waits until submitd has logged the end of each client's session
         ("ID: disconnect from [ip]:port ..."; needs log_level info): after

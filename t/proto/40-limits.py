@@ -51,6 +51,7 @@ ok(r.code == 552 and r.enhanced == "5.3.4",
    "message over message_size_limit (declared SIZE=1000): 552 5.3.4 at end of data", str(r))
 is_(c.cmd("NOOP").code, 250, "session survives an over-size message")
 c.close()
+c1 = c
 
 c = plain()
 out = c.send_message("a@example.com", ["b@example.net"], stuff(big))
@@ -61,7 +62,7 @@ ok_msg = make_message(subject="just fits", body=b"x" * (LIMIT - 2000) + b"\r\n")
 out = c.send_message("a@example.com", ["b@example.net"], stuff(ok_msg))
 is_(out[-1].code, 250, "message under the limit (with Received: added) delivered")
 c.close()
-time.sleep(0.2)
+ok(d.wait_closed(c1, c), "submitd logged the end of both sessions")
 ms = sink.messages()
 is_(len(ms), 1, "only the message under the limit reached the downstream")
 like(sink.log(), r"abort: (RSET|QUIT|connection closed)", "downstream saw the over-size transactions aborted")
@@ -147,8 +148,10 @@ ok(len(m) == 1 and len(m[0].rcpts) == 100, "downstream got one message for 100 r
 # -- header section size (sent in one write, and in pieces)
 hdr = b"".join(b"X-Filler-%04d: %s\r\n" % (i, b"h" * 60) for i in range(400))
 hmsg = stuff(make_message(subject="hdr", extra=hdr))
+ended = []
 for how in ("one write", "4000-byte pieces"):
     c = plain()
+    ended.append(c)
     c.cmd("MAIL FROM:<a@example.com>")
     c.cmd("RCPT TO:<b@example.net>")
     c.cmd("DATA")
@@ -163,7 +166,7 @@ for how in ("one write", "4000-byte pieces"):
        "32 KB header section over header_size_limit (10240), %s: 552 5.3.4" % how, str(r))
     is_(c.cmd("NOOP").code, 250, "session survives (%s)" % how)
     c.close()
-time.sleep(0.2)
+ok(d.wait_closed(*ended), "submitd logged the end of both sessions")
 ok(all(b"X-Filler-0000" not in x.content for x in sink.messages()), "over-size header not delivered")
 
 # -- connections per IP

@@ -50,12 +50,12 @@ for dd, what in [(d, "untrusted listener"), (d2, "client outside mynetworks")]:
         c.close()
         # smtplib, the way a script would try
         try:
-            s = smtplib.SMTP(*dd.addr("plain"), timeout=10)
-            s.sendmail("a@example.com", ["victim@example.net"], make_message())
+            with smtplib.SMTP(*dd.addr("plain"), timeout=10) as s:
+                s.sendmail("a@example.com", ["victim@example.net"], make_message())
             ok(False, "%s: smtplib sendmail refused" % name)
         except smtplib.SMTPException as e:
             ok(True, "%s: smtplib sendmail refused (%s)" % (name, type(e).__name__))
-time.sleep(0.3)
+ok(d.wait_idle() and d2.wait_idle(), "relay attempts: submitd logged the end of every session")
 is_(sink.count(), 0, "relay attempts: downstream stored nothing")
 unlike(sink.log(), r"< (MAIL|RCPT|DATA)", "relay attempts: no MAIL/RCPT/DATA reached the downstream")
 like(d.log(), r"530", "log records the refusal")
@@ -171,7 +171,7 @@ c.cmd("RCPT TO:<b@example.net>")
 is_(c.cmd("RSET").code, 250, "RSET with an open downstream transaction")
 c.cmd("QUIT")
 c.close()
-time.sleep(0.3)
+ok(d.wait_idle(), "RSET: submitd logged the end of the session")
 is_(sink.count(), 0, "RSET: nothing delivered")
 c = client(d, "plain", certs)
 out = c.send_message("a@example.com", ["b@example.net"], stuff(make_message(subject="after aborts")))

@@ -33,8 +33,7 @@ from harness import *  # noqa: E402,F401,F403
 
 if os.geteuid() != 0 or not shutil.which("mariadbd", path=os.environ.get("PATH", "") + ":/usr/sbin") \
         or not os.access(os.environ.get("DOVECOT", "/usr/sbin/dovecot"), os.X_OK):
-    print("1..0 # SKIP needs root, mariadb-server and dovecot-core (scripts/deps.sh)", flush=True)
-    sys.exit(0)
+    skip_all("needs root, mariadb-server and dovecot-core (scripts/deps.sh)")
 
 from dovecot import Dovecot  # noqa: E402
 from mariadb import DBNAME, PASSWORD, USER, MariaDB  # noqa: E402
@@ -623,7 +622,8 @@ is_(mail(cu, "nobody@example.net"), "451 4.3.0 <nobody@example.net>: Temporary l
 got, subj = transaction(ca, "", "<alice@example.com>")
 is_(got, "451 4.3.0 <alice@example.com>: Temporary lookup failure",
     "outage: From: check (null envelope) -> 451 4.3.0 at end of data")
-time.sleep(0.3)
+ok(d.wait_log(r"reject: END-OF-MESSAGE from \S+: 451 4\.3\.0 <alice@example\.com>: Temporary lookup failure"),
+   "outage: submitd logged the 451 verdict (the transaction is over)")
 is_(sink.count(), n0, "outage: nothing delivered")
 is_(ca.cmd("NOOP").code, 250, "outage: session alive")
 ok(d.running(), "outage: submitd still running")

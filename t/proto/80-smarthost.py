@@ -133,7 +133,7 @@ ok(refused_at_rcpt(out, 451, "4.7.0"), "relay refused our login: client gets 451
    [str(x) for x in out])
 ok(all(x.code != 535 for x in out), "the relay's 535 never reaches the client")
 ok(out[-1].code != 250, "nothing accepted")
-time.sleep(1)
+ok(d.wait_idle(), "submitd logged the end of the session")
 is_(forwarded.count(), n_before, "nothing delivered")
 like(d.log(), r"relay=.*authentication as alice@example\.com .* refused: 535",
      "log names the relay and what it said")

@@ -31,8 +31,7 @@ env = Env()
 env.require_binary()
 os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its passwd file in here
 if not os.access(HAPROXY, os.X_OK):
-    print("1..0 # SKIP haproxy not installed (scripts/deps.sh)")
-    sys.exit(0)
+    skip_all("haproxy not installed (scripts/deps.sh)")
 certs = env.certs()
 sink = env.sink()
 dv = Dovecot(dir=env.path("dovecot"), failure_delay="0")
