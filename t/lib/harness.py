@@ -171,18 +171,30 @@ def variants(names, env_var="T_VARIANT"):
         os._exit(1)
     sys.stdout.flush()
     counts = mmap.mmap(-1, 16)   # MAP_SHARED: the child's counts are seen here
+    stopped = []
+
+    def on_signal(signum, frame):
+        # the child got it too (one process group): let it clean up, then stop
+        stopped.append(signum)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     for name in names:
         if only and name != only:
             continue
         counts[0:16] = b"%8d%8d" % (_n, _failed)
         pid = os.fork()
         if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, _on_signal)
             _variant_counts = counts
             _prefix = "" if name == names[0] else "%s: " % name
             diag("variant: %s" % name)
             return name
         _, status = os.waitpid(pid, 0)
         _n, _failed = int(counts[0:8]), int(counts[8:16])
+        if stopped:
+            print("# killed by signal %d" % stopped[0], flush=True)
+            os._exit(128 + stopped[0])
         if status != 0:
             ok(False, "variant %s ran to its end (wait status %d)" % (name, status))
     print("1..%d" % _n, flush=True)
