@@ -35,11 +35,15 @@ if os.geteuid() != 0 or not shutil.which("mariadbd", path=os.environ.get("PATH",
         or not os.access(os.environ.get("DOVECOT", "/usr/sbin/dovecot"), os.X_OK):
     skip_all("needs root, mariadb-server and dovecot-core (scripts/deps.sh)")
 
-from dovecot import Dovecot  # noqa: E402
 from mariadb import DBNAME, PASSWORD, USER, MariaDB  # noqa: E402
+
+# The logins go through the passwd-file Dovecot, then through the ISPmail
+# guide's SQL Dovecot reading virtual_users in this same MariaDB.
+PASSDB = variants(PASSDBS)
 
 env = Env()
 env.require_binary()
+os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its files in here
 certs = env.certs()
 
 # ------------------------------------------------------------------ neighbours
@@ -50,16 +54,14 @@ PW = {
     "john@example.org": "john-secret",
     "newsletter@example.com": "newsletter-secret",
 }
-dv = Dovecot(users={
+dv = private_dovecot(env, PASSDB, users={
     "alice@example.com": ("alice-secret", "SHA512-CRYPT", ""),
     "bob@example.com": ("bob-secret", "SSHA256", ""),
     "john@example.org": ("john-secret", "SSHA256", ""),
     "newsletter@example.com": ("newsletter-secret", "SSHA256", ""),
-}, failure_delay="0", spawn=spawn)
-dv.start()
-harness._cleanups.append(dv.stop)
+}, failure_delay="0")
 
-db = MariaDB(env.path("mariadb"))
+db = MariaDB(env.path("mariadb"))   # with the sql passdb: the one that Dovecot reads
 harness._cleanups.append(db.stop)   # before the temp dir goes (cleanups run last-in first)
 t0 = time.time()
 db.start()
@@ -75,7 +77,7 @@ def sql(q):
 # with an apostrophe, one with % and _ (which must not act as LIKE wildcards),
 # and a mailbox for the header-exempt account.
 sql("""
-INSERT INTO virtual_users (domain_id, email, password) VALUES
+INSERT IGNORE INTO virtual_users (domain_id, email, password) VALUES
   (2, 'newsletter@example.com', '{PLAIN}unused');
 INSERT INTO virtual_aliases (domain_id, source, destination) VALUES
   (2, 'Press@Example.COM', 'alice@example.com'),
