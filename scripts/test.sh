@@ -4,7 +4,8 @@
 #   2. build/      --enable-werror                      -> t/run build
 #   3. build-san/  --enable-sanitizers --enable-werror  -> t/run build-san
 # Prints one TAP stream (numbered across both builds) and ends with exactly
-# one line "N passed, N failed". Exit status 1 if anything failed.
+# one line "N passed, N failed, N skipped" (t/run lists each skip and its
+# reason; under CI=true a skip is a failure). Exit status 1 if anything failed.
 # Env: T_ONLY=REGEX (passed to t/run --only), T_SKIP_SAN=1 (skip step 3),
 #      T_SKIP_DEPS=1, T_KEEP=1 (keep test temp dirs), T_BUILD_DIR, T_SAN_BUILD_DIR.
 set -uo pipefail
@@ -17,7 +18,7 @@ export PYTHONDONTWRITEBYTECODE=1
 # 500 concurrent sessions need file descriptors (client + submitd + sink)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-n=0 passed=0 failed=0
+n=0 passed=0 failed=0 skipped=0
 tap() { # tap OK|FAIL description
   n=$((n + 1))
   if [ "$1" = OK ]; then passed=$((passed + 1)); echo "ok $n - $2"
@@ -58,8 +59,8 @@ suite() { # suite LABEL BUILD_DIR CONFIGURE_ARGS...
   summary="$(mktemp)"
   echo "# $label: t/run $dir"
   ./t/run --offset "$n" --summary "$summary" "${only[@]}" "$dir"
-  if read -r p f last < "$summary" && [ -n "$last" ]; then
-    passed=$((passed + p)); failed=$((failed + f)); n=$last
+  if read -r p f s last < "$summary" && [ -n "$last" ]; then
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s)); n=$last
   else
     tap FAIL "$label: t/run did not complete"
   fi
@@ -73,5 +74,5 @@ if [ "${T_SKIP_SAN:-0}" != 1 ]; then
 fi
 echo "# total time $(( $(date +%s) - start ))s"
 echo "1..$n"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

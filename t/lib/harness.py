@@ -9,8 +9,17 @@
   ...
   done()                         # stops everything (sanitizer check), prints the plan
 
-TAP helpers: ok, is_, like, unlike, diag, skip, done.
+TAP helpers: ok, is_, like, unlike, diag, skip, skip_all, done.
 Every process started here is killed at exit, even when the test crashes.
+
+A skip is a gap: under CI (CI=true in the environment) skip() and skip_all()
+report "not ok" instead, so a neighbour or tool missing on the CI machine
+fails the run rather than hiding the tests that need it.
+
+  VARIANT = variants(["passwd-file", "sql"])   # before Env(): the rest of
+      # the file runs once per variant (a forked child each, one TAP stream,
+      # test names prefixed "sql: "); private_dovecot(env, VARIANT) then
+      # starts the Dovecot of that deployment.
 """
 
 import atexit
@@ -42,12 +51,17 @@ _n = 0
 _failed = 0
 _procs = []
 _cleanups = []
+_prefix = ""
+
+
+def under_ci():
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 
 def ok(cond, name="", diag_=None):
     global _n, _failed
     _n += 1
-    name = name.replace("\n", " ").replace("#", "\\#")
+    name = (_prefix + name).replace("\n", " ").replace("#", "\\#")
     if cond:
         print("ok %d - %s" % (_n, name), flush=True)
     else:
@@ -55,6 +69,7 @@ def ok(cond, name="", diag_=None):
         print("not ok %d - %s" % (_n, name), flush=True)
         if diag_ is not None:
             diag(diag_)
+    _count(_n, _failed)
     return bool(cond)
 
 
@@ -87,9 +102,30 @@ def unlike(got, pattern, name="", flags=0):
 
 
 def skip(name, why):
-    global _n
+    """One skipped test; under CI a failure (see the module comment)."""
+    global _n, _failed
+    if under_ci():
+        ok(False, "%s: skipped under CI=true: %s" % (name, why))
+        return
     _n += 1
-    print("ok %d - %s # SKIP %s" % (_n, name, why), flush=True)
+    print("ok %d - %s%s # SKIP %s" % (_n, _prefix, name.replace("#", "\\#"), why), flush=True)
+    _count(_n, _failed)
+
+
+def skip_all(why):
+    """The whole file cannot run (a neighbour or tool is missing): prints
+    "1..0 # SKIP why" and exits 0; under CI one failing test and exit 1.
+    After tests ran already, the rest of the file is one skip."""
+    if _n > 0 or _variant_counts is not None:
+        skip("the rest of this file", why)
+        done()
+    if under_ci():
+        print("not ok 1 - skipped under CI=true: %s\n1..1" % why.replace("#", "\\#"), flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    print("1..0 # SKIP %s" % why, flush=True)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def _short(v, limit=600):
@@ -101,12 +137,67 @@ def failures():
     return _failed
 
 
+_variant_counts = None   # shared with the variants() parent: tests run, failed
+
+
+def _count(n, failed):
+    if _variant_counts is not None:
+        _variant_counts[0:16] = b"%8d%8d" % (n, failed)
+
+
 def done():
     """Stops everything (runs checks such as the sanitizer scan), prints the
     plan and exits: status 1 if anything failed."""
     _cleanup()
+    sys.stdout.flush()
+    if _variant_counts is not None:
+        # a variants() child: the parent continues the numbering and prints the plan
+        os._exit(0)
     print("1..%d" % _n, flush=True)
     sys.stdout.flush()
+    os._exit(1 if _failed else 0)
+
+
+def variants(names, env_var="T_VARIANT"):
+    """Runs the rest of the calling test file once per name, each in a
+    forked child, as one TAP stream (names other than the first are
+    prefixed "NAME: " in test names); returns the name in the child. Call
+    it before anything is started. T_VARIANT=NAME runs only that one."""
+    import mmap
+    global _n, _failed, _prefix, _variant_counts
+    only = os.environ.get(env_var)
+    if only and only not in names:
+        print("Bail out! %s=%s: not one of %s" % (env_var, only, ", ".join(names)), flush=True)
+        os._exit(1)
+    sys.stdout.flush()
+    counts = mmap.mmap(-1, 16)   # MAP_SHARED: the child's counts are seen here
+    stopped = []
+
+    def on_signal(signum, frame):
+        # the child got it too (one process group): let it clean up, then stop
+        stopped.append(signum)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    for name in names:
+        if only and name != only:
+            continue
+        counts[0:16] = b"%8d%8d" % (_n, _failed)
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, _on_signal)
+            _variant_counts = counts
+            _prefix = "" if name == names[0] else "%s: " % name
+            diag("variant: %s" % name)
+            return name
+        _, status = os.waitpid(pid, 0)
+        _n, _failed = int(counts[0:8]), int(counts[8:16])
+        if stopped:
+            print("# killed by signal %d" % stopped[0], flush=True)
+            os._exit(128 + stopped[0])
+        if status != 0:
+            ok(False, "variant %s ran to its end (wait status %d)" % (name, status))
+    print("1..%d" % _n, flush=True)
     os._exit(1 if _failed else 0)
 
 
@@ -531,6 +622,25 @@ class Submitd:
         r = re.compile(pattern)
         return wait_for(lambda: r.search(self.log()), timeout)
 
+    def wait_idle(self, timeout=10):
+        """Waits until every client session submitd logged as begun ("ID:
+        connect from") it has also logged as ended ("ID: disconnect from";
+        needs log_level info): then no session can still deliver or send
+        anything, which a sleep can only hope for."""
+        def idle():
+            log = self.log()
+            return len(re.findall(r": connect from ", log)) == \
+                len(re.findall(r": disconnect from ", log))
+        return wait_for(idle, timeout)
+
+    def wait_closed(self, *clients, timeout=10):
+        """Waits until submitd has logged the end of each client's session
+        ("ID: disconnect from [ip]:port ..."; needs log_level info): after
+        that nothing more can come of it, unlike after a sleep."""
+        pats = [re.compile(r": disconnect from \[%s\]:%d " % (re.escape(c.local[0]), c.local[1]))
+                for c in clients]
+        return wait_for(lambda: all(p.search(self.log()) for p in pats), timeout)
+
     def sanitizer_report(self):
         text = self.log()
         for pat in SANITIZER_PATTERNS:
@@ -612,6 +722,7 @@ class SMTP:
         if source:
             self.sock.bind((source, 0))
         self.sock.connect((host, port))
+        self.local = self.sock.getsockname()[:2]   # (ip, port): submitd logs it as [ip]:port
         self.source = source
         self.timeout = timeout
         self.certs = certs
@@ -1139,46 +1250,44 @@ class FakeDovecot:
             pass
 
 
-def child_pids(pid):
-    """PIDs whose parent is pid (from /proc)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                st = f.read()
-            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(name))
-        except (OSError, ValueError):
-            pass
-    return out
+PASSDBS = ["passwd-file", "sql"]   # the Dovecot deployments AUTH tests run against
+
+
+def private_dovecot(env, passdb="passwd-file", **kw):
+    """Starts the private Dovecot (t/lib/dovecot.py) of one deployment in
+    env's dir: "passwd-file", or "sql" (the ISPmail guide's SQL passdb, on a
+    private MariaDB from t/lib/mariadb.py started here too). kw goes to
+    Dovecot(). Both are stopped at exit, after submitd. A missing package
+    skips the file (a failure under CI); a start failure bails out."""
+    import dovecot as dovecotmod
+    if os.geteuid() != 0 or not os.access(dovecotmod.DOVECOT, os.X_OK):
+        skip_all("needs root and dovecot-core (scripts/deps.sh)")
+    db = None
+    if passdb == "sql":
+        import mariadb as mariadbmod
+        if not mariadbmod.available():
+            skip_all("needs mariadb-server (scripts/deps.sh)")
+        if not dovecotmod.sql_available():
+            skip_all("needs dovecot-mysql, Dovecot's SQL passdb driver (scripts/deps.sh)")
+    try:
+        if passdb == "sql":
+            db = mariadbmod.MariaDB(env.path("mariadb"))
+            _cleanups.append(db.stop)
+            db.start()
+        name = "dovecot" if passdb == "passwd-file" else "dovecot-" + passdb
+        dv = dovecotmod.Dovecot(dir=env.path(name), passdb=passdb, db=db, spawn=spawn, **kw)
+        dv.start()
+    except Exception as e:  # noqa: BLE001
+        print("Bail out! private Dovecot (%s passdb) did not start: %s" % (passdb, e), flush=True)
+        done()
+    _cleanups.append(lambda: dv.stop(remove=False))
+    return dv
 
 
 def dovecot_kill(dv, timeout=5.0):
-    """Stops a t/lib/dovecot.py Dovecot for real. The master's SIGTERM alone
-    leaves its auth process serving the connections it already has until the
-    clients hang up (Dovecot 2.3); systemd's stop kills the whole group, and
-    so does this: the master's children (by pid, taken before the stop) get
-    SIGTERM, then SIGKILL."""
-    kids = child_pids(dv.proc.pid) if dv.proc is not None else []
-    dv.stop(remove=False)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = []
-        for k in kids:
-            try:
-                os.kill(k, sig)
-                alive.append(k)
-            except ProcessLookupError:
-                pass
-        kids = alive
-        deadline = time.time() + timeout / 2
-        while kids and time.time() < deadline:
-            kids = [k for k in kids if os.path.exists("/proc/%d" % k) and
-                    open("/proc/%d/stat" % k).read().split(") ", 1)[-1][:1] not in ("Z", "X")]
-            time.sleep(0.05)
-        if not kids:
-            return
+    """Stops a t/lib/dovecot.py Dovecot for real, its auth process included
+    (as systemd's stop does); its directory stays for a later start()."""
+    dv.stop(remove=False, timeout=timeout)
 
 
 def wait_dovecot_connected(d, n=1, timeout=10):

@@ -7,10 +7,9 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import ok, done, Certs  # noqa: E402
+from harness import ok, done, Env  # noqa: E402
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "scripts"))
@@ -38,11 +37,12 @@ if os.path.exists(man):
 # files that exist, `submitd -t` accepts it.
 submitd = os.environ.get("SUBMITD")
 if submitd:
-    certs = Certs(tempfile.mkdtemp(prefix="submitd-docs-"))
+    env = Env()   # its temp dir (the certificates' private keys too) goes at exit
+    certs = env.certs()
     text = conf.replace("/etc/letsencrypt/live/mail.example.org/fullchain.pem", certs.cert) \
                .replace("/etc/letsencrypt/live/mail.example.org/privkey.pem", certs.key) \
                .replace("/etc/submitd/mysql-sender-login.cf", os.path.join(TOP, "conf", "mysql-sender-login.cf"))
-    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+    with open(env.path("submitd.conf"), "w") as f:
         f.write(text)
     r = subprocess.run([submitd, "-c", f.name, "-t"], capture_output=True, text=True, timeout=60)
     # The example names a Dovecot socket and a relay that are not running
@@ -58,5 +58,4 @@ if submitd:
     nlines = len(open(f.name).read().splitlines())
     ok(r.returncode != 0 and ("%s:%d: unknown key" % (f.name, nlines)) in r.stderr,
        "submitd -t names file and line of an unknown key (%s)" % r.stderr.strip())
-    os.unlink(f.name)
 done()

@@ -39,7 +39,7 @@ if size_lines:
 r = c.cmd("MAIL FROM:<a@example.com> SIZE=%d" % (LIMIT * 10))
 ok(r.code == 552 and r.enhanced == "5.3.4", "MAIL SIZE= over the limit: 552 5.3.4", str(r))
 r = c.cmd("MAIL FROM:<a@example.com> SIZE=99999999999999999999999999")
-ok(r.code in (552, 501), "MAIL SIZE=huge: 552 (or 501)", str(r))
+is_(r.code, 501, "MAIL SIZE=huge (not a number submitd can hold): 501")
 r = c.cmd("MAIL FROM:<a@example.com> SIZE=abc")
 is_(r.code, 501, "MAIL SIZE=abc: 501")
 r = c.cmd("MAIL FROM:<a@example.com> SIZE=1000")
@@ -53,6 +53,7 @@ ok(r.code == 552 and r.enhanced == "5.3.4",
    "message over message_size_limit (declared SIZE=1000): 552 5.3.4 at end of data", str(r))
 is_(c.cmd("NOOP").code, 250, "session survives an over-size message")
 c.close()
+c1 = c
 
 c = plain()
 out = c.send_message("a@example.com", ["b@example.net"], stuff(big))
@@ -63,7 +64,7 @@ ok_msg = make_message(subject="just fits", body=b"x" * (LIMIT - 2000) + b"\r\n")
 out = c.send_message("a@example.com", ["b@example.net"], stuff(ok_msg))
 is_(out[-1].code, 250, "message under the limit (with Received: added) delivered")
 c.close()
-time.sleep(0.2)
+ok(d.wait_closed(c1, c), "submitd logged the end of both sessions")
 ms = sink.messages()
 is_(len(ms), 1, "only the message under the limit reached the downstream")
 like(sink.log(), r"abort: (RSET|QUIT|connection closed)", "downstream saw the over-size transactions aborted")
@@ -75,10 +76,10 @@ r = c.cmd("NOOP " + "x" * 10000)
 ok(r.code == 500 and r.enhanced == "5.5.2", "10000-byte command line: 500 5.5.2", str(r))
 is_(c.cmd("NOOP").code, 250, "session survives an over-long line (NOOP 250)")
 r = c.cmd("MAIL FROM:<" + "a" * 3000 + "@example.com>")
-ok(r.code in (500, 501), "over-long MAIL line: 500/501", str(r))
+is_(r.code, 500, "over-long MAIL line: 500")
 is_(c.cmd("NOOP").code, 250, "still in step")
 r = c.cmd("MAIL FROM:<" + "a" * 65 + "@example.com>")
-ok(r.code in (250, 501, 553), "local-part > 64: answered", str(r))
+is_(r.code, 501, "local-part > 64 octets (RFC 5321 4.5.3.1.1): 501")
 c.cmd("RSET")
 r = c.cmd("NOOP " + "y" * 400)
 is_(r.code, 250, "a 405-byte line is not 'too long' (< 512)")
@@ -88,7 +89,7 @@ c.close()
 c = plain()
 c.send(b"NOOP " + b"z" * 1000000 + b"\r\n")
 r = c.reply(timeout=20)
-ok(r.code in (500, 421) or r.code is None, "1 MB command line: 500 (or 421/close)", str(r))
+is_(r.code, 500, "1 MB command line: 500")
 c.close()
 c = plain()
 is_(c.cmd("NOOP").code, 250, "server alive after a 1 MB line")
@@ -129,8 +130,7 @@ for i in range(30):
     codes.append(r.code)
     if r.code in (421, None):
         break
-ok(421 in codes, "too many errors: 421", codes)
-ok(codes.count(500) <= 10, "421 comes after at most error_limit (10) errors", codes)
+is_(codes, [500] * 10 + [421], "error_limit (10): ten 500s, then 421 for the next command")
 ok(c.is_closed(3), "connection closed after 421")
 c.close()
 
@@ -150,8 +150,10 @@ ok(len(m) == 1 and len(m[0].rcpts) == 100, "downstream got one message for 100 r
 # -- header section size (sent in one write, and in pieces)
 hdr = b"".join(b"X-Filler-%04d: %s\r\n" % (i, b"h" * 60) for i in range(400))
 hmsg = stuff(make_message(subject="hdr", extra=hdr))
+ended = []
 for how in ("one write", "4000-byte pieces"):
     c = plain()
+    ended.append(c)
     c.cmd("MAIL FROM:<a@example.com>")
     c.cmd("RCPT TO:<b@example.net>")
     c.cmd("DATA")
@@ -166,7 +168,7 @@ for how in ("one write", "4000-byte pieces"):
        "32 KB header section over header_size_limit (10240), %s: 552 5.3.4" % how, str(r))
     is_(c.cmd("NOOP").code, 250, "session survives (%s)" % how)
     c.close()
-time.sleep(0.2)
+ok(d.wait_closed(*ended), "submitd logged the end of both sessions")
 ok(all(b"X-Filler-0000" not in x.content for x in sink.messages()), "over-size header not delivered")
 
 # -- connections per IP
@@ -175,8 +177,7 @@ for i in range(5):
     conns.append(SMTP(*d.addr("plain")))
 ok(all(x.greeting.code == 220 for x in conns), "5 connections from one IP: greeted")
 x = SMTP(*d.addr("plain"))
-ok(x.greeting.code in (421, None) or x.greeting.code >= 400, "6th connection over max_connections_per_ip: 421",
-   str(x.greeting))
+ok(x.greeting.code == 421, "6th connection over max_connections_per_ip: 421", str(x.greeting))
 x.close()
 for x in conns:
     x.close()

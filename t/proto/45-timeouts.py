@@ -105,7 +105,7 @@ r = c.reply(timeout=5)
 el = time.time() - t0
 like(str(r), r"^421 4\.4\.2", "client stalls inside DATA: 421 4.4.2 (%s)" % r)
 ok(el < 2.5, "... after data_timeout (%.2fs)" % el)
-time.sleep(0.3)
+ok(d.wait_idle(), "submitd logged the end of the session")
 is_(sink.count(), 0, "stalled DATA: nothing delivered")
 
 c = client(d, "plain", certs)

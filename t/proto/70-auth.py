@@ -8,6 +8,12 @@ cancel, bad base64, over-long responses, unknown mechanisms, CR/LF/TAB/NUL
 smuggling, Dovecot stopped and started again, log lines (never a password)
 and the fail2ban filter over the real log.
 
+Everything runs twice (harness.variants): against Dovecot with a passwd-file
+passdb, and against the ISPmail guide's deployment (SQL passdb on a private
+MariaDB, SHA512-CRYPT, static userdb), whose OK replies carry an empty
+trailing field and, for a login typed in another letter case, an empty field
+before original_user=.
+
 Dovecot slows down every request from a client address that failed recently
 (its "auth penalty", 2..15 s, keyed on the rip= submitd sends). Every test
 that fails a login therefore connects from its own address in 127/8 (all of
@@ -27,8 +33,8 @@ warnings.simplefilter("ignore", DeprecationWarning)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
-from harness import _cleanups  # noqa: E402
-from dovecot import Dovecot  # noqa: E402
+
+PASSDB = variants(PASSDBS)
 
 ALICE, ALICE_PW = "alice@example.com", "alice-secret"
 BOB, BOB_PW = "bob@example.com", "bob-secret"
@@ -42,13 +48,7 @@ env.require_binary()
 os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its passwd file in here
 certs = env.certs()
 sink = env.sink()
-dv = Dovecot(dir=env.path("dovecot"), failure_delay="0")
-try:
-    dv.start()
-except Exception as e:  # noqa: BLE001
-    print("Bail out! private Dovecot did not start: %s" % e, flush=True)
-    done()
-_cleanups.append(lambda: dv.stop(remove=False))  # after submitd's stop (cleanups run last-in first)
+dv = private_dovecot(env, PASSDB, failure_delay="0")
 
 P = {m: free_port() for m in ("starttls", "tls", "plain", "trusted")}
 d = env.submitd([
@@ -240,7 +240,7 @@ like(d.log(), r"sasl_method=PLAIN, sasl_username=alice@example\.com\n",
 c = conn("starttls")
 r = c.cmd("AUTH LOGIN " + b64(BOB))
 r = c.cmd(b64(BOB_PW))
-is_(r.code, 235, "bob (SSHA256) over LOGIN: 235")
+is_(r.code, 235, "bob (%s) over LOGIN: 235" % ("SSHA256" if PASSDB == "passwd-file" else "SHA512-CRYPT"))
 send_one(c, "bob-login", user=BOB)
 c.close()
 
@@ -375,7 +375,8 @@ for label, fn, user in [
         ("wrong password (PLAIN)", lambda c: [c.cmd("AUTH PLAIN " + plain_resp(ALICE, WRONG[3]))], ALICE),
         ("unknown user (LOGIN)", lambda c: [c.cmd("AUTH LOGIN"), c.cmd(b64("nobody@example.com")),
                                             c.cmd(b64(WRONG[4]))], "nobody@example.com"),
-        ("nologin user carol (PLAIN 334)", lambda c: [c.cmd("AUTH PLAIN"), c.cmd(plain_resp(CAROL, CAROL_PW))],
+        ("nologin user carol (PLAIN 334)" if PASSDB == "passwd-file" else
+         "carol, not in virtual_users (PLAIN 334)", lambda c: [c.cmd("AUTH PLAIN"), c.cmd(plain_resp(CAROL, CAROL_PW))],
          CAROL),
         ("wrong password (LOGIN initial response)", lambda c: [c.cmd("AUTH LOGIN " + b64(BOB)),
                                                               c.cmd(b64(WRONG[5]))], BOB)]:
@@ -396,8 +397,9 @@ for label, fn, user in [
     r = c.cmd("NOOP")
     is_(r.code, 250, "%s: session goes on (NOOP)" % label)
     c.close()
-like(d.log(), r"login=<carol@example\.com>, reason=disabled",
-     "nologin: Dovecot's OK+nologin is a refusal, its reason is logged")
+if PASSDB == "passwd-file":  # the guide's password_query returns no extra fields
+    like(d.log(), r"login=<carol@example\.com>, reason=disabled",
+         "nologin: Dovecot's OK+nologin is a refusal, its reason is logged")
 
 # ================================================================ sequencing
 c = conn("tls")
@@ -431,6 +433,7 @@ c.close()
 
 # never an open relay: outsiders, or a non-trusted listener
 before = sink.count()
+ended = []
 for label, src, mode in [("starttls listener, 127.0.0.1 (in mynetworks but not trusted)", "127.0.0.1", "starttls"),
                          ("tls listener, 127.0.0.1", "127.0.0.1", "tls"),
                          ("trusted listener, client outside mynetworks", fresh_ip(), TRUSTED)]:
@@ -440,10 +443,11 @@ for label, src, mode in [("starttls listener, 127.0.0.1 (in mynetworks but not t
        "MAIL without AUTH, %s: 530 5.7.0 Authentication required" % label, str(r))
     c.send(b"RCPT TO:<rcpt@example.net>\r\nDATA\r\n" + stuff(make_message(subject="open relay?")))
     rs = [c.reply(5), c.reply(5)]
-    ok(all(x.code in (503, 530, 554) for x in rs), "%s: RCPT and DATA refused too" % label,
+    ok([x.code for x in rs] == [503, 503], "%s: RCPT and DATA refused too (503, 503)" % label,
        [str(x) for x in rs])
     c.close()
-time.sleep(0.3)
+    ended.append(c)
+ok(d.wait_closed(*ended), "submitd logged the end of those three sessions")
 is_(sink.count(), before, "nothing reached the sink without AUTH")
 
 # ================================================================ exchange errors
@@ -537,26 +541,29 @@ for label, mech, resp in SMUGGLE:
     ok(r.code == 535, "%s: fails cleanly with 535" % label, str(r))
     c.close()
 
-# raw control characters on the SMTP side never get past the base64 check
-for label, data in [
-        ("TAB in the AUTH line", b"AUTH PLAIN " + good.encode() + b"\tno-penalty\r\n"),
-        ("NUL in the AUTH line", b"AUTH PLAIN AGFs\x00aWNl\r\n"),
-        ("bare CR in the AUTH line", b"AUTH PLAIN " + good.encode() + b"\rAUTH\t98\tPLAIN\r\n"),
-        ("bare LF in the AUTH line", b"AUTH PLAIN " + good.encode() + b"\nAUTH\t97\tPLAIN\tservice=smtp\r\n")]:
+# raw control characters on the SMTP side never get past the base64 check:
+# a TAB or bare CR inside the line is bad base64 (501), a NUL or a bare LF
+# makes the command line itself invalid (500)
+for label, data, code in [
+        ("TAB in the AUTH line", b"AUTH PLAIN " + good.encode() + b"\tno-penalty\r\n", 501),
+        ("NUL in the AUTH line", b"AUTH PLAIN AGFs\x00aWNl\r\n", 500),
+        ("bare CR in the AUTH line", b"AUTH PLAIN " + good.encode() + b"\rAUTH\t98\tPLAIN\r\n", 501),
+        ("bare LF in the AUTH line", b"AUTH PLAIN " + good.encode() + b"\nAUTH\t97\tPLAIN\tservice=smtp\r\n",
+         500)]:
     c = conn("starttls", source=fresh_ip())
     c.send(data)
     r = c.reply(10)
-    ok(r.code in (500, 501), "%s: refused (%s)" % (label, r), str(r))
+    ok(r.code == code, "%s: refused with %d (%s)" % (label, code, r), str(r))
     c.pending(0.5)  # the rest of the line may come back as a second (refused) command
     r = c.cmd("MAIL FROM:<alice@example.com>")
-    ok(r.code in (530, 503), "%s: not authenticated afterwards" % label, str(r))
+    ok(r.code == 530, "%s: not authenticated afterwards (MAIL 530)" % label, str(r))
     c.close()
 for label, line in [("TAB in a 334 response", good + "\tno-penalty"),
                     ("NUL in a 334 response", "AGFs\x00aWNl")]:
     c = conn("tls", source=fresh_ip())
     c.cmd("AUTH PLAIN")
     r = c.cmd(line)
-    ok(r.code in (500, 501), "%s: refused" % label, str(r))
+    ok(r.code == 501, "%s: refused with 501" % label, str(r))
     c.close()
 
 # the TLS server name (SNI) is client input that goes into local_name=

@@ -6,7 +6,8 @@ says what failed in words an admin can act on: the socket, the mechanism
 list, a refused password, an empty table answer, an owner that is someone
 else.
 
-Runs against a real private Dovecot (t/lib/dovecot.py) and a texthash:
+Runs against a real private Dovecot (t/lib/dovecot.py) in both deployments
+(passwd-file passdb, and the ISPmail guide's SQL passdb) and a texthash:
 sender_login_maps."""
 import os
 import re
@@ -15,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
-from harness import _cleanups  # noqa: E402
-from dovecot import Dovecot  # noqa: E402
+
+PASSDB = variants(PASSDBS)   # the passwd-file Dovecot and the ISPmail guide's SQL one
 
 ALICE, ALICE_PW = "alice@example.com", "alice-secret"
 BOB, BOB_PW = "bob@example.com", "bob-secret"
@@ -26,13 +27,7 @@ env.require_binary()
 os.chmod(env.dir, 0o711)
 certs = env.certs()
 sink = env.sink()
-dv = Dovecot(dir=env.path("dovecot"), failure_delay="0")
-try:
-    dv.start()
-except Exception as e:  # noqa: BLE001
-    print("Bail out! private Dovecot did not start: %s" % e, flush=True)
-    done()
-_cleanups.append(lambda: dv.stop(remove=False))
+dv = private_dovecot(env, PASSDB, failure_delay="0")
 
 owners = env.path("sender-login.txt")
 with open(owners, "w") as f:

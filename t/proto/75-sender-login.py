@@ -33,14 +33,17 @@ from harness import *  # noqa: E402,F401,F403
 
 if os.geteuid() != 0 or not shutil.which("mariadbd", path=os.environ.get("PATH", "") + ":/usr/sbin") \
         or not os.access(os.environ.get("DOVECOT", "/usr/sbin/dovecot"), os.X_OK):
-    print("1..0 # SKIP needs root, mariadb-server and dovecot-core (scripts/deps.sh)", flush=True)
-    sys.exit(0)
+    skip_all("needs root, mariadb-server and dovecot-core (scripts/deps.sh)")
 
-from dovecot import Dovecot  # noqa: E402
 from mariadb import DBNAME, PASSWORD, USER, MariaDB  # noqa: E402
+
+# The logins go through the passwd-file Dovecot, then through the ISPmail
+# guide's SQL Dovecot reading virtual_users in this same MariaDB.
+PASSDB = variants(PASSDBS)
 
 env = Env()
 env.require_binary()
+os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its files in here
 certs = env.certs()
 
 # ------------------------------------------------------------------ neighbours
@@ -51,16 +54,14 @@ PW = {
     "john@example.org": "john-secret",
     "newsletter@example.com": "newsletter-secret",
 }
-dv = Dovecot(users={
+dv = private_dovecot(env, PASSDB, users={
     "alice@example.com": ("alice-secret", "SHA512-CRYPT", ""),
     "bob@example.com": ("bob-secret", "SSHA256", ""),
     "john@example.org": ("john-secret", "SSHA256", ""),
     "newsletter@example.com": ("newsletter-secret", "SSHA256", ""),
-}, failure_delay="0", spawn=spawn)
-dv.start()
-harness._cleanups.append(dv.stop)
+}, failure_delay="0")
 
-db = MariaDB(env.path("mariadb"))
+db = MariaDB(env.path("mariadb"))   # with the sql passdb: the one that Dovecot reads
 harness._cleanups.append(db.stop)   # before the temp dir goes (cleanups run last-in first)
 t0 = time.time()
 db.start()
@@ -76,7 +77,7 @@ def sql(q):
 # with an apostrophe, one with % and _ (which must not act as LIKE wildcards),
 # and a mailbox for the header-exempt account.
 sql("""
-INSERT INTO virtual_users (domain_id, email, password) VALUES
+INSERT IGNORE INTO virtual_users (domain_id, email, password) VALUES
   (2, 'newsletter@example.com', '{PLAIN}unused');
 INSERT INTO virtual_aliases (domain_id, source, destination) VALUES
   (2, 'Press@Example.COM', 'alice@example.com'),
@@ -414,7 +415,7 @@ def run_cases(backend, maps):
         if r.code == 250:
             c.cmd("RSET")
         results[name] = got
-        ok(r.code in (500, 501, 553), "%s: %s: refused cleanly (500/501/553)" % (backend, name), got)
+        ok(r.code == 500, "%s: %s: refused cleanly (500)" % (backend, name), got)
         is_(c.cmd("NOOP").code, 250, "%s: %s: the session goes on" % (backend, name))
     base_aborts = sink.log().count("abort:")
     refused = 0
@@ -613,9 +614,9 @@ el = time.time() - t0
 is_(r.lines[0], "451 4.3.0 <alice@example.com>: Temporary lookup failure",
     "outage: MAIL FROM -> 451 4.3.0 Temporary lookup failure")
 ok(el < 3, "outage: answered in %.2fs" % el)
-ok(ca.cmd("RCPT TO:<rcpt@example.net>").code in (503, 554), "outage: RCPT refused after the 451")
+is_(ca.cmd("RCPT TO:<rcpt@example.net>").code, 503, "outage: RCPT refused after the 451: 503")
 r = ca.cmd("DATA")
-ok(r.code in (503, 554), "outage: DATA refused", str(r))
+is_(r.code, 503, "outage: DATA refused: 503")
 is_(mail(ca, "nobody@example.net").split(" ", 2)[:2], ["451", "4.3.0"],
     "outage: unlisted sender: 451 4.3.0 too (never accepted unchecked)")
 is_(mail(cu, "nobody@example.net"), "451 4.3.0 <nobody@example.net>: Temporary lookup failure",
@@ -623,7 +624,8 @@ is_(mail(cu, "nobody@example.net"), "451 4.3.0 <nobody@example.net>: Temporary l
 got, subj = transaction(ca, "", "<alice@example.com>")
 is_(got, "451 4.3.0 <alice@example.com>: Temporary lookup failure",
     "outage: From: check (null envelope) -> 451 4.3.0 at end of data")
-time.sleep(0.3)
+ok(d.wait_log(r"reject: END-OF-MESSAGE from \S+: 451 4\.3\.0 <alice@example\.com>: Temporary lookup failure"),
+   "outage: submitd logged the 451 verdict (the transaction is over)")
 is_(sink.count(), n0, "outage: nothing delivered")
 is_(ca.cmd("NOOP").code, 250, "outage: session alive")
 ok(d.running(), "outage: submitd still running")

@@ -7,7 +7,8 @@ HAProxy itself from 127.0.0.1). A PROXY header from an address outside
 proxy_networks is refused without a reply; a malformed, slow or missing
 header closes the connection without a greeting; LOCAL (health checks) keeps
 the real endpoints. Malformed headers are also fuzzed (t/fuzz/fuzz-proxy.c,
-t/unit/test-proxy.c).
+t/unit/test-proxy.c). The logins run against both Dovecot deployments
+(passwd-file passdb, and the ISPmail guide's SQL passdb).
 
 reference/proxy-protocol-and-systemd.md §A.1 (never guess, only from the
 configured proxies, nothing before the header, bytes after it belong to TLS
@@ -23,26 +24,18 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
-from dovecot import Dovecot  # noqa: E402
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+if not os.access(HAPROXY, os.X_OK):
+    skip_all("haproxy not installed (scripts/deps.sh)")
+PASSDB = variants(PASSDBS)
 
 env = Env()
 env.require_binary()
 os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its passwd file in here
-if not os.access(HAPROXY, os.X_OK):
-    print("1..0 # SKIP haproxy not installed (scripts/deps.sh)")
-    sys.exit(0)
 certs = env.certs()
 sink = env.sink()
-dv = Dovecot(dir=env.path("dovecot"), failure_delay="0")
-try:
-    dv.start()
-except Exception as e:  # noqa: BLE001
-    print("Bail out! private Dovecot did not start: %s" % e, flush=True)
-    done()
-from harness import _cleanups  # noqa: E402
-_cleanups.append(lambda: dv.stop())
+dv = private_dovecot(env, PASSDB, failure_delay="0")
 
 p_starttls, p_tls, p_plain = free_port(), free_port(), free_port()
 d = env.submitd([

@@ -384,8 +384,8 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	sock = getenv("SUBMITD_TEST_MYSQL_SOCKET");
 	if (sock == NULL || *sock == 0) {
-		printf("1..0 # SKIP no MariaDB (run t/lib/mariadb.py start DIR and export its output)\n");
-		return 0;
+		return skip_all("no MariaDB: SUBMITD_TEST_MYSQL_SOCKET not set (t/run starts one; "
+				"by hand: t/lib/neighbours.py start DIR and export its output)");
 	}
 	port = getenv("SUBMITD_TEST_MYSQL_PORT");
 	user = getenv("SUBMITD_TEST_MYSQL_USER");
@@ -399,15 +399,13 @@ int main(void)
 		password = "submitd-test-pw";
 	if (!dbname)
 		dbname = "mailserver";
-	if (mkdtemp(tmpdir) == NULL)
-		return 1;
 	snprintf(sockhost, sizeof(sockhost), "unix:%s", sock);
 	admin = mysql_init(NULL);
 	mysql_options(admin, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-	if (!mysql_real_connect(admin, "localhost", "root", NULL, NULL, 0, sock, 0)) {
-		printf("1..0 # SKIP cannot connect as root to %s: %s\n", sock, mysql_error(admin));
-		return 0;
-	}
+	if (!mysql_real_connect(admin, "localhost", "root", NULL, NULL, 0, sock, 0))
+		return skip_all("cannot connect as root to %s: %s", sock, mysql_error(admin));
+	if (mkdtemp(tmpdir) == NULL)
+		return 1;
 	admin_sql("SET GLOBAL general_log = 1");
 	admin_sql("SET GLOBAL log_output = 'TABLE'");
 	uv_loop_init(&loop);
@@ -431,7 +429,7 @@ int main(void)
 		admin = NULL;
 		test_outage(cf);
 	} else {
-		diag("SUBMITD_TEST_MYSQL_DIR/SUBMITD_TEST_MARIADB_PY not set: outage test skipped");
+		skip("MariaDB outage", "SUBMITD_TEST_MYSQL_DIR/SUBMITD_TEST_MARIADB_PY not set");
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
 	ok(uv_loop_close(&loop) == 0, "no handle left open (STYLE.md §14)");
