@@ -3,11 +3,14 @@
 #   1. scripts/deps.sh
 #   2. build/      --enable-werror                      -> t/run build
 #   3. build-san/  --enable-sanitizers --enable-werror  -> t/run build-san
+#   4. scripts/fuzz.sh: every libFuzzer target for FUZZ_SECONDS (30) on top of
+#      its corpus (the corpus replays already ran in steps 2 and 3)
 # Prints one TAP stream (numbered across both builds) and ends with exactly
 # one line "N passed, N failed, N skipped" (t/run lists each skip and its
 # reason; under CI=true a skip is a failure). Exit status 1 if anything failed.
 # Env: T_ONLY=REGEX (passed to t/run --only), T_SKIP_SAN=1 (skip step 3),
-#      T_SKIP_DEPS=1, T_KEEP=1 (keep test temp dirs), T_BUILD_DIR, T_SAN_BUILD_DIR.
+#      T_SKIP_DEPS=1, T_SKIP_FUZZ=1 (skip step 4), FUZZ_SECONDS, T_KEEP=1 (keep
+#      test temp dirs), T_BUILD_DIR, T_SAN_BUILD_DIR.
 set -uo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$top"
@@ -71,6 +74,19 @@ start=$(date +%s)
 suite "werror" "${T_BUILD_DIR:-build}" --enable-werror
 if [ "${T_SKIP_SAN:-0}" != 1 ]; then
   suite "sanitizers" "${T_SAN_BUILD_DIR:-build-san}" --enable-sanitizers --enable-werror
+fi
+if [ "${T_SKIP_FUZZ:-0}" != 1 ] && [ -z "${T_ONLY:-}" ]; then
+  echo "# fuzz: scripts/fuzz.sh (FUZZ_SECONDS=${FUZZ_SECONDS:-30} per target)"
+  fuzz_ran=0
+  while IFS= read -r line; do
+    case "$line" in
+      "ok "*) fuzz_ran=1; tap OK "${line#ok * - }" ;;
+      "not ok "*) fuzz_ran=1; tap FAIL "${line#not ok * - }" ;;
+      "1.."*) ;;
+      *) echo "# $line" ;;
+    esac
+  done < <(FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh 2>&1)
+  [ "$fuzz_ran" = 1 ] || tap FAIL "fuzz: scripts/fuzz.sh ran no target"
 fi
 echo "# total time $(( $(date +%s) - start ))s"
 echo "1..$n"
