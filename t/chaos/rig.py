@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 import harness  # noqa: E402
 from harness import (MYHOST, SMTP, Env, b64, free_port, spawn, stuff,  # noqa: E402,F401
                      wait_for, diag)
+import dovecot  # noqa: E402
 import sink as sinkmod  # noqa: E402
 
 USERS = {
@@ -283,7 +284,7 @@ class Rig:
 
 
 def pgrep_children(pid):
-    return harness.child_pids(pid)
+    return dovecot.child_pids(pid)
 
 
 def sigstop(pid, seconds):
@@ -297,7 +298,7 @@ def sigstop(pid, seconds):
 
 def _pids_tree(pid):
     out = [pid]
-    for k in harness.child_pids(pid):
+    for k in dovecot.child_pids(pid):
         out += _pids_tree(k)
     return out
 
