@@ -131,6 +131,13 @@ struct dovecot_auth_client {
 	/* published by the last DONE */
 	char mechs[DOVECOT_AUTH_MAX_MECHS * (DOVECOT_AUTH_MAX_MECH_NAME + 1) + 1];
 
+	/* A reply longer than DOVECOT_AUTH_MAX_LINE (Dovecot echoes the
+	 * client's login in user=, escaped: a hostile login can make it huge)
+	 * is skipped to its LF; its start says whose it was. */
+	bool skipping;
+	char long_prefix[48];
+	size_t long_prefix_len;
+
 	uint32_t next_id;
 	bool ids_wrapped;
 	struct dovecot_auth_request *hash[DOVECOT_AUTH_HASH_SIZE];
@@ -728,6 +735,7 @@ static void dovecot_auth_connect_cb(uv_connect_t *creq, int status)
 static void dovecot_auth_handshake_reset(struct dovecot_auth_client *c)
 {
 	c->got_version = c->got_cookie = false;
+	c->skipping = false;
 	c->n_mechs = 0;
 	c->mechs_new[0] = '\0';
 	c->next_id = 1;
@@ -940,7 +948,7 @@ static void dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dove
 		const char *val = eq ? eq + 1 : "";
 		size_t vlen = eq ? f[i].len - nlen - 1 : 0;
 		if (nlen == 4 && memcmp(f[i].s, "user", 4) == 0) {
-			if (user != NULL && (vlen != user_len || memcmp(user, val, vlen) != 0)) {
+			if (ok && user != NULL && (vlen != user_len || memcmp(user, val, vlen) != 0)) {
 				dovecot_auth_reply_unusable(c, req, "two different user= values", false);
 				return;
 			}
@@ -1025,6 +1033,11 @@ static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, const struc
 		dovecot_auth_reply_unusable(c, req, "a second reply to one step", cont);
 		return true;
 	}
+	if (!fields_whole && kind == DOVECOT_AUTH_REPLY_FAIL) {
+		/* A failure whatever its fields say: it must count. */
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL, NULL);
+		return true;
+	}
 	if (!fields_whole) {
 		dovecot_auth_reply_unusable(c, req, "a field with a broken escape", cont);
 		return true;
@@ -1103,6 +1116,52 @@ static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, 
 	return dovecot_auth_handle_handshake(c, f, nf);
 }
 
+/* The start of an over-long line: "OK|FAIL|CONT <TAB> id <TAB>", or the
+ * stream is unreadable (false, connection dropped). */
+static bool dovecot_auth_long_prefix(struct dovecot_auth_client *c, uint32_t *id_r,
+				     struct dovecot_auth_field *cmd_r)
+{
+	char *p = c->long_prefix;
+	p[c->long_prefix_len] = '\0';
+	char *tab = strchr(p, '\t');
+	char *idend = tab ? strchr(tab + 1, '\t') : NULL;
+	*cmd_r = (struct dovecot_auth_field){p, tab ? (size_t)(tab - p) : strlen(p)};
+	if (idend == NULL || !dovecot_auth_parse_uint(tab + 1, (size_t)(idend - tab - 1), id_r) ||
+	    !(dovecot_auth_field_is(cmd_r, "FAIL") || dovecot_auth_field_is(cmd_r, "CONT") ||
+	      dovecot_auth_field_is(cmd_r, "OK"))) {
+		dovecot_auth_violation(c, cmd_r, "line too long");
+		return false;
+	}
+	return true;
+}
+
+/* The end of an over-long reply has arrived: judge it by its start. Only
+ * its own request suffers: a FAIL stays a failure (it must count against
+ * the client), an OK or CONT cannot be read whole and fails temporarily. */
+static bool dovecot_auth_handle_long_reply(struct dovecot_auth_client *c)
+{
+	struct dovecot_auth_field cmd;
+	uint32_t id;
+	if (!dovecot_auth_long_prefix(c, &id, &cmd))
+		return false;
+	bool fail = dovecot_auth_field_is(&cmd, "FAIL"), cont = dovecot_auth_field_is(&cmd, "CONT");
+	struct dovecot_auth_request *req = id != 0 ? dovecot_auth_hash_find(c, id) : NULL;
+	if (req == NULL || req->state != DOVECOT_AUTH_REQ_SENT) {
+		log_warn("dovecot auth: %s: over-long reply for request %u ignored", c->path, (unsigned)id);
+		if (req != NULL)
+			dovecot_auth_reply_unusable(c, req, "a second reply to one step", cont);
+		return true;
+	}
+	if (fail) {
+		log_warn("dovecot auth: %s: request %u: over-long FAIL, read as a failure", c->path,
+			 (unsigned)id);
+		dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL, NULL);
+	} else {
+		dovecot_auth_reply_unusable(c, req, "an over-long reply", cont);
+	}
+	return true;
+}
+
 static void dovecot_auth_conn_process(struct dovecot_auth_client *c)
 {
 	unsigned gen = c->generation;
@@ -1110,19 +1169,35 @@ static void dovecot_auth_conn_process(struct dovecot_auth_client *c)
 		char *data = (char *)buf_data(&c->in);
 		size_t len = buf_len(&c->in);
 		char *nl = len ? memchr(data, '\n', len) : NULL;
-		if (nl == NULL) {
-			if (len >= DOVECOT_AUTH_MAX_LINE) {
+		if (c->skipping) {
+			size_t n = nl ? (size_t)(nl - data) + 1 : len;
+			explicit_bzero(data, n);
+			buf_consume(&c->in, n);
+			if (nl == NULL)
+				return;
+			c->skipping = false;
+			if (!dovecot_auth_handle_long_reply(c) || c->generation != gen)
+				return;
+			continue;
+		}
+		size_t llen = nl ? (size_t)(nl - data) : len;
+		if (llen + 1 > DOVECOT_AUTH_MAX_LINE) {
+			if (c->state != DOVECOT_AUTH_READY) {
 				struct dovecot_auth_field cmd = {data, 16};
 				dovecot_auth_violation(c, &cmd, "line too long");
+				return;
 			}
-			return;
+			c->long_prefix_len = sizeof(c->long_prefix) - 1;
+			memcpy(c->long_prefix, data, c->long_prefix_len);
+			struct dovecot_auth_field cmd;
+			uint32_t id;
+			if (!dovecot_auth_long_prefix(c, &id, &cmd))
+				return;
+			c->skipping = true;
+			continue;
 		}
-		size_t llen = (size_t)(nl - data);
-		if (llen + 1 > DOVECOT_AUTH_MAX_LINE) {
-			struct dovecot_auth_field cmd = {data, 16};
-			dovecot_auth_violation(c, &cmd, "line too long");
+		if (nl == NULL)
 			return;
-		}
 		*nl = '\0';
 		if (!dovecot_auth_handle_line(c, data, llen) || c->generation != gen)
 			return;

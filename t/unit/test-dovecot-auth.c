@@ -637,6 +637,8 @@ static void test_reply_shapes(void)
 		{"OK\t%u\tuser=a\tuser=b\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "two different user= values"},
 		{"OK\t%u\tuser=a\001\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "dangling escape"},
 		{"OK\t%u\tuser=a\0010\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "escaped NUL"},
+		{"FAIL\t%u\tuser=a\0010\n", DOVECOT_AUTH_FAIL, NULL, NULL, "FAIL with an escaped NUL is still a failure"},
+		{"FAIL\t%u\tuser=a\tuser=b\n", DOVECOT_AUTH_FAIL, NULL, NULL, "FAIL with two user= is still a failure"},
 		{"CONT\t%u\tnot*base64\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "CONT with invalid base64"},
 		{"CANCELLED\t%u\n", DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "CANCELLED for a request not cancelled"},
 	};
@@ -679,6 +681,41 @@ static void test_reply_shapes(void)
 	ok(a.calls == 1 && a.r == DOVECOT_AUTH_OK && strcmp(a.user, "me") == 0 && srv.accepted == before &&
 		   !srv.conn->eof,
 	   "replies for unknown ids are ignored; the connection stays");
+}
+
+/* Dovecot echoes the login in user=, escaped: a hostile login makes a
+ * reply longer than any line limit. That reply fails only its own login
+ * (a FAIL stays a failure), the others go on. */
+static void test_long_reply(void)
+{
+	static const char *const kinds[] = {"FAIL", "OK", "CONT"};
+	for (size_t k = 0; k < 3; k++) {
+		struct rec a = {0}, b = {0};
+		WAIT(dovecot_auth_client_ready(cl), 3000);
+		int before = srv.accepted;
+		struct dovecot_auth_request_info info = plain_info("AGIAeA==");
+		a.req = dovecot_auth_begin(cl, &info, rec_cb, &a);
+		b.req = dovecot_auth_begin(cl, &info, rec_cb, &b);
+		unsigned id = auth_id(next_req(&srv));
+		unsigned id_b = auth_id(next_req(&srv));
+		size_t n = DOVECOT_AUTH_MAX_LINE * 2 + 100;
+		char *big = xmalloc(n + 64);
+		int h = snprintf(big, 64, "%s\t%u\tuser=", kinds[k], id);
+		memset(big + h, 'x', n);
+		big[h + n] = '\n';
+		big[h + n + 1] = '\0';
+		fake_send(srv.conn, big);
+		free(big);
+		reply(&srv, "OK\t%u\tuser=other\n", id_b);
+		WAIT(a.calls && b.calls, 3000);
+		ok(a.calls == 1 && a.r == (k == 0 ? DOVECOT_AUTH_FAIL : DOVECOT_AUTH_TEMPFAIL),
+		   "over-long %s: that login %s", kinds[k], k == 0 ? "fails (counted)" : "fails temporarily");
+		ok(b.calls == 1 && b.r == DOVECOT_AUTH_OK && !srv.conn->eof && srv.accepted == before,
+		   "over-long %s: the other login on the connection succeeds, the connection stays", kinds[k]);
+		SETTLE(50); /* the CANCEL for the CONT one */
+		while (fake_has_line(srv.conn))
+			next_line(&srv);
+	}
 }
 
 /* What makes the stream unreadable drops the connection (as Dovecot's own
@@ -1022,6 +1059,7 @@ int main(void)
 	test_out_of_order();
 	test_disconnect_20();
 	test_reply_shapes();
+	test_long_reply();
 	test_not_reading();
 	test_protocol_errors();
 	test_bad_handshakes();
