@@ -288,6 +288,27 @@ static void sender_login_hdr_add(struct sender_login_hdr *r, const char *field, 
 	r->naddrs++;
 }
 
+/* A quoted local part holding what delimits addresses ("john+ceo@victim.
+ * example"@example.org, "x<ceo@victim.example>"@example.org): readers
+ * disagree on what it shows, and the owner lookup would strip the quotes
+ * and the extension and find the login's own address. Refused, never
+ * guessed. */
+static bool sender_login_quoted_ambiguous(const char *addr)
+{
+	bool quoted = false;
+	for (const char *p = addr; *p != '\0'; p++) {
+		if (quoted && *p == '\\' && p[1] != '\0')
+			p++; /* a quoted-pair: the next character is text */
+		else if (*p == '"')
+			quoted = !quoted;
+		else if (!quoted && *p == '@')
+			return false; /* the domain: no quoted strings there */
+		if (quoted && strchr("@<>,;:[]()", *p) != NULL)
+			return true;
+	}
+	return false;
+}
+
 static void sender_login_hdr_field(struct sender_login_hdr *r, const char *field,
 				   const uint8_t *body, size_t len)
 {
@@ -303,8 +324,17 @@ static void sender_login_hdr_field(struct sender_login_hdr *r, const char *field
 			snprintf(r->refusal, sizeof(r->refusal),
 				 "550 5.6.0 Error: %s header field has no address", field);
 	}
-	for (const char *a = addrlist_next(&al, NULL); a != NULL; a = addrlist_next(&al, a))
+	for (const char *a = addrlist_next(&al, NULL); a != NULL; a = addrlist_next(&al, a)) {
+		if (sender_login_quoted_ambiguous(a)) {
+			if (r->refusal[0] == '\0')
+				snprintf(r->refusal, sizeof(r->refusal),
+					 "550 5.6.0 Error: %s header field unreadable: a quoted local "
+					 "part that reads as another address",
+					 field);
+			continue;
+		}
 		sender_login_hdr_add(r, field, a);
+	}
 	addrlist_free(&al);
 }
 

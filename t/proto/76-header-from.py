@@ -190,6 +190,19 @@ EXPLICIT = [
     ("own addresses in a group and Sender:", JOHN,
      [b"From: team: john@example.org, Info <info@example.org>;", b"Sender: <John@Example.ORG>"], "250*"),
     ("+extension of an owned address", JOHN, [b"From: <john+news@example.org>"], "250*"),
+    # Quoted local parts holding what delimits addresses: readers disagree on
+    # what they show, and the owner lookup would strip quotes and extension.
+    ("a quoted local part holding an address", JOHN,
+     [b'From: "john+ceo@victim.example"@example.org'],
+     "550 5.6.0 Error: From: header field unreadable: a quoted local part*"),
+    ("an address split over two quoted words", JOHN,
+     [b'From: CEO <"john+x"."@victim.example"@example.org>'],
+     "550 5.6.0 Error: From: header field unreadable: a quoted local part*"),
+    ("angle brackets in a quoted local part", JOHN,
+     [b'From: "x<ceo@victim.example>"@example.org'],
+     "550 5.6.0 Error: From: header field unreadable: a quoted local part*"),
+    ("a quoted local part with a space is fine", JOHN,
+     [b'From: <"john smith"@example.org>'], not_owned('"john smith"@example.org', login=JOHN)),
 ]
 
 for name, login, fields, want in EXPLICIT:
