@@ -62,7 +62,8 @@ static const struct config_key config_keys[] = {
 	{"relayhost", CFG_SPECIAL, 0, "[127.0.0.1]:25", 0, 0, config_relayhost, GLOBAL},
 	{"relay_tls_security_level", CFG_SPECIAL, 0, "may", 0, 0, config_relay_tls, GLOBAL},
 	{"dovecot_auth_socket", CFG_STR, OFF(dovecot_auth_socket), NULL, 0, 0, NULL, GLOBAL},
-	{"auth_timeout", CFG_TIME, OFF(auth_timeout_ms), "30s", 100, 600000, NULL, LISTENER},
+	/* process-wide: each worker's one Dovecot client uses it */
+	{"auth_timeout", CFG_TIME, OFF(auth_timeout_ms), "30s", 100, 600000, NULL, GLOBAL},
 	{"auth_failure_delay", CFG_TIME, OFF(auth_failure_delay_ms), "1s", 0, 600000, NULL, LISTENER},
 	{"auth_failure_delay_max", CFG_TIME, OFF(auth_failure_delay_max_ms), "8s", 0, 600000, NULL, LISTENER},
 	{"auth_max_failures", CFG_UINT, OFF(auth_max_failures), "3", 1, 1000, NULL, LISTENER},
@@ -926,10 +927,14 @@ static char *config_read_file(const char *path, char *err, size_t errlen)
 	size_t n;
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_len(&b) <= CONFIG_MAX_FILE)
 		buf_append(&b, chunk, n);
-	bool bad = ferror(f) != 0 || buf_len(&b) > CONFIG_MAX_FILE;
+	bool nul = memchr(buf_data(&b), '\0', buf_len(&b)) != NULL;
+	bool bad = ferror(f) != 0 || buf_len(&b) > CONFIG_MAX_FILE || nul;
 	fclose(f);
 	if (bad) {
-		snprintf(err, errlen, "%s: %s", path, buf_len(&b) > CONFIG_MAX_FILE ? "file too large" : "read error");
+		/* A NUL would end the text early: the lines after it would
+		   silently not apply. */
+		snprintf(err, errlen, "%s: %s", path,
+			 nul ? "NUL byte in the file" : buf_len(&b) > CONFIG_MAX_FILE ? "file too large" : "read error");
 		buf_free(&b);
 		return NULL;
 	}

@@ -79,7 +79,8 @@ static void policy_auth_log_failure(const char *session_id, const char *client_d
 /* A step still with Dovecot when its session ended: kept until Dovecot
  * answers (or the request times out), then counted and logged like any
  * other attempt. Memory: one per attempt in flight; the per-address budget
- * bounds how many an address can have, the request timeout how long. */
+ * bounds how many an address can have, POLICY_AUTH_MAX_ORPHANS how many a
+ * worker keeps, the request timeout how long. */
 struct policy_auth_orphan {
 	struct dovecot_auth_request *req;
 	bool charged;
@@ -92,6 +93,13 @@ struct policy_auth_orphan {
 	char mech[32], login[128], session_id[32], client_desc[80];
 };
 
+/* Orphans per worker at most: past that (a flood of clients from addresses
+ * without a budget, client_limit_exceptions, that hang up after AUTH), the
+ * request is cancelled and the attempt logged and counted as failed at
+ * once, so Dovecot's work and our memory stay bounded. */
+#define POLICY_AUTH_MAX_ORPHANS 256
+static _Thread_local unsigned policy_auth_orphans;
+
 #define POLICY_AUTH_GONE " (the client left before the answer)"
 #define POLICY_AUTH_ENDED " (the server ended the exchange before the answer)"
 
@@ -100,6 +108,7 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
 {
 	struct policy_auth_orphan *o = ctx;
 	(void)challenge;
+	policy_auth_orphans--;
 	if (r == DOVECOT_AUTH_OK) {
 		log_info("%s: %s: SASL %s authentication succeeded after the client left: "
 			 "sasl_username=%s", o->session_id, o->client_desc, o->mech, user);
@@ -129,7 +138,9 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
  * (Dovecot never got to say OK). */
 static void policy_auth_let_go(struct policy_auth *pa, const char *why, bool client_left)
 {
-	if (pa->attempt && pa->state == PA_DOVECOT && pa->req != NULL) {
+	if (pa->attempt && pa->state == PA_DOVECOT && pa->req != NULL &&
+	    policy_auth_orphans < POLICY_AUTH_MAX_ORPHANS) {
+		policy_auth_orphans++;
 		struct policy_auth_orphan *o = xcalloc(1, sizeof(*o));
 		o->req = pa->req;
 		o->charged = pa->charged;

@@ -149,6 +149,12 @@ def check(listen_line):
 rc, out = check("127.0.0.1:2525 plain workers=4")
 ok(rc == 1 and 'the setting "workers" cannot be set for one listener' in out, "a process-wide key is "
    "refused on a listen line", out)
+rc, out = check("127.0.0.1:2525 plain auth_timeout=5s")
+ok(rc == 1 and 'the setting "auth_timeout" cannot be set for one listener' in out, "auth_timeout "
+   "(one Dovecot client per worker) is process-wide", out)
+rc, out = check("127.0.0.1:2525 plain\n\0sender_login_maps = texthash:/x")
+ok(rc == 1 and "NUL byte in the file" in out, "a NUL byte in the file is refused (the lines after it "
+   "would not apply)", out)
 rc, out = check("127.0.0.1:2525 plain no_such_key=1")
 ok(rc == 1 and 'unknown setting "no_such_key"' in out, "an unknown key is refused", out)
 rc, out = check("127.0.0.1:2525 plain sender_login_policy=bogus")
