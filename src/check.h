@@ -1,4 +1,4 @@
-/* check: what `submitd -t` verifies beyond the file's syntax (DESIGN.md §5):
+/* check: what `submitd -t` verifies beyond the file's syntax (docs/design.md §8):
  * Dovecot's auth socket answers the handshake, every lookup table answers a
  * query, every relay accepts our TLS and login. */
 #ifndef SUBMITD_CHECK_H

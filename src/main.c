@@ -1,6 +1,6 @@
 /* main: the process — arguments, configuration, listeners (own or from
  * systemd), privileges, worker threads, signals, reload, sd_notify
- * (DESIGN.md §2). The only file that knows the listeners and the process.
+ * (docs/design.md §3). The only file that knows the listeners and the process.
  *
  * Threads: the main thread runs its own loop (signals, reload, certificate
  * watch, systemd notifications); each worker runs a loop with its listening
@@ -340,7 +340,7 @@ static int main_listen_socket(const struct listen_cfg *l, char *err, size_t errl
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	/* Each worker has its own socket on the same port; the kernel spreads
-	   connections between them (DESIGN.md §2). */
+	   connections between them (docs/design.md §3). */
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (l->addr.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -1214,7 +1214,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (test_only) {
-		/* The file is sound; now the neighbours it names (DESIGN.md §5). */
+		/* The file is sound; now the neighbours it names (docs/design.md §8). */
 		printf("submitd: %s: syntax, certificates and tables: ok\n", path);
 		fflush(stdout);
 		int problems = check_neighbours(cfg, stdout);

@@ -79,7 +79,7 @@ struct session {
 	uint64_t msg_size;
 	uint64_t deadline;               /* loop time when session_timeout ends it */
 	/* The time submitd's own handlers spent on this session since the last
-	   message (DESIGN.md §8: the latency submitd adds, without the waits
+	   message (docs/benchmarks.md: the latency submitd adds, without the waits
 	   for Dovecot, MySQL and the downstream), logged per message. */
 	uint64_t busy_ns;
 	uint64_t busy_t0;
@@ -499,7 +499,7 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 	s->rcpt = *a;
 	if (s->relay == NULL) {
 		/* The downstream transaction opens with the first recipient
-		   that passed local policy (DESIGN.md §4). */
+		   that passed local policy (docs/design.md §7). */
 		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb, session_relay_drain, s);
 		relay_txn_set_user(s->relay, smtp_server_user(s->server)); /* relay_auth_header */
 		s->relay_step = RELAY_MAIL;
@@ -804,7 +804,7 @@ static void session_on_data_do(struct conn *c, void *ctx)
 	}
 	session_arm_timer(s);
 	/* A client that pipelines faster than we answer waits in the kernel,
-	   not in our memory (DESIGN.md invariant 5). */
+	   not in our memory (docs/design.md invariant 5). */
 	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536) {
 		s->input_full = true; /* until session_io_input_wanted() */
 		conn_read_stop(c);

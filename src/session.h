@@ -1,5 +1,5 @@
 /* session: one client connection, from accept to close. The only place that
- * knows the order of the chain (DESIGN.md §1):
+ * knows the order of the chain (docs/design.md §2):
  *   conn (+TLS) -> smtp server -> policy -> relay -> downstream.
  * Teardown runs the other way: the server is told the connection is gone,
  * the relay transaction is aborted, then the connection is closed and the

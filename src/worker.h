@@ -1,4 +1,4 @@
-/* worker: what one worker thread owns (DESIGN.md §2). Nothing here is
+/* worker: what one worker thread owns (docs/design.md §3). Nothing here is
  * shared with another worker; the configuration snapshot is shared
  * read-only and reference counted. */
 #ifndef SUBMITD_WORKER_H

@@ -1,6 +1,6 @@
 /* config: the configuration file, parsed into an immutable snapshot.
  *
- * Format (DESIGN.md §5): "key = value" lines, '#' comments, keys that take
+ * Format (docs/design.md §8): "key = value" lines, '#' comments, keys that take
  * lists may repeat. Every key is a row in one table (name, type, default,
  * bounds); unknown keys and bad values are errors naming file and line.
  *

@@ -1,5 +1,5 @@
 /* dovecot_auth: async client for Dovecot's auth client socket.
- * Contracts are in dovecot_auth.h; protocol facts in reference/dovecot-auth.md.
+ * Contracts are in dovecot_auth.h; protocol facts in docs/dovecot-auth.md.
  *
  * Lifetimes (libuv docs/src/handle.rst): a request owns a uv_timer_t and is
  * freed only in that timer's close callback; the connection's pipe is freed in
@@ -40,7 +40,7 @@
 #define DOVECOT_AUTH_MAX_REASON 200
 #define DOVECOT_AUTH_WRITE_QUEUE_MAX (1024 * 1024)
 /* Above this, new requests wait in c->queue until Dovecot has read what
- * was written (DESIGN.md invariant 5); the MAX above is the backstop for
+ * was written (docs/design.md invariant 5); the MAX above is the backstop for
  * the short CONT and CANCEL lines, which are never held back. */
 #define DOVECOT_AUTH_WRITE_QUEUE_HIGH (64 * 1024)
 /* Ids we cancelled are remembered this long (and at most this many), so

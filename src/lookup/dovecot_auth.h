@@ -1,6 +1,6 @@
 /* dovecot_auth: async client for Dovecot's auth client socket.
  *
- * Speaks the "auth-client" protocol v1.2 (reference/dovecot-auth.md) with
+ * Speaks the "auth-client" protocol v1.2 (docs/dovecot-auth.md) with
  * Dovecot 2.3 and 2.4: VERSION/CPID sent unprompted on connect, then
  * VERSION, MECH*, SPID, CUID, COOKIE, DONE from the server; AUTH/CONT/CANCEL
  * out, OK/CONT/FAIL(/CANCELLED) in. Many requests are multiplexed by id over
@@ -16,10 +16,10 @@
  * error, bad handshake, handshake timeout) back off from 100 ms to 5 s and
  * keep retrying in the background. While an attempt is under way requests
  * queue (bounded by their timeout); while waiting out a backoff delay they
- * fail with TEMPFAIL at once (DESIGN.md invariant 4: Dovecot down -> 454
+ * fail with TEMPFAIL at once (docs/design.md invariant 4: Dovecot down -> 454
  * promptly).
  *
- * Completions (DESIGN.md invariant 9, STYLE.md 8, 9):
+ * Completions (docs/design.md invariant 9 and §9.8, §9.9):
  *  - A request started with dovecot_auth_begin() calls its callback exactly
  *    once per step: once after begin, and once after each
  *    dovecot_auth_continue(). The callback never fires inside begin, continue
@@ -51,7 +51,7 @@
  * challenge that is not base64, a broken escape, a second reply to one step)
  * fails that request alone with TEMPFAIL; the others go on.
  *
- * Output (DESIGN.md invariant 8): every value is tab-escaped, mechanism names
+ * Output (docs/design.md invariant 8): every value is tab-escaped, mechanism names
  * must be announced by Dovecot, base64 is validated strictly before it is
  * forwarded, and every buffer that held an AUTH or CONT line is wiped after
  * use. Nothing here logs credentials or AUTH payloads.

@@ -1,6 +1,6 @@
 /* lookup/table: Postfix-style lookup tables ("type:name"), answered async.
  *
- * Two halves, by lifetime (DESIGN.md §2):
+ * Two halves, by lifetime (docs/design.md §3):
  *
  *   struct table       the parsed, validated, immutable definition. Built by
  *                      table_open() at configuration load (or reload) on the
@@ -29,12 +29,12 @@
  * opened with DICT_FLAG_FOLD_FIX. A key containing NUL (table_lookupn) is
  * answered NOTFOUND without asking the backend: no Postfix table can hold one.
  *
- * Results (STYLE.md §7): TABLE_OK with the value, TABLE_NOTFOUND, or
+ * Results (docs/design.md §9.7): TABLE_OK with the value, TABLE_NOTFOUND, or
  * TABLE_TEMPFAIL (backend down, slow, or erroring: the caller answers 4xx,
- * DESIGN.md invariant 4). A lookup returning several values (several SQL rows
+ * docs/design.md invariant 4). A lookup returning several values (several SQL rows
  * or columns) yields them joined with ',' as Postfix does.
  *
- * Async contract (STYLE.md §8, §9; DESIGN.md invariant 9):
+ * Async contract (docs/design.md §9.8, §9.9 and invariant 9):
  *   - table_lookup() never calls the callback before it returns, not even for
  *     a cache or in-memory hit: the completion is deferred to the loop.
  *   - Every request completes exactly once, unless cancelled first; after

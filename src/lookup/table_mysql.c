@@ -1,6 +1,6 @@
 /* lookup/table_mysql: "mysql:/path.cf" tables — Postfix mysql_table(5) files
  * used unchanged, queried through MariaDB Connector/C's non-blocking API
- * driven by uv_poll (DESIGN.md invariant 1: connect, query and result fetch
+ * driven by uv_poll (docs/design.md invariant 1: connect, query and result fetch
  * never block the loop).
  *
  * .cf keys (Postfix names and defaults):
@@ -1256,7 +1256,7 @@ static bool tm_link_try_next_host(struct tm_link *l)
 	if (l->order_pos >= l->norder) {
 		tm_link_drop(l, false);
 		/* Nobody left to serve the queue: fail it now rather than at its
-		 * deadline (DESIGN.md invariant 4: an outage is a prompt 4xx). */
+		 * deadline (docs/design.md invariant 4: an outage is a prompt 4xx). */
 		if (mi->nlinks == 0) {
 			while (mi->qhead) {
 				struct table_req *req = mi->qhead;

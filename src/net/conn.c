@@ -26,7 +26,7 @@ static void conn_flush(struct conn *c);
 static void conn_finish_close(struct conn *c);
 
 /* Empty buffers are given back to the allocator: an idle session holds no
- * I/O memory at all (DESIGN.md §8: 10,000 idle sessions in little memory). */
+ * I/O memory at all (docs/benchmarks.md: 10,000 idle sessions in little memory). */
 static void conn_trim(struct buf *b)
 {
 	if (buf_len(b) == 0 && b->cap > 0)
@@ -270,7 +270,7 @@ void conn_read_stop(struct conn *c)
 	conn_read_pause(c);
 }
 
-/* ---- the output bound (DESIGN.md invariant 5) ----
+/* ---- the output bound (docs/design.md invariant 5) ----
  *
  * A peer that sends and never reads must not make us queue its replies
  * without end: over CONN_OUT_HIGH the conn stops reading, so the peer's
@@ -416,7 +416,7 @@ int conn_tls_start(struct conn *c, bool server, gnutls_certificate_credentials_t
 		   const gnutls_datum_t *ticket_key)
 {
 	/* The checkpoint: plaintext that arrived before the handshake is
-	   never interpreted (CVE-2011-0411, DESIGN.md invariant 6). */
+	   never interpreted (CVE-2011-0411, docs/design.md invariant 6). */
 	buf_reset(&c->in);
 	int r = gnutls_init(&c->tls, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK);
 	if (r < 0)

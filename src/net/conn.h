@@ -1,10 +1,10 @@
 /* conn: one byte stream (TCP or UNIX socket), optionally with TLS in between.
  *
- * TLS is a filter under the protocol (STYLE.md 6): users read plaintext from
+ * TLS is a filter under the protocol (docs/design.md §9.6): users read plaintext from
  * conn->in and write plaintext with conn_write(); whether GnuTLS sits in
  * between is invisible to them.
  *
- * Lifetimes (libuv rules, STYLE.md 9): memory is freed only after both the
+ * Lifetimes (libuv rules, docs/design.md §9.9): memory is freed only after both the
  * stream and the timer handles are closed; on_close is the last callback and
  * the conn is freed right after it returns. Output is copied into the conn's
  * own buffer, which lives until uv_write's callback. */

@@ -2,7 +2,7 @@
  * side. A pure codec: no I/O, no libuv, no configuration.
  *
  * Rules enforced (haproxy doc/proxy-protocol.txt, our
- * reference/proxy-protocol-and-systemd.md §A):
+ * haproxy's doc/proxy-protocol.txt):
  * - the header is required on a listener marked "proxy" and never guessed
  *   elsewhere; who may send it (proxy_networks) is the caller's check;
  * - v2 if the 12-byte signature is there, v1 if the line starts "PROXY ",
@@ -14,7 +14,7 @@
  * - v2: version 2 only, command LOCAL or PROXY, TCP over IPv4/IPv6, UNIX
  *   stream (kept as the real endpoints) or UNSPEC; datagram transports are
  *   refused; LOCAL skips its whole block whatever the family; the length
- *   must cover the address block, is capped at PROXY_V2_MAX_LEN (DESIGN.md
+ *   must cover the address block, is capped at PROXY_V2_MAX_LEN (docs/design.md
  *   invariant 5), and every TLV must lie inside it; a CRC32C TLV is checked.
  * - The SSL TLV is ignored: submitd terminates TLS itself and never treats a
  *   connection as encrypted because a proxy says so.

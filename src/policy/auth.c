@@ -231,7 +231,7 @@ static bool policy_auth_relayable_mech(const char *mech)
 
 /* What we offer before Dovecot ever answered: the mechanisms every Dovecot
  * has, so clients keep trying (and get 454) rather than give up on AUTH
- * (reference/dovecot-auth.md §6). */
+ * (docs/dovecot-auth.md). */
 #define POLICY_AUTH_DEFAULT_MECHS "PLAIN LOGIN"
 
 void policy_auth_mechs(struct dovecot_auth_client *client, char *out, size_t outsz)
@@ -330,7 +330,7 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 		log_warn("%s: %s: SASL %s authentication unavailable: %s", pa->session_id,
 			 pa->client_desc, pa->mech, reason ? reason : "authentication server unavailable");
 		/* 454: the client must not ask its user for a new password
-		   (RFC 4954 §6, DESIGN.md invariant 4). */
+		   (RFC 4954 §6, docs/design.md invariant 4). */
 		snprintf(text, sizeof(text), "Temporary authentication failure%s%s",
 			 reason ? ": " : "", reason ? reason : "");
 		policy_auth_answer(pa, 0, 454, "4.7.0", text, NULL);

@@ -2,7 +2,7 @@
  * the brute-force rules.
  *
  * This is the one place that turns Dovecot's answers into SMTP replies
- * (reference/dovecot-auth.md §5). The server has already refused AUTH
+ * (docs/dovecot-auth.md). The server has already refused AUTH
  * outside TLS, after a successful AUTH and inside a transaction.
  *
  * Brute force, designed so an attacker cannot lock a real user out:

@@ -1,6 +1,6 @@
 /* policy/sender_login: "may this SASL login use this sender address?" —
  * Postfix's smtpd_sender_login_maps and reject_*_sender_login_mismatch,
- * exactly (shared/reference/sender-login-maps.md; RFC 6409 §6.1).
+ * exactly (README "Sender ownership"; RFC 6409 §6.1).
  *
  * Lookup order for one address (Postfix mail_addr_find(), MA_FIND_DEFAULT):
  *   1. the full address user+ext@domain — RFC 5321-quoted ("external") form

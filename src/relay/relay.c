@@ -19,7 +19,7 @@
 #include "smtp/data.h"
 
 /* Stop feeding content when this much is queued toward the downstream: the
- * connection's own output bound (DESIGN.md invariant 5). */
+ * connection's own output bound (docs/design.md invariant 5). */
 #define RELAY_HIGH_WATER CONN_OUT_HIGH
 /* RFC 4954 §4: a command line, initial response included, stays within 512. */
 #define RELAY_AUTH_LINE_MAX 512
@@ -169,7 +169,7 @@ struct relay_txn {
 	bool wrote_content;
 	bool ends_crlf;
 	bool blocked;
-	/* the route (DESIGN.md §4): cfg->relay, or parsed from sender_relay_maps */
+	/* the route (docs/design.md §7): cfg->relay, or parsed from sender_relay_maps */
 	const struct relay_dest *route;
 	size_t nroute;
 	struct relay_dest *own_route;
@@ -457,7 +457,7 @@ static void relay_txn_defer_cb(uv_timer_t *timer)
 }
 
 /* Answers on the next loop iteration: a completion never fires inside the
- * call that started it (STYLE.md 9). */
+ * call that started it (docs/design.md §9.9). */
 static void relay_txn_answer_later(struct relay_txn *t, const struct smtp_reply *r)
 {
 	t->deferred = *r;
@@ -657,7 +657,7 @@ static void relay_conn_send(struct relay_conn *rc, enum relay_state next, const 
 }
 
 /* A line carrying credentials: built in b, which is wiped after the write
- * (DESIGN.md invariant 8). With TLS only ciphertext is queued. */
+ * (docs/design.md invariant 8). With TLS only ciphertext is queued. */
 static void relay_conn_send_secret(struct relay_conn *rc, enum relay_state next, struct buf *b)
 {
 	buf_append(b, "\r\n", 2);
@@ -702,7 +702,7 @@ static void relay_conn_on_close(struct conn *c, void *ctx)
 }
 
 /* The path failed before or during a command: try the next destination if
- * the downstream has not accepted MAIL yet (DESIGN.md §4), else tell the
+ * the downstream has not accepted MAIL yet (docs/design.md §7), else tell the
  * client what happened with a 4xx (downstream-relay.md §6). The log line
  * names the relay and what it said, for the admin; the client hears only
  * the class of the problem. */

@@ -1,5 +1,5 @@
 /* relay: the downstream SMTP/LMTP client and its connection pool
- * (DESIGN.md §4, reference/downstream-relay.md).
+ * (docs/design.md §7).
  *
  * One pool per worker loop. A transaction borrows a greeted connection (or
  * opens one, trying the destinations in order until one greets us), forwards
@@ -7,7 +7,7 @@
  * back through its callback, exactly once per call. Failures of the path
  * itself become the 4xx replies of downstream-relay.md §6; a downstream
  * 4xx/5xx is passed through. A transaction freed before its end is aborted
- * downstream without the final dot (DESIGN.md invariant 2).
+ * downstream without the final dot (docs/design.md invariant 2).
  *
  * Smarthost rules (downstream-relay.md §2-4, §6):
  *   route        sender_relay_maps (sender, user@domain, @domain; "<>" for

@@ -1,5 +1,5 @@
 /* smtp/data: the DATA and BDAT content decoder (RFC 5321 §4.1.1.4, §4.5.2;
- * RFC 3030; DESIGN.md invariant 7; CVE-2023-51764).
+ * RFC 3030; docs/design.md invariant 7; CVE-2023-51764).
  *
  * The decoder is on the hot path of every message, so ordinary bytes are not
  * looked at one by one: memchr() finds the next LF, then the CRs before it,

@@ -1,5 +1,5 @@
 /* smtp/data: the DATA and BDAT content decoder (RFC 5321 §4.1.1.4, §4.5.2;
- * RFC 3030; DESIGN.md invariant 7; CVE-2023-51764 "SMTP smuggling").
+ * RFC 3030; docs/design.md invariant 7; CVE-2023-51764 "SMTP smuggling").
  *
  * Input: the raw bytes the client sends after 354 (or a BDAT chunk).
  * Output: the message in canonical form: every line ends in CRLF, dots

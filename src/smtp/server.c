@@ -168,7 +168,7 @@ static void smtp_server_txn_clear(struct smtp_server *s)
 }
 
 /* Aborts the transaction, telling the backend so the downstream never sees
- * a final dot for it (DESIGN.md invariant 2). */
+ * a final dot for it (docs/design.md invariant 2). */
 static void smtp_server_txn_abort(struct smtp_server *s)
 {
 	if (s->mail_done || s->content_open)
@@ -209,7 +209,7 @@ static bool smtp_server_starttls_offered(const struct smtp_server *s)
 	return s->set.starttls_offered && !s->tls;
 }
 
-/* The mechanisms to advertise, or NULL: AUTH only inside TLS (DESIGN.md
+/* The mechanisms to advertise, or NULL: AUTH only inside TLS (docs/design.md
  * invariant 3, RFC 4954 §4) and not once authenticated. */
 static const char *smtp_server_auth_offered(struct smtp_server *s)
 {
@@ -278,7 +278,7 @@ static void smtp_server_cmd_starttls(struct smtp_server *s, const struct smtp_cm
 	smtp_server_txn_abort(s);
 	smtp_server_reply(s, 220, "2.0.0", "Ready to start TLS");
 	smtp_server_flush(s);
-	/* The checkpoint (CVE-2011-0411, DESIGN.md invariant 6): whatever the
+	/* The checkpoint (CVE-2011-0411, docs/design.md invariant 6): whatever the
 	   client pipelined after STARTTLS is dropped unread, and everything
 	   learned before TLS is forgotten (RFC 3207 §4.2). */
 	buf_reset(s->in);
@@ -557,7 +557,7 @@ static void smtp_server_cmd_auth(struct smtp_server *s, const struct smtp_cmd *c
 		return;
 	}
 	if (!s->tls) {
-		/* Never accepted outside TLS (DESIGN.md invariant 3, RFC 4954 §6). */
+		/* Never accepted outside TLS (docs/design.md invariant 3, RFC 4954 §6). */
 		smtp_server_reply(s, 538, "5.7.11", "Encryption required for requested authentication mechanism");
 		return;
 	}
@@ -610,7 +610,7 @@ static bool smtp_server_gate(struct smtp_server *s, const struct smtp_cmd *cmd,
 		return false;
 	}
 	if ((def->flags & CMD_NEED_AUTH) && s->user == NULL && !s->set.relay_trusted) {
-		/* Never an open relay (DESIGN.md invariant 10, RFC 6409 §4.3). */
+		/* Never an open relay (docs/design.md invariant 10, RFC 6409 §4.3). */
 		struct smtp_mail_args a;
 		char bad[32];
 		if (smtp_mail_args_parse(cmd->args, cmd->args_len, &a, bad) == SMTP_ADDR_OK)
@@ -664,7 +664,7 @@ static void smtp_server_content_end(struct smtp_server *s)
 		return;
 	}
 	if (s->dec.bare_newline && s->set.newline_mode == SMTP_NEWLINE_REJECT) {
-		/* SMTP smuggling defence (DESIGN.md invariant 7): the message is
+		/* SMTP smuggling defence (docs/design.md invariant 7): the message is
 		   refused whole; nothing goes downstream. */
 		smtp_server_log_reject(s, "END-OF-MESSAGE", 550, "5.5.2", "Error: bare <LF> received");
 		smtp_server_txn_abort(s);
@@ -675,7 +675,7 @@ static void smtp_server_content_end(struct smtp_server *s)
 		/* NUL is content only under BODY=BINARYMIME (RFC 3030), which
 		   is not offered (RFC 6152 §3, RFC 5322 §2.1); a NUL would
 		   also let a header check and a reader see different fields
-		   (DESIGN.md invariant 11). Refused whole, like bare LF. */
+		   (docs/design.md invariant 11). Refused whole, like bare LF. */
 		smtp_server_log_reject(s, "END-OF-MESSAGE", 550, "5.6.0", "Error: NUL character in message");
 		smtp_server_txn_abort(s);
 		smtp_server_reply(s, 550, "5.6.0", "Error: NUL character in message");
@@ -810,7 +810,7 @@ static bool smtp_server_run_line(struct smtp_server *s)
 	switch (st) {
 	case SMTP_LINE_NEED_MORE:
 		/* Inside an over-long line the reader drops what it skipped:
-		   the input stays bounded (DESIGN.md invariant 5). */
+		   the input stays bounded (docs/design.md invariant 5). */
 		buf_consume(s->in, consumed);
 		return false;
 	case SMTP_LINE_TOO_LONG:
@@ -865,7 +865,7 @@ static bool smtp_server_stop_if_idle(struct smtp_server *s)
 }
 
 /* A client that pipelines commands and never reads the replies stops
- * being read (DESIGN.md invariant 5): its commands wait in the kernel, the
+ * being read (docs/design.md invariant 5): its commands wait in the kernel, the
  * replies already queued stay few. RFC 2920 §3.2 lets the server send its
  * replies in batches as its buffer fills. */
 static bool smtp_server_out_full(struct smtp_server *s)

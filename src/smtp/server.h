@@ -8,7 +8,7 @@
  * smtp_server_complete(), now or later; until then the server processes no
  * further input, so pipelined commands are answered in order (RFC 2920 §3.2).
  *
- * One command table, one gate (STYLE.md 1): whether a command is allowed
+ * One command table, one gate (docs/design.md §9.1): whether a command is allowed
  * before TLS, before HELO, or without authentication is a flag in the table,
  * checked in one place. */
 #ifndef SUBMITD_SMTP_SERVER_H
@@ -37,7 +37,7 @@ struct smtp_server_settings {
 	bool tls_active;             /* implicit TLS listener: TLS from the start */
 	bool relay_trusted;          /* trusted listener and client in mynetworks:
 	                                MAIL allowed without AUTH */
-	/* What the downstream path supports (DESIGN.md §4, downstream-relay.md §7). */
+	/* What the downstream path supports (docs/design.md §7, downstream-relay.md §7). */
 	bool eightbitmime, smtputf8, dsn;
 };
 
@@ -76,7 +76,7 @@ struct smtp_server_backend {
 	/* Content, canonical (CRLF lines, unstuffed); no answer expected. */
 	void (*content)(void *ctx, const uint8_t *p, size_t n);
 	/* End of content: complete with the final reply (250 only when the
-	   downstream has the message, DESIGN.md invariant 2). */
+	   downstream has the message, docs/design.md invariant 2). */
 	void (*data_end)(void *ctx, const struct smtp_server_data_info *info);
 	/* Forget the transaction (RSET, EHLO, STARTTLS, QUIT, a refused
 	   message, disconnect). No answer; the downstream transaction must be

@@ -1,4 +1,4 @@
-/* fuzz-data: the DATA/BDAT decoder (DESIGN.md invariant 7). The first byte
+/* fuzz-data: the DATA/BDAT decoder (docs/design.md invariant 7). The first byte
  * picks the mode and a split point; the input is decoded whole and in two
  * parts, results must match; the end must be a real CRLF.CRLF; complete
  * content must be canonical; stuffing it and decoding again must give it

@@ -6,11 +6,11 @@
  * Three passes per input:
  *  1. whole buffer, then the loop delivers callbacks;
  *  2. one byte at a time, then the loop: results must equal pass 1
- *     (STYLE.md 3: resumable parsers agree whatever the chunking);
+ *     (docs/design.md §9.3: resumable parsers agree whatever the chunking);
  *  3. small chunks with loop turns between them, answering challenges or
  *     aborting, to exercise the request state machine.
  * Every pass ends with the client destroyed and no handle left on the loop
- * (DESIGN.md invariant 9: each request completes exactly once). */
+ * (docs/design.md invariant 9: each request completes exactly once). */
 #include "config.h"
 
 #include "core/log.h"

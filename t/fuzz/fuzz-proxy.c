@@ -2,7 +2,7 @@
  * checked on every input: a verdict is final (once OK or BAD for a prefix,
  * the same for every longer input, with the same length and addresses);
  * OK never claims more than it was given nor more than PROXY_MAX; "more"
- * is never answered past PROXY_MAX bytes (DESIGN.md invariant 5); BAD
+ * is never answered past PROXY_MAX bytes (docs/design.md invariant 5); BAD
  * always carries a reason. */
 #include "config.h"
 

@@ -20,7 +20,7 @@
  *
  * Properties (abort() when broken):
  *   - backend->mail only when authenticated or trusted, and never before
- *     TLS on a starttls listener (DESIGN.md invariants 3, 10);
+ *     TLS on a starttls listener (docs/design.md invariants 3, 10);
  *   - AUTH reaches the backend only inside TLS (invariant 3);
  *   - backend calls follow the transaction: RCPT only inside MAIL, DATA only
  *     with an accepted RCPT, content and data_end only after 354 and before

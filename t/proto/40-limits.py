@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bounded input (DESIGN.md invariant 5): SIZE, message size at end of data,
+"""Bounded input (docs/design.md invariant 5): SIZE, message size at end of data,
 over-long command lines, binary garbage, error limit, recipient limit,
 header section size, connections per IP."""
 import os

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Nothing hangs and the loop never blocks (DESIGN.md invariants 1 and 9;
+"""Nothing hangs and the loop never blocks (docs/design.md invariants 1 and 9;
 RFC 5321 §4.5.3.2, RFC 6409 §5.3):
 - a downstream slower than relay_timeout after the final dot -> 451 4.4.2,
   while another session on the same worker is answered at once;
@@ -49,7 +49,7 @@ d.stop()
 
 # ------------------------------------------- own time excludes the waits
 # The delivery line reports own=Nms: the time submitd's handlers spent on the
-# message, without the downstream's (here 1 s) wait (DESIGN.md §8).
+# message, without the downstream's (here 1 s) wait (docs/benchmarks.md).
 sink = env.sink("--delay-data", "1")
 d = env.submitd(standard_config(certs, sink), name="submitd-own")
 c = client(d, "plain", certs)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What submitd offers never exceeds what the downstream path supports
-(reference/downstream-relay.md §7; RFC 6152 §3: no 8-bit data to a server
+(docs/design.md §7; RFC 6152 §3: no 8-bit data to a server
 without 8BITMIME; RFC 1870: SIZE is the smaller of the two limits). submitd
 learns the downstream's capabilities from a probe at start."""
 import os

@@ -19,7 +19,7 @@ Dovecot slows down every request from a client address that failed recently
 that fails a login therefore connects from its own address in 127/8 (all of
 it is local on Linux), which also shows that rip= is the client's address.
 
-DESIGN.md §3 invariants 3, 4, 8, 10; reference/dovecot-auth.md; RFC 4954."""
+docs/design.md invariants 3, 4, 8, 10; docs/dovecot-auth.md; RFC 4954."""
 import os
 import re
 import smtplib

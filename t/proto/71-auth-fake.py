@@ -9,7 +9,7 @@ and what a real Dovecot will not do on demand: garbage, an unknown id, a
 duplicate reply, silence (timeout), a disconnect with twenty requests in
 flight, and SIGTERM while a request is pending.
 
-DESIGN.md §3 invariants 4, 8, 9; reference/dovecot-auth.md §2-§6."""
+docs/design.md invariants 4, 8, 9; docs/dovecot-auth.md."""
 import os
 import re
 import ssl

@@ -12,7 +12,7 @@ pairs each client address with its own user.
 Runs against both Dovecot deployments (harness.variants): the passwd-file
 passdb and the ISPmail guide's SQL passdb on a private MariaDB.
 
-reference/dovecot-auth.md §6 (multiplexing by id; failures come back late
+docs/dovecot-auth.md (multiplexing by id; failures come back late
 and out of order)."""
 import os
 import re

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Every login attempt counts, and per-address accounting is exact
-(DESIGN.md invariant 12), with the exceptions Postfix makes for mynetworks
+(docs/design.md invariant 12), with the exceptions Postfix makes for mynetworks
 (smtpd_client_event_limit_exceptions).
 
 - Guesses abandoned 0.3 s after AUTH (hang-up, TCP reset, LOGIN with the

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The From:/Sender: ownership check judged by what a mail reader shows
-(issue 11 §3; DESIGN.md invariant 11: a check sees the whole input or
+(issue 11 §3; docs/design.md invariant 11: a check sees the whole input or
 refuses it; RFC 5322 §3.6 From: once, Sender: at most once; RFC 6409 §8).
 
   - one explicit test per bypass found in review: a 600-octet comment or run

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Smarthost relaying through a real Postfix (downstream-relay.md §3-4, §6;
-DESIGN.md §4, invariants 2 and 8):
+docs/design.md §7, invariants 2 and 8):
 
   * TLS policy: STARTTLS with encrypt/verify/secure, implicit TLS with the
     smtps: prefix, verify against the CA file and the relay's name; TLS

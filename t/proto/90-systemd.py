@@ -8,7 +8,7 @@ MONOTONIC_USEC) then READY=1 around a SIGHUP, STOPPING=1 on SIGTERM; then
 privileges: with "user = nobody" the running process (every thread) has
 nobody's IDs, no capability at all and no_new_privs, and still delivers.
 
-reference/proxy-protocol-and-systemd.md §B.1, §B.2; DESIGN.md §2 ("start as
+sd_notify(3) and sd_listen_fds(3); docs/design.md §3 ("start as
 root only to bind ports ... then drop to an unprivileged user")."""
 import os
 import re

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reload without dropping anyone (DESIGN.md §2: "reload builds a new snapshot
+"""Reload without dropping anyone (docs/design.md §3: "reload builds a new snapshot
 and swaps it in; sessions in flight keep the snapshot they started with").
 
 - Certificate renewal the way certbot does it (new files in archive/, the
@@ -16,7 +16,7 @@ and swaps it in; sessions in flight keep the snapshot they started with").
   downstream has it) or gets a 4xx (and the downstream has nothing): never
   lost; new connections are no longer accepted; the process exits.
 
-reference/proxy-protocol-and-systemd.md §B.1 (RELOADING/READY, STOPPING)."""
+sd_notify(3) and sd_listen_fds(3) (RELOADING/READY, STOPPING)."""
 import hashlib
 import os
 import re

@@ -10,9 +10,9 @@ the real endpoints. Malformed headers are also fuzzed (t/fuzz/fuzz-proxy.c,
 t/unit/test-proxy.c). The logins run against both Dovecot deployments
 (passwd-file passdb, and the ISPmail guide's SQL passdb).
 
-reference/proxy-protocol-and-systemd.md §A.1 (never guess, only from the
+haproxy's doc/proxy-protocol.txt (never guess, only from the
 configured proxies, nothing before the header, bytes after it belong to TLS
-or SMTP); DESIGN.md §3 invariants 3 and 10 (mynetworks sees the real client)."""
+or SMTP); docs/design.md invariants 3 and 10 (mynetworks sees the real client)."""
 import os
 import re
 import shutil
@@ -200,7 +200,7 @@ port = s.getsockname()[1]
 ok(d.wait_log(r"connect from \[127\.0\.0\.1\]:%d " % port, 3), "v2 LOCAL: the connection's own address")
 s.close()
 
-# What Dovecot is told behind a proxy (reference/dovecot-auth.md §3): rip is
+# What Dovecot is told behind a proxy (docs/dovecot-auth.md): rip is
 # the client the header names, real_rip the proxy itself. A recording fake
 # Dovecot shows the AUTH line as sent.
 fd = FakeDovecot(env.path("fake-dovecot.sock")).start()

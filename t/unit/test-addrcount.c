@@ -1,4 +1,4 @@
-/* Unit tests for net/addrcount: exact per-address accounting (DESIGN.md
+/* Unit tests for net/addrcount: exact per-address accounting (docs/design.md
  * invariant 12: no bucket an attacker can aim at another address).
  *  - SipHash-2-4 against the published test vectors (key 00..0f, message
  *    00..len-1; the paper's appendix A example for 15 bytes);

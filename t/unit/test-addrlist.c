@@ -2,7 +2,7 @@
  * obsolete syntax of §4.4, RFC 6854 groups in From:, RFC 2047 §5 encoded
  * words in display names only). Every case runs whole, one octet at a time
  * and split at every point: the addresses, the verdict and the error offset
- * must not depend on how the body arrives. DESIGN.md invariant 11: an
+ * must not depend on how the body arrives. docs/design.md invariant 11: an
  * address is returned whole or the body is refused. */
 #include "config.h"
 

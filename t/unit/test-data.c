@@ -1,6 +1,6 @@
 /* Unit tests for smtp/data: the DATA/BDAT decoder and dot-stuffing.
  *
- * Defends DESIGN.md invariant 7 ("only CRLF.CRLF ends DATA"), RFC 5321
+ * Defends docs/design.md invariant 7 ("only CRLF.CRLF ends DATA"), RFC 5321
  * §4.1.1.4 (end of data, the CRLF before the dot belongs to the content),
  * §4.5.2 (dot transparency), §2.3.8 (no bare CR/LF) and CVE-2023-51764 (SMTP
  * smuggling). Every case runs whole, one byte at a time and split at every

@@ -1,10 +1,10 @@
 /* test-dovecot-auth: the Dovecot auth client against a scripted fake Dovecot
  * listening on a temporary UNIX socket, driven from the same libuv loop.
  *
- * Rules defended: DESIGN.md invariant 4 (Dovecot down -> TEMPFAIL, promptly,
+ * Rules defended: docs/design.md invariant 4 (Dovecot down -> TEMPFAIL, promptly,
  * and reconnect by itself), 8 (values tab-escaped, base64 validated), 9
  * (every request completes exactly once: timeouts, drops; aborted requests
- * never call back); reference/dovecot-auth.md §2 (2.3 and 2.4 handshakes,
+ * never call back); docs/dovecot-auth.md (2.3 and 2.4 handshakes,
  * private mechanisms), §3 (AUTH line, resp= last, empty initial response),
  * §4 (OK+nologin is a refusal, code=temp_fail), §6 (multiplexing, late
  * replies). Ends by checking that no libuv handle is left open. */

@@ -12,7 +12,7 @@
  *
  * Checks what a scripted fake cannot: that Dovecot 2.3/2.4 really accepts our
  * handshake, our AUTH lines (escaped values, resp= forms) and CONT/CANCEL,
- * and answers as reference/dovecot-auth.md §4 and §7 say. */
+ * and answers as docs/dovecot-auth.md say. */
 #include "config.h"
 
 #include "core/log.h"

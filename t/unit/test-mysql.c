@@ -1,6 +1,6 @@
 /* mysql: tables against a real private MariaDB (t/lib/mariadb.py start DIR,
  * then export the SUBMITD_TEST_MYSQL_* lines it prints). Skipped without it.
- * Defends DESIGN.md invariants 1 (never block the loop), 4 (outage = 4xx,
+ * Defends docs/design.md invariants 1 (never block the loop), 4 (outage = 4xx,
  * reconnect by itself) and 9 (every request has a timeout), and that no key
  * can change the query. */
 #include "config.h"
@@ -432,7 +432,7 @@ int main(void)
 		skip("MariaDB outage", "SUBMITD_TEST_MYSQL_DIR/SUBMITD_TEST_MARIADB_PY not set");
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
-	ok(uv_loop_close(&loop) == 0, "no handle left open (STYLE.md §14)");
+	ok(uv_loop_close(&loop) == 0, "no handle left open (docs/design.md §9.13)");
 	if (admin)
 		mysql_close(admin);
 	mysql_library_end();

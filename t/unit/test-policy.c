@@ -1,6 +1,6 @@
 /* Unit tests for the header part of src/policy/sender_login.c: which
  * From:/Sender: addresses the ownership check looks up, and what it refuses
- * before any lookup (RFC 5322 §3.6, RFC 6854, RFC 6409 §8; DESIGN.md
+ * before any lookup (RFC 5322 §3.6, RFC 6854, RFC 6409 §8; docs/design.md
  * invariant 11: the whole field or a refusal). */
 #include "config.h"
 

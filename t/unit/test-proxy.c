@@ -1,6 +1,6 @@
 /* Unit tests for net/proxy: the PROXY protocol receiver (haproxy
- * doc/proxy-protocol.txt §2.1 and §2.2; reference/proxy-protocol-and-systemd.md
- * §A; DESIGN.md invariant 5: the header is bounded). Every case runs whole,
+ * doc/proxy-protocol.txt §2.1 and §2.2; haproxy's doc/proxy-protocol.txt
+ * §A; docs/design.md invariant 5: the header is bounded). Every case runs whole,
  * one byte at a time (the verdict must come exactly when it is certain:
  * a valid header at its last byte, never earlier), and followed by payload
  * (which must be left alone). */

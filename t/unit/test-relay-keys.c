@@ -81,7 +81,7 @@ static void filter(const char *in, const char *want, const char *what)
 	relay_hdr_filter_run(&f, (const uint8_t *)in, strlen(in), &out);
 	is_mem(buf_data(&out), buf_len(&out), want, strlen(want), "filter, whole: %s", what);
 	buf_free(&out);
-	/* STYLE.md 3: resumable, same result one byte at a time */
+	/* docs/design.md §9.3: resumable, same result one byte at a time */
 	relay_hdr_filter_init(&f, "X-AuthUser");
 	for (size_t i = 0; in[i] != '\0'; i++)
 		relay_hdr_filter_run(&f, (const uint8_t *)in + i, 1, &out);

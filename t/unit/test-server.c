@@ -5,7 +5,7 @@
  * 3207 and CVE-2011-0411 (STARTTLS checkpoint), RFC 4954 (AUTH only inside
  * TLS), RFC 2920 (pipelining: replies in order, stall on pending answers),
  * RFC 1870 / 6152 / 6531 / 3461 (parameters), RFC 3030 (BDAT), RFC 2034 §4
- * (enhanced status codes), CVE-2023-51764 (SMTP smuggling) and the DESIGN.md
+ * (enhanced status codes), CVE-2023-51764 (SMTP smuggling) and the docs/design.md
  * §3 invariants (3: no AUTH without TLS, 2: 250 only after the backend's
  * verdict, 5: bounded input, 6: STARTTLS checkpoint, 7: only CRLF.CRLF ends
  * DATA, 10: never an open relay).
@@ -1212,7 +1212,7 @@ static void test_script(void)
 	struct fake tmp = {.out = whole.out};
 	ok(output_well_formed(&tmp), "scripted session: all reply lines well formed (RFC 5321 §4.2)");
 	is_mem(buf_data(&bytes.out), buf_len(&bytes.out), buf_data(&whole.out), buf_len(&whole.out),
-	       "one byte at a time: the same output bytes (STYLE.md 3)");
+	       "one byte at a time: the same output bytes (docs/design.md §9.3)");
 	is_mem(buf_data(&bytes.log), buf_len(&bytes.log), buf_data(&whole.log), buf_len(&whole.log),
 	       "one byte at a time: the same backend calls");
 	is_mem(buf_data(&bytes.content), buf_len(&bytes.content), buf_data(&whole.content),
@@ -1242,7 +1242,7 @@ static void test_end_of_session(void)
 	is_int(f.n_data_end, 0, "no data_end after the disconnect");
 	fake_free(&f);
 
-	/* A late answer after the disconnect (invariant 9, STYLE.md 8). */
+	/* A late answer after the disconnect (invariant 9, docs/design.md §9.8). */
 	struct smtp_server_settings set = set_ready();
 	fake_init(&f, &set);
 	f.deferred = true;
@@ -1385,7 +1385,7 @@ static void test_end_of_session(void)
 	fake_free(&f);
 }
 
-/* ---- a client that does not read its replies (DESIGN.md invariant 5) ---- */
+/* ---- a client that does not read its replies (docs/design.md invariant 5) ---- */
 
 /* Linear in the haystack: strstr() in a loop is quadratic under ASan, whose
  * interceptor measures the whole rest of the string on every call. */

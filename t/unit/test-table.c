@@ -45,7 +45,7 @@ static struct answer lookup(struct table_inst *ti, const char *key)
 {
 	struct answer a = {0};
 	table_lookup(ti, key, answer_cb, &a);
-	/* STYLE.md §9: a completion never fires inside the call that started it */
+	/* docs/design.md §9.9: a completion never fires inside the call that started it */
 	ok(a.calls == 0, "lookup %s: no callback inside table_lookup()", key);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	return a;
@@ -100,7 +100,7 @@ static void test_texthash(void)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	ok(a.calls == 1 && a.status == TABLE_NOTFOUND, "a key containing NUL is not found");
 
-	/* cancel: DESIGN.md invariant 9 / STYLE.md §8 */
+	/* cancel: docs/design.md invariant 9 / docs/design.md §9.8 */
 	a = (struct answer){0};
 	struct table_req *r = table_lookup(ti, "alice@example.com", answer_cb, &a);
 	table_cancel(&r);
@@ -542,7 +542,7 @@ int main(void)
 	test_keys();
 	test_policy();
 	test_replies();
-	ok(uv_loop_close(&loop) == 0, "no handle left open on the loop (STYLE.md §14)");
+	ok(uv_loop_close(&loop) == 0, "no handle left open on the loop (docs/design.md §9.13)");
 	char cmd[600];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
 	if (system(cmd) != 0)
