@@ -1205,12 +1205,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	main_watch_build(cfg, &watch, &nwatch);
-	if (!main_snapshot_load(cfg, err, sizeof(err))) {
-		fprintf(stderr, "submitd: %s: %s\n", path, err);
-		return 1;
-	}
-	if (!main_check_config(cfg, err, sizeof(err))) {
-		fprintf(stderr, "submitd: %s\n", err);
+	bool loaded = main_snapshot_load(cfg, err, sizeof(err));
+	if (!loaded || !main_check_config(cfg, err, sizeof(err))) {
+		/* main_check_config()'s messages name the file themselves */
+		if (loaded)
+			fprintf(stderr, "submitd: %s\n", err);
+		else
+			fprintf(stderr, "submitd: %s: %s\n", path, err);
+		config_unref(&cfg);
+		main_watch_free(watch, nwatch);
 		return 1;
 	}
 	if (test_only) {
