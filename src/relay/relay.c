@@ -10,12 +10,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/base64.h"
 #include "core/buf.h"
 #include "core/log.h"
-#include "lookup/dovecot_auth.h"
+#include "lookup/addrkey.h"
 #include "lookup/table.h"
 #include "net/conn.h"
-#include "policy/sender_login.h"
 #include "smtp/data.h"
 
 /* Stop feeding content when this much is queued toward the downstream: the
@@ -238,7 +238,7 @@ int relay_route_keys(const char *sender, const char *delimiters, char *keys, siz
 		memcpy(keys, "<>", 3);
 		return 1;
 	}
-	return sender_login_keys(sender, delimiters, keys, keyssz);
+	return addrkey_keys(sender, delimiters, keys, keyssz);
 }
 
 /* The next hop as the admin wrote it, without a transport prefix: Postfix
@@ -272,7 +272,7 @@ int relay_cred_keys(const struct relay_dest *d, const char *sender, bool sender_
 	int n = 0;
 	/* 1. the sender, when the admin asked for per-sender accounts */
 	if (sender_dependent && sender != NULL && sender[0] != '\0') {
-		int k = sender_login_keys(sender, delimiters, keys, keyssz);
+		int k = addrkey_keys(sender, delimiters, keys, keyssz);
 		if (k < 0)
 			return -1;
 		for (int i = 0; i < k; i++)
@@ -423,22 +423,6 @@ void relay_hdr_filter_run(struct relay_hdr_filter *f, const uint8_t *p, size_t n
 				f->state = HF_LINE_START; /* matched stays SIZE_MAX */
 			continue;
 		}
-	}
-}
-
-/* RFC 4648 §4 */
-static void relay_base64(struct buf *out, const uint8_t *p, size_t n)
-{
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16;
-		if (i + 1 < n)
-			v |= (uint32_t)p[i + 1] << 8;
-		if (i + 2 < n)
-			v |= p[i + 2];
-		char q[4] = {tab[(v >> 18) & 63], tab[(v >> 12) & 63],
-			     i + 1 < n ? tab[(v >> 6) & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
-		buf_append(out, q, 4);
 	}
 }
 
@@ -905,7 +889,7 @@ static void relay_conn_auth_begin(struct relay_conn *rc)
 		buf_append(&raw, "", 1);
 		buf_append(&raw, c->pass, strlen(c->pass));
 		buf_append_str(&b, "AUTH PLAIN ");
-		relay_base64(&b, buf_data(&raw), buf_len(&raw));
+		base64_encode(&b, buf_data(&raw), buf_len(&raw));
 		buf_wipe(&raw);
 		if (buf_len(&b) + 2 > RELAY_AUTH_LINE_MAX) {
 			/* too long for an initial response: send it after
@@ -937,7 +921,7 @@ static void relay_conn_auth_send(struct relay_conn *rc, enum relay_state next, c
 		buf_append(&raw, "", 1);
 		buf_append(&raw, s2, strlen(s2));
 	}
-	relay_base64(&b, buf_data(&raw), buf_len(&raw));
+	base64_encode(&b, buf_data(&raw), buf_len(&raw));
 	buf_wipe(&raw);
 	if (buf_len(&b) == 0)
 		buf_append(&b, "=", 1); /* an empty response (RFC 4954 §4) */
@@ -960,7 +944,7 @@ static void relay_conn_on_auth_reply(struct relay_conn *rc, const struct smtp_re
 		/* A challenge must be valid base64; else the client cancels
 		   with "*" (RFC 4954 §4). Its content is not interpreted:
 		   LOGIN asks for the user name, then the password. */
-		if (!dovecot_auth_base64_valid(r->text, strlen(r->text))) {
+		if (!base64_valid(r->text, strlen(r->text))) {
 			relay_conn_send(rc, RS_AUTH_CANCEL, "*");
 			return;
 		}
@@ -971,7 +955,7 @@ static void relay_conn_on_auth_reply(struct relay_conn *rc, const struct smtp_re
 			buf_append(&raw, c->user, strlen(c->user));
 			buf_append(&raw, "", 1);
 			buf_append(&raw, c->pass, strlen(c->pass));
-			relay_base64(&b, buf_data(&raw), buf_len(&raw));
+			base64_encode(&b, buf_data(&raw), buf_len(&raw));
 			buf_wipe(&raw);
 			relay_conn_send_secret(rc, RS_AUTH_PLAIN_RESP, &b);
 			return;
