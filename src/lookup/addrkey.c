@@ -92,6 +92,25 @@ static int addrkey_add_key(struct buf *keys, int *count, const char *k, size_t n
 	return 0;
 }
 
+/* Adds local@domain in its external (RFC 5321-quoted) form, then in its
+ * internal form; k is scratch. */
+static void addrkey_add_forms(struct buf *keys, int *count, struct buf *k, const char *local,
+			      size_t n, const char *domain)
+{
+	for (int form = 0; form < 2; form++) {
+		buf_reset(k);
+		if (form == 0)
+			addrkey_quote_local(k, local, n);
+		else
+			buf_append(k, local, n);
+		if (domain) {
+			buf_append(k, "@", 1);
+			buf_append_str(k, domain);
+		}
+		addrkey_add_key(keys, count, addrkey_bufstr(k), buf_len(k));
+	}
+}
+
 int addrkey_keys(const char *addr, const char *delimiters, char *keys_out, size_t keyssz)
 {
 	size_t len = strlen(addr);
@@ -129,34 +148,11 @@ int addrkey_keys(const char *addr, const char *delimiters, char *keys_out, size_
 	struct buf keys = BUF_INIT, k = BUF_INIT;
 	int count = 0;
 	/* 1. full address: external form, then internal form */
-	for (int form = 0; form < 2; form++) {
-		buf_reset(&k);
-		if (form == 0)
-			addrkey_quote_local(&k, ilocal, ilen);
-		else
-			buf_append(&k, ilocal, ilen);
-		if (domain) {
-			buf_append(&k, "@", 1);
-			buf_append_str(&k, domain);
-		}
-		addrkey_add_key(&keys, &count, addrkey_bufstr(&k), buf_len(&k));
-	}
+	addrkey_add_forms(&keys, &count, &k, ilocal, ilen, domain);
 	/* 2. without the extension */
 	size_t cut = addrkey_split(ilocal, ilen, delimiters);
-	if (cut) {
-		for (int form = 0; form < 2; form++) {
-			buf_reset(&k);
-			if (form == 0)
-				addrkey_quote_local(&k, ilocal, cut);
-			else
-				buf_append(&k, ilocal, cut);
-			if (domain) {
-				buf_append(&k, "@", 1);
-				buf_append_str(&k, domain);
-			}
-			addrkey_add_key(&keys, &count, addrkey_bufstr(&k), buf_len(&k));
-		}
-	}
+	if (cut)
+		addrkey_add_forms(&keys, &count, &k, ilocal, cut, domain);
 	/* 4. @domain */
 	if (domain && *domain) {
 		buf_reset(&k);
