@@ -50,7 +50,6 @@ enum relay_state {
 	RS_QUIT,
 };
 
-
 /* One row per state: the name in logs, the fixed command line sent on
  * entering it (NULL: none, or one with arguments), and what happens to the
  * connection's timer on entering it (relay_conn.c). */
