@@ -14,6 +14,7 @@
 #include "config.h"
 #include "lookup/dovecot_auth.h"
 
+#include "core/base64.h"
 #include "core/buf.h"
 #include "core/log.h"
 
@@ -176,22 +177,6 @@ static void dovecot_auth_list_del(struct dovecot_auth_link *e)
 static struct dovecot_auth_request *dovecot_auth_list_req(struct dovecot_auth_link *l)
 {
 	return dovecot_auth_container(l, struct dovecot_auth_request, link);
-}
-
-bool dovecot_auth_base64_valid(const char *s, size_t len)
-{
-	if (len % 4 != 0)
-		return false;
-	size_t pad = 0;
-	if (len > 0 && s[len - 1] == '=')
-		pad = (len > 1 && s[len - 2] == '=') ? 2 : 1;
-	for (size_t i = 0; i < len - pad; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= '0' && ch <= '9') || ch == '+' || ch == '/'))
-			return false;
-	}
-	return true;
 }
 
 /* Mechanism names per RFC 4422 §3.1; lower case is accepted from our
@@ -1044,7 +1029,7 @@ static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, const struc
 	}
 	switch (kind) {
 	case DOVECOT_AUTH_REPLY_CONT:
-		if (!dovecot_auth_base64_valid(f[2].s, f[2].len))
+		if (!base64_valid(f[2].s, f[2].len))
 			dovecot_auth_reply_unusable(c, req, "a challenge that is not base64", true);
 		else
 			dovecot_auth_request_complete(req, DOVECOT_AUTH_CONTINUE, NULL, f[2].s, NULL);
@@ -1382,7 +1367,7 @@ struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
 	if (info->initial_resp_b64) {
 		size_t rlen = strlen(info->initial_resp_b64);
 		if (rlen > DOVECOT_AUTH_MAX_RESP ||
-		    !dovecot_auth_base64_valid(info->initial_resp_b64, rlen)) {
+		    !base64_valid(info->initial_resp_b64, rlen)) {
 			dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL,
 						      "Invalid base64 data in initial response");
 			return req;
@@ -1433,7 +1418,7 @@ void dovecot_auth_continue(struct dovecot_auth_request *req, const char *respons
 		return;
 	}
 	size_t len = strlen(response_b64);
-	if (len > DOVECOT_AUTH_MAX_RESP || !dovecot_auth_base64_valid(response_b64, len)) {
+	if (len > DOVECOT_AUTH_MAX_RESP || !base64_valid(response_b64, len)) {
 		uint32_t id = req->id;
 		dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL,
 					      "Invalid base64 data in continued response");

@@ -177,11 +177,6 @@ void dovecot_auth_abort(struct dovecot_auth_request **req);
  * attempt is still answered, so it can be counted and logged. */
 void dovecot_auth_detach(struct dovecot_auth_request *req, dovecot_auth_cb *cb, void *ctx);
 
-/* Strict base64 (RFC 4648 §4, as RFC 4954 §4 requires): only A-Za-z0-9+/,
- * length a multiple of 4, '=' only as one or two trailing pad characters.
- * "" is valid. The SMTP server can use it to answer 501 5.5.2. */
-bool dovecot_auth_base64_valid(const char *s, size_t len);
-
 /* Test and fuzz hooks, not for production code: puts an unconnected client
  * into "handshake in progress" state without a socket (its writes are
  * discarded), then feeds it bytes as if they came from Dovecot. */

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <gnutls/gnutls.h>
 
+#include "core/base64.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/addrcount.h"
@@ -392,7 +393,7 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 			policy_auth_answer(pa, 0, 500, "5.5.6", "Authentication Exchange line is too long", NULL);
 			return;
 		}
-		if (!(irlen == 1 && ir[0] == '=') && !dovecot_auth_base64_valid(ir, irlen)) {
+		if (!(irlen == 1 && ir[0] == '=') && !base64_valid(ir, irlen)) {
 			policy_auth_answer(pa, 0, 501, "5.5.2", "Cannot decode response", NULL);
 			return;
 		}
@@ -468,7 +469,7 @@ void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
 					 "Authentication Exchange line is too long");
 		return;
 	}
-	if (!dovecot_auth_base64_valid(line, len)) {
+	if (!base64_valid(line, len)) {
 		policy_auth_client_ended(pa, "response not base64", 501, "5.5.2",
 					 "Cannot decode response");
 		return;

@@ -2,7 +2,8 @@
  * Postfix's smtpd_sender_login_maps and reject_*_sender_login_mismatch,
  * exactly (README "Sender ownership"; RFC 6409 §6.1).
  *
- * Lookup order for one address (Postfix mail_addr_find(), MA_FIND_DEFAULT):
+ * Lookup order for one address (Postfix mail_addr_find(), MA_FIND_DEFAULT;
+ * the keys come from lookup/addrkey.h):
  *   1. the full address user+ext@domain — RFC 5321-quoted ("external") form
  *      first, then the unquoted ("internal") form if it differs;
  *   2. user@domain without the extension — only when `delimiters`
@@ -116,9 +117,7 @@ void sender_login_cancel(struct sender_login_req **reqp);
 
 /* Pure helpers (no I/O), exposed for the header check and tests. */
 
-/* Writes the lookup keys for addr, in order, NUL-separated into keys
- * (capacity keyssz) and returns how many, or -1 if they do not fit. */
-int sender_login_keys(const char *addr, const char *delimiters, char *keys, size_t keyssz);
+/* (The keys for one address are addrkey_keys(), lookup/addrkey.h.) */
 /* 1 if login is one of the owners (comma/whitespace separated), else 0. */
 int sender_login_owner_match(const char *owners, const char *login);
 

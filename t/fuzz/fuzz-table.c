@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lookup/addrkey.h"
 #include "lookup/table.h"
 #include "policy/sender_login.h"
 
@@ -65,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* the buffer sender_login_check() uses: every address up to the
 		 * RFC 5321 path limit must fit (longer ones may be refused) */
 		char keys[2048];
-		int n = sender_login_keys(addr, "+-", keys, sizeof(keys));
+		int n = addrkey_keys(addr, "+-", keys, sizeof(keys));
 		if (n > 5 || n == 0 || (n < 0 && strlen(addr) <= 256))
 			abort();
 		(void)sender_login_owner_match(addr, "alice@example.com");

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lookup/addrkey.h"
 #include "lookup/table.h"
 #include "policy/sender_login.h"
 #include "tap.h"
@@ -328,7 +329,7 @@ static void test_keys(void)
 		{"bare+ext", "+", "bare+ext|bare"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		int n = sender_login_keys(cases[i].addr, cases[i].delims, keys, sizeof(keys));
+		int n = addrkey_keys(cases[i].addr, cases[i].delims, keys, sizeof(keys));
 		char joined[2048] = "";
 		const char *p = keys;
 		for (int k = 0; k < n; k++) {
