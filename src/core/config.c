@@ -122,7 +122,7 @@ static const struct config_key config_keys[] = {
 	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header, GLOBAL},
 	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog, GLOBAL},
 	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level, GLOBAL},
-	/* running it: privileges, PROXY protocol, SNI (main.c, net/proxy.c, net/tls.c) */
+	/* running it: privileges, PROXY protocol, SNI (core/privileges.c, net/proxy.c, net/tls.c) */
 	{"user", CFG_STR, OFF(user), NULL, 0, 0, NULL, GLOBAL},
 	{"proxy_networks", CFG_SPECIAL, 0, NULL, 0, 0, config_proxy_networks, GLOBAL},
 	{"proxy_timeout", CFG_TIME, OFF(proxy_timeout_ms), "5s", 100, 600000, NULL, LISTENER},

@@ -158,7 +158,7 @@ struct config {
 	int syslog_facility;         /* -1: log to stderr */
 	int log_level;               /* LOG_INFO, LOG_DEBUG, ... */
 
-	/* Running it (main.c, net/proxy.h, net/tls.c) */
+	/* Running it (core/privileges.c, net/proxy.h, net/tls.c) */
 	char *user;                  /* drop to this user after binding; NULL: keep */
 	struct cidr *proxy_networks; /* who may send a PROXY header */
 	size_t nproxy_networks;
