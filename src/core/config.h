@@ -180,8 +180,9 @@ struct config *config_for_listener(struct config *cfg, size_t idx);
 /* True when c is snap or one of snap's per-listener snapshots: what a
  * worker must keep open while snap is its current configuration. */
 bool config_is_part_of(const struct config *snap, const struct config *c);
-/* Deep copy of a listener's description (overrides included, no child). */
-void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src);
+/* dst's listen lines become deep copies of src's (overrides included, no
+ * child snapshot); the ones dst had are freed. */
+void config_listens_copy(struct config *dst, const struct config *src);
 void config_listen_clear(struct listen_cfg *l);
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config **cfg);

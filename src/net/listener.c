@@ -517,12 +517,6 @@ void listener_reload_keep(const struct config *cur, struct config *next)
 	if (same)
 		return;
 	log_warn("reload: the \"listen\" lines changed; keeping the current listeners until a restart");
-	for (size_t i = 0; i < next->nlistens; i++)
-		config_listen_clear(&next->listens[i]);
-	free(next->listens);
-	next->listens = xcalloc(cur->nlistens, sizeof(*next->listens));
-	for (size_t i = 0; i < cur->nlistens; i++)
-		config_listen_copy(&next->listens[i], &cur->listens[i]);
-	next->nlistens = cur->nlistens;
+	config_listens_copy(next, cur);
 }
 
