@@ -68,7 +68,7 @@ bool worker_create_all(struct config *cfg, char *err, size_t errlen);
  * listens and once its loop has ended. */
 void worker_start_all(uv_async_t *main_async);
 unsigned worker_count(void);
-/* Workers that listen (whose loop has ended), so far. */
+/* Workers listening so far, and workers whose loop has ended. */
 unsigned worker_started_count(void);
 unsigned worker_finished_count(void);
 /* Hands every worker the new snapshot (it takes its own reference); each
