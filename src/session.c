@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
 #include "net/conn.h"
+#include "net/listener.h"
 #include "net/proxy.h"
 #include "policy/auth.h"
 #include "policy/policy.h"
@@ -865,7 +866,7 @@ static void session_on_close(struct conn *c, void *ctx)
 	if (s->refusing != NULL)
 		s->w->refusing--;
 	if (s->counted)
-		worker_conn_release((struct sockaddr *)&s->peer, s->cfg);
+		listener_conn_release((struct sockaddr *)&s->peer, s->cfg);
 	struct worker *w = s->w;
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -1066,7 +1067,7 @@ static void session_begin(struct session *s)
 		 s->proxied_by[0] ? ", via proxy " : "", s->proxied_by);
 
 	const char *why = NULL;
-	if (!worker_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {
+	if (!listener_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {
 		log_warn("%s: refusing %s: %s", s->id, s->client, why);
 		/* On an implicit-TLS listener the 421 is only readable inside TLS,
 		   so the handshake is done first — for a bounded number at a

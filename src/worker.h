@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -51,12 +52,38 @@ static inline void worker_stat_add(struct worker *w, enum worker_stat which)
 	atomic_fetch_add_explicit(&w->stats[which], 1, memory_order_relaxed);
 }
 
-/* Process-wide connection accounting (main.c, net/addrcount.c). Returns false
- * when the client must be turned away. */
-bool worker_conn_acquire(const struct sockaddr *peer, const struct config *cfg,
-			 const char **why_r);
-void worker_conn_release(const struct sockaddr *peer, const struct config *cfg);
 /* Called by a session when it is gone (the worker may be stopping). */
 void worker_session_gone(struct worker *w);
+
+/* ---- the worker threads, main thread only ---- */
+
+/* How long a stopping worker lets its sessions finish their mail. */
+#define WORKER_SHUTDOWN_GRACE_MS 30000
+
+/* Creates cfg->workers workers, each with its own loop, relay pool and
+ * listeners (net/listener.h, planned before); nothing runs yet. False, with
+ * err filled in and errno set, when a listener cannot be opened. */
+bool worker_create_all(struct config *cfg, char *err, size_t errlen);
+/* Starts the threads. Each signals main_async (from its thread) once it
+ * listens and once its loop has ended. */
+void worker_start_all(uv_async_t *main_async);
+unsigned worker_count(void);
+/* Workers listening so far, and workers whose loop has ended. */
+unsigned worker_started_count(void);
+unsigned worker_finished_count(void);
+/* Hands every worker the new snapshot (it takes its own reference); each
+ * swaps it in on its own loop, and its new sessions use it. */
+void worker_reconfigure_all(struct config *next);
+/* Graceful stop: no new connections, open sessions finish their mail within
+ * WORKER_SHUTDOWN_GRACE_MS, then each loop ends. */
+void worker_stop_all(void);
+/* One counter summed over the workers (for STATUS=). */
+unsigned long worker_stat_total(enum worker_stat which);
+/* Watchdog: the first worker that has not answered the previous ping, or -1;
+ * then worker_ping_all() asks again. */
+int worker_first_silent(void);
+void worker_ping_all(void);
+/* Waits for every thread to end. */
+void worker_join_all(void);
 
 #endif

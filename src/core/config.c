@@ -122,7 +122,7 @@ static const struct config_key config_keys[] = {
 	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header, GLOBAL},
 	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog, GLOBAL},
 	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level, GLOBAL},
-	/* running it: privileges, PROXY protocol, SNI (main.c, net/proxy.c, net/tls.c) */
+	/* running it: privileges, PROXY protocol, SNI (core/privileges.c, net/proxy.c, net/tls.c) */
 	{"user", CFG_STR, OFF(user), NULL, 0, 0, NULL, GLOBAL},
 	{"proxy_networks", CFG_SPECIAL, 0, NULL, 0, 0, config_proxy_networks, GLOBAL},
 	{"proxy_timeout", CFG_TIME, OFF(proxy_timeout_ms), "5s", 100, 600000, NULL, LISTENER},
@@ -191,7 +191,7 @@ void config_listen_clear(struct listen_cfg *l)
 	memset(l, 0, sizeof(*l));
 }
 
-void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src)
+static void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src)
 {
 	*dst = *src;
 	dst->text = xstrdup(src->text);
@@ -200,6 +200,17 @@ void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src)
 	for (size_t i = 0; i < src->noverrides; i++)
 		dst->overrides[i] = xstrdup(src->overrides[i]);
 	dst->cfg = NULL;
+}
+
+void config_listens_copy(struct config *dst, const struct config *src)
+{
+	for (size_t i = 0; i < dst->nlistens; i++)
+		config_listen_clear(&dst->listens[i]);
+	free(dst->listens);
+	dst->listens = xcalloc(src->nlistens, sizeof(*dst->listens));
+	for (size_t i = 0; i < src->nlistens; i++)
+		config_listen_copy(&dst->listens[i], &src->listens[i]);
+	dst->nlistens = src->nlistens;
 }
 
 struct config *config_ref(struct config *cfg)
@@ -1005,13 +1016,7 @@ bool config_listeners_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 		/* The parent's listeners are the ones that run. */
-		for (size_t k = 0; k < child->nlistens; k++)
-			config_listen_clear(&child->listens[k]);
-		free(child->listens);
-		child->listens = xcalloc(cfg->nlistens, sizeof(*child->listens));
-		for (size_t k = 0; k < cfg->nlistens; k++)
-			config_listen_copy(&child->listens[k], &cfg->listens[k]);
-		child->nlistens = cfg->nlistens;
+		config_listens_copy(child, cfg);
 		l->cfg = child;
 	}
 	return true;

@@ -158,7 +158,7 @@ struct config {
 	int syslog_facility;         /* -1: log to stderr */
 	int log_level;               /* LOG_INFO, LOG_DEBUG, ... */
 
-	/* Running it (main.c, net/proxy.h, net/tls.c) */
+	/* Running it (core/privileges.c, net/proxy.h, net/tls.c) */
 	char *user;                  /* drop to this user after binding; NULL: keep */
 	struct cidr *proxy_networks; /* who may send a PROXY header */
 	size_t nproxy_networks;
@@ -180,8 +180,9 @@ struct config *config_for_listener(struct config *cfg, size_t idx);
 /* True when c is snap or one of snap's per-listener snapshots: what a
  * worker must keep open while snap is its current configuration. */
 bool config_is_part_of(const struct config *snap, const struct config *c);
-/* Deep copy of a listener's description (overrides included, no child). */
-void config_listen_copy(struct listen_cfg *dst, const struct listen_cfg *src);
+/* dst's listen lines become deep copies of src's (overrides included, no
+ * child snapshot); the ones dst had are freed. */
+void config_listens_copy(struct config *dst, const struct config *src);
 void config_listen_clear(struct listen_cfg *l);
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config **cfg);
