@@ -342,11 +342,9 @@ int main(int argc, char **argv)
 	if (!loaded || !main_check_config(cfg, err, sizeof(err))) {
 		/* main_check_config()'s messages name the file themselves */
 		if (loaded)
-			fprintf(stderr, "submitd: %s
-", err);
+			fprintf(stderr, "submitd: %s\n", err);
 		else
-			fprintf(stderr, "submitd: %s: %s
-", path, err);
+			fprintf(stderr, "submitd: %s: %s\n", path, err);
 		config_unref(&cfg);
 		certwatch_free(&certs);
 		return 1;
