@@ -5,8 +5,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include <gnutls/gnutls.h>
-
+#include "core/base64.h"
 #include "core/buf.h"
 #include "lookup/dovecot_auth.h"
 #include "lookup/table.h"
@@ -177,24 +176,19 @@ static bool check_auth_plain(struct config *cfg, const char *login, const char *
 			login, dovecot_auth_client_mechs(c));
 	} else {
 		/* authzid NUL authcid NUL password (RFC 4616) */
-		struct buf raw = BUF_INIT;
+		struct buf raw = BUF_INIT, b64 = BUF_INIT;
 		buf_append(&raw, "", 1);
 		buf_append(&raw, login, strlen(login) + 1);
 		buf_append(&raw, password, strlen(password));
-		gnutls_datum_t in = {(unsigned char *)buf_data(&raw), (unsigned)buf_len(&raw)}, b64 = {0};
-		int rc = gnutls_base64_encode2(&in, &b64);
+		base64_encode(&b64, buf_data(&raw), buf_len(&raw));
+		buf_append(&b64, "", 1);
 		buf_wipe(&raw);
-		if (rc < 0) {
-			fprintf(out, "login %s: FAILED: %s\n", login, gnutls_strerror(rc));
-		} else {
-			struct dovecot_auth_request_info info = {
-				.mech = "PLAIN", .local_ip = "127.0.0.1", .remote_ip = "127.0.0.1",
-				.secured = true, .initial_resp_b64 = (const char *)b64.data};
-			dovecot_auth_begin(c, &info, check_auth_cb, &ca);
-			gnutls_memset(b64.data, 0, b64.size);
-			gnutls_free(b64.data);
-			check_run_ms(&loop, &cw_auth, check_auth_done, &ca, CHECK_AUTH_TIMEOUT_MS + 1000);
-		}
+		struct dovecot_auth_request_info info = {
+			.mech = "PLAIN", .local_ip = "127.0.0.1", .remote_ip = "127.0.0.1",
+			.secured = true, .initial_resp_b64 = (const char *)buf_data(&b64)};
+		dovecot_auth_begin(c, &info, check_auth_cb, &ca);
+		buf_wipe(&b64);
+		check_run_ms(&loop, &cw_auth, check_auth_done, &ca, CHECK_AUTH_TIMEOUT_MS + 1000);
 	}
 	if (ca.done) {
 		switch (ca.result) {

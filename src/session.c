@@ -1050,7 +1050,7 @@ static void session_begin(struct session *s)
 				 config_cidr_match(cfg->mynetworks, cfg->nmynetworks,
 						   (struct sockaddr *)&s->peer),
 		/* Never offer more than the downstream path takes
-		   (downstream-relay.md §7); optimistic until first seen. */
+		   (docs/design.md §7); optimistic until first seen. */
 		.eightbitmime = !known || caps.eightbitmime,
 		.smtputf8 = !known || caps.smtputf8,
 		.dsn = !known || caps.dsn,

@@ -107,7 +107,7 @@ static const struct config_key config_keys[] = {
 	{"relay_timeout", CFG_TIME, OFF(relay_timeout_ms), "100s", 100, 600000, NULL, GLOBAL},
 	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL, GLOBAL},
 	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL, GLOBAL},
-	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.c) */
+	/* smarthost: TLS policy, client SASL, per-sender routes (src/relay/) */
 	/* CAs trusted for the relay at verify/secure (Postfix smtp_tls_CAfile); default: the system store */
 	{"relay_tls_ca_file", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_ca_file, GLOBAL},
 	/* TABLE of user:password for AUTH to the relay (Postfix smtp_sasl_password_maps) */
@@ -140,7 +140,7 @@ static const struct config_key *config_key_find(const char *name)
 
 static void config_free(struct config *cfg)
 {
-	/* smarthost (relay/relay.c): the tables' per-worker instances are gone */
+	/* smarthost (src/relay/): the tables' per-worker instances are gone */
 	free(cfg->relay_tls_ca_file);
 	free(cfg->relay_auth_header);
 	if (cfg->relay_tls_ca_creds != NULL)
@@ -633,7 +633,7 @@ static bool config_bare_newline(struct config *cfg, const char *value, char *err
 
 static bool config_relay_tls(struct config *cfg, const char *value, char *err, size_t errlen)
 {
-	/* Postfix smtp_tls_security_level names (downstream-relay.md §3). */
+	/* Postfix smtp_tls_security_level names (docs/design.md §7). */
 	static const struct {
 		const char *name;
 		enum relay_tls_level level;
@@ -652,7 +652,7 @@ static bool config_relay_tls(struct config *cfg, const char *value, char *err, s
 				  : "");
 }
 
-/* ---- smarthost (relay/relay.c, downstream-relay.md §3-4) ---- */
+/* ---- smarthost (src/relay/relay_route.c, relay_conn.c) ---- */
 
 static bool config_yesno(const char *value, bool *r, char *err, size_t errlen)
 {

@@ -57,7 +57,7 @@ struct tls_sni {
 
 enum relay_proto { RELAY_SMTP, RELAY_LMTP };
 
-/* One downstream destination in Postfix syntax (downstream-relay.md §1). */
+/* One downstream destination in Postfix syntax (docs/design.md §7). */
 struct relay_dest {
 	char *text;                  /* exactly as written: "[127.0.0.1]:10025" */
 	enum relay_proto proto;
@@ -68,7 +68,7 @@ struct relay_dest {
 };
 
 enum bare_newline_mode { BARE_NEWLINE_REJECT, BARE_NEWLINE_NORMALIZE };
-/* Postfix smtp_tls_security_level (downstream-relay.md §3), weakest first:
+/* Postfix smtp_tls_security_level (docs/design.md §7), weakest first:
  * the code compares levels with >=. */
 enum relay_tls_level {
 	RELAY_TLS_NONE,

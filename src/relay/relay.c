@@ -110,7 +110,7 @@ void relay_txn_send_mail(struct relay_txn *t)
 	struct relay_conn *rc = t->rc;
 	const struct smtp_caps *caps = &rc->caps;
 	struct smtp_mail_args a = t->mail;
-	/* Pass on only what the downstream announced (downstream-relay.md §7). */
+	/* Pass on only what the downstream announced (docs/design.md §7). */
 	if (!caps->size_present)
 		a.has_size = false;
 	if (!caps->eightbitmime)
@@ -243,7 +243,7 @@ void relay_txn_end(struct relay_txn *t)
 /* LMTP answers once per recipient (RFC 2033 §4.2). The client gets one
  * reply: all delivered → the first 250; none → the first failure; mixed →
  * 451, because a 250 would lose the failed ones and a queue-less server
- * cannot send a bounce (downstream-relay.md §6). */
+ * cannot send a bounce (docs/design.md §7). */
 void relay_txn_lmtp_reply(struct relay_txn *t, const struct smtp_reply *r)
 {
 	struct relay_conn *rc = t->rc;

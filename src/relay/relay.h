@@ -5,11 +5,11 @@
  * opens one, trying the destinations in order until one greets us), forwards
  * MAIL, each RCPT and DATA one at a time, and passes every downstream verdict
  * back through its callback, exactly once per call. Failures of the path
- * itself become the 4xx replies of downstream-relay.md §6; a downstream
+ * itself become the 4xx replies of docs/design.md §7; a downstream
  * 4xx/5xx is passed through. A transaction freed before its end is aborted
  * downstream without the final dot (docs/design.md invariant 2).
  *
- * Smarthost rules (downstream-relay.md §2-4, §6):
+ * Smarthost rules (docs/design.md §7):
  *   route        sender_relay_maps (sender, user@domain, @domain; "<>" for
  *                the null sender; DUNNO = no answer), else relayhost; a
  *                route lists destinations tried in order until MAIL is

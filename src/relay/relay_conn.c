@@ -75,7 +75,7 @@ static void relay_conn_enter(struct relay_conn *rc, enum relay_state st)
 }
 
 /* What went wrong on the path, for the reply to the client
- * (downstream-relay.md §6 mapping table). */
+ * (docs/design.md §7). */
 enum relay_fail {
 	RELAY_FAIL_PATH, /* connect, greeting, EHLO, lost connection: 4.4.x */
 	RELAY_FAIL_TLS,  /* TLS required but unavailable or unverifiable: 4.7.5 */
@@ -150,7 +150,7 @@ static void relay_conn_on_close(struct conn *c, void *ctx)
 
 /* The path failed before or during a command: try the next destination if
  * the downstream has not accepted MAIL yet (docs/design.md §7), else tell the
- * client what happened with a 4xx (downstream-relay.md §6). The log line
+ * client what happened with a 4xx (docs/design.md §7). The log line
  * names the relay and what it said, for the admin; the client hears only
  * the class of the problem. */
 #define RELAY_WHY_TIMEOUT "timeout"
@@ -519,7 +519,7 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 		}
 		relay_conn_enter(rc, RS_TLS);
 		/* conn_tls_start drops anything buffered after the 220: the
-		   client-side twin of CVE-2011-0411 (downstream-relay.md §3). */
+		   client-side twin of CVE-2011-0411 (docs/design.md §7). */
 		relay_conn_tls_begin(rc);
 		return;
 	case RS_AUTH_PLAIN:

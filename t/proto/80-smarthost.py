@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Smarthost relaying through a real Postfix (downstream-relay.md §3-4, §6;
+"""Smarthost relaying through a real Postfix (docs/design.md §7;
 docs/design.md §7, invariants 2 and 8):
 
   * TLS policy: STARTTLS with encrypt/verify/secure, implicit TLS with the

@@ -2,7 +2,7 @@
 """A hostile downstream (issue 5): the relay's reply parser and state machine
 survive oversized, truncated and interleaved replies, and plaintext injected
 after STARTTLS's 220 is discarded (the client-side twin of CVE-2011-0411,
-downstream-relay.md §3, docs/design.md invariant 6). Whatever the relay does, the
+docs/design.md §7, docs/design.md invariant 6). Whatever the relay does, the
 client never gets a 250 the relay did not give for its own end of data
 (invariant 2), and submitd keeps running."""
 import os

@@ -1,12 +1,13 @@
-/* test-relay-keys: the pure parts of relay/relay.c.
+/* test-relay-keys: the pure parts of the relay (src/relay/relay_route.c,
+ * relay_hdr_filter.c).
  *
  * - sender_relay_maps keys: Postfix sender_dependent_relayhost_maps order
  *   (full address, without extension, @domain; "<>" for the null sender,
- *   empty_address_relayhost_maps_lookup_key) — downstream-relay.md §2;
+ *   empty_address_relayhost_maps_lookup_key) (Postfix postconf(5));
  * - relay_password_maps keys: smtp_sasl_passwd_lookup() order (sender keys
  *   only with sender_dependent_authentication and a non-null sender, then
  *   the host name, then the destination as written without a transport
- *   prefix) — downstream-relay.md §4;
+ *   prefix) (Postfix postconf(5));
  * - "user:password" split at the first ':';
  * - the relay_auth_header filter, whole buffer and one byte at a time.
  */
