@@ -14,6 +14,7 @@
 #include "net/conn.h"
 #include "net/proxy.h"
 #include "policy/auth.h"
+#include "policy/message.h"
 #include "policy/policy.h"
 #include "policy/sender_login.h"
 #include "relay/relay.h"
@@ -58,15 +59,7 @@ struct session {
 
 	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */
 	struct sender_login_req *sender_req;
-	struct sender_login_hdr hdr;     /* the From:/Sender: addresses, whole */
-	struct sender_login_req *hdr_req[SENDER_LOGIN_HDR_MAX];
-	struct session_hdr_check {
-		struct session *s;
-		unsigned idx;
-	} hdr_check[SENDER_LOGIN_HDR_MAX];
-	unsigned hdr_pending;
-	int hdr_verdict;                 /* 0, or the reply code that refuses the message */
-	char hdr_reply[600];
+	struct message_check hdr_check;
 	bool end_waiting;                /* end of data seen, header checks still out */
 
 	/* content */
@@ -101,7 +94,7 @@ static uint64_t session_busy_take(struct session *s)
 	return t;
 }
 
-static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const char *owners);
+static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res);
 static void session_relay_cb_do(void *ctx, const struct smtp_reply *r);
 static void session_relay_drain_do(void *ctx);
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r);
@@ -140,11 +133,7 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 static void session_txn_reset(struct session *s)
 {
 	sender_login_cancel(&s->sender_req);
-	for (unsigned i = 0; i < SENDER_LOGIN_HDR_MAX; i++)
-		sender_login_cancel(&s->hdr_req[i]);
-	sender_login_header_free(&s->hdr);
-	s->hdr_pending = 0;
-	s->hdr_verdict = 0;
+	message_check_reset(&s->hdr_check);
 	s->end_waiting = false;
 	relay_txn_free(&s->relay);
 	s->relay_step = RELAY_IDLE;
@@ -166,75 +155,22 @@ static void session_complete(struct session *s, const struct smtp_reply *r)
 	smtp_server_complete(s->server, r->code, r->enh, r->text);
 }
 
-/* ---- RFC 6409 §8 fix-ups and the Received: header (RFC 5321 §4.4) ---- */
-
-static void session_rfc5322_date(time_t t, char *out, size_t outsz)
+/* What the Received: field says of this session (policy/message.h). */
+static struct message_trace session_trace(struct session *s, char *tls, size_t tlssz)
 {
-	struct tm tm;
-	localtime_r(&t, &tm);
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	long off = tm.tm_gmtoff / 60;
-	char sign = off < 0 ? '-' : '+';
-	if (off < 0)
-		off = -off;
-	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday], tm.tm_mday,
-		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60,
-		 off % 60);
-}
-
-static void session_received(struct session *s, struct buf *out, const char *date)
-{
-	const char *user = smtp_server_user(s->server);
-	bool tls = s->conn->tls_active;
-	char helo[128];
-	log_sanitize(helo, sizeof(helo), smtp_server_helo(s->server), strlen(smtp_server_helo(s->server)));
-	/* RFC 3848 protocol names. */
-	const char *proto = smtp_server_smtputf8(s->server) ? "UTF8SMTP"
-			    : smtp_server_esmtp(s->server) ? "ESMTP"
-							    : "SMTP";
-	bool v6 = strchr(s->ip, ':') != NULL;
-	buf_printf(out, "Received: from %s ([%s%s])\r\n", helo, v6 ? "IPv6:" : "", s->ip);
-	if (tls) {
-		char desc[160];
-		conn_tls_describe(s->conn, desc, sizeof(desc));
-		buf_printf(out, "\t(using %s)\r\n", desc);
-	}
-	if (user != NULL) {
-		char u[128];
-		log_sanitize(u, sizeof(u), user, strlen(user));
-		buf_printf(out, "\t(Authenticated sender: %s)\r\n", u);
-	}
-	buf_printf(out, "\tby %s (submitd) with %s%s%s id %s", s->cfg->myhostname, proto,
-		   tls ? "S" : "", user != NULL ? "A" : "", s->id);
-	/* "for" only with a single recipient: it would disclose Bcc's. */
-	if (s->nrcpt == 1)
-		buf_printf(out, "\r\n\tfor <%s>", s->first_rcpt);
-	buf_printf(out, "; %s\r\n", date);
-}
-
-/* What session_emit_header() adds at most, for the SIZE= declared
- * downstream (RFC 1870 §6: the size that will be sent, not the client's).
- * When the downstream MAIL goes out, the Received: field is known but for
- * its date and its "for <rcpt>" (recipients are final only at DATA), and the
- * header section is not read yet: those, Date: and Message-ID: are counted
- * at their longest, so this is an upper bound, never an underestimate. */
-static uint64_t session_added_max(struct session *s)
-{
-	struct buf b = BUF_INIT;
-	unsigned nrcpt = s->nrcpt;
-	s->nrcpt = 0;
-	session_received(s, &b, "");
-	s->nrcpt = nrcpt;
-	uint64_t n = buf_len(&b);
-	buf_free(&b);
-	const size_t date = 63; /* session_rfc5322_date()'s buffer */
-	n += date + sizeof("\r\n\tfor <>") - 1 + SMTP_PATH_MAX;
-	n += sizeof("Date: \r\n") - 1 + date;
-	n += sizeof("Message-ID: <YYYYmmddHHMMSS.@>\r\n") - 1 + strlen(s->id) +
-	     strlen(s->cfg->myhostname);
-	return n + 4; /* CRLF closing an unterminated field, CRLF before a bare body */
+	if (s->conn->tls_active)
+		conn_tls_describe(s->conn, tls, tlssz);
+	return (struct message_trace){
+		.helo = smtp_server_helo(s->server),
+		.ip = s->ip,
+		.tls = s->conn->tls_active ? tls : NULL,
+		.user = smtp_server_user(s->server),
+		.esmtp = smtp_server_esmtp(s->server),
+		.smtputf8 = smtp_server_smtputf8(s->server),
+		.by = s->cfg->myhostname,
+		.id = s->id,
+		.rcpt = s->nrcpt == 1 ? s->first_rcpt : NULL,
+	};
 }
 
 static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
@@ -247,86 +183,11 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 	}
 }
 
-/* ---- From:/Sender: must belong to the login too (header_from_policy) ---- */
-
 static void session_finish_data(struct session *s);
 static struct sender_login *session_sender_login(struct session *s);
 
-/* An address for a reply or a log line: sanitised, and shortened (the
- * check itself always used the whole address). */
-static void session_hdr_show(char *out, size_t outsz, const char *addr)
-{
-	size_t n = strlen(addr);
-	log_sanitize(out, outsz, addr, n > 300 ? 300 : n);
-	if (n > 300)
-		snprintf(out + strlen(out), outsz - strlen(out), "...");
-}
-
-static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const char *owners)
-{
-	struct session_hdr_check *hc = ctx;
-	struct session *s = hc->s;
-	unsigned i = hc->idx;
-	s->hdr_req[i] = NULL;
-	s->hdr_pending--;
-	const char *user = smtp_server_user(s->server);
-	const char *field = s->hdr.addrs[i].field;
-	char addr[400];
-	session_hdr_show(addr, sizeof(addr), s->hdr.addrs[i].addr);
-	bool refused = res == SENDER_LOGIN_NOT_OWNED || res == SENDER_LOGIN_NOT_LOGGED_IN;
-	if (res == SENDER_LOGIN_TEMPFAIL && s->hdr_verdict == 0) {
-		s->hdr_verdict = 451;
-		snprintf(s->hdr_reply, sizeof(s->hdr_reply), "451 4.3.0 <%s>: Temporary lookup failure",
-			 addr);
-	} else if (refused) {
-		if (s->cfg->header_from_mode == POLICY_HEADER_WARN) {
-			log_warn("%s: header %s <%s> not owned by user %s (header_from_policy = warn)",
-				 s->id, field, addr, user);
-		} else if (s->hdr_verdict == 0 || s->hdr_verdict == 451) {
-			s->hdr_verdict = 550;
-			snprintf(s->hdr_reply, sizeof(s->hdr_reply),
-				 "550 5.7.1 <%s>: %s header address rejected: not owned by user %s", addr,
-				 field, user);
-		}
-	}
-	if (s->hdr_pending == 0 && s->end_waiting)
-		session_finish_data(s);
-}
-
-/* Starts the ownership checks of From: and Sender: (RFC 6409 §8.1 says the
- * submission server knows the sender; submitd holds it to that). Every
- * address of both fields is looked up whole; a field that cannot be read,
- * holds no address or comes twice is refused (sender_login.h). */
-static void session_header_checks(struct session *s, const struct header_info *hi)
-{
-	const char *user = smtp_server_user(s->server);
-	struct sender_login *sl = session_sender_login(s);
-	if (s->cfg->header_from_mode == POLICY_HEADER_OFF || user == NULL || sl == NULL ||
-	    policy_header_exempt(s->cfg, user))
-		return;
-	if (!sender_login_header_read(buf_data(&s->header), hi, &s->hdr)) {
-		char why[sizeof(s->hdr.refusal)];
-		log_sanitize(why, sizeof(why), s->hdr.refusal, strlen(s->hdr.refusal));
-		if (s->cfg->header_from_mode == POLICY_HEADER_REJECT) {
-			log_info("%s: header check for user %s: %s", s->id, user, why);
-			s->hdr_verdict = 550;
-			snprintf(s->hdr_reply, sizeof(s->hdr_reply), "%s", s->hdr.refusal);
-			return;
-		}
-		log_warn("%s: header check for user %s: %s (header_from_policy = warn)", s->id, user,
-			 why);
-	}
-	for (unsigned i = 0; i < s->hdr.naddrs; i++) {
-		s->hdr_check[i] = (struct session_hdr_check){s, i};
-		s->hdr_pending++;
-		s->hdr_req[i] = sender_login_check_policy(sl, SENDER_LOGIN_REJECT_AUTHENTICATED,
-							  s->hdr.addrs[i].addr, user, session_hdr_cb,
-							  &s->hdr_check[i]);
-	}
-}
-
-/* Sends the held header section, with Received: in front and Date: /
- * Message-ID: added at its end when the client left them out. */
+/* Sends the held header section as policy/message.c writes it, and starts
+ * the From:/Sender: checks (their verdict waits for the end of data). */
 static void session_emit_header(struct session *s, bool at_end)
 {
 	struct header_info hi;
@@ -338,36 +199,21 @@ static void session_emit_header(struct session *s, bool at_end)
 		return;
 	}
 	s->header_done = true;
-	session_header_checks(s, &hi);
+	struct message_check_args ca = {
+		.cfg = s->cfg,
+		.sl = session_sender_login(s),
+		.user = smtp_server_user(s->server),
+		.id = s->id,
+		.cb = session_hdr_cb,
+		.ctx = s,
+	};
+	message_check_start(&s->hdr_check, &ca, buf_data(&s->header), &hi);
 	const uint8_t *h = buf_data(&s->header);
 	size_t hlen = hi.header_len;
-	/* Where the header fields end: before the empty line if there is one. */
-	size_t fields_end = hlen;
-	bool has_empty = false;
-	if (hlen >= 2 && h[hlen - 2] == '\r' && h[hlen - 1] == '\n' &&
-	    (hlen == 2 || (hlen >= 4 && h[hlen - 4] == '\r' && h[hlen - 3] == '\n'))) {
-		fields_end = hlen - 2;
-		has_empty = true;
-	}
-	char date[64];
-	session_rfc5322_date(s->data_time, date, sizeof(date));
+	char tls[160];
+	struct message_trace t = session_trace(s, tls, sizeof(tls));
 	struct buf out = BUF_INIT;
-	session_received(s, &out, date);
-	buf_append(&out, h, fields_end);
-	if (fields_end > 0 && !(h[fields_end - 1] == '\n'))
-		buf_append(&out, "\r\n", 2); /* unterminated last field (BDAT) */
-	if (!hi.has_date)
-		buf_printf(&out, "Date: %s\r\n", date);
-	if (!hi.has_message_id) {
-		struct tm tm;
-		gmtime_r(&s->data_time, &tm);
-		char stamp[32];
-		strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
-		buf_printf(&out, "Message-ID: <%s.%s@%s>\r\n", stamp, s->id, s->cfg->myhostname);
-	}
-	/* A body that began without an empty line gets one, so it stays body. */
-	if (has_empty || hlen < buf_len(&s->header))
-		buf_append(&out, "\r\n", 2);
+	message_header(&t, s->data_time, h, &hi, hlen < buf_len(&s->header), &out);
 	session_relay_write(s, buf_data(&out), buf_len(&out));
 	buf_free(&out);
 	session_relay_write(s, h + hlen, buf_len(&s->header) - hlen);
@@ -439,31 +285,13 @@ void session_worker_done(struct worker *w)
 	session_sl_collect(w, true);
 }
 
-/* Turns "553 5.7.1 text" from sender_login_reply() into a completion. */
-static void session_complete_line(struct session *s, const char *line)
-{
-	struct smtp_reply r = {0};
-	char enh[16] = "";
-	int off = 0;
-	if (sscanf(line, "%d %15s %n", &r.code, enh, &off) < 2 || off == 0) {
-		r.code = 451;
-		snprintf(r.enh, sizeof(r.enh), "4.3.0");
-		snprintf(r.text, sizeof(r.text), "Error: internal policy failure");
-	} else {
-		snprintf(r.enh, sizeof(r.enh), "%s", enh);
-		snprintf(r.text, sizeof(r.text), "%s", line + off);
-	}
-	session_complete(s, &r);
-}
-
 static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners)
 {
 	struct session *s = ctx;
 	s->sender_req = NULL;
-	char line[512];
-	if (sender_login_reply(res, s->mail.path.addr, smtp_server_user(s->server), line,
-			       sizeof(line)) > 0) {
-		session_complete_line(s, line);
+	struct smtp_reply no;
+	if (sender_login_reply(res, s->mail.path.addr, smtp_server_user(s->server), &no)) {
+		session_complete(s, &no);
 		return;
 	}
 	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
@@ -505,8 +333,11 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
 		struct smtp_mail_args m = s->mail;
-		if (m.has_size)
-			m.size += session_added_max(s);
+		if (m.has_size) {
+			char tls[160];
+			struct message_trace t = session_trace(s, tls, sizeof(tls));
+			m.size += message_added_max(&t);
+		}
 		relay_txn_mail(s->relay, &m);
 		return;
 	}
@@ -549,7 +380,7 @@ static void session_be_data_end(void *ctx, const struct smtp_server_data_info *i
 	s->msg_size = info->size;
 	if (!s->header_done && !s->header_too_big)
 		session_emit_header(s, true);
-	if (s->hdr_pending > 0) {
+	if (message_check_pending(&s->hdr_check)) {
 		s->end_waiting = true; /* the last header check finishes the message */
 		return;
 	}
@@ -567,11 +398,11 @@ static void session_finish_data(struct session *s)
 		session_complete(s, &r);
 		return;
 	}
-	if (s->hdr_verdict != 0) {
-		char line[sizeof(s->hdr_reply)];
-		snprintf(line, sizeof(line), "%s", s->hdr_reply);
+	const struct smtp_reply *verdict = message_check_verdict(&s->hdr_check);
+	if (verdict != NULL) {
+		struct smtp_reply r = *verdict;
 		session_txn_reset(s);
-		session_complete_line(s, line);
+		session_complete(s, &r);
 		return;
 	}
 	if (s->relay == NULL) {
@@ -882,9 +713,17 @@ static void session_on_close(struct conn *c, void *ctx)
 	worker_session_gone(w);
 }
 
+static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res)
+{
+	if (message_check_answer(slot, res) && s->end_waiting)
+		session_finish_data(s);
+}
+
 static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners)
 {
-	SESSION_TIMED(((struct session_hdr_check *)ctx)->s, session_hdr_cb_do(ctx, res, owners));
+	(void)owners;
+	struct session *s = message_check_ctx(ctx);
+	SESSION_TIMED(s, session_hdr_cb_do(s, ctx, res));
 }
 
 static void session_relay_cb(void *ctx, const struct smtp_reply *r)
