@@ -1,127 +1,27 @@
+/* session: the order of the chain, server -> policy -> relay (session.h);
+ * the connection around it is session_conn.c's. */
 #include "config.h"
-#include "session.h"
+#include "session_impl.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "core/buf.h"
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
-#include "net/conn.h"
-#include "net/listener.h"
-#include "net/proxy.h"
-#include "policy/auth.h"
 #include "policy/policy.h"
-#include "policy/sender_login.h"
-#include "relay/relay.h"
 #include "smtp/header.h"
-#include "smtp/server.h"
 
-struct session {
-	struct worker *w;
-	struct config *cfg;
-	struct session *next, *prev;
-	const struct listen_cfg *listen;
-	struct conn *conn;
-	struct smtp_server *server;
-	struct relay_txn *relay;
-	struct policy_auth *auth;
-	char auth_mechs[256];
-	struct worker_sl *sl_entry;      /* the sender-ownership instance it uses */
-
-	char id[20];
-	char ip[INET6_ADDRSTRLEN];
-	uint16_t port;
-	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
-	struct sockaddr_storage peer;    /* the client (as the PROXY header says, if any) */
-	struct sockaddr_storage local;   /* the address it connected to */
-	char local_ip[INET6_ADDRSTRLEN];
-	uint16_t local_port;
-	bool proxy_wait;                 /* a proxy listener: the header comes first */
-	bool trusted_client;             /* trusted listener, client in mynetworks */
-	char proxied_by[INET6_ADDRSTRLEN + 16];  /* "[ip]:port" of the proxy, for logs */
-	char proxy_ip[INET6_ADDRSTRLEN];
-	uint16_t proxy_port;
-	bool counted;
-	const char *refusing;            /* refused on an implicit-TLS listener: why */
-
-	/* the transaction */
-	struct smtp_mail_args mail;
-	struct smtp_rcpt_args rcpt;      /* the RCPT waiting for the downstream MAIL */
-	bool rcpt_waits_for_mail;
-	unsigned nrcpt;
-	char first_rcpt[SMTP_PATH_MAX + 1];
-	enum { RELAY_IDLE, RELAY_MAIL, RELAY_RCPT, RELAY_DATA, RELAY_END } relay_step;
-
-	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */
-	struct sender_login_req *sender_req;
-	struct sender_login_hdr hdr;     /* the From:/Sender: addresses, whole */
-	struct sender_login_req *hdr_req[SENDER_LOGIN_HDR_MAX];
-	struct session_hdr_check {
-		struct session *s;
-		unsigned idx;
-	} hdr_check[SENDER_LOGIN_HDR_MAX];
-	unsigned hdr_pending;
-	int hdr_verdict;                 /* 0, or the reply code that refuses the message */
-	char hdr_reply[600];
-	bool end_waiting;                /* end of data seen, header checks still out */
-
-	/* content */
-	struct buf header;               /* held until the header section is complete */
-	bool header_done;
-	bool header_too_big;
-	bool input_paused;               /* back-pressure from the downstream */
-	bool input_full;                 /* reading stopped while the server was busy */
-	time_t data_time;
-	uint64_t msg_size;
-	uint64_t deadline;               /* loop time when session_timeout ends it */
-	/* The time submitd's own handlers spent on this session since the last
-	   message (docs/benchmarks.md: the latency submitd adds, without the waits
-	   for Dovecot, MySQL and the downstream), logged per message. */
-	uint64_t busy_ns;
-	uint64_t busy_t0;
-};
-
-/* ---- helpers ---- */
-
-
-/* ---- timing submitd's own work (see busy_ns) ---- */
-
-static void session_busy_begin(struct session *s) { s->busy_t0 = uv_hrtime(); }
-static void session_busy_end(struct session *s) { s->busy_ns += uv_hrtime() - s->busy_t0; }
-/* The own time so far, including the handler now running; restarts the count. */
-static uint64_t session_busy_take(struct session *s)
-{
-	uint64_t now = uv_hrtime(), t = s->busy_ns + (now - s->busy_t0);
-	s->busy_ns = 0;
-	s->busy_t0 = now;
-	return t;
-}
-
-static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const char *owners);
+static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res);
 static void session_relay_cb_do(void *ctx, const struct smtp_reply *r);
 static void session_relay_drain_do(void *ctx);
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r);
 static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners);
-static void session_on_data_do(struct conn *c, void *ctx);
-static void session_refuse(struct session *s, const char *why);
-
-#define SESSION_TIMED(s, call)                                                                 \
-	do {                                                                                   \
-		struct session *timed_ = (s);                                                  \
-		session_busy_begin(timed_);                                                    \
-		call;                                                                          \
-		session_busy_end(timed_);                                                      \
-	} while (0)
 
 static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
 static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners);
-static void session_on_data(struct conn *c, void *ctx);
 
 static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 {
@@ -138,14 +38,10 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 		 r->text);
 }
 
-static void session_txn_reset(struct session *s)
+void session_txn_reset(struct session *s)
 {
 	sender_login_cancel(&s->sender_req);
-	for (unsigned i = 0; i < SENDER_LOGIN_HDR_MAX; i++)
-		sender_login_cancel(&s->hdr_req[i]);
-	sender_login_header_free(&s->hdr);
-	s->hdr_pending = 0;
-	s->hdr_verdict = 0;
+	message_check_reset(&s->hdr_check);
 	s->end_waiting = false;
 	relay_txn_free(&s->relay);
 	s->relay_step = RELAY_IDLE;
@@ -167,75 +63,22 @@ static void session_complete(struct session *s, const struct smtp_reply *r)
 	smtp_server_complete(s->server, r->code, r->enh, r->text);
 }
 
-/* ---- RFC 6409 §8 fix-ups and the Received: header (RFC 5321 §4.4) ---- */
-
-static void session_rfc5322_date(time_t t, char *out, size_t outsz)
+/* What the Received: field says of this session (policy/message.h). */
+static struct message_trace session_trace(struct session *s, char *tls, size_t tlssz)
 {
-	struct tm tm;
-	localtime_r(&t, &tm);
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	long off = tm.tm_gmtoff / 60;
-	char sign = off < 0 ? '-' : '+';
-	if (off < 0)
-		off = -off;
-	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday], tm.tm_mday,
-		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60,
-		 off % 60);
-}
-
-static void session_received(struct session *s, struct buf *out, const char *date)
-{
-	const char *user = smtp_server_user(s->server);
-	bool tls = s->conn->tls_active;
-	char helo[128];
-	log_sanitize(helo, sizeof(helo), smtp_server_helo(s->server), strlen(smtp_server_helo(s->server)));
-	/* RFC 3848 protocol names. */
-	const char *proto = smtp_server_smtputf8(s->server) ? "UTF8SMTP"
-			    : smtp_server_esmtp(s->server) ? "ESMTP"
-							    : "SMTP";
-	bool v6 = strchr(s->ip, ':') != NULL;
-	buf_printf(out, "Received: from %s ([%s%s])\r\n", helo, v6 ? "IPv6:" : "", s->ip);
-	if (tls) {
-		char desc[160];
-		conn_tls_describe(s->conn, desc, sizeof(desc));
-		buf_printf(out, "\t(using %s)\r\n", desc);
-	}
-	if (user != NULL) {
-		char u[128];
-		log_sanitize(u, sizeof(u), user, strlen(user));
-		buf_printf(out, "\t(Authenticated sender: %s)\r\n", u);
-	}
-	buf_printf(out, "\tby %s (submitd) with %s%s%s id %s", s->cfg->myhostname, proto,
-		   tls ? "S" : "", user != NULL ? "A" : "", s->id);
-	/* "for" only with a single recipient: it would disclose Bcc's. */
-	if (s->nrcpt == 1)
-		buf_printf(out, "\r\n\tfor <%s>", s->first_rcpt);
-	buf_printf(out, "; %s\r\n", date);
-}
-
-/* What session_emit_header() adds at most, for the SIZE= declared
- * downstream (RFC 1870 §6: the size that will be sent, not the client's).
- * When the downstream MAIL goes out, the Received: field is known but for
- * its date and its "for <rcpt>" (recipients are final only at DATA), and the
- * header section is not read yet: those, Date: and Message-ID: are counted
- * at their longest, so this is an upper bound, never an underestimate. */
-static uint64_t session_added_max(struct session *s)
-{
-	struct buf b = BUF_INIT;
-	unsigned nrcpt = s->nrcpt;
-	s->nrcpt = 0;
-	session_received(s, &b, "");
-	s->nrcpt = nrcpt;
-	uint64_t n = buf_len(&b);
-	buf_free(&b);
-	const size_t date = 63; /* session_rfc5322_date()'s buffer */
-	n += date + sizeof("\r\n\tfor <>") - 1 + SMTP_PATH_MAX;
-	n += sizeof("Date: \r\n") - 1 + date;
-	n += sizeof("Message-ID: <YYYYmmddHHMMSS.@>\r\n") - 1 + strlen(s->id) +
-	     strlen(s->cfg->myhostname);
-	return n + 4; /* CRLF closing an unterminated field, CRLF before a bare body */
+	if (s->conn->tls_active)
+		conn_tls_describe(s->conn, tls, tlssz);
+	return (struct message_trace){
+		.helo = smtp_server_helo(s->server),
+		.ip = s->ip,
+		.tls = s->conn->tls_active ? tls : NULL,
+		.user = smtp_server_user(s->server),
+		.esmtp = smtp_server_esmtp(s->server),
+		.smtputf8 = smtp_server_smtputf8(s->server),
+		.by = s->cfg->myhostname,
+		.id = s->id,
+		.rcpt = s->nrcpt == 1 ? s->first_rcpt : NULL,
+	};
 }
 
 static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
@@ -248,86 +91,11 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 	}
 }
 
-/* ---- From:/Sender: must belong to the login too (header_from_policy) ---- */
-
 static void session_finish_data(struct session *s);
 static struct sender_login *session_sender_login(struct session *s);
 
-/* An address for a reply or a log line: sanitised, and shortened (the
- * check itself always used the whole address). */
-static void session_hdr_show(char *out, size_t outsz, const char *addr)
-{
-	size_t n = strlen(addr);
-	log_sanitize(out, outsz, addr, n > 300 ? 300 : n);
-	if (n > 300)
-		snprintf(out + strlen(out), outsz - strlen(out), "...");
-}
-
-static void session_hdr_cb_do(void *ctx, enum sender_login_result res, const char *owners)
-{
-	struct session_hdr_check *hc = ctx;
-	struct session *s = hc->s;
-	unsigned i = hc->idx;
-	s->hdr_req[i] = NULL;
-	s->hdr_pending--;
-	const char *user = smtp_server_user(s->server);
-	const char *field = s->hdr.addrs[i].field;
-	char addr[400];
-	session_hdr_show(addr, sizeof(addr), s->hdr.addrs[i].addr);
-	bool refused = res == SENDER_LOGIN_NOT_OWNED || res == SENDER_LOGIN_NOT_LOGGED_IN;
-	if (res == SENDER_LOGIN_TEMPFAIL && s->hdr_verdict == 0) {
-		s->hdr_verdict = 451;
-		snprintf(s->hdr_reply, sizeof(s->hdr_reply), "451 4.3.0 <%s>: Temporary lookup failure",
-			 addr);
-	} else if (refused) {
-		if (s->cfg->header_from_mode == POLICY_HEADER_WARN) {
-			log_warn("%s: header %s <%s> not owned by user %s (header_from_policy = warn)",
-				 s->id, field, addr, user);
-		} else if (s->hdr_verdict == 0 || s->hdr_verdict == 451) {
-			s->hdr_verdict = 550;
-			snprintf(s->hdr_reply, sizeof(s->hdr_reply),
-				 "550 5.7.1 <%s>: %s header address rejected: not owned by user %s", addr,
-				 field, user);
-		}
-	}
-	if (s->hdr_pending == 0 && s->end_waiting)
-		session_finish_data(s);
-}
-
-/* Starts the ownership checks of From: and Sender: (RFC 6409 §8.1 says the
- * submission server knows the sender; submitd holds it to that). Every
- * address of both fields is looked up whole; a field that cannot be read,
- * holds no address or comes twice is refused (sender_login.h). */
-static void session_header_checks(struct session *s, const struct header_info *hi)
-{
-	const char *user = smtp_server_user(s->server);
-	struct sender_login *sl = session_sender_login(s);
-	if (s->cfg->header_from_mode == POLICY_HEADER_OFF || user == NULL || sl == NULL ||
-	    policy_header_exempt(s->cfg, user))
-		return;
-	if (!sender_login_header_read(buf_data(&s->header), hi, &s->hdr)) {
-		char why[sizeof(s->hdr.refusal)];
-		log_sanitize(why, sizeof(why), s->hdr.refusal, strlen(s->hdr.refusal));
-		if (s->cfg->header_from_mode == POLICY_HEADER_REJECT) {
-			log_info("%s: header check for user %s: %s", s->id, user, why);
-			s->hdr_verdict = 550;
-			snprintf(s->hdr_reply, sizeof(s->hdr_reply), "%s", s->hdr.refusal);
-			return;
-		}
-		log_warn("%s: header check for user %s: %s (header_from_policy = warn)", s->id, user,
-			 why);
-	}
-	for (unsigned i = 0; i < s->hdr.naddrs; i++) {
-		s->hdr_check[i] = (struct session_hdr_check){s, i};
-		s->hdr_pending++;
-		s->hdr_req[i] = sender_login_check_policy(sl, SENDER_LOGIN_REJECT_AUTHENTICATED,
-							  s->hdr.addrs[i].addr, user, session_hdr_cb,
-							  &s->hdr_check[i]);
-	}
-}
-
-/* Sends the held header section, with Received: in front and Date: /
- * Message-ID: added at its end when the client left them out. */
+/* Sends the held header section as policy/message.c writes it, and starts
+ * the From:/Sender: checks (their verdict waits for the end of data). */
 static void session_emit_header(struct session *s, bool at_end)
 {
 	struct header_info hi;
@@ -339,36 +107,21 @@ static void session_emit_header(struct session *s, bool at_end)
 		return;
 	}
 	s->header_done = true;
-	session_header_checks(s, &hi);
+	struct message_check_args ca = {
+		.cfg = s->cfg,
+		.sl = session_sender_login(s),
+		.user = smtp_server_user(s->server),
+		.id = s->id,
+		.cb = session_hdr_cb,
+		.ctx = s,
+	};
+	message_check_start(&s->hdr_check, &ca, buf_data(&s->header), &hi);
 	const uint8_t *h = buf_data(&s->header);
 	size_t hlen = hi.header_len;
-	/* Where the header fields end: before the empty line if there is one. */
-	size_t fields_end = hlen;
-	bool has_empty = false;
-	if (hlen >= 2 && h[hlen - 2] == '\r' && h[hlen - 1] == '\n' &&
-	    (hlen == 2 || (hlen >= 4 && h[hlen - 4] == '\r' && h[hlen - 3] == '\n'))) {
-		fields_end = hlen - 2;
-		has_empty = true;
-	}
-	char date[64];
-	session_rfc5322_date(s->data_time, date, sizeof(date));
+	char tls[160];
+	struct message_trace t = session_trace(s, tls, sizeof(tls));
 	struct buf out = BUF_INIT;
-	session_received(s, &out, date);
-	buf_append(&out, h, fields_end);
-	if (fields_end > 0 && !(h[fields_end - 1] == '\n'))
-		buf_append(&out, "\r\n", 2); /* unterminated last field (BDAT) */
-	if (!hi.has_date)
-		buf_printf(&out, "Date: %s\r\n", date);
-	if (!hi.has_message_id) {
-		struct tm tm;
-		gmtime_r(&s->data_time, &tm);
-		char stamp[32];
-		strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
-		buf_printf(&out, "Message-ID: <%s.%s@%s>\r\n", stamp, s->id, s->cfg->myhostname);
-	}
-	/* A body that began without an empty line gets one, so it stays body. */
-	if (has_empty || hlen < buf_len(&s->header))
-		buf_append(&out, "\r\n", 2);
+	message_header(&t, s->data_time, h, &hi, hlen < buf_len(&s->header), &out);
 	session_relay_write(s, buf_data(&out), buf_len(&out));
 	buf_free(&out);
 	session_relay_write(s, h + hlen, buf_len(&s->header) - hlen);
@@ -414,7 +167,7 @@ static struct sender_login *session_sender_login(struct session *s)
  * sessions uses (the snapshot may still be held by another worker: each
  * worker has its own instances and MySQL connections). Their tables close
  * through the loop, so the snapshot itself is let go one pass later. */
-static void session_sl_collect(struct worker *w, bool all)
+void session_sl_collect(struct worker *w, bool all)
 {
 	for (struct worker_sl **pp = &w->sl_list; *pp != NULL;) {
 		struct worker_sl *i = *pp;
@@ -440,31 +193,13 @@ void session_worker_done(struct worker *w)
 	session_sl_collect(w, true);
 }
 
-/* Turns "553 5.7.1 text" from sender_login_reply() into a completion. */
-static void session_complete_line(struct session *s, const char *line)
-{
-	struct smtp_reply r = {0};
-	char enh[16] = "";
-	int off = 0;
-	if (sscanf(line, "%d %15s %n", &r.code, enh, &off) < 2 || off == 0) {
-		r.code = 451;
-		snprintf(r.enh, sizeof(r.enh), "4.3.0");
-		snprintf(r.text, sizeof(r.text), "Error: internal policy failure");
-	} else {
-		snprintf(r.enh, sizeof(r.enh), "%s", enh);
-		snprintf(r.text, sizeof(r.text), "%s", line + off);
-	}
-	session_complete(s, &r);
-}
-
 static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners)
 {
 	struct session *s = ctx;
 	s->sender_req = NULL;
-	char line[512];
-	if (sender_login_reply(res, s->mail.path.addr, smtp_server_user(s->server), line,
-			       sizeof(line)) > 0) {
-		session_complete_line(s, line);
+	struct smtp_reply no;
+	if (sender_login_reply(res, s->mail.path.addr, smtp_server_user(s->server), &no)) {
+		session_complete(s, &no);
 		return;
 	}
 	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
@@ -506,8 +241,11 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
 		struct smtp_mail_args m = s->mail;
-		if (m.has_size)
-			m.size += session_added_max(s);
+		if (m.has_size) {
+			char tls[160];
+			struct message_trace t = session_trace(s, tls, sizeof(tls));
+			m.size += message_added_max(&t);
+		}
 		relay_txn_mail(s->relay, &m);
 		return;
 	}
@@ -550,7 +288,7 @@ static void session_be_data_end(void *ctx, const struct smtp_server_data_info *i
 	s->msg_size = info->size;
 	if (!s->header_done && !s->header_too_big)
 		session_emit_header(s, true);
-	if (s->hdr_pending > 0) {
+	if (message_check_pending(&s->hdr_check)) {
 		s->end_waiting = true; /* the last header check finishes the message */
 		return;
 	}
@@ -568,11 +306,11 @@ static void session_finish_data(struct session *s)
 		session_complete(s, &r);
 		return;
 	}
-	if (s->hdr_verdict != 0) {
-		char line[sizeof(s->hdr_reply)];
-		snprintf(line, sizeof(line), "%s", s->hdr_reply);
+	const struct smtp_reply *verdict = message_check_verdict(&s->hdr_check);
+	if (verdict != NULL) {
+		struct smtp_reply r = *verdict;
 		session_txn_reset(s);
-		session_complete_line(s, line);
+		session_complete(s, &r);
 		return;
 	}
 	if (s->relay == NULL) {
@@ -705,7 +443,7 @@ static const char *session_be_auth_mechs(void *ctx)
 	return s->auth_mechs;
 }
 
-static const struct smtp_server_backend session_backend = {
+const struct smtp_server_backend session_backend = {
 	.mail = session_be_mail,
 	.rcpt = session_be_rcpt,
 	.data = session_be_data,
@@ -718,174 +456,17 @@ static const struct smtp_server_backend session_backend = {
 	.auth_mechs = session_be_auth_mechs,
 };
 
-/* ---- the server's transport ---- */
-
-static void session_io_write(void *ctx, const void *p, size_t n)
+static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res)
 {
-	struct session *s = ctx;
-	conn_write(s->conn, p, n);
-}
-
-static void session_io_starttls(void *ctx)
-{
-	struct session *s = ctx;
-	int r = conn_tls_start(s->conn, true, s->cfg->tls_creds, s->cfg->tls_prio, NULL, false,
-			       &s->cfg->tls_ticket_key);
-	if (r < 0) {
-		log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));
-		smtp_server_disconnected(s->server);
-		conn_close(s->conn);
-	}
-}
-
-static void session_io_close(void *ctx)
-{
-	struct session *s = ctx;
-	conn_close(s->conn);
-}
-
-static bool session_io_write_blocked(void *ctx)
-{
-	struct session *s = ctx;
-	return conn_write_blocked(s->conn);
-}
-
-static void session_io_input_wanted(void *ctx)
-{
-	struct session *s = ctx;
-	if (!s->input_full)
-		return;
-	s->input_full = false;
-	if (!s->input_paused)
-		conn_read_start(s->conn);
-}
-
-static const struct smtp_server_io session_io = {
-	.write = session_io_write,
-	.write_blocked = session_io_write_blocked,
-	.input_wanted = session_io_input_wanted,
-	.starttls = session_io_starttls,
-	.close = session_io_close,
-};
-
-/* ---- connection events ---- */
-
-/* The idle limit for what the client owes us next (command_timeout, or
- * data_timeout inside message content), never past the session's end. */
-static void session_arm_timer(struct session *s)
-{
-	uint64_t ms = smtp_server_in_content(s->server) ? s->cfg->data_timeout_ms
-							 : s->cfg->command_timeout_ms;
-	uint64_t now = uv_now(&s->w->loop);
-	uint64_t left = s->deadline > now ? s->deadline - now : 0;
-	conn_set_timeout(s->conn, ms < left ? ms : left);
-}
-
-static void session_proxy_input(struct session *s);
-
-static void session_on_data_do(struct conn *c, void *ctx)
-{
-	struct session *s = ctx;
-	if (s->refusing != NULL) {
-		buf_consume(&c->in, buf_len(&c->in)); /* it gets its 421, nothing else */
-		return;
-	}
-	if (s->proxy_wait) {
-		session_proxy_input(s);
-		return;
-	}
-	if (buf_len(&c->in) > 0)
-		smtp_server_input(s->server);
-	/* While output is blocked the conn does not read, so the end of the
-	   input is seen only once what came before it has been answered. */
-	if (c->eof || c->error != 0) {
-		smtp_server_disconnected(s->server);
-		conn_close(c);
-		return;
-	}
-	session_arm_timer(s);
-	/* A client that pipelines faster than we answer waits in the kernel,
-	   not in our memory (docs/design.md invariant 5). */
-	if (smtp_server_busy(s->server) && buf_len(&c->in) > 65536) {
-		s->input_full = true; /* until session_io_input_wanted() */
-		conn_read_stop(c);
-	}
-}
-
-static void session_on_timeout(struct conn *c, void *ctx)
-{
-	struct session *s = ctx;
-	if (s->proxy_wait) {
-		log_info("%s: no complete PROXY header from %s within proxy_timeout", s->id, s->client);
-		conn_abort(c);
-		return;
-	}
-	if (s->refusing != NULL) {
-		log_info("%s: no TLS handshake from refused client %s in time", s->id, s->client);
-		conn_abort(c);
-		return;
-	}
-	if (uv_now(&s->w->loop) >= s->deadline)
-		log_info("%s: session time limit (session_timeout) reached for %s", s->id, s->client);
-	smtp_server_timeout(s->server);
-}
-
-static void session_on_tls(struct conn *c, void *ctx, int err)
-{
-	struct session *s = ctx;
-	if (err != 0) {
-		log_info("%s: TLS handshake failed for %s: %s", s->id, s->client, gnutls_strerror(err));
-		smtp_server_disconnected(s->server);
-		conn_close(c);
-		return;
-	}
-	if (s->refusing != NULL) {
-		session_refuse(s, s->refusing);
-		return;
-	}
-	char desc[160];
-	conn_tls_describe(c, desc, sizeof(desc));
-	bool implicit = s->listen->mode == LISTEN_TLS;
-	log_info("%s: %s: %s", s->id, implicit ? "tls" : "starttls", desc);
-	smtp_server_tls_done(s->server, true);
-	if (implicit)
-		smtp_server_greet(s->server);
-}
-
-static void session_on_close(struct conn *c, void *ctx)
-{
-	struct session *s = ctx;
-	char counters[256] = "commands=0";
-	if (s->server != NULL)
-		smtp_server_counters(s->server, counters, sizeof(counters));
-	log_info("%s: disconnect from %s %s", s->id, s->client, counters);
-	session_txn_reset(s);
-	policy_auth_free(&s->auth);
-	smtp_server_free(&s->server);
-	buf_free(&s->header);
-	if (s->refusing != NULL)
-		s->w->refusing--;
-	if (s->counted)
-		listener_conn_release((struct sockaddr *)&s->peer, s->cfg);
-	struct worker *w = s->w;
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		w->sessions = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	w->nsessions--;
-	if (s->sl_entry != NULL)
-		s->sl_entry->users--;
-	config_unref(&s->cfg);
-	free(s);
-	session_sl_collect(w, false);
-	worker_session_gone(w);
+	if (message_check_answer(slot, res) && s->end_waiting)
+		session_finish_data(s);
 }
 
 static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners)
 {
-	SESSION_TIMED(((struct session_hdr_check *)ctx)->s, session_hdr_cb_do(ctx, res, owners));
+	(void)owners;
+	struct session *s = message_check_ctx(ctx);
+	SESSION_TIMED(s, session_hdr_cb_do(s, ctx, res));
 }
 
 static void session_relay_cb(void *ctx, const struct smtp_reply *r)
@@ -903,216 +484,6 @@ static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
 static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners)
 {
 	SESSION_TIMED(ctx, session_sender_cb_do(ctx, res, owners));
-}
-
-static void session_on_data(struct conn *c, void *ctx) { SESSION_TIMED(ctx, session_on_data_do(c, ctx)); }
-
-static const struct conn_handler session_conn_handler = {
-	.on_data = session_on_data,
-	.on_timeout = session_on_timeout,
-	.on_tls = session_on_tls,
-	.on_close = session_on_close,
-};
-
-static void session_format_addr(const struct sockaddr_storage *ss, char *ip, size_t iplen,
-				uint16_t *port_r)
-{
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, (socklen_t)iplen);
-		*port_r = ntohs(sin6->sin6_port);
-		/* Show IPv4-mapped addresses as IPv4. */
-		if (strncmp(ip, "::ffff:", 7) == 0 && strchr(ip + 7, '.') != NULL)
-			memmove(ip, ip + 7, strlen(ip + 7) + 1);
-	} else {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &sin->sin_addr, ip, (socklen_t)iplen);
-		*port_r = ntohs(sin->sin_port);
-	}
-}
-
-static void session_describe_peer(struct session *s)
-{
-	session_format_addr(&s->peer, s->ip, sizeof(s->ip), &s->port);
-	session_format_addr(&s->local, s->local_ip, sizeof(s->local_ip), &s->local_port);
-	snprintf(s->client, sizeof(s->client), "[%s]:%u", s->ip, s->port);
-}
-
-static void session_begin(struct session *s);
-
-/* A proxy listener: the PROXY header (v1 or v2) must arrive first, from an
- * address in proxy_networks; then the session starts with the client the
- * header names, for logs, mynetworks, limits and Dovecot's rip. */
-static void session_proxy_input(struct session *s)
-{
-	struct conn *c = s->conn;
-	struct proxy_header h;
-	enum proxy_status st = proxy_parse(buf_data(&c->in), buf_len(&c->in), &h);
-	if (st == PROXY_MORE) {
-		if (c->eof || c->error != 0)
-			conn_close(c);
-		return;
-	}
-	if (st == PROXY_BAD) {
-		log_warn("%s: bad PROXY header from %s: %s", s->id, s->client, h.error);
-		conn_abort(c);
-		return;
-	}
-	buf_consume(&c->in, h.len);
-	s->proxy_wait = false;
-	snprintf(s->proxied_by, sizeof(s->proxied_by), "%s", s->client);
-	snprintf(s->proxy_ip, sizeof(s->proxy_ip), "%s", s->ip);
-	s->proxy_port = s->port;
-	if (!h.local) {
-		memcpy(&s->peer, &h.src, sizeof(h.src));
-		memcpy(&s->local, &h.dst, sizeof(h.dst));
-		session_describe_peer(s);
-	}
-	session_begin(s);
-}
-
-void session_accept(struct worker *w, int fd, size_t listen_idx)
-{
-	struct session *s = xcalloc(1, sizeof(*s));
-	s->w = w;
-	s->cfg = config_ref(config_for_listener(w->cfg, listen_idx));
-	s->listen = &s->cfg->listens[listen_idx];
-	s->conn = conn_new(&w->loop, false, &session_conn_handler, s);
-	snprintf(s->id, sizeof(s->id), "%08X%X%04X", (unsigned)time(NULL), w->id & 0xf,
-		 (unsigned)(w->seq++ & 0xffff));
-	s->next = w->sessions;
-	if (w->sessions != NULL)
-		w->sessions->prev = s;
-	w->sessions = s;
-	w->nsessions++;
-
-	if (uv_tcp_open(&s->conn->h.tcp, fd) != 0) {
-		close(fd);
-		conn_abort(s->conn); /* nothing to talk to; the close callback cleans up */
-		return;
-	}
-	uv_tcp_nodelay(&s->conn->h.tcp, 1);
-	int len = sizeof(s->peer);
-	uv_tcp_getpeername(&s->conn->h.tcp, (struct sockaddr *)&s->peer, &len);
-	len = sizeof(s->local);
-	uv_tcp_getsockname(&s->conn->h.tcp, (struct sockaddr *)&s->local, &len);
-	session_describe_peer(s);
-	if (s->listen->proxy) {
-		if (!config_cidr_match(s->cfg->proxy_networks, s->cfg->nproxy_networks,
-				       (struct sockaddr *)&s->peer)) {
-			log_warn("%s: refusing %s on proxy listener %s: not in proxy_networks", s->id,
-				 s->client, s->listen->text);
-			conn_abort(s->conn);
-			return;
-		}
-		s->proxy_wait = true;
-		conn_read_start(s->conn);
-		conn_set_timeout(s->conn, s->cfg->proxy_timeout_ms);
-		return;
-	}
-	session_begin(s);
-}
-
-/* Refusal handshakes in flight per worker, and how long one may take. */
-#define SESSION_REFUSE_TLS_MAX 32
-#define SESSION_REFUSE_TLS_TIMEOUT_MS 10000
-
-/* No greeting for a client over a connection limit: 421 and close
- * (RFC 5321 §3.8). */
-static void session_refuse(struct session *s, const char *why)
-{
-	char line[160];
-	snprintf(line, sizeof(line), "421 4.7.0 %s Error: %s, try again later\r\n",
-		 s->cfg->myhostname, why);
-	conn_write_str(s->conn, line);
-	smtp_server_disconnected(s->server);
-	conn_close(s->conn);
-}
-
-/* Starts the SMTP session once the client is known. */
-static void session_begin(struct session *s)
-{
-	struct worker *w = s->w;
-	const struct config *cfg = s->cfg;
-	struct smtp_caps caps;
-	bool known = relay_pool_caps(w->relay, &caps);
-	struct smtp_server_settings set = {
-		.hostname = cfg->myhostname,
-		.size_limit = cfg->message_size_limit,
-		.line_limit = cfg->line_length_limit,
-		.recipient_limit = cfg->recipient_limit,
-		.error_limit = cfg->error_limit,
-		.newline_mode = cfg->bare_newline == BARE_NEWLINE_NORMALIZE ? SMTP_NEWLINE_NORMALIZE
-									     : SMTP_NEWLINE_REJECT,
-		.starttls_offered = s->listen->mode == LISTEN_STARTTLS,
-		.tls_active = false,
-		.relay_trusted = s->listen->trusted &&
-				 config_cidr_match(cfg->mynetworks, cfg->nmynetworks,
-						   (struct sockaddr *)&s->peer),
-		/* Never offer more than the downstream path takes
-		   (docs/design.md §7); optimistic until first seen. */
-		.eightbitmime = !known || caps.eightbitmime,
-		.smtputf8 = !known || caps.smtputf8,
-		.dsn = !known || caps.dsn,
-	};
-	if (known && caps.size_present && caps.size > 0 && caps.size < set.size_limit)
-		set.size_limit = caps.size;
-	s->server = smtp_server_new(&set, &session_io, &session_backend, s, &s->conn->in, s->id,
-				    s->client);
-	s->trusted_client = set.relay_trusted;
-
-	static const char *const modes[] = {"plain", "starttls", "tls"};
-	log_info("%s: connect from %s to %s (%s%s%s%s)", s->id, s->client, s->listen->text,
-		 modes[s->listen->mode], set.relay_trusted ? ", trusted" : "",
-		 s->proxied_by[0] ? ", via proxy " : "", s->proxied_by);
-
-	const char *why = NULL;
-	if (!listener_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {
-		log_warn("%s: refusing %s: %s", s->id, s->client, why);
-		/* On an implicit-TLS listener the 421 is only readable inside TLS,
-		   so the handshake is done first — for a bounded number at a
-		   time, so a flood cannot turn refusals into handshake work; past
-		   that the connection is closed without a word. */
-		if (s->listen->mode == LISTEN_TLS) {
-			if (w->refusing >= SESSION_REFUSE_TLS_MAX) {
-				smtp_server_disconnected(s->server);
-				conn_abort(s->conn);
-				return;
-			}
-			w->refusing++;
-			s->refusing = why;
-			conn_read_start(s->conn);
-			conn_set_timeout(s->conn, SESSION_REFUSE_TLS_TIMEOUT_MS);
-			conn_requeue_as_tls(s->conn);
-			if (conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false,
-					   &cfg->tls_ticket_key) < 0) {
-				smtp_server_disconnected(s->server);
-				conn_abort(s->conn);
-			}
-			return;
-		}
-		session_refuse(s, why);
-		return;
-	}
-	s->counted = true;
-	s->deadline = uv_now(&w->loop) + cfg->session_timeout_ms;
-	conn_read_start(s->conn);
-	session_arm_timer(s);
-	if (s->listen->mode == LISTEN_TLS) {
-		conn_requeue_as_tls(s->conn); /* what followed a PROXY header */
-		int r = conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false,
-				   &cfg->tls_ticket_key);
-		if (r < 0) {
-			log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));
-			smtp_server_disconnected(s->server);
-			conn_close(s->conn);
-		}
-		return;
-	}
-	smtp_server_greet(s->server);
-	/* Bytes that came with a PROXY header: the client spoke first. */
-	if (buf_len(&s->conn->in) > 0)
-		smtp_server_input(s->server);
 }
 
 void session_log_waiting(struct worker *w, const char *what)

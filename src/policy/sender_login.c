@@ -2,6 +2,7 @@
  * Semantics and their sources are in sender_login.h. */
 #include "config.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,15 +106,32 @@ int sender_login_owner_match(const char *owners, const char *login)
 /* ------------------------------------------------------------------ */
 /* the From:/Sender: header fields */
 
+/* The first refusal wins: as a line for logs and as the reply to send. */
+static void sender_login_hdr_refuse(struct sender_login_hdr *r, const char *enh, const char *fmt,
+				    ...) __attribute__((format(printf, 3, 4)));
+static void sender_login_hdr_refuse(struct sender_login_hdr *r, const char *enh, const char *fmt,
+				    ...)
+{
+	if (r->refusal[0] != '\0')
+		return;
+	int n = snprintf(r->refusal, sizeof(r->refusal), "550 %s ", enh);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->refusal + n, sizeof(r->refusal) - (size_t)n, fmt, ap);
+	va_end(ap);
+	r->reply.code = 550;
+	snprintf(r->reply.enh, sizeof(r->reply.enh), "%s", enh);
+	snprintf(r->reply.text, sizeof(r->reply.text), "%s", r->refusal + n);
+}
+
 static void sender_login_hdr_add(struct sender_login_hdr *r, const char *field, const char *addr)
 {
 	for (size_t i = 0; i < r->naddrs; i++)
 		if (strcasecmp(r->addrs[i].addr, addr) == 0)
 			return; /* one lookup answers both */
 	if (r->naddrs == SENDER_LOGIN_HDR_MAX) {
-		if (r->refusal[0] == '\0')
-			snprintf(r->refusal, sizeof(r->refusal),
-				 "550 5.7.1 Error: too many From:/Sender: addresses to check");
+		sender_login_hdr_refuse(r, "5.7.1",
+					"Error: too many From:/Sender: addresses to check");
 		return;
 	}
 	r->addrs = xrealloc(r->addrs, (r->naddrs + 1) * sizeof(*r->addrs));
@@ -149,22 +167,17 @@ static void sender_login_hdr_field(struct sender_login_hdr *r, const char *field
 	struct addrlist al;
 	addrlist_init(&al);
 	if (!addrlist_parse(&al, body, len)) {
-		if (r->refusal[0] == '\0')
-			snprintf(r->refusal, sizeof(r->refusal),
-				 "550 5.6.0 Error: %s header field unreadable: %s at octet %zu", field,
-				 addrlist_strerror(al.error), al.error_at + 1);
+		sender_login_hdr_refuse(r, "5.6.0", "Error: %s header field unreadable: %s at octet %zu",
+					field, addrlist_strerror(al.error), al.error_at + 1);
 	} else if (al.naddrs == 0) {
-		if (r->refusal[0] == '\0')
-			snprintf(r->refusal, sizeof(r->refusal),
-				 "550 5.6.0 Error: %s header field has no address", field);
+		sender_login_hdr_refuse(r, "5.6.0", "Error: %s header field has no address", field);
 	}
 	for (const char *a = addrlist_next(&al, NULL); a != NULL; a = addrlist_next(&al, a)) {
 		if (sender_login_quoted_ambiguous(a)) {
-			if (r->refusal[0] == '\0')
-				snprintf(r->refusal, sizeof(r->refusal),
-					 "550 5.6.0 Error: %s header field unreadable: a quoted local "
-					 "part that reads as another address",
-					 field);
+			sender_login_hdr_refuse(r, "5.6.0",
+						"Error: %s header field unreadable: a quoted local "
+						"part that reads as another address",
+						field);
 			continue;
 		}
 		sender_login_hdr_add(r, field, a);
@@ -180,14 +193,12 @@ bool sender_login_header_read(const uint8_t *h, const struct header_info *hi,
 	if (hi->odd_line > 0)
 		/* readers disagree where its fields are: one may show a From:
 		   that another, or this check, never sees as one */
-		snprintf(r->refusal, sizeof(r->refusal),
-			 "550 5.6.0 Error: malformed header section at octet %zu", hi->odd_line);
+		sender_login_hdr_refuse(r, "5.6.0", "Error: malformed header section at octet %zu",
+					hi->odd_line);
 	else if (hi->from_count > 1)
-		snprintf(r->refusal, sizeof(r->refusal),
-			 "550 5.6.0 Error: more than one From: header field");
+		sender_login_hdr_refuse(r, "5.6.0", "Error: more than one From: header field");
 	else if (hi->sender_count > 1)
-		snprintf(r->refusal, sizeof(r->refusal),
-			 "550 5.6.0 Error: more than one Sender: header field");
+		sender_login_hdr_refuse(r, "5.6.0", "Error: more than one Sender: header field");
 	if (hi->from_count > 0)
 		sender_login_hdr_field(r, "From:", h + hi->from.off, hi->from.len);
 	if (hi->sender_count > 0)
@@ -203,6 +214,9 @@ void sender_login_header_free(struct sender_login_hdr *r)
 	r->addrs = NULL;
 	r->naddrs = 0;
 	r->refusal[0] = '\0';
+	r->reply.code = 0;
+	r->reply.enh[0] = '\0';
+	r->reply.text[0] = '\0';
 }
 
 /* ------------------------------------------------------------------ */
@@ -219,41 +233,41 @@ static void sender_login_printable(char *out, size_t outsz, const char *in)
 	out[i] = 0;
 }
 
-size_t sender_login_reply(enum sender_login_result result, const char *addr, const char *login,
-			  char *out, size_t outsz)
+/* RFC 5321 §4.5.3.1.5: 512 octets incl. CRLF; Postfix truncates the line at
+ * 510, so the text after "553 5.7.1 " at 500. */
+#define SENDER_LOGIN_REPLY_TEXT (510 - (sizeof("553 5.7.1 ") - 1) + 1)
+
+bool sender_login_reply(enum sender_login_result result, const char *addr, const char *login,
+			struct smtp_reply *reply_r)
 {
 	char a[300], l[300];
-	int n = 0;
 	sender_login_printable(a, sizeof(a), addr ? addr : "");
 	sender_login_printable(l, sizeof(l), login ? login : "");
+	reply_r->lines = 0;
 	switch (result) {
 	case SENDER_LOGIN_NOT_OWNED:
-		n = snprintf(out, outsz, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s",
-			     a, l);
-		break;
+		reply_r->code = 553;
+		snprintf(reply_r->enh, sizeof(reply_r->enh), "5.7.1");
+		snprintf(reply_r->text, SENDER_LOGIN_REPLY_TEXT,
+			 "<%s>: Sender address rejected: not owned by user %s", a, l);
+		return true;
 	case SENDER_LOGIN_NOT_LOGGED_IN:
-		n = snprintf(out, outsz, "553 5.7.1 <%s>: Sender address rejected: not logged in", a);
-		break;
+		reply_r->code = 553;
+		snprintf(reply_r->enh, sizeof(reply_r->enh), "5.7.1");
+		snprintf(reply_r->text, SENDER_LOGIN_REPLY_TEXT,
+			 "<%s>: Sender address rejected: not logged in", a);
+		return true;
 	case SENDER_LOGIN_TEMPFAIL:
 		/* Postfix reject_dict_retry() text, unchanged (fail2ban filters know it) */
-		n = snprintf(out, outsz, "451 4.3.0 <%s>: Temporary lookup failure", a);
-		break;
+		reply_r->code = 451;
+		snprintf(reply_r->enh, sizeof(reply_r->enh), "4.3.0");
+		snprintf(reply_r->text, SENDER_LOGIN_REPLY_TEXT, "<%s>: Temporary lookup failure", a);
+		return true;
 	case SENDER_LOGIN_OWNED:
 	case SENDER_LOGIN_NOT_CHECKED:
-		if (outsz)
-			*out = 0;
-		return 0;
+		break;
 	}
-	if (n < 0)
-		return 0;
-	/* RFC 5321 §4.5.3.1.5: 512 octets incl. CRLF; Postfix truncates at 510 */
-	if ((size_t)n >= outsz)
-		n = outsz ? (int)outsz - 1 : 0;
-	if (n > 510 && outsz > 510) {
-		out[510] = 0;
-		n = 510;
-	}
-	return (size_t)n;
+	return false;
 }
 
 /* ------------------------------------------------------------------ */

@@ -47,6 +47,7 @@
 
 #include "lookup/table.h"
 #include "smtp/header.h"
+#include "smtp/reply.h"
 
 enum sender_login_policy {
 	SENDER_LOGIN_REJECT_MISMATCH = 0,        /* reject_sender_login_mismatch */
@@ -146,9 +147,11 @@ struct sender_login_hdr_addr {
 struct sender_login_hdr {
 	struct sender_login_hdr_addr *addrs; /* distinct (case-insensitively), in order */
 	size_t naddrs;
-	/* "" or the refusal (reply without CRLF), when the fields cannot be
-	   checked; the addresses read before the problem are still listed */
+	/* "" or the refusal (reply without CRLF, for logs), when the fields
+	   cannot be checked; the addresses read before the problem are still
+	   listed */
 	char refusal[300];
+	struct smtp_reply reply; /* the same refusal to send; code 0 with "" */
 };
 
 /* Reads the From: and Sender: fields that header_scan() found (hi) in the
@@ -158,10 +161,10 @@ bool sender_login_header_read(const uint8_t *h, const struct header_info *hi,
 			      struct sender_login_hdr *r);
 void sender_login_header_free(struct sender_login_hdr *r);
 
-/* Formats the SMTP reply for a verdict into out (without CRLF), Postfix's
- * exact text; addr and login are made printable. Returns the length, or 0
- * for OWNED / NOT_CHECKED (no reply: go on). */
-size_t sender_login_reply(enum sender_login_result result, const char *addr, const char *login,
-			  char *out, size_t outsz);
+/* The SMTP reply for a verdict, Postfix's exact text (its line, code and
+ * enhanced code included, at most 510 octets); addr and login are made
+ * printable. Returns false for OWNED / NOT_CHECKED (no reply: go on). */
+bool sender_login_reply(enum sender_login_result result, const char *addr, const char *login,
+			struct smtp_reply *reply_r);
 
 #endif

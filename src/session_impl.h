@@ -1,0 +1,111 @@
+/* session internals, shared by session.c (the chain: server -> policy ->
+ * relay) and session_conn.c (the connection: accept, PROXY, TLS, timers,
+ * the server's transport, close). Not for other files. */
+#ifndef SUBMITD_SESSION_IMPL_H
+#define SUBMITD_SESSION_IMPL_H
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "net/conn.h"
+#include "policy/auth.h"
+#include "policy/message.h"
+#include "policy/sender_login.h"
+#include "relay/relay.h"
+#include "session.h"
+#include "smtp/server.h"
+
+struct session {
+	struct worker *w;
+	struct config *cfg;
+	struct session *next, *prev;
+	const struct listen_cfg *listen;
+	struct conn *conn;
+	struct smtp_server *server;
+	struct relay_txn *relay;
+	struct policy_auth *auth;
+	char auth_mechs[256];
+	struct worker_sl *sl_entry;      /* the sender-ownership instance it uses */
+
+	char id[20];
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
+	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
+	struct sockaddr_storage peer;    /* the client (as the PROXY header says, if any) */
+	struct sockaddr_storage local;   /* the address it connected to */
+	char local_ip[INET6_ADDRSTRLEN];
+	uint16_t local_port;
+	bool proxy_wait;                 /* a proxy listener: the header comes first */
+	bool trusted_client;             /* trusted listener, client in mynetworks */
+	char proxied_by[INET6_ADDRSTRLEN + 16];  /* "[ip]:port" of the proxy, for logs */
+	char proxy_ip[INET6_ADDRSTRLEN];
+	uint16_t proxy_port;
+	bool counted;
+	const char *refusing;            /* refused on an implicit-TLS listener: why */
+
+	/* the transaction */
+	struct smtp_mail_args mail;
+	struct smtp_rcpt_args rcpt;      /* the RCPT waiting for the downstream MAIL */
+	bool rcpt_waits_for_mail;
+	unsigned nrcpt;
+	char first_rcpt[SMTP_PATH_MAX + 1];
+	enum { RELAY_IDLE, RELAY_MAIL, RELAY_RCPT, RELAY_DATA, RELAY_END } relay_step;
+
+	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */
+	struct sender_login_req *sender_req;
+	struct message_check hdr_check;
+	bool end_waiting;                /* end of data seen, header checks still out */
+
+	/* content */
+	struct buf header;               /* held until the header section is complete */
+	bool header_done;
+	bool header_too_big;
+	bool input_paused;               /* back-pressure from the downstream */
+	bool input_full;                 /* reading stopped while the server was busy */
+	time_t data_time;
+	uint64_t msg_size;
+	uint64_t deadline;               /* loop time when session_timeout ends it */
+	/* The time submitd's own handlers spent on this session since the last
+	   message (docs/benchmarks.md: the latency submitd adds, without the waits
+	   for Dovecot, MySQL and the downstream), logged per message. */
+	uint64_t busy_ns;
+	uint64_t busy_t0;
+};
+
+/* ---- timing submitd's own work (see busy_ns) ---- */
+
+static inline void session_busy_begin(struct session *s) { s->busy_t0 = uv_hrtime(); }
+static inline void session_busy_end(struct session *s) { s->busy_ns += uv_hrtime() - s->busy_t0; }
+/* The own time so far, including the handler now running; restarts the count. */
+static inline uint64_t session_busy_take(struct session *s)
+{
+	uint64_t now = uv_hrtime(), t = s->busy_ns + (now - s->busy_t0);
+	s->busy_ns = 0;
+	s->busy_t0 = now;
+	return t;
+}
+
+#define SESSION_TIMED(s, call)                                                                 \
+	do {                                                                                   \
+		struct session *timed_ = (s);                                                  \
+		session_busy_begin(timed_);                                                    \
+		call;                                                                          \
+		session_busy_end(timed_);                                                      \
+	} while (0)
+
+/* ---- session.c, for session_conn.c ---- */
+
+/* What the server calls for MAIL, RCPT, DATA, AUTH ... */
+extern const struct smtp_server_backend session_backend;
+/* Ends the transaction: lookups cancelled, the relay transaction aborted,
+ * held content freed, reading resumed. */
+void session_txn_reset(struct session *s);
+/* Retires this worker's sender_login instances that no session uses
+ * (all: every one, the worker stops). */
+void session_sl_collect(struct worker *w, bool all);
+
+#endif
