@@ -1,5 +1,6 @@
 #include "config.h"
 #include "core/config.h"
+#include "core/duration.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -274,12 +275,6 @@ static bool config_parse_size(const char *s, uint64_t *r)
 	return config_parse_scaled(s, sfx, mult, r);
 }
 
-static bool config_parse_time(const char *s, uint64_t *r)
-{
-	static const char *const sfx[] = {"", "s", "ms", "m", "h", NULL};
-	static const uint64_t mult[] = {1000, 1000, 1, 60000, 3600000};
-	return config_parse_scaled(s, sfx, mult, r);
-}
 
 bool config_cidr_parse(const char *s, struct cidr *r)
 {
@@ -874,7 +869,7 @@ static bool config_set(struct config *cfg, const struct config_key *k, const cha
 		       char *err, size_t errlen)
 {
 	void *field = (char *)cfg + k->offset;
-	uint64_t v;
+	uint64_t v = 0;
 	switch (k->type) {
 	case CFG_STR:
 		free(*(char **)field);
@@ -890,7 +885,7 @@ static bool config_set(struct config *cfg, const struct config_key *k, const cha
 					  k->name, value);
 		break;
 	case CFG_TIME:
-		if (!config_parse_time(value, &v))
+		if (!duration_parse(value, &v))
 			return config_err(err, errlen, "%s: \"%s\" is not a time (e.g. 300s, 5m, 500ms)",
 					  k->name, value);
 		break;
