@@ -23,7 +23,9 @@
  *   fail:name        every lookup is a temporary failure (for tests and for
  *                    parking a map; Postfix fail_table(5)).
  *   mysql:/path.cf   a Postfix mysql_table(5) file, used unchanged; see
- *                    mysql.c for the keys and the few documented deviations.
+ *                    table_mysql_cf.c for the keys and the few documented
+ *                    deviations.
+ * Each type is a row of the backend interface (table_backend.h).
  *
  * Keys are lower-cased (ASCII) before the lookup, as Postfix does for maps
  * opened with DICT_FLAG_FOLD_FIX. A key containing NUL (table_lookupn) is
@@ -94,6 +96,9 @@ struct table_inst *table_inst_new(const struct table *t, uv_loop_t *loop);
  * connections and handles. Memory is released from the close callbacks, so
  * the loop must run once more. Sets *tip to NULL. */
 void table_inst_close(struct table_inst **tip);
+/* The same, then closed(ctx) once the instance's memory is gone (its last
+ * close callback ran): from then on its table may be freed. */
+void table_inst_close_notify(struct table_inst **tip, void (*closed)(void *ctx), void *ctx);
 const struct table *table_inst_table(const struct table_inst *ti);
 
 /* Starts a lookup of the NUL-terminated key. Never returns NULL. */

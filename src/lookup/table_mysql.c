@@ -1,43 +1,15 @@
-/* lookup/table_mysql: "mysql:/path.cf" tables — Postfix mysql_table(5) files
- * used unchanged, queried through MariaDB Connector/C's non-blocking API
- * driven by uv_poll (docs/design.md invariant 1: connect, query and result fetch
- * never block the loop).
+/* lookup/table_mysql: "mysql:/path.cf" tables at run time — per-worker
+ * connections through MariaDB Connector/C's non-blocking API driven by
+ * uv_poll (docs/design.md invariant 1: connect, query and result fetch never
+ * block the loop). The .cf keys and the deviations from Postfix are in
+ * table_mysql_cf.c; the query and result templates in expand.c.
  *
- * .cf keys (Postfix names and defaults):
- *   hosts          list of unix:/path, inet:host:port, host[:port]
- *                  (default "localhost"). Tried as Postfix does: UNIX
- *                  sockets first, then TCP hosts, each group in random
- *                  order; a host that failed is skipped for retry_interval
- *                  (default 60s), like Postfix; but while every host is
- *                  skipped, one probe connection is tried, 0.5 s apart
- *                  growing to 2 s (at most retry_interval apart), so an
- *                  outage ends within seconds of the database's return. As in
- *                  libmysqlclient, the host name "localhost" means the
- *                  default UNIX socket; write 127.0.0.1 for TCP. Host names
- *                  are resolved with uv_getaddrinfo (thread pool), never by
- *                  Connector/C on the loop.
- *   user, password, dbname (required), charset (utf8mb4)
- *   query          with %s %u %d %S %U %D %1-%9 %% (db_common_expand rules:
- *                  a key lacking the needed part is "not found" without a
- *                  query). Legacy select_field/table/where_field/
- *                  additional_conditions build the query when query is unset.
- *   result_format  (%s), domain (list of domain names; tables are not
- *                  supported), expansion_limit (0), require_result_set (yes),
- *   option_file, option_group: read by Connector/C at connect time — only
- *                  when set in the .cf (Postfix ≥3.2 reads the [client]
- *                  group of the default my.cnf by default; we don't, so a
- *                  stray my.cnf cannot change where submitd connects).
- *   tls_cert_file, tls_key_file, tls_CAfile, tls_CApath, tls_ciphers,
- *                  tls_verify_cert (no): mapped to mysql_ssl_set() and
- *                  MYSQL_OPT_SSL_VERIFY_SERVER_CERT; any of them enables TLS.
- *   idle_interval  (60s) close a connection idle this long.
- * submitd additions (Postfix ignores unknown keys, so the file still works
- * with Postfix):
- *   query_timeout  (5s) per statement, incl. fetching the result; then the
- *                  lookup is TEMPFAIL and the connection is dropped.
- *   connect_timeout (5s) per host attempt.
- *   max_connections (2) per worker.
- * Durations take s, m, h, d, w or ms suffixes (seconds without one).
+ * Hosts are tried as Postfix does: UNIX sockets first, then TCP hosts, each
+ * group in random order; a host that failed is skipped for retry_interval,
+ * but while every host is skipped one probe connection is tried, 0.5 s apart
+ * growing to 2 s (at most retry_interval apart), so an outage ends within
+ * seconds of the database's return. Host names are resolved with
+ * uv_getaddrinfo (thread pool), never by Connector/C on the loop.
  *
  * Key material is escaped with mysql_real_escape_string() on the live
  * connection (its charset, and NO_BACKSLASH_ESCAPES, are honoured); the
@@ -45,10 +17,8 @@
  */
 #include "config.h"
 
-#include <errno.h>
 #include <netdb.h>
 #include <stdatomic.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,44 +30,12 @@
 #include <errmsg.h>
 
 #include "core/buf.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "lookup/expand.h"
 #include "lookup/table.h"
-#include "lookup/table_impl.h"
-
-enum tm_host_kind { TM_HOST_UNIX, TM_HOST_INET };
-
-struct tm_host {
-	enum tm_host_kind kind;
-	char *name;      /* socket path or host name */
-	unsigned port;   /* inet; 0 = Connector/C default */
-	bool numeric;    /* name is a literal address: no resolution needed */
-};
-
-/* Whether a host is down, shared by every worker's instance of the table (the
- * only mutable part of a parsed table): the outage is logged once when the
- * first instance sees it and once when the last one sees the host again. */
-struct tm_health {
-	atomic_uint ndown;          /* instances that consider the host down */
-	atomic_ullong since_ms;     /* when the first of them saw it fail */
-	atomic_ulong refused;       /* lookups answered TEMPFAIL meanwhile */
-};
-
-struct table_mysql {
-	char *origin;
-	struct tm_host *hosts;
-	size_t nhosts;
-	struct tm_health *health;   /* per host */
-	char *user, *password, *dbname, *charset;
-	char *query, *result_format;
-	char **domains;
-	size_t ndomains;
-	unsigned expansion_limit;
-	char *option_file, *option_group;
-	char *tls_cert_file, *tls_key_file, *tls_CAfile, *tls_CApath, *tls_ciphers;
-	bool tls, tls_verify_cert, require_result_set;
-	uint64_t idle_interval_ms, retry_interval_ms, query_timeout_ms, connect_timeout_ms;
-	unsigned max_connections;
-};
+#include "lookup/table_backend.h"
+#include "lookup/table_mysql.h"
 
 enum tm_link_state {
 	TM_RESOLVING,
@@ -140,18 +78,17 @@ struct tm_link {
 	bool used;             /* has served a query (a stale-connection error may be retried) */
 	bool probe;            /* tries hosts in their retry interval too */
 	/* result being collected */
-	struct buf result;
-	unsigned nvalues;
+	struct expand_result result;
 	enum table_status answer;
-	struct tm_link *prev, *next;
+	struct list_link link; /* on the instance's links */
 };
 
 struct table_mysql_inst {
 	const struct table_mysql *m;
 	struct table_inst *ti;
-	struct tm_link *links;
+	struct list_link links; /* struct tm_link */
 	unsigned nlinks, nconnecting;
-	struct table_req *qhead, *qtail;
+	struct list_link queue; /* struct table_req, QUEUED, oldest first */
 	unsigned nqueued;
 	uv_timer_t queue_timer;
 	uint64_t *dead_until; /* per host */
@@ -177,599 +114,6 @@ static bool tm_link_try_next_host(struct tm_link *l);
 static void tm_count_refused(struct table_mysql_inst *mi);
 
 /* ------------------------------------------------------------------ */
-/* helpers */
-
-static void tm_seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void tm_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static bool tm_isspace(int c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
-/* Parses a Postfix time value: digits with an optional unit (s default). */
-static bool tm_parse_duration(const char *s, uint64_t *ms_r)
-{
-	char *end;
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || v > 1000000000ULL)
-		return false;
-	uint64_t mul;
-	if (*end == 0 || strcmp(end, "s") == 0)
-		mul = 1000;
-	else if (strcmp(end, "ms") == 0)
-		mul = 1;
-	else if (strcmp(end, "m") == 0)
-		mul = 60000;
-	else if (strcmp(end, "h") == 0)
-		mul = 3600000;
-	else if (strcmp(end, "d") == 0)
-		mul = 86400000;
-	else if (strcmp(end, "w") == 0)
-		mul = 604800000;
-	else
-		return false;
-	*ms_r = v * mul;
-	return true;
-}
-
-static bool tm_parse_bool(const char *s, bool *r)
-{
-	if (strcasecmp(s, "yes") == 0 || strcasecmp(s, "true") == 0 || strcmp(s, "1") == 0)
-		*r = true;
-	else if (strcasecmp(s, "no") == 0 || strcasecmp(s, "false") == 0 || strcmp(s, "0") == 0)
-		*r = false;
-	else
-		return false;
-	return true;
-}
-
-/* ------------------------------------------------------------------ */
-/* expansion (Postfix db_common_expand semantics) */
-
-/* Checks a template; returns an error string or NULL. */
-static const char *tm_check_template(const char *fmt)
-{
-	for (const char *p = fmt; *p; p++) {
-		if (*p != '%')
-			continue;
-		p++;
-		if (*p == 0)
-			return "template ends in '%'";
-		if (strchr("%sudSUD123456789", *p) == NULL)
-			return "invalid %-sequence in template (use %%, %s, %u, %d, %S, %U, %D, %1-%9)";
-	}
-	return NULL;
-}
-
-/* The part of s selected by one of u/d/1-9; returns false if it is missing
- * (the expansion is then suppressed). */
-static bool tm_part(const char *s, char what, const char **p_r, size_t *n_r)
-{
-	const char *at = strrchr(s, '@');
-	if (what == 's') {
-		*p_r = s;
-		*n_r = strlen(s);
-		return true;
-	}
-	if (what == 'u') {
-		if (at == NULL) {
-			*p_r = s;
-			*n_r = strlen(s);
-			return true;
-		}
-		if (at == s)
-			return false;
-		*p_r = s;
-		*n_r = (size_t)(at - s);
-		return true;
-	}
-	if (at == NULL || at[1] == 0)
-		return false;
-	const char *dom = at + 1;
-	if (what == 'd') {
-		*p_r = dom;
-		*n_r = strlen(dom);
-		return true;
-	}
-	/* %1..%9: labels counted from the right */
-	int want = what - '0';
-	const char *end = dom + strlen(dom);
-	for (int i = 1;; i++) {
-		const char *dot = end;
-		while (dot > dom && dot[-1] != '.')
-			dot--;
-		if (i == want) {
-			if (dot == end)
-				return false; /* empty label */
-			*p_r = dot;
-			*n_r = (size_t)(end - dot);
-			return true;
-		}
-		if (dot == dom)
-			return false; /* not enough labels */
-		end = dot - 1;
-	}
-}
-
-/* Expands fmt into out (if out is not NULL). value supplies %s %u %d; key
- * supplies %S %U %D and %1-%9 (value when key is NULL). With db, every
- * substituted piece is escaped for a '...' SQL literal. Returns false when a
- * needed part is missing. */
-static bool tm_expand(struct buf *out, const char *fmt, const char *value, const char *key,
-		      MYSQL *db)
-{
-	for (const char *p = fmt; *p; p++) {
-		if (*p != '%') {
-			if (out)
-				buf_append(out, p, 1);
-			continue;
-		}
-		char c = *++p;
-		if (c == '%') {
-			if (out)
-				buf_append(out, "%", 1);
-			continue;
-		}
-		const char *src = value;
-		if (c == 'S' || c == 'U' || c == 'D' || (c >= '1' && c <= '9')) {
-			if (key)
-				src = key;
-			if (c >= 'A' && c <= 'Z')
-				c = (char)(c - 'A' + 'a');
-		}
-		const char *part;
-		size_t n;
-		if (!tm_part(src, c, &part, &n))
-			return false;
-		if (out == NULL)
-			continue;
-		if (db) {
-			uint8_t *w = buf_reserve(out, 2 * n + 1);
-			unsigned long e = mysql_real_escape_string(db, (char *)w, part, (unsigned long)n);
-			buf_commit(out, e);
-		} else {
-			buf_append(out, part, n);
-		}
-	}
-	return true;
-}
-
-/* Postfix db_common_check_domain: with "domain" set, only full addresses
- * with a localpart in a listed domain are looked up. */
-static bool tm_domain_ok(const struct table_mysql *m, const char *key)
-{
-	if (m->ndomains == 0)
-		return true;
-	const char *at = strrchr(key, '@');
-	if (at == NULL || at == key)
-		return false;
-	for (size_t i = 0; i < m->ndomains; i++)
-		if (strcmp(at + 1, m->domains[i]) == 0)
-			return true;
-	return false;
-}
-
-/* ------------------------------------------------------------------ */
-/* .cf parsing */
-
-struct tm_kv {
-	char *key, *value;
-	unsigned line;
-};
-
-static const char *const tm_known_keys[] = {
-	"hosts", "user", "password", "dbname", "charset", "query", "result_format",
-	"domain", "expansion_limit", "option_file", "option_group", "tls_cert_file",
-	"tls_key_file", "tls_CAfile", "tls_CApath", "tls_ciphers", "tls_verify_cert",
-	"require_result_set", "idle_interval", "retry_interval", "select_field", "table",
-	"where_field", "additional_conditions", "query_timeout", "connect_timeout",
-	"max_connections", NULL,
-};
-
-static void tm_free_hosts(struct table_mysql *m)
-{
-	for (size_t i = 0; i < m->nhosts; i++)
-		free(m->hosts[i].name);
-	free(m->hosts);
-	m->hosts = NULL;
-	m->nhosts = 0;
-}
-
-static bool tm_parse_hosts(struct table_mysql *m, const char *list, const char *origin,
-			   unsigned line, char *err, size_t errlen)
-{
-	char *copy = xstrdup(list), *save = NULL;
-	tm_free_hosts(m);
-	for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok; tok = strtok_r(NULL, ", \t\r\n", &save)) {
-		struct tm_host h = {0};
-		if (strncmp(tok, "unix:", 5) == 0 || tok[0] == '/') {
-			/* a bare absolute path is taken as a socket too */
-			const char *path = tok[0] == '/' ? tok : tok + 5;
-			h.kind = TM_HOST_UNIX;
-			if (path[0] != '/')
-				goto bad;
-			h.name = xstrdup(path);
-		} else {
-			char *hp = tok;
-			h.kind = TM_HOST_INET;
-			if (strncmp(hp, "inet:", 5) == 0)
-				hp += 5;
-			char *port = NULL;
-			if (*hp == '[') {
-				char *rb = strchr(hp, ']');
-				if (rb == NULL)
-					goto bad;
-				*rb = 0;
-				if (rb[1] == ':')
-					port = rb + 2;
-				else if (rb[1] != 0)
-					goto bad;
-				hp++;
-			} else {
-				char *colon = strchr(hp, ':');
-				if (colon && strchr(colon + 1, ':') == NULL) {
-					*colon = 0;
-					port = colon + 1;
-				}
-			}
-			if (*hp == 0)
-				goto bad;
-			if (port) {
-				char *end;
-				unsigned long pv = strtoul(port, &end, 10);
-				if (*port == 0 || *end || pv == 0 || pv > 65535)
-					goto bad;
-				h.port = (unsigned)pv;
-			}
-			unsigned char tmp[16];
-			h.numeric = inet_pton(AF_INET, hp, tmp) == 1 || inet_pton(AF_INET6, hp, tmp) == 1
-				    || strcmp(hp, "localhost") == 0;
-			h.name = xstrdup(hp);
-		}
-		if (m->nhosts == 16) {
-			free(h.name);
-			tm_seterr(err, errlen, "%s:%u: hosts: at most 16 hosts", origin, line);
-			free(copy);
-			return false;
-		}
-		m->hosts = xrealloc(m->hosts, (m->nhosts + 1) * sizeof(*m->hosts));
-		m->hosts[m->nhosts++] = h;
-		continue;
-bad:
-		tm_seterr(err, errlen, "%s:%u: hosts: bad host \"%s\" (want unix:/path, inet:host:port "
-			  "or host[:port])", origin, line, tok);
-		free(copy);
-		return false;
-	}
-	free(copy);
-	if (m->nhosts == 0) {
-		tm_seterr(err, errlen, "%s:%u: hosts: empty list", origin, line);
-		return false;
-	}
-	return true;
-}
-
-void table_mysql_free(struct table_mysql **mp)
-{
-	struct table_mysql *m = *mp;
-	if (m == NULL)
-		return;
-	tm_free_hosts(m);
-	free(m->health);
-	free(m->origin);
-	free(m->user);
-	xfree_secret(&m->password);
-	free(m->dbname);
-	free(m->charset);
-	free(m->query);
-	free(m->result_format);
-	for (size_t i = 0; i < m->ndomains; i++)
-		free(m->domains[i]);
-	free(m->domains);
-	free(m->option_file);
-	free(m->option_group);
-	free(m->tls_cert_file);
-	free(m->tls_key_file);
-	free(m->tls_CAfile);
-	free(m->tls_CApath);
-	free(m->tls_ciphers);
-	free(m);
-	*mp = NULL;
-}
-
-/* Reads "name = value" lines (Postfix cfg_parser: '#' comments, leading
- * whitespace continues the previous line, the last setting wins). */
-static bool tm_read_kv(const char *text, size_t len, const char *origin, struct tm_kv **kv_r,
-		       size_t *nkv_r, char *err, size_t errlen)
-{
-	struct tm_kv *kv = NULL;
-	size_t nkv = 0;
-	unsigned lineno = 0;
-	size_t pos = 0;
-	if (memchr(text, 0, len)) {
-		tm_seterr(err, errlen, "%s: NUL byte in file", origin);
-		return false;
-	}
-	while (pos < len) {
-		const char *nl = memchr(text + pos, '\n', len - pos);
-		size_t end = nl ? (size_t)(nl - text) : len;
-		const char *line = text + pos;
-		size_t llen = end - pos;
-		pos = nl ? end + 1 : len;
-		lineno++;
-		size_t i = 0;
-		while (i < llen && tm_isspace((unsigned char)line[i]))
-			i++;
-		if (i == llen || line[i] == '#')
-			continue;
-		if (i > 0) {
-			if (nkv == 0) {
-				tm_seterr(err, errlen, "%s:%u: continuation line without a preceding "
-					  "\"name = value\" line", origin, lineno);
-				goto fail;
-			}
-			struct buf b = BUF_INIT;
-			buf_append_str(&b, kv[nkv - 1].value);
-			buf_append(&b, " ", 1);
-			buf_append(&b, line + i, llen - i);
-			buf_append(&b, "", 1);
-			free(kv[nkv - 1].value);
-			kv[nkv - 1].value = xstrdup((char *)buf_data(&b));
-			buf_wipe(&b);
-			continue;
-		}
-		const char *eq = memchr(line, '=', llen);
-		if (eq == NULL) {
-			tm_seterr(err, errlen, "%s:%u: expected \"name = value\"", origin, lineno);
-			goto fail;
-		}
-		size_t nlen = (size_t)(eq - line);
-		while (nlen > 0 && tm_isspace((unsigned char)line[nlen - 1]))
-			nlen--;
-		if (nlen == 0) {
-			tm_seterr(err, errlen, "%s:%u: missing name before '='", origin, lineno);
-			goto fail;
-		}
-		kv = xrealloc(kv, (nkv + 1) * sizeof(*kv));
-		kv[nkv].key = xstrndup(line, nlen);
-		kv[nkv].value = xstrndup(eq + 1, llen - (size_t)(eq - line) - 1);
-		kv[nkv].line = lineno;
-		nkv++;
-	}
-	/* trim values */
-	for (size_t k = 0; k < nkv; k++) {
-		char *v = kv[k].value, *s = v;
-		while (tm_isspace((unsigned char)*s))
-			s++;
-		size_t n = strlen(s);
-		while (n > 0 && tm_isspace((unsigned char)s[n - 1]))
-			n--;
-		memmove(v, s, n);
-		v[n] = 0;
-	}
-	*kv_r = kv;
-	*nkv_r = nkv;
-	return true;
-fail:
-	for (size_t k = 0; k < nkv; k++) {
-		free(kv[k].key);
-		xfree_secret(&kv[k].value);
-	}
-	free(kv);
-	return false;
-}
-
-static const struct tm_kv *tm_kv_get(const struct tm_kv *kv, size_t nkv, const char *name)
-{
-	for (size_t k = nkv; k-- > 0;)
-		if (strcmp(kv[k].key, name) == 0)
-			return &kv[k];
-	return NULL;
-}
-
-struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *origin,
-				      char *err, size_t errlen)
-{
-	struct tm_kv *kv = NULL;
-	size_t nkv = 0;
-	if (!tm_read_kv(text, len, origin, &kv, &nkv, err, errlen))
-		return NULL;
-
-	struct table_mysql *m = xcalloc(1, sizeof(*m));
-	m->origin = xstrdup(origin);
-	m->require_result_set = true;
-	m->idle_interval_ms = 60000;
-	m->retry_interval_ms = 60000;
-	m->query_timeout_ms = 5000;
-	m->connect_timeout_ms = 5000;
-	m->max_connections = 2;
-	bool ok = false;
-	const struct tm_kv *e;
-
-	for (size_t k = 0; k < nkv; k++) {
-		bool known = false;
-		for (size_t j = 0; tm_known_keys[j]; j++)
-			known = known || strcmp(kv[k].key, tm_known_keys[j]) == 0;
-		if (!known) {
-			char safe[80];
-			log_warn("%s:%u: unknown parameter \"%s\" ignored", origin, kv[k].line,
-				 log_sanitize(safe, sizeof(safe), kv[k].key, strlen(kv[k].key)));
-		}
-	}
-
-#define STR_KEY(name, field, dflt) do { \
-		e = tm_kv_get(kv, nkv, name); \
-		m->field = xstrdup(e ? e->value : (dflt)); \
-	} while (0)
-#define OPT_KEY(name, field) do { \
-		e = tm_kv_get(kv, nkv, name); \
-		if (e && *e->value) m->field = xstrdup(e->value); \
-	} while (0)
-
-	e = tm_kv_get(kv, nkv, "hosts");
-	if (!tm_parse_hosts(m, e ? e->value : "localhost", origin, e ? e->line : 0, err, errlen))
-		goto out;
-	STR_KEY("user", user, "");
-	STR_KEY("password", password, "");
-	STR_KEY("dbname", dbname, "");
-	if (*m->dbname == 0) {
-		tm_seterr(err, errlen, "%s: missing \"dbname = ...\"", origin);
-		goto out;
-	}
-	STR_KEY("charset", charset, "utf8mb4");
-	STR_KEY("result_format", result_format, "%s");
-	OPT_KEY("option_file", option_file);
-	OPT_KEY("option_group", option_group);
-	OPT_KEY("tls_cert_file", tls_cert_file);
-	OPT_KEY("tls_key_file", tls_key_file);
-	OPT_KEY("tls_CAfile", tls_CAfile);
-	OPT_KEY("tls_CApath", tls_CApath);
-	OPT_KEY("tls_ciphers", tls_ciphers);
-	m->tls = m->tls_cert_file || m->tls_key_file || m->tls_CAfile || m->tls_CApath
-		 || m->tls_ciphers;
-
-	e = tm_kv_get(kv, nkv, "query");
-	if (e) {
-		m->query = xstrdup(e->value);
-	} else {
-		const struct tm_kv *sf = tm_kv_get(kv, nkv, "select_field");
-		const struct tm_kv *tb = tm_kv_get(kv, nkv, "table");
-		const struct tm_kv *wf = tm_kv_get(kv, nkv, "where_field");
-		const struct tm_kv *ac = tm_kv_get(kv, nkv, "additional_conditions");
-		if (!sf || !tb || !wf) {
-			tm_seterr(err, errlen, "%s: missing \"query = ...\"", origin);
-			goto out;
-		}
-		struct buf q = BUF_INIT;
-		buf_printf(&q, "SELECT %s FROM %s WHERE %s='%%s' %s", sf->value, tb->value,
-			   wf->value, ac ? ac->value : "");
-		buf_append(&q, "", 1);
-		m->query = xstrdup((char *)buf_data(&q));
-		buf_free(&q);
-		e = sf;
-	}
-	const char *why = tm_check_template(m->query);
-	if (why == NULL && *m->query == 0)
-		why = "empty query";
-	if (why) {
-		tm_seterr(err, errlen, "%s:%u: query: %s", origin, e->line, why);
-		goto out;
-	}
-	if ((why = tm_check_template(m->result_format)) != NULL) {
-		e = tm_kv_get(kv, nkv, "result_format");
-		tm_seterr(err, errlen, "%s:%u: result_format: %s", origin, e ? e->line : 0, why);
-		goto out;
-	}
-	e = tm_kv_get(kv, nkv, "domain");
-	if (e && *e->value) {
-		char *copy = xstrdup(e->value), *save = NULL;
-		for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok;
-		     tok = strtok_r(NULL, ", \t\r\n", &save)) {
-			if (strchr(tok, ':') || strchr(tok, '/')) {
-				tm_seterr(err, errlen, "%s:%u: domain: \"%s\": lookup tables are not "
-					  "supported here; list the domain names", origin, e->line, tok);
-				free(copy);
-				goto out;
-			}
-			for (char *c = tok; *c; c++)
-				if (*c >= 'A' && *c <= 'Z')
-					*c = (char)(*c - 'A' + 'a');
-			m->domains = xrealloc(m->domains, (m->ndomains + 1) * sizeof(char *));
-			m->domains[m->ndomains++] = xstrdup(tok);
-		}
-		free(copy);
-	}
-
-	struct {
-		const char *name;
-		uint64_t *field;
-	} durs[] = {
-		{"idle_interval", &m->idle_interval_ms},
-		{"retry_interval", &m->retry_interval_ms},
-		{"query_timeout", &m->query_timeout_ms},
-		{"connect_timeout", &m->connect_timeout_ms},
-	};
-	for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++) {
-		e = tm_kv_get(kv, nkv, durs[i].name);
-		if (e && !tm_parse_duration(e->value, durs[i].field)) {
-			tm_seterr(err, errlen, "%s:%u: %s: bad time value \"%s\"", origin, e->line,
-				  durs[i].name, e->value);
-			goto out;
-		}
-	}
-	if (m->query_timeout_ms == 0 || m->connect_timeout_ms == 0) {
-		tm_seterr(err, errlen, "%s: query_timeout and connect_timeout must be > 0", origin);
-		goto out;
-	}
-	struct {
-		const char *name;
-		unsigned *field;
-		unsigned min, max;
-	} nums[] = {
-		{"expansion_limit", &m->expansion_limit, 0, 1000000},
-		{"max_connections", &m->max_connections, 1, 64},
-	};
-	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
-		e = tm_kv_get(kv, nkv, nums[i].name);
-		if (!e)
-			continue;
-		char *end;
-		errno = 0;
-		unsigned long v = strtoul(e->value, &end, 10);
-		if (*e->value < '0' || *e->value > '9' || *end || errno || v < nums[i].min
-		    || v > nums[i].max) {
-			tm_seterr(err, errlen, "%s:%u: %s: bad number \"%s\" (%u..%u)", origin,
-				  e->line, nums[i].name, e->value, nums[i].min, nums[i].max);
-			goto out;
-		}
-		*nums[i].field = (unsigned)v;
-	}
-	struct {
-		const char *name;
-		bool *field;
-	} bools[] = {
-		{"tls_verify_cert", &m->tls_verify_cert},
-		{"require_result_set", &m->require_result_set},
-	};
-	for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
-		e = tm_kv_get(kv, nkv, bools[i].name);
-		if (e && !tm_parse_bool(e->value, bools[i].field)) {
-			tm_seterr(err, errlen, "%s:%u: %s: expected yes or no, not \"%s\"", origin,
-				  e->line, bools[i].name, e->value);
-			goto out;
-		}
-	}
-	if (m->tls_verify_cert)
-		m->tls = true;
-	m->health = xcalloc(m->nhosts, sizeof(*m->health));
-	ok = true;
-#undef STR_KEY
-#undef OPT_KEY
-out:
-	for (size_t k = 0; k < nkv; k++) {
-		free(kv[k].key);
-		xfree_secret(&kv[k].value);
-	}
-	free(kv);
-	if (!ok)
-		table_mysql_free(&m);
-	return m;
-}
-
-/* ------------------------------------------------------------------ */
 /* per-worker runtime */
 
 static uint64_t tm_now(struct table_mysql_inst *mi)
@@ -780,45 +124,32 @@ static uint64_t tm_now(struct table_mysql_inst *mi)
 static void tm_queue_push(struct table_mysql_inst *mi, struct table_req *req, bool front)
 {
 	req->where = TABLE_REQ_QUEUED;
-	req->prev = req->next = NULL;
-	if (front) {
-		req->next = mi->qhead;
-		if (mi->qhead)
-			mi->qhead->prev = req;
-		else
-			mi->qtail = req;
-		mi->qhead = req;
-	} else {
-		req->prev = mi->qtail;
-		if (mi->qtail)
-			mi->qtail->next = req;
-		else
-			mi->qhead = req;
-		mi->qtail = req;
-	}
+	if (front)
+		list_add_head(&mi->queue, &req->link);
+	else
+		list_add_tail(&mi->queue, &req->link);
 	mi->nqueued++;
 }
 
 static void tm_queue_unlink(struct table_mysql_inst *mi, struct table_req *req)
 {
-	if (req->prev)
-		req->prev->next = req->next;
-	else
-		mi->qhead = req->next;
-	if (req->next)
-		req->next->prev = req->prev;
-	else
-		mi->qtail = req->prev;
-	req->prev = req->next = NULL;
+	list_remove(&req->link);
 	mi->nqueued--;
+}
+
+/* The oldest queued request, or NULL. */
+static struct table_req *tm_queue_first(const struct table_mysql_inst *mi)
+{
+	struct list_link *l = list_first(&mi->queue);
+	return l ? list_entry(l, struct table_req, link) : NULL;
 }
 
 static void tm_queue_timer_cb(uv_timer_t *t)
 {
 	struct table_mysql_inst *mi = t->data;
 	uint64_t now = tm_now(mi);
-	while (mi->qhead && mi->qhead->deadline <= now) {
-		struct table_req *req = mi->qhead;
+	struct table_req *req;
+	while ((req = tm_queue_first(mi)) != NULL && req->deadline <= now) {
 		tm_queue_unlink(mi, req);
 		log_warn("%s: no database connection within %llu ms", mi->m->origin,
 			 (unsigned long long)mi->m->query_timeout_ms);
@@ -846,9 +177,12 @@ static void tm_queue_timer_closed(uv_handle_t *h)
 	table_inst_handle_closed(ti);
 }
 
-struct table_mysql_inst *table_mysql_inst_new(const struct table_mysql *m, struct table_inst *ti)
+static void *tm_inst_new(const void *def, struct table_inst *ti)
 {
+	const struct table_mysql *m = def;
 	struct table_mysql_inst *mi = xcalloc(1, sizeof(*mi));
+	list_init(&mi->links);
+	list_init(&mi->queue);
 	mi->m = m;
 	mi->ti = ti;
 	mi->dead_until = xcalloc(m->nhosts, sizeof(uint64_t));
@@ -980,7 +314,7 @@ static void tm_link_timer_closed(uv_handle_t *h)
 	struct tm_link *l = h->data;
 	struct table_inst *ti = l->ti;
 	if (--l->open_timers == 0) {
-		buf_free(&l->result);
+		expand_result_free(&l->result);
 		free(l);
 	}
 	table_inst_handle_closed(ti);
@@ -1003,12 +337,7 @@ static void tm_link_close_db(struct tm_link *l, bool healthy)
 static void tm_link_unlink(struct tm_link *l)
 {
 	struct table_mysql_inst *mi = l->mi;
-	if (l->prev)
-		l->prev->next = l->next;
-	else
-		mi->links = l->next;
-	if (l->next)
-		l->next->prev = l->prev;
+	list_remove(&l->link);
 	mi->nlinks--;
 	if (l->state == TM_CONNECTING || l->state == TM_RESOLVING)
 		mi->nconnecting--;
@@ -1258,8 +587,8 @@ static bool tm_link_try_next_host(struct tm_link *l)
 		/* Nobody left to serve the queue: fail it now rather than at its
 		 * deadline (docs/design.md invariant 4: an outage is a prompt 4xx). */
 		if (mi->nlinks == 0) {
-			while (mi->qhead) {
-				struct table_req *req = mi->qhead;
+			struct table_req *req;
+			while ((req = tm_queue_first(mi)) != NULL) {
 				tm_queue_unlink(mi, req);
 				table_req_finish(req, TABLE_TEMPFAIL, NULL);
 			}
@@ -1331,10 +660,7 @@ static bool tm_link_new(struct table_mysql_inst *mi, bool probe)
 	l->open_timers = 2;
 	table_inst_handle_opened(mi->ti);
 	table_inst_handle_opened(mi->ti);
-	l->next = mi->links;
-	if (mi->links)
-		mi->links->prev = l;
-	mi->links = l;
+	list_add_head(&mi->links, &l->link);
 	mi->nlinks++;
 	mi->nconnecting++;
 	l->state = TM_CONNECTING;
@@ -1344,6 +670,11 @@ static bool tm_link_new(struct table_mysql_inst *mi, bool probe)
 
 /* --- queries --- */
 
+static size_t tm_escape(void *ctx, char *dst, const char *src, size_t n)
+{
+	return mysql_real_escape_string(ctx, dst, src, (unsigned long)n);
+}
+
 static void tm_link_start_query(struct tm_link *l, struct table_req *req)
 {
 	const struct table_mysql *m = l->mi->m;
@@ -1352,9 +683,8 @@ static void tm_link_start_query(struct tm_link *l, struct table_req *req)
 	req->where = TABLE_REQ_ACTIVE;
 	req->attempts++;
 	/* Expanded on this connection, so the escaping uses its charset. */
-	tm_expand(&q, m->query, req->key, NULL, &l->db);
-	buf_reset(&l->result);
-	l->nvalues = 0;
+	expand(&q, m->query, req->key, NULL, tm_escape, &l->db);
+	expand_result_free(&l->result);
 	l->answer = TABLE_NOTFOUND;
 	l->state = TM_QUERY;
 	uv_timer_stop(&l->deadline);
@@ -1400,30 +730,17 @@ static void tm_link_collect(struct tm_link *l, MYSQL_RES *res)
 	MYSQL_ROW row;
 	while ((row = mysql_fetch_row(res)) != NULL) {
 		for (unsigned i = 0; i < nf; i++) {
-			if (row[i] == NULL)
-				continue; /* NULL columns are skipped */
-			if (row[i][0] == 0)
-				continue; /* Postfix skips empty values (with a warning) */
-			struct buf one = BUF_INIT;
-			if (!tm_expand(&one, m->result_format, row[i], key, NULL)) {
-				buf_free(&one);
-				continue;
-			}
-			if (m->expansion_limit && ++l->nvalues > m->expansion_limit) {
+			if (!expand_result_add(&l->result, m->result_format, m->expansion_limit,
+					       row[i], key)) {
 				log_warn("%s: result exceeds expansion_limit %u", m->origin,
 					 m->expansion_limit);
 				l->answer = TABLE_TEMPFAIL;
-				buf_free(&one);
 				return;
 			}
-			if (buf_len(&l->result))
-				buf_append(&l->result, ",", 1);
-			if (buf_len(&one))
-				buf_append(&l->result, buf_data(&one), buf_len(&one));
-			buf_free(&one);
-			l->answer = TABLE_OK;
 		}
 	}
+	if (l->result.found)
+		l->answer = TABLE_OK;
 }
 
 static void tm_link_query_done(struct tm_link *l)
@@ -1436,11 +753,11 @@ static void tm_link_query_done(struct tm_link *l)
 	uv_timer_stop(&l->deadline);
 	uv_timer_start(&l->deadline, tm_deadline_cb, m->idle_interval_ms ? m->idle_interval_ms : 1, 0);
 	if (req) {
-		buf_append(&l->result, "", 1);
+		buf_append(&l->result.out, "", 1);
 		table_req_finish(req, l->answer,
-				 l->answer == TABLE_OK ? (const char *)buf_data(&l->result) : NULL);
+				 l->answer == TABLE_OK ? (const char *)buf_data(&l->result.out) : NULL);
 	}
-	buf_reset(&l->result);
+	expand_result_free(&l->result);
 	tm_dispatch(l->mi);
 }
 
@@ -1576,15 +893,18 @@ static void tm_link_run(struct tm_link *l, int mstatus, bool start)
 
 static void tm_dispatch(struct table_mysql_inst *mi)
 {
-	while (mi->qhead) {
+	struct table_req *req;
+	while ((req = tm_queue_first(mi)) != NULL) {
 		struct tm_link *idle = NULL;
-		for (struct tm_link *l = mi->links; l; l = l->next)
+		struct list_link *pos, *tmp;
+		list_for_each_safe(pos, tmp, &mi->links) {
+			struct tm_link *l = list_entry(pos, struct tm_link, link);
 			if (l->state == TM_IDLE) {
 				idle = l;
 				break;
 			}
+		}
 		if (idle) {
-			struct table_req *req = mi->qhead;
 			tm_queue_unlink(mi, req);
 			tm_link_start_query(idle, req);
 			continue;
@@ -1594,8 +914,7 @@ static void tm_dispatch(struct table_mysql_inst *mi)
 				continue;
 			if (mi->nlinks == 0) {
 				/* every host is in its retry interval */
-				while (mi->qhead) {
-					struct table_req *req = mi->qhead;
+				while ((req = tm_queue_first(mi)) != NULL) {
 					tm_queue_unlink(mi, req);
 					tm_count_refused(mi);
 					table_req_defer(req, TABLE_TEMPFAIL, NULL);
@@ -1605,20 +924,22 @@ static void tm_dispatch(struct table_mysql_inst *mi)
 		}
 		break;
 	}
-	if (mi->qhead) {
-		uint64_t now = tm_now(mi), d = mi->qhead->deadline;
+	if ((req = tm_queue_first(mi)) != NULL) {
+		uint64_t now = tm_now(mi), d = req->deadline;
 		uv_timer_start(&mi->queue_timer, tm_queue_timer_cb, d > now ? d - now : 0, 0);
 	} else {
 		uv_timer_stop(&mi->queue_timer);
 	}
 }
 
-void table_mysql_lookup(struct table_mysql_inst *mi, struct table_req *req)
+static void tm_lookup(void *inst, struct table_req *req)
 {
+	struct table_mysql_inst *mi = inst;
 	const struct table_mysql *m = mi->m;
 	/* Keys that the query cannot use are "not found" without a query, as
 	 * in Postfix (domain restriction, %u on "@domain", %d on a bare name). */
-	if (!tm_domain_ok(m, req->key) || !tm_expand(NULL, m->query, req->key, NULL, NULL)) {
+	if (!expand_domain_ok(m->domains, m->ndomains, req->key) ||
+	    !expand(NULL, m->query, req->key, NULL, NULL, NULL)) {
 		table_req_defer(req, TABLE_NOTFOUND, NULL);
 		return;
 	}
@@ -1629,10 +950,10 @@ void table_mysql_lookup(struct table_mysql_inst *mi, struct table_req *req)
 	tm_dispatch_soon(mi);
 }
 
-bool table_mysql_cancel(struct table_mysql_inst *mi, struct table_req *req)
+static bool tm_cancel(void *inst, struct table_req *req)
 {
 	if (req->where == TABLE_REQ_QUEUED) {
-		tm_queue_unlink(mi, req);
+		tm_queue_unlink(inst, req);
 		return true;
 	}
 	/* ACTIVE: the link keeps the request until the statement ends; with
@@ -1640,37 +961,51 @@ bool table_mysql_cancel(struct table_mysql_inst *mi, struct table_req *req)
 	return false;
 }
 
-void table_mysql_inst_close(struct table_mysql_inst **mip)
+static void tm_inst_close(void *inst)
 {
-	struct table_mysql_inst *mi = *mip;
-	if (mi == NULL)
-		return;
-	*mip = NULL;
+	struct table_mysql_inst *mi = inst;
 	mi->closing = true;
 	for (size_t i = 0; i < mi->m->nhosts; i++)
 		if (mi->down[i])
 			atomic_fetch_sub(&mi->m->health[i].ndown, 1);
-	while (mi->qhead) {
-		struct table_req *req = mi->qhead;
+	struct table_req *req;
+	while ((req = tm_queue_first(mi)) != NULL) {
 		tm_queue_unlink(mi, req);
-		free(req->key);
-		free(req->value);
-		free(req);
+		table_req_free(req);
 	}
-	while (mi->links) {
-		struct tm_link *l = mi->links;
-		struct table_req *req = l->req;
-		bool healthy = l->state == TM_IDLE;
+	struct list_link *pos, *tmp;
+	list_for_each_safe(pos, tmp, &mi->links) {
+		struct tm_link *l = list_entry(pos, struct tm_link, link);
+		req = l->req;
 		l->req = NULL;
-		tm_link_drop(l, healthy);
-		if (req) {
-			free(req->key);
-			free(req->value);
-			free(req);
-		}
+		tm_link_drop(l, l->state == TM_IDLE);
+		if (req)
+			table_req_free(req);
 	}
 	uv_timer_stop(&mi->probe_timer);
 	uv_close((uv_handle_t *)&mi->probe_timer, tm_queue_timer_closed);
 	uv_timer_stop(&mi->queue_timer);
 	uv_close((uv_handle_t *)&mi->queue_timer, tm_queue_timer_closed);
 }
+
+static void *tm_parse(const char *text, size_t len, const char *origin, char *err, size_t errlen)
+{
+	return table_mysql_parse(text, len, origin, err, errlen);
+}
+
+static void tm_free(void *def)
+{
+	struct table_mysql *m = def;
+	table_mysql_free(&m);
+}
+
+const struct table_backend table_backend_mysql = {
+	.type = "mysql",
+	.file = true,
+	.parse = tm_parse,
+	.free = tm_free,
+	.inst_new = tm_inst_new,
+	.inst_close = tm_inst_close,
+	.lookup = tm_lookup,
+	.cancel = tm_cancel,
+};
