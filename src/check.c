@@ -302,10 +302,10 @@ int check_neighbours(struct config *cfg, FILE *out)
 	int failures = check_dovecot(cfg, out);
 	failures += check_tables("sender_login_maps", cfg->sender_login_maps, out);
 	failures += check_tables("header_from_exempt_maps", cfg->header_from_exempt_maps, out);
-	if (cfg->relay_password_maps != NULL)
-		failures += check_table("relay_password_maps", cfg->relay_password_maps, out);
-	if (cfg->sender_relay_maps != NULL)
-		failures += check_table("sender_relay_maps", cfg->sender_relay_maps, out);
+	if (cfg->relay_password_table != NULL)
+		failures += check_table("relay_password_maps", cfg->relay_password_table, out);
+	if (cfg->sender_relay_table != NULL)
+		failures += check_table("sender_relay_maps", cfg->sender_relay_table, out);
 	failures += relay_check(cfg, out) != 0;
 	return failures;
 }

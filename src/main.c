@@ -30,6 +30,7 @@
 #include "net/listener.h"
 #include "net/tls.h"
 #include "policy/policy.h"
+#include "relay/relay.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/submitd/submitd.conf"
@@ -101,17 +102,19 @@ static void main_watchdog_cb(uv_timer_t *t)
 }
 
 /* Everything a snapshot needs besides its file: the per-listener snapshots
- * (once the listeners are final), TLS credentials and policy tables, for
- * the snapshot and each of its listeners'. */
+ * (once the listeners are final), TLS credentials, policy and relay tables,
+ * for the snapshot and each of its listeners'. */
 static bool main_snapshot_load(struct config *cfg, char *err, size_t errlen)
 {
-	if (!config_listeners_load(cfg, err, errlen) || !tls_server_load(cfg, err, errlen) ||
-	    !policy_load(cfg, err, errlen))
+	/* relay maps first: they were opened while parsing the file before */
+	if (!relay_load(cfg, err, errlen) || !config_listeners_load(cfg, err, errlen) ||
+	    !tls_server_load(cfg, err, errlen) || !policy_load(cfg, err, errlen))
 		return false;
 	for (size_t i = 0; i < cfg->nlistens; i++) {
 		struct config *l = cfg->listens[i].cfg;
 		char why[768];
-		if (l != NULL && (!tls_server_load(l, why, sizeof(why)) || !policy_load(l, why, sizeof(why)))) {
+		if (l != NULL && (!tls_server_load(l, why, sizeof(why)) || !policy_load(l, why, sizeof(why)) ||
+				  !relay_load(l, why, sizeof(why)))) {
 			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text, why);
 			return false;
 		}

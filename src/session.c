@@ -133,64 +133,17 @@ static void session_emit_header(struct session *s, bool at_end)
 static void session_relay_cb(void *ctx, const struct smtp_reply *r);
 static void session_relay_drain(void *ctx);
 
-/* The worker's lookup instance for sender ownership for this session's
- * configuration snapshot, or NULL when no sender_login_maps is configured.
- * After a reload, sessions still on the old snapshot keep using its tables. */
+/* This session's sender-ownership checker, or NULL when no sender_login_maps
+ * is configured. Its tables are the worker's instances for the session's
+ * snapshot (lookup/table_registry.h): after a reload, sessions still on the
+ * old snapshot keep using its tables. */
 static struct sender_login *session_sender_login(struct session *s)
 {
-	struct worker *w = s->w;
 	if (s->cfg->sender_login == NULL)
 		return NULL;
-	if (s->sl_entry != NULL) {
-		if (s->sl_entry->sl != NULL)
-			return s->sl_entry->sl;
-		s->sl_entry->users--; /* retired under it (the worker stops) */
-		s->sl_entry = NULL;
-	}
-	struct worker_sl *i;
-	for (i = w->sl_list; i != NULL; i = i->next)
-		if (i->cfg == s->cfg && i->sl != NULL)
-			break;
-	if (i == NULL) {
-		i = xcalloc(1, sizeof(*i));
-		i->cfg = config_ref(s->cfg);
-		i->sl = sender_login_new(s->cfg->sender_login, &w->loop);
-		i->next = w->sl_list;
-		w->sl_list = i;
-	}
-	s->sl_entry = i;
-	i->users++;
-	return i->sl;
-}
-
-/* Retires the instances of older snapshots that none of this worker's
- * sessions uses (the snapshot may still be held by another worker: each
- * worker has its own instances and MySQL connections). Their tables close
- * through the loop, so the snapshot itself is let go one pass later. */
-void session_sl_collect(struct worker *w, bool all)
-{
-	for (struct worker_sl **pp = &w->sl_list; *pp != NULL;) {
-		struct worker_sl *i = *pp;
-		if (i->sl == NULL && i->users == 0) {
-			*pp = i->next;
-			config_unref(&i->cfg);
-			free(i);
-			continue;
-		}
-		if (i->sl != NULL && (all || (!config_is_part_of(w->cfg, i->cfg) && i->users == 0)))
-			sender_login_free(&i->sl);
-		pp = &i->next;
-	}
-}
-
-void session_worker_reconfigured(struct worker *w)
-{
-	session_sl_collect(w, false);
-}
-
-void session_worker_done(struct worker *w)
-{
-	session_sl_collect(w, true);
+	if (s->sl == NULL)
+		s->sl = sender_login_new_shared(s->cfg->sender_login, s->w->tables, s->cfg);
+	return s->sl;
 }
 
 static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners)

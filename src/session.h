@@ -15,11 +15,6 @@
 /* Starts the session of a connection just accepted (fd, non-blocking) on a
  * listening socket for cfg->listens[listen_idx]; takes fd over. */
 void session_accept(struct worker *w, int fd, size_t listen_idx);
-/* The worker took a new configuration snapshot: per-worker state of older
- * snapshots that no session uses goes now. */
-void session_worker_reconfigured(struct worker *w);
-/* The worker stops: frees what sessions kept per worker. */
-void session_worker_done(struct worker *w);
 /* Logs what a stopping worker waits for: sessions in DATA (and the oldest
  * one's age) and the others. */
 void session_log_waiting(struct worker *w, const char *what);

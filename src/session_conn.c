@@ -174,11 +174,9 @@ static void session_conn_on_close(struct conn *c, void *ctx)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	w->nsessions--;
-	if (s->sl_entry != NULL)
-		s->sl_entry->users--;
+	sender_login_free(&s->sl); /* gives the tables back to w->tables */
 	config_unref(&s->cfg);
 	free(s);
-	session_sl_collect(w, false);
 	worker_session_gone(w);
 }
 

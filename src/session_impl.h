@@ -29,7 +29,7 @@ struct session {
 	struct relay_txn *relay;
 	struct policy_auth *auth;
 	char auth_mechs[256];
-	struct worker_sl *sl_entry;      /* the sender-ownership instance it uses */
+	struct sender_login *sl;         /* sender ownership, on the worker's tables */
 
 	char id[20];
 	char ip[INET6_ADDRSTRLEN];
@@ -104,8 +104,5 @@ extern const struct smtp_server_backend session_backend;
 /* Ends the transaction: lookups cancelled, the relay transaction aborted,
  * held content freed, reading resumed. */
 void session_txn_reset(struct session *s);
-/* Retires this worker's sender_login instances that no session uses
- * (all: every one, the worker stops). */
-void session_sl_collect(struct worker *w, bool all);
 
 #endif

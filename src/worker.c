@@ -15,6 +15,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
+#include "lookup/table_registry.h"
 #include "net/listener.h"
 #include "relay/relay.h"
 #include "session.h"
@@ -56,7 +57,7 @@ static void worker_maybe_done(struct worker_thread *wt)
 	relay_pool_free(&wt->w.relay);
 	if (wt->w.auth != NULL)
 		dovecot_auth_client_destroy(&wt->w.auth);
-	session_worker_done(&wt->w);
+	table_registry_free(&wt->w.tables); /* no session or transaction is left */
 	if (!uv_is_closing((uv_handle_t *)&wt->wakeup))
 		uv_close((uv_handle_t *)&wt->wakeup, NULL);
 	if (!uv_is_closing((uv_handle_t *)&wt->deadline))
@@ -94,7 +95,8 @@ static void worker_reconfigure(struct worker_thread *wt, const struct config *ol
 	   capabilities before the next client asks. */
 	relay_pool_flush(w->relay);
 	relay_pool_probe(w->relay, w->cfg);
-	session_worker_reconfigured(w);
+	/* older snapshots' tables close once no session uses them */
+	table_registry_set_current(w->tables, w->cfg);
 	const char *a = old->dovecot_auth_socket, *b = w->cfg->dovecot_auth_socket;
 	if (w->id == 0 && ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0)))
 		log_warn("reload: dovecot_auth_socket changed; it takes effect after a restart");
@@ -160,7 +162,9 @@ bool worker_create_all(struct config *cfg, char *err, size_t errlen)
 		wt->w.id = i;
 		wt->w.cfg = config_ref(cfg);
 		uv_loop_init(&wt->w.loop);
-		wt->w.relay = relay_pool_new(&wt->w.loop);
+		wt->w.tables = table_registry_new(&wt->w.loop);
+		table_registry_set_current(wt->w.tables, wt->w.cfg);
+		wt->w.relay = relay_pool_new(&wt->w.loop, wt->w.tables);
 		uv_async_init(&wt->w.loop, &wt->wakeup, worker_wakeup_cb);
 		wt->wakeup.data = wt;
 		uv_timer_init(&wt->w.loop, &wt->deadline);

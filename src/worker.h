@@ -15,7 +15,7 @@
 struct session;
 struct relay_pool;
 struct dovecot_auth_client;
-struct sender_login;
+struct table_registry;
 
 struct worker {
 	uv_loop_t loop;
@@ -23,14 +23,9 @@ struct worker {
 	struct config *cfg;          /* current snapshot for new sessions */
 	struct relay_pool *relay;
 	struct dovecot_auth_client *auth; /* NULL without dovecot_auth_socket */
-	/* Sender-ownership lookups, one per configuration snapshot still in
-	   use by a session (session.c); made on first use. */
-	struct worker_sl {
-		struct config *cfg;
-		struct sender_login *sl;     /* NULL once retired */
-		unsigned users;              /* sessions that used it */
-		struct worker_sl *next;
-	} *sl_list;
+	/* Table instances per configuration snapshot, shared by the sessions
+	   and relay transactions of that snapshot (lookup/table_registry.h). */
+	struct table_registry *tables;
 	struct session *sessions;    /* doubly linked, for shutdown */
 	unsigned nsessions;
 	unsigned refusing;           /* refused clients getting their 421 inside TLS */

@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include "core/buf.h"
-#include "lookup/table.h"
 
 /* TLS 1.2 only with ECDHE key exchange: forward secrecy for every session
  * (static RSA has none, RFC 7525 §4.2). */
@@ -49,8 +48,7 @@ struct config_key {
 static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
-static config_hook config_relay_ca_file, config_relay_password_maps, config_sender_relay_maps,
-	config_relay_auth_header, config_sender_dependent_auth, config_relay_sasl_plaintext;
+static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth, config_relay_sasl_plaintext;
 
 #define OFF(f) offsetof(struct config, f)
 static const struct config_key config_keys[] = {
@@ -112,9 +110,9 @@ static const struct config_key config_keys[] = {
 	/* CAs trusted for the relay at verify/secure (Postfix smtp_tls_CAfile); default: the system store */
 	{"relay_tls_ca_file", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_ca_file, GLOBAL},
 	/* TABLE of user:password for AUTH to the relay (Postfix smtp_sasl_password_maps) */
-	{"relay_password_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_password_maps, GLOBAL},
+	{"relay_password_maps", CFG_STR, OFF(relay_password_maps), NULL, 0, 0, NULL, GLOBAL},
 	/* TABLE sender or @domain -> destinations (Postfix sender_dependent_relayhost_maps) */
-	{"sender_relay_maps", CFG_SPECIAL, 0, NULL, 0, 0, config_sender_relay_maps, GLOBAL},
+	{"sender_relay_maps", CFG_STR, OFF(sender_relay_maps), NULL, 0, 0, NULL, GLOBAL},
 	/* look relay credentials up by sender first (Postfix smtp_sender_dependent_authentication) */
 	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0, config_sender_dependent_auth, GLOBAL},
 	/* allow sending relay credentials without TLS */
@@ -141,13 +139,10 @@ static const struct config_key *config_key_find(const char *name)
 
 static void config_free(struct config *cfg)
 {
-	/* smarthost (src/relay/): the tables' per-worker instances are gone */
 	free(cfg->relay_tls_ca_file);
 	free(cfg->relay_auth_header);
 	if (cfg->relay_tls_ca_creds != NULL)
 		gnutls_certificate_free_credentials(cfg->relay_tls_ca_creds);
-	table_free(&cfg->relay_password_maps);
-	table_free(&cfg->sender_relay_maps);
 	for (size_t i = 0; i < CONFIG_NKEYS; i++)
 		if (config_keys[i].type == CFG_STR)
 			free(*(char **)((char *)cfg + config_keys[i].offset));
@@ -176,6 +171,10 @@ static void config_free(struct config *cfg)
 	}
 	if (cfg->free_hook != NULL)
 		cfg->free_hook(cfg);
+	/* what loaders built (their per-worker instances are gone) */
+	for (size_t i = cfg->nfree_hooks; i-- > 0;)
+		cfg->free_hooks[i](cfg);
+	free(cfg->key_lines);
 	free(cfg->path);
 	free(cfg->text);
 	free(cfg);
@@ -672,31 +671,6 @@ static bool config_relay_sasl_plaintext(struct config *cfg, const char *value, c
 	return config_yesno(value, &cfg->relay_sasl_allow_plaintext, err, errlen);
 }
 
-/* Tables are opened here, at load time on the main thread, so a missing
- * file is a configuration error and workers never read files. */
-static bool config_relay_table(struct table **slot, const char *value, char *err, size_t errlen)
-{
-	char why[400];
-	struct table *t = table_open(value, why, sizeof(why));
-	if (t == NULL)
-		return config_err(err, errlen, "%s", why);
-	table_free(slot);
-	*slot = t;
-	return true;
-}
-
-static bool config_relay_password_maps(struct config *cfg, const char *value, char *err,
-				       size_t errlen)
-{
-	return config_relay_table(&cfg->relay_password_maps, value, err, errlen);
-}
-
-static bool config_sender_relay_maps(struct config *cfg, const char *value, char *err,
-				     size_t errlen)
-{
-	return config_relay_table(&cfg->sender_relay_maps, value, err, errlen);
-}
-
 /* Postfix smtp_tls_CAfile without tls_append_default_CA: when set, only
  * these CAs are trusted for the relay. */
 static bool config_relay_ca_file(struct config *cfg, const char *value, char *err, size_t errlen)
@@ -1043,6 +1017,7 @@ static struct config *config_parse(const char *path, const char *text, char *con
 	struct config *cfg = xcalloc(1, sizeof(*cfg));
 	atomic_init(&cfg->refs, 1);
 	cfg->path = xstrdup(path);
+	cfg->key_lines = xcalloc(CONFIG_NKEYS, sizeof(*cfg->key_lines));
 	bool seen[CONFIG_NKEYS] = {false};
 	char line[8192], why[512];
 	unsigned lineno = 0;
@@ -1079,6 +1054,7 @@ static struct config *config_parse(const char *path, const char *text, char *con
 			break;
 		}
 		seen[i] = true;
+		cfg->key_lines[i] = lineno;
 		if (!config_set(cfg, &config_keys[i], value, why, sizeof(why))) {
 			snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
 			ok = false;
@@ -1127,4 +1103,27 @@ static struct config *config_parse(const char *path, const char *text, char *con
 		return NULL;
 	}
 	return cfg;
+}
+
+void config_on_free(struct config *cfg, void (*fn)(struct config *cfg))
+{
+	for (size_t i = 0; i < cfg->nfree_hooks; i++)
+		if (cfg->free_hooks[i] == fn)
+			return;
+	if (cfg->nfree_hooks == CONFIG_MAX_FREE_HOOKS)
+		abort(); /* a programming error: raise CONFIG_MAX_FREE_HOOKS */
+	cfg->free_hooks[cfg->nfree_hooks++] = fn;
+}
+
+const char *config_key_origin(const struct config *cfg, const char *key, char *buf, size_t len)
+{
+	unsigned line = 0;
+	for (size_t i = 0; i < CONFIG_NKEYS; i++)
+		if (strcmp(config_keys[i].name, key) == 0 && cfg->key_lines != NULL)
+			line = cfg->key_lines[i];
+	if (line != 0)
+		snprintf(buf, len, "%s:%u", cfg->path, line);
+	else
+		snprintf(buf, len, "%s", cfg->path);
+	return buf;
 }

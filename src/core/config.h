@@ -118,6 +118,11 @@ struct config {
 	struct table *header_from_exempt;
 	int header_from_mode;        /* enum policy_header_mode */
 	void (*free_hook)(struct config *cfg);
+	/* More of them, for other loaders (config_on_free()), run last first. */
+#define CONFIG_MAX_FREE_HOOKS 8
+	void (*free_hooks[CONFIG_MAX_FREE_HOOKS])(struct config *cfg);
+	size_t nfree_hooks;
+	unsigned *key_lines;         /* per key: the line that set it, 0: none */
 
 	uint64_t message_size_limit;
 	uint64_t header_size_limit;
@@ -144,8 +149,11 @@ struct config {
 	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.h) */
 	char *relay_tls_ca_file;                     /* NULL: the system trust store */
 	gnutls_certificate_credentials_t relay_tls_ca_creds; /* from relay_tls_ca_file */
-	struct table *relay_password_maps;           /* NULL: never AUTH to the relay */
-	struct table *sender_relay_maps;             /* NULL: relayhost for everyone */
+	char *relay_password_maps;                   /* NULL: never AUTH to the relay */
+	char *sender_relay_maps;                     /* NULL: relayhost for everyone */
+	/* Opened from the two above by relay_load() (relay/relay.h). */
+	struct table *relay_password_table;
+	struct table *sender_relay_table;
 	char *relay_auth_header;                     /* e.g. "X-AuthUser", NULL: none */
 	bool sender_dependent_authentication;
 	bool relay_sasl_allow_plaintext;
@@ -185,6 +193,12 @@ bool config_is_part_of(const struct config *snap, const struct config *c);
 void config_listens_copy(struct config *dst, const struct config *src);
 void config_listen_clear(struct listen_cfg *l);
 struct config *config_ref(struct config *cfg);
+/* Loaders (policy_load(), relay_load()) build objects from a snapshot's
+ * values after parsing; fn frees them with the snapshot. Once per fn. */
+void config_on_free(struct config *cfg, void (*fn)(struct config *cfg));
+/* "FILE:LINE" of the line that set key (just "FILE" for a default), for a
+ * loader's error messages to read like the parser's. Returns buf. */
+const char *config_key_origin(const struct config *cfg, const char *key, char *buf, size_t len);
 void config_unref(struct config **cfg);
 
 /* True when addr (AF_INET/AF_INET6 sockaddr) is inside one of the networks.

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "lookup/addrkey.h"
 #include "lookup/table.h"
+#include "lookup/table_registry.h"
 #include "policy/sender_login.h"
 #include "smtp/addrlist.h"
 
@@ -28,6 +29,7 @@ struct sender_login_conf {
 
 struct sender_login {
 	const struct sender_login_conf *conf;
+	struct table_registry *tables; /* NULL: the instances are its own */
 	struct table_inst *inst[SENDER_LOGIN_MAX_TABLES];
 	uv_idle_t idle; /* deferred verdicts that needed no lookup */
 	struct sender_login_req *ready_head, *ready_tail;
@@ -355,15 +357,30 @@ static void sender_login_idle_closed(uv_handle_t *h)
 	free(h->data);
 }
 
-struct sender_login *sender_login_new(const struct sender_login_conf *conf, uv_loop_t *loop)
+static struct sender_login *sender_login_make(const struct sender_login_conf *conf,
+					      uv_loop_t *loop, struct table_registry *tables,
+					      struct config *cfg)
 {
 	struct sender_login *sl = xcalloc(1, sizeof(*sl));
 	sl->conf = conf;
+	sl->tables = tables;
 	for (size_t i = 0; i < conf->ntables; i++)
-		sl->inst[i] = table_inst_new(conf->tables[i], loop);
+		sl->inst[i] = tables ? table_registry_get(tables, cfg, conf->tables[i])
+				     : table_inst_new(conf->tables[i], loop);
 	uv_idle_init(loop, &sl->idle);
 	sl->idle.data = sl;
 	return sl;
+}
+
+struct sender_login *sender_login_new(const struct sender_login_conf *conf, uv_loop_t *loop)
+{
+	return sender_login_make(conf, loop, NULL, NULL);
+}
+
+struct sender_login *sender_login_new_shared(const struct sender_login_conf *conf,
+					     struct table_registry *tables, struct config *cfg)
+{
+	return sender_login_make(conf, table_registry_loop(tables), tables, cfg);
 }
 
 static void sender_login_req_free(struct sender_login_req *req)
@@ -391,8 +408,12 @@ void sender_login_free(struct sender_login **slp)
 		table_cancel(&req->tr);
 		sender_login_req_free(req);
 	}
-	for (size_t i = 0; i < sl->conf->ntables; i++)
-		table_inst_close(&sl->inst[i]);
+	for (size_t i = 0; i < sl->conf->ntables; i++) {
+		if (sl->tables != NULL)
+			table_registry_put(sl->tables, &sl->inst[i]);
+		else
+			table_inst_close(&sl->inst[i]);
+	}
 	uv_idle_stop(&sl->idle);
 	uv_close((uv_handle_t *)&sl->idle, sender_login_idle_closed);
 }

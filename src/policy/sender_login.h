@@ -96,8 +96,15 @@ struct sender_login_req;
 typedef void sender_login_cb(void *ctx, enum sender_login_result result, const char *owners);
 
 struct sender_login *sender_login_new(const struct sender_login_conf *conf, uv_loop_t *loop);
-/* Cancels pending checks (no callbacks) and closes the table instances;
- * memory goes from close callbacks, so run the loop once more. */
+/* The same on a worker's shared table instances (lookup/table_registry.h)
+ * for snapshot cfg, whose sender_login conf is. */
+struct table_registry;
+struct config;
+struct sender_login *sender_login_new_shared(const struct sender_login_conf *conf,
+					     struct table_registry *tables, struct config *cfg);
+/* Cancels pending checks (no callbacks) and closes the table instances (or
+ * gives them back to the registry); memory goes from close callbacks, so
+ * run the loop once more. Sets *slp to NULL; NULL is ignored. */
 void sender_login_free(struct sender_login **slp);
 
 /* Checks the MAIL FROM address (as the client wrote it, without <>; "" for

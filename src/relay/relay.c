@@ -82,9 +82,11 @@ struct relay_txn *relay_txn_new(struct relay_pool *pool, struct config *cfg, con
 	t->at_line_start = true;
 	uv_timer_init(pool->loop, &t->defer_timer);
 	t->defer_timer.data = t;
-	t->maps = relay_pool_maps(pool, cfg);
-	if (t->maps != NULL)
-		t->maps->users++;
+	/* this snapshot's instances, shared on the worker (lookup/table_registry.h) */
+	if (cfg->relay_password_table != NULL)
+		t->maps.passwords = table_registry_get(pool->tables, cfg, cfg->relay_password_table);
+	if (cfg->sender_relay_table != NULL)
+		t->maps.routes = table_registry_get(pool->tables, cfg, cfg->sender_relay_table);
 	return t;
 }
 
@@ -306,9 +308,10 @@ void relay_txn_free(struct relay_txn **tp)
 		}
 	}
 	relay_route_clear(t);
-	/* The last user of an older snapshot's tables: close them (and their
+	/* The last user of an older snapshot's tables closes them (and their
 	   MySQL connections) now rather than at the next reload. */
-	relay_pool_maps_release(t->pool, &t->maps);
+	table_registry_put(t->pool->tables, &t->maps.passwords);
+	table_registry_put(t->pool->tables, &t->maps.routes);
 	config_unref(&t->cfg);
 	uv_timer_stop(&t->defer_timer);
 	uv_close((uv_handle_t *)&t->defer_timer, relay_txn_close_cb);
@@ -337,7 +340,9 @@ int relay_check(struct config *cfg, FILE *out)
 		fprintf(out, "relay check: cannot create an event loop\n");
 		return 1;
 	}
-	struct relay_pool *pool = relay_pool_new(&loop);
+	struct table_registry *tables = table_registry_new(&loop);
+	table_registry_set_current(tables, cfg);
+	struct relay_pool *pool = relay_pool_new(&loop, tables);
 	int failed = 0;
 	static const char *const levels[] = {"none", "may", "encrypt", "verify", "secure"};
 	for (size_t i = 0; i < cfg->nrelay; i++) {
@@ -367,10 +372,11 @@ int relay_check(struct config *cfg, FILE *out)
 		}
 		relay_txn_free(&t);
 	}
-	if (cfg->sender_relay_maps != NULL)
+	if (cfg->sender_relay_table != NULL)
 		fprintf(out, "sender_relay_maps %s: routes are checked when used\n",
-			table_name(cfg->sender_relay_maps));
+			table_name(cfg->sender_relay_table));
 	relay_pool_free(&pool);
+	table_registry_free(&tables);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
 	return failed;

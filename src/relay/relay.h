@@ -48,14 +48,22 @@
 
 struct relay_pool;
 struct relay_txn;
+struct table_registry;
 
-struct relay_pool *relay_pool_new(uv_loop_t *loop);
+/* Opens the tables of a snapshot (relay_password_maps, sender_relay_maps)
+ * at load time, on the main thread, like policy_load(): a map that cannot
+ * be opened refuses the configuration ("FILE:LINE: key: why"). Call it for
+ * every snapshot, the listeners' too. */
+bool relay_load(struct config *cfg, char *err, size_t errlen);
+
+/* tables: the worker's table instances (lookup/table_registry.h), which
+ * must outlive the pool. */
+struct relay_pool *relay_pool_new(uv_loop_t *loop, struct table_registry *tables);
 /* Closes idle connections; transactions must be gone. */
 void relay_pool_free(struct relay_pool **pool);
 /* Opens one connection to cfg's route ahead of time, to learn the
  * downstream's capabilities and warm the pool. Called with the worker's
- * snapshot whenever it changes: the pool keeps that snapshot's table sets
- * (and its listeners') open, and closes older ones once unused. */
+ * snapshot whenever it changes. */
 void relay_pool_probe(struct relay_pool *pool, struct config *cfg);
 /* The downstream's capabilities as last seen; false if never seen. */
 bool relay_pool_caps(const struct relay_pool *pool, struct smtp_caps *caps_r);

@@ -20,6 +20,7 @@
 
 #include "core/buf.h"
 #include "lookup/table.h"
+#include "lookup/table_registry.h"
 #include "net/conn.h"
 #include "relay/relay.h"
 
@@ -103,12 +104,9 @@ struct relay_conn {
 	uint16_t port;
 };
 
-/* Per-worker instances of one configuration snapshot's tables; they keep
- * the snapshot (which owns the table definitions) alive. */
+/* A transaction's references to its snapshot's table instances (from the
+ * worker's lookup/table_registry.h); NULL: the map is not configured. */
 struct relay_maps {
-	struct relay_maps *next;
-	struct config *cfg;
-	unsigned users;               /* transactions using it */
 	struct table_inst *passwords;
 	struct table_inst *routes;
 };
@@ -120,11 +118,8 @@ struct relay_pool {
 	struct relay_conn *idle;
 	struct smtp_caps caps;
 	bool caps_known;
-	struct relay_maps *maps;
+	struct table_registry *tables; /* the worker's; not owned */
 	struct relay_txn *probe;
-	/* The worker's current snapshot (set by relay_pool_probe() whenever it
-	 * changes): its table sets stay open while unused. */
-	const struct config *current;
 };
 
 enum relay_txn_mode { TXN_NORMAL, TXN_PROBE, TXN_CHECK };
@@ -158,7 +153,7 @@ struct relay_txn {
 	size_t nown_route;
 	struct relay_cred **creds;    /* per destination of the route; NULL: none */
 	size_t cred_idx;
-	struct relay_maps *maps;
+	struct relay_maps maps;
 	/* the table lookup in flight: keys tried in order, first hit wins */
 	struct table_req *req;
 	struct table_inst *lookup_ti;
@@ -233,10 +228,6 @@ void relay_pool_remove(struct relay_pool *p, struct relay_conn *rc);
 /* The trust store for cfg: relay_tls_ca_file's, else the system's. */
 gnutls_certificate_credentials_t relay_pool_tls_creds(struct relay_pool *p,
 						      const struct config *cfg);
-/* cfg's table instances (NULL: cfg has no relay maps); the caller counts
- * itself in ->users and gives them back with relay_pool_maps_release(). */
-struct relay_maps *relay_pool_maps(struct relay_pool *p, struct config *cfg);
-void relay_pool_maps_release(struct relay_pool *p, struct relay_maps **mp);
 
 /* ---- relay_route.c ---- */
 

@@ -1,7 +1,7 @@
 /* relay_pool: one per worker loop — idle downstream connections, keyed by
- * destination, TLS policy, trust store and credentials; the table instances
- * of each configuration snapshot; the probe that learns the downstream's
- * capabilities. */
+ * destination, TLS policy, trust store and credentials; the probe that
+ * learns the downstream's capabilities. (The table instances of each
+ * snapshot come from the worker's lookup/table_registry.h.) */
 #include "config.h"
 #include "relay/relay_int.h"
 
@@ -9,86 +9,16 @@
 #include <string.h>
 
 #include "core/config.h"
-#include "lookup/table.h"
 
-struct relay_pool *relay_pool_new(uv_loop_t *loop)
+struct relay_pool *relay_pool_new(uv_loop_t *loop, struct table_registry *tables)
 {
 	struct relay_pool *p = xcalloc(1, sizeof(*p));
 	p->loop = loop;
+	p->tables = tables;
 	gnutls_certificate_allocate_credentials(&p->creds);
 	gnutls_certificate_set_x509_system_trust(p->creds);
 	gnutls_priority_init(&p->prio, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", NULL);
 	return p;
-}
-
-/* The snapshots are released one loop iteration after their table
- * instances were closed: table_free() wants the instances' close
- * callbacks to have run (lookup/table.h). */
-struct relay_pool_reaper {
-	uv_timer_t timer;
-	struct config **cfgs;
-	size_t n;
-};
-
-static void relay_pool_reaper_close_cb(uv_handle_t *h)
-{
-	struct relay_pool_reaper *r = h->data;
-	free(r->cfgs);
-	free(r);
-}
-
-static void relay_pool_reaper_cb(uv_timer_t *timer)
-{
-	struct relay_pool_reaper *r = timer->data;
-	for (size_t i = 0; i < r->n; i++)
-		config_unref(&r->cfgs[i]);
-	uv_close((uv_handle_t *)&r->timer, relay_pool_reaper_close_cb);
-}
-
-/* Closes one snapshot's instances; the snapshot goes a loop turn later. */
-static void relay_pool_maps_close(struct relay_pool *p, struct relay_maps *m)
-{
-	if (m->passwords != NULL)
-		table_inst_close(&m->passwords);
-	if (m->routes != NULL)
-		table_inst_close(&m->routes);
-	struct relay_pool_reaper *r = xcalloc(1, sizeof(*r));
-	r->cfgs = xcalloc(1, sizeof(*r->cfgs));
-	r->cfgs[r->n++] = m->cfg;
-	uv_timer_init(p->loop, &r->timer);
-	r->timer.data = r;
-	uv_timer_start(&r->timer, relay_pool_reaper_cb, 0, 0);
-	free(m);
-}
-
-struct relay_maps *relay_pool_maps(struct relay_pool *p, struct config *cfg)
-{
-	if (cfg->relay_password_maps == NULL && cfg->sender_relay_maps == NULL)
-		return NULL;
-	for (struct relay_maps *m = p->maps; m != NULL; m = m->next)
-		if (m->cfg == cfg)
-			return m;
-	/* One set per snapshot: a reloaded configuration gets its own, so a
-	   table never outlives its definition (lookup/table.h). Sets of
-	   older snapshots that no transaction uses any more go now. */
-	for (struct relay_maps **pp = &p->maps; *pp != NULL;) {
-		struct relay_maps *old = *pp;
-		if (old->users == 0 && !config_is_part_of(p->current, old->cfg)) {
-			*pp = old->next;
-			relay_pool_maps_close(p, old);
-		} else {
-			pp = &old->next;
-		}
-	}
-	struct relay_maps *m = xcalloc(1, sizeof(*m));
-	m->cfg = config_ref(cfg);
-	if (cfg->relay_password_maps != NULL)
-		m->passwords = table_inst_new(cfg->relay_password_maps, p->loop);
-	if (cfg->sender_relay_maps != NULL)
-		m->routes = table_inst_new(cfg->sender_relay_maps, p->loop);
-	m->next = p->maps;
-	p->maps = m;
-	return m;
 }
 
 void relay_pool_remove(struct relay_pool *p, struct relay_conn *rc)
@@ -120,11 +50,6 @@ void relay_pool_free(struct relay_pool **pp)
 	*pp = NULL;
 	relay_txn_free(&p->probe);
 	relay_pool_flush(p);
-	while (p->maps != NULL) {
-		struct relay_maps *m = p->maps;
-		p->maps = m->next;
-		relay_pool_maps_close(p, m);
-	}
 	gnutls_certificate_free_credentials(p->creds);
 	gnutls_priority_deinit(p->prio);
 	free(p);
@@ -157,21 +82,6 @@ gnutls_certificate_credentials_t relay_pool_tls_creds(struct relay_pool *p,
 						      const struct config *cfg)
 {
 	return cfg->relay_tls_ca_creds != NULL ? cfg->relay_tls_ca_creds : p->creds;
-}
-
-void relay_pool_maps_release(struct relay_pool *p, struct relay_maps **mp)
-{
-	struct relay_maps *m = *mp;
-	*mp = NULL;
-	if (m == NULL || --m->users != 0 || config_is_part_of(p->current, m->cfg))
-		return;
-	for (struct relay_maps **pp = &p->maps; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == m) {
-			*pp = m->next;
-			relay_pool_maps_close(p, m);
-			break;
-		}
-	}
 }
 
 /* An idle connection to one of the route's destinations that was opened
@@ -208,7 +118,6 @@ void relay_pool_probe(struct relay_pool *pool, struct config *cfg)
 	/* A transaction with no owner: it connects (with the relayhost's
 	   credentials), learns the capabilities and leaves the connection in
 	   the pool. */
-	pool->current = cfg;
 	if (pool->probe != NULL)
 		return;
 	pool->probe = relay_txn_new(pool, cfg, "relay probe", relay_pool_probe_cb, NULL, pool);

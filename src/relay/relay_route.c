@@ -13,6 +13,40 @@
 #include "lookup/addrkey.h"
 #include "lookup/table.h"
 
+/* ---- loading: the tables of a snapshot ---- */
+
+static void relay_unload(struct config *cfg)
+{
+	table_free(&cfg->relay_password_table);
+	table_free(&cfg->sender_relay_table);
+}
+
+/* Opens one of the maps; errors read like the configuration parser's
+ * ("FILE:LINE: key: why"), as they did when the parser opened them. */
+static bool relay_load_table(struct config *cfg, const char *key, const char *spec,
+			     struct table **slot, char *err, size_t errlen)
+{
+	if (spec == NULL)
+		return true;
+	char why[400], where[300];
+	*slot = table_open(spec, why, sizeof(why));
+	if (*slot == NULL) {
+		snprintf(err, errlen, "%s: %s: %s", config_key_origin(cfg, key, where, sizeof(where)),
+			 key, why);
+		return false;
+	}
+	return true;
+}
+
+bool relay_load(struct config *cfg, char *err, size_t errlen)
+{
+	config_on_free(cfg, relay_unload);
+	return relay_load_table(cfg, "relay_password_maps", cfg->relay_password_maps,
+				&cfg->relay_password_table, err, errlen) &&
+	       relay_load_table(cfg, "sender_relay_maps", cfg->sender_relay_maps,
+				&cfg->sender_relay_table, err, errlen);
+}
+
 /* ---- keys and credentials (pure) ---- */
 
 int relay_route_keys(const char *sender, const char *delimiters, char *keys, size_t keyssz)
@@ -203,7 +237,7 @@ static void relay_route_cred_done(struct relay_txn *t, enum table_status st, con
 {
 	if (st == TABLE_TEMPFAIL) {
 		log_warn("%s: relay_password_maps %s: temporary lookup failure for %s", t->log_id,
-			 table_name(t->cfg->relay_password_maps), key);
+			 table_name(t->cfg->relay_password_table), key);
 		relay_route_fail_later(t, 451, "4.3.0", "Error: temporary lookup failure, try again later");
 		return;
 	}
@@ -217,12 +251,12 @@ static void relay_route_cred_done(struct relay_txn *t, enum table_status st, con
  * they are part of the pool key. */
 void relay_route_creds_next(struct relay_txn *t)
 {
-	while (t->maps != NULL && t->maps->passwords != NULL && t->cred_idx < t->nroute) {
+	while (t->maps.passwords != NULL && t->cred_idx < t->nroute) {
 		int n = relay_cred_keys(&t->route[t->cred_idx], t->mail.path.addr,
 					t->cfg->sender_dependent_authentication,
 					relay_route_delimiters(t->cfg), t->keys, sizeof(t->keys));
 		if (n > 0) {
-			relay_route_lookup(t, t->maps->passwords, n, relay_route_cred_done);
+			relay_route_lookup(t, t->maps.passwords, n, relay_route_cred_done);
 			return;
 		}
 		t->cred_idx++;
@@ -242,7 +276,7 @@ static void relay_route_set(struct relay_txn *t, const struct relay_dest *d, siz
 static void relay_route_done(struct relay_txn *t, enum table_status st, const char *value,
 			     const char *key)
 {
-	const char *maps = table_name(t->cfg->sender_relay_maps);
+	const char *maps = table_name(t->cfg->sender_relay_table);
 	if (st == TABLE_TEMPFAIL) {
 		log_warn("%s: sender_relay_maps %s: temporary lookup failure for %s", t->log_id, maps,
 			 key);
@@ -274,11 +308,11 @@ void relay_route_begin(struct relay_txn *t)
 	relay_route_clear(t);
 	t->has_policy_fail = false;
 	t->retried = false;
-	if (t->mode == TXN_NORMAL && t->maps != NULL && t->maps->routes != NULL) {
+	if (t->mode == TXN_NORMAL && t->maps.routes != NULL) {
 		int n = relay_route_keys(t->mail.path.addr, relay_route_delimiters(t->cfg), t->keys,
 					 sizeof(t->keys));
 		if (n > 0) {
-			relay_route_lookup(t, t->maps->routes, n, relay_route_done);
+			relay_route_lookup(t, t->maps.routes, n, relay_route_done);
 			return;
 		}
 	}
