@@ -37,14 +37,14 @@ struct table_cache_entry {
 	enum table_status status; /* OK or NOTFOUND */
 	char *value;
 	uint64_t expires;
-	struct table_cache_entry *hnext;       /* bucket chain */
-	struct table_cache_entry *older, *newer; /* insertion order */
+	struct table_cache_entry *hnext; /* bucket chain */
+	struct list_link age;            /* on table_cache.by_age */
 };
 
 struct table_cache {
 	size_t nbuckets, count;
 	struct table_cache_entry **buckets;
-	struct table_cache_entry *oldest, *newest;
+	struct list_link by_age; /* oldest first; evicted from the front */
 };
 
 struct table_inst {
@@ -95,6 +95,29 @@ void table_seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
+}
+
+bool table_lines_next(struct table_lines *it, const char **line_r, size_t *len_r,
+		      size_t *indent_r)
+{
+	while (it->pos < it->len) {
+		const char *nl = memchr(it->text + it->pos, '\n', it->len - it->pos);
+		size_t end = nl ? (size_t)(nl - it->text) : it->len;
+		const char *line = it->text + it->pos;
+		size_t llen = end - it->pos;
+		it->pos = nl ? end + 1 : it->len;
+		it->lineno++;
+		size_t i = 0;
+		while (i < llen && table_isspace((unsigned char)line[i]))
+			i++;
+		if (i == llen || line[i] == '#')
+			continue; /* blank or comment: skipped, even inside a continuation */
+		*line_r = line;
+		*len_r = llen;
+		*indent_r = i;
+		return true;
+	}
+	return false;
 }
 
 /* ------------------------------------------------------------------ */
@@ -254,14 +277,7 @@ static void table_cache_unlink(struct table_cache *c, struct table_cache_entry *
 	while (*pp != e)
 		pp = &(*pp)->hnext;
 	*pp = e->hnext;
-	if (e->older)
-		e->older->newer = e->newer;
-	else
-		c->oldest = e->newer;
-	if (e->newer)
-		e->newer->older = e->older;
-	else
-		c->newest = e->older;
+	list_remove(&e->age);
 	c->count--;
 	free(e->key);
 	free(e->value);
@@ -300,6 +316,7 @@ static void table_cache_store(struct table_inst *ti, const char *key, enum table
 		while (c->nbuckets < o->max_entries && c->nbuckets < (1u << 20))
 			c->nbuckets *= 2;
 		c->buckets = xcalloc(c->nbuckets, sizeof(*c->buckets));
+		list_init(&c->by_age);
 	}
 	size_t b = (size_t)table_fnv(key) & (c->nbuckets - 1);
 	for (struct table_cache_entry *e = c->buckets[b]; e; e = e->hnext) {
@@ -308,8 +325,9 @@ static void table_cache_store(struct table_inst *ti, const char *key, enum table
 			break;
 		}
 	}
-	while (c->count >= o->max_entries && c->oldest)
-		table_cache_unlink(c, c->oldest);
+	struct list_link *oldest;
+	while (c->count >= o->max_entries && (oldest = list_first(&c->by_age)) != NULL)
+		table_cache_unlink(c, list_entry(oldest, struct table_cache_entry, age));
 	struct table_cache_entry *e = xcalloc(1, sizeof(*e));
 	e->key = xstrdup(key);
 	e->status = st;
@@ -317,19 +335,15 @@ static void table_cache_store(struct table_inst *ti, const char *key, enum table
 	e->expires = table_inst_now(ti) + ttl;
 	e->hnext = c->buckets[b];
 	c->buckets[b] = e;
-	e->older = c->newest;
-	if (c->newest)
-		c->newest->newer = e;
-	else
-		c->oldest = e;
-	c->newest = e;
+	list_add_tail(&c->by_age, &e->age);
 	c->count++;
 }
 
 static void table_cache_clear(struct table_cache *c)
 {
-	while (c->oldest)
-		table_cache_unlink(c, c->oldest);
+	struct list_link *l;
+	while (c->nbuckets != 0 && (l = list_first(&c->by_age)) != NULL)
+		table_cache_unlink(c, list_entry(l, struct table_cache_entry, age));
 	free(c->buckets);
 	c->buckets = NULL;
 	c->nbuckets = 0;

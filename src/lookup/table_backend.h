@@ -101,4 +101,15 @@ bool table_isspace(int c);
 void table_lower(char *s);
 uint64_t table_fnv(const char *s); /* FNV-1a, for hash tables */
 
+/* The lines of a table file (texthash(5), mysql_table(5)): each call gives
+ * the next one that is neither blank nor a '#' comment, without its '\n',
+ * and how much whitespace it starts with (a continuation when > 0). */
+struct table_lines {
+	const char *text;
+	size_t len, pos;
+	unsigned lineno; /* of the line just returned */
+};
+bool table_lines_next(struct table_lines *it, const char **line_r, size_t *len_r,
+		      size_t *indent_r);
+
 #endif

@@ -161,8 +161,10 @@ static struct table_hash *table_hash_parse(const char *text, size_t len, const c
 {
 	struct table_hash *h = table_hash_new();
 	struct buf logical = BUF_INIT;
-	unsigned logical_line = 0, lineno = 0;
-	size_t pos = 0;
+	unsigned logical_line = 0;
+	struct table_lines it = {.text = text, .len = len};
+	const char *line;
+	size_t llen, i;
 	bool ok = true;
 
 	if (memchr(text, 0, len) != NULL) {
@@ -175,25 +177,14 @@ static struct table_hash *table_hash_parse(const char *text, size_t len, const c
 		table_hash_free(&h);
 		return NULL;
 	}
-	while (ok && pos < len) {
-		const char *nl = memchr(text + pos, '\n', len - pos);
-		size_t end = nl ? (size_t)(nl - text) : len;
-		const char *line = text + pos;
-		size_t llen = end - pos;
-		pos = nl ? end + 1 : len;
-		lineno++;
-		if (llen > 0 && line[llen - 1] == '\r')
+	while (ok && table_lines_next(&it, &line, &llen, &i)) {
+		if (line[llen - 1] == '\r')
 			llen--;
-		size_t i = 0;
-		while (i < llen && table_isspace((unsigned char)line[i]))
-			i++;
-		if (i == llen || line[i] == '#')
-			continue; /* blank or comment: skipped, even inside a continuation */
 		if (i > 0) {
 			if (logical_line == 0) {
 				table_seterr(err, errlen,
 					     "%s:%u: continuation line (starts with whitespace) "
-					     "without a preceding line", origin, lineno);
+					     "without a preceding line", origin, it.lineno);
 				ok = false;
 				break;
 			}
@@ -207,7 +198,7 @@ static struct table_hash *table_hash_parse(const char *text, size_t len, const c
 						 err, errlen);
 			buf_reset(&logical);
 		}
-		logical_line = lineno;
+		logical_line = it.lineno;
 		buf_append(&logical, line, llen);
 	}
 	if (ok && logical_line != 0) {

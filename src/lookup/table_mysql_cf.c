@@ -208,24 +208,15 @@ static bool tm_read_kv(const char *text, size_t len, const char *origin, struct 
 {
 	struct tm_kv *kv = NULL;
 	size_t nkv = 0;
-	unsigned lineno = 0;
-	size_t pos = 0;
+	struct table_lines it = {.text = text, .len = len};
+	const char *line;
+	size_t llen, i;
 	if (memchr(text, 0, len)) {
 		table_seterr(err, errlen, "%s: NUL byte in file", origin);
 		return false;
 	}
-	while (pos < len) {
-		const char *nl = memchr(text + pos, '\n', len - pos);
-		size_t end = nl ? (size_t)(nl - text) : len;
-		const char *line = text + pos;
-		size_t llen = end - pos;
-		pos = nl ? end + 1 : len;
-		lineno++;
-		size_t i = 0;
-		while (i < llen && table_isspace((unsigned char)line[i]))
-			i++;
-		if (i == llen || line[i] == '#')
-			continue;
+	while (table_lines_next(&it, &line, &llen, &i)) {
+		unsigned lineno = it.lineno;
 		if (i > 0) {
 			if (nkv == 0) {
 				table_seterr(err, errlen, "%s:%u: continuation line without a preceding "
