@@ -101,14 +101,23 @@ static void main_watchdog_cb(uv_timer_t *t)
 		worker_ping_all();
 }
 
+/* The file, and the relay maps it names: their errors read "FILE:LINE: key:
+ * why", as the parser's do (they were opened while parsing once). */
+static struct config *main_config_load(const char *path, char *err, size_t errlen)
+{
+	struct config *cfg = config_load(path, err, errlen);
+	if (cfg != NULL && !relay_load(cfg, err, errlen))
+		config_unref(&cfg);
+	return cfg;
+}
+
 /* Everything a snapshot needs besides its file: the per-listener snapshots
- * (once the listeners are final), TLS credentials, policy and relay tables,
- * for the snapshot and each of its listeners'. */
+ * (once the listeners are final), TLS credentials and policy tables, for
+ * the snapshot and each of its listeners' (whose relay maps too). */
 static bool main_snapshot_load(struct config *cfg, char *err, size_t errlen)
 {
-	/* relay maps first: they were opened while parsing the file before */
-	if (!relay_load(cfg, err, errlen) || !config_listeners_load(cfg, err, errlen) ||
-	    !tls_server_load(cfg, err, errlen) || !policy_load(cfg, err, errlen))
+	if (!config_listeners_load(cfg, err, errlen) || !tls_server_load(cfg, err, errlen) ||
+	    !policy_load(cfg, err, errlen))
 		return false;
 	for (size_t i = 0; i < cfg->nlistens; i++) {
 		struct config *l = cfg->listens[i].cfg;
@@ -133,7 +142,7 @@ static void main_reload(const char *why)
 	log_info("reloading %s (%s)", main_config_path, why);
 	main_last_reload = uv_now(uv_default_loop());
 	struct certwatch *certs = NULL;
-	struct config *next = config_load(main_config_path, err, sizeof(err));
+	struct config *next = main_config_load(main_config_path, err, sizeof(err));
 	bool ok = next != NULL;
 	if (ok) {
 		certs = certwatch_new(next);
@@ -335,7 +344,7 @@ int main(int argc, char **argv)
 
 	char err[1024];
 	main_config_path = path;
-	struct config *cfg = config_load(path, err, sizeof(err));
+	struct config *cfg = main_config_load(path, err, sizeof(err));
 	if (cfg == NULL) {
 		fprintf(stderr, "submitd: %s\n", err);
 		return 1;

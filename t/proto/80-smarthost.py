@@ -308,4 +308,22 @@ like(stored, r"X-AuthUser-Other: kept\r\n", "a longer field name is kept")
 like(stored, r"\r\n\r\nHello\.\r\n$", "body intact")
 d.stop()
 
+# ------------------------------------------- a map that cannot be opened
+# relay_load() opens the maps after parsing; the refusal still names the
+# file, the line and the key, at startup as on reload.
+missing = env.path("no-such-passwords")
+conf = env.path("bad-relay-map.conf")
+with open(conf, "w") as f:
+    f.write("listen = 127.0.0.1:2526 plain\nrelayhost = %s\n"
+            "relay_password_maps = texthash:%s\n" % (STARTTLS, missing))
+r = subprocess.run([env.binary, "-c", conf, "-t"], capture_output=True, text=True, timeout=60)
+is_(r.stderr.strip(), "submitd: %s:3: relay_password_maps: %s: No such file or directory"
+    % (conf, missing), "a missing relay_password_maps file refuses the configuration by line")
+ok(r.returncode == 1, "...with status 1")
+with open(conf, "w") as f:
+    f.write("listen = 127.0.0.1:2526 plain\nsender_relay_maps = nosuch:x\n")
+r = subprocess.run([env.binary, "-c", conf, "-t"], capture_output=True, text=True, timeout=60)
+is_(r.stderr.strip(), 'submitd: %s:2: sender_relay_maps: nosuch:x: unsupported table type "nosuch"'
+    % conf, "so does an unknown sender_relay_maps type")
+
 done()
