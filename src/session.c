@@ -491,7 +491,9 @@ void session_log_waiting(struct worker *w, const char *what)
 	unsigned in_data = 0, other = 0;
 	time_t now = time(NULL), oldest = now;
 	const char *oldest_id = "";
-	for (struct session *s = w->sessions; s != NULL; s = s->next) {
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &w->sessions) {
+		struct session *s = list_entry(l, struct session, link);
 		if ((s->server != NULL && smtp_server_in_content(s->server)) ||
 		    s->relay_step == RELAY_END) {
 			in_data++;
@@ -514,8 +516,9 @@ void session_log_waiting(struct worker *w, const char *what)
 
 void session_shutdown_all(struct worker *w)
 {
-	for (struct session *s = w->sessions, *next; s != NULL; s = next) {
-		next = s->next;
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &w->sessions) {
+		struct session *s = list_entry(l, struct session, link);
 		if (s->server != NULL)
 			smtp_server_shutdown(s->server);
 	}

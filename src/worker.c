@@ -159,6 +159,7 @@ bool worker_create_all(struct config *cfg, char *err, size_t errlen)
 		struct worker_thread *wt = &worker_threads[i];
 		wt->w.id = i;
 		wt->w.cfg = config_ref(cfg);
+		list_init(&wt->w.sessions);
 		uv_loop_init(&wt->w.loop);
 		wt->w.relay = relay_pool_new(&wt->w.loop);
 		uv_async_init(&wt->w.loop, &wt->wakeup, worker_wakeup_cb);

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "core/list.h"
 
 struct session;
 struct relay_pool;
@@ -31,7 +32,7 @@ struct worker {
 		unsigned users;              /* sessions that used it */
 		struct worker_sl *next;
 	} *sl_list;
-	struct session *sessions;    /* doubly linked, for shutdown */
+	struct list_link sessions;   /* struct session.link, for shutdown */
 	unsigned nsessions;
 	unsigned refusing;           /* refused clients getting their 421 inside TLS */
 	uint32_t seq;
