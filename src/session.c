@@ -78,6 +78,7 @@ static struct message_trace session_trace(struct session *s, char *tls, size_t t
 		.by = s->cfg->myhostname,
 		.id = s->id,
 		.rcpt = s->nrcpt == 1 ? s->first_rcpt : NULL,
+		.auth_header = s->cfg->relay_auth_header,
 	};
 }
 
@@ -237,7 +238,6 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (docs/design.md §7). */
 		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb, session_relay_drain, s);
-		relay_txn_set_user(s->relay, smtp_server_user(s->server)); /* relay_auth_header */
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
 		struct smtp_mail_args m = s->mail;

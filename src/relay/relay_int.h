@@ -8,7 +8,6 @@
  *                       the probe
  *   relay_route.c       route (sender_relay_maps, relayhost) and credentials
  *                       (relay_password_maps), their keys and lookups
- *   relay_hdr_filter.c  the streaming relay_auth_header filter
  *
  * Ownership: a pool owns its idle connections; a transaction owns the
  * connection it borrowed (t->rc, rc->txn point at each other) until it parks
@@ -170,11 +169,6 @@ struct relay_txn {
 	struct smtp_reply policy_fail;
 	bool has_policy_fail;
 	char last_why[640];
-	/* relay_auth_header */
-	char *user;
-	bool content_started;
-	struct relay_hdr_filter hf;
-	struct buf filtered;
 	/* LMTP: one reply per accepted recipient after the dot (RFC 2033 §4.2) */
 	unsigned lmtp_ok, lmtp_fail;
 	struct smtp_reply lmtp_first_ok, lmtp_first_fail;
