@@ -159,6 +159,7 @@ void relay_txn_data(struct relay_txn *t)
 	t->at_line_start = true;
 	t->wrote_content = false;
 	t->ends_crlf = false;
+	t->content_failed = false;
 	t->lmtp_ok = t->lmtp_fail = 0;
 	relay_conn_command(t->rc, RS_DATA);
 }
@@ -177,8 +178,8 @@ bool relay_txn_write(struct relay_txn *t, const uint8_t *p, size_t n)
 	if (t->stuffed.cap > 256 * 1024)
 		buf_free(&t->stuffed);
 	/* The whole message must reach the downstream within the relay
-	   timeout of its last write. */
-	conn_set_timeout(t->rc->conn, t->rc->timeout_ms);
+	   timeout of its last write, and within relay_data_timeout in all. */
+	conn_set_timeout(t->rc->conn, relay_conn_wait_ms(t->rc, t->rc->timeout_ms));
 	if (conn_pending(t->rc->conn) > RELAY_HIGH_WATER) {
 		t->blocked = true;
 		conn_want_drain(t->rc->conn);
@@ -192,7 +193,7 @@ void relay_txn_end(struct relay_txn *t)
 	if (t->rc == NULL || t->rc->closed || t->rc->state != RS_BODY) {
 		struct smtp_reply r;
 		relay_reply_make(&r, 451, "4.4.2", "Error: lost connection with downstream");
-		relay_txn_answer_later(t, &r);
+		relay_txn_answer_later(t, t->content_failed ? &t->content_fail : &r);
 		return;
 	}
 	struct relay_conn *rc = t->rc;

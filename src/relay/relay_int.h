@@ -94,6 +94,7 @@ struct relay_conn {
 	unsigned reuse_limit;
 	uint64_t timeout_ms;
 	uint64_t idle_timeout_ms;
+	uint64_t data_deadline;       /* loop time relay_data_timeout ends DATA; 0: none */
 	unsigned lmtp_expect;
 	char helo_name[256];
 	char peer[160];
@@ -150,6 +151,9 @@ struct relay_txn {
 	bool wrote_content;
 	bool ends_crlf;
 	bool blocked;
+	/* the connection failed during content: the answer to the final dot */
+	bool content_failed;
+	struct smtp_reply content_fail;
 	/* the route (docs/design.md §7): cfg->relay, or parsed from sender_relay_maps */
 	const struct relay_dest *route;
 	size_t nroute;
@@ -215,6 +219,9 @@ void relay_conn_send(struct relay_conn *rc, enum relay_state next, const char *f
 	__attribute__((format(printf, 3, 4)));
 /* Sends the fixed line relay_conn_states[next].line and enters next. */
 void relay_conn_command(struct relay_conn *rc, enum relay_state next);
+/* How long a wait of ms (0: unbounded) may last: never past the DATA
+ * deadline (relay_data_timeout) while the message is under way. */
+uint64_t relay_conn_wait_ms(const struct relay_conn *rc, uint64_t ms);
 
 /* ---- relay_pool.c ---- */
 
