@@ -78,6 +78,7 @@ static struct message_trace session_trace(struct session *s, char *tls, size_t t
 		.by = s->cfg->myhostname,
 		.id = s->id,
 		.rcpt = s->nrcpt == 1 ? s->first_rcpt : NULL,
+		.auth_header = s->cfg->relay_auth_header,
 	};
 }
 
@@ -190,7 +191,6 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (docs/design.md §7). */
 		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb, session_relay_drain, s);
-		relay_txn_set_user(s->relay, smtp_server_user(s->server)); /* relay_auth_header */
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
 		struct smtp_mail_args m = s->mail;
@@ -444,7 +444,9 @@ void session_log_waiting(struct worker *w, const char *what)
 	unsigned in_data = 0, other = 0;
 	time_t now = time(NULL), oldest = now;
 	const char *oldest_id = "";
-	for (struct session *s = w->sessions; s != NULL; s = s->next) {
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &w->sessions) {
+		struct session *s = list_entry(l, struct session, link);
 		if ((s->server != NULL && smtp_server_in_content(s->server)) ||
 		    s->relay_step == RELAY_END) {
 			in_data++;
@@ -467,8 +469,9 @@ void session_log_waiting(struct worker *w, const char *what)
 
 void session_shutdown_all(struct worker *w)
 {
-	for (struct session *s = w->sessions, *next; s != NULL; s = next) {
-		next = s->next;
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &w->sessions) {
+		struct session *s = list_entry(l, struct session, link);
 		if (s->server != NULL)
 			smtp_server_shutdown(s->server);
 	}

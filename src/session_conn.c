@@ -167,12 +167,7 @@ static void session_conn_on_close(struct conn *c, void *ctx)
 	if (s->counted)
 		listener_conn_release((struct sockaddr *)&s->peer, s->cfg);
 	struct worker *w = s->w;
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		w->sessions = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
+	list_remove(&s->link);
 	w->nsessions--;
 	sender_login_free(&s->sl); /* gives the tables back to w->tables */
 	config_unref(&s->cfg);
@@ -255,10 +250,7 @@ void session_accept(struct worker *w, int fd, size_t listen_idx)
 	s->conn = conn_new(&w->loop, false, &session_conn_handler, s);
 	snprintf(s->id, sizeof(s->id), "%08X%X%04X", (unsigned)time(NULL), w->id & 0xf,
 		 (unsigned)(w->seq++ & 0xffff));
-	s->next = w->sessions;
-	if (w->sessions != NULL)
-		w->sessions->prev = s;
-	w->sessions = s;
+	list_add_head(&w->sessions, &s->link);
 	w->nsessions++;
 
 	if (uv_tcp_open(&s->conn->h.tcp, fd) != 0) {

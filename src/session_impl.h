@@ -22,7 +22,7 @@
 struct session {
 	struct worker *w;
 	struct config *cfg;
-	struct session *next, *prev;
+	struct list_link link;           /* on w->sessions */
 	const struct listen_cfg *listen;
 	struct conn *conn;
 	struct smtp_server *server;

@@ -161,6 +161,7 @@ bool worker_create_all(struct config *cfg, char *err, size_t errlen)
 		struct worker_thread *wt = &worker_threads[i];
 		wt->w.id = i;
 		wt->w.cfg = config_ref(cfg);
+		list_init(&wt->w.sessions);
 		uv_loop_init(&wt->w.loop);
 		wt->w.tables = table_registry_new(&wt->w.loop);
 		table_registry_set_current(wt->w.tables, wt->w.cfg);

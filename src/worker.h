@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "core/list.h"
 
 struct session;
 struct relay_pool;
@@ -26,7 +27,7 @@ struct worker {
 	/* Table instances per configuration snapshot, shared by the sessions
 	   and relay transactions of that snapshot (lookup/table_registry.h). */
 	struct table_registry *tables;
-	struct session *sessions;    /* doubly linked, for shutdown */
+	struct list_link sessions;   /* struct session.link, for shutdown */
 	unsigned nsessions;
 	unsigned refusing;           /* refused clients getting their 421 inside TLS */
 	uint32_t seq;

@@ -105,6 +105,9 @@ static const struct config_key config_keys[] = {
 	 NULL, GLOBAL},
 	{"relay_timeout", CFG_TIME, OFF(relay_timeout_ms), "100s", 100, 600000, NULL, GLOBAL},
 	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL, GLOBAL},
+	/* a total for the downstream DATA phase, from the 354 to the reply to the dot */
+	{"relay_data_timeout", CFG_TIME, OFF(relay_data_timeout_ms), "10m", 1000, 86400000, NULL,
+	 GLOBAL},
 	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL, GLOBAL},
 	/* smarthost: TLS policy, client SASL, per-sender routes (src/relay/) */
 	/* CAs trusted for the relay at verify/secure (Postfix smtp_tls_CAfile); default: the system store */

@@ -145,6 +145,7 @@ struct config {
 	uint64_t relay_connect_timeout_ms;
 	uint64_t relay_timeout_ms;
 	uint64_t relay_idle_timeout_ms;
+	uint64_t relay_data_timeout_ms;              /* from the 354 to the reply to the dot */
 	unsigned relay_reuse_limit;
 	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.h) */
 	char *relay_tls_ca_file;                     /* NULL: the system trust store */

@@ -13,9 +13,11 @@
  * never see the world change under them. */
 #include "config.h"
 #include "lookup/dovecot_auth.h"
+#include "lookup/dovecot_auth_proto.h"
 
 #include "core/base64.h"
 #include "core/buf.h"
+#include "core/list.h"
 #include "core/log.h"
 
 #include <stdint.h>
@@ -35,9 +37,6 @@
  * immediate reconnect; a server that accepts and drops gets the backoff. */
 #define DOVECOT_AUTH_STABLE_MS 1000
 #define DOVECOT_AUTH_MAX_MECHS 32
-#define DOVECOT_AUTH_MAX_MECH_NAME 20 /* RFC 4422 §3.1 */
-#define DOVECOT_AUTH_MAX_FIELDS 128
-#define DOVECOT_AUTH_MAX_USER 512
 #define DOVECOT_AUTH_MAX_REASON 200
 #define DOVECOT_AUTH_WRITE_QUEUE_MAX (1024 * 1024)
 /* Above this, new requests wait in c->queue until Dovecot has read what
@@ -50,10 +49,6 @@
 #define DOVECOT_AUTH_ZOMBIE_MS 60000
 #define DOVECOT_AUTH_MAX_ZOMBIES 65536
 #define DOVECOT_AUTH_READ_CHUNK 8192
-
-struct dovecot_auth_link {
-	struct dovecot_auth_link *next, *prev;
-};
 
 enum dovecot_auth_conn_state {
 	DOVECOT_AUTH_IDLE,       /* no connection, nothing scheduled */
@@ -73,7 +68,7 @@ enum dovecot_auth_req_state {
 };
 
 struct dovecot_auth_request {
-	struct dovecot_auth_link link; /* in the list its state names */
+	struct list_link link; /* in the list its state names */
 	struct dovecot_auth_request *hnext;
 	struct dovecot_auth_client *c;
 	uv_timer_t timer;
@@ -92,7 +87,7 @@ struct dovecot_auth_request {
 };
 
 struct dovecot_auth_zombie {
-	struct dovecot_auth_link fifo;
+	struct list_link fifo;
 	struct dovecot_auth_zombie *hnext;
 	uint32_t id;
 	uint64_t expires;
@@ -144,150 +139,16 @@ struct dovecot_auth_client {
 	struct dovecot_auth_request *hash[DOVECOT_AUTH_HASH_SIZE];
 	struct dovecot_auth_zombie *zhash[DOVECOT_AUTH_HASH_SIZE];
 	unsigned n_zombies;
-	struct dovecot_auth_link zombies;
+	struct list_link zombies;
 
-	struct dovecot_auth_link queue, sent, deferred, waiting;
+	struct list_link queue, sent, deferred, waiting;
 };
 
 /* ---- small helpers ---- */
 
-#define dovecot_auth_container(ptr, type, member) \
-	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-
-static void dovecot_auth_list_init(struct dovecot_auth_link *l) { l->next = l->prev = l; }
-static bool dovecot_auth_list_empty(const struct dovecot_auth_link *l) { return l->next == l; }
-
-static void dovecot_auth_list_add(struct dovecot_auth_link *head, struct dovecot_auth_link *e)
+static struct dovecot_auth_request *dovecot_auth_list_req(struct list_link *l)
 {
-	e->prev = head->prev;
-	e->next = head;
-	head->prev->next = e;
-	head->prev = e;
-}
-
-static void dovecot_auth_list_del(struct dovecot_auth_link *e)
-{
-	if (e->next == NULL)
-		return;
-	e->prev->next = e->next;
-	e->next->prev = e->prev;
-	e->next = e->prev = NULL;
-}
-
-static struct dovecot_auth_request *dovecot_auth_list_req(struct dovecot_auth_link *l)
-{
-	return dovecot_auth_container(l, struct dovecot_auth_request, link);
-}
-
-/* Mechanism names per RFC 4422 §3.1; lower case is accepted from our
- * caller (SMTP verbs are case-insensitive) and folded, never from Dovecot. */
-static bool dovecot_auth_mech_name_valid(const char *s, size_t len, bool allow_lower)
-{
-	if (len == 0 || len > DOVECOT_AUTH_MAX_MECH_NAME)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-		      ch == '_' || (allow_lower && ch >= 'a' && ch <= 'z')))
-			return false;
-	}
-	return true;
-}
-
-static bool dovecot_auth_mech_in(const char *list, const char *mech)
-{
-	size_t n = strlen(mech);
-	const char *p = list;
-	while (*p != '\0') {
-		const char *e = strchr(p, ' ');
-		size_t l = e ? (size_t)(e - p) : strlen(p);
-		if (l == n && strncasecmp(p, mech, n) == 0)
-			return true;
-		if (e == NULL)
-			break;
-		p = e + 1;
-	}
-	return false;
-}
-
-/* The auth protocol's tab-escaping (Dovecot str_append_tabescaped()): 0x01
- * is the escape character; TAB, LF and CR never reach the wire raw, so a
- * client-controlled value cannot add parameters or commands. */
-static void dovecot_auth_append_escaped(struct buf *b, const char *s)
-{
-	const char *run = s;
-	for (; *s != '\0'; s++) {
-		char esc;
-		switch (*s) {
-		case '\001': esc = '1'; break;
-		case '\t': esc = 't'; break;
-		case '\n': esc = 'n'; break;
-		case '\r': esc = 'r'; break;
-		default: continue;
-		}
-		buf_append(b, run, (size_t)(s - run));
-		char pair[2] = {'\001', esc};
-		buf_append(b, pair, 2);
-		run = s + 1;
-	}
-	buf_append(b, run, (size_t)(s - run));
-}
-
-static void dovecot_auth_append_param(struct buf *b, const char *name, const char *value)
-{
-	buf_append_str(b, "\t");
-	buf_append_str(b, name);
-	buf_append_str(b, "=");
-	dovecot_auth_append_escaped(b, value);
-}
-
-/* Unescapes a field in place and NUL-terminates it. Fails on a dangling
- * escape or an escaped NUL: no value we use may hide a NUL. */
-static bool dovecot_auth_unescape(char *s, size_t *len_r)
-{
-	size_t len = *len_r, o = 0;
-	for (size_t i = 0; i < len; i++) {
-		char ch = s[i];
-		if (ch == '\001') {
-			if (++i == len)
-				return false;
-			switch (s[i]) {
-			case '1': ch = '\001'; break;
-			case 't': ch = '\t'; break;
-			case 'n': ch = '\n'; break;
-			case 'r': ch = '\r'; break;
-			case '0': return false;
-			default: ch = s[i]; break;
-			}
-		}
-		s[o++] = ch;
-	}
-	s[o] = '\0';
-	*len_r = o;
-	return true;
-}
-
-/* Decimal, as Dovecot's str_to_uint() reads it (leading zeros allowed). */
-static bool dovecot_auth_parse_uint(const char *s, size_t len, uint32_t *r)
-{
-	if (len == 0)
-		return false;
-	uint64_t v = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-		if (v > UINT32_MAX)
-			return false;
-	}
-	*r = (uint32_t)v;
-	return true;
-}
-
-static bool dovecot_auth_all_digits(const char *s, size_t len)
-{
-	uint32_t v;
-	return dovecot_auth_parse_uint(s, len, &v);
+	return list_entry(l, struct dovecot_auth_request, link);
 }
 
 static void dovecot_auth_free_result(struct dovecot_auth_request *req)
@@ -333,16 +194,16 @@ static void dovecot_auth_zombie_del(struct dovecot_auth_client *c, struct doveco
 	while (*p != z)
 		p = &(*p)->hnext;
 	*p = z->hnext;
-	dovecot_auth_list_del(&z->fifo);
+	list_remove(&z->fifo);
 	c->n_zombies--;
 	free(z);
 }
 
 static struct dovecot_auth_zombie *dovecot_auth_zombie_oldest(struct dovecot_auth_client *c)
 {
-	if (dovecot_auth_list_empty(&c->zombies))
+	if (list_empty(&c->zombies))
 		return NULL;
-	return dovecot_auth_container(c->zombies.next, struct dovecot_auth_zombie, fifo);
+	return list_entry(c->zombies.next, struct dovecot_auth_zombie, fifo);
 }
 
 static void dovecot_auth_zombie_expire(struct dovecot_auth_client *c)
@@ -369,7 +230,7 @@ static void dovecot_auth_zombie_add(struct dovecot_auth_client *c, uint32_t id)
 	z->expires = uv_now(c->loop) + DOVECOT_AUTH_ZOMBIE_MS;
 	z->hnext = c->zhash[id % DOVECOT_AUTH_HASH_SIZE];
 	c->zhash[id % DOVECOT_AUTH_HASH_SIZE] = z;
-	dovecot_auth_list_add(&c->zombies, &z->fifo);
+	list_add_tail(&c->zombies, &z->fifo);
 	c->n_zombies++;
 	dovecot_auth_zombie_expire(c);
 }
@@ -421,7 +282,7 @@ static void dovecot_auth_request_close(struct dovecot_auth_request *req)
 	if (req->state == DOVECOT_AUTH_REQ_CLOSING)
 		return;
 	dovecot_auth_hash_del(req->c, req);
-	dovecot_auth_list_del(&req->link);
+	list_remove(&req->link);
 	req->state = DOVECOT_AUTH_REQ_CLOSING;
 	buf_wipe(&req->params);
 	dovecot_auth_free_result(req);
@@ -439,14 +300,14 @@ static void dovecot_auth_request_complete(struct dovecot_auth_request *req,
 	struct dovecot_auth_client *c = req->c;
 	if (result != DOVECOT_AUTH_CONTINUE)
 		dovecot_auth_hash_del(c, req);
-	dovecot_auth_list_del(&req->link);
+	list_remove(&req->link);
 	dovecot_auth_free_result(req);
 	req->state = DOVECOT_AUTH_REQ_DEFERRED;
 	req->result = result;
 	req->user = user ? xstrdup(user) : NULL;
 	req->challenge = challenge ? xstrdup(challenge) : NULL;
 	req->reason = reason ? xstrdup(reason) : NULL;
-	dovecot_auth_list_add(&c->deferred, &req->link);
+	list_add_tail(&c->deferred, &req->link);
 	uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, 0, 0);
 }
 
@@ -486,13 +347,13 @@ static void dovecot_auth_send_queued(struct dovecot_auth_client *c)
 {
 	unsigned gen = c->generation;
 	while (c->generation == gen && c->state == DOVECOT_AUTH_READY &&
-	       !dovecot_auth_list_empty(&c->queue) && !dovecot_auth_write_full(c))
+	       !list_empty(&c->queue) && !dovecot_auth_write_full(c))
 		dovecot_auth_request_send(dovecot_auth_list_req(c->queue.next), false);
 }
 
 static void dovecot_auth_write_cb(uv_write_t *w, int status)
 {
-	struct dovecot_auth_write *wr = dovecot_auth_container(w, struct dovecot_auth_write, req);
+	struct dovecot_auth_write *wr = list_entry(w, struct dovecot_auth_write, req);
 	struct dovecot_auth_conn *conn = w->handle->data;
 	explicit_bzero(wr->data, wr->len);
 	free(wr);
@@ -557,8 +418,8 @@ static void dovecot_auth_request_send(struct dovecot_auth_request *req, bool res
 	}
 	req->id = dovecot_auth_alloc_id(c);
 	dovecot_auth_hash_add(c, req);
-	dovecot_auth_list_del(&req->link);
-	dovecot_auth_list_add(&c->sent, &req->link);
+	list_remove(&req->link);
+	list_add_tail(&c->sent, &req->link);
 	req->state = DOVECOT_AUTH_REQ_SENT;
 	if (restart_timer)
 		uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
@@ -572,9 +433,9 @@ static void dovecot_auth_request_send(struct dovecot_auth_request *req, bool res
 	buf_wipe(&line);
 }
 
-static void dovecot_auth_fail_list(struct dovecot_auth_link *list, const char *reason)
+static void dovecot_auth_fail_list(struct list_link *list, const char *reason)
 {
-	while (!dovecot_auth_list_empty(list)) {
+	while (!list_empty(list)) {
 		struct dovecot_auth_request *req = dovecot_auth_list_req(list->next);
 		dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL, reason);
 	}
@@ -604,7 +465,7 @@ static void dovecot_auth_conn_drop(struct dovecot_auth_client *c, const char *wh
 	dovecot_auth_fail_list(&c->sent, reason);
 	dovecot_auth_fail_list(&c->queue, reason);
 	/* A challenge not yet delivered cannot be answered any more. */
-	for (struct dovecot_auth_link *l = c->deferred.next; l != &c->deferred; l = l->next) {
+	for (struct list_link *l = c->deferred.next; l != &c->deferred; l = l->next) {
 		struct dovecot_auth_request *req = dovecot_auth_list_req(l);
 		if (req->result == DOVECOT_AUTH_CONTINUE) {
 			dovecot_auth_hash_del(c, req);
@@ -613,7 +474,7 @@ static void dovecot_auth_conn_drop(struct dovecot_auth_client *c, const char *wh
 			req->reason = xstrdup(reason);
 		}
 	}
-	for (struct dovecot_auth_link *l = c->waiting.next; l != &c->waiting; l = l->next) {
+	for (struct list_link *l = c->waiting.next; l != &c->waiting; l = l->next) {
 		struct dovecot_auth_request *req = dovecot_auth_list_req(l);
 		dovecot_auth_hash_del(c, req);
 		req->state = DOVECOT_AUTH_REQ_LOST;
@@ -690,7 +551,7 @@ static void dovecot_auth_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *
 
 static void dovecot_auth_connect_cb(uv_connect_t *creq, int status)
 {
-	struct dovecot_auth_conn *conn = dovecot_auth_container(creq, struct dovecot_auth_conn, connect_req);
+	struct dovecot_auth_conn *conn = list_entry(creq, struct dovecot_auth_conn, connect_req);
 	struct dovecot_auth_client *c = conn->c;
 	if (c == NULL || c->conn != conn || status == UV_ECANCELED)
 		return;
@@ -754,16 +615,6 @@ static void dovecot_auth_conn_start(struct dovecot_auth_client *c)
 }
 
 /* ---- parsing what Dovecot sends ---- */
-
-struct dovecot_auth_field {
-	char *s;
-	size_t len;
-};
-
-static bool dovecot_auth_field_is(const struct dovecot_auth_field *f, const char *s)
-{
-	return f->len == strlen(s) && memcmp(f->s, s, f->len) == 0;
-}
 
 /* A protocol violation: drop the connection. Only the command name is
  * logged (sanitised, up to the first TAB, at most 16 bytes): lines may carry
@@ -890,16 +741,6 @@ static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c, struct 
 	return false;
 }
 
-static bool dovecot_auth_user_valid(const char *s, size_t len)
-{
-	if (len == 0 || len > DOVECOT_AUTH_MAX_USER)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return false;
-	return true;
-}
-
 /* A reply we cannot use for one request fails that request only (TEMPFAIL:
  * the password was never judged), never the others on the connection.
  * dovecot_waits: the reply was a CONT, so Dovecot waits for our answer and
@@ -924,49 +765,27 @@ static void dovecot_auth_reply_unusable(struct dovecot_auth_client *c, struct do
 static void dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dovecot_auth_request *req,
 				      bool ok, const struct dovecot_auth_field *f, size_t nf)
 {
-	const char *user = NULL, *reason = NULL;
-	size_t user_len = 0, reason_len = 0;
-	bool refused = false, temp = false;
-	for (size_t i = 2; i < nf; i++) {
-		const char *eq = memchr(f[i].s, '=', f[i].len);
-		size_t nlen = eq ? (size_t)(eq - f[i].s) : f[i].len;
-		const char *val = eq ? eq + 1 : "";
-		size_t vlen = eq ? f[i].len - nlen - 1 : 0;
-		if (nlen == 4 && memcmp(f[i].s, "user", 4) == 0) {
-			if (ok && user != NULL && (vlen != user_len || memcmp(user, val, vlen) != 0)) {
-				dovecot_auth_reply_unusable(c, req, "two different user= values", false);
-				return;
-			}
-			user = val, user_len = vlen;
-		} else if (nlen == 6 && memcmp(f[i].s, "reason", 6) == 0) {
-			reason = val, reason_len = vlen;
-		} else if (nlen == 4 && memcmp(f[i].s, "code", 4) == 0) {
-			temp = temp || (vlen == 9 && memcmp(val, "temp_fail", 9) == 0);
-		} else if (!eq && nlen == 4 && memcmp(f[i].s, "temp", 4) == 0) {
-			temp = true; /* Dovecot <= 2.2 spelling */
-		} else if ((nlen == 7 && memcmp(f[i].s, "nologin", 7) == 0) ||
-			   (nlen == 5 && memcmp(f[i].s, "proxy", 5) == 0)) {
-			/* "OK does not mean access granted": nologin (possibly a
-			 * referral with host=) and proxy are refusals, with or
-			 * without a value (passdb extra fields may carry "=y"). */
-			refused = true;
-		}
+	struct dovecot_auth_final r;
+	dovecot_auth_final_parse(f, nf, &r);
+	if (ok && r.user_conflict) {
+		dovecot_auth_reply_unusable(c, req, "two different user= values", false);
+		return;
 	}
 	char reason_buf[DOVECOT_AUTH_MAX_REASON + 1];
 	const char *why = NULL;
-	if (reason != NULL)
-		why = log_sanitize(reason_buf, sizeof(reason_buf), reason, reason_len);
+	if (r.reason != NULL)
+		why = log_sanitize(reason_buf, sizeof(reason_buf), r.reason, r.reason_len);
 	enum dovecot_auth_result result;
 	if (!ok)
-		result = temp ? DOVECOT_AUTH_TEMPFAIL : DOVECOT_AUTH_FAIL;
-	else if (refused)
+		result = r.temp ? DOVECOT_AUTH_TEMPFAIL : DOVECOT_AUTH_FAIL;
+	else if (r.refused)
 		result = DOVECOT_AUTH_FAIL;
-	else if (user == NULL || !dovecot_auth_user_valid(user, user_len)) {
+	else if (r.user == NULL || !dovecot_auth_user_valid(r.user, r.user_len)) {
 		dovecot_auth_reply_unusable(c, req, "OK without a usable user name", false);
 		return;
 	} else
 		result = DOVECOT_AUTH_OK;
-	dovecot_auth_request_complete(req, result, result == DOVECOT_AUTH_OK ? user : NULL, NULL, why);
+	dovecot_auth_request_complete(req, result, result == DOVECOT_AUTH_OK ? r.user : NULL, NULL, why);
 }
 
 /* Replies after the handshake. Like Dovecot's own client, the connection
@@ -1058,42 +877,12 @@ static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, 
 	memcpy(cmd, line, clen);
 	cmd[clen] = '\0';
 	struct dovecot_auth_field whole = {cmd, clen};
-	size_t nf = 0;
-	/* A raw NUL would cut a C string short: refuse the stream rather than
-	 * act on part of a line (Dovecot never sends one). */
-	if (memchr(line, '\0', len) != NULL) {
-		dovecot_auth_violation(c, &whole, "NUL byte in line");
-		return false;
-	}
-	/* A field whose escape is broken (dangling, or an escaped NUL) cannot
-	 * be read whole; the command and id must be, the rest is judged per
-	 * request. */
-	bool fields_whole = true;
-	char *p = line, *end = line + len;
-	for (;;) {
-		char *tab = memchr(p, '\t', (size_t)(end - p));
-		char *fe = tab ? tab : end;
-		if (nf == DOVECOT_AUTH_MAX_FIELDS) {
-			dovecot_auth_violation(c, &whole, "too many fields");
-			return false;
-		}
-		f[nf].s = p;
-		f[nf].len = (size_t)(fe - p);
-		*fe = '\0';
-		if (!dovecot_auth_unescape(f[nf].s, &f[nf].len)) {
-			if (nf < 2 || c->state != DOVECOT_AUTH_READY) {
-				dovecot_auth_violation(c, &whole, "bad escape");
-				return false;
-			}
-			fields_whole = false;
-		}
-		nf++;
-		if (tab == NULL)
-			break;
-		p = tab + 1;
-	}
-	if (f[0].len == 0) {
-		dovecot_auth_violation(c, &whole, "empty command");
+	size_t nf;
+	bool fields_whole;
+	enum dovecot_auth_split_status st =
+		dovecot_auth_split(line, len, c->state == DOVECOT_AUTH_READY, f, &nf, &fields_whole);
+	if (st != DOVECOT_AUTH_SPLIT_OK) {
+		dovecot_auth_violation(c, &whole, dovecot_auth_split_error(st));
 		return false;
 	}
 	if (c->state == DOVECOT_AUTH_READY)
@@ -1106,14 +895,8 @@ static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, 
 static bool dovecot_auth_long_prefix(struct dovecot_auth_client *c, uint32_t *id_r,
 				     struct dovecot_auth_field *cmd_r)
 {
-	char *p = c->long_prefix;
-	p[c->long_prefix_len] = '\0';
-	char *tab = strchr(p, '\t');
-	char *idend = tab ? strchr(tab + 1, '\t') : NULL;
-	*cmd_r = (struct dovecot_auth_field){p, tab ? (size_t)(tab - p) : strlen(p)};
-	if (idend == NULL || !dovecot_auth_parse_uint(tab + 1, (size_t)(idend - tab - 1), id_r) ||
-	    !(dovecot_auth_field_is(cmd_r, "FAIL") || dovecot_auth_field_is(cmd_r, "CONT") ||
-	      dovecot_auth_field_is(cmd_r, "OK"))) {
+	c->long_prefix[c->long_prefix_len] = '\0';
+	if (!dovecot_auth_long_prefix_parse(c->long_prefix, id_r, cmd_r)) {
 		dovecot_auth_violation(c, cmd_r, "line too long");
 		return false;
 	}
@@ -1200,10 +983,10 @@ static void dovecot_auth_request_deliver(struct dovecot_auth_request *req)
 	dovecot_auth_cb *cb = req->cb;
 	void *ctx = req->ctx;
 	req->user = req->challenge = req->reason = NULL;
-	dovecot_auth_list_del(&req->link);
+	list_remove(&req->link);
 	if (result == DOVECOT_AUTH_CONTINUE) {
 		req->state = DOVECOT_AUTH_REQ_WAITING;
-		dovecot_auth_list_add(&req->c->waiting, &req->link);
+		list_add_tail(&req->c->waiting, &req->link);
 	} else {
 		dovecot_auth_request_close(req);
 	}
@@ -1250,11 +1033,11 @@ struct dovecot_auth_client *dovecot_auth_client_create(uv_loop_t *loop, const ch
 	c->timeout_ms = request_timeout_ms ? request_timeout_ms : 1;
 	c->state = DOVECOT_AUTH_IDLE;
 	c->next_id = 1;
-	dovecot_auth_list_init(&c->queue);
-	dovecot_auth_list_init(&c->sent);
-	dovecot_auth_list_init(&c->deferred);
-	dovecot_auth_list_init(&c->waiting);
-	dovecot_auth_list_init(&c->zombies);
+	list_init(&c->queue);
+	list_init(&c->sent);
+	list_init(&c->deferred);
+	list_init(&c->waiting);
+	list_init(&c->zombies);
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	c->handles = 1;
@@ -1274,9 +1057,9 @@ void dovecot_auth_client_destroy(struct dovecot_auth_client **cp)
 	uv_close((uv_handle_t *)&c->timer, dovecot_auth_timer_close_cb);
 	/* Everything still live completes now, here: there is no loop turn
 	 * left to defer to. */
-	struct dovecot_auth_link *lists[] = {&c->deferred, &c->waiting, &c->queue, &c->sent};
+	struct list_link *lists[] = {&c->deferred, &c->waiting, &c->queue, &c->sent};
 	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
-		while (!dovecot_auth_list_empty(lists[i])) {
+		while (!list_empty(lists[i])) {
 			struct dovecot_auth_request *req = dovecot_auth_list_req(lists[i]->next);
 			dovecot_auth_cb *cb = req->cb;
 			void *ctx = req->ctx;
@@ -1377,12 +1160,12 @@ struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
 
 	switch (c->state) {
 	case DOVECOT_AUTH_READY:
-		if (dovecot_auth_list_empty(&c->queue) && !dovecot_auth_write_full(c)) {
+		if (list_empty(&c->queue) && !dovecot_auth_write_full(c)) {
 			dovecot_auth_request_send(req, true);
 			break;
 		}
 		/* Dovecot is behind: wait in line (dovecot_auth_send_queued). */
-		dovecot_auth_list_add(&c->queue, &req->link);
+		list_add_tail(&c->queue, &req->link);
 		uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
 		break;
 	case DOVECOT_AUTH_BACKOFF:
@@ -1393,7 +1176,7 @@ struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
 	case DOVECOT_AUTH_IDLE:
 	case DOVECOT_AUTH_CONNECTING:
 	case DOVECOT_AUTH_HANDSHAKE:
-		dovecot_auth_list_add(&c->queue, &req->link);
+		list_add_tail(&c->queue, &req->link);
 		uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
 		if (c->state == DOVECOT_AUTH_IDLE)
 			dovecot_auth_conn_start(c);
@@ -1425,8 +1208,8 @@ void dovecot_auth_continue(struct dovecot_auth_request *req, const char *respons
 		dovecot_auth_send_cancel(c, id);
 		return;
 	}
-	dovecot_auth_list_del(&req->link);
-	dovecot_auth_list_add(&c->sent, &req->link);
+	list_remove(&req->link);
+	list_add_tail(&c->sent, &req->link);
 	req->state = DOVECOT_AUTH_REQ_SENT;
 	uv_timer_start(&req->timer, dovecot_auth_request_timer_cb, c->timeout_ms, 0);
 

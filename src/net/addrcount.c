@@ -32,13 +32,14 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/list.h"
 #include "core/log.h"
 
 #define ADDRCOUNT_EVICT_SCAN 64
 
 struct addrcount_entry {
 	struct addrcount_entry *hnext;
-	struct addrcount_entry *older, *newer; /* the idle list; NULL while live */
+	struct list_link idle; /* on ac->idle, oldest first; unlinked while live */
 	struct addrcount_key key;
 	unsigned conns, pending, failures;
 	uint64_t window_end;     /* failures count until then */
@@ -51,7 +52,7 @@ struct addrcount {
 	size_t nbuckets;                   /* a power of two */
 	struct addrcount_entry **buckets;
 	size_t n, capacity;
-	struct addrcount_entry idle;       /* sentinel: idle.newer is the oldest */
+	struct list_link idle;             /* idle entries, oldest first */
 };
 
 /* ---- SipHash-2-4 (Aumasson and Bernstein, 2012), 64-bit output ---- */
@@ -160,7 +161,7 @@ struct addrcount *addrcount_new(size_t capacity)
 	while (ac->nbuckets < ac->capacity / 4 && ac->nbuckets < ((size_t)1 << 20))
 		ac->nbuckets *= 2;
 	ac->buckets = xcalloc(ac->nbuckets, sizeof(*ac->buckets));
-	ac->idle.older = ac->idle.newer = &ac->idle;
+	list_init(&ac->idle);
 	pthread_mutex_init(&ac->lock, NULL);
 	return ac;
 }
@@ -202,13 +203,10 @@ static struct addrcount_entry **addrcount_slot(struct addrcount *ac, const struc
 	return p;
 }
 
-static void addrcount_idle_unlink(struct addrcount_entry *e)
+static struct addrcount_entry *addrcount_oldest(struct addrcount *ac)
 {
-	if (e->older == NULL)
-		return;
-	e->older->newer = e->newer;
-	e->newer->older = e->older;
-	e->older = e->newer = NULL;
+	struct list_link *l = list_first(&ac->idle);
+	return l != NULL ? list_entry(l, struct addrcount_entry, idle) : NULL;
 }
 
 static bool addrcount_blocked(const struct addrcount_entry *e, uint64_t now)
@@ -227,7 +225,7 @@ static void addrcount_remove(struct addrcount *ac, struct addrcount_entry *e)
 {
 	struct addrcount_entry **p = addrcount_slot(ac, &e->key);
 	*p = e->hnext;
-	addrcount_idle_unlink(e);
+	list_remove(&e->idle);
 	free(e);
 	ac->n--;
 }
@@ -240,37 +238,35 @@ static void addrcount_settle(struct addrcount *ac, struct addrcount_entry *e, ui
 		addrcount_remove(ac, e);
 		return;
 	}
-	addrcount_idle_unlink(e);
+	list_remove(&e->idle);
 	if (e->conns > 0 || e->pending > 0)
 		return;
-	e->newer = &ac->idle;
-	e->older = ac->idle.older;
-	ac->idle.older->newer = e;
-	ac->idle.older = e;
+	list_add_tail(&ac->idle, &e->idle);
 }
 
 /* Makes room for one entry (see the top of this file). */
 static bool addrcount_make_room(struct addrcount *ac, uint64_t now)
 {
 	/* Expired entries at the old end go anyway, full or not. */
-	for (int i = 0; i < 2 && ac->idle.newer != &ac->idle; i++) {
-		struct addrcount_entry *e = ac->idle.newer;
+	struct addrcount_entry *e;
+	for (int i = 0; i < 2 && (e = addrcount_oldest(ac)) != NULL; i++) {
 		if (!addrcount_empty(e, now))
 			break;
 		addrcount_remove(ac, e);
 	}
 	if (ac->n < ac->capacity)
 		return true;
-	struct addrcount_entry *e = ac->idle.newer;
-	for (int i = 0; i < ADDRCOUNT_EVICT_SCAN && e != &ac->idle; i++, e = e->newer) {
+	struct list_link *l = ac->idle.next;
+	for (int i = 0; i < ADDRCOUNT_EVICT_SCAN && l != &ac->idle; i++, l = l->next) {
+		e = list_entry(l, struct addrcount_entry, idle);
 		if (!addrcount_blocked(e, now)) {
 			addrcount_remove(ac, e);
 			return true;
 		}
 	}
-	if (ac->idle.newer == &ac->idle)
+	if ((e = addrcount_oldest(ac)) == NULL)
 		return false; /* every entry is in use */
-	addrcount_remove(ac, ac->idle.newer);
+	addrcount_remove(ac, e);
 	return true;
 }
 

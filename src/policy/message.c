@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "policy/auth_header.h"
 #include "policy/policy.h"
 #include "smtp/addr.h"
 
@@ -63,11 +64,12 @@ uint64_t message_added_max(const struct message_trace *t)
 	n += date + sizeof("\r\n\tfor <>") - 1 + SMTP_PATH_MAX;
 	n += sizeof("Date: \r\n") - 1 + date;
 	n += sizeof("Message-ID: <YYYYmmddHHMMSS.@>\r\n") - 1 + strlen(t->id) + strlen(t->by);
+	n += auth_header_added(t->auth_header, t->user);
 	return n + 4; /* CRLF closing an unterminated field, CRLF before a bare body */
 }
 
-void message_header(const struct message_trace *t, time_t data_time, const uint8_t *h,
-		    const struct header_info *hi, bool more_follows, struct buf *out)
+static void message_header_fixed(const struct message_trace *t, time_t data_time, const uint8_t *h,
+				 const struct header_info *hi, bool more_follows, struct buf *out)
 {
 	size_t hlen = hi->header_len;
 	/* Where the header fields end: before the empty line if there is one. */
@@ -96,6 +98,19 @@ void message_header(const struct message_trace *t, time_t data_time, const uint8
 	/* A body that began without an empty line gets one, so it stays body. */
 	if (has_empty || more_follows)
 		buf_append(out, "\r\n", 2);
+}
+
+void message_header(const struct message_trace *t, time_t data_time, const uint8_t *h,
+		    const struct header_info *hi, bool more_follows, struct buf *out)
+{
+	if (t->auth_header == NULL) {
+		message_header_fixed(t, data_time, h, hi, more_follows, out);
+		return;
+	}
+	struct buf fixed = BUF_INIT;
+	message_header_fixed(t, data_time, h, hi, more_follows, &fixed);
+	auth_header_write(t->auth_header, t->user, buf_data(&fixed), buf_len(&fixed), out);
+	buf_free(&fixed);
 }
 
 /* ---- From:/Sender: must belong to the login too (header_from_policy) ---- */

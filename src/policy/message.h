@@ -4,6 +4,7 @@
  *   - the trace and the RFC 6409 §8 fix-ups: a Received: field in front
  *     (RFC 5321 §4.4), Date: and Message-ID: at the end of the fields when
  *     the client left them out (RFC 6409 §8.2, §8.3);
+ *   - the relay_auth_header field (policy/auth_header.h);
  *   - the From:/Sender: ownership check (header_from_policy, RFC 6409 §8.1),
  *     which looks every address up with the MAIL FROM rules and ends in a
  *     structured reply, or none.
@@ -35,6 +36,7 @@ struct message_trace {
 	const char *by;    /* myhostname */
 	const char *id;    /* the session's queue id */
 	const char *rcpt;  /* the only recipient, or NULL (several: "for" would disclose Bcc's) */
+	const char *auth_header; /* relay_auth_header, or NULL */
 };
 
 /* Dates as RFC 5322 §3.3 writes them, in local time with its offset. */
@@ -56,7 +58,9 @@ uint64_t message_added_max(const struct message_trace *t);
  * Received: first, the client's fields, a CRLF closing an unterminated last
  * field (BDAT), Date: and Message-ID: when hi says they are missing (dated
  * data_time, the time DATA was accepted), then the empty line — also when
- * body follows without one (more_follows), so that it stays body. */
+ * body follows without one (more_follows), so that it stays body. With
+ * t->auth_header, all of it goes through auth_header_write(): the field for
+ * t->user first, and no field of that name from the client. */
 void message_header(const struct message_trace *t, time_t data_time, const uint8_t *h,
 		    const struct header_info *hi, bool more_follows, struct buf *out);
 

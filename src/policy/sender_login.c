@@ -10,6 +10,8 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "core/defer.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "lookup/addrkey.h"
 #include "lookup/table.h"
@@ -31,9 +33,9 @@ struct sender_login {
 	const struct sender_login_conf *conf;
 	struct table_registry *tables; /* NULL: the instances are its own */
 	struct table_inst *inst[SENDER_LOGIN_MAX_TABLES];
-	uv_idle_t idle; /* deferred verdicts that needed no lookup */
-	struct sender_login_req *ready_head, *ready_tail;
-	struct sender_login_req *live; /* every request not yet finished */
+	uv_loop_t *loop;
+	struct defer_queue ready; /* verdicts that needed no lookup */
+	struct list_link live;    /* every request not yet finished */
 };
 
 struct sender_login_req {
@@ -49,8 +51,8 @@ struct sender_login_req {
 	size_t tix;
 	struct table_req *tr;
 	enum sender_login_result result;
-	struct sender_login_req *next;         /* ready list */
-	struct sender_login_req *lprev, *lnext; /* live list */
+	struct defer_item ready;
+	struct list_link live;
 };
 
 static const char *const sender_login_policy_names[] = {
@@ -352,9 +354,9 @@ enum sender_login_policy sender_login_conf_policy(const struct sender_login_conf
 /* ------------------------------------------------------------------ */
 /* per worker */
 
-static void sender_login_idle_closed(uv_handle_t *h)
+static void sender_login_closed(struct defer_queue *q)
 {
-	free(h->data);
+	free(list_entry(q, struct sender_login, ready));
 }
 
 static struct sender_login *sender_login_make(const struct sender_login_conf *conf,
@@ -367,8 +369,9 @@ static struct sender_login *sender_login_make(const struct sender_login_conf *co
 	for (size_t i = 0; i < conf->ntables; i++)
 		sl->inst[i] = tables ? table_registry_get(tables, cfg, conf->tables[i])
 				     : table_inst_new(conf->tables[i], loop);
-	uv_idle_init(loop, &sl->idle);
-	sl->idle.data = sl;
+	sl->loop = loop;
+	defer_queue_init(&sl->ready, loop);
+	list_init(&sl->live);
 	return sl;
 }
 
@@ -385,13 +388,8 @@ struct sender_login *sender_login_new_shared(const struct sender_login_conf *con
 
 static void sender_login_req_free(struct sender_login_req *req)
 {
-	struct sender_login *sl = req->sl;
-	if (req->lprev)
-		req->lprev->lnext = req->lnext;
-	else
-		sl->live = req->lnext;
-	if (req->lnext)
-		req->lnext->lprev = req->lprev;
+	defer_cancel(&req->ready);
+	list_remove(&req->live);
 	free(req->login);
 	free(req);
 }
@@ -402,9 +400,12 @@ void sender_login_free(struct sender_login **slp)
 	if (sl == NULL)
 		return;
 	*slp = NULL;
-	sl->ready_head = sl->ready_tail = NULL;
-	while (sl->live) {
-		struct sender_login_req *req = sl->live;
+	/* Safe inside a verdict's callback: the rest of that turn is dropped,
+	   and sl's memory lives until the queue is closed. */
+	defer_queue_close(&sl->ready, sender_login_closed);
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &sl->live) {
+		struct sender_login_req *req = list_entry(l, struct sender_login_req, live);
 		table_cancel(&req->tr);
 		sender_login_req_free(req);
 	}
@@ -414,46 +415,22 @@ void sender_login_free(struct sender_login **slp)
 		else
 			table_inst_close(&sl->inst[i]);
 	}
-	uv_idle_stop(&sl->idle);
-	uv_close((uv_handle_t *)&sl->idle, sender_login_idle_closed);
 }
 
-static void sender_login_idle_cb(uv_idle_t *h)
+static void sender_login_ready_cb(struct defer_item *item)
 {
-	struct sender_login *sl = h->data;
-	/* Only what was ready when this turn began; a callback may start new
-	 * checks (they wait for the next turn) or free sl (which empties the
-	 * list; sl's memory lives until the idle handle's close callback). */
-	struct sender_login_req *last = sl->ready_tail;
-	while (sl->ready_head) {
-		struct sender_login_req *req = sl->ready_head;
-		sl->ready_head = req->next;
-		if (sl->ready_head == NULL)
-			sl->ready_tail = NULL;
-		bool was_last = req == last;
-		sender_login_cb *cb = req->cb;
-		void *ctx = req->ctx;
-		enum sender_login_result result = req->result;
-		sender_login_req_free(req);
-		cb(ctx, result, NULL);
-		if (was_last)
-			break;
-	}
-	if (sl->ready_head == NULL)
-		uv_idle_stop(&sl->idle);
+	struct sender_login_req *req = list_entry(item, struct sender_login_req, ready);
+	sender_login_cb *cb = req->cb;
+	void *ctx = req->ctx;
+	enum sender_login_result result = req->result;
+	sender_login_req_free(req);
+	cb(ctx, result, NULL);
 }
 
 static void sender_login_defer(struct sender_login_req *req, enum sender_login_result result)
 {
-	struct sender_login *sl = req->sl;
 	req->result = result;
-	req->next = NULL;
-	if (sl->ready_tail)
-		sl->ready_tail->next = req;
-	else
-		sl->ready_head = req;
-	sl->ready_tail = req;
-	uv_idle_start(&sl->idle, sender_login_idle_cb);
+	defer_push(&req->sl->ready, &req->ready, sender_login_ready_cb);
 }
 
 /* The verdict once the owner search is over (owners NULL: not listed). */
@@ -506,7 +483,7 @@ static void sender_login_log_tempfail(struct sender_login_req *req)
 {
 	static _Thread_local uint64_t last;
 	static _Thread_local unsigned long quiet;
-	uint64_t now = uv_now(req->sl->idle.loop);
+	uint64_t now = uv_now(req->sl->loop);
 	if (last != 0 && now - last < SENDER_LOGIN_TEMPFAIL_LOG_MS) {
 		quiet++;
 		return;
@@ -563,10 +540,7 @@ struct sender_login_req *sender_login_check_policy(struct sender_login *sl,
 	req->ctx = ctx;
 	req->policy = policy;
 	req->login = login ? xstrdup(login) : NULL;
-	req->lnext = sl->live;
-	if (sl->live)
-		sl->live->lprev = req;
-	sl->live = req;
+	list_add_head(&sl->live, &req->live);
 
 	bool applies = policy != SENDER_LOGIN_NONE && sl->conf->ntables > 0
 		       && !(policy == SENDER_LOGIN_REJECT_AUTHENTICATED && !login)
@@ -601,24 +575,6 @@ void sender_login_cancel(struct sender_login_req **reqp)
 	if (req == NULL)
 		return;
 	*reqp = NULL;
-	if (req->tr) {
-		table_cancel(&req->tr);
-		sender_login_req_free(req);
-		return;
-	}
-	/* on the ready list */
-	struct sender_login *sl = req->sl;
-	struct sender_login_req **pp = &sl->ready_head, *prev = NULL;
-	while (*pp && *pp != req) {
-		prev = *pp;
-		pp = &(*pp)->next;
-	}
-	if (*pp) {
-		*pp = req->next;
-		if (sl->ready_tail == req)
-			sl->ready_tail = prev;
-		if (sl->ready_head == NULL)
-			uv_idle_stop(&sl->idle);
-	}
-	sender_login_req_free(req);
+	table_cancel(&req->tr);
+	sender_login_req_free(req); /* also takes it off the ready queue */
 }

@@ -90,18 +90,6 @@ struct relay_txn *relay_txn_new(struct relay_pool *pool, struct config *cfg, con
 	return t;
 }
 
-void relay_txn_set_user(struct relay_txn *t, const char *user)
-{
-	free(t->user);
-	t->user = NULL;
-	if (user == NULL || user[0] == '\0')
-		return;
-	/* a header field body: no line breaks, no controls */
-	char tmp[512];
-	log_sanitize(tmp, sizeof(tmp), user, strlen(user));
-	t->user = xstrdup(tmp);
-}
-
 const char *relay_txn_relay(const struct relay_txn *t)
 {
 	return t->relay_desc[0] ? t->relay_desc : "none";
@@ -126,10 +114,7 @@ void relay_txn_send_mail(struct relay_txn *t)
 	/* We vouch for no one downstream (RFC 4954 §5: AUTH= is optional). */
 	a.auth[0] = '\0';
 	/* The size that will be sent (RFC 1870 §6): the session counted what
-	   it adds; relay_auth_header adds one field (and drops the client's
-	   of that name, so this stays an upper bound). */
-	if (a.has_size && t->cfg->relay_auth_header != NULL && t->user != NULL)
-		a.size += strlen(t->cfg->relay_auth_header) + strlen(t->user) + 4;
+	   policy/message.c adds to the header section. */
 	char params[1024];
 	if (smtp_mail_args_format(&a, params, sizeof(params)) < 0)
 		params[0] = '\0';
@@ -176,7 +161,7 @@ void relay_txn_data(struct relay_txn *t)
 	t->at_line_start = true;
 	t->wrote_content = false;
 	t->ends_crlf = false;
-	t->content_started = false;
+	t->content_failed = false;
 	t->lmtp_ok = t->lmtp_fail = 0;
 	relay_conn_command(t->rc, RS_DATA);
 }
@@ -186,29 +171,7 @@ bool relay_txn_write(struct relay_txn *t, const uint8_t *p, size_t n)
 	if (t->rc == NULL || t->rc->closed || t->rc->state != RS_BODY || n == 0)
 		return false;
 	buf_reset(&t->stuffed);
-	const char *hname = t->cfg->relay_auth_header;
-	if (hname != NULL) {
-		if (!t->content_started) {
-			/* Our field first, then the message without any
-			   field of that name the client wrote. */
-			t->content_started = true;
-			relay_hdr_filter_init(&t->hf, hname);
-			if (t->user != NULL) {
-				struct buf h = BUF_INIT;
-				buf_printf(&h, "%s: %s\r\n", hname, t->user);
-				smtp_data_stuff(buf_data(&h), buf_len(&h), &t->at_line_start, &t->stuffed);
-				buf_free(&h);
-			}
-		}
-		buf_reset(&t->filtered);
-		relay_hdr_filter_run(&t->hf, p, n, &t->filtered);
-		smtp_data_stuff(buf_data(&t->filtered), buf_len(&t->filtered), &t->at_line_start,
-				&t->stuffed);
-		if (t->filtered.cap > 256 * 1024)
-			buf_free(&t->filtered);
-	} else {
-		smtp_data_stuff(p, n, &t->at_line_start, &t->stuffed);
-	}
+	smtp_data_stuff(p, n, &t->at_line_start, &t->stuffed);
 	if (buf_len(&t->stuffed) > 0) {
 		conn_write(t->rc->conn, buf_data(&t->stuffed), buf_len(&t->stuffed));
 		t->wrote_content = true;
@@ -217,8 +180,8 @@ bool relay_txn_write(struct relay_txn *t, const uint8_t *p, size_t n)
 	if (t->stuffed.cap > 256 * 1024)
 		buf_free(&t->stuffed);
 	/* The whole message must reach the downstream within the relay
-	   timeout of its last write. */
-	conn_set_timeout(t->rc->conn, t->rc->timeout_ms);
+	   timeout of its last write, and within relay_data_timeout in all. */
+	conn_set_timeout(t->rc->conn, relay_conn_wait_ms(t->rc, t->rc->timeout_ms));
 	if (conn_pending(t->rc->conn) > RELAY_HIGH_WATER) {
 		t->blocked = true;
 		conn_want_drain(t->rc->conn);
@@ -232,7 +195,7 @@ void relay_txn_end(struct relay_txn *t)
 	if (t->rc == NULL || t->rc->closed || t->rc->state != RS_BODY) {
 		struct smtp_reply r;
 		relay_reply_make(&r, 451, "4.4.2", "Error: lost connection with downstream");
-		relay_txn_answer_later(t, &r);
+		relay_txn_answer_later(t, t->content_failed ? &t->content_fail : &r);
 		return;
 	}
 	struct relay_conn *rc = t->rc;
@@ -280,8 +243,6 @@ static void relay_txn_close_cb(uv_handle_t *h)
 {
 	struct relay_txn *t = h->data;
 	buf_free(&t->stuffed);
-	buf_free(&t->filtered);
-	free(t->user);
 	free(t->log_id);
 	free(t);
 }

@@ -85,11 +85,6 @@ void relay_txn_data(struct relay_txn *t);
  * the caller should stop feeding until drain_cb (back-pressure). */
 bool relay_txn_write(struct relay_txn *t, const uint8_t *p, size_t n);
 void relay_txn_end(struct relay_txn *t);
-/* The authenticated submitter (NULL: none), before the first content write.
- * With relay_auth_header set, the relay writes "NAME: user" at the top of
- * the header section and drops every NAME: field the client wrote, so a
- * relay that trusts the header cannot be fooled by the submitter. */
-void relay_txn_set_user(struct relay_txn *t, const char *user);
 /* Which destination and connection the transaction went through, for logs:
  * "127.0.0.1[127.0.0.1]:10025". */
 const char *relay_txn_relay(const struct relay_txn *t);
@@ -130,19 +125,5 @@ struct relay_cred {
 };
 struct relay_cred *relay_cred_parse(const char *value, const char *key);
 void relay_cred_free(struct relay_cred **cp);
-
-/* Streaming removal of one header field (and its continuation lines) from
- * the header section of canonical CRLF content; the body is untouched. */
-struct relay_hdr_filter {
-	const char *name;
-	size_t nlen;
-	int state;
-	size_t matched;
-	char pend[96];
-	size_t npend;
-};
-void relay_hdr_filter_init(struct relay_hdr_filter *f, const char *name);
-struct buf;
-void relay_hdr_filter_run(struct relay_hdr_filter *f, const uint8_t *p, size_t n, struct buf *out);
 
 #endif

@@ -27,7 +27,10 @@
  * a UNIX socket, relay_timeout once a name was resolved: relay_conn_start),
  * and an idle pooled connection (relay_idle_timeout: relay_pool_park). The
  * STARTTLS handshake runs within the STARTTLS command's relay_timeout; each
- * write of content restarts relay_timeout (relay_txn_write). */
+ * write of content restarts relay_timeout (relay_txn_write). From the 354
+ * to the reply to the final dot every timer also stops at one total
+ * deadline, relay_data_timeout (relay_conn_wait_ms): a downstream that
+ * reads a byte now and then cannot hold the session for ever. */
 const struct relay_conn_state relay_conn_states[] = {
 	[RS_RESOLVING] = {"resolving", NULL, RT_KEEP},
 	[RS_CONNECTING] = {"connect", NULL, RT_KEEP},
@@ -53,17 +56,32 @@ const struct relay_conn_state relay_conn_states[] = {
 	[RS_QUIT] = {"QUIT", NULL, RT_KEEP},
 };
 
+uint64_t relay_conn_wait_ms(const struct relay_conn *rc, uint64_t ms)
+{
+	if (rc->data_deadline == 0)
+		return ms;
+	uint64_t now = uv_now(rc->pool->loop);
+	uint64_t left = rc->data_deadline > now ? rc->data_deadline - now : 1;
+	return ms != 0 && ms < left ? ms : left;
+}
+
 /* Sets the timer the current state asks for. */
 static void relay_conn_arm(struct relay_conn *rc)
 {
+	if (rc->state != RS_BODY && rc->state != RS_DATA_END)
+		rc->data_deadline = 0;
+	uint64_t ms;
 	switch (relay_conn_states[rc->state].timer) {
 	case RT_KEEP:
 		break;
 	case RT_REPLY:
-		conn_set_timeout(rc->conn, rc->timeout_ms);
+		conn_set_timeout(rc->conn, relay_conn_wait_ms(rc, rc->timeout_ms));
 		break;
 	case RT_CLEAR:
-		conn_clear_timeout(rc->conn);
+		if ((ms = relay_conn_wait_ms(rc, 0)) != 0)
+			conn_set_timeout(rc->conn, ms);
+		else
+			conn_clear_timeout(rc->conn);
 		break;
 	}
 }
@@ -154,10 +172,11 @@ static void relay_conn_on_close(struct conn *c, void *ctx)
  * names the relay and what it said, for the admin; the client hears only
  * the class of the problem. */
 #define RELAY_WHY_TIMEOUT "timeout"
+#define RELAY_WHY_DATA_TIMEOUT "timeout (relay_data_timeout)"
 
 static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, const char *why)
 {
-	bool timeout = strcmp(why, RELAY_WHY_TIMEOUT) == 0;
+	bool timeout = strcmp(why, RELAY_WHY_TIMEOUT) == 0 || strcmp(why, RELAY_WHY_DATA_TIMEOUT) == 0;
 	struct relay_txn *t = rc->txn;
 	enum relay_state st = rc->state;
 	const char *log_id = t != NULL ? t->log_id : "relay";
@@ -215,6 +234,18 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 		relay_reply_make(&r, 451, "4.4.2",
 				 timeout ? "Error: timeout waiting for the downstream server"
 					 : "Error: lost connection with downstream");
+	}
+	if (st == RS_BODY) {
+		/* No command is out: the client hears it at its final dot, and
+		   what it still sends is read and dropped. */
+		t->content_failed = true;
+		t->content_fail = r;
+		if (t->blocked) {
+			t->blocked = false;
+			if (t->drain_cb != NULL)
+				t->drain_cb(t->ctx);
+		}
+		return;
 	}
 	relay_txn_answer_later(t, &r);
 }
@@ -549,6 +580,8 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 	case RS_DATA:
 		if (t == NULL)
 			break;
+		if (r->code == 354)
+			rc->data_deadline = uv_now(rc->pool->loop) + t->cfg->relay_data_timeout_ms;
 		relay_conn_enter(rc, r->code == 354 ? RS_BODY : RS_READY);
 		relay_txn_answer(t, r);
 		return;
@@ -654,9 +687,12 @@ static void relay_conn_on_timeout(struct conn *c, void *ctx)
 	   relay_timeout once more. */
 	if (rc->txn != NULL)
 		rc->txn->retried = true;
+	bool data_deadline = rc->data_deadline != 0 && uv_now(rc->pool->loop) >= rc->data_deadline;
+	if (data_deadline)
+		conn_abort(rc->conn); /* no flushing the rest into a downstream we gave up on */
 	relay_conn_fail_as(rc, rc->state == RS_TLS || rc->state == RS_TLS_WRAP ? RELAY_FAIL_TLS
 									      : RELAY_FAIL_PATH,
-			   RELAY_WHY_TIMEOUT);
+			   data_deadline ? RELAY_WHY_DATA_TIMEOUT : RELAY_WHY_TIMEOUT);
 }
 
 static void relay_conn_on_tls(struct conn *c, void *ctx, int err)

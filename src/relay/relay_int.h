@@ -8,7 +8,6 @@
  *                       the probe
  *   relay_route.c       route (sender_relay_maps, relayhost) and credentials
  *                       (relay_password_maps), their keys and lookups
- *   relay_hdr_filter.c  the streaming relay_auth_header filter
  *
  * Ownership: a pool owns its idle connections; a transaction owns the
  * connection it borrowed (t->rc, rc->txn point at each other) until it parks
@@ -96,6 +95,7 @@ struct relay_conn {
 	unsigned reuse_limit;
 	uint64_t timeout_ms;
 	uint64_t idle_timeout_ms;
+	uint64_t data_deadline;       /* loop time relay_data_timeout ends DATA; 0: none */
 	unsigned lmtp_expect;
 	char helo_name[256];
 	char peer[160];
@@ -146,6 +146,9 @@ struct relay_txn {
 	bool wrote_content;
 	bool ends_crlf;
 	bool blocked;
+	/* the connection failed during content: the answer to the final dot */
+	bool content_failed;
+	struct smtp_reply content_fail;
 	/* the route (docs/design.md §7): cfg->relay, or parsed from sender_relay_maps */
 	const struct relay_dest *route;
 	size_t nroute;
@@ -165,11 +168,6 @@ struct relay_txn {
 	struct smtp_reply policy_fail;
 	bool has_policy_fail;
 	char last_why[640];
-	/* relay_auth_header */
-	char *user;
-	bool content_started;
-	struct relay_hdr_filter hf;
-	struct buf filtered;
 	/* LMTP: one reply per accepted recipient after the dot (RFC 2033 §4.2) */
 	unsigned lmtp_ok, lmtp_fail;
 	struct smtp_reply lmtp_first_ok, lmtp_first_fail;
@@ -216,6 +214,9 @@ void relay_conn_send(struct relay_conn *rc, enum relay_state next, const char *f
 	__attribute__((format(printf, 3, 4)));
 /* Sends the fixed line relay_conn_states[next].line and enters next. */
 void relay_conn_command(struct relay_conn *rc, enum relay_state next);
+/* How long a wait of ms (0: unbounded) may last: never past the DATA
+ * deadline (relay_data_timeout) while the message is under way. */
+uint64_t relay_conn_wait_ms(const struct relay_conn *rc, uint64_t ms);
 
 /* ---- relay_pool.c ---- */
 

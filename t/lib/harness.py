@@ -5,6 +5,7 @@
   certs = env.certs()            # CA + server cert (localhost, mail.test.example, 127.0.0.1, ::1)
   sink = env.sink()              # recording downstream (t/lib/sink.py), started
   d = env.submitd(config)        # $SUBMITD -c FILE, started, ports waited for
+  env, certs, sink = setup()     # the three above, the submitd binary required
   c = d.connect("starttls")      # raw SMTP client on that listener (greeting read)
   ...
   done()                         # stops everything (sanitizer check), prints the plan
@@ -983,6 +984,31 @@ def standard_config(certs, sink, extra=(), host="127.0.0.1"):
     return [(k, v) for k, v in base if k not in over] + extra
 
 
+def setup():
+    """The start of most protocol tests: an Env (bails out without the submitd
+    binary), its certificates, and a sink. Returns (env, certs, sink)."""
+    env = Env()
+    env.require_binary()
+    return env, env.certs(), env.sink()
+
+
+def auth_config(certs, sink, auth_socket, listens, extra=()):
+    """The configuration of the AUTH tests: the listen lines given ("ADDR:PORT
+    FLAGS...", in this order), the test certificate, relaying to sink,
+    log_level info and Dovecot's auth socket. Returns (key, value) pairs;
+    extra pairs are appended (a key given in extra replaces the default one)."""
+    extra = list(extra)
+    over = {k for k, _ in extra}
+    base = [("myhostname", MYHOST)] + [("listen", l) for l in listens] + [
+        ("tls_cert_file", certs.fullchain),
+        ("tls_key_file", certs.key),
+        ("relayhost", sink.relayhost),
+        ("log_level", "info"),
+        ("dovecot_auth_socket", auth_socket),
+    ]
+    return [(k, v) for k, v in base if k not in over] + extra
+
+
 def client(d, mode, certs, ehlo="client.test.example", starttls=True):
     """Connects to submitd's listener `mode`, reads the greeting, says EHLO,
     and on a starttls listener does STARTTLS + EHLO again. Returns SMTP."""
@@ -1262,6 +1288,7 @@ def private_dovecot(env, passdb="passwd-file", **kw):
     import dovecot as dovecotmod
     if os.geteuid() != 0 or not os.access(dovecotmod.DOVECOT, os.X_OK):
         skip_all("needs root and dovecot-core (scripts/deps.sh)")
+    os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its files in here
     db = None
     if passdb == "sql":
         import mariadb as mariadbmod

@@ -20,6 +20,7 @@ Usage:
           [--reject-rcpt ADDR[=CODE TEXT]]... [--reject-data CODE TEXT]
           [--reject-data-match REGEX]
           [--tempfail-rcpt ADDR]... [--delay-data SECONDS] [--size N]
+          [--slow-data BYTES_PER_SECOND]
           [--chunking] [--hostname NAME] [--log FILE]
 
 Log lines (DIR/sink.log unless --log): "sink[CID]: ..." with "< " for what
@@ -186,6 +187,9 @@ class Sink:
             fam = socket.AF_INET6 if ":" in host else socket.AF_INET
             ls = socket.socket(fam, socket.SOCK_STREAM)
             ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.o.slow_data:
+                # a small window, so that the sender feels the slowness at once
+                ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             ls.bind((host, port))
             where = self.o.listen
         ls.listen(1024)
@@ -244,9 +248,9 @@ class Session:
         self.sink.log(self.cid, msg)
 
     # -- I/O
-    def fill(self):
+    def fill(self, n=262144):
         try:
-            d = self.s.recv(262144)
+            d = self.s.recv(n)
         except (ConnectionError, ssl.SSLError, OSError) as e:
             self.log("recv error: %r" % (e,))
             d = b""
@@ -445,7 +449,13 @@ class Session:
                 return raw
             pos = max(0, len(data) - 4)
             try:
-                self.fill()
+                if self.o.slow_data:
+                    # a downstream that reads a trickle (a fake: no real
+                    # server does this on demand)
+                    time.sleep(0.1)
+                    self.fill(max(1, self.o.slow_data // 10))
+                else:
+                    self.fill()
             except Closed:
                 self.log("abort: connection closed during DATA after %d bytes (no final dot)"
                          % (len(data) - 2))
@@ -511,6 +521,8 @@ def main(argv=None):
     p.add_argument("--reject-data-match", metavar="REGEX",
                    help="only messages whose raw bytes match REGEX get --reject-data")
     p.add_argument("--delay-data", type=float, default=0)
+    p.add_argument("--slow-data", type=int, default=0, metavar="BYTES_PER_SECOND",
+                   help="read DATA at about this rate")
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--without", action="append", metavar="KEYWORD",
                    help="leave an EHLO keyword out (8BITMIME, SMTPUTF8, DSN, ...)")

@@ -13,10 +13,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 v6port = free_port("::1")
 conf = standard_config(certs, sink) + [("listen", "[::1]:%d starttls trusted" % v6port)]
 d = env.submitd(conf)

@@ -14,10 +14,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 d = env.submitd(standard_config(certs, sink, extra=[("workers", "2")]), name="submitd-resume")
 
 ctx = certs.client_context()

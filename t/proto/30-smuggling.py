@@ -9,10 +9,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 d = env.submitd(standard_config(certs, sink), name="submitd-reject")
 sink2 = env.sink()
 d2 = env.submitd(standard_config(certs, sink2, [("bare_newline", "normalize")]),

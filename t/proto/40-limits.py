@@ -10,10 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import *  # noqa: E402,F401,F403
 
 LIMIT = 100000
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 d = env.submitd(standard_config(certs, sink, [("message_size_limit", str(LIMIT)),
                                               ("error_limit", "10"),
                                               ("recipient_limit", "100"),

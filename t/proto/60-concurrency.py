@@ -13,10 +13,7 @@ N_TLS = N // 5
 limit = raise_nofile(65536)
 ok(limit >= 3 * N + 100, "RLIMIT_NOFILE %d is enough for %d sessions" % (limit, N))
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 d = env.submitd(standard_config(certs, sink, [("max_connections_per_ip", str(4 * N)),
                                               ("max_connections", str(8 * N))]))
 ctx = certs.client_context()

@@ -43,33 +43,24 @@ CAROL, CAROL_PW = "carol@example.com", "carol-secret"
 WRONG = ["Wr0ng-%d-%s" % (i, os.urandom(4).hex()) for i in range(8)]
 SECRETS = [ALICE_PW, BOB_PW, CAROL_PW] + WRONG
 
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its passwd file in here
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 dv = private_dovecot(env, PASSDB, failure_delay="0")
 
 P = {m: free_port() for m in ("starttls", "tls", "plain", "trusted")}
-d = env.submitd([
-    ("myhostname", MYHOST),
-    ("listen", "127.0.0.1:%d starttls" % P["starttls"]),
-    ("listen", "127.0.0.1:%d tls" % P["tls"]),
-    ("listen", "127.0.0.1:%d plain" % P["plain"]),
-    ("listen", "127.0.0.1:%d starttls trusted" % P["trusted"]),
-    ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key),
+d = env.submitd(auth_config(certs, sink, dv.socket, [
+    "127.0.0.1:%d starttls" % P["starttls"],
+    "127.0.0.1:%d tls" % P["tls"],
+    "127.0.0.1:%d plain" % P["plain"],
+    "127.0.0.1:%d starttls trusted" % P["trusted"],
+], [
     # Only 127.0.0.1 itself is "ours": the other 127/8 addresses used below
     # are outsiders, even on the trusted listener.
     ("mynetworks", "127.0.0.1/32"),
-    ("relayhost", sink.relayhost),
     ("workers", "2"),
-    ("log_level", "info"),
-    ("dovecot_auth_socket", dv.socket),
     ("auth_failure_delay", "100ms"),
     ("auth_failure_delay_max", "400ms"),
     ("auth_ip_failure_limit", "1000"),
-])
+]))
 ok(wait_dovecot_connected(d, 2), "submitd completed its Dovecot handshakes (one per worker)")
 TRUSTED = 3  # index of the trusted starttls listener
 

@@ -20,10 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import *  # noqa: E402,F401,F403
 
 ALICE, ALICE_PW = "alice@example.com", "alice-secret"
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 MECHS = ["PLAIN", "LOGIN", "GSSAPI", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "OAUTHBEARER"]
 fd = FakeDovecot(env.path("fake-auth.sock"), mechs=MECHS).start()
 fd.nologin.add("carol@example.com")
@@ -31,22 +28,14 @@ fd.users["carol@example.com"] = "carol-secret"
 fd.tempfail.add("dave@example.com")
 
 sp, tp = free_port(), free_port()
-d = env.submitd([
-    ("myhostname", MYHOST),
-    ("listen", "127.0.0.1:%d starttls" % sp),
-    ("listen", "127.0.0.1:%d tls" % tp),
-    ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key),
+d = env.submitd(auth_config(certs, sink, fd.path, ["127.0.0.1:%d starttls" % sp, "127.0.0.1:%d tls" % tp], [
     ("mynetworks", "127.0.0.1/32"),
-    ("relayhost", sink.relayhost),
     ("workers", "2"),
-    ("log_level", "info"),
-    ("dovecot_auth_socket", fd.path),
     ("auth_timeout", "1s"),
     ("auth_failure_delay", "0"),
     ("auth_ip_failure_limit", "0"),
     ("auth_max_failures", "100"),
-])
+]))
 ok(wait_dovecot_connected(d, 2), "submitd completed its Dovecot handshakes (one per worker)")
 
 KNOWN_PARAMS = {"service", "protocol", "session", "lip", "rip", "lport", "rport", "local_name",
@@ -452,10 +441,8 @@ ok(login_works(15), "socket back: login works again without restarting submitd")
 # ================================================================ Dovecot not there when submitd starts
 late = env.path("late-auth.sock")
 p3 = free_port()
-d3 = env.submitd([
-    ("myhostname", MYHOST), ("listen", "127.0.0.1:%d tls" % p3), ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key), ("relayhost", sink.relayhost), ("workers", "1"),
-    ("dovecot_auth_socket", late)], name="submitd-late")
+d3 = env.submitd(auth_config(certs, sink, late, ["127.0.0.1:%d tls" % p3], [("workers", "1")]),
+                 name="submitd-late")
 c = SMTP("127.0.0.1", p3, tls=True, certs=certs)
 r = c.ehlo()
 ok(any(l[4:].upper().startswith("AUTH ") for l in r.lines),
@@ -480,10 +467,8 @@ fd_late.stop()
 # ================================================================ SIGTERM with a request pending
 fd.mode = "silent"
 p2 = free_port()
-d2 = env.submitd([
-    ("myhostname", MYHOST), ("listen", "127.0.0.1:%d tls" % p2), ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key), ("relayhost", sink.relayhost), ("workers", "1"),
-    ("dovecot_auth_socket", fd.path), ("auth_timeout", "30s")], name="submitd-shutdown")
+d2 = env.submitd(auth_config(certs, sink, fd.path, ["127.0.0.1:%d tls" % p2],
+                             [("workers", "1"), ("auth_timeout", "30s")]), name="submitd-shutdown")
 c = SMTP("127.0.0.1", p2, tls=True, certs=certs)
 c.ehlo()
 n0 = len(fd.auth_lines())

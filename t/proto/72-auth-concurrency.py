@@ -30,11 +30,7 @@ N = int(os.environ.get("T_AUTH_CONCURRENCY", "100"))
 NUSERS = 30
 raise_nofile(4096)
 
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 users = dict(DEFAULT_USERS)
 PW = {}
 for i in range(NUSERS):
@@ -45,19 +41,12 @@ PW["alice@example.com"] = "alice-secret"
 dv = private_dovecot(env, PASSDB, failure_delay="0", users=users)
 
 tp = free_port()
-d = env.submitd([
-    ("myhostname", MYHOST),
-    ("listen", "127.0.0.1:%d tls" % tp),
-    ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key),
-    ("relayhost", sink.relayhost),
+d = env.submitd(auth_config(certs, sink, dv.socket, ["127.0.0.1:%d tls" % tp], [
     ("workers", "1"),
-    ("log_level", "info"),
-    ("dovecot_auth_socket", dv.socket),
     ("auth_failure_delay", "100ms"),
     ("auth_ip_failure_limit", "1000"),
     ("max_connections_per_ip", "1000"),
-])
+]))
 ok(wait_dovecot_connected(d, 1), "submitd completed its Dovecot handshakes (one per worker)")
 
 names = sorted(PW)

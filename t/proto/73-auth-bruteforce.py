@@ -25,24 +25,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import *  # noqa: E402,F401,F403
 
 ALICE, ALICE_PW = "alice@example.com", "alice-secret"
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 fd = FakeDovecot(env.path("fake-auth.sock")).start()
 fd.tempfail.add("dave@example.com")
 MARK = "bf-%s" % os.urandom(3).hex()
 
 
 def submitd(name, *extra):
-    port = free_port()
-    d = env.submitd([
-        ("myhostname", MYHOST), ("listen", "127.0.0.1:%d tls" % port),
-        ("tls_cert_file", certs.fullchain), ("tls_key_file", certs.key),
-        ("relayhost", sink.relayhost), ("workers", "2"), ("log_level", "info"),
-        ("client_limit_exceptions", "")] + list(extra),
-        name=name)
+    """extra names the dovecot_auth_socket."""
+    d = env.submitd(auth_config(certs, sink, None, ["127.0.0.1:%d tls" % free_port()],
+                                [("workers", "2"), ("client_limit_exceptions", "")] + list(extra)),
+                    name=name)
     if not wait_dovecot_connected(d, 2):
         diag("%s: no Dovecot handshake in its log:\n%s" % (name, d.log()))
     return d

@@ -45,11 +45,8 @@ GONE = "(the client left before the answer)"
 FILTER = os.path.join(TOP, "conf", "fail2ban", "filter.d", "submitd.conf")
 HAVE_F2B = os.system("command -v fail2ban-regex >/dev/null 2>&1") == 0
 
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
+os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its files in here
 MARK = "acct-%s" % os.urandom(3).hex()
 
 dv = Dovecot(dir=env.path("dovecot"))  # Dovecot's default auth_failure_delay: 2 s
@@ -58,15 +55,9 @@ _cleanups.append(lambda: dv.stop(remove=False))
 
 
 def submitd(name, *extra, auth=None):
-    cfg = [("myhostname", MYHOST),
-           ("listen", "127.0.0.1:%d tls" % free_port()),
-           ("listen", "127.0.0.1:%d starttls" % free_port()),
-           ("tls_cert_file", certs.fullchain), ("tls_key_file", certs.key),
-           ("relayhost", sink.relayhost), ("log_level", "info"),
-           ("mynetworks", "127.0.0.1/32"),
-           ("dovecot_auth_socket", auth or dv.socket)]
-    over = {k for k, _ in extra}
-    d = env.submitd([(k, v) for k, v in cfg if k not in over] + list(extra), name=name)
+    listens = ["127.0.0.1:%d tls" % free_port(), "127.0.0.1:%d starttls" % free_port()]
+    d = env.submitd(auth_config(certs, sink, auth or dv.socket, listens,
+                                [("mynetworks", "127.0.0.1/32")] + list(extra)), name=name)
     if not wait_dovecot_connected(d, 1):
         diag("%s: no Dovecot handshake in its log:\n%s" % (name, d.log()))
     return d

@@ -10,10 +10,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 fd = FakeDovecot(env.path("fake-auth.sock"), mechs=["PLAIN", "LOGIN", "OAUTHBEARER"]).start()
 d = env.submitd(standard_config(certs, sink, [("workers", "1"), ("dovecot_auth_socket", fd.path),
                                               ("auth_failure_delay", "0"),

@@ -22,11 +22,7 @@ PASSDB = variants(PASSDBS)   # the passwd-file Dovecot and the ISPmail guide's S
 ALICE, ALICE_PW = "alice@example.com", "alice-secret"
 BOB, BOB_PW = "bob@example.com", "bob-secret"
 
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 dv = private_dovecot(env, PASSDB, failure_delay="0")
 
 owners = env.path("sender-login.txt")

@@ -36,10 +36,7 @@ JANE, JOHN = "jane@example.net", "john@example.org"
 PW = {JANE: "jane-secret", JOHN: "john-secret"}
 TABLE = {"@example.net": [JANE], "john@example.org": [JOHN], "info@example.org": [JOHN]}
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 fd = FakeDovecot(env.path("fake-auth.sock"), users=PW).start()
 table = env.path("sender-login.txt")
 with open(table, "w") as f:
@@ -47,19 +44,12 @@ with open(table, "w") as f:
         f.write("%s %s\n" % (k, ",".join(v)))
 
 tp = free_port()
-d = env.submitd([
-    ("myhostname", MYHOST),
-    ("listen", "127.0.0.1:%d tls" % tp),
-    ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key),
-    ("relayhost", sink.relayhost),
+d = env.submitd(auth_config(certs, sink, fd.path, ["127.0.0.1:%d tls" % tp], [
     ("workers", "1"),
-    ("log_level", "info"),
     ("error_limit", "1000"),
-    ("dovecot_auth_socket", fd.path),
     ("auth_failure_delay", "0"),
     ("sender_login_maps", "texthash:" + table),
-])
+]))
 ok(wait_dovecot_connected(d, 1), "submitd connected to the scripted Dovecot")
 
 

@@ -29,11 +29,8 @@ from harness import *  # noqa: E402,F401,F403
 from dovecot import Dovecot  # noqa: E402
 from mariadb import DBNAME, PASSWORD, USER, MariaDB  # noqa: E402
 
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
+os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its files in here
 dv = Dovecot(dir=env.path("dovecot"), users={"john@example.org": ("john-secret", "SHA512-CRYPT", "")},
              failure_delay="0")
 dv.start()

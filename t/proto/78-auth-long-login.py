@@ -17,11 +17,7 @@ from harness import *  # noqa: E402,F401,F403
 PASSDB = variants(PASSDBS)
 ALICE, ALICE_PW = "alice@example.com", "alice-secret"
 
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 dv = private_dovecot(env, PASSDB, failure_delay="1 secs")
 d = env.submitd(standard_config(certs, sink) + [
     ("mynetworks", "127.0.0.1/32"),

@@ -13,10 +13,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 fd = FakeDovecot(env.path("fake-auth.sock")).start()
 fd.mode = "silent"
 d = env.submitd(standard_config(certs, sink) + [

@@ -23,10 +23,7 @@ from harness import *  # noqa: E402,F401,F403
 
 ACTIVATE = "/usr/bin/systemd-socket-activate"
 
-env = Env()
-env.require_binary()
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 
 
 class Notify:

@@ -30,30 +30,22 @@ if not os.access(HAPROXY, os.X_OK):
     skip_all("haproxy not installed (scripts/deps.sh)")
 PASSDB = variants(PASSDBS)
 
-env = Env()
-env.require_binary()
-os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its passwd file in here
-certs = env.certs()
-sink = env.sink()
+env, certs, sink = setup()
 dv = private_dovecot(env, PASSDB, failure_delay="0")
 
 p_starttls, p_tls, p_plain = free_port(), free_port(), free_port()
-d = env.submitd([
-    ("myhostname", MYHOST),
-    ("listen", "127.0.0.1:%d starttls trusted proxy" % p_starttls),
-    ("listen", "127.0.0.1:%d tls proxy" % p_tls),
-    ("listen", "127.0.0.1:%d plain trusted" % p_plain),
-    ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key),
+d = env.submitd(auth_config(certs, sink, dv.socket, [
+    "127.0.0.1:%d starttls trusted proxy" % p_starttls,
+    "127.0.0.1:%d tls proxy" % p_tls,
+    "127.0.0.1:%d plain trusted" % p_plain,
+], [
     # HAProxy connects from 127.0.0.1; so does one of the clients
     ("mynetworks", "127.0.0.1/32"),
     ("proxy_networks", "127.0.0.1/32, ::1/128"),
     ("proxy_timeout", "1s"),
-    ("relayhost", sink.relayhost),
-    ("dovecot_auth_socket", dv.socket),
     ("auth_failure_delay", "0"),
     ("workers", "2"),
-])
+]))
 
 # ---------------------------------------------------------------- HAProxy
 fronts = {}
@@ -205,16 +197,10 @@ s.close()
 # Dovecot shows the AUTH line as sent.
 fd = FakeDovecot(env.path("fake-dovecot.sock")).start()
 p_tls2 = free_port()
-d2 = env.submitd([
-    ("myhostname", MYHOST),
-    ("listen", "127.0.0.1:%d tls proxy" % p_tls2),
-    ("tls_cert_file", certs.fullchain),
-    ("tls_key_file", certs.key),
+d2 = env.submitd(auth_config(certs, sink, fd.path, ["127.0.0.1:%d tls proxy" % p_tls2], [
     ("proxy_networks", "127.0.0.1/32"),
-    ("relayhost", sink.relayhost),
-    ("dovecot_auth_socket", fd.path),
     ("workers", "1"),
-], name="submitd-fake-dovecot")
+]), name="submitd-fake-dovecot")
 wait_dovecot_connected(d2, 1)
 raw_s = socket.create_connection(("127.0.0.1", p_tls2))
 raw_s.sendall(b"PROXY TCP4 203.0.113.5 127.0.0.1 41000 465\r\n")

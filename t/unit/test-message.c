@@ -2,7 +2,9 @@
  * downstream (RFC 5321 §4.4 Received:, RFC 6409 §8.2/§8.3 Date: and
  * Message-ID: added only when missing) and the From:/Sender: ownership
  * check's structured replies, one per verdict (RFC 6409 §8.1,
- * header_from_policy). */
+ * header_from_policy), and the relay_auth_header field
+ * (src/policy/auth_header.c): the client's copies go, whole buffer and one
+ * byte at a time. */
 #include "config.h"
 
 #include <stdio.h>
@@ -11,6 +13,7 @@
 
 #include "core/config.h"
 #include "lookup/table.h"
+#include "policy/auth_header.h"
 #include "policy/message.h"
 #include "policy/policy.h"
 #include "policy/sender_login.h"
@@ -137,6 +140,66 @@ static void test_added_max(void)
 	struct message_trace u = t;
 	u.rcpt = NULL;
 	ok(message_added_max(&u) == message_added_max(&t), "the bound does not depend on the recipients");
+}
+
+/* ---- relay_auth_header ---- */
+
+static void filter(const char *in, const char *want, const char *what)
+{
+	struct auth_header_filter f;
+	struct buf out = BUF_INIT;
+	auth_header_filter_init(&f, "X-AuthUser");
+	auth_header_filter_run(&f, (const uint8_t *)in, strlen(in), &out);
+	is_mem(buf_data(&out), buf_len(&out), want, strlen(want), "filter, whole: %s", what);
+	buf_free(&out);
+	/* docs/design.md §9.3: resumable, same result one byte at a time */
+	auth_header_filter_init(&f, "X-AuthUser");
+	for (size_t i = 0; in[i] != '\0'; i++)
+		auth_header_filter_run(&f, (const uint8_t *)in + i, 1, &out);
+	is_mem(buf_data(&out), buf_len(&out), want, strlen(want), "filter, bytewise: %s", what);
+	buf_free(&out);
+}
+
+static void test_auth_header(void)
+{
+	/* relay_auth_header: the client's copies go, everything else stays */
+	filter("From: a\r\nX-AuthUser: evil\r\nTo: b\r\n\r\nbody\r\n",
+	       "From: a\r\nTo: b\r\n\r\nbody\r\n", "one field removed");
+	filter("x-authuser: evil\r\n\tmore evil\r\n folded\r\nTo: b\r\n\r\nX-AuthUser: body\r\n",
+	       "To: b\r\n\r\nX-AuthUser: body\r\n",
+	       "case-insensitive, continuation lines too, body untouched");
+	filter("X-AuthUser \t: evil\r\nSubject: s\r\n\r\n", "Subject: s\r\n\r\n",
+	       "white space before the colon (RFC 5322 §4.5.1)");
+	filter("X-AuthUser-Extra: keep\r\nX-Auth: keep\r\nX-AuthUse\r\n\tfold\r\n\r\nb",
+	       "X-AuthUser-Extra: keep\r\nX-Auth: keep\r\nX-AuthUse\r\n\tfold\r\n\r\nb",
+	       "other names kept, with their continuations");
+	filter("Subject: X-AuthUser: no\r\n\r\n", "Subject: X-AuthUser: no\r\n\r\n",
+	       "only at the start of a field");
+	filter("\r\nX-AuthUser: body\r\n", "\r\nX-AuthUser: body\r\n", "no header section");
+
+	struct message_trace t = trace;
+	t.auth_header = "X-AuthUser";
+	char *s = fixup(&t, "X-AuthUser: evil\r\nSubject: hi\r\n\r\n", false);
+	const char *top = "X-AuthUser: alice\r\nReceived: from client.example";
+	ok(strncmp(s, top, strlen(top)) == 0 &&
+	       count(s, "X-AuthUser") == 1,
+	   "the field for the login at the top, the client's copy gone");
+	free(s);
+	t.user = "al\r\nice";
+	s = fixup(&t, "Subject: hi\r\n\r\n", false);
+	top = "X-AuthUser: al??ice\r\n";
+	ok(strncmp(s, top, strlen(top)) == 0, "the login is sanitised in the field");
+	free(s);
+	t.user = NULL;
+	s = fixup(&t, "x-authuser: evil\r\n\tmore\r\nSubject: hi\r\n\r\n", false);
+	ok(strncmp(s, "Received: ", 10) == 0 && count(s, "evil") == 0 && count(s, "more") == 0,
+	   "without a login: no field, and the client's copies still gone");
+	free(s);
+	t = trace;
+	t.auth_header = "X-AuthUser";
+	struct message_trace plain = trace;
+	ok(message_added_max(&t) == message_added_max(&plain) + strlen("X-AuthUser: alice\r\n"),
+	   "SIZE= bound counts the field");
 }
 
 /* ---- the ownership check ---- */
@@ -270,6 +333,7 @@ int main(void)
 	uv_loop_init(&loop);
 	test_fixups();
 	test_added_max();
+	test_auth_header();
 	test_check();
 	uv_loop_close(&loop);
 	return done_testing();

@@ -1,5 +1,4 @@
-/* test-relay-keys: the pure parts of the relay (src/relay/relay_route.c,
- * relay_hdr_filter.c).
+/* test-relay-keys: the pure parts of the relay (src/relay/relay_route.c).
  *
  * - sender_relay_maps keys: Postfix sender_dependent_relayhost_maps order
  *   (full address, without extension, @domain; "<>" for the null sender,
@@ -8,8 +7,7 @@
  *   only with sender_dependent_authentication and a non-null sender, then
  *   the host name, then the destination as written without a transport
  *   prefix) (Postfix postconf(5));
- * - "user:password" split at the first ':';
- * - the relay_auth_header filter, whole buffer and one byte at a time.
+ * - "user:password" split at the first ':'.
  */
 #include "config.h"
 
@@ -74,22 +72,6 @@ static void cred(const char *value, const char *user, const char *pass)
 	ok(c == NULL, "relay_cred_free clears the pointer");
 }
 
-static void filter(const char *in, const char *want, const char *what)
-{
-	struct relay_hdr_filter f;
-	struct buf out = BUF_INIT;
-	relay_hdr_filter_init(&f, "X-AuthUser");
-	relay_hdr_filter_run(&f, (const uint8_t *)in, strlen(in), &out);
-	is_mem(buf_data(&out), buf_len(&out), want, strlen(want), "filter, whole: %s", what);
-	buf_free(&out);
-	/* docs/design.md §9.3: resumable, same result one byte at a time */
-	relay_hdr_filter_init(&f, "X-AuthUser");
-	for (size_t i = 0; in[i] != '\0'; i++)
-		relay_hdr_filter_run(&f, (const uint8_t *)in + i, 1, &out);
-	is_mem(buf_data(&out), buf_len(&out), want, strlen(want), "filter, bytewise: %s", what);
-	buf_free(&out);
-}
-
 int main(void)
 {
 	/* sender_relay_maps */
@@ -119,19 +101,5 @@ int main(void)
 	cred("useronly", "useronly", "");
 	cred(":", "", "");
 
-	/* relay_auth_header: the client's copies go, everything else stays */
-	filter("From: a\r\nX-AuthUser: evil\r\nTo: b\r\n\r\nbody\r\n",
-	       "From: a\r\nTo: b\r\n\r\nbody\r\n", "one field removed");
-	filter("x-authuser: evil\r\n\tmore evil\r\n folded\r\nTo: b\r\n\r\nX-AuthUser: body\r\n",
-	       "To: b\r\n\r\nX-AuthUser: body\r\n",
-	       "case-insensitive, continuation lines too, body untouched");
-	filter("X-AuthUser \t: evil\r\nSubject: s\r\n\r\n", "Subject: s\r\n\r\n",
-	       "white space before the colon (RFC 5322 §4.5.1)");
-	filter("X-AuthUser-Extra: keep\r\nX-Auth: keep\r\nX-AuthUse\r\n\tfold\r\n\r\nb",
-	       "X-AuthUser-Extra: keep\r\nX-Auth: keep\r\nX-AuthUse\r\n\tfold\r\n\r\nb",
-	       "other names kept, with their continuations");
-	filter("Subject: X-AuthUser: no\r\n\r\n", "Subject: X-AuthUser: no\r\n\r\n",
-	       "only at the start of a field");
-	filter("\r\nX-AuthUser: body\r\n", "\r\nX-AuthUser: body\r\n", "no header section");
 	return done_testing();
 }

@@ -1,17 +1,16 @@
-/* relay_hdr_filter: drops the client's relay_auth_header fields from the
- * header section as it streams by (relay/relay.h). */
+/* policy/auth_header: the relay_auth_header field (auth_header.h). */
 #include "config.h"
-#include "relay/relay.h"
+#include "policy/auth_header.h"
 
 #include <ctype.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "core/buf.h"
+#include "core/log.h"
 
 enum { HF_LINE_START, HF_MATCH, HF_PASS, HF_SKIP, HF_BODY };
 
-void relay_hdr_filter_init(struct relay_hdr_filter *f, const char *name)
+void auth_header_filter_init(struct auth_header_filter *f, const char *name)
 {
 	memset(f, 0, sizeof(*f));
 	f->name = name;
@@ -21,7 +20,7 @@ void relay_hdr_filter_init(struct relay_hdr_filter *f, const char *name)
 
 /* A field is "NAME" + optional WSP (RFC 5322 §4.5.1 obsolete syntax) + ':',
  * matched case-insensitively (§1.2.2); continuation lines belong to it. */
-void relay_hdr_filter_run(struct relay_hdr_filter *f, const uint8_t *p, size_t n, struct buf *out)
+void auth_header_filter_run(struct auth_header_filter *f, const uint8_t *p, size_t n, struct buf *out)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t c = p[i];
@@ -87,3 +86,33 @@ void relay_hdr_filter_run(struct relay_hdr_filter *f, const uint8_t *p, size_t n
 	}
 }
 
+
+/* A header field body: no line breaks, no controls (as the Received: field
+ * shows the login). */
+static const char *auth_header_user(const char *user, char *tmp, size_t tmpsz)
+{
+	if (user == NULL || user[0] == '\0')
+		return NULL;
+	return log_sanitize(tmp, tmpsz, user, strlen(user));
+}
+
+size_t auth_header_added(const char *name, const char *user)
+{
+	char tmp[AUTH_HEADER_USER_MAX];
+	const char *u = auth_header_user(user, tmp, sizeof(tmp));
+	if (name == NULL || u == NULL)
+		return 0;
+	return strlen(name) + strlen(u) + 4;
+}
+
+void auth_header_write(const char *name, const char *user, const uint8_t *h, size_t n,
+		       struct buf *out)
+{
+	char tmp[AUTH_HEADER_USER_MAX];
+	const char *u = auth_header_user(user, tmp, sizeof(tmp));
+	if (u != NULL)
+		buf_printf(out, "%s: %s\r\n", name, u);
+	struct auth_header_filter f;
+	auth_header_filter_init(&f, name);
+	auth_header_filter_run(&f, h, n, out);
+}
