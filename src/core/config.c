@@ -26,7 +26,7 @@ enum config_type {
 	CFG_STR,      /* char *, last one wins */
 	CFG_UINT,     /* unsigned, bounded */
 	CFG_SIZE,     /* uint64_t bytes, optional k/m/g suffix */
-	CFG_TIME,     /* uint64_t milliseconds; suffix ms, s (default), m, h */
+	CFG_TIME,     /* uint64_t milliseconds; core/duration.h */
 	CFG_SPECIAL,  /* parsed by a hook, may repeat */
 };
 

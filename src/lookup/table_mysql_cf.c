@@ -61,6 +61,8 @@
 #include "lookup/table_backend.h"
 #include "lookup/table_mysql.h"
 
+#define TM_DURATION_MAX_MS (86400ULL * 1000)
+
 static bool tm_parse_bool(const char *s, bool *r)
 {
 	if (strcasecmp(s, "yes") == 0 || strcasecmp(s, "true") == 0 || strcmp(s, "1") == 0)
@@ -406,9 +408,12 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 	};
 	for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++) {
 		e = tm_kv_get(kv, nkv, durs[i].name);
-		if (e && !duration_parse(e->value, durs[i].field)) {
-			table_seterr(err, errlen, "%s:%u: %s: bad time value \"%s\"", origin, e->line,
-				  durs[i].name, e->value);
+		/* At most a day: deadlines are uv_now() plus these, and MySQL's own
+		 * timeouts take whole seconds in an unsigned int. */
+		if (e && (!duration_parse(e->value, durs[i].field) ||
+			  *durs[i].field > TM_DURATION_MAX_MS)) {
+			table_seterr(err, errlen, "%s:%u: %s: bad time value \"%s\" (at most 1d)",
+				     origin, e->line, durs[i].name, e->value);
 			goto out;
 		}
 	}

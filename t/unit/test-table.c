@@ -213,6 +213,11 @@ static void test_mysql_cf(void)
 	cf_error("dbname = d\nquery = q\nhosts = unix:relative\n", "x.cf:3: hosts: bad host", "bad host");
 	cf_error("dbname = d\nquery = q\nhosts = 1.2.3.4:99999\n", "x.cf:3: hosts: bad host", "bad port");
 	cf_error("dbname = d\nquery = q\nquery_timeout = soon\n", "x.cf:3: query_timeout: bad time", "bad duration");
+	cf_error("dbname = d\nquery = q\nquery_timeout = 18446744073709551\n",
+		 "x.cf:3: query_timeout: bad time value \"18446744073709551\" (at most 1d)",
+		 "a duration that would wrap a deadline is refused");
+	cf_error("dbname = d\nquery = q\nretry_interval = 2d\n", "x.cf:3: retry_interval: bad time",
+		 "durations are at most a day");
 	cf_error("dbname = d\nquery = q\nmax_connections = 0\n", "x.cf:3: max_connections", "bounded numbers");
 	cf_error("dbname = d\nquery = q\ntls_verify_cert = maybe\n", "x.cf:3: tls_verify_cert", "booleans");
 	cf_error("dbname = d\nquery = q\ndomain = hash:/etc/x\n", "x.cf:3: domain", "domain tables refused");
