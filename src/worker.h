@@ -14,7 +14,7 @@
 
 struct session;
 struct relay_pool;
-struct dovecot_auth_client;
+struct auth_backend;
 struct sender_login;
 
 struct worker {
@@ -22,7 +22,7 @@ struct worker {
 	unsigned id;
 	struct config *cfg;          /* current snapshot for new sessions */
 	struct relay_pool *relay;
-	struct dovecot_auth_client *auth; /* NULL without dovecot_auth_socket */
+	struct auth_backend *auth;   /* NULL without dovecot_auth_socket or saslauthd_socket */
 	/* Sender-ownership lookups, one per configuration snapshot still in
 	   use by a session (session.c); made on first use. */
 	struct worker_sl {

@@ -63,6 +63,11 @@ static const struct config_key config_keys[] = {
 	{"relayhost", CFG_SPECIAL, 0, "[127.0.0.1]:25", 0, 0, config_relayhost, GLOBAL},
 	{"relay_tls_security_level", CFG_SPECIAL, 0, "may", 0, 0, config_relay_tls, GLOBAL},
 	{"dovecot_auth_socket", CFG_STR, OFF(dovecot_auth_socket), NULL, 0, 0, NULL, GLOBAL},
+	/* Cyrus saslauthd instead of Dovecot (lookup/saslauthd.h); Postfix's
+	   smtpd_sasl_local_domain is the realm */
+	{"saslauthd_socket", CFG_STR, OFF(saslauthd_socket), NULL, 0, 0, NULL, GLOBAL},
+	{"saslauthd_service", CFG_STR, OFF(saslauthd_service), "smtp", 0, 0, NULL, GLOBAL},
+	{"saslauthd_realm", CFG_STR, OFF(saslauthd_realm), "", 0, 0, NULL, GLOBAL},
 	/* process-wide: each worker's one Dovecot client uses it */
 	{"auth_timeout", CFG_TIME, OFF(auth_timeout_ms), "30s", 100, 600000, NULL, GLOBAL},
 	{"auth_failure_delay", CFG_TIME, OFF(auth_failure_delay_ms), "1s", 0, 600000, NULL, LISTENER},
@@ -1105,6 +1110,11 @@ static struct config *config_parse(const char *path, const char *text, char *con
 			snprintf(host, sizeof(host), "localhost");
 		host[sizeof(host) - 1] = '\0';
 		cfg->myhostname = xstrdup(host);
+	}
+	if (ok && cfg->dovecot_auth_socket != NULL && cfg->saslauthd_socket != NULL) {
+		snprintf(err, errlen, "%s: dovecot_auth_socket and saslauthd_socket: set one of them",
+			 path);
+		ok = false;
 	}
 	if (ok && cfg->nlistens == 0) {
 		snprintf(err, errlen, "%s: no \"listen\" line", path);

@@ -97,6 +97,9 @@ struct config {
 
 	/* AUTH (policy/auth.h) */
 	char *dovecot_auth_socket;
+	char *saslauthd_socket;      /* instead of dovecot_auth_socket */
+	char *saslauthd_service;
+	char *saslauthd_realm;
 	uint64_t auth_timeout_ms;
 	uint64_t auth_failure_delay_ms;
 	uint64_t auth_failure_delay_max_ms;
