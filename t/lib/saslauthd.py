@@ -6,7 +6,8 @@ saslauthd's sasldb mechanism always opens /etc/sasldb2, so it runs in its
 own mount namespace (unshare -m) where a private sasldb, made with
 saslpasswd2 -f, is bind-mounted over that path; the machine's file is never
 touched. Its socket directory (-m) is private too; -d keeps it in the
-foreground (one process, killed at teardown). A login "user@realm" reaches
+foreground (one process in a session of its own: on SIGTERM it signals
+its whole process group). A login "user@realm" reaches
 it as user and realm (submitd splits it, as Cyrus SASL's library does), so
 sasldb entries are made with saslpasswd2 -u realm user."""
 import os
@@ -54,7 +55,7 @@ class Saslauthd:
         self.logf = open(self.log, "ab")
         self.proc = self.spawn([UNSHARE, "-m", "--propagation", "private", "sh", "-c", script,
                                 self.db] + args, stdout=self.logf, stderr=self.logf,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, start_new_session=True)
         end = time.time() + timeout
         while time.time() < end:
             if os.path.exists(self.socket):
