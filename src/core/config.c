@@ -47,6 +47,7 @@ struct config_key {
 #define GLOBAL false
 
 static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
+static config_hook config_disable_vrfy;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
 static config_hook config_relay_ca_file, config_relay_password_maps, config_sender_relay_maps,
@@ -86,6 +87,13 @@ static const struct config_key config_keys[] = {
 	 NULL, LISTENER},
 	{"sender_login_negative_cache_ttl", CFG_TIME, OFF(sender_login_negative_cache_ttl_ms), "10s",
 	 0, 86400000, NULL, LISTENER},
+	/* Postfix restriction lists (policy/restrictions.c); RFC 6409 §4.2's
+	   fully qualified addresses by default */
+	{"sender_restrictions", CFG_STR, OFF(sender_restrictions), "reject_non_fqdn_sender", 0, 0,
+	 NULL, LISTENER},
+	{"recipient_restrictions", CFG_STR, OFF(recipient_restrictions), "reject_non_fqdn_recipient",
+	 0, 0, NULL, LISTENER},
+	{"disable_vrfy_command", CFG_SPECIAL, 0, "no", 0, 0, config_disable_vrfy, LISTENER},
 	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL, LISTENER},
 	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL, LISTENER},
 	{"message_size_limit", CFG_SIZE, OFF(message_size_limit), "10240000", 1024,
@@ -663,6 +671,12 @@ static bool config_yesno(const char *value, bool *r, char *err, size_t errlen)
 	else
 		return config_err(err, errlen, "want yes or no");
 	return true;
+}
+
+/* Postfix's disable_vrfy_command: VRFY gets 502 5.5.1 */
+static bool config_disable_vrfy(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	return config_yesno(value, &cfg->disable_vrfy, err, errlen);
 }
 
 static bool config_sender_dependent_auth(struct config *cfg, const char *value, char *err,

@@ -108,6 +108,13 @@ struct config {
 	uint64_t auth_ip_failure_window_ms;
 	uint64_t auth_ip_block_time_ms;
 
+	/* Postfix restriction lists (policy/restrictions.h), parsed by policy_load() */
+	char *sender_restrictions;
+	char *recipient_restrictions;
+	struct restrictions *sender_restr;
+	struct restrictions *recipient_restr;
+	bool disable_vrfy;
+
 	/* sender ownership (policy/policy.h) */
 	char *sender_login_maps;
 	char *sender_login_policy;
