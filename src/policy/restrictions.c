@@ -86,6 +86,32 @@ void restrictions_free(struct restrictions **rp)
 	free(r);
 }
 
+/* The next word of a list: separated by commas and white space, except
+ * inside braces (a table written inline:{ k=v, { k = text } }), as in
+ * Postfix's main.cf. NULL at the end; *p moves past it. */
+static char *restrictions_word(char **p)
+{
+	char *s = *p;
+	while (*s == ',' || *s == ' ' || *s == '\t')
+		s++;
+	if (*s == '\0')
+		return NULL;
+	char *w = s;
+	int depth = 0;
+	for (; *s != '\0'; s++) {
+		if (*s == '{')
+			depth++;
+		else if (*s == '}' && depth > 0)
+			depth--;
+		else if (depth == 0 && (*s == ',' || *s == ' ' || *s == '\t'))
+			break;
+	}
+	if (*s != '\0')
+		*s++ = '\0';
+	*p = s;
+	return w;
+}
+
 static bool restrictions_item(struct restrictions *r, const char *name, char **save,
 			      const char *key, char *err, size_t errlen)
 {
@@ -102,7 +128,7 @@ static bool restrictions_item(struct restrictions *r, const char *name, char **s
 			continue;
 		it->kind = restrictions_names[i].kind;
 		if (it->kind == R_SENDER_ACCESS || it->kind == R_RECIPIENT_ACCESS) {
-			const char *spec = strtok_r(NULL, ", \t", save);
+			const char *spec = restrictions_word(save);
 			if (spec == NULL)
 				return restrictions_err(err, errlen, "%s: %s needs a table", key, name);
 			char why[512];
@@ -133,10 +159,10 @@ struct restrictions *restrictions_parse(const char *key, const char *text,
 	struct restrictions *r =
 		xcalloc(1, sizeof(*r) + RESTRICTIONS_MAX * sizeof(struct restriction));
 	r->stage = stage;
-	char *copy = xstrdup(text ? text : ""), *save = NULL;
+	char *copy = xstrdup(text ? text : ""), *save = copy;
 	bool ok = true;
-	for (char *name = strtok_r(copy, ", \t", &save); ok && name != NULL;
-	     name = strtok_r(NULL, ", \t", &save)) {
+	for (char *name = restrictions_word(&save); ok && name != NULL;
+	     name = restrictions_word(&save)) {
 		if (r->n == RESTRICTIONS_MAX)
 			ok = restrictions_err(err, errlen, "%s: more than %d restrictions", key,
 					      RESTRICTIONS_MAX);
