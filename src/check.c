@@ -186,6 +186,19 @@ static void check_auth_cb(void *ctx, enum dovecot_auth_result result, const char
 
 static bool check_auth_done(void *arg) { return ((struct check_auth *)arg)->done; }
 
+/* PLAIN's initial response, base64 and NUL-terminated in b64 (the caller
+ * wipes it): authzid NUL authcid NUL password (RFC 4616). */
+static void check_plain_resp(struct buf *b64, const char *login, const char *password)
+{
+	struct buf raw = BUF_INIT;
+	buf_append(&raw, "", 1);
+	buf_append(&raw, login, strlen(login) + 1);
+	buf_append(&raw, password, strlen(password));
+	base64_encode(b64, buf_data(&raw), buf_len(&raw));
+	buf_append(b64, "", 1);
+	buf_wipe(&raw);
+}
+
 /* The saslauthd side of -t -u: PLAIN through the same client the workers
  * use; on success user_r gets the login. */
 static bool check_auth_saslauthd(struct config *cfg, const char *login, const char *password,
@@ -196,13 +209,8 @@ static bool check_auth_saslauthd(struct config *cfg, const char *login, const ch
 	struct auth_backend *b = auth_backend_saslauthd(&loop, cfg->saslauthd_socket,
 							cfg->saslauthd_service, cfg->saslauthd_realm,
 							CHECK_AUTH_TIMEOUT_MS);
-	struct buf raw = BUF_INIT, b64 = BUF_INIT;
-	buf_append(&raw, "", 1);
-	buf_append(&raw, login, strlen(login) + 1);
-	buf_append(&raw, password, strlen(password));
-	base64_encode(&b64, buf_data(&raw), buf_len(&raw));
-	buf_append(&b64, "", 1);
-	buf_wipe(&raw);
+	struct buf b64 = BUF_INIT;
+	check_plain_resp(&b64, login, password);
 	struct dovecot_auth_request_info info = {
 		.mech = "PLAIN", .initial_resp_b64 = (const char *)buf_data(&b64)};
 	struct check_auth ca = {0};
@@ -248,14 +256,8 @@ static bool check_auth_plain(struct config *cfg, const char *login, const char *
 			     "\"auth_mechanisms = plain login\" in Dovecot\n",
 			login, dovecot_auth_client_mechs(c));
 	} else {
-		/* authzid NUL authcid NUL password (RFC 4616) */
-		struct buf raw = BUF_INIT, b64 = BUF_INIT;
-		buf_append(&raw, "", 1);
-		buf_append(&raw, login, strlen(login) + 1);
-		buf_append(&raw, password, strlen(password));
-		base64_encode(&b64, buf_data(&raw), buf_len(&raw));
-		buf_append(&b64, "", 1);
-		buf_wipe(&raw);
+		struct buf b64 = BUF_INIT;
+		check_plain_resp(&b64, login, password);
 		struct dovecot_auth_request_info info = {
 			.mech = "PLAIN", .local_ip = "127.0.0.1", .remote_ip = "127.0.0.1",
 			.secured = true, .initial_resp_b64 = (const char *)buf_data(&b64)};

@@ -19,12 +19,10 @@ static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_r
 static void session_relay_cb_do(void *ctx, const struct smtp_reply *r);
 static void session_relay_drain_do(void *ctx);
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r);
-static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners);
 static void session_restr_cb_do(void *ctx, enum sender_login_result res, const char *owners);
 
 static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
-static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_rcpt_go(struct session *s);
 
@@ -198,7 +196,7 @@ void session_worker_done(struct worker *w)
 	session_sl_collect(w, true);
 }
 
-/* ---- sender_restrictions and recipient_restrictions (policy/restrictions.h) ---- */
+/* ---- sender ownership, sender_restrictions, recipient_restrictions ---- */
 
 /* Runs this stage's list from item start; its verdict completes MAIL (250)
  * or lets RCPT go on to the relay. An ownership check in the list is
@@ -245,6 +243,8 @@ static void session_restr_run(struct session *s, size_t start)
 	session_complete(s, &r);
 }
 
+/* An ownership check answered (sender_login_policy's, or one in a list):
+ * refuse, or go on with the list at restr_next. */
 static void session_restr_cb_do(void *ctx, enum sender_login_result res, const char *owners)
 {
 	(void)owners;
@@ -258,18 +258,6 @@ static void session_restr_cb_do(void *ctx, enum sender_login_result res, const c
 	session_restr_run(s, s->restr_next);
 }
 
-static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners)
-{
-	struct session *s = ctx;
-	s->sender_req = NULL;
-	struct smtp_reply no;
-	if (sender_login_reply(res, s->mail.path.addr, smtp_server_user(s->server), &no)) {
-		session_complete(s, &no);
-		return;
-	}
-	s->restr_rcpt = false;
-	session_restr_run(s, 0);
-}
 
 static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 {
@@ -283,16 +271,17 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 	   sender_login_policy. Logged-in users are always held to it. */
 	bool trusted_anonymous = s->trusted_client && smtp_server_user(s->server) == NULL &&
 				 !s->listen->sender_policy_set;
+	s->restr_rcpt = false;
+	s->restr_next = 0;
 	/* A sender_restrictions list that names an ownership check places it
-	   itself; otherwise sender_login_policy runs first. */
+	   itself; otherwise sender_login_policy runs first, then the list. */
 	if (sl != NULL && !trusted_anonymous && !restrictions_has_login_check(s->cfg->sender_restr)) {
 		/* Does the login own the envelope sender? (RFC 6409 §6.1,
 		   Postfix's reject_sender_login_mismatch) */
 		s->sender_req = sender_login_check(sl, a->path.addr, smtp_server_user(s->server),
-						   session_sender_cb, s);
+						   session_restr_cb, s);
 		return;
 	}
-	s->restr_rcpt = false;
 	session_restr_run(s, 0);
 }
 
@@ -560,11 +549,6 @@ static void session_relay_drain(void *ctx) { SESSION_TIMED(ctx, session_relay_dr
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
 {
 	SESSION_TIMED(ctx, session_auth_cb_do(ctx, r));
-}
-
-static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners)
-{
-	SESSION_TIMED(ctx, session_sender_cb_do(ctx, res, owners));
 }
 
 static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners)

@@ -382,6 +382,16 @@ static enum restriction_result restrictions_access(const struct table *t, const 
 #define CLASS_SENDER "Sender address"
 #define CLASS_RECIPIENT "Recipient address"
 
+static enum restriction_result restrictions_non_fqdn(const char *addr, const char *class,
+						     bool smtputf8, struct smtp_reply *out)
+{
+	if (restrictions_fqdn(addr, smtputf8))
+		return RR_DUNNO;
+	restrictions_reply(out, 504, "5.5.2", "<%s>: %s rejected: need fully-qualified address", addr,
+			   class);
+	return RR_REJECT;
+}
+
 enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t start,
 					    const struct restrictions_facts *f,
 					    struct smtp_reply *out, size_t *next_r,
@@ -416,20 +426,13 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 			break;
 		case R_NON_FQDN_SENDER:
 			/* the null sender is exempt */
-			if (f->sender[0] != '\0' && !restrictions_fqdn(f->sender, f->smtputf8)) {
-				restrictions_reply(out, 504, "5.5.2",
-						   "<%s>: %s rejected: need fully-qualified address",
-						   f->sender, CLASS_SENDER);
-				res = RR_REJECT;
-			}
+			if (f->sender[0] != '\0')
+				res = restrictions_non_fqdn(f->sender, CLASS_SENDER, f->smtputf8, out);
 			break;
 		case R_NON_FQDN_RECIPIENT:
-			if (f->recipient != NULL && !restrictions_fqdn(f->recipient, f->smtputf8)) {
-				restrictions_reply(out, 504, "5.5.2",
-						   "<%s>: %s rejected: need fully-qualified address",
-						   f->recipient, CLASS_RECIPIENT);
-				res = RR_REJECT;
-			}
+			if (f->recipient != NULL)
+				res = restrictions_non_fqdn(f->recipient, CLASS_RECIPIENT, f->smtputf8,
+							    out);
 			break;
 		case R_UNAUTH_DESTINATION:
 			/* On a submission server every destination is relayed,
