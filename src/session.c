@@ -205,6 +205,10 @@ static void session_restr_run(struct session *s, size_t start)
 {
 	const struct restrictions *list = s->restr_rcpt ? s->cfg->recipient_restr
 							 : s->cfg->sender_restr;
+	bool by_default = s->restr_rcpt ? s->cfg->recipient_restr_default
+					 : s->cfg->sender_restr_default;
+	if (by_default && s->listen->mode == LISTEN_PLAIN)
+		list = NULL; /* the default is for submission listeners */
 	struct restrictions_facts f = {
 		.sender = s->mail.path.addr,
 		.recipient = s->restr_rcpt ? s->rcpt.path.addr : NULL,

@@ -87,12 +87,10 @@ static const struct config_key config_keys[] = {
 	 NULL, LISTENER},
 	{"sender_login_negative_cache_ttl", CFG_TIME, OFF(sender_login_negative_cache_ttl_ms), "10s",
 	 0, 86400000, NULL, LISTENER},
-	/* Postfix restriction lists (policy/restrictions.c); RFC 6409 §4.2's
-	   fully qualified addresses by default */
-	{"sender_restrictions", CFG_STR, OFF(sender_restrictions), "reject_non_fqdn_sender", 0, 0,
-	 NULL, LISTENER},
-	{"recipient_restrictions", CFG_STR, OFF(recipient_restrictions), "reject_non_fqdn_recipient",
-	 0, 0, NULL, LISTENER},
+	/* Postfix restriction lists (policy/restrictions.c); unset: RFC 6409
+	   §4.2's fully qualified addresses on submission (starttls/tls) listeners */
+	{"sender_restrictions", CFG_STR, OFF(sender_restrictions), NULL, 0, 0, NULL, LISTENER},
+	{"recipient_restrictions", CFG_STR, OFF(recipient_restrictions), NULL, 0, 0, NULL, LISTENER},
 	{"disable_vrfy_command", CFG_SPECIAL, 0, "no", 0, 0, config_disable_vrfy, LISTENER},
 	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL, LISTENER},
 	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL, LISTENER},

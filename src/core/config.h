@@ -113,6 +113,8 @@ struct config {
 	char *recipient_restrictions;
 	struct restrictions *sender_restr;
 	struct restrictions *recipient_restr;
+	bool sender_restr_default;   /* not set: the plain listeners skip it */
+	bool recipient_restr_default;
 	bool disable_vrfy;
 
 	/* sender ownership (policy/policy.h) */

@@ -55,13 +55,22 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 	}
-	cfg->sender_restr = restrictions_parse("sender_restrictions", cfg->sender_restrictions,
+	/* Unset, both lists ask for fully qualified addresses (RFC 6409 §4.2) on
+	   the submission listeners; a plain listener (local programs) is left
+	   as Postfix's port 25 leaves it. */
+	cfg->sender_restr_default = cfg->sender_restrictions == NULL;
+	cfg->recipient_restr_default = cfg->recipient_restrictions == NULL;
+	cfg->sender_restr = restrictions_parse("sender_restrictions",
+					       cfg->sender_restrictions ? cfg->sender_restrictions
+									: "reject_non_fqdn_sender",
 					       RESTRICTIONS_SENDER, err, errlen);
 	if (cfg->sender_restr == NULL)
 		return false;
 	cfg->recipient_restr = restrictions_parse("recipient_restrictions",
-						  cfg->recipient_restrictions, RESTRICTIONS_RECIPIENT,
-						  err, errlen);
+						  cfg->recipient_restrictions
+							  ? cfg->recipient_restrictions
+							  : "reject_non_fqdn_recipient",
+						  RESTRICTIONS_RECIPIENT, err, errlen);
 	if (cfg->recipient_restr == NULL)
 		return false;
 	if (cfg->sender_login == NULL && (restrictions_has_login_check(cfg->sender_restr) ||

@@ -212,10 +212,21 @@ ok(d.wait_log(r"reject: RCPT from \[127\.0\.0\.1\]:\d+: 504 5\.5\.2 <bob@localho
               r"rejected: need fully-qualified address; from=<a@example\.com>"),
    "the reject log line carries Postfix's text")
 
-# The defaults: RFC 6409 §4.2 on every listener.
+# The defaults: RFC 6409 §4.2 on the submission listeners (starttls, tls);
+# a plain listener (local programs) is left as Postfix's port 25 is.
 d2 = env.submitd(standard_config(certs, sink, extra=[("mynetworks", "127.0.0.1/32")]), name="submitd-default")
 c = session(d2.addr("plain"))
 c.ehlo()
+is_(c.cmd("MAIL FROM:<root@localhost>").code, 250, "default, plain listener: MAIL FROM:<root@localhost> 250")
+is_(c.cmd("RCPT TO:<root@localhost>").code, 250, "... RCPT TO:<root@localhost> 250")
+c.cmd("QUIT")
+c.close()
+for mode in ("starttls", "tls"):
+    c = client(d2, mode, certs)
+    like(str(c.cmd("MAIL FROM:<a@localhost>")), r"^504 5\.5\.2 ", "default, %s listener: non-FQDN sender 504" % mode)
+    c.cmd("QUIT")
+    c.close()
+c = client(d2, "starttls", certs)
 like(str(c.cmd("MAIL FROM:<a@localhost>")), r"^504 5\.5\.2 <a@localhost>: Sender address rejected: "
      r"need fully-qualified address$", "default sender_restrictions = reject_non_fqdn_sender")
 is_(c.cmd("MAIL FROM:<a@example.com>").code, 250, "... an FQDN sender passes")
