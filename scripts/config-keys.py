@@ -43,6 +43,9 @@ def table():
             d = "(the machine's host name)"
         elif name == "workers" and d == "0":
             d = "0 (one per CPU)"
+        elif name in ("sender_restrictions", "recipient_restrictions"):
+            d = "(`reject_non_fqdn_%s` on starttls/tls listeners, none on plain ones)" % (
+                name.split("_")[0])
         elif d == "":
             d = "(none)"
         lines.append("| `%s` | `%s` |" % (name, d) if not d.startswith("(") else "| `%s` | %s |" % (name, d))

@@ -25,6 +25,7 @@ pkgs=(
   python3 swaks libnet-ssleay-perl curl openssl msmtp
   dovecot-core dovecot-mysql mariadb-server fail2ban
   postfix postfix-mysql haproxy
+  sasl2-bin # saslauthd, saslpasswd2: t/proto/71-saslauthd.py
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
 )
 

@@ -7,6 +7,11 @@
 
 #include "core/base64.h"
 #include "core/buf.h"
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "lookup/auth_backend.h"
 #include "lookup/dovecot_auth.h"
 #include "lookup/table.h"
 #include "policy/sender_login.h"
@@ -52,8 +57,33 @@ static bool check_run(uv_loop_t *loop, struct check_wait *cw, bool (*done)(void 
 
 static bool check_dovecot_ready(void *arg) { return dovecot_auth_client_ready(arg); }
 
+/* saslauthd takes one request per connection and says nothing first: a
+ * connection it accepts is all that can be seen without a password. */
+static int check_saslauthd(struct config *cfg, FILE *out)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	const char *path = cfg->saslauthd_socket;
+	int fd = -1, rc = -1;
+	if (strlen(path) < sizeof(sun.sun_path)) {
+		memcpy(sun.sun_path, path, strlen(path) + 1);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0)
+			rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+	}
+	if (rc == 0)
+		fprintf(out, "saslauthd_socket %s: ok, mechanisms: PLAIN LOGIN\n", path);
+	else
+		fprintf(out, "saslauthd_socket %s: FAILED: cannot connect (is saslauthd running, "
+			     "with -m naming this directory, and may this user open it?)\n", path);
+	if (fd >= 0)
+		close(fd);
+	return rc == 0 ? 0 : 1;
+}
+
 static int check_dovecot(struct config *cfg, FILE *out)
 {
+	if (cfg->saslauthd_socket != NULL)
+		return check_saslauthd(cfg, out);
 	if (cfg->dovecot_auth_socket == NULL) {
 		fprintf(out, "dovecot_auth_socket: not set: AUTH is not offered\n");
 		return 0;
@@ -156,6 +186,57 @@ static void check_auth_cb(void *ctx, enum dovecot_auth_result result, const char
 
 static bool check_auth_done(void *arg) { return ((struct check_auth *)arg)->done; }
 
+/* PLAIN's initial response, base64 and NUL-terminated in b64 (the caller
+ * wipes it): authzid NUL authcid NUL password (RFC 4616). */
+static void check_plain_resp(struct buf *b64, const char *login, const char *password)
+{
+	struct buf raw = BUF_INIT;
+	buf_append(&raw, "", 1);
+	buf_append(&raw, login, strlen(login) + 1);
+	buf_append(&raw, password, strlen(password));
+	base64_encode(b64, buf_data(&raw), buf_len(&raw));
+	buf_append(b64, "", 1);
+	buf_wipe(&raw);
+}
+
+/* The saslauthd side of -t -u: PLAIN through the same client the workers
+ * use; on success user_r gets the login. */
+static bool check_auth_saslauthd(struct config *cfg, const char *login, const char *password,
+				 char *user_r, size_t usersz, FILE *out)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	struct auth_backend *b = auth_backend_saslauthd(&loop, cfg->saslauthd_socket,
+							cfg->saslauthd_service, cfg->saslauthd_realm,
+							CHECK_AUTH_TIMEOUT_MS);
+	struct buf b64 = BUF_INIT;
+	check_plain_resp(&b64, login, password);
+	struct dovecot_auth_request_info info = {
+		.mech = "PLAIN", .initial_resp_b64 = (const char *)buf_data(&b64)};
+	struct check_auth ca = {0};
+	struct check_wait cw;
+	auth_backend_begin(b, &info, check_auth_cb, &ca);
+	buf_wipe(&b64);
+	check_run_ms(&loop, &cw, check_auth_done, &ca, CHECK_AUTH_TIMEOUT_MS + 1000);
+	bool ok = ca.done && ca.result == DOVECOT_AUTH_OK;
+	if (ok) {
+		fprintf(out, "login %s: ok (saslauthd)\n", login);
+		snprintf(user_r, usersz, "%s", ca.user);
+	} else if (ca.done && ca.result == DOVECOT_AUTH_FAIL) {
+		fprintf(out, "login %s: FAILED: saslauthd refused it. Check the password, and "
+			     "testsaslauthd -f %s -s %s%s%s -u %s -p ...\n",
+			login, cfg->saslauthd_socket, cfg->saslauthd_service,
+			cfg->saslauthd_realm[0] ? " -r " : "", cfg->saslauthd_realm, login);
+	} else {
+		fprintf(out, "login %s: FAILED: saslauthd could not check it%s%s\n", login,
+			ca.reason[0] ? ": " : "", ca.reason);
+	}
+	auth_backend_destroy(&b);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	return ok;
+}
+
 /* AUTH PLAIN through Dovecot; on success user_r gets Dovecot's user=. */
 static bool check_auth_plain(struct config *cfg, const char *login, const char *password,
 			     char *user_r, size_t usersz, FILE *out)
@@ -175,14 +256,8 @@ static bool check_auth_plain(struct config *cfg, const char *login, const char *
 			     "\"auth_mechanisms = plain login\" in Dovecot\n",
 			login, dovecot_auth_client_mechs(c));
 	} else {
-		/* authzid NUL authcid NUL password (RFC 4616) */
-		struct buf raw = BUF_INIT, b64 = BUF_INIT;
-		buf_append(&raw, "", 1);
-		buf_append(&raw, login, strlen(login) + 1);
-		buf_append(&raw, password, strlen(password));
-		base64_encode(&b64, buf_data(&raw), buf_len(&raw));
-		buf_append(&b64, "", 1);
-		buf_wipe(&raw);
+		struct buf b64 = BUF_INIT;
+		check_plain_resp(&b64, login, password);
 		struct dovecot_auth_request_info info = {
 			.mech = "PLAIN", .local_ip = "127.0.0.1", .remote_ip = "127.0.0.1",
 			.secured = true, .initial_resp_b64 = (const char *)buf_data(&b64)};
@@ -281,13 +356,16 @@ static bool check_owner(struct config *cfg, const char *sender, const char *user
 int check_login(struct config *cfg, const char *login, const char *password, const char *sender,
 		FILE *out)
 {
-	if (cfg->dovecot_auth_socket == NULL) {
+	char user[513];
+	if (cfg->saslauthd_socket != NULL) {
+		if (!check_auth_saslauthd(cfg, login, password, user, sizeof(user), out))
+			return 1;
+	} else if (cfg->dovecot_auth_socket == NULL) {
 		fprintf(out, "login %s: FAILED: dovecot_auth_socket is not set\n", login);
 		return 1;
-	}
-	char user[513];
-	if (!check_auth_plain(cfg, login, password, user, sizeof(user), out))
+	} else if (!check_auth_plain(cfg, login, password, user, sizeof(user), out)) {
 		return 1;
+	}
 	if (sender == NULL)
 		sender = strchr(user, '@') ? user : NULL;
 	if (sender == NULL) {

@@ -6,22 +6,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
 #include "policy/policy.h"
+#include "policy/restrictions.h"
 #include "smtp/header.h"
 
 static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res);
 static void session_relay_cb_do(void *ctx, const struct smtp_reply *r);
 static void session_relay_drain_do(void *ctx);
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r);
-static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners);
+static void session_restr_cb_do(void *ctx, enum sender_login_result res, const char *owners);
 
 static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
-static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners);
+static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners);
+static void session_rcpt_go(struct session *s);
 
 static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 {
@@ -147,8 +150,62 @@ static struct sender_login *session_sender_login(struct session *s)
 	return s->sl;
 }
 
-static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners)
+/* ---- sender ownership, sender_restrictions, recipient_restrictions ---- */
+
+/* Runs this stage's list from item start; its verdict completes MAIL (250)
+ * or lets RCPT go on to the relay. An ownership check in the list is
+ * asynchronous: the list resumes after it in session_restr_cb_do(). */
+static void session_restr_run(struct session *s, size_t start)
 {
+	const struct restrictions *list = s->restr_rcpt ? s->cfg->recipient_restr
+							 : s->cfg->sender_restr;
+	bool by_default = s->restr_rcpt ? s->cfg->recipient_restr_default
+					 : s->cfg->sender_restr_default;
+	if (by_default && s->listen->mode == LISTEN_PLAIN)
+		list = NULL; /* the default is for submission listeners */
+	struct restrictions_facts f = {
+		.sender = s->mail.path.addr,
+		.recipient = s->restr_rcpt ? s->rcpt.path.addr : NULL,
+		.login = smtp_server_user(s->server),
+		.mynetworks = config_cidr_match(s->cfg->mynetworks, s->cfg->nmynetworks,
+						(struct sockaddr *)&s->peer),
+		.trusted = s->trusted_client,
+		.smtputf8 = s->mail.smtputf8,
+		.delimiters = s->cfg->recipient_delimiter,
+	};
+	struct smtp_reply r;
+	enum sender_login_policy pol = SENDER_LOGIN_NONE;
+	enum restrictions_verdict v = list == NULL ? RESTRICTIONS_PERMIT
+						   : restrictions_eval(list, start, &f, &r,
+								       &s->restr_next, &pol);
+	if (v == RESTRICTIONS_REJECT) {
+		session_complete(s, &r);
+		return;
+	}
+	struct sender_login *sl = session_sender_login(s);
+	if (v == RESTRICTIONS_LOGIN && sl != NULL) {
+		s->sender_req = sender_login_check_policy(sl, pol, s->mail.path.addr, f.login,
+							  session_restr_cb, s);
+		return;
+	}
+	if (v == RESTRICTIONS_LOGIN) {
+		/* policy_load() refuses the list without sender_login_maps */
+		session_restr_run(s, s->restr_next);
+		return;
+	}
+	if (s->restr_rcpt) {
+		session_rcpt_go(s);
+		return;
+	}
+	r = (struct smtp_reply){.code = 250, .enh = "2.1.0", .text = "Ok"};
+	session_complete(s, &r);
+}
+
+/* An ownership check answered (sender_login_policy's, or one in a list):
+ * refuse, or go on with the list at restr_next. */
+static void session_restr_cb_do(void *ctx, enum sender_login_result res, const char *owners)
+{
+	(void)owners;
 	struct session *s = ctx;
 	s->sender_req = NULL;
 	struct smtp_reply no;
@@ -156,9 +213,9 @@ static void session_sender_cb_do(void *ctx, enum sender_login_result res, const 
 		session_complete(s, &no);
 		return;
 	}
-	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
-	session_complete(s, &r);
+	session_restr_run(s, s->restr_next);
 }
+
 
 static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 {
@@ -172,21 +229,38 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 	   sender_login_policy. Logged-in users are always held to it. */
 	bool trusted_anonymous = s->trusted_client && smtp_server_user(s->server) == NULL &&
 				 !s->listen->sender_policy_set;
-	if (sl != NULL && !trusted_anonymous) {
+	s->restr_rcpt = false;
+	s->restr_next = 0;
+	/* A sender_restrictions list that names an ownership check places it
+	   itself; otherwise sender_login_policy runs first, then the list. */
+	if (sl != NULL && !trusted_anonymous && !restrictions_has_login_check(s->cfg->sender_restr)) {
 		/* Does the login own the envelope sender? (RFC 6409 §6.1,
 		   Postfix's reject_sender_login_mismatch) */
 		s->sender_req = sender_login_check(sl, a->path.addr, smtp_server_user(s->server),
-						   session_sender_cb, s);
+						   session_restr_cb, s);
 		return;
 	}
-	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
-	session_complete(s, &r);
+	session_restr_run(s, 0);
 }
 
 static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 {
 	struct session *s = ctx;
 	s->rcpt = *a;
+	/* <postmaster> is exempt from every restriction (RFC 5321 §4.5.1; as
+	   Postfix does) */
+	if (strcasecmp(a->path.addr, "postmaster") == 0) {
+		session_rcpt_go(s);
+		return;
+	}
+	s->restr_rcpt = true;
+	session_restr_run(s, 0);
+}
+
+/* The recipient passed local policy: on to the downstream. */
+static void session_rcpt_go(struct session *s)
+{
+	const struct smtp_rcpt_args *a = &s->rcpt;
 	if (s->relay == NULL) {
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (docs/design.md §7). */
@@ -434,9 +508,9 @@ static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
 	SESSION_TIMED(ctx, session_auth_cb_do(ctx, r));
 }
 
-static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners)
+static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners)
 {
-	SESSION_TIMED(ctx, session_sender_cb_do(ctx, res, owners));
+	SESSION_TIMED(ctx, session_restr_cb_do(ctx, res, owners));
 }
 
 void session_log_waiting(struct worker *w, const char *what)

@@ -321,6 +321,7 @@ static void session_conn_begin(struct session *s)
 		.eightbitmime = !known || caps.eightbitmime,
 		.smtputf8 = !known || caps.smtputf8,
 		.dsn = !known || caps.dsn,
+		.vrfy_disabled = cfg->disable_vrfy,
 	};
 	if (known && caps.size_present && caps.size > 0 && caps.size < set.size_limit)
 		set.size_limit = caps.size;

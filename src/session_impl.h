@@ -59,6 +59,9 @@ struct session {
 	struct sender_login_req *sender_req;
 	struct message_check hdr_check;
 	bool end_waiting;                /* end of data seen, header checks still out */
+	/* sender_restrictions / recipient_restrictions under way (policy/restrictions.h) */
+	bool restr_rcpt;                 /* the RCPT list, else the MAIL list */
+	size_t restr_next;               /* where to resume after an ownership check */
 
 	/* content */
 	struct buf header;               /* held until the header section is complete */

@@ -14,7 +14,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
-#include "lookup/dovecot_auth.h"
+#include "lookup/auth_backend.h"
 #include "lookup/table_registry.h"
 #include "net/listener.h"
 #include "relay/relay.h"
@@ -56,7 +56,7 @@ static void worker_maybe_done(struct worker_thread *wt)
 		return;
 	relay_pool_free(&wt->w.relay);
 	if (wt->w.auth != NULL)
-		dovecot_auth_client_destroy(&wt->w.auth);
+		auth_backend_destroy(&wt->w.auth);
 	table_registry_free(&wt->w.tables); /* no session or transaction is left */
 	if (!uv_is_closing((uv_handle_t *)&wt->wakeup))
 		uv_close((uv_handle_t *)&wt->wakeup, NULL);
@@ -100,6 +100,9 @@ static void worker_reconfigure(struct worker_thread *wt, const struct config *ol
 	const char *a = old->dovecot_auth_socket, *b = w->cfg->dovecot_auth_socket;
 	if (w->id == 0 && ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0)))
 		log_warn("reload: dovecot_auth_socket changed; it takes effect after a restart");
+	a = old->saslauthd_socket, b = w->cfg->saslauthd_socket;
+	if (w->id == 0 && ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0)))
+		log_warn("reload: saslauthd_socket changed; it takes effect after a restart");
 }
 
 static void worker_wakeup_cb(uv_async_t *a)
@@ -137,9 +140,13 @@ static void *worker_run(void *arg)
 	   asks; readiness does not wait for them (they are runtime
 	   dependencies, and a hang there must not block boot). */
 	if (w->cfg->dovecot_auth_socket != NULL) {
-		w->auth = dovecot_auth_client_create(&w->loop, w->cfg->dovecot_auth_socket,
-						     (unsigned)w->cfg->auth_timeout_ms);
-		dovecot_auth_client_connect(w->auth);
+		w->auth = auth_backend_dovecot(&w->loop, w->cfg->dovecot_auth_socket,
+					       (unsigned)w->cfg->auth_timeout_ms);
+		auth_backend_connect(w->auth);
+	} else if (w->cfg->saslauthd_socket != NULL) {
+		w->auth = auth_backend_saslauthd(&w->loop, w->cfg->saslauthd_socket,
+						 w->cfg->saslauthd_service, w->cfg->saslauthd_realm,
+						 (unsigned)w->cfg->auth_timeout_ms);
 	}
 	relay_pool_probe(w->relay, w->cfg);
 	atomic_fetch_add(&worker_nstarted, 1);

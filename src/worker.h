@@ -15,7 +15,7 @@
 
 struct session;
 struct relay_pool;
-struct dovecot_auth_client;
+struct auth_backend;
 struct table_registry;
 
 struct worker {
@@ -23,11 +23,8 @@ struct worker {
 	unsigned id;
 	struct config *cfg;          /* current snapshot for new sessions */
 	struct relay_pool *relay;
-	struct dovecot_auth_client *auth; /* NULL without dovecot_auth_socket */
-	/* Table instances per configuration snapshot, shared by the sessions
-	   and relay transactions of that snapshot (lookup/table_registry.h). */
-	struct table_registry *tables;
-	struct list_link sessions;   /* struct session.link, for shutdown */
+struct auth_backend;
+struct table_registry;
 	unsigned nsessions;
 	unsigned refusing;           /* refused clients getting their 421 inside TLS */
 	uint32_t seq;

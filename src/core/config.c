@@ -46,6 +46,7 @@ struct config_key {
 #define GLOBAL false
 
 static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
+static config_hook config_disable_vrfy;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
 static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth, config_relay_sasl_plaintext;
@@ -61,6 +62,11 @@ static const struct config_key config_keys[] = {
 	{"relayhost", CFG_SPECIAL, 0, "[127.0.0.1]:25", 0, 0, config_relayhost, GLOBAL},
 	{"relay_tls_security_level", CFG_SPECIAL, 0, "may", 0, 0, config_relay_tls, GLOBAL},
 	{"dovecot_auth_socket", CFG_STR, OFF(dovecot_auth_socket), NULL, 0, 0, NULL, GLOBAL},
+	/* Cyrus saslauthd instead of Dovecot (lookup/saslauthd.h); Postfix's
+	   smtpd_sasl_local_domain is the realm */
+	{"saslauthd_socket", CFG_STR, OFF(saslauthd_socket), NULL, 0, 0, NULL, GLOBAL},
+	{"saslauthd_service", CFG_STR, OFF(saslauthd_service), "smtp", 0, 0, NULL, GLOBAL},
+	{"saslauthd_realm", CFG_STR, OFF(saslauthd_realm), "", 0, 0, NULL, GLOBAL},
 	/* process-wide: each worker's one Dovecot client uses it */
 	{"auth_timeout", CFG_TIME, OFF(auth_timeout_ms), "30s", 100, 600000, NULL, GLOBAL},
 	{"auth_failure_delay", CFG_TIME, OFF(auth_failure_delay_ms), "1s", 0, 600000, NULL, LISTENER},
@@ -79,6 +85,11 @@ static const struct config_key config_keys[] = {
 	 NULL, LISTENER},
 	{"sender_login_negative_cache_ttl", CFG_TIME, OFF(sender_login_negative_cache_ttl_ms), "10s",
 	 0, 86400000, NULL, LISTENER},
+	/* Postfix restriction lists (policy/restrictions.c); unset: RFC 6409
+	   §4.2's fully qualified addresses on submission (starttls/tls) listeners */
+	{"sender_restrictions", CFG_STR, OFF(sender_restrictions), NULL, 0, 0, NULL, LISTENER},
+	{"recipient_restrictions", CFG_STR, OFF(recipient_restrictions), NULL, 0, 0, NULL, LISTENER},
+	{"disable_vrfy_command", CFG_SPECIAL, 0, "no", 0, 0, config_disable_vrfy, LISTENER},
 	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL, LISTENER},
 	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL, LISTENER},
 	{"message_size_limit", CFG_SIZE, OFF(message_size_limit), "10240000", 1024,
@@ -662,6 +673,12 @@ static bool config_yesno(const char *value, bool *r, char *err, size_t errlen)
 	return true;
 }
 
+/* Postfix's disable_vrfy_command: VRFY gets 502 5.5.1 */
+static bool config_disable_vrfy(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	return config_yesno(value, &cfg->disable_vrfy, err, errlen);
+}
+
 static bool config_sender_dependent_auth(struct config *cfg, const char *value, char *err,
 					 size_t errlen)
 {
@@ -1084,6 +1101,11 @@ static struct config *config_parse(const char *path, const char *text, char *con
 			snprintf(host, sizeof(host), "localhost");
 		host[sizeof(host) - 1] = '\0';
 		cfg->myhostname = xstrdup(host);
+	}
+	if (ok && cfg->dovecot_auth_socket != NULL && cfg->saslauthd_socket != NULL) {
+		snprintf(err, errlen, "%s: dovecot_auth_socket and saslauthd_socket: set one of them",
+			 path);
+		ok = false;
 	}
 	if (ok && cfg->nlistens == 0) {
 		snprintf(err, errlen, "%s: no \"listen\" line", path);

@@ -97,6 +97,9 @@ struct config {
 
 	/* AUTH (policy/auth.h) */
 	char *dovecot_auth_socket;
+	char *saslauthd_socket;      /* instead of dovecot_auth_socket */
+	char *saslauthd_service;
+	char *saslauthd_realm;
 	uint64_t auth_timeout_ms;
 	uint64_t auth_failure_delay_ms;
 	uint64_t auth_failure_delay_max_ms;
@@ -104,6 +107,15 @@ struct config {
 	unsigned auth_ip_failure_limit;
 	uint64_t auth_ip_failure_window_ms;
 	uint64_t auth_ip_block_time_ms;
+
+	/* Postfix restriction lists (policy/restrictions.h), parsed by policy_load() */
+	char *sender_restrictions;
+	char *recipient_restrictions;
+	struct restrictions *sender_restr;
+	struct restrictions *recipient_restr;
+	bool sender_restr_default;   /* not set: the plain listeners skip it */
+	bool recipient_restr_default;
+	bool disable_vrfy;
 
 	/* sender ownership (policy/policy.h) */
 	char *sender_login_maps;

@@ -28,11 +28,11 @@ enum policy_auth_state { PA_IDLE, PA_DOVECOT, PA_CLIENT, PA_ANSWER };
 
 struct policy_auth {
 	uv_timer_t timer;             /* deferred answers and failure delays */
-	struct dovecot_auth_client *client;
+	struct auth_backend *client;
 	const struct config *cfg;
 	policy_auth_cb *cb;
 	void *ctx;
-	struct dovecot_auth_request *req;
+	struct auth_backend_request *req;
 	enum policy_auth_state state;
 	char mech[32];
 	char login[128];              /* for logs; never the password */
@@ -83,7 +83,8 @@ static void policy_auth_log_failure(const char *session_id, const char *client_d
  * bounds how many an address can have, POLICY_AUTH_MAX_ORPHANS how many a
  * worker keeps, the request timeout how long. */
 struct policy_auth_orphan {
-	struct dovecot_auth_request *req;
+	struct auth_backend *client;
+	struct auth_backend_request *req;
 	bool charged;
 	/* The client left (a guesser may hang up to read the answer's
 	   timing): anything but OK is a failure. The server ended it
@@ -118,7 +119,7 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
 		return;
 	}
 	if (r == DOVECOT_AUTH_CONTINUE)
-		dovecot_auth_abort(&o->req); /* nobody will answer the challenge */
+		auth_backend_abort(o->client, &o->req); /* nobody will answer the challenge */
 	if (!o->client_left && r != DOVECOT_AUTH_FAIL) {
 		log_warn("%s: %s: SASL %s authentication unavailable: %s%s", o->session_id,
 			 o->client_desc, o->mech, reason ? reason : "no answer", POLICY_AUTH_ENDED);
@@ -143,6 +144,7 @@ static void policy_auth_let_go(struct policy_auth *pa, const char *why, bool cli
 	    policy_auth_orphans < POLICY_AUTH_MAX_ORPHANS) {
 		policy_auth_orphans++;
 		struct policy_auth_orphan *o = xcalloc(1, sizeof(*o));
+		o->client = pa->client;
 		o->req = pa->req;
 		o->charged = pa->charged;
 		o->client_left = client_left;
@@ -152,13 +154,13 @@ static void policy_auth_let_go(struct policy_auth *pa, const char *why, bool cli
 		memcpy(o->login, pa->login, sizeof(o->login));
 		memcpy(o->session_id, pa->session_id, sizeof(o->session_id));
 		memcpy(o->client_desc, pa->client_desc, sizeof(o->client_desc));
-		dovecot_auth_detach(pa->req, policy_auth_orphan_cb, o);
+		auth_backend_detach(pa->client, pa->req, policy_auth_orphan_cb, o);
 		pa->req = NULL;
 		pa->charged = false;
 		pa->attempt = false;
 		return;
 	}
-	dovecot_auth_abort(&pa->req);
+	auth_backend_abort(pa->client, &pa->req);
 	if (pa->attempt) {
 		policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, why, "");
 		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, true);
@@ -191,7 +193,7 @@ static void policy_auth_answer(struct policy_auth *pa, uint64_t delay_ms, int co
 	uv_timer_start(&pa->timer, policy_auth_timer_cb, delay_ms, 0);
 }
 
-struct policy_auth *policy_auth_new(uv_loop_t *loop, struct dovecot_auth_client *client,
+struct policy_auth *policy_auth_new(uv_loop_t *loop, struct auth_backend *client,
 				    const struct config *cfg, policy_auth_cb *cb, void *ctx)
 {
 	struct policy_auth *pa = xcalloc(1, sizeof(*pa));
@@ -235,13 +237,13 @@ static bool policy_auth_relayable_mech(const char *mech)
  * (docs/dovecot-auth.md). */
 #define POLICY_AUTH_DEFAULT_MECHS "PLAIN LOGIN"
 
-void policy_auth_mechs(struct dovecot_auth_client *client, char *out, size_t outsz)
+void policy_auth_mechs(struct auth_backend *client, char *out, size_t outsz)
 {
 	out[0] = '\0';
 	if (client == NULL)
 		return;
 	char copy[512];
-	const char *mechs = dovecot_auth_client_mechs(client);
+	const char *mechs = auth_backend_mechs(client);
 	snprintf(copy, sizeof(copy), "%s", mechs[0] != '\0' ? mechs : POLICY_AUTH_DEFAULT_MECHS);
 	size_t o = 0;
 	char *save = NULL;
@@ -377,11 +379,11 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 		policy_auth_answer(pa, 0, 504, "5.5.4", "Unrecognized authentication type", NULL);
 		return;
 	}
-	if (dovecot_auth_client_mechs(pa->client)[0] == '\0') {
+	if (auth_backend_mechs(pa->client)[0] == '\0') {
 		/* Dovecot has not answered a handshake yet: temporary. */
-		dovecot_auth_client_connect(pa->client);
-		log_warn("%s: %s: SASL %s authentication unavailable: no connection to Dovecot yet",
-			 pa->session_id, pa->client_desc, pa->mech);
+		auth_backend_connect(pa->client);
+		log_warn("%s: %s: SASL %s authentication unavailable: no connection to %s yet",
+			 pa->session_id, pa->client_desc, pa->mech, auth_backend_name(pa->client));
 		policy_auth_answer(pa, 0, 454, "4.7.0",
 				   "Temporary authentication failure: authentication server not available",
 				   NULL);
@@ -440,7 +442,7 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 	};
 	pa->state = PA_DOVECOT;
 	pa->attempt = true;
-	pa->req = dovecot_auth_begin(pa->client, &info, policy_auth_dovecot_cb, pa);
+	pa->req = auth_backend_begin(pa->client, &info, policy_auth_dovecot_cb, pa);
 	if (irbuf != NULL)
 		xfree_secret(&irbuf);
 }
@@ -480,7 +482,7 @@ void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
 		policy_auth_note_login(pa, resp, strcmp(pa->mech, "PLAIN") == 0);
 	pa->steps++;
 	pa->state = PA_DOVECOT;
-	dovecot_auth_continue(pa->req, resp);
+	auth_backend_continue(pa->client, pa->req, resp);
 	xfree_secret(&resp);
 }
 

@@ -1,5 +1,6 @@
-/* policy/auth: the SMTP AUTH exchange (RFC 4954) in front of Dovecot, and
- * the brute-force rules.
+/* policy/auth: the SMTP AUTH exchange (RFC 4954) in front of Dovecot or
+ * saslauthd (lookup/auth_backend.h: the same answers, replies and log lines
+ * for both), and the brute-force rules.
  *
  * This is the one place that turns Dovecot's answers into SMTP replies
  * (docs/dovecot-auth.md). The server has already refused AUTH
@@ -28,7 +29,7 @@
 #include <uv.h>
 
 #include "core/config.h"
-#include "lookup/dovecot_auth.h"
+#include "lookup/auth_backend.h"
 
 struct policy_auth;
 
@@ -55,14 +56,14 @@ struct policy_auth_result {
 
 typedef void policy_auth_cb(void *ctx, const struct policy_auth_result *r);
 
-struct policy_auth *policy_auth_new(uv_loop_t *loop, struct dovecot_auth_client *client,
+struct policy_auth *policy_auth_new(uv_loop_t *loop, struct auth_backend *client,
 				    const struct config *cfg, policy_auth_cb *cb, void *ctx);
 /* Aborts any exchange in flight; no callback afterwards. */
 void policy_auth_free(struct policy_auth **pa);
 
 /* The mechanisms to offer in EHLO: Dovecot's, limited to those that can be
  * relayed safely ("" when Dovecot was never reached). Written into out. */
-void policy_auth_mechs(struct dovecot_auth_client *client, char *out, size_t outsz);
+void policy_auth_mechs(struct auth_backend *client, char *out, size_t outsz);
 
 /* "AUTH <args>": answers through cb, never inside this call. */
 void policy_auth_command(struct policy_auth *pa, const struct policy_auth_session *sess,

@@ -6,12 +6,15 @@
 #include <string.h>
 
 #include "lookup/table.h"
+#include "policy/restrictions.h"
 #include "policy/sender_login.h"
 
 static void policy_free(struct config *cfg)
 {
 	sender_login_conf_free(&cfg->sender_login);
 	table_free(&cfg->header_from_exempt);
+	restrictions_free(&cfg->sender_restr);
+	restrictions_free(&cfg->recipient_restr);
 }
 
 bool policy_load(struct config *cfg, char *err, size_t errlen)
@@ -51,6 +54,30 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 			snprintf(err, errlen, "sender_login_maps: %s", why);
 			return false;
 		}
+	}
+	/* Unset, both lists ask for fully qualified addresses (RFC 6409 §4.2) on
+	   the submission listeners; a plain listener (local programs) is left
+	   as Postfix's port 25 leaves it. */
+	cfg->sender_restr_default = cfg->sender_restrictions == NULL;
+	cfg->recipient_restr_default = cfg->recipient_restrictions == NULL;
+	cfg->sender_restr = restrictions_parse("sender_restrictions",
+					       cfg->sender_restrictions ? cfg->sender_restrictions
+									: "reject_non_fqdn_sender",
+					       RESTRICTIONS_SENDER, err, errlen);
+	if (cfg->sender_restr == NULL)
+		return false;
+	cfg->recipient_restr = restrictions_parse("recipient_restrictions",
+						  cfg->recipient_restrictions
+							  ? cfg->recipient_restrictions
+							  : "reject_non_fqdn_recipient",
+						  RESTRICTIONS_RECIPIENT, err, errlen);
+	if (cfg->recipient_restr == NULL)
+		return false;
+	if (cfg->sender_login == NULL && (restrictions_has_login_check(cfg->sender_restr) ||
+					  restrictions_has_login_check(cfg->recipient_restr))) {
+		snprintf(err, errlen, "sender_restrictions/recipient_restrictions: the "
+				      "*_sender_login_mismatch restrictions need sender_login_maps");
+		return false;
 	}
 	if (cfg->header_from_exempt_maps != NULL && cfg->header_from_exempt_maps[0] != '\0') {
 		char why[512];

@@ -529,15 +529,20 @@ static void smtp_server_cmd_quit(struct smtp_server *s, const struct smtp_cmd *c
 static void smtp_server_cmd_help(struct smtp_server *s, const struct smtp_cmd *cmd)
 {
 	smtp_server_reply(s, 214, "2.0.0",
-			  "Commands: EHLO HELO%s%s MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY",
+			  "Commands: EHLO HELO%s%s MAIL RCPT DATA BDAT RSET NOOP QUIT HELP%s",
 			  smtp_server_starttls_offered(s) ? " STARTTLS" : "",
-			  smtp_server_auth_offered(s) != NULL ? " AUTH" : "");
+			  smtp_server_auth_offered(s) != NULL ? " AUTH" : "",
+			  s->set.vrfy_disabled ? "" : " VRFY");
 }
 
 static void smtp_server_cmd_vrfy(struct smtp_server *s, const struct smtp_cmd *cmd)
 {
 	/* Answers without looking anything up: VRFY must not tell a
 	   harvester which addresses exist (RFC 5321 §3.5.3, §7.3). */
+	if (s->set.vrfy_disabled) {
+		smtp_server_reply(s, 502, "5.5.1", "VRFY command is disabled");
+		return;
+	}
 	if (cmd->args_len == 0) {
 		smtp_server_reply(s, 501, "5.5.4", "Syntax: VRFY address");
 		return;

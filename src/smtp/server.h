@@ -37,6 +37,7 @@ struct smtp_server_settings {
 	bool tls_active;             /* implicit TLS listener: TLS from the start */
 	bool relay_trusted;          /* trusted listener and client in mynetworks:
 	                                MAIL allowed without AUTH */
+	bool vrfy_disabled;          /* disable_vrfy_command: VRFY gets 502 */
 	/* What the downstream path supports (docs/design.md §7). */
 	bool eightbitmime, smtputf8, dsn;
 };

@@ -176,7 +176,8 @@ class Postfix:
     dovecot_socket: the auth socket of t/lib/dovecot.py; sink: a started
     harness.SinkProc that receives what Postfix relays."""
 
-    def __init__(self, env, certs, dovecot_socket, sink, name="postfix", sender_login_maps=None):
+    def __init__(self, env, certs, dovecot_socket, sink, name="postfix", sender_login_maps=None,
+                 extra_master=""):
         self.env = env
         self.name = name
         # Its own directory outside the test's 0700 temp dir: the postfix
@@ -188,6 +189,8 @@ class Postfix:
         self.dovecot_socket = dovecot_socket
         self.sink = sink
         self.sender_login_maps = sender_login_maps
+        # more master.cf services (e.g. a plain smtpd with other restrictions)
+        self.extra_master = extra_master
         self.starttls_port = harness.free_port()
         self.tls_port = harness.free_port()
         self.proc = None
@@ -219,6 +222,7 @@ class Postfix:
             sub = SUBMISSION.format(sasl_path=self.dovecot_socket, sender_lines=sender)
             f.write(MASTER_CF.format(starttls_port=self.starttls_port, tls_port=self.tls_port,
                                      submission=sub))
+            f.write(self.extra_master)
 
     def postfix(self, *args, timeout=60):
         """Runs `postfix -c DIR ARGS...`; returns (status, output)."""

@@ -1,0 +1,184 @@
+/* policy/restrictions.c: Postfix's restriction lists, item by item, with
+ * Postfix's reply texts (docs/restrictions.md); the FQDN test as Postfix's
+ * valid_hostname() draws it; access tables in Postfix's lookup order. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "policy/restrictions.h"
+#include "tap.h"
+
+struct verdict {
+	enum restrictions_verdict v;
+	struct smtp_reply r;
+	size_t next;
+	enum sender_login_policy pol;
+};
+
+static struct verdict eval(const char *list, enum restrictions_stage stage,
+			   const struct restrictions_facts *f)
+{
+	char err[512];
+	struct verdict out = {0};
+	struct restrictions *r = restrictions_parse("test", list, stage, err, sizeof(err));
+	if (r == NULL) {
+		diag("parse %s: %s", list, err);
+		out.v = RESTRICTIONS_REJECT;
+		snprintf(out.r.text, sizeof(out.r.text), "PARSE: %s", err);
+		return out;
+	}
+	out.v = restrictions_eval(r, 0, f, &out.r, &out.next, &out.pol);
+	restrictions_free(&r);
+	return out;
+}
+
+static const char *line(const struct verdict *v, char *buf, size_t n)
+{
+	if (v->v == RESTRICTIONS_PERMIT)
+		return "permit";
+	if (v->v == RESTRICTIONS_LOGIN)
+		return "login";
+	snprintf(buf, n, "%d %s %s", v->r.code, v->r.enh, v->r.text);
+	return buf;
+}
+
+static void check(const char *list, enum restrictions_stage stage,
+		  const struct restrictions_facts *f, const char *want, const char *name)
+{
+	char buf[600];
+	struct verdict v = eval(list, stage, f);
+	is_str(line(&v, buf, sizeof(buf)), want, "%s", name);
+}
+
+int main(void)
+{
+	/* the FQDN rule */
+	static const struct {
+		const char *addr;
+		bool fqdn;
+	} fq[] = {
+		{"a@example.com", true}, {"a@example.com.", true}, {"a@example.com..", false},
+		{"a@localhost", false}, {"a", false}, {"a@", false}, {"a@[192.0.2.1]", true},
+		{"a@[IPv6:2001:db8::1]", true}, {"a@123.456", false}, {"a@1x.2", true},
+		{"a@-x.example", false}, {"a@x-.example", false}, {"a@x_y.example", true},
+		{"a@x..example", false}, {"a@.example", false}, {"\"a@b\"@example.com", true},
+		{"a@b@localhost", false},
+	};
+	for (size_t i = 0; i < sizeof(fq) / sizeof(fq[0]); i++)
+		ok(restrictions_fqdn(fq[i].addr, false) == fq[i].fqdn, "fqdn(%s) = %d", fq[i].addr,
+		   fq[i].fqdn);
+	char label[80];
+	memset(label, 'a', 63);
+	snprintf(label + 63, sizeof(label) - 63, ".example");
+	char addr[200];
+	snprintf(addr, sizeof(addr), "x@%s", label);
+	ok(restrictions_fqdn(addr, false), "a 63-byte label is fine");
+	snprintf(addr, sizeof(addr), "x@a%s", label);
+	ok(!restrictions_fqdn(addr, false), "a 64-byte label is not");
+	ok(!restrictions_fqdn("a@b\xc3\xa9.example", false), "UTF-8 domain without SMTPUTF8: not FQDN");
+	ok(restrictions_fqdn("a@b\xc3\xa9.example", true), "UTF-8 domain with SMTPUTF8: FQDN");
+
+	struct restrictions_facts f = {
+		.sender = "alice@example.com", .recipient = "bob@localhost",
+		.login = "alice@example.com", .delimiters = "+",
+	};
+	enum restrictions_stage R = RESTRICTIONS_RECIPIENT, S = RESTRICTIONS_SENDER;
+	check("reject_non_fqdn_recipient", R, &f,
+	      "504 5.5.2 <bob@localhost>: Recipient address rejected: need fully-qualified address",
+	      "reject_non_fqdn_recipient: Postfix's reply");
+	f.recipient = "bob@example.net";
+	check("reject_non_fqdn_recipient", R, &f, "permit", "... an FQDN passes");
+	f.sender = "alice@host";
+	check("reject_non_fqdn_sender", S, &f,
+	      "504 5.5.2 <alice@host>: Sender address rejected: need fully-qualified address",
+	      "reject_non_fqdn_sender at MAIL");
+	check("reject_non_fqdn_sender", R, &f,
+	      "504 5.5.2 <alice@host>: Sender address rejected: need fully-qualified address",
+	      "reject_non_fqdn_sender in the recipient list: about the sender");
+	f.sender = "";
+	check("reject_non_fqdn_sender", S, &f, "permit", "the null sender is exempt");
+	f.sender = "alice@example.com";
+	f.recipient = NULL;
+	check("reject_non_fqdn_recipient", S, &f, "permit", "no recipient at MAIL: nothing to check");
+
+	f.recipient = "bob@example.net";
+	check("permit_sasl_authenticated, reject", R, &f, "permit", "permit_sasl_authenticated, logged in");
+	f.login = NULL;
+	check("permit_sasl_authenticated, reject", R, &f,
+	      "554 5.7.1 <bob@example.net>: Recipient address rejected: Access denied",
+	      "reject: Postfix's generic reply (recipient)");
+	check("permit_sasl_authenticated reject", S, &f,
+	      "554 5.7.1 <alice@example.com>: Sender address rejected: Access denied",
+	      "reject in the sender list: about the sender; spaces separate too");
+	check("defer", S, &f, "450 4.3.2 <alice@example.com>: Sender address rejected: Try again later",
+	      "defer");
+	f.mynetworks = true;
+	check("permit_mynetworks,reject", R, &f, "permit", "permit_mynetworks");
+	f.mynetworks = false;
+	check("reject_unauth_destination", R, &f, "554 5.7.1 <bob@example.net>: Relay access denied",
+	      "reject_unauth_destination: neither logged in nor trusted");
+	f.trusted = true;
+	check("reject_unauth_destination", R, &f, "permit", "... a trusted client");
+	f.trusted = false;
+	f.login = "alice@example.com";
+	check("reject_unauth_destination", R, &f, "permit", "... a logged-in user");
+
+	/* access tables, Postfix's order and actions */
+	const char *tbl = "check_recipient_access inline:{ bob+x@example.net=REJECT, "
+			  "bob@example.net=OK, { example.org = 550 5.1.1 no such domain }, "
+			  "x@=DUNNO, example.edu=REJECT, x@sub.example.edu=DEFER }, reject";
+	f.recipient = "bob+x@example.net";
+	check(tbl, R, &f, "554 5.7.1 <bob+x@example.net>: Recipient address rejected: Access denied",
+	      "check_recipient_access: full address first, REJECT");
+	f.recipient = "bob+y@Example.NET";
+	check(tbl, R, &f, "permit", "... then without the extension (case folded): OK");
+	f.recipient = "carol@a.b.example.org";
+	check(tbl, R, &f, "550 5.1.1 <carol@a.b.example.org>: Recipient address rejected: no such domain",
+	      "... then the parent domains; 5NN with its enhanced code");
+	f.recipient = "x@sub.example.edu";
+	check(tbl, R, &f, "450 4.7.1 <x@sub.example.edu>: Recipient address rejected: Access denied",
+	      "... the full address before its domain; DEFER");
+	f.recipient = "x@other.example.edu";
+	check(tbl, R, &f, "554 5.7.1 <x@other.example.edu>: Recipient address rejected: Access denied",
+	      "... the parent domain before user@ (x@ is DUNNO: the list's reject would say the same)");
+	f.recipient = "x@example.com";
+	check(tbl, R, &f, "554 5.7.1 <x@example.com>: Recipient address rejected: Access denied",
+	      "... user@ DUNNO goes on to the next restriction");
+	check("check_sender_access inline:{ { <> = REJECT empty sender } }", S,
+	      &(struct restrictions_facts){.sender = ""},
+	      "554 5.7.1 <>: Sender address rejected: empty sender", "<> is looked up for the null sender");
+	check("check_sender_access inline:{ { example.com = 451 4.7.1 later } }", S, &f,
+	      "451 4.7.1 <alice@example.com>: Sender address rejected: later", "4NN text");
+	check("check_sender_access inline:{ { example.com = 550 4.7.1 mixed } }", S, &f,
+	      "550 5.7.1 <alice@example.com>: Sender address rejected: mixed",
+	      "the enhanced code's class follows the reply code");
+	check("check_sender_access inline:{ example.com=FROBNICATE }", S, &f,
+	      "451 4.3.5 Server configuration error", "an unknown action");
+	check("check_sender_access inline:{ alice@=12345 }, reject", S, &f, "permit",
+	      "all digits permit; user@ is looked up");
+
+	/* ownership in the list */
+	struct verdict v = eval("permit_mynetworks, reject_sender_login_mismatch, reject", S, &f);
+	ok(v.v == RESTRICTIONS_LOGIN && v.next == 2 && v.pol == SENDER_LOGIN_REJECT_MISMATCH,
+	   "reject_sender_login_mismatch hands the check back, resume at 2");
+	v = eval("reject_authenticated_sender_login_mismatch", S, &f);
+	ok(v.v == RESTRICTIONS_LOGIN && v.pol == SENDER_LOGIN_REJECT_AUTHENTICATED,
+	   "reject_authenticated_sender_login_mismatch");
+
+	/* parse errors */
+	char err[512];
+	struct restrictions *r;
+	r = restrictions_parse("recipient_restrictions", "reject_unknown_recipient_domain", R, err,
+			       sizeof(err));
+	ok(r == NULL && strstr(err, "not supported yet"), "a DNS restriction: refused, named: %s", err);
+	r = restrictions_parse("recipient_restrictions", "frobnicate", R, err, sizeof(err));
+	ok(r == NULL && strstr(err, "unknown restriction \"frobnicate\""), "unknown: %s", err);
+	r = restrictions_parse("x", "check_sender_access", S, err, sizeof(err));
+	ok(r == NULL && strstr(err, "needs a table"), "check_sender_access without a table: %s", err);
+	r = restrictions_parse("x", "", S, err, sizeof(err));
+	ok(r != NULL && restrictions_count(r) == 0, "empty list");
+	check("", S, &f, "permit", "an empty list permits");
+	restrictions_free(&r);
+	return done_testing();
+}
