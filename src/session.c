@@ -22,6 +22,7 @@ static void session_sender_cb_do(void *ctx, enum sender_login_result res, const 
 static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
 static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners);
+static void session_limits_cb(void *ctx, const struct smtp_reply *r);
 
 static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 {
@@ -169,6 +170,7 @@ static struct sender_login *session_sender_login(struct session *s)
  * through the loop, so the snapshot itself is let go one pass later. */
 void session_sl_collect(struct worker *w, bool all)
 {
+	limits_worker_collect(&w->loop, w->cfg, all);
 	for (struct worker_sl **pp = &w->sl_list; *pp != NULL;) {
 		struct worker_sl *i = *pp;
 		if (i->sl == NULL && i->users == 0) {
@@ -193,6 +195,15 @@ void session_worker_done(struct worker *w)
 	session_sl_collect(w, true);
 }
 
+/* MAIL passed the sender check: limits and holds answer it (policy/limits.h). */
+static void session_mail_limits(struct session *s)
+{
+	struct smtp_reply r;
+	bool anonymous = s->trusted_client && smtp_server_user(s->server) == NULL;
+	if (limits_mail(&s->lim, s->cfg, &s->w->loop, anonymous, session_limits_cb, s, &r))
+		session_complete(s, &r);
+}
+
 static void session_sender_cb_do(void *ctx, enum sender_login_result res, const char *owners)
 {
 	struct session *s = ctx;
@@ -202,8 +213,7 @@ static void session_sender_cb_do(void *ctx, enum sender_login_result res, const 
 		session_complete(s, &no);
 		return;
 	}
-	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
-	session_complete(s, &r);
+	session_mail_limits(s);
 }
 
 static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
@@ -225,14 +235,18 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 						   session_sender_cb, s);
 		return;
 	}
-	struct smtp_reply r = {.code = 250, .enh = "2.1.0", .text = "Ok"};
-	session_complete(s, &r);
+	session_mail_limits(s);
 }
 
 static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 {
 	struct session *s = ctx;
 	s->rcpt = *a;
+	struct smtp_reply over;
+	if (!limits_rcpt(&s->lim, s->cfg, &s->w->loop, &over)) {
+		session_complete(s, &over);
+		return;
+	}
 	if (s->relay == NULL) {
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (docs/design.md §7). */
@@ -346,6 +360,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		relay_txn_rcpt(s->relay, &s->rcpt);
 		return;
 	case RELAY_RCPT:
+		limits_rcpt_result(&s->lim, s->cfg, &s->w->loop, r->code);
 		if (ok && s->nrcpt++ == 0)
 			snprintf(s->first_rcpt, sizeof(s->first_rcpt), "%s", s->rcpt.path.addr);
 		s->relay_step = RELAY_IDLE;
@@ -388,8 +403,10 @@ static void session_relay_drain_do(void *ctx)
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r)
 {
 	struct session *s = ctx;
-	if (r->code == 235)
+	if (r->code == 235) {
 		smtp_server_set_user(s->server, r->user);
+		limits_session_login(&s->lim, s->cfg, &s->w->loop, r->user);
+	}
 	if (r->close_after) {
 		smtp_server_complete_and_close(s->server, r->code, r->enh, r->text, 421, "4.7.0",
 					       "Error: too many failed authentication attempts");
@@ -443,6 +460,12 @@ static const char *session_be_auth_mechs(void *ctx)
 	return s->auth_mechs;
 }
 
+static bool session_be_admit(void *ctx, char *why, size_t whylen)
+{
+	struct session *s = ctx;
+	return limits_session_admit(&s->lim, why, whylen);
+}
+
 const struct smtp_server_backend session_backend = {
 	.mail = session_be_mail,
 	.rcpt = session_be_rcpt,
@@ -454,6 +477,7 @@ const struct smtp_server_backend session_backend = {
 	.auth_response = session_be_auth_response,
 	.auth_abort = session_be_auth_abort,
 	.auth_mechs = session_be_auth_mechs,
+	.admit = session_be_admit,
 };
 
 static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res)
@@ -484,6 +508,11 @@ static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
 static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners)
 {
 	SESSION_TIMED(ctx, session_sender_cb_do(ctx, res, owners));
+}
+
+static void session_limits_cb(void *ctx, const struct smtp_reply *r)
+{
+	SESSION_TIMED(ctx, session_complete(ctx, r));
 }
 
 void session_log_waiting(struct worker *w, const char *what)

@@ -13,6 +13,7 @@
 #include "core/buf.h"
 #include "net/conn.h"
 #include "policy/auth.h"
+#include "policy/limits.h"
 #include "policy/message.h"
 #include "policy/sender_login.h"
 #include "relay/relay.h"
@@ -46,6 +47,7 @@ struct session {
 	uint16_t proxy_port;
 	bool counted;
 	const char *refusing;            /* refused on an implicit-TLS listener: why */
+	struct limits_session lim;       /* per-login limits and holds (policy/limits.h) */
 
 	/* the transaction */
 	struct smtp_mail_args mail;

@@ -6,12 +6,14 @@
 #include <string.h>
 
 #include "lookup/table.h"
+#include "policy/limits.h"
 #include "policy/sender_login.h"
 
 static void policy_free(struct config *cfg)
 {
 	sender_login_conf_free(&cfg->sender_login);
 	table_free(&cfg->header_from_exempt);
+	limits_conf_free(cfg);
 }
 
 bool policy_load(struct config *cfg, char *err, size_t errlen)
@@ -65,7 +67,7 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 	}
-	return true;
+	return limits_conf_load(cfg, err, errlen);
 }
 
 bool policy_header_exempt(const struct config *cfg, const char *login)
