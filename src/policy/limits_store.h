@@ -7,10 +7,10 @@
  * policy/limits.c calls it only through these functions.
  *
  * Counting: a window of PERIOD is kept as LIMITS_WIN_SLOTS + 1 slots of
- * ceil(PERIOD / LIMITS_WIN_SLOTS) each. The count of a window covers at
- * least PERIOD (and at most PERIOD plus two slots), so no PERIOD ever sees
- * more than COUNT accepted; an event frees up at most two slots (1/30 of
- * PERIOD) later than an exact log of timestamps would say.
+ * ceil(PERIOD / LIMITS_WIN_SLOTS) each. An event counts for at least PERIOD
+ * and at most PERIOD plus one slot, so no PERIOD ever sees more than COUNT
+ * accepted, and an event frees up at most one slot (about 1/60 of PERIOD)
+ * later than an exact log of timestamps would say.
  *
  * Times are monotonic milliseconds given by the caller (tests pass their
  * own clock); display times (since, until) are wall-clock seconds.
