@@ -8,7 +8,7 @@
  *
  * Counting: a window of PERIOD is kept as LIMITS_WIN_SLOTS + 1 slots of
  * ceil(PERIOD / LIMITS_WIN_SLOTS) each. An event counts for at least PERIOD
- * and at most PERIOD plus one slot, so no PERIOD ever sees more than COUNT
+ * and less than LIMITS_WIN_SLOTS + 1 slots, so no PERIOD ever sees more than COUNT
  * accepted, and an event frees up at most one slot (about 1/60 of PERIOD)
  * later than an exact log of timestamps would say.
  *
