@@ -122,6 +122,8 @@ static void control_hold_one(void *ctx, const struct limits_hold *h)
 		control_json_str(l->out, h->login);
 		buf_append_str(l->out, ",\"reason\":");
 		control_json_str(l->out, h->reason);
+		buf_append_str(l->out, ",\"note\":");
+		control_json_str(l->out, h->note);
 		buf_append_str(l->out, ",\"client\":");
 		if (h->client[0])
 			control_json_str(l->out, h->client);
@@ -133,8 +135,8 @@ static void control_hold_one(void *ctx, const struct limits_hold *h)
 		else
 			buf_append_str(l->out, "null}");
 	} else {
-		buf_printf(l->out, "%s reason=%s client=[%s] since=%s until=%s\n", h->login, h->reason,
-			   h->client[0] ? h->client : "-", since, until);
+		buf_printf(l->out, "%s reason=%s client=[%s] since=%s until=%s: %s\n", h->login,
+			   h->reason, h->client[0] ? h->client : "-", since, until, h->note);
 	}
 	l->n++;
 }
@@ -345,8 +347,8 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 			limits_usage_each(cfg, login, control_usage_one, &l);
 			buf_append_str(out, "]}\n");
 		} else {
-			buf_printf(out, "login %s: %s%s\n", login, held ? "held, " : "not held",
-				   held ? h.reason : "");
+			buf_printf(out, "login %s: %s%s%s%s\n", login, held ? "held, " : "not held",
+				   held ? h.reason : "", held ? ": " : "", held ? h.note : "");
 			limits_usage_each(cfg, login, control_usage_one, &l);
 		}
 		return;

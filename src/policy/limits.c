@@ -469,6 +469,7 @@ static bool limits_hold_login(uv_loop_t *loop, const struct config *cfg, const c
 	memset(&h, 0, sizeof(h));
 	snprintf(h.login, sizeof(h.login), "%s", login);
 	snprintf(h.reason, sizeof(h.reason), "%s", reason);
+	snprintf(h.note, sizeof(h.note), "%s", figures);
 	snprintf(h.client, sizeof(h.client), "%s", client != NULL ? client : "");
 	h.since = time(NULL);
 	h.until = cfg->hold_time_ms ? h.since + (time_t)((cfg->hold_time_ms + 999) / 1000) : 0;

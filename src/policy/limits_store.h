@@ -38,7 +38,8 @@ struct limits_ask {
 
 struct limits_hold {
 	char login[256];
-	char reason[LIMITS_REASON_MAX];
+	char reason[LIMITS_REASON_MAX]; /* the rule, or "manual" */
+	char note[200];              /* its figures, or the administrator's words */
 	char client[64];             /* the address that triggered it, or "" */
 	time_t since;                /* wall clock */
 	time_t until;                /* wall clock; 0: until released */
