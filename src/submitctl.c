@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	strcpy(sa.sun_path, path);
+	signal(SIGPIPE, SIG_IGN); /* a refused client reads why instead of dying */
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		int e = errno;
