@@ -64,7 +64,7 @@ with open(texthash, "w") as f:
 sink = env.sink()
 
 
-def start(extra, name):
+def start(extra, name, defaults=False):
     conf = [("myhostname", MYHOST),
             ("listen", "127.0.0.1:%d tls" % free_port()),
             ("listen", "127.0.0.1:%d plain trusted" % free_port()),
@@ -79,7 +79,7 @@ def start(extra, name):
             ("hold_refused_recipients", "none"), ("hold_burst", "none")]
     over = {k for k, _ in extra}
     conf = [(k, v) for k, v in conf if k not in over] + list(extra)
-    d = env.submitd(conf, name=name)
+    d = env.submitd(conf, name=name, limits=defaults)
     wait_for(lambda: d.log().count("connected, mechanisms") >= 2, 10)
     return d
 
@@ -115,6 +115,28 @@ def send(c, frm, rcpts):
 def delivered_to(addr):
     return sum(1 for m in sink.messages() if addr in m.rcpts)
 
+
+# ------------------------------------------------------------ the defaults are on
+import json  # noqa: E402
+import subprocess  # noqa: E402
+sock = env.path("control.sock")
+d = start([("control_socket", sock), ("hold_limit_hits", "10/1h")], "submitd-defaults", defaults=True)
+a = login(d, "alice@example.com")
+rm, rr, fin = send(a, "alice@example.com", ["def@example.net"])
+ok(fin is not None and fin.code == 250, "defaults: a message goes", str(fin or rm))
+a.close()
+p = subprocess.run([os.path.join(os.path.dirname(env.binary), "submitctl"), "-s", sock, "--json",
+                    "limits", "alice@example.com"], capture_output=True, text=True, timeout=30)
+try:
+    lim = {(x["limit"], x["count"], x["period_s"]): x["used"] for x in json.loads(p.stdout)["limits"]}
+except (ValueError, KeyError):
+    lim = {}
+is_(lim, {("login_message_limit", 200, 3600): 1, ("login_message_limit", 1000, 86400): 1,
+          ("login_recipient_limit", 1000, 3600): 1, ("login_recipient_limit", 5000, 86400): 1,
+          ("domain_message_limit", 5000, 3600): 1, ("domain_message_limit", 20000, 86400): 1,
+          ("domain_recipient_limit", 20000, 3600): 1, ("domain_recipient_limit", 100000, 86400): 1},
+    "defaults: the README's limits are in force and counted (submitctl limits)")
+d.stop()
 
 # ------------------------------------------------------------ login limits
 d = start([("login_message_limit", "3/1h"), ("login_recipient_limit", "5/1h"),
