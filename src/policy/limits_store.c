@@ -275,6 +275,22 @@ static void lss_lock_set(struct limits_store_mem *m, const uint64_t *hs, size_t 
 	}
 }
 
+/* The start of every one-key operation: the key checked, its shard locked
+ * (and, with room, swept if need be). NULL: the key is refused. */
+static struct lss_shard *lss_lock_key(struct limits_store *st, enum lse_kind kind, const char *key,
+				      uint64_t period, uint64_t now_ms, bool room, uint64_t *h_r)
+{
+	struct limits_store_mem *m = (struct limits_store_mem *)st;
+	if (!lss_key_ok(key))
+		return NULL;
+	*h_r = lss_hash(kind, key, period);
+	struct lss_shard *sh = lss_shard(m, *h_r);
+	pthread_mutex_lock(&sh->lock);
+	if (room)
+		lss_make_room(m, sh, now_ms);
+	return sh;
+}
+
 #define LSS_ASKS_MAX 16
 
 static bool lss_take(struct limits_store *st, const struct limits_ask *asks, size_t n,
@@ -318,12 +334,11 @@ static uint64_t lss_peek(struct limits_store *st, const char *key, uint64_t peri
 			 uint64_t count, uint64_t now_ms, uint64_t *wait_ms_r)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
+	uint64_t h;
 	*wait_ms_r = 0;
-	if (!lss_key_ok(key))
+	struct lss_shard *sh = lss_lock_key(st, LSE_WIN, key, period_ms, 0, false, &h);
+	if (sh == NULL)
 		return 0;
-	uint64_t h = lss_hash(LSE_WIN, key, period_ms);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
 	uint64_t used = 0;
 	struct lse *e = lss_find(m, sh, h, LSE_WIN, key, period_ms, false, now_ms);
 	if (e != NULL) {
@@ -338,12 +353,10 @@ static uint64_t lss_add(struct limits_store *st, const char *key, uint64_t perio
 			uint64_t amount, uint64_t now_ms)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(key))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, LSE_WIN, key, period_ms, now_ms, true, &h);
+	if (sh == NULL)
 		return 0;
-	uint64_t h = lss_hash(LSE_WIN, key, period_ms);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
-	lss_make_room(m, sh, now_ms);
 	uint64_t r = 0;
 	struct lse *e = lss_find(m, sh, h, LSE_WIN, key, period_ms, amount > 0, now_ms);
 	if (e != NULL) {
@@ -359,12 +372,10 @@ static unsigned lss_addr_seen(struct limits_store *st, const char *key, const ch
 			      uint64_t period_ms, uint64_t now_ms)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(key))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, LSE_ADDRS, key, period_ms, now_ms, true, &h);
+	if (sh == NULL)
 		return 0;
-	uint64_t h = lss_hash(LSE_ADDRS, key, period_ms);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
-	lss_make_room(m, sh, now_ms);
 	unsigned distinct = 0;
 	struct lse *e = lss_find(m, sh, h, LSE_ADDRS, key, period_ms, true, now_ms);
 	if (e != NULL) {
@@ -408,12 +419,10 @@ static void lss_bump(struct limits_store *st)
 static bool lss_hold_set(struct limits_store *st, const struct limits_hold *hold, uint64_t now_ms)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(hold->login))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, LSE_HOLD, hold->login, 0, now_ms, true, &h);
+	if (sh == NULL)
 		return false;
-	uint64_t h = lss_hash(LSE_HOLD, hold->login, 0);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
-	lss_make_room(m, sh, now_ms);
 	bool set = false;
 	struct lse *e = lss_find(m, sh, h, LSE_HOLD, hold->login, 0, false, now_ms);
 	if (e != NULL && !lss_alive(e, now_ms)) {
@@ -441,11 +450,10 @@ static bool lss_hold_get(struct limits_store *st, const char *login, uint64_t no
 			 struct limits_hold *h_r)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(login))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, LSE_HOLD, login, 0, 0, false, &h);
+	if (sh == NULL)
 		return false;
-	uint64_t h = lss_hash(LSE_HOLD, login, 0);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
 	struct lse *e = lss_find(m, sh, h, LSE_HOLD, login, 0, false, now_ms);
 	bool held = e != NULL && lss_alive(e, now_ms);
 	if (held && h_r != NULL)
@@ -456,12 +464,10 @@ static bool lss_hold_get(struct limits_store *st, const char *login, uint64_t no
 
 static bool lss_clear(struct limits_store *st, enum lse_kind kind, const char *key)
 {
-	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(key))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, kind, key, 0, 0, false, &h);
+	if (sh == NULL)
 		return false;
-	uint64_t h = lss_hash(kind, key, 0);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
 	bool r = lss_remove(sh, h, kind, key);
 	pthread_mutex_unlock(&sh->lock);
 	if (r)
@@ -542,11 +548,10 @@ static bool lss_block_set(struct limits_store *st, const struct limits_block *b)
 static bool lss_block_get(struct limits_store *st, const char *addr)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(addr))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, LSE_BLOCK, addr, 0, 0, false, &h);
+	if (sh == NULL)
 		return false;
-	uint64_t h = lss_hash(LSE_BLOCK, addr, 0);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
 	bool r = lss_find(m, sh, h, LSE_BLOCK, addr, 0, false, 0) != NULL;
 	pthread_mutex_unlock(&sh->lock);
 	return r;
@@ -572,12 +577,10 @@ static void lss_block_each(struct limits_store *st, limits_block_each_cb *cb, vo
 static void lss_kick(struct limits_store *st, const char *login, uint64_t now_ms, uint64_t keep_ms)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(login))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, LSE_KICK, login, 0, now_ms, true, &h);
+	if (sh == NULL)
 		return;
-	uint64_t h = lss_hash(LSE_KICK, login, 0);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
-	lss_make_room(m, sh, now_ms);
 	struct lse *e = lss_find(m, sh, h, LSE_KICK, login, 0, true, now_ms);
 	if (e != NULL) {
 		e->u.kicked_ms = now_ms;
@@ -590,11 +593,10 @@ static void lss_kick(struct limits_store *st, const char *login, uint64_t now_ms
 static uint64_t lss_kicked_at(struct limits_store *st, const char *login, uint64_t now_ms)
 {
 	struct limits_store_mem *m = (struct limits_store_mem *)st;
-	if (!lss_key_ok(login))
+	uint64_t h;
+	struct lss_shard *sh = lss_lock_key(st, LSE_KICK, login, 0, 0, false, &h);
+	if (sh == NULL)
 		return 0;
-	uint64_t h = lss_hash(LSE_KICK, login, 0);
-	struct lss_shard *sh = lss_shard(m, h);
-	pthread_mutex_lock(&sh->lock);
 	struct lse *e = lss_find(m, sh, h, LSE_KICK, login, 0, false, now_ms);
 	uint64_t r = e != NULL && lss_alive(e, now_ms) ? e->u.kicked_ms : 0;
 	pthread_mutex_unlock(&sh->lock);

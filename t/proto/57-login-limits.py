@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
 from harness import *  # noqa: E402,F401,F403
+import txn  # noqa: E402
 
 if os.geteuid() != 0 or not shutil.which("mariadbd", path=os.environ.get("PATH", "") + ":/usr/sbin") \
         or not os.access(os.environ.get("DOVECOT", "/usr/sbin/dovecot"), os.X_OK):
@@ -92,24 +93,8 @@ def login(d, user):
     return c
 
 
-_n = [0]
-
-
 def send(c, frm, rcpts):
-    """One transaction; returns (MAIL reply, [RCPT replies], final reply or None)."""
-    _n[0] += 1
-    rm = c.cmd("MAIL FROM:<%s>" % frm)
-    if rm.code != 250:
-        return rm, [], None
-    rr = [c.cmd("RCPT TO:<%s>" % a) for a in rcpts]
-    if not any(r.code == 250 for r in rr):
-        c.cmd("RSET")
-        return rm, rr, None
-    r = c.cmd("DATA")
-    if r.code != 354:
-        return rm, rr, r
-    c.send(stuff(make_message(subject="limits %d %d" % (os.getpid(), _n[0]))))
-    return rm, rr, c.reply()
+    return txn.send(c, frm, rcpts, "limits")
 
 
 def delivered_to(addr):

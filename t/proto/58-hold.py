@@ -25,6 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import harness  # noqa: E402
 from harness import *  # noqa: E402,F401,F403
+import txn  # noqa: E402
 
 env = Env()
 env.require_binary()
@@ -77,27 +78,8 @@ def login(d, user, source=None):
     return c, r
 
 
-_n = [0]
-
-
 def send(c, frm, rcpts):
-    _n[0] += 1
-    rm = c.cmd("MAIL FROM:<%s>" % frm)
-    if rm.code != 250:
-        return rm, [], None
-    rr = []
-    for a in rcpts:
-        rr.append(c.cmd("RCPT TO:<%s>" % a))
-        if rr[-1].code == 421:
-            return rm, rr, rr[-1]
-    if not any(r.code == 250 for r in rr):
-        c.cmd("RSET")
-        return rm, rr, None
-    r = c.cmd("DATA")
-    if r.code != 354:
-        return rm, rr, r
-    c.send(stuff(make_message(subject="hold %d %d" % (os.getpid(), _n[0]))))
-    return rm, rr, c.reply()
+    return txn.send(c, frm, rcpts, "hold")
 
 
 def holds(d, user):
