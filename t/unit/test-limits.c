@@ -23,6 +23,8 @@
 #include "core/buf.h"
 #include "policy/limits.h"
 #include "policy/limits_store.h"
+#include <uv.h>
+
 #include "tap.h"
 
 static void test_window_basic(void)
@@ -282,6 +284,37 @@ static void test_control_parse(void)
 	buf_free(&out);
 }
 
+/* What the store costs one message with the defaults (two login and two
+ * domain rules at MAIL and at RCPT, the burst and refused-share counters):
+ * printed for docs/limits.md, never asserted. */
+static void test_cost(void)
+{
+	struct limits_store *st = limits_store_memory_new(1000000);
+	struct limits_ask mail[4] = {{"m|l|u@example.com", 1000000000, 3600000},
+				     {"m|l|u@example.com", 1000000000, 86400000},
+				     {"m|d|example.com", 1000000000, 3600000},
+				     {"m|d|example.com", 1000000000, 86400000}};
+	struct limits_ask rcpt[4] = {{"r|l|u@example.com", 1000000000, 3600000},
+				     {"r|l|u@example.com", 1000000000, 86400000},
+				     {"r|d|example.com", 1000000000, 3600000},
+				     {"r|d|example.com", 1000000000, 86400000}};
+	const int n = 200000;
+	size_t which;
+	uint64_t wait, t0 = uv_hrtime();
+	for (int i = 0; i < n; i++) {
+		uint64_t now = 1000 + (uint64_t)i / 10;
+		st->ops->take(st, mail, 4, 1, now, &which, &wait);
+		st->ops->add(st, "burst|u@example.com", 600000, 1, now);
+		st->ops->add(st, "burst|u@example.com", 86400000, 1, now);
+		st->ops->take(st, rcpt, 4, 1, now, &which, &wait);
+		st->ops->add(st, "rcpt-tried|u@example.com", 3600000, 1, now);
+		st->ops->hold_get(st, "u@example.com", now, NULL);
+	}
+	double ns = (double)(uv_hrtime() - t0) / n;
+	ok(ns > 0, "store work per one-recipient message: %.0f ns (%.4f ms)", ns, ns / 1e6);
+	limits_store_free(&st);
+}
+
 int main(void)
 {
 	test_window_basic();
@@ -292,5 +325,6 @@ int main(void)
 	test_full();
 	test_parse();
 	test_control_parse();
+	test_cost();
 	return done_testing();
 }
