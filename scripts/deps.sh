@@ -25,6 +25,7 @@ pkgs=(
   python3 swaks libnet-ssleay-perl curl openssl msmtp
   dovecot-core dovecot-mysql mariadb-server fail2ban
   postfix postfix-mysql haproxy
+  postfwd # a real policy daemon for check_policy_service (t/proto/56-policy-service.py)
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
 )
 

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "lookup/dovecot_auth.h"
 #include "policy/policy.h"
+#include "policy/policy_service.h"
 #include "smtp/header.h"
 
 static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res);
@@ -23,6 +24,7 @@ static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
 static void session_sender_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_limits_cb(void *ctx, const struct smtp_reply *r);
+static void session_policy_cb(void *ctx, const struct smtp_reply *r);
 
 static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 {
@@ -42,6 +44,8 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 void session_txn_reset(struct session *s)
 {
 	sender_login_cancel(&s->sender_req);
+	policy_service_cancel(&s->policy_req);
+	s->policy_eom = false;
 	message_check_reset(&s->hdr_check);
 	s->end_waiting = false;
 	relay_txn_free(&s->relay);
@@ -238,6 +242,41 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 	session_mail_limits(s);
 }
 
+/* Asks check_policy_service (policy/policy_service.h) at RCPT or
+ * END-OF-MESSAGE, as Postfix does; false when none is configured. */
+static bool session_policy_ask(struct session *s, const char *state)
+{
+	if (!policy_service_configured(s->cfg))
+		return false;
+	char tls[160] = "", local[INET6_ADDRSTRLEN + 8];
+	if (s->conn->tls_active) {
+		conn_tls_describe(s->conn, tls, sizeof(tls));
+		tls[strcspn(tls, " ")] = '\0';
+	}
+	snprintf(local, sizeof(local), "%s", s->local_ip);
+	bool eom = strcmp(state, "END-OF-MESSAGE") == 0;
+	struct policy_service_attrs a = {
+		.protocol_state = state,
+		.protocol_name = smtp_server_esmtp(s->server) ? "ESMTP" : "SMTP",
+		.helo_name = smtp_server_helo(s->server),
+		.queue_id = s->id,
+		.sender = s->mail.path.addr,
+		.recipient = eom ? "" : s->rcpt.path.addr,
+		.recipient_count = eom ? s->nrcpt : 0,
+		.client_address = s->ip,
+		.server_address = local,
+		.server_port = s->local_port,
+		.instance = s->id,
+		.sasl_username = smtp_server_user(s->server),
+		.size = eom ? s->msg_size : (s->mail.has_size ? s->mail.size : 0),
+		.encryption_protocol = tls,
+	};
+	s->policy_req = policy_service_ask(&s->w->loop, s->cfg, &a, session_policy_cb, s);
+	return true;
+}
+
+static void session_rcpt_relay(struct session *s);
+
 static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 {
 	struct session *s = ctx;
@@ -247,6 +286,15 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 		session_complete(s, &over);
 		return;
 	}
+	if (session_policy_ask(s, "RCPT"))
+		return;
+	session_rcpt_relay(s);
+}
+
+/* The recipient passed local policy: the downstream hears of it. */
+static void session_rcpt_relay(struct session *s)
+{
+	const struct smtp_rcpt_args *a = &s->rcpt;
 	if (s->relay == NULL) {
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (docs/design.md §7). */
@@ -265,6 +313,28 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 	}
 	s->relay_step = RELAY_RCPT;
 	relay_txn_rcpt(s->relay, a);
+}
+
+static void session_policy_cb_do(void *ctx, const struct smtp_reply *r)
+{
+	struct session *s = ctx;
+	s->policy_req = NULL;
+	if (s->policy_eom) {
+		if (r->code != 0) {
+			session_log_delivery(s, r);
+			session_txn_reset(s);
+			session_complete(s, r);
+			return;
+		}
+		s->relay_step = RELAY_END;
+		relay_txn_end(s->relay);
+		return;
+	}
+	if (r->code != 0) {
+		session_complete(s, r);
+		return;
+	}
+	session_rcpt_relay(s);
 }
 
 static void session_be_data(void *ctx)
@@ -332,6 +402,9 @@ static void session_finish_data(struct session *s)
 		session_complete(s, &r);
 		return;
 	}
+	s->policy_eom = true;
+	if (session_policy_ask(s, "END-OF-MESSAGE"))
+		return;
 	s->relay_step = RELAY_END;
 	relay_txn_end(s->relay);
 }
@@ -513,6 +586,11 @@ static void session_sender_cb(void *ctx, enum sender_login_result res, const cha
 static void session_limits_cb(void *ctx, const struct smtp_reply *r)
 {
 	SESSION_TIMED(ctx, session_complete(ctx, r));
+}
+
+static void session_policy_cb(void *ctx, const struct smtp_reply *r)
+{
+	SESSION_TIMED(ctx, session_policy_cb_do(ctx, r));
 }
 
 void session_log_waiting(struct worker *w, const char *what)

@@ -147,6 +147,12 @@ static const struct config_key config_keys[] = {
 	{"notify_command", CFG_STR, OFF(notify_command), NULL, 0, 0, NULL, GLOBAL},
 	{"notify_timeout", CFG_TIME, OFF(notify_timeout_ms), "10s", 100, 600000, NULL, GLOBAL},
 	{"control_socket", CFG_STR, OFF(control_socket), NULL, 0, 0, NULL, GLOBAL},
+	/* a Postfix policy daemon asked at RCPT and at the end of data (policy/policy_service.h) */
+	{"check_policy_service", CFG_STR, OFF(check_policy_service), NULL, 0, 0, NULL, GLOBAL},
+	{"policy_service_timeout", CFG_TIME, OFF(policy_service_timeout_ms), "10s", 100, 600000, NULL,
+	 GLOBAL},
+	{"policy_service_default_action", CFG_STR, OFF(policy_service_default_action), "DEFER", 0, 0,
+	 NULL, GLOBAL},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 

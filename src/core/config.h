@@ -18,6 +18,7 @@
 
 struct sender_login_conf;
 struct limits_conf;
+struct policy_service_conf;
 struct table;
 
 enum listen_mode { LISTEN_PLAIN, LISTEN_STARTTLS, LISTEN_TLS };
@@ -177,6 +178,11 @@ struct config {
 	uint64_t notify_timeout_ms;
 	char *control_socket;
 	struct limits_conf *limits;  /* parsed by limits_conf_load() */
+	/* Postfix's policy delegation (policy/policy_service.h) */
+	char *check_policy_service;
+	uint64_t policy_service_timeout_ms;
+	char *policy_service_default_action;
+	struct policy_service_conf *policy_service; /* policy_service_conf_load() */
 
 	/* Running it (core/privileges.c, net/proxy.h, net/tls.c) */
 	char *user;                  /* drop to this user after binding; NULL: keep */

@@ -7,6 +7,7 @@
 
 #include "lookup/table.h"
 #include "policy/limits.h"
+#include "policy/policy_service.h"
 #include "policy/sender_login.h"
 
 static void policy_free(struct config *cfg)
@@ -14,6 +15,7 @@ static void policy_free(struct config *cfg)
 	sender_login_conf_free(&cfg->sender_login);
 	table_free(&cfg->header_from_exempt);
 	limits_conf_free(cfg);
+	policy_service_conf_free(cfg);
 }
 
 bool policy_load(struct config *cfg, char *err, size_t errlen)
@@ -67,7 +69,7 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 	}
-	return limits_conf_load(cfg, err, errlen);
+	return limits_conf_load(cfg, err, errlen) && policy_service_conf_load(cfg, err, errlen);
 }
 
 bool policy_header_exempt(const struct config *cfg, const char *login)

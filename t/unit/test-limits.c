@@ -23,6 +23,7 @@
 #include "core/buf.h"
 #include "policy/limits.h"
 #include "policy/limits_store.h"
+#include "policy/policy_service.h"
 #include <uv.h>
 
 #include "tap.h"
@@ -284,6 +285,45 @@ static void test_control_parse(void)
 	buf_free(&out);
 }
 
+static void test_policy_parse(void)
+{
+	const struct {
+		const char *in;
+		bool ok;
+		int code;
+		const char *enh, *text;
+	} cases[] = {
+		{"action=DUNNO\n\n", true, 0, "", ""},
+		{"action=ok\n\n", true, 0, "", ""},
+		{"action=OK extra\nother=1\n\n", true, 0, "", ""},
+		{"action=REJECT no way\n\n", true, 554, "5.7.1", "no way"},
+		{"action=REJECT\n\n", true, 554, "5.7.1", "Access denied"},
+		{"action=DEFER_IF_PERMIT later\n\n", true, 450, "4.7.1", "later"},
+		{"action=DEFER_IF_REJECT x\n\n", true, 0, "", ""},
+		{"action=550 5.1.1 gone\n\n", true, 550, "5.1.1", "gone"},
+		{"action=450 slow down\n\n", true, 450, "4.7.1", "slow down"},
+		{"action=451 5.1.1 mixed\n\n", true, 451, "4.7.1", "5.1.1 mixed"},
+		{"action=WARN hm\n\n", true, 0, "", ""},
+		{"action=HOLD x\n\n", false, 0, "", ""},
+		{"action=DISCARD\n\n", false, 0, "", ""},
+		{"action=250 fine\n\n", false, 0, "", ""},
+		{"action=OK\n", false, 0, "", ""},
+		{"nothing=here\n\n", false, 0, "", ""},
+		{"action=OK\naction=REJECT\n\n", false, 0, "", ""},
+		{"action=REJECT \x1b[31m\n\n", false, 0, "", ""},
+		{"action=\n\n", false, 0, "", ""},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct smtp_reply r;
+		char action[256];
+		bool got = policy_service_parse(cases[i].in, strlen(cases[i].in), &r, action, sizeof(action));
+		ok(got == cases[i].ok && (!got || (r.code == cases[i].code &&
+						   (r.code == 0 || (strcmp(r.enh, cases[i].enh) == 0 &&
+								    strcmp(r.text, cases[i].text) == 0)))),
+		   "policy answer %zu -> %s %d %s %s", i, got ? "ok" : "refused", r.code, r.enh, r.text);
+	}
+}
+
 /* What the store costs one message with the defaults (two login and two
  * domain rules at MAIL and at RCPT, the burst and refused-share counters):
  * printed for docs/limits.md, never asserted. */
@@ -325,6 +365,7 @@ int main(void)
 	test_full();
 	test_parse();
 	test_control_parse();
+	test_policy_parse();
 	test_cost();
 	return done_testing();
 }
