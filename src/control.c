@@ -291,7 +291,7 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 		for (size_t i = 0; i <= strlen(arg); i++)
 			login[i] = (char)tolower((unsigned char)arg[i]);
 	struct limits_store *st = limits_store();
-	if (st == NULL) {
+	if (st == NULL || cfg == NULL) {
 		control_error(out, "limits are not loaded");
 		return;
 	}
