@@ -85,22 +85,11 @@ postfwd_start()
 
 
 def start(policy, name, extra=()):
-    conf = [("myhostname", MYHOST),
-            ("listen", "127.0.0.1:%d tls" % free_port()),
-            ("tls_cert_file", certs.fullchain), ("tls_key_file", certs.key),
-            ("relayhost", sink.relayhost),
-            ("dovecot_auth_socket", dv.socket),
-            ("workers", "2"),
-            ("error_limit", "1000"),
-            ("check_policy_service", policy)] + list(extra)
-    d = env.submitd(conf, name=name)
-    wait_for(lambda: d.log().count("connected, mechanisms") >= 2, 10)
-    return d
+    return txn.start(env, certs, dv, sink, [("check_policy_service", policy)] + list(extra), name)
 
 
 def login(d, user):
-    c = client(d, "tls", certs)
-    r = c.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, PW[user])))
+    c, r = txn.login(d, certs, user, PW[user])
     if r.code != 235:
         raise AssertionError("AUTH %s: %s" % (user, r))
     return c

@@ -66,28 +66,19 @@ sink = env.sink()
 
 
 def start(extra, name, defaults=False):
-    conf = [("myhostname", MYHOST),
-            ("listen", "127.0.0.1:%d tls" % free_port()),
+    conf = [("listen", "127.0.0.1:%d tls" % free_port()),
             ("listen", "127.0.0.1:%d plain trusted" % free_port()),
-            ("tls_cert_file", certs.fullchain), ("tls_key_file", certs.key),
             ("mynetworks", "127.0.0.0/8"),
-            ("relayhost", sink.relayhost),
-            ("dovecot_auth_socket", dv.socket),
-            ("workers", "2"),
-            ("error_limit", "1000"),
             # the hold rules are 58-hold.py's; here they stay out of the way
             ("hold_limit_hits", "none"), ("hold_client_addresses", "none"),
             ("hold_refused_recipients", "none"), ("hold_burst", "none")]
     over = {k for k, _ in extra}
     conf = [(k, v) for k, v in conf if k not in over] + list(extra)
-    d = env.submitd(conf, name=name, limits=defaults)
-    wait_for(lambda: d.log().count("connected, mechanisms") >= 2, 10)
-    return d
+    return txn.start(env, certs, dv, sink, conf, name, limits=defaults)
 
 
 def login(d, user):
-    c = client(d, "tls", certs)
-    r = c.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, PW[user])))
+    c, r = txn.login(d, certs, user, PW[user])
     if r.code != 235:
         raise AssertionError("AUTH as %s: %s" % (user, r))
     return c

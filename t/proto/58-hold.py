@@ -57,25 +57,14 @@ NONE = [("hold_limit_hits", "none"), ("hold_client_addresses", "none"),
 
 
 def start(extra, name):
-    conf = [("myhostname", MYHOST),
-            ("listen", "127.0.0.1:%d tls" % free_port()),
-            ("tls_cert_file", certs.fullchain), ("tls_key_file", certs.key),
-            ("relayhost", sink.relayhost),
-            ("dovecot_auth_socket", dv.socket),
-            ("workers", "2"),
-            ("error_limit", "1000"),
-            ("notify_command", notify)] + NONE
+    conf = [("notify_command", notify)] + NONE
     over = {k for k, _ in extra}
     conf = [(k, v) for k, v in conf if k not in over] + list(extra)
-    d = env.submitd(conf, name=name)
-    wait_for(lambda: d.log().count("connected, mechanisms") >= 2, 10)
-    return d
+    return txn.start(env, certs, dv, sink, conf, name)
 
 
 def login(d, user, source=None):
-    c = client_from(source, d, "tls", certs) if source else client(d, "tls", certs)
-    r = c.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, PW[user])))
-    return c, r
+    return txn.login(d, certs, user, PW[user], source)
 
 
 def send(c, frm, rcpts):
