@@ -3,6 +3,7 @@
 #include "config.h"
 #include "policy/limits.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -663,7 +664,23 @@ void limits_session_login(struct limits_session *ls, const struct config *cfg, u
 	struct limits_store *st = limits_store_global;
 	if (lc == NULL || st == NULL || lc->addrs_count == 0)
 		return;
-	unsigned n = st->ops->addr_seen(st, ls->login, ls->ip, lc->addrs_period, ls->login_ms);
+	/* An IPv6 client is its network (ipv6_client_prefix, /64 by default):
+	   privacy addresses change within it and are one client. */
+	char net[INET6_ADDRSTRLEN + 8];
+	unsigned char a6[16];
+	snprintf(net, sizeof(net), "%s", ls->ip);
+	if (strchr(ls->ip, ':') != NULL && inet_pton(AF_INET6, ls->ip, a6) == 1) {
+		unsigned prefix = cfg->ipv6_client_prefix;
+		for (unsigned i = 0; i < 16; i++) {
+			unsigned bits = prefix > i * 8 ? prefix - i * 8 : 0;
+			if (bits < 8)
+				a6[i] &= (unsigned char)(0xff00 >> bits);
+		}
+		char masked[INET6_ADDRSTRLEN];
+		inet_ntop(AF_INET6, a6, masked, sizeof(masked));
+		snprintf(net, sizeof(net), "%s/%u", masked, prefix);
+	}
+	unsigned n = st->ops->addr_seen(st, ls->login, net, lc->addrs_period, ls->login_ms);
 	if (n > lc->addrs_count) {
 		char fig[160], per[32];
 		limits_period_format(lc->addrs_period, per, sizeof(per));
