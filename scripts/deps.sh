@@ -26,6 +26,7 @@ pkgs=(
   dovecot-core dovecot-mysql mariadb-server fail2ban
   postfix postfix-mysql haproxy
   sasl2-bin # saslauthd, saslpasswd2: t/proto/71-saslauthd.py
+  postfwd # a real policy daemon for check_policy_service (t/proto/56-policy-service.py)
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
 )
 

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "check.h"
+#include "control.h"
 #include "core/certwatch.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -29,6 +30,7 @@
 #include "core/privileges.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "policy/limits.h"
 #include "policy/policy.h"
 #include "relay/relay.h"
 #include "worker.h"
@@ -170,6 +172,7 @@ static void main_reload(const char *why)
 	worker_reconfigure_all(next);
 	config_unref(&main_cfg);
 	main_cfg = next;
+	control_reconfigure(main_cfg);
 	certwatch_free(&main_certs);
 	main_certs = certs;
 	tls_server_describe(main_cfg, desc, sizeof(desc));
@@ -255,6 +258,7 @@ static void main_async_cb(uv_async_t *a)
 
 static void main_close_handles(uv_loop_t *loop)
 {
+	control_stop();
 	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,	  (uv_handle_t *)&main_sigterm,
 			     (uv_handle_t *)&main_sigint,	  (uv_handle_t *)&main_sighup,
 			     (uv_handle_t *)&main_status_timer,   (uv_handle_t *)&main_watchdog_timer,
@@ -398,6 +402,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* The control socket is made by root, for root (control.h). */
+	if (!control_start(uv_default_loop(), cfg, err, sizeof(err))) {
+		log_err("%s", err);
+		notify_send(false, "STATUS=%s\nERRNO=%d", err, EADDRINUSE);
+		return 1;
+	}
+
 	/* Sockets bound, keys and configuration read: drop privileges before
 	   any thread, client or backend connection exists. */
 	if (!privileges_drop(cfg, err, sizeof(err))) {
@@ -437,6 +448,7 @@ int main(int argc, char **argv)
 
 	worker_join_all();
 	main_close_handles(main_loop);
+	limits_shutdown();
 	log_info("submitd stopped");
 	return 0;
 }

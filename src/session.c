@@ -13,6 +13,7 @@
 #include "lookup/dovecot_auth.h"
 #include "policy/policy.h"
 #include "policy/restrictions.h"
+#include "policy/policy_service.h"
 #include "smtp/header.h"
 
 static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res);
@@ -25,6 +26,8 @@ static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
 static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_rcpt_go(struct session *s);
+static void session_limits_cb(void *ctx, const struct smtp_reply *r);
+static void session_policy_cb(void *ctx, const struct smtp_reply *r);
 
 static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 {
@@ -44,6 +47,8 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 void session_txn_reset(struct session *s)
 {
 	sender_login_cancel(&s->sender_req);
+	policy_service_cancel(&s->policy_req);
+	s->policy_eom = false;
 	message_check_reset(&s->hdr_check);
 	s->end_waiting = false;
 	relay_txn_free(&s->relay);
@@ -197,8 +202,17 @@ static void session_restr_run(struct session *s, size_t start)
 		session_rcpt_go(s);
 		return;
 	}
-	r = (struct smtp_reply){.code = 250, .enh = "2.1.0", .text = "Ok"};
-	session_complete(s, &r);
+	session_mail_limits(s);
+}
+
+/* MAIL passed the sender check and sender_restrictions: limits and holds
+ * answer it (policy/limits.h). */
+static void session_mail_limits(struct session *s)
+{
+	struct smtp_reply r;
+	bool anonymous = s->trusted_client && smtp_server_user(s->server) == NULL;
+	if (limits_mail(&s->lim, s->cfg, s->w->tables, anonymous, session_limits_cb, s, &r))
+		session_complete(s, &r);
 }
 
 /* An ownership check answered (sender_login_policy's, or one in a list):
@@ -243,6 +257,41 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 	session_restr_run(s, 0);
 }
 
+/* Asks check_policy_service (policy/policy_service.h) at RCPT or
+ * END-OF-MESSAGE, as Postfix does; false when none is configured. */
+static bool session_policy_ask(struct session *s, const char *state)
+{
+	if (!policy_service_configured(s->cfg))
+		return false;
+	char tls[160] = "", local[INET6_ADDRSTRLEN + 8];
+	if (s->conn->tls_active) {
+		conn_tls_describe(s->conn, tls, sizeof(tls));
+		tls[strcspn(tls, " ")] = '\0';
+	}
+	snprintf(local, sizeof(local), "%s", s->local_ip);
+	bool eom = strcmp(state, "END-OF-MESSAGE") == 0;
+	struct policy_service_attrs a = {
+		.protocol_state = state,
+		.protocol_name = smtp_server_esmtp(s->server) ? "ESMTP" : "SMTP",
+		.helo_name = smtp_server_helo(s->server),
+		.queue_id = s->id,
+		.sender = s->mail.path.addr,
+		.recipient = eom ? "" : s->rcpt.path.addr,
+		.recipient_count = eom ? s->nrcpt : 0,
+		.client_address = s->ip,
+		.server_address = local,
+		.server_port = s->local_port,
+		.instance = s->id,
+		.sasl_username = smtp_server_user(s->server),
+		.size = eom ? s->msg_size : (s->mail.has_size ? s->mail.size : 0),
+		.encryption_protocol = tls,
+	};
+	s->policy_req = policy_service_ask(&s->w->loop, s->cfg, &a, session_policy_cb, s);
+	return true;
+}
+
+static void session_rcpt_relay(struct session *s);
+
 static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 {
 	struct session *s = ctx;
@@ -259,6 +308,19 @@ static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 
 /* The recipient passed local policy: on to the downstream. */
 static void session_rcpt_go(struct session *s)
+{
+	struct smtp_reply over;
+	if (!limits_rcpt(&s->lim, s->cfg, &s->w->loop, &over)) {
+		session_complete(s, &over);
+		return;
+	}
+	if (session_policy_ask(s, "RCPT"))
+		return;
+	session_rcpt_relay(s);
+}
+
+/* ... and limits and the policy daemon: the downstream hears of it. */
+static void session_rcpt_relay(struct session *s)
 {
 	const struct smtp_rcpt_args *a = &s->rcpt;
 	if (s->relay == NULL) {
@@ -278,6 +340,28 @@ static void session_rcpt_go(struct session *s)
 	}
 	s->relay_step = RELAY_RCPT;
 	relay_txn_rcpt(s->relay, a);
+}
+
+static void session_policy_cb_do(void *ctx, const struct smtp_reply *r)
+{
+	struct session *s = ctx;
+	s->policy_req = NULL;
+	if (s->policy_eom) {
+		if (r->code != 0) {
+			session_log_delivery(s, r);
+			session_txn_reset(s);
+			session_complete(s, r);
+			return;
+		}
+		s->relay_step = RELAY_END;
+		relay_txn_end(s->relay);
+		return;
+	}
+	if (r->code != 0) {
+		session_complete(s, r);
+		return;
+	}
+	session_rcpt_relay(s);
 }
 
 static void session_be_data(void *ctx)
@@ -345,6 +429,9 @@ static void session_finish_data(struct session *s)
 		session_complete(s, &r);
 		return;
 	}
+	s->policy_eom = true;
+	if (session_policy_ask(s, "END-OF-MESSAGE"))
+		return;
 	s->relay_step = RELAY_END;
 	relay_txn_end(s->relay);
 }
@@ -373,6 +460,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		relay_txn_rcpt(s->relay, &s->rcpt);
 		return;
 	case RELAY_RCPT:
+		limits_rcpt_result(&s->lim, s->cfg, &s->w->loop, r->code);
 		if (ok && s->nrcpt++ == 0)
 			snprintf(s->first_rcpt, sizeof(s->first_rcpt), "%s", s->rcpt.path.addr);
 		s->relay_step = RELAY_IDLE;
@@ -415,8 +503,10 @@ static void session_relay_drain_do(void *ctx)
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r)
 {
 	struct session *s = ctx;
-	if (r->code == 235)
+	if (r->code == 235) {
 		smtp_server_set_user(s->server, r->user);
+		limits_session_login(&s->lim, s->cfg, &s->w->loop, r->user);
+	}
 	if (r->close_after) {
 		smtp_server_complete_and_close(s->server, r->code, r->enh, r->text, 421, "4.7.0",
 					       "Error: too many failed authentication attempts");
@@ -470,6 +560,12 @@ static const char *session_be_auth_mechs(void *ctx)
 	return s->auth_mechs;
 }
 
+static bool session_be_admit(void *ctx, char *why, size_t whylen)
+{
+	struct session *s = ctx;
+	return limits_session_admit(&s->lim, why, whylen);
+}
+
 const struct smtp_server_backend session_backend = {
 	.mail = session_be_mail,
 	.rcpt = session_be_rcpt,
@@ -481,6 +577,7 @@ const struct smtp_server_backend session_backend = {
 	.auth_response = session_be_auth_response,
 	.auth_abort = session_be_auth_abort,
 	.auth_mechs = session_be_auth_mechs,
+	.admit = session_be_admit,
 };
 
 static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res)
@@ -511,6 +608,16 @@ static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
 static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners)
 {
 	SESSION_TIMED(ctx, session_restr_cb_do(ctx, res, owners));
+}
+
+static void session_limits_cb(void *ctx, const struct smtp_reply *r)
+{
+	SESSION_TIMED(ctx, session_complete(ctx, r));
+}
+
+static void session_policy_cb(void *ctx, const struct smtp_reply *r)
+{
+	SESSION_TIMED(ctx, session_policy_cb_do(ctx, r));
 }
 
 void session_log_waiting(struct worker *w, const char *what)

@@ -160,6 +160,7 @@ static void session_conn_on_close(struct conn *c, void *ctx)
 	log_info("%s: disconnect from %s %s", s->id, s->client, counters);
 	session_txn_reset(s);
 	policy_auth_free(&s->auth);
+	limits_session_end(&s->lim);
 	smtp_server_free(&s->server);
 	buf_free(&s->header);
 	if (s->refusing != NULL)
@@ -327,6 +328,7 @@ static void session_conn_begin(struct session *s)
 		set.size_limit = caps.size;
 	s->server = smtp_server_new(&set, &session_conn_io, &session_backend, s, &s->conn->in, s->id,
 				    s->client);
+	limits_session_start(&s->lim, s->id, s->ip, w->id);
 	s->trusted_client = set.relay_trusted;
 
 	static const char *const modes[] = {"plain", "starttls", "tls"};

@@ -13,6 +13,8 @@
 #include "core/buf.h"
 #include "net/conn.h"
 #include "policy/auth.h"
+#include "policy/limits.h"
+#include "policy/policy_service.h"
 #include "policy/message.h"
 #include "policy/sender_login.h"
 #include "relay/relay.h"
@@ -46,6 +48,9 @@ struct session {
 	uint16_t proxy_port;
 	bool counted;
 	const char *refusing;            /* refused on an implicit-TLS listener: why */
+	struct limits_session lim;       /* per-login limits and holds (policy/limits.h) */
+	struct policy_service_req *policy_req; /* check_policy_service in flight */
+	bool policy_eom;                 /* it was asked at END-OF-MESSAGE */
 
 	/* the transaction */
 	struct smtp_mail_args mail;

@@ -23,8 +23,11 @@ struct worker {
 	unsigned id;
 	struct config *cfg;          /* current snapshot for new sessions */
 	struct relay_pool *relay;
-struct auth_backend;
-struct table_registry;
+	struct auth_backend *auth;   /* NULL without dovecot_auth_socket or saslauthd_socket */
+	/* Table instances per configuration snapshot, shared by the sessions
+	   and relay transactions of that snapshot (lookup/table_registry.h). */
+	struct table_registry *tables;
+	struct list_link sessions;   /* struct session.link, for shutdown */
 	unsigned nsessions;
 	unsigned refusing;           /* refused clients getting their 421 inside TLS */
 	uint32_t seq;

@@ -140,6 +140,31 @@ static const struct config_key config_keys[] = {
 	{"proxy_networks", CFG_SPECIAL, 0, NULL, 0, 0, config_proxy_networks, GLOBAL},
 	{"proxy_timeout", CFG_TIME, OFF(proxy_timeout_ms), "5s", 100, 600000, NULL, LISTENER},
 	{"tls_sni", CFG_SPECIAL, 0, NULL, 0, 0, config_tls_sni, GLOBAL},
+	/* limits and holds (policy/limits.h; README "When an account is compromised") */
+	{"login_message_limit", CFG_STR, OFF(login_message_limit), "200/1h, 1000/1d", 0, 0, NULL, GLOBAL},
+	{"login_recipient_limit", CFG_STR, OFF(login_recipient_limit), "1000/1h, 5000/1d", 0, 0, NULL, GLOBAL},
+	{"domain_message_limit", CFG_STR, OFF(domain_message_limit), "5000/1h, 20000/1d", 0, 0, NULL, GLOBAL},
+	{"domain_recipient_limit", CFG_STR, OFF(domain_recipient_limit), "20000/1h, 100000/1d", 0, 0,
+	 NULL, GLOBAL},
+	{"client_message_limit", CFG_STR, OFF(client_message_limit), "5000/1h, 20000/1d", 0, 0, NULL, GLOBAL},
+	{"client_recipient_limit", CFG_STR, OFF(client_recipient_limit), "20000/1h, 100000/1d", 0, 0,
+	 NULL, GLOBAL},
+	{"login_limit_maps", CFG_STR, OFF(login_limit_maps), NULL, 0, 0, NULL, GLOBAL},
+	{"limit_store", CFG_STR, OFF(limit_store), "memory", 0, 0, NULL, GLOBAL},
+	{"hold_limit_hits", CFG_STR, OFF(hold_limit_hits), "10/1h", 0, 0, NULL, GLOBAL},
+	{"hold_client_addresses", CFG_STR, OFF(hold_client_addresses), "10/1h", 0, 0, NULL, GLOBAL},
+	{"hold_refused_recipients", CFG_STR, OFF(hold_refused_recipients), "50%/50/1h", 0, 0, NULL, GLOBAL},
+	{"hold_burst", CFG_STR, OFF(hold_burst), "10x/100/10m/1d", 0, 0, NULL, GLOBAL},
+	{"hold_time", CFG_TIME, OFF(hold_time_ms), "0", 0, 31536000000ULL, NULL, GLOBAL},
+	{"notify_command", CFG_STR, OFF(notify_command), NULL, 0, 0, NULL, GLOBAL},
+	{"notify_timeout", CFG_TIME, OFF(notify_timeout_ms), "10s", 100, 600000, NULL, GLOBAL},
+	{"control_socket", CFG_STR, OFF(control_socket), NULL, 0, 0, NULL, GLOBAL},
+	/* a Postfix policy daemon asked at RCPT and at the end of data (policy/policy_service.h) */
+	{"check_policy_service", CFG_STR, OFF(check_policy_service), NULL, 0, 0, NULL, GLOBAL},
+	{"policy_service_timeout", CFG_TIME, OFF(policy_service_timeout_ms), "10s", 100, 600000, NULL,
+	 GLOBAL},
+	{"policy_service_default_action", CFG_STR, OFF(policy_service_default_action), "DEFER", 0, 0,
+	 NULL, GLOBAL},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 

@@ -17,6 +17,8 @@
 #include <gnutls/gnutls.h>
 
 struct sender_login_conf;
+struct limits_conf;
+struct policy_service_conf;
 struct table;
 
 enum listen_mode { LISTEN_PLAIN, LISTEN_STARTTLS, LISTEN_TLS };
@@ -178,6 +180,30 @@ struct config {
 
 	int syslog_facility;         /* -1: log to stderr */
 	int log_level;               /* LOG_INFO, LOG_DEBUG, ... */
+
+	/* Limits, holds and the control socket (policy/limits.h, docs/limits.md) */
+	char *login_message_limit;
+	char *login_recipient_limit;
+	char *domain_message_limit;
+	char *domain_recipient_limit;
+	char *client_message_limit;
+	char *client_recipient_limit;
+	char *login_limit_maps;
+	char *limit_store;
+	char *hold_limit_hits;
+	char *hold_client_addresses;
+	char *hold_refused_recipients;
+	char *hold_burst;
+	uint64_t hold_time_ms;       /* 0: until released */
+	char *notify_command;
+	uint64_t notify_timeout_ms;
+	char *control_socket;
+	struct limits_conf *limits;  /* parsed by limits_conf_load() */
+	/* Postfix's policy delegation (policy/policy_service.h) */
+	char *check_policy_service;
+	uint64_t policy_service_timeout_ms;
+	char *policy_service_default_action;
+	struct policy_service_conf *policy_service; /* policy_service_conf_load() */
 
 	/* Running it (core/privileges.c, net/proxy.h, net/tls.c) */
 	char *user;                  /* drop to this user after binding; NULL: keep */

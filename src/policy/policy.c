@@ -7,6 +7,8 @@
 
 #include "lookup/table.h"
 #include "policy/restrictions.h"
+#include "policy/limits.h"
+#include "policy/policy_service.h"
 #include "policy/sender_login.h"
 
 static void policy_free(struct config *cfg)
@@ -15,6 +17,8 @@ static void policy_free(struct config *cfg)
 	table_free(&cfg->header_from_exempt);
 	restrictions_free(&cfg->sender_restr);
 	restrictions_free(&cfg->recipient_restr);
+	limits_conf_free(cfg);
+	policy_service_conf_free(cfg);
 }
 
 bool policy_load(struct config *cfg, char *err, size_t errlen)
@@ -92,7 +96,7 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 	}
-	return true;
+	return limits_conf_load(cfg, err, errlen) && policy_service_conf_load(cfg, err, errlen);
 }
 
 bool policy_header_exempt(const struct config *cfg, const char *login)

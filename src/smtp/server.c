@@ -650,6 +650,13 @@ static void smtp_server_command(struct smtp_server *s, const char *line, size_t 
 		return;
 	}
 	s->counts[cmd.verb]++;
+	char why[160];
+	if (s->backend->admit != NULL && !s->backend->admit(s->ctx, why, sizeof(why))) {
+		smtp_server_log_reject(s, "CONNECT", 421, "4.7.1", why);
+		smtp_server_write_reply(s, 421, "4.7.1", why);
+		smtp_server_close(s);
+		return;
+	}
 	if (!smtp_server_gate(s, &cmd, def)) {
 		smtp_server_bdat_skip(s, line, len);
 		return;

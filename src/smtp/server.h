@@ -92,6 +92,10 @@ struct smtp_server_backend {
 	void (*auth_abort)(void *ctx);
 	/* Mechanisms to advertise after TLS ("PLAIN LOGIN"), or NULL/"". */
 	const char *(*auth_mechs)(void *ctx);
+	/* Before each command: false ends the session with 421 4.7.1 and
+	   the text written into why (a held or kicked login, a blocked
+	   address: policy/limits.h). May be NULL. */
+	bool (*admit)(void *ctx, char *why, size_t whylen);
 };
 
 struct smtp_server *smtp_server_new(const struct smtp_server_settings *settings,

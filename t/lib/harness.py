@@ -556,7 +556,16 @@ class Submitd:
     list value in a dict repeats the key). Listeners are named by mode:
     d.port("starttls"), d.addr("tls") -> (host, port)."""
 
-    def __init__(self, env, config, name="submitd"):
+    # Per-login limits and hold rules (docs/limits.md) are on by default, and
+    # tests that send hundreds of messages from one login in seconds look
+    # like the bot they are meant to stop: they are off here unless a test
+    # sets them, or asks for the defaults (limits=True, t/proto/57).
+    LIMITS_OFF = ("login_message_limit", "login_recipient_limit", "domain_message_limit",
+                  "domain_recipient_limit", "client_message_limit", "client_recipient_limit",
+                  "hold_limit_hits", "hold_client_addresses", "hold_refused_recipients",
+                  "hold_burst")
+
+    def __init__(self, env, config, name="submitd", limits=False):
         self.env = env
         self.name = name
         self.dir = env.subdir(name)
@@ -567,6 +576,9 @@ class Submitd:
         for k, v in items:
             for one in (v if isinstance(v, (list, tuple)) else [v]):
                 self.pairs.append((k, str(one)))
+        if not limits:
+            have = {k for k, _ in self.pairs}
+            self.pairs += [(k, "none") for k in self.LIMITS_OFF if k not in have]
         self.listeners = []   # (host, port, mode, flags)
         for k, v in self.pairs:
             if k == "listen":
