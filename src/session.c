@@ -26,6 +26,7 @@ static void session_hdr_cb(void *ctx, enum sender_login_result res, const char *
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
 static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_rcpt_go(struct session *s);
+static void session_mail_limits(struct session *s);
 static void session_limits_cb(void *ctx, const struct smtp_reply *r);
 static void session_policy_cb(void *ctx, const struct smtp_reply *r);
 
