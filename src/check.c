@@ -7,6 +7,7 @@
 
 #include "core/base64.h"
 #include "core/buf.h"
+#include "dkim/dkim_conf.h"
 #include "lookup/dovecot_auth.h"
 #include "lookup/table.h"
 #include "policy/sender_login.h"
@@ -307,5 +308,8 @@ int check_neighbours(struct config *cfg, FILE *out)
 	if (cfg->sender_relay_maps != NULL)
 		failures += check_table("sender_relay_maps", cfg->sender_relay_maps, out);
 	failures += relay_check(cfg, out) != 0;
+	/* the keys were read and checked at load; what to publish */
+	if (cfg->dkim != NULL)
+		dkim_conf_describe(cfg->dkim, out);
 	return failures;
 }

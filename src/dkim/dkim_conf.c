@@ -139,7 +139,7 @@ struct dkim_conf *dkim_conf_new(const struct dkim_settings *s, char *err, size_t
 		size_t m = dkim_sign_max(&c->kt.keys[i], 255, 320);
 		big = m > big ? m : big;
 	}
-	c->added_max = big * DKIM_SIGS_MAX;
+	c->added_max = big * (c->st.n < DKIM_SIGS_MAX ? c->st.n : DKIM_SIGS_MAX);
 	return c;
 fail:
 	dkim_conf_free(&c);
