@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dkim/dkim_conf.h"
 #include "lookup/table.h"
@@ -36,6 +37,12 @@ static bool policy_load_dkim(struct config *cfg, char *err, size_t errlen)
 		.expire_s = (cfg->dkim_signature_expiry_ms + 999) / 1000,
 		.never_sign = cfg->relay_auth_header,
 	};
+	struct stat sb;
+	if (stat(cfg->dkim_temp_directory, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, errlen, "dkim_temp_directory: %s is not a directory",
+			 cfg->dkim_temp_directory);
+		return false;
+	}
 	cfg->dkim = dkim_conf_new(&ds, err, errlen);
 	return cfg->dkim != NULL;
 }
