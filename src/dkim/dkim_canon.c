@@ -51,10 +51,68 @@ static void dkim_body_content(struct dkim_body *b)
 	b->line = true;
 }
 
+/* The longest prefix of p[0..n) that canonicalisation leaves as it is,
+ * with nothing held back before it: content, a single SP between content
+ * (relaxed), the CRLF that ends a line with content. It stops before
+ * anything that must be looked at octet by octet (a CR not followed by LF
+ * in p, an empty line, a TAB or a WSP run in relaxed). *line: whether the
+ * current line has content, before and after. */
+static size_t dkim_body_span(bool relaxed, const uint8_t *p, size_t n, bool *line)
+{
+	/* 0: an octet canonicalisation keeps; 1: SP (relaxed: look at the
+	   next one); 2: CR or (relaxed) TAB */
+	static const uint8_t simple_cls[256] = {['\r'] = 2};
+	static const uint8_t relaxed_cls[256] = {['\r'] = 2, ['\t'] = 2, [' '] = 1};
+	const uint8_t *cls = relaxed ? relaxed_cls : simple_cls;
+	bool ln = *line;
+	size_t j = 0;
+	while (j < n) {
+		size_t j0 = j;
+		while (j < n && cls[p[j]] == 0)
+			j++;
+		if (j > j0)
+			ln = true;
+		if (j == n)
+			break;
+		if (p[j] == '\r') {
+			if (!ln || j + 1 >= n || p[j + 1] != '\n')
+				break;
+			j += 2;
+			ln = false;
+			continue;
+		}
+		/* relaxed: one SP with content after it stays */
+		if (p[j] != ' ' || j + 1 >= n || cls[p[j + 1]] != 0)
+			break;
+		j += 2;
+		ln = true;
+	}
+	*line = ln;
+	return j;
+}
+
 void dkim_body_update(struct dkim_body *b, const uint8_t *p, size_t n)
 {
 	bool relaxed = b->canon == DKIM_RELAXED;
 	for (size_t i = 0; i < n; i++) {
+		if (!b->cr && !b->wsp && b->blank == 0) {
+			bool line = b->line;
+			size_t k = dkim_body_span(relaxed, p + i, n - i, &line);
+			if (k > 0) {
+				if (k >= 1024) { /* hashed where it is */
+					dkim_body_flush(b);
+					gnutls_hash(b->hash, p + i, k);
+					b->hashed += k;
+					b->any = true;
+				} else {
+					dkim_body_put(b, p + i, k);
+				}
+				b->line = line;
+				i += k;
+				if (i == n)
+					break;
+			}
+		}
 		uint8_t c = p[i];
 		if (b->cr) {
 			b->cr = false;

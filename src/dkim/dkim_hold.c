@@ -17,7 +17,10 @@
 #include "core/log.h"
 #include "smtp/addrlist.h"
 
-#define DKIM_HOLD_CHUNK (64 * 1024)
+#define DKIM_HOLD_CHUNK (64 * 1024) /* a piece sent to the relay */
+/* A file request costs a trip through the thread pool: each moves at least
+ * this much (or half the memory bound, if smaller). */
+#define DKIM_HOLD_IO (256 * 1024)
 
 enum dkim_hold_state { HOLD_MEM, HOLD_FILE, HOLD_SENDING, HOLD_DONE };
 
@@ -38,7 +41,7 @@ struct dkim_hold {
 	uint64_t total;        /* body octets taken */
 	uint64_t read_off;     /* replay: next octet of the file to read */
 	bool opening, paused, ended, failed, wait_drain, dead, done_ok;
-	bool carry_cr;         /* replay: a CR held back from the last chunk */
+	size_t mem_off;        /* replay: octets of mem already sent */
 	time_t now;            /* t= */
 	char why[160];
 	unsigned refs;
@@ -144,13 +147,24 @@ static void dkim_hold_mkstemp(struct dkim_hold *h)
 	}
 }
 
-static void dkim_hold_write_file(struct dkim_hold *h)
+/* The relay takes no CRLF split between two writes (smtp_data_stuff()), so
+ * no piece sent may end in a CR that has more after it: the file never
+ * ends in one (a last CR stays in memory), a piece read back gives its last
+ * CR to the next read, a piece of memory ends before it. */
+static bool dkim_hold_write_file(struct dkim_hold *h)
 {
 	/* the buffer in flight is io; new content collects in mem */
 	struct buf t = h->io;
 	h->io = h->mem;
 	h->mem = t;
 	buf_reset(&h->mem);
+	size_t len = buf_len(&h->io);
+	if (buf_data(&h->io)[len - 1] == '\r') {
+		buf_append(&h->mem, "\r", 1);
+		h->io.len--;
+		if (--len == 0)
+			return false;
+	}
 	uv_buf_t b = uv_buf_init((char *)buf_data(&h->io), (unsigned)buf_len(&h->io));
 	h->busy = true;
 	h->refs++;
@@ -160,16 +174,17 @@ static void dkim_hold_write_file(struct dkim_hold *h)
 		h->refs--;
 		dkim_hold_fail(h, "cannot write the temporary file", r);
 	}
+	return true;
 }
 
 static void dkim_hold_read_file(struct dkim_hold *h)
 {
 	uint64_t left = h->file_len - h->read_off;
-	size_t n = left < DKIM_HOLD_CHUNK ? (size_t)left : DKIM_HOLD_CHUNK;
+	/* within the memory bound, but never below a relay piece */
+	size_t io = h->a.mem_limit < DKIM_HOLD_IO ? (size_t)h->a.mem_limit : DKIM_HOLD_IO;
+	io = io < DKIM_HOLD_CHUNK ? DKIM_HOLD_CHUNK : io;
+	size_t n = left < io ? (size_t)left : io;
 	buf_reset(&h->io);
-	if (h->carry_cr)
-		buf_append(&h->io, "\r", 1);
-	h->carry_cr = false;
 	uv_buf_t b = uv_buf_init((char *)buf_reserve(&h->io, n), (unsigned)n);
 	h->busy = true;
 	h->refs++;
@@ -250,14 +265,12 @@ static void dkim_hold_fs_cb(uv_fs_t *req)
 			dkim_hold_fail(h, "cannot read the temporary file", r < 0 ? (int)r : UV_EIO);
 			break;
 		}
-		h->read_off += (uint64_t)r;
 		buf_commit(&h->io, (size_t)r);
-		/* The relay takes no CRLF split between two writes
-		   (smtp_data_stuff()): a CR at a chunk's end waits. */
 		size_t len = buf_len(&h->io);
-		h->carry_cr = len > 0 && buf_data(&h->io)[len - 1] == '\r' &&
-			      (h->read_off < h->file_len || buf_len(&h->mem) > 0);
-		if (h->a.cbs.out(h->a.ctx, buf_data(&h->io), len - h->carry_cr))
+		if (len > 1 && buf_data(&h->io)[len - 1] == '\r')
+			len--; /* read again with the next piece */
+		h->read_off += len;
+		if (h->a.cbs.out(h->a.ctx, buf_data(&h->io), len))
 			h->wait_drain = true;
 		buf_reset(&h->io);
 		break;
@@ -358,10 +371,11 @@ static void dkim_hold_step(struct dkim_hold *h)
 			dkim_hold_finish(h, false);
 		return;
 	}
-	if (h->st == HOLD_FILE && buf_len(&h->mem) > 0 && (h->ended || buf_len(&h->mem) >= DKIM_HOLD_CHUNK ||
+	size_t io_min = h->a.mem_limit / 2 < DKIM_HOLD_IO ? h->a.mem_limit / 2 : DKIM_HOLD_IO;
+	if (h->st == HOLD_FILE && buf_len(&h->mem) > 0 && (h->ended || buf_len(&h->mem) >= io_min ||
 							    h->paused)) {
-		dkim_hold_write_file(h);
-		return;
+		if (dkim_hold_write_file(h))
+			return;
 	}
 	if (h->paused && buf_len(&h->mem) < h->a.mem_limit)
 		uv_timer_start(&h->timer, dkim_hold_timer_cb, 0, 0);
@@ -380,20 +394,19 @@ static void dkim_hold_step(struct dkim_hold *h)
 				break;
 			return;
 		}
-		if (buf_len(&h->mem) > 0) {
-			if (h->carry_cr) {
-				struct buf t = BUF_INIT;
-				buf_append(&t, "\r", 1);
-				buf_append(&t, buf_data(&h->mem), buf_len(&h->mem));
-				buf_free(&h->mem);
-				h->mem = t;
-				h->carry_cr = false;
-			}
-			bool stop = h->a.cbs.out(h->a.ctx, buf_data(&h->mem), buf_len(&h->mem));
-			buf_free(&h->mem);
-			h->wait_drain = stop;
+		size_t left = buf_len(&h->mem) - h->mem_off;
+		if (left > 0) {
+			/* in pieces, as content streams: the relay's buffers
+			   stay small */
+			const uint8_t *p = buf_data(&h->mem) + h->mem_off;
+			size_t k = left < DKIM_HOLD_CHUNK ? left : DKIM_HOLD_CHUNK;
+			if (k < left && p[k - 1] == '\r')
+				k++;
+			h->mem_off += k;
+			h->wait_drain = h->a.cbs.out(h->a.ctx, p, k);
 			continue;
 		}
+		buf_free(&h->mem);
 		dkim_hold_finish(h, true);
 		return;
 	}
@@ -406,21 +419,6 @@ void dkim_hold_end(struct dkim_hold *h, time_t now)
 	h->now = now;
 	h->ended = true;
 	h->paused = false;
-	if (h->st == HOLD_MEM && !h->opening && !h->failed) {
-		/* all in memory: still answer on a later turn */
-		dkim_hold_send_start(h);
-		if (h->st == HOLD_DONE)
-			return;
-		if (!h->wait_drain) {
-			bool stop = buf_len(&h->mem) > 0 &&
-				    h->a.cbs.out(h->a.ctx, buf_data(&h->mem), buf_len(&h->mem));
-			buf_free(&h->mem);
-			h->wait_drain = stop;
-		}
-		if (!h->wait_drain)
-			dkim_hold_finish(h, true);
-		return;
-	}
 	dkim_hold_step(h);
 }
 
