@@ -111,40 +111,40 @@ static void dkim_hold_fail(struct dkim_hold *h, const char *what, int err)
 
 static void dkim_hold_fs_cb(uv_fs_t *req);
 
+/* After a uv_fs_* call: the request keeps the hold until its callback; a
+ * call refused at once fails the message. */
+static bool dkim_hold_started(struct dkim_hold *h, int r, const char *what)
+{
+	if (r < 0) {
+		h->opening = false;
+		dkim_hold_fail(h, what, r);
+		return false;
+	}
+	h->busy = true;
+	h->refs++;
+	return true;
+}
+
 /* O_TMPFILE has no name at all; where the file system cannot, a random
  * name is unlinked right after it is made (dkim_hold_fs_cb). */
 static void dkim_hold_open(struct dkim_hold *h)
 {
 	h->opening = true;
-	h->busy = true;
-	h->refs++;
 #ifdef O_TMPFILE
 	int r = uv_fs_open(h->a.loop, &h->req, h->a.tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600,
 			   dkim_hold_fs_cb);
 #else
 	int r = UV_ENOSYS;
 #endif
-	if (r < 0) {
-		h->busy = false;
-		h->refs--;
-		h->opening = false;
-		dkim_hold_fail(h, "cannot open a temporary file", r);
-	}
+	dkim_hold_started(h, r, "cannot open a temporary file");
 }
 
 static void dkim_hold_mkstemp(struct dkim_hold *h)
 {
 	char tpl[4096];
 	snprintf(tpl, sizeof(tpl), "%s/submitd-dkim-XXXXXX", h->a.tmpdir);
-	h->busy = true;
-	h->refs++;
-	int r = uv_fs_mkstemp(h->a.loop, &h->req, tpl, dkim_hold_fs_cb);
-	if (r < 0) {
-		h->busy = false;
-		h->refs--;
-		h->opening = false;
-		dkim_hold_fail(h, "cannot make a temporary file", r);
-	}
+	dkim_hold_started(h, uv_fs_mkstemp(h->a.loop, &h->req, tpl, dkim_hold_fs_cb),
+			  "cannot make a temporary file");
 }
 
 /* The relay takes no CRLF split between two writes (smtp_data_stuff()), so
@@ -166,14 +166,9 @@ static bool dkim_hold_write_file(struct dkim_hold *h)
 			return false;
 	}
 	uv_buf_t b = uv_buf_init((char *)buf_data(&h->io), (unsigned)buf_len(&h->io));
-	h->busy = true;
-	h->refs++;
-	int r = uv_fs_write(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->file_len, dkim_hold_fs_cb);
-	if (r < 0) {
-		h->busy = false;
-		h->refs--;
-		dkim_hold_fail(h, "cannot write the temporary file", r);
-	}
+	dkim_hold_started(h, uv_fs_write(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->file_len,
+					  dkim_hold_fs_cb),
+			  "cannot write the temporary file");
 	return true;
 }
 
@@ -186,14 +181,9 @@ static void dkim_hold_read_file(struct dkim_hold *h)
 	size_t n = left < io ? (size_t)left : io;
 	buf_reset(&h->io);
 	uv_buf_t b = uv_buf_init((char *)buf_reserve(&h->io, n), (unsigned)n);
-	h->busy = true;
-	h->refs++;
-	int r = uv_fs_read(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->read_off, dkim_hold_fs_cb);
-	if (r < 0) {
-		h->busy = false;
-		h->refs--;
-		dkim_hold_fail(h, "cannot read the temporary file", r);
-	}
+	dkim_hold_started(h, uv_fs_read(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->read_off,
+					 dkim_hold_fs_cb),
+			  "cannot read the temporary file");
 }
 
 static void dkim_hold_close_cb(uv_fs_t *req)

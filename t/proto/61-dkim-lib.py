@@ -36,10 +36,11 @@ with open(kt, "w") as f:
 keys.dns["r2048._domainkey.sub.example.org"] = keys.dns["r2048._domainkey.example.org"]
 
 
-def table(name, text):
+def table(name, data):
+    """Writes a file (a table, a message) into the test's directory."""
     p = env.path(name)
-    with open(p, "w") as f:
-        f.write(text)
+    with open(p, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
     return p
 
 
@@ -78,10 +79,7 @@ for canon in ("relaxed/relaxed", "simple/simple"):
         if rc != 0:
             ok(False, "%s %s: signed" % (canon, name), err)
             continue
-        p = env.path("%s.%s.eml" % (name, canon.replace("/", "-")))
-        with open(p, "wb") as f:
-            f.write(out)
-        paths.append((name, p))
+        paths.append((name, table("%s.%s.eml" % (name, canon.replace("/", "-")), out)))
     res = dkimtest.verify(keys, [p for _, p in paths])
     for name, p in paths:
         rs = res[p]
@@ -111,10 +109,7 @@ mutants = {
 }
 paths = []
 for name, m in mutants.items():
-    p = env.path("mutant-%d.eml" % len(paths))
-    with open(p, "wb") as f:
-        f.write(m)
-    paths.append((name, p))
+    paths.append((name, table("mutant-%d.eml" % len(paths), m)))
 res = dkimtest.verify(keys, [p for _, p in paths])
 for name, p in paths:
     rs = res[p]

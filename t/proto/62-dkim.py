@@ -35,14 +35,14 @@ env.require_binary()
 why = dkimtest.missing()
 if why:
     skip_all(why)
-# Under AddressSanitizer freed memory sits in a quarantine (256 MB by
-# default) and would count as growth: keep it small (as 41-output-bound.py).
-with open(env.binary, "rb") as f:
-    if b"__asan_init" in f.read():
-        os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
-                                      ":quarantine_size_mb=1:thread_local_quarantine_size_kb=64")
+small_asan_quarantine(env.binary)  # RSS is measured below
 certs = env.certs()
 sink = env.sink()
+# a logged-in sender, as the seeds have it: Dovecot checks the password,
+# sender_login_maps the From: address
+os.chmod(env.dir, 0o711)  # Dovecot's auth process (user dovecot) reads its passwd file in here
+dv = private_dovecot(env, "passwd-file", users={
+    "alice@example.org": ("alice-secret", "SSHA256", "")}, failure_delay="0")
 
 keys = dkimtest.Keys(env.subdir("keys"))
 keys.rsa("r2048", 2048)
@@ -58,7 +58,9 @@ with open(st, "w") as f:
 tmpdir = env.subdir("hold")
 extra = [("dkim_key_table", kt), ("dkim_signing_table", "refile:" + st),
          ("dkim_hold_memory", "64k"), ("dkim_temp_directory", tmpdir),
-         ("dkim_signature_expiry", "7d")]
+         ("dkim_signature_expiry", "7d"), ("dovecot_auth_socket", dv.socket),
+         ("sender_login_maps", "inline:{ alice@example.org=alice@example.org }"),
+         ("header_from_policy", "reject")]
 d = env.submitd(standard_config(certs, sink, extra))
 
 # ---- submitd -t: the TXT records to publish
@@ -159,6 +161,23 @@ for name, p, stored, content in sent:
            "h=: From twice (over-signed), both To: and Cc:, Content-*", sig)
         ok(b"x=" in sig and b"t=" in sig, "t= and x= (dkim_signature_expiry)")
 
+# ---- a logged-in user on the submission port (STARTTLS, AUTH)
+sink.clear()
+c = client(d, "starttls", certs)
+r = c.cmd("AUTH PLAIN " + b64("\0alice@example.org\0alice-secret"))
+ok(r.code == 235, "AUTH as alice@example.org", str(r))
+r = send(c, "alice@example.org", msg(b"from a logged-in user\r\n"), "data")
+ok(r.code == 250 and sink.wait_count(1), "logged in: relayed", str(r))
+p = env.path("authenticated.eml")
+stored = sink.messages()[0].content if sink.count() else b""
+open(p, "wb").write(stored)
+good, text = dkimtest.judge(dkimtest.verify(keys, [p])[p], 2)
+ok(good and b"(Authenticated sender: alice@example.org)" in stored,
+   "logged in: the signature covers the Received: naming the login", text)
+r = send(c, "alice@example.org", msg(b"forged\r\n", frm="mallory@example.org"), "data")
+ok(r.code == 550, "a From: the login does not own is refused before anything is signed", str(r))
+c.close()
+
 # ---- negative controls on a stored copy
 name, p, stored, _ = sent[7]
 body_at = stored.index(b"\r\n\r\n") + 4
@@ -188,7 +207,7 @@ c.close()
 log = d.log()
 n_signed = len(re.findall(r"dkim: signed, d=example\.org, s=r2048, a=rsa-sha256, bits=2048", log))
 n_ed = len(re.findall(r"dkim: signed, d=example\.org, s=e1, a=ed25519-sha256", log))
-ok(n_signed == len(sent) and n_ed == len(sent),
+ok(n_signed == len(sent) + 1 and n_ed == len(sent) + 1,  # + the logged-in one
    "one log line per signature (domain, selector, algorithm): %d + %d" % (n_signed, n_ed))
 
 # ---- reload: a bad key refuses it, naming the file; the old keys still sign
