@@ -430,6 +430,10 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		session_complete(s, r);
 		return;
 	case RELAY_IDLE:
+		/* The downstream failed during content: a held message on its
+		   way out stops waiting for a drain; relay_txn_end() answers. */
+		if (s->dkim != NULL)
+			dkim_hold_drain(s->dkim);
 		break;
 	}
 }

@@ -313,6 +313,62 @@ good, text = dkimtest.judge(dkimtest.verify(keys, [p])[p], 2)
 ok(good, "one of them verifies", text)
 ok(not hold_fds(d.proc.pid) and os.listdir(tmpdir) == [], "no temporary file is left")
 
+# A downstream that hangs up, or stops reading, while the held message goes
+# out: the client gets 451 4.4.2 (relay_timeout), nothing hangs, the file goes.
+import socketserver  # noqa: E402
+
+
+class BadDownstream(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        self.mode = "close"
+        super().__init__(("127.0.0.1", 0), BadSession)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class BadSession(socketserver.StreamRequestHandler):
+    timeout = 30
+
+    def handle(self):
+        try:
+            self.wfile.write(b"220 bad.test ESMTP\r\n")
+            for raw in self.rfile:
+                verb = raw[:4].upper()
+                if verb == b"EHLO":
+                    self.wfile.write(b"250-bad.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                elif verb == b"DATA":
+                    self.wfile.write(b"354 go\r\n")
+                    self.rfile.read(200000)
+                    if self.server.mode == "stall":
+                        time.sleep(8)
+                    return
+                elif verb == b"QUIT":
+                    self.wfile.write(b"221 bye\r\n")
+                    return
+                else:
+                    self.wfile.write(b"250 ok\r\n")
+        except OSError:
+            pass
+
+
+bad = BadDownstream()
+d3 = env.submitd(standard_config(certs, None, extra + [
+    ("relayhost", "[127.0.0.1]:%d" % bad.server_address[1]), ("relay_timeout", "2s")]),
+    name="baddownstream")
+for mode in ("close", "stall"):
+    bad.mode = mode
+    c = client(d3, "plain", certs)
+    t0 = time.time()
+    out = c.send_message("alice@example.org", ["rcpt@example.net"], big)
+    took = time.time() - t0
+    ok(out[-1].code == 451 and out[-1].enhanced == "4.4.2" and took < 7,
+       "downstream %s in mid-content of a held message: 451 4.4.2 in %.1f s" % (
+           "hangs up" if mode == "close" else "stops reading", took), str(out[-1]))
+    c.close()
+    ok(wait_for(lambda: not hold_fds(d3.proc.pid), 10), "%s: the temporary file is closed" % mode)
+
 # SIGKILL in mid-DATA: nothing of the hold survives (the file never had a name)
 d2 = env.submitd(standard_config(certs, sink, extra), name="killed")
 c = client(d2, "plain", certs)
