@@ -88,24 +88,23 @@ static void dkim_hlist_build(const struct dkim_sign_args *a, const uint8_t *h,
 		if (seen)
 			continue; /* counted with its first listing */
 		if (nl > 0 && nm[nl - 1] == '*') {
-			/* Each field the prefix matches, once; later ones of
-			   the same name were added with the first. */
-			for (size_t f = 0; f < nf; f++) {
-				if (fl[f].name_len < nl - 1 ||
-				    strncasecmp((const char *)h + fl[f].off, nm, nl - 1) != 0)
+			/* Each field name the prefix matches, every instance; a
+			   name already in the list is not added again. At most
+			   DKIM_H_MAX names are ever added, so this stays linear
+			   in the number of fields. */
+			for (size_t f = 0; f < nf && l->n < DKIM_H_MAX; f++) {
+				const char *fn = (const char *)h + fl[f].off;
+				size_t fnl = fl[f].name_len;
+				if (fnl < nl - 1 || strncasecmp(fn, nm, nl - 1) != 0 ||
+				    !dkim_name_ok((const uint8_t *)fn, fnl))
 					continue;
 				bool dup = false;
-				for (size_t g = 0; g < f && !dup; g++)
-					dup = fl[g].name_len == fl[f].name_len &&
-					      strncasecmp((const char *)h + fl[g].off,
-							  (const char *)h + fl[f].off, fl[f].name_len) == 0;
-				if (!dup)
-					for (size_t g = f; g < nf; g++)
-						if (fl[g].name_len == fl[f].name_len &&
-						    strncasecmp((const char *)h + fl[g].off,
-								(const char *)h + fl[f].off,
-								fl[f].name_len) == 0)
-							dkim_hlist_add(l, h + fl[f].off, fl[f].name_len);
+				for (size_t g = 0; g < l->n && !dup; g++)
+					dup = strlen(l->name[g]) == fnl && strncasecmp(l->name[g], fn, fnl) == 0;
+				for (size_t g = f; g < nf && !dup; g++)
+					if (fl[g].name_len == fnl &&
+					    strncasecmp((const char *)h + fl[g].off, fn, fnl) == 0)
+						dkim_hlist_add(l, (const uint8_t *)fn, fnl);
 			}
 			continue;
 		}
