@@ -25,7 +25,7 @@ pkgs=(
   python3 swaks libnet-ssleay-perl curl openssl msmtp
   dovecot-core dovecot-mysql mariadb-server fail2ban
   postfix postfix-mysql haproxy
-  python3-dkim libmail-dkim-perl # DKIM verifiers (t/proto/61-dkim-lib.py, 62-dkim.py)
+  python3-dkim libmail-dkim-perl opendkim # DKIM verifiers (t/proto/61-dkim-lib.py, 62-dkim.py)
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
 )
 

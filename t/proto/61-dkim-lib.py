@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""src/dkim on its own (t/unit/dkim-tool), checked by two independent
-verifiers, Debian's python3-dkim (dkimpy) and libmail-dkim-perl: a corpus of
+"""src/dkim on its own (t/unit/dkim-tool), checked by three independent
+verifiers, Debian's python3-dkim (dkimpy), libmail-dkim-perl and OpenDKIM
+(opendkim -t, the verifier OpenDKIM users move from): a corpus of
 awkward messages signed with RSA (1024, 2048, 4096 bits, PKCS#1 and PKCS#8)
 and Ed25519 (RFC 8463), relaxed and simple canonicalisation, dual-signed;
 negative controls (one byte changed in the body or in a signed header
@@ -94,8 +95,24 @@ for canon in ("relaxed/relaxed", "simple/simple"):
             good, text = all(r[5] == "pass" for r in rs) and len(rs) == 4, str(rs)
             ok(good, "%s, %s: dkimpy (as the RFC) passes all four" % (canon, name), text)
             continue
-        good, text = dkimtest.judge(rs, 4)
-        ok(good, "%s, %s: RSA 2048/1024/4096 and Ed25519 signatures pass both verifiers" %
+        if name == "no-final-crlf":
+            # OpenDKIM's test mode reads no message from a file whose last
+            # line has no newline ("message not signed"); over SMTP there is
+            # always one
+            ok(all(r[5] == "none" for r in rs if r[0] == "OpenDKIM"),
+               "%s, no final CRLF: OpenDKIM's test mode reads no message (known)" % canon)
+            good, text = dkimtest.judge(rs, 4, ("dkimpy", "Mail::DKIM"))
+        elif name == "folded-repeated" and canon == "simple/simple":
+            # OpenDKIM sees header fields as a milter does, which loses the
+            # spacing after the colon ("Subject:   folded" arrives as
+            # "Subject: folded"): with simple header canonicalisation it
+            # fails what RFC 6376 §3.4.1 signs, dkimpy and Mail::DKIM agree
+            ok(all(r[5] == "fail" for r in rs if r[0] == "OpenDKIM" and r[3] != "r4096"),
+               "simple, \"Subject:   folded\": OpenDKIM differs from RFC 6376 §3.4.1 (known)")
+            good, text = dkimtest.judge(rs, 4, ("dkimpy", "Mail::DKIM"))
+        else:
+            good, text = dkimtest.judge(rs, 4)
+        ok(good, "%s, %s: RSA 2048/1024/4096 and Ed25519 signatures pass the verifiers" %
            (canon, name), text)
 
 # Negative controls: a verifier that passes everything would pass these.
@@ -118,7 +135,7 @@ for name, p in paths:
         ok(good, "control: %s still passes" % name, text)
         continue
     passed = [r for r in rs if r[5] == "pass"]
-    ok(len(rs) == 8 and not passed, "control: %s fails every signature in both verifiers" % name,
+    ok(len(rs) == 12 and not passed, "control: %s fails every signature in all three verifiers" % name,
        "; ".join("%s %s %s" % (r[0], r[3], r[5]) for r in rs))
 
 # OpenDKIM tables: plain (OpenDKIM's lookup order) and refile, "%", a
