@@ -27,6 +27,7 @@ pkgs=(
   postfix postfix-mysql haproxy
   sasl2-bin # saslauthd, saslpasswd2: t/proto/71-saslauthd.py
   postfwd # a real policy daemon for check_policy_service (t/proto/56-policy-service.py)
+  python3-dkim libmail-dkim-perl opendkim # DKIM verifiers (t/proto/61-dkim-lib.py, 62-dkim.py)
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
 )
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "lookup/auth_backend.h"
+#include "dkim/dkim_conf.h"
 #include "lookup/dovecot_auth.h"
 #include "lookup/table.h"
 #include "policy/sender_login.h"
@@ -385,5 +386,8 @@ int check_neighbours(struct config *cfg, FILE *out)
 	if (cfg->sender_relay_table != NULL)
 		failures += check_table("sender_relay_maps", cfg->sender_relay_table, out);
 	failures += relay_check(cfg, out) != 0;
+	/* the keys were read and checked at load; what to publish */
+	if (cfg->dkim != NULL)
+		dkim_conf_describe(cfg->dkim, out);
 	return failures;
 }

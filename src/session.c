@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "dkim/dkim_hold.h"
 #include "lookup/dovecot_auth.h"
 #include "policy/policy.h"
 #include "policy/restrictions.h"
@@ -27,6 +28,7 @@ static void session_auth_cb(void *ctx, const struct policy_auth_result *r);
 static void session_restr_cb(void *ctx, enum sender_login_result res, const char *owners);
 static void session_rcpt_go(struct session *s);
 static void session_mail_limits(struct session *s);
+static void session_send_end(struct session *s);
 static void session_limits_cb(void *ctx, const struct smtp_reply *r);
 static void session_policy_cb(void *ctx, const struct smtp_reply *r);
 
@@ -51,6 +53,7 @@ void session_txn_reset(struct session *s)
 	policy_service_cancel(&s->policy_req);
 	s->policy_eom = false;
 	message_check_reset(&s->hdr_check);
+	dkim_hold_free(&s->dkim);
 	s->end_waiting = false;
 	relay_txn_free(&s->relay);
 	s->relay_step = RELAY_IDLE;
@@ -95,7 +98,8 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 {
 	if (s->relay == NULL || n == 0)
 		return;
-	if (relay_txn_write(s->relay, p, n) && !s->input_paused) {
+	bool stop = s->dkim != NULL ? dkim_hold_write(s->dkim, p, n) : relay_txn_write(s->relay, p, n);
+	if (stop && !s->input_paused) {
 		s->input_paused = true;
 		conn_read_stop(s->conn);
 	}
@@ -103,6 +107,8 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 
 static void session_finish_data(struct session *s);
 static struct sender_login *session_sender_login(struct session *s);
+static struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
+					    const struct header_info *hi, const struct buf *out);
 
 /* Sends the held header section as policy/message.c writes it, and starts
  * the From:/Sender: checks (their verdict waits for the end of data). */
@@ -132,7 +138,10 @@ static void session_emit_header(struct session *s, bool at_end)
 	struct message_trace t = session_trace(s, tls, sizeof(tls));
 	struct buf out = BUF_INIT;
 	message_header(&t, s->data_time, h, &hi, hlen < buf_len(&s->header), &out);
-	session_relay_write(s, buf_data(&out), buf_len(&out));
+	/* A message to sign is held from here on (dkim/dkim_hold.h). */
+	s->dkim = session_dkim_start(s, h, &hi, &out);
+	if (s->dkim == NULL)
+		session_relay_write(s, buf_data(&out), buf_len(&out));
 	buf_free(&out);
 	session_relay_write(s, h + hlen, buf_len(&s->header) - hlen);
 	buf_free(&s->header);
@@ -334,7 +343,7 @@ static void session_rcpt_relay(struct session *s)
 		if (m.has_size) {
 			char tls[160];
 			struct message_trace t = session_trace(s, tls, sizeof(tls));
-			m.size += message_added_max(&t);
+			m.size += message_added_max(&t) + (s->cfg->dkim ? s->cfg->dkim->added_max : 0);
 		}
 		relay_txn_mail(s->relay, &m);
 		return;
@@ -354,8 +363,7 @@ static void session_policy_cb_do(void *ctx, const struct smtp_reply *r)
 			session_complete(s, r);
 			return;
 		}
-		s->relay_step = RELAY_END;
-		relay_txn_end(s->relay);
+		session_send_end(s);
 		return;
 	}
 	if (r->code != 0) {
@@ -433,6 +441,66 @@ static void session_finish_data(struct session *s)
 	s->policy_eom = true;
 	if (session_policy_ask(s, "END-OF-MESSAGE"))
 		return;
+	session_send_end(s);
+}
+
+/* The message is complete and passed every check: the downstream gets its
+ * end (a held message is signed and sent first, then session_dkim_done). */
+static void session_send_end(struct session *s)
+{
+	if (s->dkim != NULL) {
+		dkim_hold_end(s->dkim, time(NULL));
+		return;
+	}
+	s->relay_step = RELAY_END;
+	relay_txn_end(s->relay);
+}
+
+/* ---- DKIM: a message to sign is held whole (dkim/dkim_hold.h) ---- */
+
+static bool session_dkim_out(void *ctx, const uint8_t *p, size_t n);
+static void session_dkim_resume(void *ctx);
+static void session_dkim_done(void *ctx, bool ok, const char *why);
+
+static struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
+					    const struct header_info *hi, const struct buf *out)
+{
+	char from[SMTP_PATH_MAX + 1];
+	if (s->cfg->dkim == NULL || !dkim_hold_from(h, hi, from, sizeof(from)))
+		return NULL;
+	struct dkim_hold_args a = {
+		.loop = &s->w->loop,
+		.conf = s->cfg->dkim,
+		.tmpdir = s->cfg->dkim_temp_directory,
+		.mem_limit = s->cfg->dkim_hold_memory,
+		.max_size = s->cfg->message_size_limit + s->cfg->header_size_limit,
+		.log_id = s->id,
+		.cbs = {.out = session_dkim_out, .resume = session_dkim_resume, .done = session_dkim_done},
+		.ctx = s,
+	};
+	return dkim_hold_start(&a, from, buf_data(out), buf_len(out));
+}
+
+static bool session_dkim_out(void *ctx, const uint8_t *p, size_t n)
+{
+	struct session *s = ctx;
+	return s->relay != NULL && relay_txn_write(s->relay, p, n);
+}
+
+static void session_dkim_done_do(void *ctx, bool ok, const char *why)
+{
+	struct session *s = ctx;
+	dkim_hold_free(&s->dkim);
+	if (!ok || s->relay == NULL) {
+		if (!ok)
+			log_warn("%s: dkim: message not sent: %s", s->id, why);
+		session_txn_reset(s);
+		struct smtp_reply r = {.code = 451, .enh = "4.4.2", .text = "Error: lost connection with downstream"};
+		struct smtp_reply u = {.code = 451, .enh = "4.3.0",
+				       .text = "Error: the message could not be signed, try again later"};
+		session_complete(s, ok ? &r : &u);
+		return;
+	}
 	s->relay_step = RELAY_END;
 	relay_txn_end(s->relay);
 }
@@ -485,6 +553,10 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		session_complete(s, r);
 		return;
 	case RELAY_IDLE:
+		/* The downstream failed during content: a held message on its
+		   way out stops waiting for a drain; relay_txn_end() answers. */
+		if (s->dkim != NULL)
+			dkim_hold_drain(s->dkim);
 		break;
 	}
 }
@@ -492,6 +564,8 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 static void session_relay_drain_do(void *ctx)
 {
 	struct session *s = ctx;
+	if (s->dkim != NULL && dkim_hold_drain(s->dkim))
+		return; /* the held message is on its way out */
 	if (s->input_paused) {
 		s->input_paused = false;
 		conn_read_start(s->conn);
@@ -600,6 +674,14 @@ static void session_relay_cb(void *ctx, const struct smtp_reply *r)
 }
 
 static void session_relay_drain(void *ctx) { SESSION_TIMED(ctx, session_relay_drain_do(ctx)); }
+
+/* The hold took what it was given: reading goes on as after a drain. */
+static void session_dkim_resume(void *ctx) { SESSION_TIMED(ctx, session_relay_drain_do(ctx)); }
+
+static void session_dkim_done(void *ctx, bool ok, const char *why)
+{
+	SESSION_TIMED(ctx, session_dkim_done_do(ctx, ok, why));
+}
 
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
 {

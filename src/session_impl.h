@@ -21,6 +21,8 @@
 #include "session.h"
 #include "smtp/server.h"
 
+struct dkim_hold;
+
 struct session {
 	struct worker *w;
 	struct config *cfg;
@@ -74,6 +76,7 @@ struct session {
 	bool header_too_big;
 	bool input_paused;               /* back-pressure from the downstream */
 	bool input_full;                 /* reading stopped while the server was busy */
+	struct dkim_hold *dkim;          /* the message held for signing (dkim/dkim_hold.h) */
 	time_t data_time;
 	uint64_t msg_size;
 	uint64_t deadline;               /* loop time when session_timeout ends it */

@@ -133,6 +133,17 @@ static const struct config_key config_keys[] = {
 	{"relay_sasl_allow_plaintext", CFG_SPECIAL, 0, "no", 0, 0, config_relay_sasl_plaintext, GLOBAL},
 	/* header field naming the submitter's login, added for the relay (client copies removed) */
 	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header, GLOBAL},
+	/* DKIM signing (src/dkim/, docs/dkim.md): OpenDKIM's KeyTable and SigningTable */
+	{"dkim_key_table", CFG_STR, OFF(dkim_key_table), NULL, 0, 0, NULL, GLOBAL},
+	{"dkim_signing_table", CFG_STR, OFF(dkim_signing_table), NULL, 0, 0, NULL, GLOBAL},
+	{"dkim_headers", CFG_STR, OFF(dkim_headers), NULL, 0, 0, NULL, GLOBAL},
+	{"dkim_canonicalization", CFG_STR, OFF(dkim_canonicalization), "relaxed/relaxed", 0, 0, NULL,
+	 GLOBAL},
+	{"dkim_signature_expiry", CFG_TIME, OFF(dkim_signature_expiry_ms), "0", 0,
+	 (uint64_t)3650 * 86400000, NULL, GLOBAL},
+	{"dkim_hold_memory", CFG_SIZE, OFF(dkim_hold_memory), "256k", 4096, (uint64_t)1 << 30, NULL,
+	 LISTENER},
+	{"dkim_temp_directory", CFG_STR, OFF(dkim_temp_directory), "/var/tmp", 0, 0, NULL, GLOBAL},
 	{"syslog_facility", CFG_SPECIAL, 0, "none", 0, 0, config_syslog, GLOBAL},
 	{"log_level", CFG_SPECIAL, 0, "info", 0, 0, config_log_level, GLOBAL},
 	/* running it: privileges, PROXY protocol, SNI (core/privileges.c, net/proxy.c, net/tls.c) */

@@ -20,6 +20,7 @@ struct sender_login_conf;
 struct limits_conf;
 struct policy_service_conf;
 struct table;
+struct dkim_conf;
 
 enum listen_mode { LISTEN_PLAIN, LISTEN_STARTTLS, LISTEN_TLS };
 
@@ -177,6 +178,16 @@ struct config {
 	gnutls_certificate_credentials_t tls_creds;
 	gnutls_priority_t tls_prio;
 	gnutls_datum_t tls_ticket_key; /* session tickets; new with every snapshot */
+
+	/* DKIM signing (src/dkim/, docs/dkim.md) */
+	char *dkim_key_table;                /* [file:]PATH, OpenDKIM's KeyTable */
+	char *dkim_signing_table;            /* [file:|refile:]PATH, its SigningTable */
+	char *dkim_headers;                  /* NULL: dkim_conf_default_headers */
+	char *dkim_canonicalization;
+	uint64_t dkim_signature_expiry_ms;   /* 0: no x= */
+	uint64_t dkim_hold_memory;           /* per message held, beyond: a temporary file */
+	char *dkim_temp_directory;
+	struct dkim_conf *dkim;              /* built by policy_load(); NULL: no signing */
 
 	int syslog_facility;         /* -1: log to stderr */
 	int log_level;               /* LOG_INFO, LOG_DEBUG, ... */

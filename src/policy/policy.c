@@ -4,7 +4,9 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "dkim/dkim_conf.h"
 #include "lookup/table.h"
 #include "policy/restrictions.h"
 #include "policy/limits.h"
@@ -19,11 +21,44 @@ static void policy_free(struct config *cfg)
 	restrictions_free(&cfg->recipient_restr);
 	limits_conf_free(cfg);
 	policy_service_conf_free(cfg);
+	dkim_conf_free(&cfg->dkim);
+}
+
+/* DKIM: both tables or neither; every key is read here, so at start as root
+ * and on SIGHUP as the user (docs/dkim.md). */
+static bool policy_load_dkim(struct config *cfg, char *err, size_t errlen)
+{
+	bool kt = cfg->dkim_key_table != NULL && cfg->dkim_key_table[0] != '\0';
+	bool st = cfg->dkim_signing_table != NULL && cfg->dkim_signing_table[0] != '\0';
+	if (!kt && !st)
+		return true;
+	if (kt != st) {
+		snprintf(err, errlen, "dkim_key_table and dkim_signing_table go together");
+		return false;
+	}
+	struct dkim_settings ds = {
+		.key_table = cfg->dkim_key_table,
+		.signing_table = cfg->dkim_signing_table,
+		.headers = cfg->dkim_headers,
+		.canon = cfg->dkim_canonicalization,
+		.expire_s = (cfg->dkim_signature_expiry_ms + 999) / 1000,
+		.never_sign = cfg->relay_auth_header,
+	};
+	struct stat sb;
+	if (stat(cfg->dkim_temp_directory, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, errlen, "dkim_temp_directory: %s is not a directory",
+			 cfg->dkim_temp_directory);
+		return false;
+	}
+	cfg->dkim = dkim_conf_new(&ds, err, errlen);
+	return cfg->dkim != NULL;
 }
 
 bool policy_load(struct config *cfg, char *err, size_t errlen)
 {
 	cfg->free_hook = policy_free;
+	if (!policy_load_dkim(cfg, err, errlen))
+		return false;
 	if (strcmp(cfg->header_from_policy, "reject") == 0)
 		cfg->header_from_mode = POLICY_HEADER_REJECT;
 	else if (strcmp(cfg->header_from_policy, "warn") == 0)

@@ -20,13 +20,7 @@ GROWTH_MAX = 6 * 1024        # KiB of RSS growth allowed per flood
 
 env = Env()
 env.require_binary()
-# Under AddressSanitizer freed memory sits in a quarantine (256 MB by
-# default) and would count as growth: keep it small, so RSS shows what is
-# live.
-with open(env.binary, "rb") as f:
-    if b"__asan_init" in f.read():
-        os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
-                                      ":quarantine_size_mb=1:thread_local_quarantine_size_kb=64")
+small_asan_quarantine(env.binary)  # RSS is measured below
 certs = env.certs()
 sink = env.sink()
 # One worker: the flooder and the other client share one event loop.
