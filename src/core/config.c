@@ -415,15 +415,22 @@ static bool config_each_item(const char *value, bool (*fn)(void *, const char *,
 	return ok;
 }
 
-static bool config_add_network(void *arg, const char *item, char *err, size_t errlen)
+/* Appends one ADDRESS/PREFIX to a list of networks. */
+static bool config_add_cidr(struct cidr **list, size_t *n, const char *item, char *err,
+			    size_t errlen)
 {
-	struct config *cfg = arg;
 	struct cidr c;
 	if (!config_cidr_parse(item, &c))
 		return config_err(err, errlen, "bad network \"%s\" (want ADDRESS/PREFIX)", item);
-	cfg->mynetworks = xrealloc(cfg->mynetworks, (cfg->nmynetworks + 1) * sizeof(c));
-	cfg->mynetworks[cfg->nmynetworks++] = c;
+	*list = xrealloc(*list, (*n + 1) * sizeof(c));
+	(*list)[(*n)++] = c;
 	return true;
+}
+
+static bool config_add_network(void *arg, const char *item, char *err, size_t errlen)
+{
+	struct config *cfg = arg;
+	return config_add_cidr(&cfg->mynetworks, &cfg->nmynetworks, item, err, errlen);
 }
 
 static bool config_mynetworks(struct config *cfg, const char *value, char *err, size_t errlen)
@@ -800,13 +807,7 @@ static bool config_log_level(struct config *cfg, const char *value, char *err, s
 static bool config_add_proxy_network(void *arg, const char *item, char *err, size_t errlen)
 {
 	struct config *cfg = arg;
-	struct cidr c;
-	if (!config_cidr_parse(item, &c))
-		return config_err(err, errlen, "bad network \"%s\" (want ADDRESS/PREFIX)", item);
-	cfg->proxy_networks =
-		xrealloc(cfg->proxy_networks, (cfg->nproxy_networks + 1) * sizeof(c));
-	cfg->proxy_networks[cfg->nproxy_networks++] = c;
-	return true;
+	return config_add_cidr(&cfg->proxy_networks, &cfg->nproxy_networks, item, err, errlen);
 }
 
 static bool config_proxy_networks(struct config *cfg, const char *value, char *err,
