@@ -197,6 +197,50 @@ p = subprocess.run([env.binary, "-c", d.conf, "-t", "-u", ALICE], input="Wrong\n
 ok(p.returncode != 0 and "saslauthd refused it" in p.stdout, "-t -u with a wrong password: refused",
    p.stdout + p.stderr)
 
+# ---- sender ownership: no sender_restrictions list can switch it off ----
+# sender_login_policy checks every logged-in user first; a list that
+# permits early, or names another *_sender_login_mismatch, only adds checks
+# (docs/restrictions.md).
+OWN_LOGINS = env.path("own-logins")
+OWN_ACCESS = env.path("own-access")
+with open(OWN_LOGINS, "w") as f:
+    f.write("%s %s\n%s %s\n" % (ALICE, ALICE, BOB, BOB))
+with open(OWN_ACCESS, "w") as f:
+    f.write("example.org OK\n")
+OWN_LISTS = [
+    "permit_mynetworks,reject_sender_login_mismatch",
+    "permit_sasl_authenticated,reject_sender_login_mismatch",
+    "permit,reject_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch",
+    "reject_known_sender_login_mismatch",
+    None,  # the global list: check_sender_access (example.org OK) first
+]
+OWN_P = [free_port() for _ in OWN_LISTS]
+d3 = env.submitd([
+    ("myhostname", MYHOST),
+    ("tls_cert_file", certs.fullchain),
+    ("tls_key_file", certs.key),
+    ("mynetworks", "127.0.0.0/8"),
+    ("relayhost", sink.relayhost),
+    ("workers", "1"),
+    ("log_level", "info"),
+    ("saslauthd_socket", sa.socket),
+    ("auth_failure_delay", "0"),
+    ("sender_login_maps", "texthash:" + OWN_LOGINS),
+    ("sender_restrictions", "check_sender_access texthash:%s, reject_sender_login_mismatch" % OWN_ACCESS),
+] + [("listen", "127.0.0.1:%d tls%s" % (p, " sender_restrictions=" + l if l else ""))
+     for p, l in zip(OWN_P, OWN_LISTS)], name="submitd-owner")
+for i, l in enumerate(OWN_LISTS):
+    name = l or "check_sender_access (OK), reject_sender_login_mismatch"
+    c = client_from(fresh_ip(), d3, i, certs)
+    is_(c.cmd("AUTH PLAIN " + plain_resp(ALICE, ALICE_PW)).code, 235, "%s: alice logs in" % name)
+    is_(str(c.cmd("MAIL FROM:<%s>" % BOB)),
+        "553 5.7.1 <%s>: Sender address rejected: not owned by user %s" % (BOB, ALICE),
+        "%s: alice sending as bob: 553" % name)
+    c.cmd("RSET")
+    like(str(c.cmd("MAIL FROM:<%s>" % ALICE)), r"^250 ", "%s: ... as herself: 250" % name)
+    c.close()
+
 # ---- saslauthd stopped: 454, not counted ----
 sa.stop()
 ip = fresh_ip()
@@ -357,7 +401,7 @@ rc, out = run([env.binary, "-c", bad, "-t"], timeout=30)
 ok(rc != 0 and "set one of them" in out, "dovecot_auth_socket and saslauthd_socket together: refused", out)
 
 # ---- secrets ----
-for dd in (d, d2):
+for dd in (d, d2, d3):
     log = dd.log()
     leaked = [s for s in SECRETS + ["pw-carol", "pw-gone", "pw-dave"] if s in log]
     ok(not leaked, "%s: no password in the log" % dd.name, leaked)
