@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "lookup/saslauthd.h"
 #include "lookup/table.h"
 
 /* TLS 1.2 only with ECDHE key exchange: forward secrecy for every session
@@ -1126,6 +1127,15 @@ static struct config *config_parse(const char *path, const char *text, char *con
 	if (ok && cfg->dovecot_auth_socket != NULL && cfg->saslauthd_socket != NULL) {
 		snprintf(err, errlen, "%s: dovecot_auth_socket and saslauthd_socket: set one of them",
 			 path);
+		ok = false;
+	}
+	/* saslauthd refuses a field over 256 bytes (lookup/saslauthd.h) */
+	if (ok && (strlen(cfg->saslauthd_service) > SASLAUTHD_MAX_FIELD ||
+		   strlen(cfg->saslauthd_realm) > SASLAUTHD_MAX_FIELD)) {
+		snprintf(err, errlen, "%s: %s: longer than %d bytes (saslauthd refuses it)", path,
+			 strlen(cfg->saslauthd_service) > SASLAUTHD_MAX_FIELD ? "saslauthd_service"
+									       : "saslauthd_realm",
+			 SASLAUTHD_MAX_FIELD);
 		ok = false;
 	}
 	if (ok && cfg->nlistens == 0) {

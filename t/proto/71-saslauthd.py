@@ -331,6 +331,10 @@ class FakeSaslauthd:
 
 fake = FakeSaslauthd(env.path("fake-mux"))
 P2 = free_port()
+LONG_LOGIN = "a" * 255
+FAKE_LOGINS = env.path("fake-logins")
+with open(FAKE_LOGINS, "w") as f:
+    f.write("ceo@example.org %s\n" % LONG_LOGIN)
 d2 = env.submitd([
     ("myhostname", MYHOST),
     ("listen", "127.0.0.1:%d tls" % P2),
@@ -346,6 +350,7 @@ d2 = env.submitd([
     ("auth_failure_delay", "0"),
     ("auth_max_failures", "100"),
     ("auth_ip_failure_limit", "0"),
+    ("sender_login_maps", "texthash:" + FAKE_LOGINS),
 ], name="submitd-fake")
 
 def fake_auth(login, pw, timeout=10):
@@ -363,6 +368,16 @@ r = fake_auth("dave@mail@x.example", "pw-dave")
 is_(r.code, 235, "a login with '@'")
 is_(fake.requests[-1], [b"dave@mail", b"pw-dave", b"smtp", b"x.example"],
     "... is split at its last '@' into user and realm, as Cyrus SASL does")
+# The longest login saslauthd takes (256 bytes) is the session's user whole:
+# cut to 255 it would be the owner of ceo@example.org.
+c = conn("tls", dd=d2)
+is_(c.cmd("AUTH PLAIN " + plain_resp(LONG_LOGIN + "b", "pw-carol")).code, 235, "a 256-byte login: 235")
+like(str(c.cmd("MAIL FROM:<ceo@example.org>")), r"^553 5\.7\.1 <ceo@example\.org>: Sender address "
+     r"rejected: not owned by user a{255}b$", "... it is not cut to the 255-byte owner of ceo@example.org")
+c.close()
+n = len(fake.requests)
+r = fake_auth(LONG_LOGIN + "bc", "pw-carol")
+ok(r.code == 535 and len(fake.requests) == n, "a 257-byte login: 535, saslauthd not asked", str(r))
 fake.mode = "no"
 r = fake_auth("carol", "pw-x")
 is_(str(r), FAIL_535, "NO: 535")
@@ -399,6 +414,18 @@ with open(bad, "w") as f:
     f.write("listen = 127.0.0.1:%d plain\nsaslauthd_socket = /x\ndovecot_auth_socket = /y\n" % free_port())
 rc, out = run([env.binary, "-c", bad, "-t"], timeout=30)
 ok(rc != 0 and "set one of them" in out, "dovecot_auth_socket and saslauthd_socket together: refused", out)
+
+# saslauthd_service and saslauthd_realm longer than saslauthd takes: refused at load.
+for key in ("saslauthd_service", "saslauthd_realm"):
+    bad = env.path("long-%s.conf" % key)
+    with open(bad, "w") as f:
+        f.write("listen = 127.0.0.1:%d plain\nsaslauthd_socket = /x\n%s = %s\n" % (free_port(), key, "s" * 257))
+    rc, out = run([env.binary, "-c", bad, "-t"], timeout=30)
+    ok(rc != 0 and "%s: longer than 256 bytes" % key in out, "a 257-byte %s: refused by submitd -t" % key, out)
+    with open(bad, "w") as f:
+        f.write("listen = 127.0.0.1:%d plain\nsaslauthd_socket = /x\n%s = %s\n" % (free_port(), key, "s" * 256))
+    rc, out = run([env.binary, "-c", bad, "-t"], timeout=30)
+    ok("longer than" not in out, "... 256 bytes: taken", out)
 
 # ---- secrets ----
 for dd in (d, d2, d3):
