@@ -255,9 +255,10 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 				 !s->listen->sender_policy_set;
 	s->restr_rcpt = false;
 	s->restr_next = 0;
-	/* A sender_restrictions list that names an ownership check places it
-	   itself; otherwise sender_login_policy runs first, then the list. */
-	if (sl != NULL && !trusted_anonymous && !restrictions_has_login_check(s->cfg->sender_restr)) {
+	/* sender_login_policy runs first, whatever sender_restrictions says:
+	   a *_sender_login_mismatch in the list only adds a check (for those
+	   this one leaves alone), and nothing in it permits before this. */
+	if (sl != NULL && !trusted_anonymous) {
 		/* Does the login own the envelope sender? (RFC 6409 §6.1,
 		   Postfix's reject_sender_login_mismatch) */
 		s->sender_req = sender_login_check(sl, a->path.addr, smtp_server_user(s->server),

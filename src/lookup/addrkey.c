@@ -111,7 +111,9 @@ static void addrkey_add_forms(struct buf *keys, int *count, struct buf *k, const
 	}
 }
 
-int addrkey_keys(const char *addr, const char *delimiters, char *keys_out, size_t keyssz)
+/* addr's localpart in internal (unquoted) form into internal; *domain_r
+ * gets the domain (after the last '@' outside quotes), NULL if none. */
+static void addrkey_parse(const char *addr, struct buf *internal, const char **domain_r)
 {
 	size_t len = strlen(addr);
 	/* find the '@' that separates the domain: the last one outside quotes */
@@ -128,10 +130,7 @@ int addrkey_keys(const char *addr, const char *delimiters, char *keys_out, size_
 			at = addr + i;
 	}
 	size_t llen = at ? (size_t)(at - addr) : len;
-	const char *domain = at ? at + 1 : NULL;
-
-	/* internal (unquoted) localpart */
-	struct buf internal = BUF_INIT;
+	*domain_r = at ? at + 1 : NULL;
 	quoted = false;
 	for (size_t i = 0; i < llen; i++) {
 		if (addr[i] == '"') {
@@ -140,8 +139,40 @@ int addrkey_keys(const char *addr, const char *delimiters, char *keys_out, size_
 		}
 		if (quoted && addr[i] == '\\' && i + 1 < llen)
 			i++;
-		buf_append(&internal, addr + i, 1);
+		buf_append(internal, addr + i, 1);
 	}
+}
+
+int addrkey_internal(const char *addr, const char *delimiters, char *out, size_t outsz,
+		     size_t *local_r, size_t *cut_r)
+{
+	struct buf internal = BUF_INIT;
+	const char *domain;
+	addrkey_parse(addr, &internal, &domain);
+	size_t ilen = buf_len(&internal);
+	*local_r = ilen;
+	*cut_r = addrkey_split(addrkey_bufstr(&internal), ilen, delimiters ? delimiters : "");
+	if (domain != NULL) {
+		buf_append(&internal, "@", 1);
+		buf_append_str(&internal, domain);
+	}
+	int ret = 0;
+	if (buf_len(&internal) >= outsz || memchr(addrkey_bufstr(&internal), '\0',
+						    buf_len(&internal)) != NULL) {
+		ret = -1;
+	} else {
+		memcpy(out, addrkey_bufstr(&internal), buf_len(&internal));
+		out[buf_len(&internal)] = '\0';
+	}
+	buf_free(&internal);
+	return ret;
+}
+
+int addrkey_keys(const char *addr, const char *delimiters, char *keys_out, size_t keyssz)
+{
+	struct buf internal = BUF_INIT;
+	const char *domain;
+	addrkey_parse(addr, &internal, &domain);
 	const char *ilocal = addrkey_bufstr(&internal);
 	size_t ilen = buf_len(&internal);
 

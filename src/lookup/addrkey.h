@@ -22,4 +22,13 @@
  * they do not fit. A key equal to an earlier one is listed once. */
 int addrkey_keys(const char *addr, const char *delimiters, char *keys, size_t keyssz);
 
+/* addr (as written, without <>) in Postfix's internal form: the localpart
+ * unquoted ("a b"@x and "a\ b"@x are both a b@x), then @domain if it has
+ * one, into out (capacity outsz, NUL-terminated). *local_r gets the
+ * localpart's length, *cut_r where step 2 above cuts it (0 = not cut;
+ * delimiters NULL = ""). Returns 0, or -1 if it does not fit or would hold
+ * a NUL. Postfix's access tables (check_sender_access) take this form. */
+int addrkey_internal(const char *addr, const char *delimiters, char *out, size_t outsz,
+		     size_t *local_r, size_t *cut_r);
+
 #endif

@@ -141,13 +141,19 @@ static void saslauthd_defer(struct saslauthd_request *r, enum dovecot_auth_resul
 
 /* ---- talking to saslauthd ---- */
 
-static void saslauthd_put(struct saslauthd_request *r, const char *s)
+/* Appends one counted string; false (nothing written) if it is longer than
+ * saslauthd takes or would not fit the request buffer. */
+static bool saslauthd_put(struct saslauthd_request *r, const char *s)
 {
 	size_t n = strlen(s);
+	if (n > SASLAUTHD_MAX_FIELD || r->out_len > sizeof(r->out) ||
+	    sizeof(r->out) - r->out_len < 2 + n)
+		return false;
 	r->out[r->out_len++] = (uint8_t)(n >> 8);
 	r->out[r->out_len++] = (uint8_t)n;
 	memcpy(r->out + r->out_len, s, n);
 	r->out_len += n;
+	return true;
 }
 
 static void saslauthd_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -240,11 +246,15 @@ static void saslauthd_start(struct saslauthd_request *r)
 		realm = at + 1;
 	}
 	r->out_len = 0;
-	saslauthd_put(r, user);
-	saslauthd_put(r, r->password);
-	saslauthd_put(r, c->service);
-	saslauthd_put(r, realm);
+	bool fits = saslauthd_put(r, user) && saslauthd_put(r, r->password) &&
+		    saslauthd_put(r, c->service) && saslauthd_put(r, realm);
 	explicit_bzero(r->password, sizeof(r->password));
+	if (!fits) {
+		/* config_load() refuses a longer service or realm: not reached */
+		explicit_bzero(r->out, sizeof(r->out));
+		saslauthd_defer(r, DOVECOT_AUTH_TEMPFAIL, NULL, "saslauthd request too long");
+		return;
+	}
 	r->state = SA_IO;
 	uv_pipe_init(c->loop, &r->pipe, 0);
 	r->pipe.data = r;

@@ -13,6 +13,7 @@
 #include "core/base64.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "lookup/saslauthd.h"
 #include "net/addrcount.h"
 
 /* Mechanisms whose exchange is nothing but base64 lines, so they can be
@@ -25,6 +26,9 @@ static const char *const policy_auth_relayable[] = {
 };
 
 enum policy_auth_state { PA_IDLE, PA_DOVECOT, PA_CLIENT, PA_ANSWER };
+
+_Static_assert(POLICY_AUTH_USER_MAX >= SASLAUTHD_MAX_FIELD,
+	       "every login saslauthd accepts fits the answer whole");
 
 struct policy_auth {
 	uv_timer_t timer;             /* deferred answers and failure delays */
@@ -50,7 +54,7 @@ struct policy_auth {
 	/* the answer waiting for the timer */
 	struct policy_auth_result answer;
 	char answer_text[512];
-	char answer_user[256];
+	char answer_user[POLICY_AUTH_USER_MAX + 1];
 };
 
 /* ---- the attempt and the per-address budget ----
@@ -314,6 +318,16 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 		pa->req = NULL;
 		pa->attempt = false;
 		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, false);
+		if (user == NULL || strlen(user) > POLICY_AUTH_USER_MAX) {
+			/* A name cut short could be someone else's (sender
+			   ownership): refused whole, as a server fault. */
+			log_warn("%s: %s: SASL %s authentication unavailable: the user name "
+				 "is longer than %d bytes", pa->session_id, pa->client_desc,
+				 pa->mech, POLICY_AUTH_USER_MAX);
+			policy_auth_answer(pa, 0, 454, "4.7.0", "Temporary authentication failure: "
+					   "user name too long", NULL);
+			return;
+		}
 		log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", pa->session_id,
 			 pa->client_desc, pa->mech, user);
 		policy_auth_answer(pa, 0, 235, "2.7.0", "Authentication successful", user);

@@ -46,11 +46,17 @@ struct policy_auth_session {
 	const struct sockaddr *peer; /* for the per-IP budget */
 };
 
+/* The longest user name an OK may carry; at least saslauthd's field
+ * (SASLAUTHD_MAX_FIELD), so every login it accepts is kept whole. */
+#define POLICY_AUTH_USER_MAX 512
+
 struct policy_auth_result {
 	int code;                    /* 235, 334, 454, 501, 504, 535, ... */
 	const char *enh;
 	const char *text;            /* for 334: the challenge, base64 */
-	const char *user;            /* on 235: Dovecot's canonical user */
+	const char *user;            /* on 235: Dovecot's canonical user (at most
+					POLICY_AUTH_USER_MAX bytes: a longer one is
+					refused with 454, never cut) */
 	bool close_after;            /* too many failures: 421 and close after this reply */
 };
 

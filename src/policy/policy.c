@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "dkim/dkim_conf.h"
+#include "lookup/saslauthd.h"
 #include "lookup/table.h"
 #include "policy/restrictions.h"
 #include "policy/limits.h"
@@ -59,6 +60,15 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 	cfg->free_hook = policy_free;
 	if (!policy_load_dkim(cfg, err, errlen))
 		return false;
+	/* saslauthd refuses a field over its limit (lookup/saslauthd.h) */
+	const char *sasl_long = strlen(cfg->saslauthd_service) > SASLAUTHD_MAX_FIELD ? "saslauthd_service"
+			       : strlen(cfg->saslauthd_realm) > SASLAUTHD_MAX_FIELD   ? "saslauthd_realm"
+										 : NULL;
+	if (sasl_long != NULL) {
+		snprintf(err, errlen, "%s: longer than %d bytes (saslauthd refuses it)", sasl_long,
+			 SASLAUTHD_MAX_FIELD);
+		return false;
+	}
 	if (strcmp(cfg->header_from_policy, "reject") == 0)
 		cfg->header_from_mode = POLICY_HEADER_REJECT;
 	else if (strcmp(cfg->header_from_policy, "warn") == 0)

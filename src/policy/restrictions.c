@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "lookup/addrkey.h"
 #include "lookup/table.h"
 
 enum restriction_kind {
@@ -323,36 +324,36 @@ static enum restriction_result restrictions_action(const char *value, const char
 	return RR_REJECT;
 }
 
-/* Postfix's lookup order for an address in an access table: user+ext@domain,
- * user@domain, domain and its parent domains, user+ext@, user@. */
-static enum restriction_result restrictions_access(const struct table *t, const char *addr,
-						   const char *delims, const char *class,
-						   struct smtp_reply *out)
+/* An address as Postfix's restrictions see it: its internal (unquoted)
+ * form, so <"user"@domain> meets the entries for user@domain and is named
+ * <user@domain> in replies, as Postfix names it (lookup/addrkey.h). */
+struct restrictions_addr {
+	char full[600];
+	size_t local; /* the localpart's length */
+	size_t cut;   /* where recipient_delimiter cuts it; 0 = not */
+};
+
+/* Postfix's check_mail_access() order: user+ext@domain, user@domain,
+ * domain and its parent domains, user+ext@, user@. */
+static enum restriction_result restrictions_access(const struct table *t,
+						   const struct restrictions_addr *a,
+						   const char *class, struct smtp_reply *out)
 {
 	const char *value;
-	if (addr[0] == '\0') {
+	const char *full = a->full;
+	if (full[0] == '\0') {
 		/* Postfix's smtpd_null_access_lookup_key */
 		if (table_lookup_sync(t, "<>", &value) == TABLE_OK)
-			return restrictions_action(value, addr, class, out);
+			return restrictions_action(value, full, class, out);
 		return RR_DUNNO;
 	}
-	const char *at = strrchr(addr, '@');
-	size_t local = at ? (size_t)(at - addr) : strlen(addr);
-	size_t bare = local;
-	for (size_t i = 1; delims != NULL && delims[0] && i < local; i++)
-		if (strchr(delims, addr[i]) != NULL) {
-			bare = i;
-			break;
-		}
-	char key[600];
-	if (strlen(addr) >= sizeof(key) - 2)
-		return RR_DUNNO;
+	const char *at = full[a->local] == '@' ? full + a->local : NULL;
 	const char *keys[4 + 128];
-	char store[4][600];
+	char store[3][sizeof(a->full)];
 	size_t nk = 0;
-	keys[nk++] = addr;
-	if (bare < local && at != NULL) {
-		snprintf(store[0], sizeof(store[0]), "%.*s%s", (int)bare, addr, at);
+	keys[nk++] = full;
+	if (a->cut > 0 && at != NULL) {
+		snprintf(store[0], sizeof(store[0]), "%.*s%s", (int)a->cut, full, at);
 		keys[nk++] = store[0];
 	}
 	for (const char *d = at ? at + 1 : NULL; d != NULL && *d && nk < 4 + 120;) {
@@ -360,19 +361,18 @@ static enum restriction_result restrictions_access(const struct table *t, const 
 		const char *dot = strchr(d + 1, '.');
 		d = dot ? dot + 1 : NULL;
 	}
-	snprintf(store[1], sizeof(store[1]), "%.*s@", (int)local, addr);
+	snprintf(store[1], sizeof(store[1]), "%.*s@", (int)a->local, full);
 	keys[nk++] = store[1];
-	if (bare < local) {
-		snprintf(store[2], sizeof(store[2]), "%.*s@", (int)bare, addr);
+	if (a->cut > 0) {
+		snprintf(store[2], sizeof(store[2]), "%.*s@", (int)a->cut, full);
 		keys[nk++] = store[2];
 	}
 	for (size_t i = 0; i < nk; i++) {
-		snprintf(key, sizeof(key), "%s", keys[i]);
-		enum table_status st = table_lookup_sync(t, key, &value);
+		enum table_status st = table_lookup_sync(t, keys[i], &value);
 		if (st == TABLE_OK)
-			return restrictions_action(value, addr, class, out);
+			return restrictions_action(value, full, class, out);
 		if (st == TABLE_TEMPFAIL) {
-			restrictions_reply(out, 451, "4.3.0", "<%s>: Temporary lookup failure", addr);
+			restrictions_reply(out, 451, "4.3.0", "<%s>: Temporary lookup failure", full);
 			return RR_REJECT;
 		}
 	}
@@ -398,8 +398,22 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 					    enum sender_login_policy *policy_r)
 {
 	bool rcpt_stage = r->stage == RESTRICTIONS_RECIPIENT;
+	struct restrictions_addr sa, ra;
+	const char *sender = NULL, *recipient = NULL;
+	if (addrkey_internal(f->sender, f->delimiters, sa.full, sizeof(sa.full), &sa.local,
+			     &sa.cut) == 0)
+		sender = sa.full;
+	if (f->recipient != NULL &&
+	    addrkey_internal(f->recipient, f->delimiters, ra.full, sizeof(ra.full), &ra.local,
+			     &ra.cut) == 0)
+		recipient = ra.full;
+	if (sender == NULL || (f->recipient != NULL && recipient == NULL)) {
+		/* longer than the parser lets through: no check sees a part */
+		restrictions_reply(out, 501, "5.1.3", "Error: address too long");
+		return RESTRICTIONS_REJECT;
+	}
 	/* The list's own address, for permit/reject/defer replies. */
-	const char *name = rcpt_stage ? f->recipient : f->sender;
+	const char *name = rcpt_stage ? recipient : sender;
 	const char *class = rcpt_stage ? CLASS_RECIPIENT : CLASS_SENDER;
 	for (size_t i = start; i < r->n; i++) {
 		const struct restriction *it = &r->items[i];
@@ -426,32 +440,30 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 			break;
 		case R_NON_FQDN_SENDER:
 			/* the null sender is exempt */
-			if (f->sender[0] != '\0')
-				res = restrictions_non_fqdn(f->sender, CLASS_SENDER, f->smtputf8, out);
+			if (sender[0] != '\0')
+				res = restrictions_non_fqdn(sender, CLASS_SENDER, f->smtputf8, out);
 			break;
 		case R_NON_FQDN_RECIPIENT:
-			if (f->recipient != NULL)
-				res = restrictions_non_fqdn(f->recipient, CLASS_RECIPIENT, f->smtputf8,
+			if (recipient != NULL)
+				res = restrictions_non_fqdn(recipient, CLASS_RECIPIENT, f->smtputf8,
 							    out);
 			break;
 		case R_UNAUTH_DESTINATION:
 			/* On a submission server every destination is relayed,
 			   for logged-in users and trusted clients only: the rest
 			   is relaying (docs/design.md invariant 10). */
-			if (f->recipient != NULL && f->login == NULL && !f->trusted) {
+			if (recipient != NULL && f->login == NULL && !f->trusted) {
 				restrictions_reply(out, 554, "5.7.1", "<%s>: Relay access denied",
-						   f->recipient);
+						   recipient);
 				res = RR_REJECT;
 			}
 			break;
 		case R_SENDER_ACCESS:
-			res = restrictions_access(it->table, f->sender, f->delimiters, CLASS_SENDER,
-						  out);
+			res = restrictions_access(it->table, &sa, CLASS_SENDER, out);
 			break;
 		case R_RECIPIENT_ACCESS:
-			if (f->recipient != NULL)
-				res = restrictions_access(it->table, f->recipient, f->delimiters,
-							  CLASS_RECIPIENT, out);
+			if (recipient != NULL)
+				res = restrictions_access(it->table, &ra, CLASS_RECIPIENT, out);
 			break;
 		case R_LOGIN_MISMATCH:
 			*policy_r = it->policy;

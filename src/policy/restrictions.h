@@ -33,8 +33,10 @@ enum restrictions_stage { RESTRICTIONS_SENDER, RESTRICTIONS_RECIPIENT };
 struct restrictions *restrictions_parse(const char *key, const char *text,
 					enum restrictions_stage stage, char *err, size_t errlen);
 void restrictions_free(struct restrictions **r);
-/* Whether the list names a *_sender_login_mismatch restriction: then it,
- * not sender_login_policy, decides where and how ownership is checked. */
+/* Whether the list names a *_sender_login_mismatch restriction (it then
+ * needs sender_login_maps). Such a check adds to sender_login_policy's,
+ * which the session always runs first for a logged-in user: never instead
+ * of it. */
 bool restrictions_has_login_check(const struct restrictions *r);
 size_t restrictions_count(const struct restrictions *r);
 

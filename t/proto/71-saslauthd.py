@@ -197,6 +197,50 @@ p = subprocess.run([env.binary, "-c", d.conf, "-t", "-u", ALICE], input="Wrong\n
 ok(p.returncode != 0 and "saslauthd refused it" in p.stdout, "-t -u with a wrong password: refused",
    p.stdout + p.stderr)
 
+# ---- sender ownership: no sender_restrictions list can switch it off ----
+# sender_login_policy checks every logged-in user first; a list that
+# permits early, or names another *_sender_login_mismatch, only adds checks
+# (docs/restrictions.md).
+OWN_LOGINS = env.path("own-logins")
+OWN_ACCESS = env.path("own-access")
+with open(OWN_LOGINS, "w") as f:
+    f.write("%s %s\n%s %s\n" % (ALICE, ALICE, BOB, BOB))
+with open(OWN_ACCESS, "w") as f:
+    f.write("example.org OK\n")
+OWN_LISTS = [
+    "permit_mynetworks,reject_sender_login_mismatch",
+    "permit_sasl_authenticated,reject_sender_login_mismatch",
+    "permit,reject_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch",
+    "reject_known_sender_login_mismatch",
+    None,  # the global list: check_sender_access (example.org OK) first
+]
+OWN_P = [free_port() for _ in OWN_LISTS]
+d3 = env.submitd([
+    ("myhostname", MYHOST),
+    ("tls_cert_file", certs.fullchain),
+    ("tls_key_file", certs.key),
+    ("mynetworks", "127.0.0.0/8"),
+    ("relayhost", sink.relayhost),
+    ("workers", "1"),
+    ("log_level", "info"),
+    ("saslauthd_socket", sa.socket),
+    ("auth_failure_delay", "0"),
+    ("sender_login_maps", "texthash:" + OWN_LOGINS),
+    ("sender_restrictions", "check_sender_access texthash:%s, reject_sender_login_mismatch" % OWN_ACCESS),
+] + [("listen", "127.0.0.1:%d tls%s" % (p, " sender_restrictions=" + l if l else ""))
+     for p, l in zip(OWN_P, OWN_LISTS)], name="submitd-owner")
+for i, l in enumerate(OWN_LISTS):
+    name = l or "check_sender_access (OK), reject_sender_login_mismatch"
+    c = client_from(fresh_ip(), d3, i, certs)
+    is_(c.cmd("AUTH PLAIN " + plain_resp(ALICE, ALICE_PW)).code, 235, "%s: alice logs in" % name)
+    is_(str(c.cmd("MAIL FROM:<%s>" % BOB)),
+        "553 5.7.1 <%s>: Sender address rejected: not owned by user %s" % (BOB, ALICE),
+        "%s: alice sending as bob: 553" % name)
+    c.cmd("RSET")
+    like(str(c.cmd("MAIL FROM:<%s>" % ALICE)), r"^250 ", "%s: ... as herself: 250" % name)
+    c.close()
+
 # ---- saslauthd stopped: 454, not counted ----
 sa.stop()
 ip = fresh_ip()
@@ -287,6 +331,10 @@ class FakeSaslauthd:
 
 fake = FakeSaslauthd(env.path("fake-mux"))
 P2 = free_port()
+LONG_LOGIN = "a" * 255
+FAKE_LOGINS = env.path("fake-logins")
+with open(FAKE_LOGINS, "w") as f:
+    f.write("ceo@example.org %s\n" % LONG_LOGIN)
 d2 = env.submitd([
     ("myhostname", MYHOST),
     ("listen", "127.0.0.1:%d tls" % P2),
@@ -302,6 +350,7 @@ d2 = env.submitd([
     ("auth_failure_delay", "0"),
     ("auth_max_failures", "100"),
     ("auth_ip_failure_limit", "0"),
+    ("sender_login_maps", "texthash:" + FAKE_LOGINS),
 ], name="submitd-fake")
 
 def fake_auth(login, pw, timeout=10):
@@ -319,6 +368,16 @@ r = fake_auth("dave@mail@x.example", "pw-dave")
 is_(r.code, 235, "a login with '@'")
 is_(fake.requests[-1], [b"dave@mail", b"pw-dave", b"smtp", b"x.example"],
     "... is split at its last '@' into user and realm, as Cyrus SASL does")
+# The longest login saslauthd takes (256 bytes) is the session's user whole:
+# cut to 255 it would be the owner of ceo@example.org.
+c = conn("tls", dd=d2)
+is_(c.cmd("AUTH PLAIN " + plain_resp(LONG_LOGIN + "b", "pw-carol")).code, 235, "a 256-byte login: 235")
+like(str(c.cmd("MAIL FROM:<ceo@example.org>")), r"^553 5\.7\.1 <ceo@example\.org>: Sender address "
+     r"rejected: not owned by user a{255}b$", "... it is not cut to the 255-byte owner of ceo@example.org")
+c.close()
+n = len(fake.requests)
+r = fake_auth(LONG_LOGIN + "bc", "pw-carol")
+ok(r.code == 535 and len(fake.requests) == n, "a 257-byte login: 535, saslauthd not asked", str(r))
 fake.mode = "no"
 r = fake_auth("carol", "pw-x")
 is_(str(r), FAIL_535, "NO: 535")
@@ -356,8 +415,20 @@ with open(bad, "w") as f:
 rc, out = run([env.binary, "-c", bad, "-t"], timeout=30)
 ok(rc != 0 and "set one of them" in out, "dovecot_auth_socket and saslauthd_socket together: refused", out)
 
+# saslauthd_service and saslauthd_realm longer than saslauthd takes: refused at load.
+for key in ("saslauthd_service", "saslauthd_realm"):
+    bad = env.path("long-%s.conf" % key)
+    with open(bad, "w") as f:
+        f.write("listen = 127.0.0.1:%d plain\nsaslauthd_socket = /x\n%s = %s\n" % (free_port(), key, "s" * 257))
+    rc, out = run([env.binary, "-c", bad, "-t"], timeout=30)
+    ok(rc != 0 and "%s: longer than 256 bytes" % key in out, "a 257-byte %s: refused by submitd -t" % key, out)
+    with open(bad, "w") as f:
+        f.write("listen = 127.0.0.1:%d plain\nsaslauthd_socket = /x\n%s = %s\n" % (free_port(), key, "s" * 256))
+    rc, out = run([env.binary, "-c", bad, "-t"], timeout=30)
+    ok("longer than" not in out, "... 256 bytes: taken", out)
+
 # ---- secrets ----
-for dd in (d, d2):
+for dd in (d, d2, d3):
     log = dd.log()
     leaked = [s for s in SECRETS + ["pw-carol", "pw-gone", "pw-dave"] if s in log]
     ok(not leaked, "%s: no password in the log" % dd.name, leaked)

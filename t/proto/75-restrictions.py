@@ -144,6 +144,13 @@ SENDERS = [
     ("nobody@example.net", r"^554 5\.7\.1 .*: no such user$"),
     ("x@bad.example", r"^451 4\.3\.5 Server configuration error$"),
     ("", r"^554 5\.7\.1 <>: Sender address rejected: no bounces here$"),
+    # quoted localparts are looked up unquoted, as Postfix does
+    ('"blocked"@example.com', r"^554 5\.7\.1 .*Sender address rejected: Access denied$"),
+    ('"bl\\ocked"@example.com', r"^554 5\.7\.1 .*Sender address rejected: Access denied$"),
+    ('"Blocked"@Example.COM', r"^554 5\.7\.1 .*Sender address rejected: Access denied$"),
+    ('"tagged+x"@example.com', r"^554 5\.7\.1 .*: tagged$"),
+    ('"nobody"@example.net', r"^554 5\.7\.1 .*: no such user$"),
+    ('"no body"@example.net', r"^250 "),
 ]
 for addr, want in SENDERS:
     same(["EHLO client.test.example", "MAIL FROM:<%s>" % addr], "MAIL FROM:<%s>" % addr, want)
@@ -159,6 +166,19 @@ RCPTS = [
     ("ok@example.net", r"^250 "),
     ("nobody@elsewhere.example", r"^554 5\.7\.1 .*: no such user$"),
     ("postmaster", r"^250 "),
+    # Postfix's smtpd_check_rcpt() skips every restriction for the bare,
+    # case-insensitive "postmaster" only: with a domain it is checked
+    ("PostMaster", r"^250 "),
+    ("postmaster@localhost", r"^504 5\.5\.2 <postmaster@localhost>: Recipient address rejected: "
+     r"need fully-qualified address$"),
+    ("postmaster@example.org", r"^550 5\.7\.0 "),
+    # quoted localparts are looked up unquoted, as Postfix does
+    ('"blocked"@example.com', r"^554 5\.7\.1 .*Recipient address rejected: Access denied$"),
+    ('"bl\\ocked"@Example.com', r"^554 5\.7\.1 .*Recipient address rejected: Access denied$"),
+    ('"tagged+x"@example.com', r"^554 5\.7\.1 .*Recipient address rejected: tagged$"),
+    ('"nobody"@elsewhere.example', r"^554 5\.7\.1 .*: no such user$"),
+    # part quoted string, part atom (RFC 5321 §4.1.2 has one or the other)
+    ('"tagged"+x@example.com', r"^501 5\.1\.3 Bad recipient address syntax$"),
 ]
 for addr, want in RCPTS:
     same(["EHLO client.test.example", "MAIL FROM:<a@example.com>", "RCPT TO:<%s>" % addr],
@@ -179,6 +199,13 @@ for addr, pf_want, sd_want in [
     pfr, sdr = both(["EHLO client.test.example", "MAIL FROM:<%s>" % addr])
     like(pfr[-1], pf_want, "Postfix: MAIL FROM:<%s>" % addr)
     like(sdr[-1], sd_want, "submitd: MAIL FROM:<%s>" % addr)
+
+# <"postmaster">: Postfix unquotes it and skips the restrictions; submitd's
+# parser takes only the literal <Postmaster> of RFC 5321 §4.1.1.3 without a
+# domain, and refuses this one before any restriction.
+pfr, sdr = both(["EHLO client.test.example", "MAIL FROM:<a@example.com>", 'RCPT TO:<"postmaster">'])
+like(pfr[-1], r"^250 ", 'Postfix: RCPT TO:<"postmaster"> 250')
+like(sdr[-1], r"^501 5\.1\.3 ", 'submitd: RCPT TO:<"postmaster"> refused by the parser')
 
 # The ownership check inside the list: Postfix skips the *_login_mismatch
 # restrictions on a service without SASL; submitd applies them wherever the

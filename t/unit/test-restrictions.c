@@ -158,6 +158,33 @@ int main(void)
 	check("check_sender_access inline:{ alice@=12345 }, reject", S, &f, "permit",
 	      "all digits permit; user@ is looked up");
 
+	/* quoted localparts: looked up and named unquoted, as Postfix does */
+	f.recipient = "\"bob+x\"@example.net";
+	check(tbl, R, &f, "554 5.7.1 <bob+x@example.net>: Recipient address rejected: Access denied",
+	      "\"bob+x\"@example.net meets bob+x@example.net");
+	f.recipient = "\"b\\ob\"+y@example.net";
+	check(tbl, R, &f, "permit", "a quoted pair is unquoted; the extension cut after it");
+	f.recipient = "\"x\"@sub.example.edu";
+	check(tbl, R, &f, "450 4.7.1 <x@sub.example.edu>: Recipient address rejected: Access denied",
+	      "\"x\"@sub.example.edu meets x@sub.example.edu");
+	f.recipient = "\"x@sub.example.edu\"@example.com";
+	check(tbl, R, &f, "554 5.7.1 <x@sub.example.edu@example.com>: Recipient address rejected: "
+			  "Access denied", "an '@' inside quotes is not the domain's");
+	check("check_sender_access inline:{ alice@example.com=REJECT }", S,
+	      &(struct restrictions_facts){.sender = "\"alice\"@example.com"},
+	      "554 5.7.1 <alice@example.com>: Sender address rejected: Access denied",
+	      "check_sender_access: \"alice\"@example.com meets alice@example.com");
+	check("reject_non_fqdn_sender", S, &(struct restrictions_facts){.sender = "\"a b\"@localhost"},
+	      "504 5.5.2 <a b@localhost>: Sender address rejected: need fully-qualified address",
+	      "other replies name the unquoted form too");
+	char longaddr[700];
+	memset(longaddr, 'a', 650);
+	strcpy(longaddr + 650, "@example.com");
+	check("check_sender_access inline:{ example.com=OK }", S,
+	      &(struct restrictions_facts){.sender = longaddr},
+	      "501 5.1.3 Error: address too long", "an address longer than any check sees: refused");
+	f.recipient = "x@example.com";
+
 	/* ownership in the list */
 	struct verdict v = eval("permit_mynetworks, reject_sender_login_mismatch, reject", S, &f);
 	ok(v.v == RESTRICTIONS_LOGIN && v.next == 2 && v.pol == SENDER_LOGIN_REJECT_MISMATCH,

@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/base64.h"
+#include "core/buf.h"
 #include "core/log.h"
 #include "lookup/saslauthd.h"
 #include "loop-wait.h"
@@ -197,6 +199,55 @@ int main(void)
 	begin(c, "CRAM-MD5", NULL);
 	WAIT(an.calls > 0, 2000);
 	ok(an.res == DOVECOT_AUTH_FAIL, "a mechanism saslauthd cannot feed: FAIL");
+
+	/* the longest of each field: sent whole, the login kept whole */
+	char big[SASLAUTHD_MAX_FIELD + 2];
+	memset(big, 'u', SASLAUTHD_MAX_FIELD + 1);
+	big[SASLAUTHD_MAX_FIELD + 1] = '\0';
+	struct buf plain = BUF_INIT, b64 = BUF_INIT;
+	buf_append(&plain, "", 1);
+	buf_append(&plain, big, SASLAUTHD_MAX_FIELD); /* login: 256 bytes */
+	buf_append(&plain, "", 1);
+	buf_append(&plain, big, SASLAUTHD_MAX_FIELD); /* password: 256 bytes */
+	base64_encode(&b64, buf_data(&plain), buf_len(&plain));
+	buf_append(&b64, "", 1);
+	char svc[SASLAUTHD_MAX_FIELD + 1];
+	memset(svc, 's', SASLAUTHD_MAX_FIELD);
+	svc[SASLAUTHD_MAX_FIELD] = '\0';
+	struct saslauthd_client *cbig = saslauthd_client_create(loop, fk.path, svc, svc, 300);
+	fk.mode = FAKE_OK;
+	begin(cbig, "PLAIN", (const char *)buf_data(&b64));
+	WAIT(an.calls > 0, 2000);
+	ok(an.res == DOVECOT_AUTH_OK && strlen(an.user) == SASLAUTHD_MAX_FIELD,
+	   "four 256-byte fields: sent, OK, the user whole (%zu bytes)", strlen(an.user));
+	ok(strlen(fk.fields[0]) == SASLAUTHD_MAX_FIELD && strlen(fk.fields[3]) == SASLAUTHD_MAX_FIELD,
+	   "... every field arrived whole");
+	saslauthd_client_destroy(&cbig);
+	/* a service or realm longer than saslauthd takes (config_load()
+	   refuses it; the client must not write past its buffer either) */
+	char huge[3001];
+	memset(huge, 'h', 3000);
+	huge[3000] = '\0';
+	cbig = saslauthd_client_create(loop, fk.path, huge, huge, 300);
+	before = fk.requests;
+	begin(cbig, "PLAIN", (const char *)buf_data(&b64));
+	WAIT(an.calls > 0, 2000);
+	ok(an.res == DOVECOT_AUTH_TEMPFAIL && fk.requests == before,
+	   "a 3000-byte service and realm: TEMPFAIL, nothing sent");
+	saslauthd_client_destroy(&cbig);
+	/* a 257-byte login: refused, never cut */
+	buf_reset(&plain);
+	buf_reset(&b64);
+	buf_append(&plain, "", 1);
+	buf_append(&plain, big, SASLAUTHD_MAX_FIELD + 1);
+	buf_append(&plain, "\0pw", 3);
+	base64_encode(&b64, buf_data(&plain), buf_len(&plain));
+	buf_append(&b64, "", 1);
+	begin(c, "PLAIN", (const char *)buf_data(&b64));
+	WAIT(an.calls > 0, 2000);
+	ok(an.res == DOVECOT_AUTH_FAIL && fk.requests == before, "a 257-byte login: FAIL, not sent");
+	buf_free(&plain);
+	buf_free(&b64);
 
 	/* silent saslauthd: the timeout */
 	fk.mode = FAKE_SILENT;
