@@ -52,7 +52,11 @@ void session_txn_reset(struct session *s)
 	sender_login_cancel(&s->sender_req);
 	policy_service_cancel(&s->policy_req);
 	s->policy_eom = false;
-	message_check_reset(&s->hdr_check);
+	if (s->hdr_check != NULL) { /* per message: an idle session keeps none */
+		message_check_reset(s->hdr_check);
+		free(s->hdr_check);
+		s->hdr_check = NULL;
+	}
 	dkim_hold_free(&s->dkim);
 	s->end_waiting = false;
 	relay_txn_free(&s->relay);
@@ -131,7 +135,9 @@ static void session_emit_header(struct session *s, bool at_end)
 		.cb = session_hdr_cb,
 		.ctx = s,
 	};
-	message_check_start(&s->hdr_check, &ca, buf_data(&s->header), &hi);
+	if (s->hdr_check == NULL)
+		s->hdr_check = xcalloc(1, sizeof(*s->hdr_check));
+	message_check_start(s->hdr_check, &ca, buf_data(&s->header), &hi);
 	const uint8_t *h = buf_data(&s->header);
 	size_t hlen = hi.header_len;
 	char tls[160];
@@ -409,7 +415,7 @@ static void session_be_data_end(void *ctx, const struct smtp_server_data_info *i
 	s->msg_size = info->size;
 	if (!s->header_done && !s->header_too_big)
 		session_emit_header(s, true);
-	if (message_check_pending(&s->hdr_check)) {
+	if (s->hdr_check != NULL && message_check_pending(s->hdr_check)) {
 		s->end_waiting = true; /* the last header check finishes the message */
 		return;
 	}
@@ -427,7 +433,7 @@ static void session_finish_data(struct session *s)
 		session_complete(s, &r);
 		return;
 	}
-	const struct smtp_reply *verdict = message_check_verdict(&s->hdr_check);
+	const struct smtp_reply *verdict = s->hdr_check ? message_check_verdict(s->hdr_check) : NULL;
 	if (verdict != NULL) {
 		struct smtp_reply r = *verdict;
 		session_txn_reset(s);

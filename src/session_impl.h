@@ -64,7 +64,7 @@ struct session {
 
 	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */
 	struct sender_login_req *sender_req;
-	struct message_check hdr_check;
+	struct message_check *hdr_check; /* while a header section is checked */
 	bool end_waiting;                /* end of data seen, header checks still out */
 	/* sender_restrictions / recipient_restrictions under way (policy/restrictions.h) */
 	bool restr_rcpt;                 /* the RCPT list, else the MAIL list */
