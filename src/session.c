@@ -475,6 +475,16 @@ static struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
 	char from[SMTP_PATH_MAX + 1];
 	if (s->cfg->dkim == NULL || !dkim_hold_from(h, hi, from, sizeof(from)))
 		return NULL;
+	/* A login's message carries the domain's signature only when its From:
+	   is held to the login; a trusted client without a login (webmail) is
+	   signed as the listener's configuration trusts it. */
+	const char *user = smtp_server_user(s->server);
+	if (user != NULL && !message_from_enforced(s->cfg, user)) {
+		log_info("%s: dkim: not signed: the From: of user %s is not enforced "
+			 "(header_from_policy, header_from_exempt_maps or sender_login_maps)",
+			 s->id, user);
+		return NULL;
+	}
 	struct dkim_hold_args a = {
 		.loop = &s->w->loop,
 		.conf = s->cfg->dkim,

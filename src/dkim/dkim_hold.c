@@ -311,7 +311,7 @@ static void dkim_hold_timer_cb(uv_timer_t *t)
 		h->a.cbs.done(h->a.ctx, h->done_ok, h->why);
 		return;
 	}
-	if (h->paused && !h->failed && buf_len(&h->mem) < h->a.mem_limit) {
+	if (h->paused && (h->failed || buf_len(&h->mem) < h->a.mem_limit)) {
 		h->paused = false;
 		h->a.cbs.resume(h->a.ctx);
 	}
@@ -359,6 +359,8 @@ static void dkim_hold_step(struct dkim_hold *h)
 	if (h->failed) {
 		if (h->ended)
 			dkim_hold_finish(h, false);
+		else if (h->paused) /* let the client finish: its end gets the 451 */
+			uv_timer_start(&h->timer, dkim_hold_timer_cb, 0, 0);
 		return;
 	}
 	size_t io_min = h->a.mem_limit / 2 < DKIM_HOLD_IO ? h->a.mem_limit / 2 : DKIM_HOLD_IO;

@@ -135,6 +135,12 @@ static void message_check_refuse(struct message_check *mc, int code, const char 
 	snprintf(mc->verdict.enh, sizeof(mc->verdict.enh), "%s", enh);
 }
 
+bool message_from_enforced(const struct config *cfg, const char *user)
+{
+	return cfg->header_from_mode == POLICY_HEADER_REJECT && cfg->sender_login != NULL &&
+	       !policy_header_exempt(cfg, user);
+}
+
 void message_check_start(struct message_check *mc, const struct message_check_args *a,
 			 const uint8_t *h, const struct header_info *hi)
 {

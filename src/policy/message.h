@@ -93,6 +93,11 @@ struct message_check_args {
 	void *ctx; /* what message_check_ctx() gives back */
 };
 
+/* Whether a message of user can only leave with a From: that user owns:
+ * header_from_policy = reject, sender_login_maps set, user not exempt. What
+ * may be signed with a domain's DKIM key (docs/dkim.md). */
+bool message_from_enforced(const struct config *cfg, const char *user);
+
 /* Starts the checks of the header section h that header_scan() read into
  * hi. a->user, a->id and a->cfg must outlive the check. Every address of
  * both fields is looked up whole; a field that cannot be read, holds no

@@ -179,6 +179,36 @@ r = send(c, "alice@example.org", msg(b"forged\r\n", frm="mallory@example.org"), 
 ok(r.code == 550, "a From: the login does not own is refused before anything is signed", str(r))
 c.close()
 
+# ---- only a From: held to the login is signed: with header_from_policy =
+# warn a login may send as a colleague, and that must not carry the domain's
+# signature
+dw = env.submitd(standard_config(certs, sink, extra + [("header_from_policy", "warn")]),
+                 name="warn")
+sink.clear()
+c = client(dw, "starttls", certs)
+r = c.cmd("AUTH PLAIN " + b64("\0alice@example.org\0alice-secret"))
+r = send(c, "alice@example.org", msg(b"as the boss\r\n", frm="ceo@example.org"), "data")
+ok(r.code == 250 and sink.wait_count(1), "warn: a From: not owned is relayed (and logged)", str(r))
+stored = sink.messages()[0].content if sink.count() else b""
+ok(b"DKIM-Signature" not in stored, "warn: ... and not signed", stored[:300])
+ok(dw.wait_log(r"dkim: not signed: the From: of user alice@example\.org is not enforced"),
+   "warn: the log says why it went out unsigned")
+c.close()
+
+# ---- the temporary directory gone while a message spills into it: the
+# client is read to its end and gets 451, nothing hangs
+gone = env.subdir("hold-gone")
+dg = env.submitd(standard_config(certs, sink, [x for x in extra if x[0] != "dkim_temp_directory"]
+                                 + [("dkim_temp_directory", gone)]), name="tmpgone")
+os.rmdir(gone)
+c = client(dg, "plain", certs)
+t0 = time.time()
+out = c.send_message("alice@example.org", ["rcpt@example.net"],
+                     stuff(msg((b"z" * 76 + b"\r\n") * 30000)))
+ok(out[-1].code == 451 and time.time() - t0 < 20,
+   "temporary directory removed: 451 in %.1f s, no hang" % (time.time() - t0), str(out[-1]))
+c.close()
+
 # ---- negative controls on a stored copy
 name, p, stored, _ = sent[7]
 body_at = stored.index(b"\r\n\r\n") + 4
