@@ -355,8 +355,8 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 		return;
 	}
 	if (strcmp(verb, "hold") == 0) {
-		enum limits_hold_result hr =
-			limits_hold_manual(loop, cfg, login, rest != NULL ? rest : "held with submitctl");
+		const char *why = rest != NULL ? rest : "held with submitctl";
+		enum limits_hold_result hr = limits_hold_manual(loop, cfg, login, why);
 		if (hr == LIMITS_HOLD_ALREADY)
 			control_error(out, "%s is held already", login);
 		else if (hr == LIMITS_HOLD_FULL)
@@ -520,12 +520,14 @@ static void control_accept(uv_stream_t *server, int status)
 	uv_os_fd_t fd;
 	struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
 	socklen_t crl = sizeof(cr);
+	errno = 0;
 	bool known = uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 &&
 		     getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0;
 	bool root = known && cr.uid == 0;
 	if (control.nclients >= CONTROL_CLIENTS_MAX || !root) {
 		if (!known)
-			log_warn("control: refused a client whose uid is unknown: %s", strerror(errno));
+			log_warn("control: refused a client whose uid is unknown: %s",
+				 strerror(errno));
 		else if (!root)
 			log_warn("control: refused a client with uid %ld", (long)cr.uid);
 		uv_close((uv_handle_t *)&c->pipe, control_client_closed);
@@ -549,7 +551,8 @@ static bool control_clear_stale(const char *path, char *err, size_t errlen)
 	if (lstat(path, &sb) != 0)
 		return true; /* bind reports what is wrong with the directory */
 	if (!S_ISSOCK(sb.st_mode)) {
-		snprintf(err, errlen, "control_socket %s: exists and is not a socket; not removed", path);
+		snprintf(err, errlen, "control_socket %s: exists and is not a socket; not removed",
+			 path);
 		return false;
 	}
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -558,7 +561,9 @@ static bool control_clear_stale(const char *path, char *err, size_t errlen)
 		return false;
 	}
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a live instance with a full backlog answers EAGAIN
+	   rather than stalling the start. */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "control_socket %s: socket: %s", path, strerror(errno));
 		return false;
@@ -566,9 +571,9 @@ static bool control_clear_stale(const char *path, char *err, size_t errlen)
 	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
 	int e = errno;
 	close(fd);
-	if (r == 0) {
-		snprintf(err, errlen, "control_socket %s: another submitd is listening on it; not started",
-			 path);
+	if (r == 0 || e == EAGAIN) {
+		snprintf(err, errlen,
+			 "control_socket %s: another submitd is listening on it; not started", path);
 		return false;
 	}
 	if (e != ECONNREFUSED) {

@@ -457,8 +457,8 @@ static enum limits_hold_result limits_hold_login(uv_loop_t *loop, const struct c
 	return LIMITS_HOLD_SET;
 }
 
-enum limits_hold_result limits_hold_manual(uv_loop_t *loop, const struct config *cfg, const char *login,
-			const char *reason)
+enum limits_hold_result limits_hold_manual(uv_loop_t *loop, const struct config *cfg,
+					   const char *login, const char *reason)
 {
 	if (limits_store_global == NULL)
 		return LIMITS_HOLD_FULL;
@@ -629,7 +629,8 @@ bool limits_session_data_end(struct limits_session *ls, struct smtp_reply *r)
 		uint64_t kicked = st->ops->kicked_at(st, ls->login, now);
 		if (kicked != 0 && kicked >= ls->login_ms) {
 			r->code = 421;
-			snprintf(r->text, sizeof(r->text), "Error: session ended by the administrator");
+			snprintf(r->text, sizeof(r->text),
+				 "Error: session ended by the administrator");
 		} else if (st->ops->hold_get(st, ls->login, now, NULL)) {
 			r->code = 554;
 			snprintf(r->enh, sizeof(r->enh), "5.7.1");
