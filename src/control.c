@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -354,8 +355,12 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 		return;
 	}
 	if (strcmp(verb, "hold") == 0) {
-		if (!limits_hold_manual(loop, cfg, login, rest != NULL ? rest : "held with submitctl"))
+		const char *why = rest != NULL ? rest : "held with submitctl";
+		enum limits_hold_result hr = limits_hold_manual(loop, cfg, login, why);
+		if (hr == LIMITS_HOLD_ALREADY)
 			control_error(out, "%s is held already", login);
+		else if (hr == LIMITS_HOLD_FULL)
+			control_error(out, "%s not held: store full (see the log)", login);
 		else
 			control_done(out, json, "held", "login", login);
 		return;
@@ -513,12 +518,17 @@ static void control_accept(uv_stream_t *server, int status)
 		return;
 	}
 	uv_os_fd_t fd;
-	struct ucred cr;
+	struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
 	socklen_t crl = sizeof(cr);
-	bool root = uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 &&
-		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0 && cr.uid == 0;
+	errno = 0;
+	bool known = uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 &&
+		     getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0;
+	bool root = known && cr.uid == 0;
 	if (control.nclients >= CONTROL_CLIENTS_MAX || !root) {
-		if (!root)
+		if (!known)
+			log_warn("control: refused a client whose uid is unknown: %s",
+				 strerror(errno));
+		else if (!root)
 			log_warn("control: refused a client with uid %ld", (long)cr.uid);
 		uv_close((uv_handle_t *)&c->pipe, control_client_closed);
 		return;
@@ -532,6 +542,52 @@ static void control_accept(uv_stream_t *server, int status)
 	uv_read_start((uv_stream_t *)&c->pipe, control_alloc, control_read);
 }
 
+/* A socket at path that nobody answers on was left by an earlier run and
+ * goes; one that answers belongs to a running instance, and anything that
+ * is not a socket (a file, a symlink) is not ours to remove. */
+static bool control_clear_stale(const char *path, char *err, size_t errlen)
+{
+	struct stat sb;
+	if (lstat(path, &sb) != 0)
+		return true; /* bind reports what is wrong with the directory */
+	if (!S_ISSOCK(sb.st_mode)) {
+		snprintf(err, errlen, "control_socket %s: exists and is not a socket; not removed",
+			 path);
+		return false;
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "control_socket %s: path too long", path);
+		return false;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	/* Non-blocking: a live instance with a full backlog answers EAGAIN
+	   rather than stalling the start. */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "control_socket %s: socket: %s", path, strerror(errno));
+		return false;
+	}
+	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	close(fd);
+	if (r == 0 || e == EAGAIN) {
+		snprintf(err, errlen,
+			 "control_socket %s: another submitd is listening on it; not started", path);
+		return false;
+	}
+	if (e != ECONNREFUSED) {
+		snprintf(err, errlen, "control_socket %s: %s", path, strerror(e));
+		return false;
+	}
+	if (unlink(path) != 0 && errno != ENOENT) {
+		snprintf(err, errlen, "control_socket %s: removing the stale socket: %s", path,
+			 strerror(errno));
+		return false;
+	}
+	return true;
+}
+
 bool control_start(uv_loop_t *loop, struct config *cfg, char *err, size_t errlen)
 {
 	list_init(&control.clients);
@@ -541,11 +597,12 @@ bool control_start(uv_loop_t *loop, struct config *cfg, char *err, size_t errlen
 	if (cfg->control_socket == NULL || cfg->control_socket[0] == '\0')
 		return true;
 	const char *path = cfg->control_socket;
-	struct stat sb;
-	if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode))
-		unlink(path); /* left by an earlier run */
+	if (!control_clear_stale(path, err, errlen))
+		return false;
 	uv_pipe_init(loop, &control.server, 0);
-	mode_t old = umask(077); /* 0600 from the start, not after a chmod */
+	/* 0600 from the start: a chmod after bind could follow a symlink put
+	   in its place. */
+	mode_t old = umask(0177);
 	int r = uv_pipe_bind(&control.server, path);
 	umask(old);
 	if (r == 0)
@@ -555,7 +612,6 @@ bool control_start(uv_loop_t *loop, struct config *cfg, char *err, size_t errlen
 		uv_close((uv_handle_t *)&control.server, NULL);
 		return false;
 	}
-	chmod(path, 0600);
 	control.listening = true;
 	control.path = xstrdup(path);
 	log_info("control socket %s (root only)", path);

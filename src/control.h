@@ -9,8 +9,9 @@
  * One request per connection: a line of at most CONTROL_LINE_MAX bytes,
  * "[json ]VERB [ARG...]\n"; the answer is "ok\n" or "error: WHY\n",
  * then the body (text, or one JSON document), then the server closes.
- * Only root may connect: the socket is made 0600 by root before privileges
- * are dropped, and the peer's uid is checked again (SO_PEERCRED). */
+ * Only root is served: the socket is made 0600 before privileges are
+ * dropped (by root, or by the unit's unprivileged User=), and the peer's
+ * uid must be 0 (SO_PEERCRED). */
 #ifndef SUBMITD_CONTROL_H
 #define SUBMITD_CONTROL_H
 
@@ -25,8 +26,9 @@
 #define CONTROL_CLIENTS_MAX 16
 #define CONTROL_TIMEOUT_MS 5000
 
-/* Listens on cfg->control_socket (nothing when unset). False with the
- * reason in err. */
+/* Listens on cfg->control_socket (nothing when unset). A socket there that
+ * answers is another instance's: false. Only a stale socket is replaced.
+ * False with the reason in err. */
 bool control_start(uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
 /* The snapshot holds and limits are reported against (after a reload). */
 void control_reconfigure(struct config *cfg);

@@ -402,7 +402,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* The control socket is made by root, for root (control.h). */
+	/* The control socket is made before privileges are dropped; only root is
+	   served (control.h). */
 	if (!control_start(uv_default_loop(), cfg, err, sizeof(err))) {
 		log_err("%s", err);
 		notify_send(false, "STATUS=%s\nERRNO=%d", err, EADDRINUSE);

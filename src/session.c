@@ -445,6 +445,13 @@ static void session_finish_data(struct session *s)
 		session_complete(s, &r);
 		return;
 	}
+	struct smtp_reply lr;
+	if (!limits_session_data_end(&s->lim, &lr)) {
+		/* Held or kicked while the message came in: it goes no further. */
+		session_txn_reset(s);
+		session_complete(s, &lr);
+		return;
+	}
 	s->policy_eom = true;
 	if (session_policy_ask(s, "END-OF-MESSAGE"))
 		return;

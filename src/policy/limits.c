@@ -52,6 +52,12 @@ struct limits_store *limits_store(void)
 	return limits_store_global;
 }
 
+void limits_store_replace(struct limits_store *st)
+{
+	limits_store_free(&limits_store_global);
+	limits_store_global = st;
+}
+
 void limits_shutdown(void)
 {
 	limits_store_free(&limits_store_global);
@@ -410,8 +416,13 @@ static void limits_notify(uv_loop_t *loop, const struct config *cfg, const struc
 }
 
 /* Holds login; the one thread that sets it logs and notifies. */
-static bool limits_hold_login(uv_loop_t *loop, const struct config *cfg, const char *login,
-			      const char *reason, const char *figures, const char *client)
+/* Set while the store has no room for a hold, so the error is logged once
+ * per episode; the next hold that fits clears it. */
+static atomic_bool limits_hold_full_logged;
+
+static enum limits_hold_result limits_hold_login(uv_loop_t *loop, const struct config *cfg,
+						 const char *login, const char *reason,
+						 const char *figures, const char *client)
 {
 	struct limits_hold h;
 	memset(&h, 0, sizeof(h));
@@ -421,8 +432,18 @@ static bool limits_hold_login(uv_loop_t *loop, const struct config *cfg, const c
 	snprintf(h.client, sizeof(h.client), "%s", client != NULL ? client : "");
 	h.since = time(NULL);
 	h.until = cfg->hold_time_ms ? h.since + (time_t)((cfg->hold_time_ms + 999) / 1000) : 0;
-	if (!limits_store_global->ops->hold_set(limits_store_global, &h, limits_now_ms()))
-		return false;
+	struct limits_store *st = limits_store_global;
+	uint64_t now = limits_now_ms();
+	if (!st->ops->hold_set(st, &h, now)) {
+		if (st->ops->hold_get(st, login, now, NULL))
+			return LIMITS_HOLD_ALREADY;
+		/* hold_set refuses only a login held already or a full store. */
+		if (!atomic_exchange(&limits_hold_full_logged, true))
+			log_err("hold: the limits store is full; login=<%s> reason=%s not held (and "
+				"further holds are dropped until there is room)", login, reason);
+		return LIMITS_HOLD_FULL;
+	}
+	atomic_store(&limits_hold_full_logged, false);
 	char until[32] = "released";
 	if (h.until != 0) {
 		struct tm tm;
@@ -433,14 +454,14 @@ static bool limits_hold_login(uv_loop_t *loop, const struct config *cfg, const c
 	log_warn("hold: client=[%s] login=<%s> reason=%s until=%s: %s", h.client[0] ? h.client : "-",
 		 login, reason, until, figures);
 	limits_notify(loop, cfg, &h, figures);
-	return true;
+	return LIMITS_HOLD_SET;
 }
 
-bool limits_hold_manual(uv_loop_t *loop, const struct config *cfg, const char *login,
-			const char *reason)
+enum limits_hold_result limits_hold_manual(uv_loop_t *loop, const struct config *cfg,
+					   const char *login, const char *reason)
 {
 	if (limits_store_global == NULL)
-		return false;
+		return LIMITS_HOLD_FULL;
 	return limits_hold_login(loop, cfg, login, "manual", reason, NULL);
 }
 
@@ -558,6 +579,10 @@ unsigned limits_kick(const char *login)
 	return n;
 }
 
+/* A held login's MAIL and end of message. */
+static const char limits_held_text[] =
+	"Error: sending is suspended for this account; contact your postmaster";
+
 bool limits_session_admit(struct limits_session *ls, char *why, size_t whylen)
 {
 	struct limits_store *st = limits_store_global;
@@ -585,6 +610,39 @@ bool limits_session_admit(struct limits_session *ls, char *why, size_t whylen)
 		return false;
 	}
 	return true;
+}
+
+bool limits_session_data_end(struct limits_session *ls, struct smtp_reply *r)
+{
+	struct limits_store *st = limits_store_global;
+	/* Nothing was held, kicked or blocked since the DATA command's admit. */
+	if (st == NULL || atomic_load(&st->generation) == ls->gen_seen)
+		return true;
+	memset(r, 0, sizeof(*r));
+	uint64_t now = limits_now_ms();
+	if (st->ops->block_get(st, ls->ip)) {
+		r->code = 421;
+		snprintf(r->text, sizeof(r->text), "Error: access from your address is blocked");
+	} else if (ls->login[0] == '\0') {
+		return true;
+	} else {
+		uint64_t kicked = st->ops->kicked_at(st, ls->login, now);
+		if (kicked != 0 && kicked >= ls->login_ms) {
+			r->code = 421;
+			snprintf(r->text, sizeof(r->text),
+				 "Error: session ended by the administrator");
+		} else if (st->ops->hold_get(st, ls->login, now, NULL)) {
+			r->code = 554;
+			snprintf(r->enh, sizeof(r->enh), "5.7.1");
+			snprintf(r->text, sizeof(r->text), "%s", limits_held_text);
+			log_info("%s: END-OF-MESSAGE: login <%s> is held", ls->id, ls->login);
+			return false;
+		} else {
+			return true;
+		}
+	}
+	snprintf(r->enh, sizeof(r->enh), "4.7.1");
+	return false;
 }
 
 static void limits_lower(char *dst, size_t dstsz, const char *src)
@@ -712,7 +770,10 @@ static bool limits_take(struct limits_session *ls, const struct config *cfg, uv_
 	log_info("%s: %s: %s %" PRIu64 "/%s reached for %s, frees up in %" PRIu64 " s", ls->id,
 		 rcpt ? "RCPT" : "MAIL", names[which], asks[which].count, per,
 		 ls->login[0] ? ls->login : ls->ip, secs);
-	limits_hit(ls, cfg, loop);
+	/* Only the login's own rules count toward hold_limit_hits: a domain
+	   limit another login used up says nothing about this one. */
+	if (which < own->n)
+		limits_hit(ls, cfg, loop);
 	return false;
 }
 
@@ -754,8 +815,7 @@ static void limits_mail_decide(struct limits_session *ls, const struct config *c
 	if (ls->login[0] != '\0' && st->ops->hold_get(st, ls->login, limits_now_ms(), NULL)) {
 		r->code = 554;
 		snprintf(r->enh, sizeof(r->enh), "5.7.1");
-		snprintf(r->text, sizeof(r->text),
-			 "Error: sending is suspended for this account; contact your postmaster");
+		snprintf(r->text, sizeof(r->text), "%s", limits_held_text);
 		log_info("%s: MAIL: login <%s> is held", ls->id, ls->login);
 		return;
 	}

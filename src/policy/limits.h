@@ -16,6 +16,8 @@
  *                                 (450 4.7.1), asynchronous (overrides)
  *   limits_rcpt                   RCPT: recipient limits (450 4.7.1)
  *   limits_rcpt_result            the downstream's verdict on a recipient
+ *   limits_session_data_end       the message's end: held (554 5.7.1),
+ *                                 kicked or blocked (421 4.7.1)
  *
  * Replies come back as struct smtp_reply (docs/design.md §9.7). */
 #ifndef SUBMITD_POLICY_LIMITS_H
@@ -62,6 +64,9 @@ void limits_conf_free(struct config *cfg);
 
 /* The process store (NULL before the first limits_conf_load). */
 struct limits_store *limits_store(void);
+/* Replaces the process store (freeing the old one); for tests that need a
+ * small one. */
+void limits_store_replace(struct limits_store *st);
 /* Frees the store and the session registry at exit. */
 void limits_shutdown(void);
 
@@ -102,6 +107,10 @@ void limits_session_end(struct limits_session *ls);
 /* False when the session must end now (held or kicked since it logged in,
  * or its address blocked); why gets the reply text for a 421 4.7.1. */
 bool limits_session_admit(struct limits_session *ls, char *why, size_t whylen);
+/* The message's end, before it goes downstream: true to send it; false
+ * with 554 5.7.1 in r when the login is held now, or 421 4.7.1 (end the
+ * session) when it was kicked or the address blocked meanwhile. */
+bool limits_session_data_end(struct limits_session *ls, struct smtp_reply *r);
 /* AUTH succeeded: records the login and runs the distinct-address rule. */
 void limits_session_login(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
 			  const char *login);
@@ -124,10 +133,15 @@ void limits_rcpt_result(struct limits_session *ls, const struct config *cfg, uv_
 
 /* ---- the control socket (control.c) ---- */
 
-/* Holds login by hand (reason as given); logs and notifies as a rule does.
- * False when it was held already. */
-bool limits_hold_manual(uv_loop_t *loop, const struct config *cfg, const char *login,
-			const char *reason);
+enum limits_hold_result {
+	LIMITS_HOLD_SET,
+	LIMITS_HOLD_ALREADY, /* held before: nothing changed */
+	LIMITS_HOLD_FULL,    /* the store has no room (logged once per episode) */
+};
+
+/* Holds login by hand (reason as given); logs and notifies as a rule does. */
+enum limits_hold_result limits_hold_manual(uv_loop_t *loop, const struct config *cfg,
+					   const char *login, const char *reason);
 bool limits_release(const char *login);
 bool limits_block(const char *addr, const char *reason);
 bool limits_unblock(const char *addr);

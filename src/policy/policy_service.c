@@ -118,6 +118,30 @@ static void policy_service_reply(struct smtp_reply *r, int code, const char *enh
 	snprintf(r->text, sizeof(r->text), "%s", text);
 }
 
+/* "5.7.1 text": when text opens with an enhanced code of class cls (RFC
+ * 3463), it goes to enh (once, not again in the text) and the rest is
+ * returned; otherwise text as it is and enh untouched. */
+static const char *policy_service_dsn(const char *text, char cls, char *enh, size_t enhsz)
+{
+	if (text[0] != cls || text[1] != '.')
+		return text;
+	const char *p = text + 2;
+	size_t n = strspn(p, "0123456789");
+	if (n == 0 || n > 3 || p[n] != '.')
+		return text;
+	p += n + 1;
+	n = strspn(p, "0123456789");
+	if (n == 0 || n > 3)
+		return text;
+	p += n;
+	if (*p != '\0' && *p != ' ' && *p != '\t')
+		return text;
+	snprintf(enh, enhsz, "%.*s", (int)(p - text), text);
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
 bool policy_service_parse(const char *reply, size_t len, struct smtp_reply *r, char *action,
 			  size_t actionsz)
 {
@@ -166,27 +190,24 @@ bool policy_service_parse(const char *reply, size_t len, struct smtp_reply *r, c
 	    strcmp(verb, "DEFER_IF_REJECT") == 0 || strcmp(verb, "WARN") == 0 ||
 	    strcmp(verb, "INFO") == 0 || strcmp(verb, "PREPEND") == 0)
 		return true; /* code 0: go on */
+	char enh[16];
 	if (strcmp(verb, "REJECT") == 0) {
-		policy_service_reply(r, 554, "5.7.1", *text ? text : "Access denied");
+		snprintf(enh, sizeof(enh), "5.7.1");
+		text = policy_service_dsn(text, '5', enh, sizeof(enh));
+		policy_service_reply(r, 554, enh, *text ? text : "Access denied");
 		return true;
 	}
 	if (strcmp(verb, "DEFER") == 0 || strcmp(verb, "DEFER_IF_PERMIT") == 0) {
-		policy_service_reply(r, 450, "4.7.1", *text ? text : "Service unavailable");
+		snprintf(enh, sizeof(enh), "4.7.1");
+		text = policy_service_dsn(text, '4', enh, sizeof(enh));
+		policy_service_reply(r, 450, enh, *text ? text : "Service unavailable");
 		return true;
 	}
 	if (vl == 3 && (verb[0] == '4' || verb[0] == '5') && isdigit((unsigned char)verb[1]) &&
 	    isdigit((unsigned char)verb[2])) {
 		int code = atoi(verb);
-		char enh[16];
 		snprintf(enh, sizeof(enh), "%c.7.1", verb[0]);
-		/* "4.7.1 text": take the daemon's enhanced code when it is one. */
-		unsigned a, b, c;
-		int used = 0;
-		if (sscanf(text, "%1u.%3u.%3u %n", &a, &b, &c, &used) == 3 && used > 0 &&
-		    a == (unsigned)(verb[0] - '0')) {
-			snprintf(enh, sizeof(enh), "%u.%u.%u", a, b, c);
-			text += used;
-		}
+		text = policy_service_dsn(text, verb[0], enh, sizeof(enh));
 		policy_service_reply(r, code, enh, *text ? text : "Access denied");
 		return true;
 	}

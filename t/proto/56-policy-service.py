@@ -3,7 +3,8 @@
 postfwd, started privately, decides transactions the way it would behind
 Postfix:
 
-  - REJECT at RCPT -> 554 5.7.1 with postfwd's text; DEFER_IF_PERMIT ->
+  - REJECT at RCPT -> 554 5.7.1 with postfwd's text ("REJECT 5.7.26 text"
+    -> 554 5.7.26 text, the code once); DEFER_IF_PERMIT ->
     450 4.7.1; "550 5.1.1 text" -> as given; postfwd's rate() limit ->
     its 450 after two recipients; a REJECT at END-OF-MESSAGE refuses the
     message, which the downstream never gets (no final dot);
@@ -52,6 +53,7 @@ id=R2; protocol_state==RCPT; recipient==deferme@example.net; action=DEFER_IF_PER
 id=R3; protocol_state==RCPT; recipient==gone@example.net; action=550 5.1.1 no such user here
 id=RATE; protocol_state==RCPT; sasl_username==carol@example.com; action=rate(sasl_username/2/3600/450 4.7.1 carol over her rate)
 id=EOM; protocol_state==END-OF-MESSAGE; sasl_username==dave@example.com; action=REJECT dave is done for today
+id=R4; protocol_state==RCPT; recipient==dsn@example.net; action=REJECT 5.7.26 its own enhanced code
 id=DEF; action=DUNNO
 """)
 pport = free_port()
@@ -109,6 +111,13 @@ ok(fin is not None and fin.code == 250, "alice's message goes to the accepted on
 is_(delivered_to("ok1@example.net"), 1, "delivered")
 is_(delivered_to("deferme@example.net") + delivered_to("gone@example.net"), 0, "the refused recipients were not")
 unlike(sink.log(), r"deferme@|gone@", "the downstream never heard of them")
+a.close()
+
+a = login(d, "alice@example.com")
+a.cmd("MAIL FROM:<alice@example.com>")
+r = a.cmd("RCPT TO:<dsn@example.net>")
+ok(r.code == 554 and r.enhanced == "5.7.26" and str(r).startswith("554 5.7.26 its own enhanced code"),
+   "REJECT with an enhanced code: 554 and the daemon's code once", str(r))
 a.close()
 
 b = login(d, "bob@example.com")

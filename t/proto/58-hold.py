@@ -14,11 +14,16 @@ the recording downstream:
     (fail2ban-regex), with the client address;
   - notify_command runs with LOGIN REASON FIGURES CLIENT, once per hold,
     and one that hangs is killed after notify_timeout while mail flows;
-  - hold_time ends a hold by itself.
+  - hold_time ends a hold by itself;
+  - a domain_* limit's refusals count toward nobody's hold_limit_hits;
+  - a hold, kick or block while DATA is under way stops that message: the
+    end of DATA gets 554 5.7.1 (held) or 421 4.7.1 (kicked, blocked) and
+    the downstream gets nothing.
 """
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 
@@ -131,6 +136,25 @@ else:
     skip("fail2ban-regex: the filter matches the one hold line", "needs fail2ban (scripts/deps.sh)")
 d.stop()
 
+# ------------------------------------------------------------ a domain limit is not the login's
+d = start([("domain_message_limit", "2/1h"), ("hold_limit_hits", "2/1h")], "submitd-domain")
+a, _ = login(d, "alice@example.com")
+codes = [send(a, "alice@example.com", ["x@example.net"])[0].code for _ in range(2)]
+is_(codes, [250, 250], "alice uses up example.com's domain_message_limit")
+b, _ = login(d, "bob@example.com")
+codes = [send(b, "bob@example.com", ["x@example.net"])[0].code for _ in range(4)]
+is_(codes, [450] * 4, "bob is refused four times for the domain limit")
+codes = [send(a, "alice@example.com", ["x@example.net"])[0].code for _ in range(3)]
+is_(codes, [450] * 3, "and alice three times")
+time.sleep(0.5)
+ok(not holds(d, "bob@example.com") and not holds(d, "alice@example.com"),
+   "domain limit refusals hold nobody (hold_limit_hits counts the login's own rules)",
+   d.log()[-600:])
+is_(b.cmd("NOOP").code, 250, "bob's session goes on")
+a.close()
+b.close()
+d.stop()
+
 # ------------------------------------------------------------ hold_client_addresses
 d = start([("hold_client_addresses", "2/1h")], "submitd-addrs")
 for i in range(4):
@@ -196,6 +220,56 @@ time.sleep(3.5)
 c, r = login(d, "gina@example.com")
 rm = c.cmd("MAIL FROM:<gina@example.com>")
 is_(rm.code, 250, "hold_time 3s: the hold ended by itself")
+c.close()
+d.stop()
+
+# ------------------------------------------------------------ held, kicked, blocked during DATA
+SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
+sock = env.path("control.sock")
+
+
+def ctl(*args):
+    p = subprocess.run([SUBMITCTL, "-s", sock] + list(args), capture_output=True, text=True, timeout=30)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def data_then(user, action):
+    """user's message stops half way; action runs; the rest and the dot
+    follow. Returns (final reply, client, messages the downstream got)."""
+    before = sink.count()
+    c, _ = login(d, user)
+    is_(c.cmd("MAIL FROM:<%s>" % user).code, 250, "%s: MAIL" % user)
+    is_(c.cmd("RCPT TO:<mid-data@example.net>").code, 250, "%s: RCPT" % user)
+    is_(c.cmd("DATA").code, 354, "%s: DATA" % user)
+    msg = stuff(make_message(subject="in flight"))
+    c.send(msg[:len(msg) // 2])
+    time.sleep(0.3)
+    st, out = action()
+    ok(st == 0, "%s: the control command ran" % user, out)
+    c.send(msg[len(msg) // 2:])
+    fin = c.reply()
+    time.sleep(0.5)
+    return fin, c, sink.count() - before
+
+
+d = start([("control_socket", sock)], "submitd-middata")
+fin, c, got = data_then("alice@example.com", lambda: ctl("hold", "alice@example.com", "stolen"))
+ok(fin.code == 554 and fin.enhanced == "5.7.1" and "sending is suspended for this account" in fin.text,
+   "held during DATA: the end of DATA gets MAIL's 554 5.7.1", str(fin))
+is_(got, 0, "held during DATA: the downstream got nothing")
+c.close()
+fin, c, got = data_then("bob@example.com", lambda: ctl("kick", "bob@example.com"))
+ok(fin.code == 421 and fin.enhanced == "4.7.1", "kicked during DATA: 421 4.7.1", str(fin))
+ok(c.is_closed(), "kicked during DATA: the session is closed")
+is_(got, 0, "kicked during DATA: the downstream got nothing")
+fin, c, got = data_then("carol@example.com", lambda: ctl("block", "127.0.0.1", "test"))
+ok(fin.code == 421 and fin.enhanced == "4.7.1", "address blocked during DATA: 421 4.7.1", str(fin))
+ok(c.is_closed(), "blocked during DATA: the session is closed")
+is_(got, 0, "blocked during DATA: the downstream got nothing")
+is_(ctl("unblock", "127.0.0.1")[0], 0, "unblocked")
+c, _ = login(d, "dave@example.com")
+rm, rr, fin = send(c, "dave@example.com", ["d@example.net"])
+ok(fin is not None and fin.code == 250, "another login's message still goes", str(fin))
 c.close()
 d.stop()
 

@@ -13,7 +13,11 @@
   - hostile input on the socket: an over-long line, a NUL, a line that
     never ends, a client that sends a byte at a time, one that sends
     nothing, more clients than allowed; submitd answers the next client
-    and keeps serving mail.
+    and keeps serving mail;
+  - a second instance with the same control_socket does not start (the
+    error names the path) and leaves the first's socket alone; a regular
+    file or a symlink at the path is never removed; a stale socket (no
+    one listening) is replaced.
 """
 import json
 import os
@@ -284,6 +288,50 @@ is_(send_one(c, "alice@example.com").code, 250, "and submitd still serves mail")
 c.close()
 c4.close()
 ok(d.wait_idle(), "every session ended")
+
+
+def second(path, name):
+    """A second submitd with control_socket path: (exit status or None if
+    it is still running after 3 s, its log)."""
+    d2 = env.submitd([("myhostname", MYHOST), ("listen", "127.0.0.1:%d tls" % free_port()),
+                      ("tls_cert_file", certs.fullchain), ("tls_key_file", certs.key),
+                      ("relayhost", sink.relayhost), ("workers", "1"),
+                      ("control_socket", path)], start=False, name=name)
+    d2.write_config()
+    p = subprocess.Popen([env.binary, "-c", d2.conf], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=3)
+        return p.returncode, out.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, _ = p.communicate(timeout=10)
+        return None, out.decode(errors="replace")
+
+
+st, out = second(sock, "second")
+ok(st is not None and st != 0 and "control_socket %s: another submitd is listening on it" % sock in out,
+   "a second instance on the same control socket refuses to start, naming the path", out[-600:])
+st, out, err = ctl("status")
+ok(st == 0 and os.path.exists(sock), "the first instance's socket is still there and answers", err)
+plain = env.path("plain.sock")
+with open(plain, "w") as f:
+    f.write("not a socket\n")
+st, out = second(plain, "over-a-file")
+ok(st not in (None, 0) and "is not a socket" in out and open(plain).read() == "not a socket\n",
+   "a regular file at control_socket: no start, the file is left alone", out[-600:])
+link = env.path("link.sock")
+os.symlink(plain, link)
+st, out = second(link, "over-a-symlink")
+ok(st not in (None, 0) and os.path.islink(link) and open(plain).read() == "not a socket\n",
+   "a symlink at control_socket: no start, neither the link nor its target is touched", out[-600:])
+stale = env.path("stale.sock")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(stale)
+s.close()
+st, out = second(stale, "over-stale")
+ok(st is None and "control socket %s (root only)" % stale in out,
+   "a stale socket nobody listens on is replaced", out[-600:])
 d.stop()
 ok(not os.path.exists(sock), "the socket file is removed at exit")
 

@@ -307,4 +307,13 @@ r = subprocess.run([env.binary, "-c", conf, "-t"], capture_output=True, text=Tru
 ok(r.returncode != 0 and "user no-such-user-xyz does not exist" in r.stderr,
    "-t: an unknown user is refused", r.stderr)
 
+# The unit gives the documented control_socket (README) its directory.
+with open(os.path.join(TOP, "systemd", "submitd.service.in")) as f:
+    unit = dict(l.strip().split("=", 1) for l in f if re.match(r"^[A-Za-z]+=", l))
+with open(os.path.join(TOP, "README.md")) as f:
+    m = re.search(r"control_socket = (/run/\S+?)`", f.read())
+ok(unit.get("RuntimeDirectory") == "submitd" and unit.get("RuntimeDirectoryMode") == "0700",
+   "submitd.service: RuntimeDirectory=submitd, mode 0700", unit)
+ok(m and os.path.dirname(m.group(1)) == "/run/" + unit.get("RuntimeDirectory", "?"),
+   "README's control_socket lies in that directory", m and m.group(1))
 done()

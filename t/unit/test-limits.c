@@ -218,6 +218,41 @@ static void test_full(void)
 	limits_store_free(&st);
 }
 
+/* A rule's or an administrator's hold that the full store cannot keep is
+ * not reported as "held already". */
+static void test_hold_full(void)
+{
+	struct limits_store *st = limits_store_memory_new(64);
+	limits_store_replace(st);
+	struct config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	ok(limits_hold_manual(NULL, &cfg, "a@example.com", "t") == LIMITS_HOLD_SET, "a hold is set");
+	ok(limits_hold_manual(NULL, &cfg, "a@example.com", "t") == LIMITS_HOLD_ALREADY,
+	   "a second hold of the same login: held already");
+	size_t which;
+	uint64_t wait;
+	for (int i = 0; i < 1000; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "k%d", i);
+		struct limits_ask a = {key, 1, 3600000};
+		st->ops->take(st, &a, 1, 1, limits_now_ms(), &which, &wait);
+	}
+	int full = 0;
+	for (int i = 0; i < 200; i++) {
+		char login[32];
+		snprintf(login, sizeof(login), "u%d@example.com", i);
+		enum limits_hold_result r = limits_hold_manual(NULL, &cfg, login, "t");
+		if (r == LIMITS_HOLD_FULL)
+			full++;
+		else if (r == LIMITS_HOLD_ALREADY)
+			full = -10000;
+	}
+	ok(full > 0, "a full store: LIMITS_HOLD_FULL, never held already (%d)", full);
+	ok(limits_hold_manual(NULL, &cfg, "a@example.com", "t") == LIMITS_HOLD_ALREADY,
+	   "the login held before the store filled is still held already");
+	limits_store_replace(NULL);
+}
+
 static void test_parse(void)
 {
 	struct limits_rules r;
@@ -303,6 +338,14 @@ static void test_policy_parse(void)
 		{"action=550 5.1.1 gone\n\n", true, 550, "5.1.1", "gone"},
 		{"action=450 slow down\n\n", true, 450, "4.7.1", "slow down"},
 		{"action=451 5.1.1 mixed\n\n", true, 451, "4.7.1", "5.1.1 mixed"},
+		{"action=REJECT 5.7.1 no\n\n", true, 554, "5.7.1", "no"},
+		{"action=reject 5.7.26 dmarc\n\n", true, 554, "5.7.26", "dmarc"},
+		{"action=REJECT 4.7.1 wrong class\n\n", true, 554, "5.7.1", "4.7.1 wrong class"},
+		{"action=REJECT 5.7.1x\n\n", true, 554, "5.7.1", "5.7.1x"},
+		{"action=REJECT 5.7777.1 x\n\n", true, 554, "5.7.1", "5.7777.1 x"},
+		{"action=REJECT 5.7.1\n\n", true, 554, "5.7.1", "Access denied"},
+		{"action=DEFER 4.7.0 later\n\n", true, 450, "4.7.0", "later"},
+		{"action=550 5.1.1\n\n", true, 550, "5.1.1", "Access denied"},
 		{"action=WARN hm\n\n", true, 0, "", ""},
 		{"action=HOLD x\n\n", false, 0, "", ""},
 		{"action=DISCARD\n\n", false, 0, "", ""},
@@ -363,6 +406,7 @@ int main(void)
 	test_threads();
 	test_holds();
 	test_full();
+	test_hold_full();
 	test_parse();
 	test_control_parse();
 	test_policy_parse();
