@@ -56,7 +56,10 @@ static bool check_run(uv_loop_t *loop, struct check_wait *cw, bool (*done)(void 
 	return check_run_ms(loop, cw, done, arg, CHECK_TIMEOUT_MS);
 }
 
-static bool check_dovecot_ready(void *arg) { return dovecot_auth_client_ready(arg); }
+static bool check_dovecot_ready(void *arg)
+{
+	return dovecot_auth_client_ready(arg);
+}
 
 /* saslauthd takes one request per connection and says nothing first: a
  * connection it accepts is all that can be seen without a password. */
@@ -74,8 +77,10 @@ static int check_saslauthd(struct config *cfg, FILE *out)
 	if (rc == 0)
 		fprintf(out, "saslauthd_socket %s: ok, mechanisms: PLAIN LOGIN\n", path);
 	else
-		fprintf(out, "saslauthd_socket %s: FAILED: cannot connect (is saslauthd running, "
-			     "with -m naming this directory, and may this user open it?)\n", path);
+		fprintf(out,
+			"saslauthd_socket %s: FAILED: cannot connect (is saslauthd running, "
+			"with -m naming this directory, and may this user open it?)\n",
+			path);
 	if (fd >= 0)
 		close(fd);
 	return rc == 0 ? 0 : 1;
@@ -97,11 +102,12 @@ static int check_dovecot(struct config *cfg, FILE *out)
 	struct check_wait cw;
 	bool ok = check_run(&loop, &cw, check_dovecot_ready, c);
 	if (ok)
-		fprintf(out, "dovecot_auth_socket %s: ok, mechanisms: %s\n", cfg->dovecot_auth_socket,
-			dovecot_auth_client_mechs(c));
+		fprintf(out, "dovecot_auth_socket %s: ok, mechanisms: %s\n",
+			cfg->dovecot_auth_socket, dovecot_auth_client_mechs(c));
 	else
-		fprintf(out, "dovecot_auth_socket %s: FAILED: no auth handshake (is Dovecot running, "
-			     "and may this user open the socket?)\n",
+		fprintf(out,
+			"dovecot_auth_socket %s: FAILED: no auth handshake (is Dovecot running, "
+			"and may this user open the socket?)\n",
 			cfg->dovecot_auth_socket);
 	dovecot_auth_client_destroy(&c);
 	uv_run(&loop, UV_RUN_DEFAULT);
@@ -116,7 +122,10 @@ static void check_table_cb(void *ctx, enum table_status status, const char *valu
 	cw->done = true;
 }
 
-static bool check_table_done(void *arg) { return ((struct check_wait *)arg)->done; }
+static bool check_table_done(void *arg)
+{
+	return ((struct check_wait *)arg)->done;
+}
 
 /* One query for an address nobody owns: any answer but TEMPFAIL proves the
  * table (and its database) is there. */
@@ -185,7 +194,10 @@ static void check_auth_cb(void *ctx, enum dovecot_auth_result result, const char
 	snprintf(ca->reason, sizeof(ca->reason), "%s", reason ? reason : "");
 }
 
-static bool check_auth_done(void *arg) { return ((struct check_auth *)arg)->done; }
+static bool check_auth_done(void *arg)
+{
+	return ((struct check_auth *)arg)->done;
+}
 
 /* PLAIN's initial response, base64 and NUL-terminated in b64 (the caller
  * wipes it): authzid NUL authcid NUL password (RFC 4616). */
@@ -207,13 +219,13 @@ static bool check_auth_saslauthd(struct config *cfg, const char *login, const ch
 {
 	uv_loop_t loop;
 	uv_loop_init(&loop);
-	struct auth_backend *b = auth_backend_saslauthd(&loop, cfg->saslauthd_socket,
-							cfg->saslauthd_service, cfg->saslauthd_realm,
-							CHECK_AUTH_TIMEOUT_MS);
+	struct auth_backend *b =
+		auth_backend_saslauthd(&loop, cfg->saslauthd_socket, cfg->saslauthd_service,
+				       cfg->saslauthd_realm, CHECK_AUTH_TIMEOUT_MS);
 	struct buf b64 = BUF_INIT;
 	check_plain_resp(&b64, login, password);
-	struct dovecot_auth_request_info info = {
-		.mech = "PLAIN", .initial_resp_b64 = (const char *)buf_data(&b64)};
+	struct dovecot_auth_request_info info = {.mech = "PLAIN",
+						 .initial_resp_b64 = (const char *)buf_data(&b64)};
 	struct check_auth ca = {0};
 	struct check_wait cw;
 	auth_backend_begin(b, &info, check_auth_cb, &ca);
@@ -224,8 +236,9 @@ static bool check_auth_saslauthd(struct config *cfg, const char *login, const ch
 		fprintf(out, "login %s: ok (saslauthd)\n", login);
 		snprintf(user_r, usersz, "%s", ca.user);
 	} else if (ca.done && ca.result == DOVECOT_AUTH_FAIL) {
-		fprintf(out, "login %s: FAILED: saslauthd refused it. Check the password, and "
-			     "testsaslauthd -f %s -s %s%s%s -u %s -p ...\n",
+		fprintf(out,
+			"login %s: FAILED: saslauthd refused it. Check the password, and "
+			"testsaslauthd -f %s -s %s%s%s -u %s -p ...\n",
 			login, cfg->saslauthd_socket, cfg->saslauthd_service,
 			cfg->saslauthd_realm[0] ? " -r " : "", cfg->saslauthd_realm, login);
 	} else {
@@ -251,17 +264,22 @@ static bool check_auth_plain(struct config *cfg, const char *login, const char *
 	bool ok = false;
 	struct check_auth ca = {0};
 	if (!check_run(&loop, &cw_ready, check_dovecot_ready, c)) {
-		fprintf(out, "login %s: FAILED: no handshake on %s\n", login, cfg->dovecot_auth_socket);
+		fprintf(out, "login %s: FAILED: no handshake on %s\n", login,
+			cfg->dovecot_auth_socket);
 	} else if (!dovecot_auth_client_has_mech(c, "PLAIN")) {
-		fprintf(out, "login %s: FAILED: Dovecot does not offer PLAIN (it offers: %s); set "
-			     "\"auth_mechanisms = plain login\" in Dovecot\n",
+		fprintf(out,
+			"login %s: FAILED: Dovecot does not offer PLAIN (it offers: %s); set "
+			"\"auth_mechanisms = plain login\" in Dovecot\n",
 			login, dovecot_auth_client_mechs(c));
 	} else {
 		struct buf b64 = BUF_INIT;
 		check_plain_resp(&b64, login, password);
-		struct dovecot_auth_request_info info = {
-			.mech = "PLAIN", .local_ip = "127.0.0.1", .remote_ip = "127.0.0.1",
-			.secured = true, .initial_resp_b64 = (const char *)buf_data(&b64)};
+		struct dovecot_auth_request_info info = {.mech = "PLAIN",
+							 .local_ip = "127.0.0.1",
+							 .remote_ip = "127.0.0.1",
+							 .secured = true,
+							 .initial_resp_b64 =
+								 (const char *)buf_data(&b64)};
 		dovecot_auth_begin(c, &info, check_auth_cb, &ca);
 		buf_wipe(&b64);
 		check_run_ms(&loop, &cw_auth, check_auth_done, &ca, CHECK_AUTH_TIMEOUT_MS + 1000);
@@ -274,16 +292,20 @@ static bool check_auth_plain(struct config *cfg, const char *login, const char *
 			ok = true;
 			break;
 		case DOVECOT_AUTH_FAIL:
-			fprintf(out, "login %s: FAILED: Dovecot refused it%s%s. Check the password; that "
-				     "Dovecot's passdb finds this user (doveadm auth test %s); and, for "
-				     "hashes stored without a {SCHEME} prefix, default_pass_scheme\n",
+			fprintf(out,
+				"login %s: FAILED: Dovecot refused it%s%s. Check the password; "
+				"that "
+				"Dovecot's passdb finds this user (doveadm auth test %s); and, for "
+				"hashes stored without a {SCHEME} prefix, default_pass_scheme\n",
 				login, ca.reason[0] ? ": " : "", ca.reason, login);
 			break;
 		case DOVECOT_AUTH_TEMPFAIL:
 		case DOVECOT_AUTH_CONTINUE:
 		default:
-			fprintf(out, "login %s: FAILED: Dovecot could not check it%s%s (its passdb, e.g. "
-				     "the SQL database, may be down: see Dovecot's log)\n",
+			fprintf(out,
+				"login %s: FAILED: Dovecot could not check it%s%s (its passdb, "
+				"e.g. "
+				"the SQL database, may be down: see Dovecot's log)\n",
 				login, ca.reason[0] ? ": " : "", ca.reason);
 			break;
 		}
@@ -311,13 +333,17 @@ static void check_owner_cb(void *ctx, enum sender_login_result result, const cha
 	snprintf(co->owners, sizeof(co->owners), "%s", owners ? owners : "");
 }
 
-static bool check_owner_done(void *arg) { return ((struct check_owner *)arg)->done; }
+static bool check_owner_done(void *arg)
+{
+	return ((struct check_owner *)arg)->done;
+}
 
 static bool check_owner(struct config *cfg, const char *sender, const char *user, FILE *out)
 {
 	if (cfg->sender_login == NULL) {
-		fprintf(out, "sender %s: not checked: sender_login_maps is not set (anyone may use "
-			     "any address)\n",
+		fprintf(out,
+			"sender %s: not checked: sender_login_maps is not set (anyone may use "
+			"any address)\n",
 			sender);
 		return true;
 	}
@@ -332,21 +358,25 @@ static bool check_owner(struct config *cfg, const char *sender, const char *user
 		sender_login_cancel(&req);
 	bool ok = co.done && co.result == SENDER_LOGIN_OWNED;
 	if (!co.done)
-		fprintf(out, "sender %s: FAILED: sender_login_maps gave no answer within 5 s\n", sender);
+		fprintf(out, "sender %s: FAILED: sender_login_maps gave no answer within 5 s\n",
+			sender);
 	else if (ok)
 		fprintf(out, "sender %s: ok, owned by %s (sender_login_maps: %s)\n", sender, user,
 			co.owners);
 	else if (co.result == SENDER_LOGIN_TEMPFAIL)
-		fprintf(out, "sender %s: FAILED: sender_login_maps lookup failed (database down or "
-			     "query error?)\n",
+		fprintf(out,
+			"sender %s: FAILED: sender_login_maps lookup failed (database down or "
+			"query error?)\n",
 			sender);
 	else if (co.owners[0] == '\0')
-		fprintf(out, "sender %s: FAILED: sender_login_maps has no entry for it (an empty SQL "
-			     "result?): the query must return the login %s for this address\n",
+		fprintf(out,
+			"sender %s: FAILED: sender_login_maps has no entry for it (an empty SQL "
+			"result?): the query must return the login %s for this address\n",
 			sender, user);
 	else
-		fprintf(out, "sender %s: FAILED: sender_login_maps says it belongs to \"%s\", not to "
-			     "the login %s (Dovecot's user name, compared case-insensitively)\n",
+		fprintf(out,
+			"sender %s: FAILED: sender_login_maps says it belongs to \"%s\", not to "
+			"the login %s (Dovecot's user name, compared case-insensitively)\n",
 			sender, co.owners, user);
 	sender_login_free(&sl);
 	uv_run(&loop, UV_RUN_DEFAULT);
@@ -370,7 +400,8 @@ int check_login(struct config *cfg, const char *login, const char *password, con
 	if (sender == NULL)
 		sender = strchr(user, '@') ? user : NULL;
 	if (sender == NULL) {
-		fprintf(out, "sender: not checked: the login has no domain; name an address with -s\n");
+		fprintf(out,
+			"sender: not checked: the login has no domain; name an address with -s\n");
 		return 0;
 	}
 	return check_owner(cfg, sender, user, out) ? 0 : 1;

@@ -30,7 +30,7 @@ struct control_client {
 	uv_timer_t timer;
 	uv_write_t wr;
 	struct buf in, out;
-	int open;                    /* handles not closed yet */
+	int open; /* handles not closed yet */
 	bool answered;
 };
 
@@ -183,15 +183,16 @@ static void control_usage_one(void *ctx, const struct limits_usage *u)
 			   ",\"used\":%" PRIu64 ",\"frees_in_s\":%" PRIu64 "}",
 			   u->what, u->count, u->period_ms / 1000, u->used, secs);
 	} else {
-		buf_printf(l->out, "%s %" PRIu64 "/%" PRIu64 "s: used %" PRIu64 "%s", u->what, u->count,
-			   u->period_ms / 1000, u->used, secs ? "" : "\n");
+		buf_printf(l->out, "%s %" PRIu64 "/%" PRIu64 "s: used %" PRIu64 "%s", u->what,
+			   u->count, u->period_ms / 1000, u->used, secs ? "" : "\n");
 		if (secs)
 			buf_printf(l->out, ", full for %" PRIu64 " s\n", secs);
 	}
 	l->n++;
 }
 
-static void control_error(struct buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void control_error(struct buf *out, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 static void control_error(struct buf *out, const char *fmt, ...)
 {
 	buf_reset(out);
@@ -274,8 +275,8 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 				   "block, unblock, kick)");
 		return;
 	}
-	if (takes_arg != (arg != NULL) || (rest != NULL && strcmp(verb, "hold") != 0 &&
-					  strcmp(verb, "block") != 0)) {
+	if (takes_arg != (arg != NULL) ||
+	    (rest != NULL && strcmp(verb, "hold") != 0 && strcmp(verb, "block") != 0)) {
 		control_error(out, "%s: wrong number of arguments", verb);
 		return;
 	}
@@ -307,12 +308,13 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 		long long up = (long long)(time(NULL) - control.started);
 		buf_append_str(out, "ok\n");
 		if (json) {
-			buf_printf(out,
-				   "{\"version\":\"%s\",\"uptime_s\":%lld,\"sessions\":%u,\"held\":%u,"
-				   "\"blocked\":%u,\"store\":\"%s\",\"store_entries\":%" PRIu64
-				   ",\"store_full_refusals\":%" PRIu64 ",\"blocked_addresses\":[",
-				   PACKAGE_VERSION, up, limits_session_count(), held, blocked,
-				   st->ops->name, ss.entries, ss.refused_full);
+			buf_printf(
+				out,
+				"{\"version\":\"%s\",\"uptime_s\":%lld,\"sessions\":%u,\"held\":%u,"
+				"\"blocked\":%u,\"store\":\"%s\",\"store_entries\":%" PRIu64
+				",\"store_full_refusals\":%" PRIu64 ",\"blocked_addresses\":[",
+				PACKAGE_VERSION, up, limits_session_count(), held, blocked,
+				st->ops->name, ss.entries, ss.refused_full);
 			st->ops->block_each(st, control_block_one, &l);
 			buf_append_str(out, "]}\n");
 		} else {
@@ -401,8 +403,8 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 		control_json_str(out, login);
 		buf_printf(out, ",\"sessions\":%u}\n", n);
 	} else {
-		buf_printf(out, "%u session%s of %s end at their next command\n", n, n == 1 ? "" : "s",
-			   login);
+		buf_printf(out, "%u session%s of %s end at their next command\n", n,
+			   n == 1 ? "" : "s", login);
 	}
 }
 
@@ -489,7 +491,8 @@ static void control_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	size_t fl = strcspn((const char *)buf_data(&c->out), "\n");
 	log_sanitize(first, sizeof(first), buf_data(&c->out), fl);
 	char reqlog[120];
-	log_info("control: \"%.*s\": %s", (int)ll, log_sanitize(reqlog, sizeof(reqlog), p, ll), first);
+	log_info("control: \"%.*s\": %s", (int)ll, log_sanitize(reqlog, sizeof(reqlog), p, ll),
+		 first);
 	control_send(c);
 }
 
@@ -573,7 +576,8 @@ static bool control_clear_stale(const char *path, char *err, size_t errlen)
 	close(fd);
 	if (r == 0 || e == EAGAIN) {
 		snprintf(err, errlen,
-			 "control_socket %s: another submitd is listening on it; not started", path);
+			 "control_socket %s: another submitd is listening on it; not started",
+			 path);
 		return false;
 	}
 	if (e != ECONNREFUSED) {

@@ -52,7 +52,8 @@ static bool main_check_config(const struct config *cfg, char *err, size_t errlen
 {
 	for (size_t i = 0; i < cfg->nlistens; i++) {
 		if (cfg->listens[i].proxy && cfg->nproxy_networks == 0) {
-			snprintf(err, errlen, "%s: listen %s is marked proxy but proxy_networks is empty",
+			snprintf(err, errlen,
+				 "%s: listen %s is marked proxy but proxy_networks is empty",
 				 cfg->path, cfg->listens[i].text);
 			return false;
 		}
@@ -67,13 +68,13 @@ static bool main_check_config(const struct config *cfg, char *err, size_t errlen
 /* ---- main loop: signals, reload, status, watchdog ---- */
 
 static const char *main_config_path;
-static struct config *main_cfg;       /* the current snapshot */
+static struct config *main_cfg; /* the current snapshot */
 static bool main_stopping, main_ready;
 static uv_signal_t main_sigterm, main_sigint, main_sighup;
 static uv_timer_t main_status_timer, main_watchdog_timer, main_cert_timer, main_stop_timer;
 static uv_timer_t main_reload_timer;
-static uv_async_t main_async;          /* a worker started or finished */
-static struct certwatch *main_certs;   /* the current snapshot's files */
+static uv_async_t main_async;        /* a worker started or finished */
+static struct certwatch *main_certs; /* the current snapshot's files */
 static bool main_watchdog_warned;
 
 static void main_status(void)
@@ -84,7 +85,10 @@ static void main_status(void)
 		    worker_stat_total(WORKER_STAT_REJECTED));
 }
 
-static void main_status_cb(uv_timer_t *t) { main_status(); }
+static void main_status_cb(uv_timer_t *t)
+{
+	main_status();
+}
 
 static void main_watchdog_cb(uv_timer_t *t)
 {
@@ -93,7 +97,8 @@ static void main_watchdog_cb(uv_timer_t *t)
 	int silent = main_stopping ? -1 : worker_first_silent();
 	if (silent >= 0) {
 		if (!main_watchdog_warned)
-			log_err("worker %d does not answer: withholding the watchdog keep-alive", silent);
+			log_err("worker %d does not answer: withholding the watchdog keep-alive",
+				silent);
 		main_watchdog_warned = true;
 	} else {
 		main_watchdog_warned = false;
@@ -124,8 +129,9 @@ static bool main_snapshot_load(struct config *cfg, char *err, size_t errlen)
 	for (size_t i = 0; i < cfg->nlistens; i++) {
 		struct config *l = cfg->listens[i].cfg;
 		char why[768];
-		if (l != NULL && (!tls_server_load(l, why, sizeof(why)) || !policy_load(l, why, sizeof(why)) ||
-				  !relay_load(l, why, sizeof(why)))) {
+		if (l != NULL &&
+		    (!tls_server_load(l, why, sizeof(why)) || !policy_load(l, why, sizeof(why)) ||
+		     !relay_load(l, why, sizeof(why)))) {
 			snprintf(err, errlen, "listen %s: %s", cfg->listens[i].text, why);
 			return false;
 		}
@@ -134,7 +140,7 @@ static bool main_snapshot_load(struct config *cfg, char *err, size_t errlen)
 }
 
 static uint64_t main_last_reload;     /* loop time of the last reload */
-static unsigned main_reload_requests;  /* SIGHUPs not yet acted on */
+static unsigned main_reload_requests; /* SIGHUPs not yet acted on */
 
 static void main_reload(const char *why)
 {
@@ -149,7 +155,8 @@ static void main_reload(const char *why)
 	if (ok) {
 		certs = certwatch_new(next);
 		listener_reload_keep(main_cfg, next);
-		ok = main_snapshot_load(next, err, sizeof(err)) && main_check_config(next, err, sizeof(err));
+		ok = main_snapshot_load(next, err, sizeof(err)) &&
+		     main_check_config(next, err, sizeof(err));
 	}
 	if (!ok) {
 		log_err("reload refused: %s; still serving with the previous configuration", err);
@@ -157,7 +164,8 @@ static void main_reload(const char *why)
 		/* Do not retry until one of the files changes again. */
 		certwatch_refused(main_certs, certs);
 		certwatch_free(&certs);
-		notify_send(false, "READY=1\nSTATUS=reload refused, serving the previous configuration");
+		notify_send(false,
+			    "READY=1\nSTATUS=reload refused, serving the previous configuration");
 		return;
 	}
 	if (next->workers != main_cfg->workers)
@@ -167,7 +175,8 @@ static void main_reload(const char *why)
 		log_warn("reload: \"user\" changed; it takes effect after a restart");
 	if (next->log_level != main_cfg->log_level ||
 	    next->syslog_facility != main_cfg->syslog_facility)
-		log_warn("reload: log_level/syslog_facility changed; they take effect after a restart");
+		log_warn("reload: log_level/syslog_facility changed; they take effect after a "
+			 "restart");
 
 	worker_reconfigure_all(next);
 	config_unref(&main_cfg);
@@ -246,7 +255,8 @@ static void main_async_cb(uv_async_t *a)
 		char desc[512];
 		tls_server_describe(main_cfg, desc, sizeof(desc));
 		log_info("submitd %s ready: %u workers, %zu listeners, relayhost %s; %s",
-			 PACKAGE_VERSION, worker_count(), main_cfg->nlistens, main_cfg->relay[0].text, desc);
+			 PACKAGE_VERSION, worker_count(), main_cfg->nlistens,
+			 main_cfg->relay[0].text, desc);
 		notify_send(false, "READY=1\nMAINPID=%ld", (long)getpid());
 		main_status();
 	}
@@ -259,10 +269,10 @@ static void main_async_cb(uv_async_t *a)
 static void main_close_handles(uv_loop_t *loop)
 {
 	control_stop();
-	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,	  (uv_handle_t *)&main_sigterm,
-			     (uv_handle_t *)&main_sigint,	  (uv_handle_t *)&main_sighup,
-			     (uv_handle_t *)&main_status_timer,   (uv_handle_t *)&main_watchdog_timer,
-			     (uv_handle_t *)&main_cert_timer,	  (uv_handle_t *)&main_stop_timer,
+	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,        (uv_handle_t *)&main_sigterm,
+			     (uv_handle_t *)&main_sigint,       (uv_handle_t *)&main_sighup,
+			     (uv_handle_t *)&main_status_timer, (uv_handle_t *)&main_watchdog_timer,
+			     (uv_handle_t *)&main_cert_timer,   (uv_handle_t *)&main_stop_timer,
 			     (uv_handle_t *)&main_reload_timer};
 	for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
 		if (!uv_is_closing(hs[i]))
@@ -300,14 +310,15 @@ static int main_check_login(struct config *cfg, const char *login, const char *s
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: submitd [-c FILE] [-t [-u LOGIN [-s ADDRESS]]] [-V]\n"
-		   "  -c FILE     configuration file (default %s)\n"
-		   "  -t          check the configuration and its neighbours, and exit\n"
-		   "  -u LOGIN    with -t: also log in as LOGIN through Dovecot (password read\n"
-		   "              from standard input) and check it owns its sender address\n"
-		   "  -s ADDRESS  with -u: the sender address to check (default: the login)\n"
-		   "  -V          print the version and exit\n",
-		   DEFAULT_CONFIG);
+	fprintf(f,
+		"usage: submitd [-c FILE] [-t [-u LOGIN [-s ADDRESS]]] [-V]\n"
+		"  -c FILE     configuration file (default %s)\n"
+		"  -t          check the configuration and its neighbours, and exit\n"
+		"  -u LOGIN    with -t: also log in as LOGIN through Dovecot (password read\n"
+		"              from standard input) and check it owns its sender address\n"
+		"  -s ADDRESS  with -u: the sender address to check (default: the login)\n"
+		"  -V          print the version and exit\n",
+		DEFAULT_CONFIG);
 }
 
 int main(int argc, char **argv)
@@ -341,7 +352,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc || ((test_login || test_sender) && !test_only) || (test_sender && !test_login)) {
+	if (optind != argc || ((test_login || test_sender) && !test_only) ||
+	    (test_sender && !test_login)) {
 		usage(stderr);
 		return 2;
 	}
@@ -375,8 +387,8 @@ int main(int argc, char **argv)
 		if (problems == 0)
 			printf("submitd: configuration %s is valid\n", path);
 		else
-			printf("submitd: %s: %d problem%s with the neighbours above\n", path, problems,
-			       problems == 1 ? "" : "s");
+			printf("submitd: %s: %d problem%s with the neighbours above\n", path,
+			       problems, problems == 1 ? "" : "s");
 		config_unref(&cfg);
 		certwatch_free(&certs);
 		return problems == 0 ? 0 : 1;

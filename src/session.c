@@ -41,8 +41,9 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 	log_info("%s: from=<%s>, to=<%s>%s, size=%llu, nrcpt=%u, relay=%s, own=%llu.%03llums, "
 		 "status=%s (%d %s %s)",
 		 s->id, s->mail.path.addr, s->first_rcpt, s->nrcpt > 1 ? ",..." : "",
-		 (unsigned long long)s->msg_size, s->nrcpt, s->relay ? relay_txn_relay(s->relay) : "none",
-		 (unsigned long long)(own / 1000000), (unsigned long long)(own / 1000 % 1000),
+		 (unsigned long long)s->msg_size, s->nrcpt,
+		 s->relay ? relay_txn_relay(s->relay) : "none", (unsigned long long)(own / 1000000),
+		 (unsigned long long)(own / 1000 % 1000),
 		 r->code < 300 ? "sent" : (r->code < 500 ? "deferred" : "refused"), r->code, r->enh,
 		 r->text);
 }
@@ -102,7 +103,8 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 {
 	if (s->relay == NULL || n == 0)
 		return;
-	bool stop = s->dkim != NULL ? dkim_hold_write(s->dkim, p, n) : relay_txn_write(s->relay, p, n);
+	bool stop =
+		s->dkim != NULL ? dkim_hold_write(s->dkim, p, n) : relay_txn_write(s->relay, p, n);
 	if (stop && !s->input_paused) {
 		s->input_paused = true;
 		conn_read_stop(s->conn);
@@ -178,10 +180,10 @@ static struct sender_login *session_sender_login(struct session *s)
  * asynchronous: the list resumes after it in session_restr_cb_do(). */
 static void session_restr_run(struct session *s, size_t start)
 {
-	const struct restrictions *list = s->restr_rcpt ? s->cfg->recipient_restr
-							 : s->cfg->sender_restr;
-	bool by_default = s->restr_rcpt ? s->cfg->recipient_restr_default
-					 : s->cfg->sender_restr_default;
+	const struct restrictions *list =
+		s->restr_rcpt ? s->cfg->recipient_restr : s->cfg->sender_restr;
+	bool by_default =
+		s->restr_rcpt ? s->cfg->recipient_restr_default : s->cfg->sender_restr_default;
 	if (by_default && s->listen->mode == LISTEN_PLAIN)
 		list = NULL; /* the default is for submission listeners */
 	struct restrictions_facts f = {
@@ -196,9 +198,9 @@ static void session_restr_run(struct session *s, size_t start)
 	};
 	struct smtp_reply r;
 	enum sender_login_policy pol = SENDER_LOGIN_NONE;
-	enum restrictions_verdict v = list == NULL ? RESTRICTIONS_PERMIT
-						   : restrictions_eval(list, start, &f, &r,
-								       &s->restr_next, &pol);
+	enum restrictions_verdict v =
+		list == NULL ? RESTRICTIONS_PERMIT
+			     : restrictions_eval(list, start, &f, &r, &s->restr_next, &pol);
 	if (v == RESTRICTIONS_REJECT) {
 		session_complete(s, &r);
 		return;
@@ -245,7 +247,6 @@ static void session_restr_cb_do(void *ctx, enum sender_login_result res, const c
 	}
 	session_restr_run(s, s->restr_next);
 }
-
 
 static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 {
@@ -343,14 +344,16 @@ static void session_rcpt_relay(struct session *s)
 	if (s->relay == NULL) {
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (docs/design.md §7). */
-		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb, session_relay_drain, s);
+		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb,
+					 session_relay_drain, s);
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
 		struct smtp_mail_args m = s->mail;
 		if (m.has_size) {
 			char tls[160];
 			struct message_trace t = session_trace(s, tls, sizeof(tls));
-			m.size += message_added_max(&t) + (s->cfg->dkim ? s->cfg->dkim->added_max : 0);
+			m.size += message_added_max(&t) +
+				  (s->cfg->dkim ? s->cfg->dkim->added_max : 0);
 		}
 		relay_txn_mail(s->relay, &m);
 		return;
@@ -384,7 +387,9 @@ static void session_be_data(void *ctx)
 {
 	struct session *s = ctx;
 	if (s->relay == NULL) {
-		struct smtp_reply r = {.code = 451, .enh = "4.4.2", .text = "Error: lost connection with downstream"};
+		struct smtp_reply r = {.code = 451,
+				       .enh = "4.4.2",
+				       .text = "Error: lost connection with downstream"};
 		session_complete(s, &r);
 		return;
 	}
@@ -429,11 +434,14 @@ static void session_finish_data(struct session *s)
 	s->end_waiting = false;
 	if (s->header_too_big) {
 		session_txn_reset(s);
-		struct smtp_reply r = {.code = 552, .enh = "5.3.4", .text = "Error: message header size exceeds limit"};
+		struct smtp_reply r = {.code = 552,
+				       .enh = "5.3.4",
+				       .text = "Error: message header size exceeds limit"};
 		session_complete(s, &r);
 		return;
 	}
-	const struct smtp_reply *verdict = s->hdr_check ? message_check_verdict(s->hdr_check) : NULL;
+	const struct smtp_reply *verdict =
+		s->hdr_check ? message_check_verdict(s->hdr_check) : NULL;
 	if (verdict != NULL) {
 		struct smtp_reply r = *verdict;
 		session_txn_reset(s);
@@ -441,7 +449,9 @@ static void session_finish_data(struct session *s)
 		return;
 	}
 	if (s->relay == NULL) {
-		struct smtp_reply r = {.code = 451, .enh = "4.4.2", .text = "Error: lost connection with downstream"};
+		struct smtp_reply r = {.code = 451,
+				       .enh = "4.4.2",
+				       .text = "Error: lost connection with downstream"};
 		session_complete(s, &r);
 		return;
 	}
@@ -499,7 +509,9 @@ static struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
 		.mem_limit = s->cfg->dkim_hold_memory,
 		.max_size = s->cfg->message_size_limit + s->cfg->header_size_limit,
 		.log_id = s->id,
-		.cbs = {.out = session_dkim_out, .resume = session_dkim_resume, .done = session_dkim_done},
+		.cbs = {.out = session_dkim_out,
+			.resume = session_dkim_resume,
+			.done = session_dkim_done},
 		.ctx = s,
 	};
 	return dkim_hold_start(&a, from, buf_data(out), buf_len(out));
@@ -519,9 +531,13 @@ static void session_dkim_done_do(void *ctx, bool ok, const char *why)
 		if (!ok)
 			log_warn("%s: dkim: message not sent: %s", s->id, why);
 		session_txn_reset(s);
-		struct smtp_reply r = {.code = 451, .enh = "4.4.2", .text = "Error: lost connection with downstream"};
-		struct smtp_reply u = {.code = 451, .enh = "4.3.0",
-				       .text = "Error: the message could not be signed, try again later"};
+		struct smtp_reply r = {.code = 451,
+				       .enh = "4.4.2",
+				       .text = "Error: lost connection with downstream"};
+		struct smtp_reply u = {
+			.code = 451,
+			.enh = "4.3.0",
+			.text = "Error: the message could not be signed, try again later"};
 		session_complete(s, ok ? &r : &u);
 		return;
 	}
@@ -563,7 +579,8 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		s->relay_step = RELAY_IDLE;
 		if (r->code == 354) {
 			s->data_time = time(NULL);
-			struct smtp_reply go = {.code = 354, .text = "End data with <CR><LF>.<CR><LF>"};
+			struct smtp_reply go = {.code = 354,
+						.text = "End data with <CR><LF>.<CR><LF>"};
 			session_complete(s, &go);
 			return;
 		}
@@ -632,7 +649,8 @@ static void session_be_auth(void *ctx, const char *args, size_t len)
 		.local_ip = s->local_ip,
 		.local_port = s->local_port,
 		.local_name = sni,
-		.real_remote_ip = s->proxy_ip[0] && strcmp(s->proxy_ip, s->ip) != 0 ? s->proxy_ip : NULL,
+		.real_remote_ip =
+			s->proxy_ip[0] && strcmp(s->proxy_ip, s->ip) != 0 ? s->proxy_ip : NULL,
 		.real_remote_port = s->proxy_ip[0] ? s->proxy_port : 0,
 		.peer = (struct sockaddr *)&s->peer,
 	};
@@ -697,10 +715,16 @@ static void session_relay_cb(void *ctx, const struct smtp_reply *r)
 	SESSION_TIMED(ctx, session_relay_cb_do(ctx, r));
 }
 
-static void session_relay_drain(void *ctx) { SESSION_TIMED(ctx, session_relay_drain_do(ctx)); }
+static void session_relay_drain(void *ctx)
+{
+	SESSION_TIMED(ctx, session_relay_drain_do(ctx));
+}
 
 /* The hold took what it was given: reading goes on as after a drain. */
-static void session_dkim_resume(void *ctx) { SESSION_TIMED(ctx, session_relay_drain_do(ctx)); }
+static void session_dkim_resume(void *ctx)
+{
+	SESSION_TIMED(ctx, session_relay_drain_do(ctx));
+}
 
 static void session_dkim_done(void *ctx, bool ok, const char *why)
 {
@@ -733,7 +757,8 @@ void session_log_waiting(struct worker *w, const char *what)
 	time_t now = time(NULL), oldest = now;
 	const char *oldest_id = "";
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &w->sessions) {
+	list_for_each_safe(l, tmp, &w->sessions)
+	{
 		struct session *s = list_entry(l, struct session, link);
 		if ((s->server != NULL && smtp_server_in_content(s->server)) ||
 		    s->relay_step == RELAY_END) {
@@ -747,9 +772,9 @@ void session_log_waiting(struct worker *w, const char *what)
 		}
 	}
 	if (in_data > 0)
-		log_info("worker %u: %s: %u session%s in DATA (oldest %s, %lld s), %u other%s", w->id,
-			 what, in_data, in_data == 1 ? "" : "s", oldest_id, (long long)(now - oldest),
-			 other, other == 1 ? "" : "s");
+		log_info("worker %u: %s: %u session%s in DATA (oldest %s, %lld s), %u other%s",
+			 w->id, what, in_data, in_data == 1 ? "" : "s", oldest_id,
+			 (long long)(now - oldest), other, other == 1 ? "" : "s");
 	else if (other > 0)
 		log_info("worker %u: %s: %u session%s, none in DATA", w->id, what, other,
 			 other == 1 ? "" : "s");
@@ -758,7 +783,8 @@ void session_log_waiting(struct worker *w, const char *what)
 void session_shutdown_all(struct worker *w)
 {
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &w->sessions) {
+	list_for_each_safe(l, tmp, &w->sessions)
+	{
 		struct session *s = list_entry(l, struct session, link);
 		if (s->server != NULL)
 			smtp_server_shutdown(s->server);

@@ -74,7 +74,7 @@ static const struct smtp_server_io session_conn_io = {
 static void session_conn_arm_timer(struct session *s)
 {
 	uint64_t ms = smtp_server_in_content(s->server) ? s->cfg->data_timeout_ms
-							 : s->cfg->command_timeout_ms;
+							: s->cfg->command_timeout_ms;
 	uint64_t now = uv_now(&s->w->loop);
 	uint64_t left = s->deadline > now ? s->deadline - now : 0;
 	conn_set_timeout(s->conn, ms < left ? ms : left);
@@ -115,7 +115,8 @@ static void session_conn_on_timeout(struct conn *c, void *ctx)
 {
 	struct session *s = ctx;
 	if (s->proxy_wait) {
-		log_info("%s: no complete PROXY header from %s within proxy_timeout", s->id, s->client);
+		log_info("%s: no complete PROXY header from %s within proxy_timeout", s->id,
+			 s->client);
 		conn_abort(c);
 		return;
 	}
@@ -125,7 +126,8 @@ static void session_conn_on_timeout(struct conn *c, void *ctx)
 		return;
 	}
 	if (uv_now(&s->w->loop) >= s->deadline)
-		log_info("%s: session time limit (session_timeout) reached for %s", s->id, s->client);
+		log_info("%s: session time limit (session_timeout) reached for %s", s->id,
+			 s->client);
 	smtp_server_timeout(s->server);
 }
 
@@ -133,7 +135,8 @@ static void session_conn_on_tls(struct conn *c, void *ctx, int err)
 {
 	struct session *s = ctx;
 	if (err != 0) {
-		log_info("%s: TLS handshake failed for %s: %s", s->id, s->client, gnutls_strerror(err));
+		log_info("%s: TLS handshake failed for %s: %s", s->id, s->client,
+			 gnutls_strerror(err));
 		smtp_server_disconnected(s->server);
 		conn_close(c);
 		return;
@@ -176,7 +179,10 @@ static void session_conn_on_close(struct conn *c, void *ctx)
 	worker_session_gone(w);
 }
 
-static void session_conn_on_data(struct conn *c, void *ctx) { SESSION_TIMED(ctx, session_conn_on_data_do(c, ctx)); }
+static void session_conn_on_data(struct conn *c, void *ctx)
+{
+	SESSION_TIMED(ctx, session_conn_on_data_do(c, ctx));
+}
 
 static const struct conn_handler session_conn_handler = {
 	.on_data = session_conn_on_data,
@@ -186,7 +192,7 @@ static const struct conn_handler session_conn_handler = {
 };
 
 static void session_conn_format_addr(const struct sockaddr_storage *ss, char *ip, size_t iplen,
-				uint16_t *port_r)
+				     uint16_t *port_r)
 {
 	if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
@@ -268,8 +274,8 @@ void session_accept(struct worker *w, int fd, size_t listen_idx)
 	if (s->listen->proxy) {
 		if (!config_cidr_match(s->cfg->proxy_networks, s->cfg->nproxy_networks,
 				       (struct sockaddr *)&s->peer)) {
-			log_warn("%s: refusing %s on proxy listener %s: not in proxy_networks", s->id,
-				 s->client, s->listen->text);
+			log_warn("%s: refusing %s on proxy listener %s: not in proxy_networks",
+				 s->id, s->client, s->listen->text);
 			conn_abort(s->conn);
 			return;
 		}
@@ -311,12 +317,12 @@ static void session_conn_begin(struct session *s)
 		.recipient_limit = cfg->recipient_limit,
 		.error_limit = cfg->error_limit,
 		.newline_mode = cfg->bare_newline == BARE_NEWLINE_NORMALIZE ? SMTP_NEWLINE_NORMALIZE
-									     : SMTP_NEWLINE_REJECT,
+									    : SMTP_NEWLINE_REJECT,
 		.starttls_offered = s->listen->mode == LISTEN_STARTTLS,
 		.tls_active = false,
-		.relay_trusted = s->listen->trusted &&
-				 config_cidr_match(cfg->mynetworks, cfg->nmynetworks,
-						   (struct sockaddr *)&s->peer),
+		.relay_trusted =
+			s->listen->trusted && config_cidr_match(cfg->mynetworks, cfg->nmynetworks,
+								(struct sockaddr *)&s->peer),
 		/* Never offer more than the downstream path takes
 		   (downstream-relay.md §7); optimistic until first seen. */
 		.eightbitmime = !known || caps.eightbitmime,
@@ -326,8 +332,8 @@ static void session_conn_begin(struct session *s)
 	};
 	if (known && caps.size_present && caps.size > 0 && caps.size < set.size_limit)
 		set.size_limit = caps.size;
-	s->server = smtp_server_new(&set, &session_conn_io, &session_backend, s, &s->conn->in, s->id,
-				    s->client);
+	s->server = smtp_server_new(&set, &session_conn_io, &session_backend, s, &s->conn->in,
+				    s->id, s->client);
 	limits_session_start(&s->lim, s->id, s->ip, w->id);
 	s->trusted_client = set.relay_trusted;
 
@@ -354,8 +360,8 @@ static void session_conn_begin(struct session *s)
 			conn_read_start(s->conn);
 			conn_set_timeout(s->conn, SESSION_CONN_REFUSE_TLS_TIMEOUT_MS);
 			conn_requeue_as_tls(s->conn);
-			if (conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false,
-					   &cfg->tls_ticket_key) < 0) {
+			if (conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL,
+					   false, &cfg->tls_ticket_key) < 0) {
 				smtp_server_disconnected(s->server);
 				conn_abort(s->conn);
 			}
@@ -371,7 +377,7 @@ static void session_conn_begin(struct session *s)
 	if (s->listen->mode == LISTEN_TLS) {
 		conn_requeue_as_tls(s->conn); /* what followed a PROXY header */
 		int r = conn_tls_start(s->conn, true, cfg->tls_creds, cfg->tls_prio, NULL, false,
-				   &cfg->tls_ticket_key);
+				       &cfg->tls_ticket_key);
 		if (r < 0) {
 			log_warn("%s: cannot start TLS: %s", s->id, gnutls_strerror(r));
 			smtp_server_disconnected(s->server);

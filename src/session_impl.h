@@ -26,37 +26,37 @@ struct dkim_hold;
 struct session {
 	struct worker *w;
 	struct config *cfg;
-	struct list_link link;           /* on w->sessions */
+	struct list_link link; /* on w->sessions */
 	const struct listen_cfg *listen;
 	struct conn *conn;
 	struct smtp_server *server;
 	struct relay_txn *relay;
 	struct policy_auth *auth;
 	char auth_mechs[256];
-	struct sender_login *sl;         /* sender ownership, on the worker's tables */
+	struct sender_login *sl; /* sender ownership, on the worker's tables */
 
 	char id[20];
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
 	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
-	struct sockaddr_storage peer;    /* the client (as the PROXY header says, if any) */
-	struct sockaddr_storage local;   /* the address it connected to */
+	struct sockaddr_storage peer;       /* the client (as the PROXY header says, if any) */
+	struct sockaddr_storage local;      /* the address it connected to */
 	char local_ip[INET6_ADDRSTRLEN];
 	uint16_t local_port;
-	bool proxy_wait;                 /* a proxy listener: the header comes first */
-	bool trusted_client;             /* trusted listener, client in mynetworks */
-	char proxied_by[INET6_ADDRSTRLEN + 16];  /* "[ip]:port" of the proxy, for logs */
+	bool proxy_wait;                        /* a proxy listener: the header comes first */
+	bool trusted_client;                    /* trusted listener, client in mynetworks */
+	char proxied_by[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" of the proxy, for logs */
 	char proxy_ip[INET6_ADDRSTRLEN];
 	uint16_t proxy_port;
 	bool counted;
-	const char *refusing;            /* refused on an implicit-TLS listener: why */
-	struct limits_session lim;       /* per-login limits and holds (policy/limits.h) */
+	const char *refusing;                  /* refused on an implicit-TLS listener: why */
+	struct limits_session lim;             /* per-login limits and holds (policy/limits.h) */
 	struct policy_service_req *policy_req; /* check_policy_service in flight */
-	bool policy_eom;                 /* it was asked at END-OF-MESSAGE */
+	bool policy_eom;                       /* it was asked at END-OF-MESSAGE */
 
 	/* the transaction */
 	struct smtp_mail_args mail;
-	struct smtp_rcpt_args rcpt;      /* the RCPT waiting for the downstream MAIL */
+	struct smtp_rcpt_args rcpt; /* the RCPT waiting for the downstream MAIL */
 	bool rcpt_waits_for_mail;
 	unsigned nrcpt;
 	char first_rcpt[SMTP_PATH_MAX + 1];
@@ -67,19 +67,19 @@ struct session {
 	struct message_check *hdr_check; /* while a header section is checked */
 	bool end_waiting;                /* end of data seen, header checks still out */
 	/* sender_restrictions / recipient_restrictions under way (policy/restrictions.h) */
-	bool restr_rcpt;                 /* the RCPT list, else the MAIL list */
-	size_t restr_next;               /* where to resume after an ownership check */
+	bool restr_rcpt;   /* the RCPT list, else the MAIL list */
+	size_t restr_next; /* where to resume after an ownership check */
 
 	/* content */
-	struct buf header;               /* held until the header section is complete */
+	struct buf header; /* held until the header section is complete */
 	bool header_done;
 	bool header_too_big;
-	bool input_paused;               /* back-pressure from the downstream */
-	bool input_full;                 /* reading stopped while the server was busy */
-	struct dkim_hold *dkim;          /* the message held for signing (dkim/dkim_hold.h) */
+	bool input_paused;      /* back-pressure from the downstream */
+	bool input_full;        /* reading stopped while the server was busy */
+	struct dkim_hold *dkim; /* the message held for signing (dkim/dkim_hold.h) */
 	time_t data_time;
 	uint64_t msg_size;
-	uint64_t deadline;               /* loop time when session_timeout ends it */
+	uint64_t deadline; /* loop time when session_timeout ends it */
 	/* The time submitd's own handlers spent on this session since the last
 	   message (docs/benchmarks.md: the latency submitd adds, without the waits
 	   for Dovecot, MySQL and the downstream), logged per message. */
@@ -89,8 +89,14 @@ struct session {
 
 /* ---- timing submitd's own work (see busy_ns) ---- */
 
-static inline void session_busy_begin(struct session *s) { s->busy_t0 = uv_hrtime(); }
-static inline void session_busy_end(struct session *s) { s->busy_ns += uv_hrtime() - s->busy_t0; }
+static inline void session_busy_begin(struct session *s)
+{
+	s->busy_t0 = uv_hrtime();
+}
+static inline void session_busy_end(struct session *s)
+{
+	s->busy_ns += uv_hrtime() - s->busy_t0;
+}
 /* The own time so far, including the handler now running; restarts the count. */
 static inline uint64_t session_busy_take(struct session *s)
 {
@@ -100,12 +106,12 @@ static inline uint64_t session_busy_take(struct session *s)
 	return t;
 }
 
-#define SESSION_TIMED(s, call)                                                                 \
-	do {                                                                                   \
-		struct session *timed_ = (s);                                                  \
-		session_busy_begin(timed_);                                                    \
-		call;                                                                          \
-		session_busy_end(timed_);                                                      \
+#define SESSION_TIMED(s, call)                \
+	do {                                  \
+		struct session *timed_ = (s); \
+		session_busy_begin(timed_);   \
+		call;                         \
+		session_busy_end(timed_);     \
 	} while (0)
 
 /* ---- session.c, for session_conn.c ---- */

@@ -132,14 +132,17 @@ int main(int argc, char **argv)
 	close(fd);
 	ans[got] = '\0';
 	if (got == 0) {
-		fprintf(stderr, "submitctl: %s: connection closed without an answer "
-				"(not root?)\n", path);
+		fprintf(stderr,
+			"submitctl: %s: connection closed without an answer "
+			"(not root?)\n",
+			path);
 		return 1;
 	}
 	char *body = strchr(ans, '\n');
 	body = body != NULL ? body + 1 : ans + got;
 	if (strncmp(ans, "ok\n", 3) != 0) {
-		fprintf(stderr, "submitctl: %.*s\n", (int)(body - ans - 1 > 0 ? body - ans - 1 : 0), ans);
+		fprintf(stderr, "submitctl: %.*s\n", (int)(body - ans - 1 > 0 ? body - ans - 1 : 0),
+			ans);
 		free(ans);
 		return 1;
 	}

@@ -33,16 +33,16 @@ struct worker_thread {
 	size_t nlisteners;
 	uv_async_t wakeup;
 	uv_timer_t deadline;
-	uint64_t stop_started;                 /* loop time of the stop request */
+	uint64_t stop_started; /* loop time of the stop request */
 	atomic_int stop_requested;
 	_Atomic(struct config *) pending_cfg; /* a new snapshot to swap in */
-	atomic_uint ping;                      /* watchdog: asked by main */
-	atomic_uint pong;                      /* watchdog: answered by the worker */
+	atomic_uint ping;                     /* watchdog: asked by main */
+	atomic_uint pong;                     /* watchdog: answered by the worker */
 };
 
 static struct worker_thread *worker_threads;
 static unsigned worker_nthreads;
-static uv_async_t *worker_main_async;   /* a worker started or finished */
+static uv_async_t *worker_main_async; /* a worker started or finished */
 static atomic_uint worker_nstarted, worker_nfinished;
 
 static struct worker_thread *worker_thread_of(struct worker *w)
@@ -126,7 +126,7 @@ static void worker_wakeup_cb(uv_async_t *a)
 	session_log_waiting(&wt->w, "stopping, waiting for");
 	uv_timer_start(&wt->deadline, worker_deadline_cb,
 		       SHUTDOWN_REPORT_MS < WORKER_SHUTDOWN_GRACE_MS ? SHUTDOWN_REPORT_MS
-								: WORKER_SHUTDOWN_GRACE_MS,
+								     : WORKER_SHUTDOWN_GRACE_MS,
 		       SHUTDOWN_REPORT_MS);
 	worker_maybe_done(wt);
 }
@@ -156,7 +156,6 @@ static void *worker_run(void *arg)
 	uv_async_send(worker_main_async);
 	return NULL;
 }
-
 
 /* ---- the set of workers, main thread ---- */
 

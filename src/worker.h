@@ -21,15 +21,15 @@ struct table_registry;
 struct worker {
 	uv_loop_t loop;
 	unsigned id;
-	struct config *cfg;          /* current snapshot for new sessions */
+	struct config *cfg; /* current snapshot for new sessions */
 	struct relay_pool *relay;
-	struct auth_backend *auth;   /* NULL without dovecot_auth_socket or saslauthd_socket */
+	struct auth_backend *auth; /* NULL without dovecot_auth_socket or saslauthd_socket */
 	/* Table instances per configuration snapshot, shared by the sessions
 	   and relay transactions of that snapshot (lookup/table_registry.h). */
 	struct table_registry *tables;
-	struct list_link sessions;   /* struct session.link, for shutdown */
+	struct list_link sessions; /* struct session.link, for shutdown */
 	unsigned nsessions;
-	unsigned refusing;           /* refused clients getting their 421 inside TLS */
+	unsigned refusing; /* refused clients getting their 421 inside TLS */
 	uint32_t seq;
 	bool stopping;
 	/* Counters for systemd's STATUS= line: written by this worker only
@@ -38,9 +38,9 @@ struct worker {
 };
 
 enum worker_stat {
-	WORKER_STAT_SENT,      /* final 250 passed on after the downstream's 250 */
-	WORKER_STAT_DEFERRED,  /* end of DATA answered 4xx */
-	WORKER_STAT_REJECTED,  /* end of DATA answered 5xx */
+	WORKER_STAT_SENT,     /* final 250 passed on after the downstream's 250 */
+	WORKER_STAT_DEFERRED, /* end of DATA answered 4xx */
+	WORKER_STAT_REJECTED, /* end of DATA answered 5xx */
 };
 
 static inline void worker_stat_add(struct worker *w, enum worker_stat which)

@@ -35,7 +35,10 @@ void *xrealloc(void *p, size_t n)
 	return p;
 }
 
-char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
+char *xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
 
 char *xstrndup(const char *s, size_t n)
 {
@@ -76,7 +79,10 @@ uint8_t *buf_reserve(struct buf *b, size_t n)
 	return b->base + b->len;
 }
 
-void buf_commit(struct buf *b, size_t n) { b->len += n; }
+void buf_commit(struct buf *b, size_t n)
+{
+	b->len += n;
+}
 
 void buf_append(struct buf *b, const void *p, size_t n)
 {
@@ -86,7 +92,10 @@ void buf_append(struct buf *b, const void *p, size_t n)
 	b->len += n;
 }
 
-void buf_append_str(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
+void buf_append_str(struct buf *b, const char *s)
+{
+	buf_append(b, s, strlen(s));
+}
 
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {

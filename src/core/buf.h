@@ -17,10 +17,19 @@ struct buf {
 	size_t cap;    /* size of base */
 };
 
-#define BUF_INIT {NULL, 0, 0, 0}
+#define BUF_INIT              \
+	{                     \
+		NULL, 0, 0, 0 \
+	}
 
-static inline uint8_t *buf_data(const struct buf *b) { return b->base ? b->base + b->off : NULL; }
-static inline size_t buf_len(const struct buf *b) { return b->len; }
+static inline uint8_t *buf_data(const struct buf *b)
+{
+	return b->base ? b->base + b->off : NULL;
+}
+static inline size_t buf_len(const struct buf *b)
+{
+	return b->len;
+}
 
 /* Makes room for at least n more bytes; returns the write position. Aborts on OOM. */
 uint8_t *buf_reserve(struct buf *b, size_t n);

@@ -56,7 +56,8 @@ static bool certwatch_sig_equal(const struct certwatch_sig *a, const struct cert
 	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
 	       a->link_ino == b->link_ino && a->mtime.tv_sec == b->mtime.tv_sec &&
 	       a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
-	       a->ctime.tv_nsec == b->ctime.tv_nsec && a->link_mtime.tv_sec == b->link_mtime.tv_sec &&
+	       a->ctime.tv_nsec == b->ctime.tv_nsec &&
+	       a->link_mtime.tv_sec == b->link_mtime.tv_sec &&
 	       a->link_mtime.tv_nsec == b->link_mtime.tv_nsec;
 }
 

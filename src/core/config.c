@@ -18,16 +18,16 @@
 
 /* TLS 1.2 only with ECDHE key exchange: forward secrecy for every session
  * (static RSA has none, RFC 7525 §4.2). */
-#define DEFAULT_TLS_PRIORITY                                                                   \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"    \
+#define DEFAULT_TLS_PRIORITY                                                                \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:" \
 	"+CHACHA20-POLY1305:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:%SERVER_PRECEDENCE"
 
 enum config_type {
-	CFG_STR,      /* char *, last one wins */
-	CFG_UINT,     /* unsigned, bounded */
-	CFG_SIZE,     /* uint64_t bytes, optional k/m/g suffix */
-	CFG_TIME,     /* uint64_t milliseconds; core/duration.h */
-	CFG_SPECIAL,  /* parsed by a hook, may repeat */
+	CFG_STR,     /* char *, last one wins */
+	CFG_UINT,    /* unsigned, bounded */
+	CFG_SIZE,    /* uint64_t bytes, optional k/m/g suffix */
+	CFG_TIME,    /* uint64_t milliseconds; core/duration.h */
+	CFG_SPECIAL, /* parsed by a hook, may repeat */
 };
 
 struct config_key;
@@ -37,10 +37,10 @@ struct config_key {
 	const char *name;
 	enum config_type type;
 	size_t offset;
-	const char *def;      /* default, in file syntax; NULL: none */
-	uint64_t min, max;    /* bounds for numbers */
-	config_hook *hook;    /* CFG_SPECIAL */
-	bool per_listener;    /* may be set on a listen line (KEY=VALUE) */
+	const char *def;   /* default, in file syntax; NULL: none */
+	uint64_t min, max; /* bounds for numbers */
+	config_hook *hook; /* CFG_SPECIAL */
+	bool per_listener; /* may be set on a listen line (KEY=VALUE) */
 };
 #define LISTENER true /* per_listener */
 #define GLOBAL false
@@ -49,7 +49,8 @@ static config_hook config_proxy_networks, config_tls_sni, config_client_limit_ex
 static config_hook config_disable_vrfy;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
-static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth, config_relay_sasl_plaintext;
+static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth,
+	config_relay_sasl_plaintext;
 
 #define OFF(f) offsetof(struct config, f)
 static const struct config_key config_keys[] = {
@@ -69,39 +70,46 @@ static const struct config_key config_keys[] = {
 	{"saslauthd_realm", CFG_STR, OFF(saslauthd_realm), "", 0, 0, NULL, GLOBAL},
 	/* process-wide: each worker's one Dovecot client uses it */
 	{"auth_timeout", CFG_TIME, OFF(auth_timeout_ms), "30s", 100, 600000, NULL, GLOBAL},
-	{"auth_failure_delay", CFG_TIME, OFF(auth_failure_delay_ms), "1s", 0, 600000, NULL, LISTENER},
-	{"auth_failure_delay_max", CFG_TIME, OFF(auth_failure_delay_max_ms), "8s", 0, 600000, NULL, LISTENER},
+	{"auth_failure_delay", CFG_TIME, OFF(auth_failure_delay_ms), "1s", 0, 600000, NULL,
+	 LISTENER},
+	{"auth_failure_delay_max", CFG_TIME, OFF(auth_failure_delay_max_ms), "8s", 0, 600000, NULL,
+	 LISTENER},
 	{"auth_max_failures", CFG_UINT, OFF(auth_max_failures), "3", 1, 1000, NULL, LISTENER},
-	{"auth_ip_failure_limit", CFG_UINT, OFF(auth_ip_failure_limit), "20", 0, 1000000, NULL, LISTENER},
+	{"auth_ip_failure_limit", CFG_UINT, OFF(auth_ip_failure_limit), "20", 0, 1000000, NULL,
+	 LISTENER},
 	{"auth_ip_failure_window", CFG_TIME, OFF(auth_ip_failure_window_ms), "10m", 1000, 86400000,
 	 NULL, LISTENER},
-	{"auth_ip_block_time", CFG_TIME, OFF(auth_ip_block_time_ms), "10m", 1000, 86400000, NULL, LISTENER},
+	{"auth_ip_block_time", CFG_TIME, OFF(auth_ip_block_time_ms), "10m", 1000, 86400000, NULL,
+	 LISTENER},
 	/* sender ownership (policy/policy.c) */
 	{"sender_login_maps", CFG_STR, OFF(sender_login_maps), NULL, 0, 0, NULL, LISTENER},
-	{"sender_login_policy", CFG_STR, OFF(sender_login_policy), "reject_sender_login_mismatch", 0,
-	 0, NULL, LISTENER},
+	{"sender_login_policy", CFG_STR, OFF(sender_login_policy), "reject_sender_login_mismatch",
+	 0, 0, NULL, LISTENER},
 	{"recipient_delimiter", CFG_STR, OFF(recipient_delimiter), "+", 0, 0, NULL, LISTENER},
 	{"sender_login_cache_ttl", CFG_TIME, OFF(sender_login_cache_ttl_ms), "60s", 0, 86400000,
 	 NULL, LISTENER},
-	{"sender_login_negative_cache_ttl", CFG_TIME, OFF(sender_login_negative_cache_ttl_ms), "10s",
-	 0, 86400000, NULL, LISTENER},
+	{"sender_login_negative_cache_ttl", CFG_TIME, OFF(sender_login_negative_cache_ttl_ms),
+	 "10s", 0, 86400000, NULL, LISTENER},
 	/* Postfix restriction lists (policy/restrictions.c); unset: RFC 6409
 	   §4.2's fully qualified addresses on submission (starttls/tls) listeners */
 	{"sender_restrictions", CFG_STR, OFF(sender_restrictions), NULL, 0, 0, NULL, LISTENER},
-	{"recipient_restrictions", CFG_STR, OFF(recipient_restrictions), NULL, 0, 0, NULL, LISTENER},
+	{"recipient_restrictions", CFG_STR, OFF(recipient_restrictions), NULL, 0, 0, NULL,
+	 LISTENER},
 	{"disable_vrfy_command", CFG_SPECIAL, 0, "no", 0, 0, config_disable_vrfy, LISTENER},
 	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL, LISTENER},
-	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL, LISTENER},
+	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL,
+	 LISTENER},
 	{"message_size_limit", CFG_SIZE, OFF(message_size_limit), "10240000", 1024,
 	 (uint64_t)1 << 40, NULL, LISTENER},
-	{"header_size_limit", CFG_SIZE, OFF(header_size_limit), "102400", 1024, 16 << 20, NULL, LISTENER},
+	{"header_size_limit", CFG_SIZE, OFF(header_size_limit), "102400", 1024, 16 << 20, NULL,
+	 LISTENER},
 	{"line_length_limit", CFG_UINT, OFF(line_length_limit), "2048", 512, 65536, NULL, LISTENER},
 	{"recipient_limit", CFG_UINT, OFF(recipient_limit), "1000", 100, 100000, NULL, LISTENER},
 	{"error_limit", CFG_UINT, OFF(error_limit), "20", 3, 1000, NULL, LISTENER},
 	{"workers", CFG_UINT, OFF(workers), "0", 0, 256, NULL, GLOBAL},
 	{"max_connections", CFG_UINT, OFF(max_connections), "20000", 1, 1000000, NULL, GLOBAL},
-	{"max_connections_per_ip", CFG_UINT, OFF(max_connections_per_ip), "50", 1, 1000000,
-	 NULL, LISTENER},
+	{"max_connections_per_ip", CFG_UINT, OFF(max_connections_per_ip), "50", 1, 1000000, NULL,
+	 LISTENER},
 	/* clients exempt from max_connections_per_ip and the AUTH failure budget
 	   (Postfix smtpd_client_event_limit_exceptions): networks, "$mynetworks" */
 	{"client_limit_exceptions", CFG_SPECIAL, 0, "$mynetworks", 0, 0,
@@ -109,13 +117,16 @@ static const struct config_key config_keys[] = {
 	/* IPv6 clients are counted per network of this prefix length (per-address limits) */
 	{"ipv6_client_prefix", CFG_UINT, OFF(ipv6_client_prefix), "64", 16, 128, NULL, GLOBAL},
 	{"bare_newline", CFG_SPECIAL, 0, "reject", 0, 0, config_bare_newline, LISTENER},
-	{"command_timeout", CFG_TIME, OFF(command_timeout_ms), "300s", 1000, 3600000, NULL, LISTENER},
+	{"command_timeout", CFG_TIME, OFF(command_timeout_ms), "300s", 1000, 3600000, NULL,
+	 LISTENER},
 	{"data_timeout", CFG_TIME, OFF(data_timeout_ms), "300s", 1000, 3600000, NULL, LISTENER},
-	{"session_timeout", CFG_TIME, OFF(session_timeout_ms), "3600s", 1000, 86400000, NULL, LISTENER},
-	{"relay_connect_timeout", CFG_TIME, OFF(relay_connect_timeout_ms), "10s", 100, 600000,
-	 NULL, GLOBAL},
+	{"session_timeout", CFG_TIME, OFF(session_timeout_ms), "3600s", 1000, 86400000, NULL,
+	 LISTENER},
+	{"relay_connect_timeout", CFG_TIME, OFF(relay_connect_timeout_ms), "10s", 100, 600000, NULL,
+	 GLOBAL},
 	{"relay_timeout", CFG_TIME, OFF(relay_timeout_ms), "100s", 100, 600000, NULL, GLOBAL},
-	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL, GLOBAL},
+	{"relay_idle_timeout", CFG_TIME, OFF(relay_idle_timeout_ms), "10s", 0, 3600000, NULL,
+	 GLOBAL},
 	/* a total for the downstream DATA phase, from the 354 to the reply to the dot */
 	{"relay_data_timeout", CFG_TIME, OFF(relay_data_timeout_ms), "10m", 1000, 86400000, NULL,
 	 GLOBAL},
@@ -128,17 +139,19 @@ static const struct config_key config_keys[] = {
 	/* TABLE sender or @domain -> destinations (Postfix sender_dependent_relayhost_maps) */
 	{"sender_relay_maps", CFG_STR, OFF(sender_relay_maps), NULL, 0, 0, NULL, GLOBAL},
 	/* look relay credentials up by sender first (Postfix smtp_sender_dependent_authentication) */
-	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0, config_sender_dependent_auth, GLOBAL},
+	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0,
+	 config_sender_dependent_auth, GLOBAL},
 	/* allow sending relay credentials without TLS */
-	{"relay_sasl_allow_plaintext", CFG_SPECIAL, 0, "no", 0, 0, config_relay_sasl_plaintext, GLOBAL},
+	{"relay_sasl_allow_plaintext", CFG_SPECIAL, 0, "no", 0, 0, config_relay_sasl_plaintext,
+	 GLOBAL},
 	/* header field naming the submitter's login, added for the relay (client copies removed) */
 	{"relay_auth_header", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_auth_header, GLOBAL},
 	/* DKIM signing (src/dkim/, docs/dkim.md): OpenDKIM's KeyTable and SigningTable */
 	{"dkim_key_table", CFG_STR, OFF(dkim_key_table), NULL, 0, 0, NULL, GLOBAL},
 	{"dkim_signing_table", CFG_STR, OFF(dkim_signing_table), NULL, 0, 0, NULL, GLOBAL},
 	{"dkim_headers", CFG_STR, OFF(dkim_headers), NULL, 0, 0, NULL, GLOBAL},
-	{"dkim_canonicalization", CFG_STR, OFF(dkim_canonicalization), "relaxed/relaxed", 0, 0, NULL,
-	 GLOBAL},
+	{"dkim_canonicalization", CFG_STR, OFF(dkim_canonicalization), "relaxed/relaxed", 0, 0,
+	 NULL, GLOBAL},
 	{"dkim_signature_expiry", CFG_TIME, OFF(dkim_signature_expiry_ms), "0", 0,
 	 (uint64_t)3650 * 86400000, NULL, GLOBAL},
 	{"dkim_hold_memory", CFG_SIZE, OFF(dkim_hold_memory), "256k", 4096, (uint64_t)1 << 30, NULL,
@@ -152,19 +165,24 @@ static const struct config_key config_keys[] = {
 	{"proxy_timeout", CFG_TIME, OFF(proxy_timeout_ms), "5s", 100, 600000, NULL, LISTENER},
 	{"tls_sni", CFG_SPECIAL, 0, NULL, 0, 0, config_tls_sni, GLOBAL},
 	/* limits and holds (policy/limits.h; README "When an account is compromised") */
-	{"login_message_limit", CFG_STR, OFF(login_message_limit), "200/1h, 1000/1d", 0, 0, NULL, GLOBAL},
-	{"login_recipient_limit", CFG_STR, OFF(login_recipient_limit), "1000/1h, 5000/1d", 0, 0, NULL, GLOBAL},
-	{"domain_message_limit", CFG_STR, OFF(domain_message_limit), "5000/1h, 20000/1d", 0, 0, NULL, GLOBAL},
-	{"domain_recipient_limit", CFG_STR, OFF(domain_recipient_limit), "20000/1h, 100000/1d", 0, 0,
+	{"login_message_limit", CFG_STR, OFF(login_message_limit), "200/1h, 1000/1d", 0, 0, NULL,
+	 GLOBAL},
+	{"login_recipient_limit", CFG_STR, OFF(login_recipient_limit), "1000/1h, 5000/1d", 0, 0,
 	 NULL, GLOBAL},
-	{"client_message_limit", CFG_STR, OFF(client_message_limit), "5000/1h, 20000/1d", 0, 0, NULL, GLOBAL},
-	{"client_recipient_limit", CFG_STR, OFF(client_recipient_limit), "20000/1h, 100000/1d", 0, 0,
+	{"domain_message_limit", CFG_STR, OFF(domain_message_limit), "5000/1h, 20000/1d", 0, 0,
 	 NULL, GLOBAL},
+	{"domain_recipient_limit", CFG_STR, OFF(domain_recipient_limit), "20000/1h, 100000/1d", 0,
+	 0, NULL, GLOBAL},
+	{"client_message_limit", CFG_STR, OFF(client_message_limit), "5000/1h, 20000/1d", 0, 0,
+	 NULL, GLOBAL},
+	{"client_recipient_limit", CFG_STR, OFF(client_recipient_limit), "20000/1h, 100000/1d", 0,
+	 0, NULL, GLOBAL},
 	{"login_limit_maps", CFG_STR, OFF(login_limit_maps), NULL, 0, 0, NULL, GLOBAL},
 	{"limit_store", CFG_STR, OFF(limit_store), "memory", 0, 0, NULL, GLOBAL},
 	{"hold_limit_hits", CFG_STR, OFF(hold_limit_hits), "10/1h", 0, 0, NULL, GLOBAL},
 	{"hold_client_addresses", CFG_STR, OFF(hold_client_addresses), "10/1h", 0, 0, NULL, GLOBAL},
-	{"hold_refused_recipients", CFG_STR, OFF(hold_refused_recipients), "50%/50/1h", 0, 0, NULL, GLOBAL},
+	{"hold_refused_recipients", CFG_STR, OFF(hold_refused_recipients), "50%/50/1h", 0, 0, NULL,
+	 GLOBAL},
 	{"hold_burst", CFG_STR, OFF(hold_burst), "10x/100/10m/1d", 0, 0, NULL, GLOBAL},
 	{"hold_time", CFG_TIME, OFF(hold_time_ms), "0", 0, 31536000000ULL, NULL, GLOBAL},
 	{"notify_command", CFG_STR, OFF(notify_command), NULL, 0, 0, NULL, GLOBAL},
@@ -172,10 +190,10 @@ static const struct config_key config_keys[] = {
 	{"control_socket", CFG_STR, OFF(control_socket), NULL, 0, 0, NULL, GLOBAL},
 	/* a Postfix policy daemon asked at RCPT and at the end of data (policy/policy_service.h) */
 	{"check_policy_service", CFG_STR, OFF(check_policy_service), NULL, 0, 0, NULL, GLOBAL},
-	{"policy_service_timeout", CFG_TIME, OFF(policy_service_timeout_ms), "10s", 100, 600000, NULL,
-	 GLOBAL},
-	{"policy_service_default_action", CFG_STR, OFF(policy_service_default_action), "DEFER", 0, 0,
+	{"policy_service_timeout", CFG_TIME, OFF(policy_service_timeout_ms), "10s", 100, 600000,
 	 NULL, GLOBAL},
+	{"policy_service_default_action", CFG_STR, OFF(policy_service_default_action), "DEFER", 0,
+	 0, NULL, GLOBAL},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -293,8 +311,8 @@ static bool config_parse_u64(const char *s, uint64_t *r)
 }
 
 /* Number with a unit suffix; mult_r gets the suffix's multiplier. */
-static bool config_parse_scaled(const char *s, const char *const *suffixes,
-				const uint64_t *mults, uint64_t *r)
+static bool config_parse_scaled(const char *s, const char *const *suffixes, const uint64_t *mults,
+				uint64_t *r)
 {
 	char num[32];
 	size_t i = 0;
@@ -323,7 +341,6 @@ static bool config_parse_size(const char *s, uint64_t *r)
 	static const uint64_t mult[] = {1, 1024, 1024 * 1024, 1024 * 1024 * 1024};
 	return config_parse_scaled(s, sfx, mult, r);
 }
-
 
 bool config_cidr_parse(const char *s, struct cidr *r)
 {
@@ -519,7 +536,9 @@ static bool config_add_dest(void *arg, const char *item, char *err, size_t errle
 		default_port = 24;
 		if (strncmp(rest, "unix:", 5) == 0) {
 			if (rest[5] != '/')
-				return config_err(err, errlen, "lmtp:unix: needs an absolute path: \"%s\"", item);
+				return config_err(err, errlen,
+						  "lmtp:unix: needs an absolute path: \"%s\"",
+						  item);
 			d.unix_path = xstrdup(rest + 5);
 		} else if (strncmp(rest, "inet:", 5) == 0) {
 			rest += 5;
@@ -538,10 +557,11 @@ static bool config_add_dest(void *arg, const char *item, char *err, size_t errle
 		if (rest[0] != '[')
 			/* Without brackets Postfix would look up MX records; a
 			   submission front end wants a fixed next hop. */
-			return config_err(err, errlen,
-					  "\"%s\": write the relay in brackets, e.g. [%s] (MX lookups "
-					  "are not supported)",
-					  item, rest);
+			return config_err(
+				err, errlen,
+				"\"%s\": write the relay in brackets, e.g. [%s] (MX lookups "
+				"are not supported)",
+				item, rest);
 		if (!config_parse_hostport(rest, &d.host, &d.port, &d.implicit_tls, default_port,
 					   err, errlen)) {
 			free(d.unix_path);
@@ -590,8 +610,9 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 	struct listen_cfg l = {0};
 	bool ok = false;
 	if (addr == NULL || mode == NULL) {
-		config_err(err, errlen,
-			   "want \"ADDRESS:PORT MODE [trusted] [proxy] [name=NAME] [KEY=VALUE...]\"");
+		config_err(
+			err, errlen,
+			"want \"ADDRESS:PORT MODE [trusted] [proxy] [name=NAME] [KEY=VALUE...]\"");
 		goto out;
 	}
 	if (strcmp(mode, "starttls") == 0)
@@ -601,7 +622,8 @@ static bool config_listen(struct config *cfg, const char *value, char *err, size
 	else if (strcmp(mode, "plain") == 0)
 		l.mode = LISTEN_PLAIN;
 	else {
-		config_err(err, errlen, "unknown listener mode \"%s\" (starttls, tls or plain)", mode);
+		config_err(err, errlen, "unknown listener mode \"%s\" (starttls, tls or plain)",
+			   mode);
 		goto out;
 	}
 	for (char *flag; (flag = strtok_r(NULL, " \t", &save)) != NULL;) {
@@ -688,8 +710,10 @@ static bool config_relay_tls(struct config *cfg, const char *value, char *err, s
 	static const struct {
 		const char *name;
 		enum relay_tls_level level;
-	} levels[] = {{"none", RELAY_TLS_NONE},	      {"may", RELAY_TLS_MAY},
-		      {"encrypt", RELAY_TLS_ENCRYPT}, {"verify", RELAY_TLS_VERIFY},
+	} levels[] = {{"none", RELAY_TLS_NONE},
+		      {"may", RELAY_TLS_MAY},
+		      {"encrypt", RELAY_TLS_ENCRYPT},
+		      {"verify", RELAY_TLS_VERIFY},
 		      {"secure", RELAY_TLS_SECURE}};
 	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
 		if (strcmp(value, levels[i].name) == 0) {
@@ -775,7 +799,7 @@ static bool config_syslog(struct config *cfg, const char *value, char *err, size
 	static const struct {
 		const char *name;
 		int facility;
-	} f[] = {{"none", -1},	       {"mail", LOG_MAIL},     {"daemon", LOG_DAEMON},
+	} f[] = {{"none", -1},           {"mail", LOG_MAIL},     {"daemon", LOG_DAEMON},
 		 {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
 		 {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
 		 {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}};
@@ -785,8 +809,8 @@ static bool config_syslog(struct config *cfg, const char *value, char *err, size
 			return true;
 		}
 	}
-	return config_err(err, errlen, "unknown syslog facility \"%s\" (none, mail, daemon, local0-7)",
-			  value);
+	return config_err(err, errlen,
+			  "unknown syslog facility \"%s\" (none, mail, daemon, local0-7)", value);
 }
 
 static bool config_log_level(struct config *cfg, const char *value, char *err, size_t errlen)
@@ -810,8 +834,7 @@ static bool config_add_proxy_network(void *arg, const char *item, char *err, siz
 	return config_add_cidr(&cfg->proxy_networks, &cfg->nproxy_networks, item, err, errlen);
 }
 
-static bool config_proxy_networks(struct config *cfg, const char *value, char *err,
-				  size_t errlen)
+static bool config_proxy_networks(struct config *cfg, const char *value, char *err, size_t errlen)
 {
 	return config_each_item(value, config_add_proxy_network, cfg, err, errlen);
 }
@@ -825,8 +848,8 @@ static bool config_add_limit_exception(void *arg, const char *item, char *err, s
 		return true;
 	}
 	if (!config_cidr_parse(item, &c))
-		return config_err(err, errlen, "bad network \"%s\" (want ADDRESS/PREFIX or $mynetworks)",
-				  item);
+		return config_err(err, errlen,
+				  "bad network \"%s\" (want ADDRESS/PREFIX or $mynetworks)", item);
 	cfg->client_limit_exceptions = xrealloc(cfg->client_limit_exceptions,
 						(cfg->nclient_limit_exceptions + 1) * sizeof(c));
 	cfg->client_limit_exceptions[cfg->nclient_limit_exceptions++] = c;
@@ -896,8 +919,8 @@ out:
 	return ok;
 }
 
-static bool config_set(struct config *cfg, const struct config_key *k, const char *value,
-		       char *err, size_t errlen)
+static bool config_set(struct config *cfg, const struct config_key *k, const char *value, char *err,
+		       size_t errlen)
 {
 	void *field = (char *)cfg + k->offset;
 	uint64_t v = 0;
@@ -908,16 +931,19 @@ static bool config_set(struct config *cfg, const struct config_key *k, const cha
 		return true;
 	case CFG_UINT:
 		if (!config_parse_u64(value, &v))
-			return config_err(err, errlen, "%s: \"%s\" is not a number", k->name, value);
+			return config_err(err, errlen, "%s: \"%s\" is not a number", k->name,
+					  value);
 		break;
 	case CFG_SIZE:
 		if (!config_parse_size(value, &v))
-			return config_err(err, errlen, "%s: \"%s\" is not a size (e.g. 10240000, 10m)",
-					  k->name, value);
+			return config_err(err, errlen,
+					  "%s: \"%s\" is not a size (e.g. 10240000, 10m)", k->name,
+					  value);
 		break;
 	case CFG_TIME:
 		if (!duration_parse(value, &v))
-			return config_err(err, errlen, "%s: \"%s\" is not a time (e.g. 300s, 5m, 500ms)",
+			return config_err(err, errlen,
+					  "%s: \"%s\" is not a time (e.g. 300s, 5m, 500ms)",
 					  k->name, value);
 		break;
 	case CFG_SPECIAL:
@@ -930,8 +956,8 @@ static bool config_set(struct config *cfg, const struct config_key *k, const cha
 		return true;
 	}
 	if (v < k->min || v > k->max)
-		return config_err(err, errlen, "%s: %s is out of range (%llu..%llu)", k->name, value,
-				  (unsigned long long)k->min, (unsigned long long)k->max);
+		return config_err(err, errlen, "%s: %s is out of range (%llu..%llu)", k->name,
+				  value, (unsigned long long)k->min, (unsigned long long)k->max);
 	if (k->type == CFG_UINT)
 		*(unsigned *)field = (unsigned)v;
 	else
@@ -971,7 +997,9 @@ static char *config_read_file(const char *path, char *err, size_t errlen)
 		/* A NUL would end the text early: the lines after it would
 		   silently not apply. */
 		snprintf(err, errlen, "%s: %s", path,
-			 nul ? "NUL byte in the file" : buf_len(&b) > CONFIG_MAX_FILE ? "file too large" : "read error");
+			 nul                             ? "NUL byte in the file"
+			 : buf_len(&b) > CONFIG_MAX_FILE ? "file too large"
+							 : "read error");
 		buf_free(&b);
 		return NULL;
 	}
@@ -1035,8 +1063,8 @@ bool config_listeners_load(struct config *cfg, char *err, size_t errlen)
 		if (l->noverrides == 0)
 			continue;
 		char why[768];
-		struct config *child = config_parse(cfg->path, cfg->text, l->overrides, l->noverrides,
-						    why, sizeof(why));
+		struct config *child = config_parse(cfg->path, cfg->text, l->overrides,
+						    l->noverrides, why, sizeof(why));
 		if (child == NULL) {
 			snprintf(err, errlen, "listen %s: %s", l->text, why);
 			return false;
@@ -1128,7 +1156,8 @@ static struct config *config_parse(const char *path, const char *text, char *con
 		if (seen[i] || config_keys[i].def == NULL)
 			continue;
 		if (!config_set(cfg, &config_keys[i], config_keys[i].def, why, sizeof(why))) {
-			snprintf(err, errlen, "%s: default of %s: %s", path, config_keys[i].name, why);
+			snprintf(err, errlen, "%s: default of %s: %s", path, config_keys[i].name,
+				 why);
 			ok = false;
 		}
 	}
@@ -1140,8 +1169,8 @@ static struct config *config_parse(const char *path, const char *text, char *con
 		cfg->myhostname = xstrdup(host);
 	}
 	if (ok && cfg->dovecot_auth_socket != NULL && cfg->saslauthd_socket != NULL) {
-		snprintf(err, errlen, "%s: dovecot_auth_socket and saslauthd_socket: set one of them",
-			 path);
+		snprintf(err, errlen,
+			 "%s: dovecot_auth_socket and saslauthd_socket: set one of them", path);
 		ok = false;
 	}
 	if (ok && cfg->nlistens == 0) {
@@ -1152,8 +1181,10 @@ static struct config *config_parse(const char *path, const char *text, char *con
 	for (size_t i = 0; ok && i < cfg->nlistens; i++)
 		need_tls |= cfg->listens[i].mode != LISTEN_PLAIN;
 	if (ok && need_tls && (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)) {
-		snprintf(err, errlen, "%s: tls_cert_file and tls_key_file are needed by the "
-				      "starttls/tls listeners", path);
+		snprintf(err, errlen,
+			 "%s: tls_cert_file and tls_key_file are needed by the "
+			 "starttls/tls listeners",
+			 path);
 		ok = false;
 	}
 	if (ok && cfg->workers == 0) {

@@ -25,18 +25,18 @@ struct dkim_conf;
 enum listen_mode { LISTEN_PLAIN, LISTEN_STARTTLS, LISTEN_TLS };
 
 struct listen_cfg {
-	char *text;                  /* as written, for logs: "127.0.0.1:587" */
+	char *text; /* as written, for logs: "127.0.0.1:587" */
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
 	enum listen_mode mode;
-	bool trusted;                /* mynetworks clients may send without AUTH */
-	bool proxy;                  /* a PROXY v1/v2 header comes first (proxy_networks) */
-	char *fdname;                /* name=X: take the systemd socket named X, or NULL */
+	bool trusted; /* mynetworks clients may send without AUTH */
+	bool proxy;   /* a PROXY v1/v2 header comes first (proxy_networks) */
+	char *fdname; /* name=X: take the systemd socket named X, or NULL */
 	/* KEY=VALUE settings on the listen line (Postfix's master.cf "-o"),
 	 * as written; they apply to sessions on this listener only. */
 	char **overrides;
 	size_t noverrides;
-	bool sender_policy_set;      /* one of them is sender_login_policy */
+	bool sender_policy_set; /* one of them is sender_login_policy */
 	/* The snapshot with the overrides applied (config_listeners_load()),
 	 * owned by the parent; NULL: sessions use the parent itself. Its
 	 * listens[] mirror the parent's, without children. */
@@ -44,7 +44,7 @@ struct listen_cfg {
 };
 
 struct cidr {
-	int family;                  /* AF_INET or AF_INET6 */
+	int family; /* AF_INET or AF_INET6 */
 	uint8_t addr[16];
 	unsigned prefix;
 };
@@ -62,12 +62,12 @@ enum relay_proto { RELAY_SMTP, RELAY_LMTP };
 
 /* One downstream destination in Postfix syntax (docs/design.md §7). */
 struct relay_dest {
-	char *text;                  /* exactly as written: "[127.0.0.1]:10025" */
+	char *text; /* exactly as written: "[127.0.0.1]:10025" */
 	enum relay_proto proto;
-	char *unix_path;             /* lmtp:unix:/path, else NULL */
-	char *host;                  /* host name or address literal, no brackets */
+	char *unix_path; /* lmtp:unix:/path, else NULL */
+	char *host;      /* host name or address literal, no brackets */
 	uint16_t port;
-	bool implicit_tls;           /* :submissions / :465 */
+	bool implicit_tls; /* :submissions / :465 */
 };
 
 enum bare_newline_mode { BARE_NEWLINE_REJECT, BARE_NEWLINE_NORMALIZE };
@@ -75,16 +75,16 @@ enum bare_newline_mode { BARE_NEWLINE_REJECT, BARE_NEWLINE_NORMALIZE };
  * the code compares levels with >=. */
 enum relay_tls_level {
 	RELAY_TLS_NONE,
-	RELAY_TLS_MAY,      /* STARTTLS when offered, certificate not checked */
-	RELAY_TLS_ENCRYPT,  /* TLS mandatory, certificate not checked */
-	RELAY_TLS_VERIFY,   /* TLS mandatory, chain and relay name verified */
-	RELAY_TLS_SECURE,   /* as verify: with [host] the name is the next hop */
+	RELAY_TLS_MAY,     /* STARTTLS when offered, certificate not checked */
+	RELAY_TLS_ENCRYPT, /* TLS mandatory, certificate not checked */
+	RELAY_TLS_VERIFY,  /* TLS mandatory, chain and relay name verified */
+	RELAY_TLS_SECURE,  /* as verify: with [host] the name is the next hop */
 };
 
 struct config {
 	atomic_int refs;
 	char *path;
-	char *text;                  /* the file as read, to build per-listener snapshots */
+	char *text; /* the file as read, to build per-listener snapshots */
 
 	char *myhostname;
 	struct listen_cfg *listens;
@@ -100,7 +100,7 @@ struct config {
 
 	/* AUTH (policy/auth.h) */
 	char *dovecot_auth_socket;
-	char *saslauthd_socket;      /* instead of dovecot_auth_socket */
+	char *saslauthd_socket; /* instead of dovecot_auth_socket */
 	char *saslauthd_service;
 	char *saslauthd_realm;
 	uint64_t auth_timeout_ms;
@@ -116,7 +116,7 @@ struct config {
 	char *recipient_restrictions;
 	struct restrictions *sender_restr;
 	struct restrictions *recipient_restr;
-	bool sender_restr_default;   /* not set: the plain listeners skip it */
+	bool sender_restr_default; /* not set: the plain listeners skip it */
 	bool recipient_restr_default;
 	bool disable_vrfy;
 
@@ -131,13 +131,13 @@ struct config {
 	/* Built from the above by policy_load(); freed through free_hook. */
 	struct sender_login_conf *sender_login;
 	struct table *header_from_exempt;
-	int header_from_mode;        /* enum policy_header_mode */
+	int header_from_mode; /* enum policy_header_mode */
 	void (*free_hook)(struct config *cfg);
 	/* More of them, for other loaders (config_on_free()), run last first. */
 #define CONFIG_MAX_FREE_HOOKS 8
 	void (*free_hooks[CONFIG_MAX_FREE_HOOKS])(struct config *cfg);
 	size_t nfree_hooks;
-	unsigned *key_lines;         /* per key: the line that set it, 0: none */
+	unsigned *key_lines; /* per key: the line that set it, 0: none */
 
 	uint64_t message_size_limit;
 	uint64_t header_size_limit;
@@ -160,17 +160,17 @@ struct config {
 	uint64_t relay_connect_timeout_ms;
 	uint64_t relay_timeout_ms;
 	uint64_t relay_idle_timeout_ms;
-	uint64_t relay_data_timeout_ms;              /* from the 354 to the reply to the dot */
+	uint64_t relay_data_timeout_ms; /* from the 354 to the reply to the dot */
 	unsigned relay_reuse_limit;
 	/* smarthost: TLS policy, client SASL, per-sender routes (relay/relay.h) */
-	char *relay_tls_ca_file;                     /* NULL: the system trust store */
+	char *relay_tls_ca_file;                             /* NULL: the system trust store */
 	gnutls_certificate_credentials_t relay_tls_ca_creds; /* from relay_tls_ca_file */
-	char *relay_password_maps;                   /* NULL: never AUTH to the relay */
-	char *sender_relay_maps;                     /* NULL: relayhost for everyone */
+	char *relay_password_maps;                           /* NULL: never AUTH to the relay */
+	char *sender_relay_maps;                             /* NULL: relayhost for everyone */
 	/* Opened from the two above by relay_load() (relay/relay.h). */
 	struct table *relay_password_table;
 	struct table *sender_relay_table;
-	char *relay_auth_header;                     /* e.g. "X-AuthUser", NULL: none */
+	char *relay_auth_header; /* e.g. "X-AuthUser", NULL: none */
 	bool sender_dependent_authentication;
 	bool relay_sasl_allow_plaintext;
 
@@ -180,17 +180,17 @@ struct config {
 	gnutls_datum_t tls_ticket_key; /* session tickets; new with every snapshot */
 
 	/* DKIM signing (src/dkim/, docs/dkim.md) */
-	char *dkim_key_table;                /* [file:]PATH, OpenDKIM's KeyTable */
-	char *dkim_signing_table;            /* [file:|refile:]PATH, its SigningTable */
-	char *dkim_headers;                  /* NULL: dkim_conf_default_headers */
+	char *dkim_key_table;     /* [file:]PATH, OpenDKIM's KeyTable */
+	char *dkim_signing_table; /* [file:|refile:]PATH, its SigningTable */
+	char *dkim_headers;       /* NULL: dkim_conf_default_headers */
 	char *dkim_canonicalization;
-	uint64_t dkim_signature_expiry_ms;   /* 0: no x= */
-	uint64_t dkim_hold_memory;           /* per message held, beyond: a temporary file */
+	uint64_t dkim_signature_expiry_ms; /* 0: no x= */
+	uint64_t dkim_hold_memory;         /* per message held, beyond: a temporary file */
 	char *dkim_temp_directory;
-	struct dkim_conf *dkim;              /* built by policy_load(); NULL: no signing */
+	struct dkim_conf *dkim; /* built by policy_load(); NULL: no signing */
 
-	int syslog_facility;         /* -1: log to stderr */
-	int log_level;               /* LOG_INFO, LOG_DEBUG, ... */
+	int syslog_facility; /* -1: log to stderr */
+	int log_level;       /* LOG_INFO, LOG_DEBUG, ... */
 
 	/* Limits, holds and the control socket (policy/limits.h, docs/limits.md) */
 	char *login_message_limit;
@@ -205,11 +205,11 @@ struct config {
 	char *hold_client_addresses;
 	char *hold_refused_recipients;
 	char *hold_burst;
-	uint64_t hold_time_ms;       /* 0: until released */
+	uint64_t hold_time_ms; /* 0: until released */
 	char *notify_command;
 	uint64_t notify_timeout_ms;
 	char *control_socket;
-	struct limits_conf *limits;  /* parsed by limits_conf_load() */
+	struct limits_conf *limits; /* parsed by limits_conf_load() */
 	/* Postfix's policy delegation (policy/policy_service.h) */
 	char *check_policy_service;
 	uint64_t policy_service_timeout_ms;
@@ -220,8 +220,8 @@ struct config {
 	char *user;                  /* drop to this user after binding; NULL: keep */
 	struct cidr *proxy_networks; /* who may send a PROXY header */
 	size_t nproxy_networks;
-	uint64_t proxy_timeout_ms;   /* to receive the whole PROXY header */
-	struct tls_sni *tls_sni;     /* extra certificates chosen by SNI */
+	uint64_t proxy_timeout_ms; /* to receive the whole PROXY header */
+	struct tls_sni *tls_sni;   /* extra certificates chosen by SNI */
 	size_t ntls_sni;
 };
 

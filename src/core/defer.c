@@ -30,8 +30,7 @@ void defer_queue_init(struct defer_queue *q, uv_loop_t *loop)
 static void defer_unlink_all(struct list_link *head)
 {
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, head)
-		list_remove(l);
+	list_for_each_safe(l, tmp, head) list_remove(l);
 }
 
 static void defer_queue_closed_cb(uv_handle_t *h)

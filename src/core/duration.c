@@ -11,8 +11,8 @@ bool duration_parse(const char *s, uint64_t *ms_r)
 		const char *unit;
 		uint64_t ms;
 	} units[] = {
-		{"", 1000},        {"s", 1000},           {"ms", 1},          {"m", 60000},
-		{"h", 3600000},    {"d", 86400000},       {"w", 604800000},
+		{"", 1000},     {"s", 1000},     {"ms", 1},        {"m", 60000},
+		{"h", 3600000}, {"d", 86400000}, {"w", 604800000},
 	};
 	uint64_t v = 0;
 	const char *p = s;

@@ -15,11 +15,11 @@ struct list_link {
 	struct list_link *next, *prev;
 };
 
-#define list_entry(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define list_entry(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* Iterates where the body may remove (or free) pos; tmp is scratch. */
-#define list_for_each_safe(pos, tmp, head)                                               \
-	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                 \
+#define list_for_each_safe(pos, tmp, head)                               \
+	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); \
 	     (pos) = (tmp), (tmp) = (pos)->next)
 
 static inline void list_init(struct list_link *head)

@@ -13,8 +13,8 @@
 
 static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_min_level = LOG_INFO;
-static long log_pid;	       /* one getpid() per process, not per line */
-static int log_stamp = -1;     /* prefix a timestamp on stderr; -1: not decided yet */
+static long log_pid;       /* one getpid() per process, not per line */
+static int log_stamp = -1; /* prefix a timestamp on stderr; -1: not decided yet */
 
 /* journald stamps each line itself; JOURNAL_STREAM ("DEV:INODE") says stderr
  * is connected to it, but only while stderr is still that very stream (a
@@ -75,7 +75,7 @@ void log_msg(int level, const char *fmt, ...)
 		syslog(level, "%s", safe);
 		return;
 	}
-	static const char *const names[] = {"emerg", "alert", "crit", "error",
+	static const char *const names[] = {"emerg",   "alert",  "crit", "error",
 					    "warning", "notice", "info", "debug"};
 	if (log_stamp < 0)
 		log_stamp = !log_stderr_is_journal();
@@ -162,7 +162,8 @@ size_t log_escape(char *out, size_t outsz, const void *in, size_t n)
 			ulen = 1, adv = 1;
 		} else if (c >= 0x80 && (adv = log_utf8(p + i, n - i, &cp)) > 0) {
 			if (log_cp_hidden(cp))
-				ulen = (size_t)snprintf(unit, sizeof(unit), "\\u%04x", (unsigned)cp);
+				ulen = (size_t)snprintf(unit, sizeof(unit), "\\u%04x",
+							(unsigned)cp);
 			else
 				memcpy(unit, p + i, adv), ulen = adv;
 		} else {

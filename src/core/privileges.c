@@ -42,7 +42,8 @@ bool privileges_drop(const struct config *cfg, char *err, size_t errlen)
 {
 	if (cfg->user == NULL) {
 		if (geteuid() == 0) {
-			log_warn("running as root: set \"user = submitd\" (or User= in the systemd unit)");
+			log_warn("running as root: set \"user = submitd\" (or User= in the systemd "
+				 "unit)");
 			return true;
 		}
 		return privileges_caps_clear(err, errlen);
@@ -50,14 +51,16 @@ bool privileges_drop(const struct config *cfg, char *err, size_t errlen)
 	errno = 0;
 	struct passwd *pw = getpwnam(cfg->user);
 	if (pw == NULL) {
-		snprintf(err, errlen, "user %s: %s", cfg->user, errno ? strerror(errno) : "no such user");
+		snprintf(err, errlen, "user %s: %s", cfg->user,
+			 errno ? strerror(errno) : "no such user");
 		return false;
 	}
 	uid_t uid = pw->pw_uid;
 	gid_t gid = pw->pw_gid;
 	if (geteuid() != 0) {
 		if (geteuid() != uid) {
-			snprintf(err, errlen, "user = %s: started as uid %ld, cannot switch without root",
+			snprintf(err, errlen,
+				 "user = %s: started as uid %ld, cannot switch without root",
 				 cfg->user, (long)geteuid());
 			return false;
 		}
@@ -76,7 +79,8 @@ bool privileges_drop(const struct config *cfg, char *err, size_t errlen)
 		return false;
 	}
 	if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0 || setegid(0) == 0)) {
-		snprintf(err, errlen, "user %s: root could be regained after dropping it", cfg->user);
+		snprintf(err, errlen, "user %s: root could be regained after dropping it",
+			 cfg->user);
 		return false;
 	}
 	/* Never regain anything through exec either (we exec nothing). */

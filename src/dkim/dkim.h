@@ -35,12 +35,12 @@ enum dkim_alg { DKIM_RSA_SHA256, DKIM_ED25519_SHA256 };
 struct dkim_body {
 	enum dkim_canon canon;
 	gnutls_hash_hd_t hash;
-	uint64_t blank;   /* empty lines held back (they may be trailing) */
-	bool cr;          /* the last octet was a CR, not yet placed */
-	bool wsp;         /* relaxed: a run of SP/HTAB held back */
-	bool line;        /* the current line has content */
-	bool any;         /* something was hashed */
-	uint64_t hashed;  /* octets of canonical body hashed */
+	uint64_t blank;  /* empty lines held back (they may be trailing) */
+	bool cr;         /* the last octet was a CR, not yet placed */
+	bool wsp;        /* relaxed: a run of SP/HTAB held back */
+	bool line;       /* the current line has content */
+	bool any;        /* something was hashed */
+	uint64_t hashed; /* octets of canonical body hashed */
 	size_t n;
 	uint8_t out[2048];
 };
@@ -74,14 +74,14 @@ size_t dkim_fields(const uint8_t *h, size_t n, struct dkim_field *f, size_t max)
 /* ---- keys ---- */
 
 struct dkim_key {
-	char *name;       /* the KeyTable key */
-	char *domain;     /* d=; "%" in the KeyTable: the From: domain */
-	char *selector;   /* s= */
-	char *path;       /* the key file */
+	char *name;     /* the KeyTable key */
+	char *domain;   /* d=; "%" in the KeyTable: the From: domain */
+	char *selector; /* s= */
+	char *path;     /* the key file */
 	enum dkim_alg alg;
 	unsigned bits;
 	gnutls_privkey_t priv;
-	char *pub;        /* p= of the DNS record, base64 */
+	char *pub; /* p= of the DNS record, base64 */
 };
 
 /* Reads k->path (PEM: PKCS#1 or PKCS#8; RSA or Ed25519), checks the type
@@ -102,8 +102,8 @@ void dkim_key_txt(const struct dkim_key *k, const char *domain, struct buf *out)
 
 struct dkim_sign_args {
 	const struct dkim_key *key;
-	const char *domain;     /* d= (the key's, or the From: domain for "%") */
-	const char *identity;   /* i=, or NULL */
+	const char *domain;   /* d= (the key's, or the From: domain for "%") */
+	const char *identity; /* i=, or NULL */
 	enum dkim_canon hcanon, bcanon;
 	/* h= candidates, lowercase: a name listed k times signs each field of
 	   that name present, bottom-up, and k-1 more (absent ones: over-signing
@@ -111,9 +111,9 @@ struct dkim_sign_args {
 	   prefix ("content-*"): every field it matches, signed once each. */
 	const char *const *headers;
 	size_t nheaders;
-	time_t now;             /* t= */
-	uint64_t expire_s;      /* x= now + expire_s; 0: no x= */
-	const uint8_t *bh;      /* the body hash */
+	time_t now;        /* t= */
+	uint64_t expire_s; /* x= now + expire_s; 0: no x= */
+	const uint8_t *bh; /* the body hash */
 };
 
 /* Signs the header section h[0..n) as it will be sent (fields only or with

@@ -5,7 +5,10 @@
 
 #include <string.h>
 
-static bool dkim_wsp(uint8_t c) { return c == ' ' || c == '\t'; }
+static bool dkim_wsp(uint8_t c)
+{
+	return c == ' ' || c == '\t';
+}
 
 bool dkim_body_init(struct dkim_body *b, enum dkim_canon c)
 {

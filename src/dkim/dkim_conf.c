@@ -34,8 +34,8 @@ static bool dkim_conf_canon(const char *s, struct dkim_conf *c)
 	return true;
 }
 
-static bool dkim_conf_headers(struct dkim_conf *c, const char *list, const char *never,
-			      char *err, size_t errlen)
+static bool dkim_conf_headers(struct dkim_conf *c, const char *list, const char *never, char *err,
+			      size_t errlen)
 {
 	bool from = false;
 	for (const char *p = list; *p != '\0';) {
@@ -50,12 +50,14 @@ static bool dkim_conf_headers(struct dkim_conf *c, const char *list, const char 
 			bool star = p[i] == '*' && i == n - 1 && n > 1;
 			if (!star && !(isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '_' ||
 				       p[i] == '.')) {
-				snprintf(err, errlen, "dkim_headers: \"%.*s\" is not a field name", (int)n, p);
+				snprintf(err, errlen, "dkim_headers: \"%.*s\" is not a field name",
+					 (int)n, p);
 				return false;
 			}
 		}
 		if (n > DKIM_NAME_MAX || c->nheaders >= DKIM_H_MAX) {
-			snprintf(err, errlen, "dkim_headers: at most %d names of at most %d characters",
+			snprintf(err, errlen,
+				 "dkim_headers: at most %d names of at most %d characters",
 				 DKIM_H_MAX, DKIM_NAME_MAX);
 			return false;
 		}
@@ -63,7 +65,8 @@ static bool dkim_conf_headers(struct dkim_conf *c, const char *list, const char 
 		for (size_t i = 0; i < n; i++)
 			name[i] = (char)tolower((unsigned char)name[i]);
 		p += n;
-		if (strcmp(name, "dkim-signature") == 0 || (never != NULL && strcasecmp(name, never) == 0)) {
+		if (strcmp(name, "dkim-signature") == 0 ||
+		    (never != NULL && strcasecmp(name, never) == 0)) {
 			/* relay_auth_header is rewritten by the relay after signing */
 			snprintf(err, errlen, "dkim_headers: %s cannot be signed", name);
 			free(name);
@@ -112,8 +115,9 @@ struct dkim_conf *dkim_conf_new(const struct dkim_settings *s, char *err, size_t
 	struct dkim_conf *c = xcalloc(1, sizeof(*c));
 	c->expire_s = s->expire_s;
 	if (!dkim_conf_canon(s->canon != NULL ? s->canon : "relaxed/relaxed", c)) {
-		snprintf(err, errlen, "dkim_canonicalization: want relaxed or simple, or two of them "
-				      "with a / (header/body)");
+		snprintf(err, errlen,
+			 "dkim_canonicalization: want relaxed or simple, or two of them "
+			 "with a / (header/body)");
 		goto fail;
 	}
 	if (!dkim_conf_headers(c, s->headers != NULL ? s->headers : dkim_conf_default_headers,
@@ -123,8 +127,10 @@ struct dkim_conf *dkim_conf_new(const struct dkim_settings *s, char *err, size_t
 	    !dkim_conf_table("dkim_signing_table", s->signing_table, false, c, err, errlen))
 		goto fail;
 	for (size_t i = 0; i < c->st.n; i++) {
-		if (strcmp(c->st.e[i].name, "%") != 0 && dkim_keytable_find(&c->kt, c->st.e[i].name) == NULL) {
-			snprintf(err, errlen, "dkim_signing_table: %s: no key \"%s\" in the KeyTable",
+		if (strcmp(c->st.e[i].name, "%") != 0 &&
+		    dkim_keytable_find(&c->kt, c->st.e[i].name) == NULL) {
+			snprintf(err, errlen,
+				 "dkim_signing_table: %s: no key \"%s\" in the KeyTable",
 				 c->st.e[i].key, c->st.e[i].name);
 			goto fail;
 		}
@@ -133,7 +139,8 @@ struct dkim_conf *dkim_conf_new(const struct dkim_settings *s, char *err, size_t
 	for (size_t i = 0; i < c->kt.n; i++) {
 		char why[768];
 		if (!dkim_key_load(&c->kt.keys[i], why, sizeof(why))) {
-			snprintf(err, errlen, "dkim_key_table: key %s: %s", c->kt.keys[i].name, why);
+			snprintf(err, errlen, "dkim_key_table: key %s: %s", c->kt.keys[i].name,
+				 why);
 			goto fail;
 		}
 		size_t m = dkim_sign_max(&c->kt.keys[i], 255, 320);
@@ -202,7 +209,8 @@ static bool dkim_conf_identity_ok(const char *i, const char *d)
 	size_t il = strlen(id), dl = strlen(d);
 	if (!dkim_conf_dns_ok(id))
 		return false;
-	return strcasecmp(id, d) == 0 || (il > dl && id[il - dl - 1] == '.' && strcasecmp(id + il - dl, d) == 0);
+	return strcasecmp(id, d) == 0 ||
+	       (il > dl && id[il - dl - 1] == '.' && strcasecmp(id + il - dl, d) == 0);
 }
 
 size_t dkim_conf_choose(const struct dkim_conf *c, const char *from, struct dkim_choice *out,
@@ -269,8 +277,8 @@ void dkim_conf_describe(const struct dkim_conf *c, FILE *out)
 	for (size_t i = 0; i < c->kt.n; i++) {
 		const struct dkim_key *k = &c->kt.keys[i];
 		const char *d = strcmp(k->domain, "%") == 0 ? "DOMAIN" : k->domain;
-		fprintf(out, "dkim key %s: %s, selector %s, domain %s, %s-sha256, %u bits\n", k->name,
-			k->path, k->selector, d, dkim_alg_name(k->alg), k->bits);
+		fprintf(out, "dkim key %s: %s, selector %s, domain %s, %s-sha256, %u bits\n",
+			k->name, k->path, k->selector, d, dkim_alg_name(k->alg), k->bits);
 		struct buf b = BUF_INIT;
 		dkim_key_txt(k, d, &b);
 		fprintf(out, "  %.*s\n", (int)buf_len(&b), (const char *)buf_data(&b));

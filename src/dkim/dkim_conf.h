@@ -17,12 +17,12 @@
 #define DKIM_SIGS_MAX 8 /* signatures on one message */
 
 struct dkim_settings {
-	const char *key_table;      /* [file:]PATH */
-	const char *signing_table;  /* [file:|refile:]PATH */
-	const char *headers;        /* names, separated by ',', ':' or spaces */
-	const char *canon;          /* "relaxed/relaxed", "simple", "relaxed/simple", ... */
-	uint64_t expire_s;          /* x= after this many seconds; 0: none */
-	const char *never_sign;     /* a field name never put in h= (relay_auth_header), or NULL */
+	const char *key_table;     /* [file:]PATH */
+	const char *signing_table; /* [file:|refile:]PATH */
+	const char *headers;       /* names, separated by ',', ':' or spaces */
+	const char *canon;         /* "relaxed/relaxed", "simple", "relaxed/simple", ... */
+	uint64_t expire_s;         /* x= after this many seconds; 0: none */
+	const char *never_sign;    /* a field name never put in h= (relay_auth_header), or NULL */
 };
 
 struct dkim_conf {

@@ -34,15 +34,15 @@ struct dkim_hold {
 	struct buf io;         /* the buffer of the request in flight */
 	enum dkim_hold_state st;
 	uv_fs_t req;
-	bool busy;             /* req is in flight */
-	uv_timer_t timer;      /* "next turn" for done and resume */
+	bool busy;        /* req is in flight */
+	uv_timer_t timer; /* "next turn" for done and resume */
 	int fd;
-	uint64_t file_len;     /* octets written to the file */
-	uint64_t total;        /* body octets taken */
-	uint64_t read_off;     /* replay: next octet of the file to read */
+	uint64_t file_len; /* octets written to the file */
+	uint64_t total;    /* body octets taken */
+	uint64_t read_off; /* replay: next octet of the file to read */
 	bool opening, paused, ended, failed, wait_drain, dead, done_ok;
-	size_t mem_off;        /* replay: octets of mem already sent */
-	time_t now;            /* t= */
+	size_t mem_off; /* replay: octets of mem already sent */
+	time_t now;     /* t= */
 	char why[160];
 	unsigned refs;
 };
@@ -103,7 +103,8 @@ static void dkim_hold_fail(struct dkim_hold *h, const char *what, int err)
 	if (h->failed)
 		return;
 	h->failed = true;
-	snprintf(h->why, sizeof(h->why), "%s%s%s", what, err ? ": " : "", err ? uv_strerror(err) : "");
+	snprintf(h->why, sizeof(h->why), "%s%s%s", what, err ? ": " : "",
+		 err ? uv_strerror(err) : "");
 	buf_free(&h->mem);
 }
 
@@ -166,8 +167,9 @@ static bool dkim_hold_write_file(struct dkim_hold *h)
 			return false;
 	}
 	uv_buf_t b = uv_buf_init((char *)buf_data(&h->io), (unsigned)buf_len(&h->io));
-	dkim_hold_started(h, uv_fs_write(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->file_len,
-					  dkim_hold_fs_cb),
+	dkim_hold_started(h,
+			  uv_fs_write(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->file_len,
+				      dkim_hold_fs_cb),
 			  "cannot write the temporary file");
 	return true;
 }
@@ -181,9 +183,10 @@ static void dkim_hold_read_file(struct dkim_hold *h)
 	size_t n = left < io ? (size_t)left : io;
 	buf_reset(&h->io);
 	uv_buf_t b = uv_buf_init((char *)buf_reserve(&h->io, n), (unsigned)n);
-	dkim_hold_started(h, uv_fs_read(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->read_off,
-					 dkim_hold_fs_cb),
-			  "cannot read the temporary file");
+	dkim_hold_started(
+		h,
+		uv_fs_read(h->a.loop, &h->req, h->fd, &b, 1, (int64_t)h->read_off, dkim_hold_fs_cb),
+		"cannot read the temporary file");
 }
 
 static void dkim_hold_close_cb(uv_fs_t *req)
@@ -244,7 +247,8 @@ static void dkim_hold_fs_cb(uv_fs_t *req)
 		break;
 	case UV_FS_WRITE:
 		if (r < 0 || (size_t)r != buf_len(&h->io)) {
-			dkim_hold_fail(h, "cannot write the temporary file", r < 0 ? (int)r : UV_ENOSPC);
+			dkim_hold_fail(h, "cannot write the temporary file",
+				       r < 0 ? (int)r : UV_ENOSPC);
 			break;
 		}
 		h->file_len += (uint64_t)r;
@@ -252,7 +256,8 @@ static void dkim_hold_fs_cb(uv_fs_t *req)
 		break;
 	case UV_FS_READ:
 		if (r <= 0) {
-			dkim_hold_fail(h, "cannot read the temporary file", r < 0 ? (int)r : UV_EIO);
+			dkim_hold_fail(h, "cannot read the temporary file",
+				       r < 0 ? (int)r : UV_EIO);
 			break;
 		}
 		buf_commit(&h->io, (size_t)r);
@@ -300,7 +305,10 @@ size_t dkim_hold_memory(const struct dkim_hold *h)
 	return h->mem.cap + h->io.cap + h->hdr.cap;
 }
 
-bool dkim_hold_spilled(const struct dkim_hold *h) { return h->fd >= 0 || h->opening; }
+bool dkim_hold_spilled(const struct dkim_hold *h)
+{
+	return h->fd >= 0 || h->opening;
+}
 
 /* ---- the end: sign, then send header, file, memory ---- */
 
@@ -364,8 +372,8 @@ static void dkim_hold_step(struct dkim_hold *h)
 		return;
 	}
 	size_t io_min = h->a.mem_limit / 2 < DKIM_HOLD_IO ? h->a.mem_limit / 2 : DKIM_HOLD_IO;
-	if (h->st == HOLD_FILE && buf_len(&h->mem) > 0 && (h->ended || buf_len(&h->mem) >= io_min ||
-							    h->paused)) {
+	if (h->st == HOLD_FILE && buf_len(&h->mem) > 0 &&
+	    (h->ended || buf_len(&h->mem) >= io_min || h->paused)) {
 		if (dkim_hold_write_file(h))
 			return;
 	}

@@ -16,7 +16,10 @@
 
 #define DKIM_KEY_FILE_MAX (64 * 1024)
 
-const char *dkim_alg_name(enum dkim_alg a) { return a == DKIM_ED25519_SHA256 ? "ed25519" : "rsa"; }
+const char *dkim_alg_name(enum dkim_alg a)
+{
+	return a == DKIM_ED25519_SHA256 ? "ed25519" : "rsa";
+}
 
 static bool dkim_key_err(char *err, size_t errlen, const char *path, const char *what,
 			 const char *detail)
@@ -34,7 +37,8 @@ static bool dkim_key_read(const char *path, struct buf *b, char *err, size_t err
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > DKIM_KEY_FILE_MAX) {
 		close(fd);
-		return dkim_key_err(err, errlen, path, "not a regular file of at most 64 KiB", NULL);
+		return dkim_key_err(err, errlen, path, "not a regular file of at most 64 KiB",
+				    NULL);
 	}
 	for (;;) {
 		uint8_t *w = buf_reserve(b, 4096);
@@ -92,7 +96,8 @@ bool dkim_key_load(struct dkim_key *k, char *err, size_t errlen)
 			char why[64];
 			snprintf(why, sizeof(why), "%u bits", bits);
 			dkim_key_err(err, errlen, k->path,
-				     "an RSA key for DKIM has 1024 to 4096 bits (RFC 8301 §3.2)", why);
+				     "an RSA key for DKIM has 1024 to 4096 bits (RFC 8301 §3.2)",
+				     why);
 			goto out;
 		}
 		k->alg = DKIM_RSA_SHA256;
@@ -104,7 +109,8 @@ bool dkim_key_load(struct dkim_key *k, char *err, size_t errlen)
 			     gnutls_pk_get_name((gnutls_pk_algorithm_t)pk));
 		goto out;
 	}
-	if ((r = gnutls_pubkey_init(&pub)) < 0 || (r = gnutls_pubkey_import_privkey(pub, priv, 0, 0)) < 0) {
+	if ((r = gnutls_pubkey_init(&pub)) < 0 ||
+	    (r = gnutls_pubkey_import_privkey(pub, priv, 0, 0)) < 0) {
 		dkim_key_err(err, errlen, k->path, "no public key", gnutls_strerror(r));
 		goto out;
 	}
@@ -125,7 +131,8 @@ bool dkim_key_load(struct dkim_key *k, char *err, size_t errlen)
 	}
 	gnutls_free(p.data);
 	if (r < 0) {
-		dkim_key_err(err, errlen, k->path, "cannot export the public key", gnutls_strerror(r));
+		dkim_key_err(err, errlen, k->path, "cannot export the public key",
+			     gnutls_strerror(r));
 		goto out;
 	}
 	k->bits = bits;
@@ -162,6 +169,7 @@ void dkim_key_txt(const struct dkim_key *k, const char *domain, struct buf *out)
 	const char *s = (const char *)buf_data(&v);
 	size_t n = buf_len(&v);
 	for (size_t i = 0; i < n; i += 255)
-		buf_printf(out, "%s\"%.*s\"", i ? " " : "", (int)(n - i > 255 ? 255 : n - i), s + i);
+		buf_printf(out, "%s\"%.*s\"", i ? " " : "", (int)(n - i > 255 ? 255 : n - i),
+			   s + i);
 	buf_free(&v);
 }

@@ -69,7 +69,8 @@ static void dkim_hlist_add(struct dkim_hlist *l, const uint8_t *name, size_t n)
 	if (l->n == DKIM_H_MAX || !dkim_name_ok(name, n))
 		return;
 	for (size_t i = 0; i < n; i++)
-		l->name[l->n][i] = name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] + 32) : (char)name[i];
+		l->name[l->n][i] =
+			name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] + 32) : (char)name[i];
 	l->name[l->n][n] = '\0';
 	l->n++;
 }
@@ -100,7 +101,8 @@ static void dkim_hlist_build(const struct dkim_sign_args *a, const uint8_t *h,
 					continue;
 				bool dup = false;
 				for (size_t g = 0; g < l->n && !dup; g++)
-					dup = strlen(l->name[g]) == fnl && strncasecmp(l->name[g], fn, fnl) == 0;
+					dup = strlen(l->name[g]) == fnl &&
+					      strncasecmp(l->name[g], fn, fnl) == 0;
 				for (size_t g = f; g < nf && !dup; g++)
 					if (fl[g].name_len == fnl &&
 					    strncasecmp((const char *)h + fl[g].off, fn, fnl) == 0)
@@ -118,7 +120,10 @@ static void dkim_hlist_build(const struct dkim_sign_args *a, const uint8_t *h,
 	}
 }
 
-static const char *dkim_canon_name(enum dkim_canon c) { return c == DKIM_RELAXED ? "relaxed" : "simple"; }
+static const char *dkim_canon_name(enum dkim_canon c)
+{
+	return c == DKIM_RELAXED ? "relaxed" : "simple";
+}
 
 bool dkim_sign(const struct dkim_sign_args *a, const uint8_t *h, size_t n, struct buf *out,
 	       char *err, size_t errlen)
@@ -133,7 +138,8 @@ bool dkim_sign(const struct dkim_sign_args *a, const uint8_t *h, size_t n, struc
 	struct buf sig = BUF_INIT;
 	struct dkim_fold f = {.out = &sig, .col = 0};
 	dkim_fold_add(&f, "DKIM-Signature: v=1;", 20, false);
-	dkim_fold_tag(&f, "a", a->key->alg == DKIM_ED25519_SHA256 ? "ed25519-sha256" : "rsa-sha256");
+	dkim_fold_tag(&f, "a",
+		      a->key->alg == DKIM_ED25519_SHA256 ? "ed25519-sha256" : "rsa-sha256");
 	char c[32];
 	snprintf(c, sizeof(c), "%s/%s", dkim_canon_name(a->hcanon), dkim_canon_name(a->bcanon));
 	dkim_fold_tag(&f, "c", c);
@@ -145,7 +151,8 @@ bool dkim_sign(const struct dkim_sign_args *a, const uint8_t *h, size_t n, struc
 	snprintf(t, sizeof(t), "%lld", (long long)a->now);
 	dkim_fold_tag(&f, "t", t);
 	if (a->expire_s > 0) {
-		snprintf(t, sizeof(t), "%llu", (unsigned long long)a->now + (unsigned long long)a->expire_s);
+		snprintf(t, sizeof(t), "%llu",
+			 (unsigned long long)a->now + (unsigned long long)a->expire_s);
 		dkim_fold_tag(&f, "x", t);
 	}
 	for (size_t i = 0; i < l->n; i++) {
@@ -188,14 +195,16 @@ bool dkim_sign(const struct dkim_sign_args *a, const uint8_t *h, size_t n, struc
 		r = gnutls_hash_fast(GNUTLS_DIG_SHA256, buf_data(&in), buf_len(&in), d);
 		gnutls_datum_t dd = {.data = d, .size = sizeof(d)};
 		if (r == 0)
-			r = gnutls_privkey_sign_data2(a->key->priv, GNUTLS_SIGN_EDDSA_ED25519, 0, &dd, &s);
+			r = gnutls_privkey_sign_data2(a->key->priv, GNUTLS_SIGN_EDDSA_ED25519, 0,
+						      &dd, &s);
 	} else {
 		gnutls_datum_t dd = {.data = buf_data(&in), .size = (unsigned)buf_len(&in)};
 		r = gnutls_privkey_sign_data2(a->key->priv, GNUTLS_SIGN_RSA_SHA256, 0, &dd, &s);
 	}
 	buf_free(&in);
 	if (r < 0) {
-		snprintf(err, errlen, "signing with %s failed: %s", a->key->path, gnutls_strerror(r));
+		snprintf(err, errlen, "signing with %s failed: %s", a->key->path,
+			 gnutls_strerror(r));
 		buf_free(&sig);
 		return false;
 	}

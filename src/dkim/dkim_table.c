@@ -96,8 +96,8 @@ static char *dkim_table_lower(const char *s, size_t n)
 
 /* Calls fn on each line's key and value (value_len 0: none). Comments and
  * blank lines are skipped. */
-typedef bool dkim_table_line_fn(void *ctx, size_t lineno, const char *k, size_t kl,
-				const char *v, size_t vl, char *err, size_t errlen);
+typedef bool dkim_table_line_fn(void *ctx, size_t lineno, const char *k, size_t kl, const char *v,
+				size_t vl, char *err, size_t errlen);
 
 static bool dkim_table_lines(const char *text, dkim_table_line_fn *fn, void *ctx, char *err,
 			     size_t errlen)
@@ -175,7 +175,8 @@ static bool dkim_keytable_line(void *ctx, size_t lineno, const char *k, size_t k
 	if (pl == 0 || (c2[1] != '/' && c2[1] != '.')) {
 		snprintf(err, errlen,
 			 "%zu: the key must be a file name starting with / or . (inline keys are "
-			 "not supported)", lineno);
+			 "not supported)",
+			 lineno);
 		return false;
 	}
 	for (size_t i = 0; i < kt->n; i++) {
@@ -280,7 +281,8 @@ bool dkim_glob(const char *pat, const char *s)
 		if (*pat == '*') {
 			star = pat++;
 			mark = s;
-		} else if (*pat != '\0' && tolower((unsigned char)*pat) == tolower((unsigned char)*s)) {
+		} else if (*pat != '\0' &&
+			   tolower((unsigned char)*pat) == tolower((unsigned char)*s)) {
 			pat++;
 			s++;
 		} else if (star != NULL) {

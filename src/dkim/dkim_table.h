@@ -28,9 +28,9 @@ struct dkim_keytable {
 };
 
 struct dkim_signing {
-	char *key;     /* the address, domain or pattern (lowercase) */
-	char *name;    /* the KeyTable name, or "%" */
-	char *signer;  /* i= ("%" replaced at signing), or NULL */
+	char *key;    /* the address, domain or pattern (lowercase) */
+	char *name;   /* the KeyTable name, or "%" */
+	char *signer; /* i= ("%" replaced at signing), or NULL */
 };
 
 struct dkim_sigtable {

@@ -56,9 +56,9 @@ static size_t addrkey_split(const char *local, size_t n, const char *delims)
 {
 	if (*delims == 0)
 		return 0;
-	if ((n == 10 && strncasecmp(local, "postmaster", 10) == 0)
-	    || (n == 13 && strncasecmp(local, "mailer-daemon", 13) == 0)
-	    || (n == 13 && strncasecmp(local, "double-bounce", 13) == 0))
+	if ((n == 10 && strncasecmp(local, "postmaster", 10) == 0) ||
+	    (n == 13 && strncasecmp(local, "mailer-daemon", 13) == 0) ||
+	    (n == 13 && strncasecmp(local, "double-bounce", 13) == 0))
 		return 0;
 	if (strchr(delims, '-') != NULL) {
 		/* owner_request_special = yes (Postfix default) */
@@ -157,8 +157,8 @@ int addrkey_internal(const char *addr, const char *delimiters, char *out, size_t
 		buf_append_str(&internal, domain);
 	}
 	int ret = 0;
-	if (buf_len(&internal) >= outsz || memchr(addrkey_bufstr(&internal), '\0',
-						    buf_len(&internal)) != NULL) {
+	if (buf_len(&internal) >= outsz ||
+	    memchr(addrkey_bufstr(&internal), '\0', buf_len(&internal)) != NULL) {
 		ret = -1;
 	} else {
 		memcpy(out, addrkey_bufstr(&internal), buf_len(&internal));

@@ -28,8 +28,8 @@ struct auth_backend *auth_backend_saslauthd(uv_loop_t *loop, const char *socket_
 {
 	struct auth_backend *b = xcalloc(1, sizeof(*b));
 	b->sasl = true;
-	b->saslauthd = saslauthd_client_create(loop, socket_path, service, realm,
-					       request_timeout_ms);
+	b->saslauthd =
+		saslauthd_client_create(loop, socket_path, service, realm, request_timeout_ms);
 	return b;
 }
 

@@ -111,7 +111,7 @@ struct dovecot_auth_client {
 	unsigned timeout_ms;
 	enum dovecot_auth_conn_state state;
 	bool destroyed;
-	bool fake; /* dovecot_auth_client_fake_connect(): no socket */
+	bool fake;        /* dovecot_auth_client_fake_connect(): no socket */
 	unsigned handles; /* open handles that point at us: the timer, each request */
 	struct dovecot_auth_conn *conn;
 	uv_timer_t timer; /* handshake timeout, or the backoff delay */
@@ -160,7 +160,8 @@ static void dovecot_auth_free_result(struct dovecot_auth_request *req)
 
 /* ---- id tables ---- */
 
-static struct dovecot_auth_request *dovecot_auth_hash_find(struct dovecot_auth_client *c, uint32_t id)
+static struct dovecot_auth_request *dovecot_auth_hash_find(struct dovecot_auth_client *c,
+							   uint32_t id)
 {
 	struct dovecot_auth_request *r = c->hash[id % DOVECOT_AUTH_HASH_SIZE];
 	while (r != NULL && r->id != id)
@@ -215,7 +216,8 @@ static void dovecot_auth_zombie_expire(struct dovecot_auth_client *c)
 		dovecot_auth_zombie_del(c, z);
 }
 
-static struct dovecot_auth_zombie *dovecot_auth_zombie_find(struct dovecot_auth_client *c, uint32_t id)
+static struct dovecot_auth_zombie *dovecot_auth_zombie_find(struct dovecot_auth_client *c,
+							    uint32_t id)
 {
 	struct dovecot_auth_zombie *z = c->zhash[id % DOVECOT_AUTH_HASH_SIZE];
 	while (z != NULL && z->id != id)
@@ -250,8 +252,8 @@ static uint32_t dovecot_auth_alloc_id(struct dovecot_auth_client *c)
 			c->next_id = 1;
 			c->ids_wrapped = true;
 		}
-		if (!c->ids_wrapped ||
-		    (dovecot_auth_hash_find(c, id) == NULL && dovecot_auth_zombie_find(c, id) == NULL))
+		if (!c->ids_wrapped || (dovecot_auth_hash_find(c, id) == NULL &&
+					dovecot_auth_zombie_find(c, id) == NULL))
 			return id;
 	}
 }
@@ -346,8 +348,8 @@ static void dovecot_auth_request_send(struct dovecot_auth_request *req, bool res
 static void dovecot_auth_send_queued(struct dovecot_auth_client *c)
 {
 	unsigned gen = c->generation;
-	while (c->generation == gen && c->state == DOVECOT_AUTH_READY &&
-	       !list_empty(&c->queue) && !dovecot_auth_write_full(c))
+	while (c->generation == gen && c->state == DOVECOT_AUTH_READY && !list_empty(&c->queue) &&
+	       !dovecot_auth_write_full(c))
 		dovecot_auth_request_send(dovecot_auth_list_req(c->queue.next), false);
 }
 
@@ -562,7 +564,8 @@ static void dovecot_auth_connect_cb(uv_connect_t *creq, int status)
 		return;
 	}
 	c->state = DOVECOT_AUTH_HANDSHAKE;
-	int r = uv_read_start((uv_stream_t *)&conn->pipe, dovecot_auth_alloc_cb, dovecot_auth_read_cb);
+	int r = uv_read_start((uv_stream_t *)&conn->pipe, dovecot_auth_alloc_cb,
+			      dovecot_auth_read_cb);
 	if (r < 0) {
 		char why[128];
 		snprintf(why, sizeof(why), "read failed: %s", uv_strerror(r));
@@ -619,8 +622,8 @@ static void dovecot_auth_conn_start(struct dovecot_auth_client *c)
 /* A protocol violation: drop the connection. Only the command name is
  * logged (sanitised, up to the first TAB, at most 16 bytes): lines may carry
  * user names and passdb fields. */
-static void dovecot_auth_violation(struct dovecot_auth_client *c, const struct dovecot_auth_field *cmd,
-				   const char *what)
+static void dovecot_auth_violation(struct dovecot_auth_client *c,
+				   const struct dovecot_auth_field *cmd, const char *what)
 {
 	char name[24], why[160];
 	size_t n = cmd->len < 16 ? cmd->len : 16;
@@ -634,7 +637,8 @@ static void dovecot_auth_violation(struct dovecot_auth_client *c, const struct d
  * unknown (and empty) flags; we do the same, but only names we could offer
  * on the SMTP side (RFC 4422 §3.1, folded to upper case) join the list:
  * others, and any beyond DOVECOT_AUTH_MAX_MECHS, are skipped, not fatal. */
-static bool dovecot_auth_handle_mech(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
+static bool dovecot_auth_handle_mech(struct dovecot_auth_client *c, struct dovecot_auth_field *f,
+				     size_t nf)
 {
 	if (nf < 2) {
 		dovecot_auth_violation(c, &f[0], "MECH without a name");
@@ -644,11 +648,12 @@ static bool dovecot_auth_handle_mech(struct dovecot_auth_client *c, struct dovec
 	bool private = false;
 	for (size_t i = 2; i < nf; i++)
 		if (dovecot_auth_field_is(&f[i], "private"))
-			private = true;
+	private = true;
 	char name[DOVECOT_AUTH_MAX_MECH_NAME + 1];
 	if (private || !dovecot_auth_mech_name_valid(f[1].s, f[1].len, true)) {
 		if (!private)
-			log_debug("dovecot auth: %s: mechanism with an unusable name skipped", c->path);
+			log_debug("dovecot auth: %s: mechanism with an unusable name skipped",
+				  c->path);
 		return true;
 	}
 	for (size_t i = 0; i <= f[1].len; i++)
@@ -657,7 +662,8 @@ static bool dovecot_auth_handle_mech(struct dovecot_auth_client *c, struct dovec
 		return true;
 	size_t used = strlen(c->mechs_new);
 	if (used + 1 + f[1].len + 1 > sizeof(c->mechs_new)) {
-		log_debug("dovecot auth: %s: more mechanisms than we keep; %s skipped", c->path, name);
+		log_debug("dovecot auth: %s: more mechanisms than we keep; %s skipped", c->path,
+			  name);
 		return true;
 	}
 	if (used != 0)
@@ -666,12 +672,14 @@ static bool dovecot_auth_handle_mech(struct dovecot_auth_client *c, struct dovec
 	return true;
 }
 
-static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovecot_auth_field *f, size_t nf)
+static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovecot_auth_field *f,
+				     size_t nf)
 {
 	(void)nf; /* extra fields are ignored, as Dovecot's own client does */
 	if (c->n_mechs == 0 || !c->got_cookie) {
-		dovecot_auth_violation(c, &f[0], c->n_mechs == 0 ? "no MECH before DONE"
-								 : "no COOKIE before DONE");
+		dovecot_auth_violation(c, &f[0],
+				       c->n_mechs == 0 ? "no MECH before DONE"
+						       : "no COOKIE before DONE");
 		return false;
 	}
 	memcpy(c->mechs, c->mechs_new, sizeof(c->mechs));
@@ -692,14 +700,15 @@ static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovec
  * a MECH and a COOKIE; anything else is a violation. One check of ours is
  * stricter: SPID before any MECH means an auth-master or userdb socket,
  * which never sends MECH; we say so at once instead of timing out. */
-static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c, struct dovecot_auth_field *f,
-					  size_t nf)
+static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c,
+					  struct dovecot_auth_field *f, size_t nf)
 {
 	if (!c->got_version) {
 		/* Major 1 only; the minor (2 on Dovecot 2.3, 3 and 4 on 2.4) only
 		 * says which optional replies the server may send us. */
 		if (!dovecot_auth_field_is(&f[0], "VERSION") || nf < 3 ||
-		    !dovecot_auth_field_is(&f[1], "1") || !dovecot_auth_all_digits(f[2].s, f[2].len)) {
+		    !dovecot_auth_field_is(&f[1], "1") ||
+		    !dovecot_auth_all_digits(f[2].s, f[2].len)) {
 			dovecot_auth_violation(c, &f[0], "expected VERSION 1.x first");
 			return false;
 		}
@@ -710,7 +719,8 @@ static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c, struct 
 		return dovecot_auth_handle_mech(c, f, nf);
 	if (dovecot_auth_field_is(&f[0], "SPID")) {
 		if (c->n_mechs == 0) {
-			dovecot_auth_violation(c, &f[0], "no MECH before SPID (not an auth client socket?)");
+			dovecot_auth_violation(c, &f[0],
+					       "no MECH before SPID (not an auth client socket?)");
 			return false;
 		}
 		if (nf < 2 || !dovecot_auth_all_digits(f[1].s, f[1].len)) {
@@ -745,12 +755,13 @@ static bool dovecot_auth_handle_handshake(struct dovecot_auth_client *c, struct 
  * the password was never judged), never the others on the connection.
  * dovecot_waits: the reply was a CONT, so Dovecot waits for our answer and
  * must be told to forget the request. */
-static void dovecot_auth_reply_unusable(struct dovecot_auth_client *c, struct dovecot_auth_request *req,
-					const char *what, bool dovecot_waits)
+static void dovecot_auth_reply_unusable(struct dovecot_auth_client *c,
+					struct dovecot_auth_request *req, const char *what,
+					bool dovecot_waits)
 {
 	uint32_t id = req->id;
-	log_warn("dovecot auth: %s: request %u: %s; this login fails temporarily", c->path, (unsigned)id,
-		 what);
+	log_warn("dovecot auth: %s: request %u: %s; this login fails temporarily", c->path,
+		 (unsigned)id, what);
 	dovecot_auth_request_complete(req, DOVECOT_AUTH_TEMPFAIL, NULL, NULL,
 				      "Authentication server sent an unusable reply");
 	if (dovecot_waits)
@@ -762,8 +773,9 @@ static void dovecot_auth_reply_unusable(struct dovecot_auth_client *c, struct do
  * with one, and puts one before original_user=) and unknown names are
  * ignored. What we act on must be whole: one user= (or repeats of the same
  * value), a usable user name on OK. */
-static void dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dovecot_auth_request *req,
-				      bool ok, const struct dovecot_auth_field *f, size_t nf)
+static void dovecot_auth_handle_final(struct dovecot_auth_client *c,
+				      struct dovecot_auth_request *req, bool ok,
+				      const struct dovecot_auth_field *f, size_t nf)
 {
 	struct dovecot_auth_final r;
 	dovecot_auth_final_parse(f, nf, &r);
@@ -785,7 +797,8 @@ static void dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dove
 		return;
 	} else
 		result = DOVECOT_AUTH_OK;
-	dovecot_auth_request_complete(req, result, result == DOVECOT_AUTH_OK ? r.user : NULL, NULL, why);
+	dovecot_auth_request_complete(req, result, result == DOVECOT_AUTH_OK ? r.user : NULL, NULL,
+				      why);
 }
 
 /* Replies after the handshake. Like Dovecot's own client, the connection
@@ -793,10 +806,16 @@ static void dovecot_auth_handle_final(struct dovecot_auth_client *c, struct dove
  * command, a missing or non-numeric id, a CONT without data. A reply for an
  * id we do not know is logged and ignored; a reply we cannot use for a known
  * request fails that request alone. */
-static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, const struct dovecot_auth_field *f,
-				      size_t nf, bool fields_whole)
+static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c,
+				      const struct dovecot_auth_field *f, size_t nf,
+				      bool fields_whole)
 {
-	enum { DOVECOT_AUTH_REPLY_OK, DOVECOT_AUTH_REPLY_FAIL, DOVECOT_AUTH_REPLY_CONT, DOVECOT_AUTH_REPLY_CANCELLED } kind;
+	enum {
+		DOVECOT_AUTH_REPLY_OK,
+		DOVECOT_AUTH_REPLY_FAIL,
+		DOVECOT_AUTH_REPLY_CONT,
+		DOVECOT_AUTH_REPLY_CANCELLED
+	} kind;
 	if (dovecot_auth_field_is(&f[0], "OK"))
 		kind = DOVECOT_AUTH_REPLY_OK;
 	else if (dovecot_auth_field_is(&f[0], "FAIL"))
@@ -851,7 +870,8 @@ static bool dovecot_auth_handle_reply(struct dovecot_auth_client *c, const struc
 		if (!base64_valid(f[2].s, f[2].len))
 			dovecot_auth_reply_unusable(c, req, "a challenge that is not base64", true);
 		else
-			dovecot_auth_request_complete(req, DOVECOT_AUTH_CONTINUE, NULL, f[2].s, NULL);
+			dovecot_auth_request_complete(req, DOVECOT_AUTH_CONTINUE, NULL, f[2].s,
+						      NULL);
 		return true;
 	case DOVECOT_AUTH_REPLY_OK:
 	case DOVECOT_AUTH_REPLY_FAIL:
@@ -879,8 +899,8 @@ static bool dovecot_auth_handle_line(struct dovecot_auth_client *c, char *line, 
 	struct dovecot_auth_field whole = {cmd, clen};
 	size_t nf;
 	bool fields_whole;
-	enum dovecot_auth_split_status st =
-		dovecot_auth_split(line, len, c->state == DOVECOT_AUTH_READY, f, &nf, &fields_whole);
+	enum dovecot_auth_split_status st = dovecot_auth_split(
+		line, len, c->state == DOVECOT_AUTH_READY, f, &nf, &fields_whole);
 	if (st != DOVECOT_AUTH_SPLIT_OK) {
 		dovecot_auth_violation(c, &whole, dovecot_auth_split_error(st));
 		return false;
@@ -915,7 +935,8 @@ static bool dovecot_auth_handle_long_reply(struct dovecot_auth_client *c)
 	bool fail = dovecot_auth_field_is(&cmd, "FAIL"), cont = dovecot_auth_field_is(&cmd, "CONT");
 	struct dovecot_auth_request *req = id != 0 ? dovecot_auth_hash_find(c, id) : NULL;
 	if (req == NULL || req->state != DOVECOT_AUTH_REQ_SENT) {
-		log_warn("dovecot auth: %s: over-long reply for request %u ignored", c->path, (unsigned)id);
+		log_warn("dovecot auth: %s: over-long reply for request %u ignored", c->path,
+			 (unsigned)id);
 		if (req != NULL)
 			dovecot_auth_reply_unusable(c, req, "a second reply to one step", cont);
 		return true;
@@ -1025,7 +1046,7 @@ static void dovecot_auth_request_timer_cb(uv_timer_t *t)
 }
 
 struct dovecot_auth_client *dovecot_auth_client_create(uv_loop_t *loop, const char *socket_path,
-							unsigned request_timeout_ms)
+						       unsigned request_timeout_ms)
 {
 	struct dovecot_auth_client *c = xcalloc(1, sizeof(*c));
 	c->loop = loop;
@@ -1064,7 +1085,8 @@ void dovecot_auth_client_destroy(struct dovecot_auth_client **cp)
 			dovecot_auth_cb *cb = req->cb;
 			void *ctx = req->ctx;
 			dovecot_auth_request_close(req);
-			cb(ctx, DOVECOT_AUTH_TEMPFAIL, NULL, NULL, "Authentication client shut down");
+			cb(ctx, DOVECOT_AUTH_TEMPFAIL, NULL, NULL,
+			   "Authentication client shut down");
 		}
 	}
 }
@@ -1088,7 +1110,8 @@ const char *dovecot_auth_client_mechs(const struct dovecot_auth_client *c)
 bool dovecot_auth_client_has_mech(const struct dovecot_auth_client *c, const char *mech)
 {
 	size_t len = strlen(mech);
-	return dovecot_auth_mech_name_valid(mech, len, true) && dovecot_auth_mech_in(c->mechs, mech);
+	return dovecot_auth_mech_name_valid(mech, len, true) &&
+	       dovecot_auth_mech_in(c->mechs, mech);
 }
 
 static void dovecot_auth_build_params(struct dovecot_auth_request *req,
@@ -1124,8 +1147,8 @@ static void dovecot_auth_build_params(struct dovecot_auth_request *req,
 }
 
 struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
-						 const struct dovecot_auth_request_info *info,
-						 dovecot_auth_cb *cb, void *ctx)
+						const struct dovecot_auth_request_info *info,
+						dovecot_auth_cb *cb, void *ctx)
 {
 	if (c->destroyed)
 		return NULL;
@@ -1145,12 +1168,12 @@ struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
 		return req;
 	}
 	for (size_t i = 0; i <= mlen; i++)
-		req->mech[i] = (info->mech[i] >= 'a' && info->mech[i] <= 'z') ? (char)(info->mech[i] - 32)
-									      : info->mech[i];
+		req->mech[i] = (info->mech[i] >= 'a' && info->mech[i] <= 'z')
+				       ? (char)(info->mech[i] - 32)
+				       : info->mech[i];
 	if (info->initial_resp_b64) {
 		size_t rlen = strlen(info->initial_resp_b64);
-		if (rlen > DOVECOT_AUTH_MAX_RESP ||
-		    !base64_valid(info->initial_resp_b64, rlen)) {
+		if (rlen > DOVECOT_AUTH_MAX_RESP || !base64_valid(info->initial_resp_b64, rlen)) {
 			dovecot_auth_request_complete(req, DOVECOT_AUTH_FAIL, NULL, NULL,
 						      "Invalid base64 data in initial response");
 			return req;

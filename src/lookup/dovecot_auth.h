@@ -97,7 +97,7 @@ struct dovecot_auth_request_info {
 	 * (real_rip=, real_rport=); NULL / 0 when the client came directly. */
 	const char *real_remote_ip;
 	unsigned real_remote_port;
-	bool secured;           /* "secured=tls": the connection is under TLS */
+	bool secured; /* "secured=tls": the connection is under TLS */
 	/* The SMTP initial response: NULL when the client gave none, "" when it
 	 * gave "=" (an empty response, RFC 4954 §4), else its base64 as typed. */
 	const char *initial_resp_b64;
@@ -112,9 +112,8 @@ struct dovecot_auth_request_info {
  *                short English description of a local failure ("Connection
  *                lost to authentication server", "Authentication server timed
  *                out", ...), or NULL. */
-typedef void dovecot_auth_cb(void *ctx, enum dovecot_auth_result result,
-			     const char *user, const char *challenge_b64,
-			     const char *reason);
+typedef void dovecot_auth_cb(void *ctx, enum dovecot_auth_result result, const char *user,
+			     const char *challenge_b64, const char *reason);
 
 /* Creates a client for the auth socket at socket_path (a UNIX socket of
  * listener type "auth"), on loop. request_timeout_ms bounds every step that
@@ -122,7 +121,7 @@ typedef void dovecot_auth_cb(void *ctx, enum dovecot_auth_result result,
  * (Dovecot delays failures by 2 s and penalises an IP by up to 15 s) and
  * shorter than the SMTP command timeout. Does not connect yet. */
 struct dovecot_auth_client *dovecot_auth_client_create(uv_loop_t *loop, const char *socket_path,
-							unsigned request_timeout_ms);
+						       unsigned request_timeout_ms);
 
 /* Completes every live request with TEMPFAIL (synchronously, inside this call:
  * the only exception to "never inside the call"), closes the connection and
@@ -156,8 +155,8 @@ bool dovecot_auth_client_has_mech(const struct dovecot_auth_client *c, const cha
  * callback too: a mechanism Dovecot did not announce or malformed
  * initial_resp_b64 -> FAIL; Dovecot unreachable -> TEMPFAIL. */
 struct dovecot_auth_request *dovecot_auth_begin(struct dovecot_auth_client *c,
-						 const struct dovecot_auth_request_info *info,
-						 dovecot_auth_cb *cb, void *ctx);
+						const struct dovecot_auth_request_info *info,
+						dovecot_auth_cb *cb, void *ctx);
 
 /* Answers a CONTINUE with the client's base64 line (possibly ""), and starts
  * the next step. Only valid after a CONTINUE callback, once. The SMTP "*"

@@ -39,11 +39,20 @@ static void dovecot_auth_append_escaped(struct buf *b, const char *s)
 	for (; *s != '\0'; s++) {
 		char esc;
 		switch (*s) {
-		case '\001': esc = '1'; break;
-		case '\t': esc = 't'; break;
-		case '\n': esc = 'n'; break;
-		case '\r': esc = 'r'; break;
-		default: continue;
+		case '\001':
+			esc = '1';
+			break;
+		case '\t':
+			esc = 't';
+			break;
+		case '\n':
+			esc = 'n';
+			break;
+		case '\r':
+			esc = 'r';
+			break;
+		default:
+			continue;
 		}
 		buf_append(b, run, (size_t)(s - run));
 		char pair[2] = {'\001', esc};
@@ -70,12 +79,23 @@ bool dovecot_auth_unescape(char *s, size_t *len_r)
 			if (++i == len)
 				return false;
 			switch (s[i]) {
-			case '1': ch = '\001'; break;
-			case 't': ch = '\t'; break;
-			case 'n': ch = '\n'; break;
-			case 'r': ch = '\r'; break;
-			case '0': return false;
-			default: ch = s[i]; break;
+			case '1':
+				ch = '\001';
+				break;
+			case 't':
+				ch = '\t';
+				break;
+			case 'n':
+				ch = '\n';
+				break;
+			case 'r':
+				ch = '\r';
+				break;
+			case '0':
+				return false;
+			default:
+				ch = s[i];
+				break;
 			}
 		}
 		s[o++] = ch;
@@ -159,11 +179,16 @@ enum dovecot_auth_split_status dovecot_auth_split(char *line, size_t len, bool l
 const char *dovecot_auth_split_error(enum dovecot_auth_split_status st)
 {
 	switch (st) {
-	case DOVECOT_AUTH_SPLIT_OK: return "ok";
-	case DOVECOT_AUTH_SPLIT_NUL: return "NUL byte in line";
-	case DOVECOT_AUTH_SPLIT_TOO_MANY: return "too many fields";
-	case DOVECOT_AUTH_SPLIT_BAD_ESCAPE: return "bad escape";
-	case DOVECOT_AUTH_SPLIT_EMPTY: return "empty command";
+	case DOVECOT_AUTH_SPLIT_OK:
+		return "ok";
+	case DOVECOT_AUTH_SPLIT_NUL:
+		return "NUL byte in line";
+	case DOVECOT_AUTH_SPLIT_TOO_MANY:
+		return "too many fields";
+	case DOVECOT_AUTH_SPLIT_BAD_ESCAPE:
+		return "bad escape";
+	case DOVECOT_AUTH_SPLIT_EMPTY:
+		return "empty command";
 	}
 	return "?";
 }
@@ -178,7 +203,8 @@ void dovecot_auth_final_parse(const struct dovecot_auth_field *f, size_t nf,
 		const char *val = eq ? eq + 1 : "";
 		size_t vlen = eq ? f[i].len - nlen - 1 : 0;
 		if (nlen == 4 && memcmp(f[i].s, "user", 4) == 0) {
-			if (r->user != NULL && (vlen != r->user_len || memcmp(r->user, val, vlen) != 0))
+			if (r->user != NULL &&
+			    (vlen != r->user_len || memcmp(r->user, val, vlen) != 0))
 				r->user_conflict = true;
 			r->user = val, r->user_len = vlen;
 		} else if (nlen == 6 && memcmp(f[i].s, "reason", 6) == 0) {

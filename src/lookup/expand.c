@@ -13,7 +13,8 @@ const char *expand_check(const char *fmt)
 		if (*p == 0)
 			return "template ends in '%'";
 		if (strchr("%sudSUD123456789", *p) == NULL)
-			return "invalid %-sequence in template (use %%, %s, %u, %d, %S, %U, %D, %1-%9)";
+			return "invalid %-sequence in template (use %%, %s, %u, %d, %S, %U, %D, "
+			       "%1-%9)";
 	}
 	return NULL;
 }

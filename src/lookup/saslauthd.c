@@ -25,7 +25,7 @@ struct saslauthd_client {
 	uv_loop_t *loop;
 	char *path, *service, *realm;
 	unsigned timeout_ms;
-	struct list_link live;   /* requests not yet final */
+	struct list_link live; /* requests not yet final */
 	bool destroying;
 };
 
@@ -42,10 +42,10 @@ struct saslauthd_request {
 	dovecot_auth_cb *cb;
 	void *ctx;
 	enum saslauthd_state state;
-	bool plain;              /* else LOGIN */
-	bool have_login;         /* LOGIN: the user name came */
-	unsigned handles;        /* open libuv handles; freed when 0 */
-	uv_timer_t timer;        /* deferred answers, then the request timeout */
+	bool plain;       /* else LOGIN */
+	bool have_login;  /* LOGIN: the user name came */
+	unsigned handles; /* open libuv handles; freed when 0 */
+	uv_timer_t timer; /* deferred answers, then the request timeout */
 	uv_pipe_t pipe;
 	bool pipe_used;
 	uv_connect_t conn;
@@ -363,7 +363,8 @@ struct saslauthd_request *saslauthd_begin(struct saslauthd_client *c,
 	else if (info->initial_resp_b64 != NULL)
 		saslauthd_step(r, info->initial_resp_b64);
 	else
-		saslauthd_defer(r, DOVECOT_AUTH_CONTINUE, r->plain ? "" : SASLAUTHD_PROMPT_USER, NULL);
+		saslauthd_defer(r, DOVECOT_AUTH_CONTINUE, r->plain ? "" : SASLAUTHD_PROMPT_USER,
+				NULL);
 	return r;
 }
 

@@ -17,11 +17,8 @@
 
 /* Every table type; table_open() picks the row by the spec's prefix. */
 static const struct table_backend *const table_backends[] = {
-	&table_backend_texthash,
-	&table_backend_inline,
-	&table_backend_static,
-	&table_backend_fail,
-	&table_backend_mysql,
+	&table_backend_texthash, &table_backend_inline, &table_backend_static,
+	&table_backend_fail,     &table_backend_mysql,
 };
 #define TABLE_NBACKENDS (sizeof(table_backends) / sizeof(table_backends[0]))
 
@@ -52,11 +49,11 @@ struct table_inst {
 	uv_loop_t *loop;
 	struct defer_queue ready; /* answers delivered on the next loop turn */
 	struct table_cache cache;
-	void *be_inst;            /* the backend's instance (async backends) */
+	void *be_inst; /* the backend's instance (async backends) */
 	struct table_stats stats;
 	table_clock_fn *clock;
 	void *clock_ctx;
-	unsigned handles;         /* uv handles not yet closed */
+	unsigned handles; /* uv handles not yet closed */
 	bool closing;
 	void (*closed)(void *ctx);
 	void *closed_ctx;
@@ -97,8 +94,7 @@ void table_seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-bool table_lines_next(struct table_lines *it, const char **line_r, size_t *len_r,
-		      size_t *indent_r)
+bool table_lines_next(struct table_lines *it, const char **line_r, size_t *len_r, size_t *indent_r)
 {
 	while (it->pos < it->len) {
 		const char *nl = memchr(it->text + it->pos, '\n', it->len - it->pos);
@@ -132,9 +128,8 @@ static const struct table_backend *table_backend_find(const char *type, size_t l
 	return NULL;
 }
 
-static struct table *table_parse(const struct table_backend *be, const char *spec,
-				 const char *text, size_t len, const char *origin, char *err,
-				 size_t errlen)
+static struct table *table_parse(const struct table_backend *be, const char *spec, const char *text,
+				 size_t len, const char *origin, char *err, size_t errlen)
 {
 	void *def = be->parse(text, len, origin, err, errlen);
 	if (def == NULL)
@@ -175,8 +170,8 @@ static bool table_read_file(const char *path, struct buf *out, char *err, size_t
 	return true;
 }
 
-struct table *table_open_text(const char *type, const char *text, size_t len,
-			      const char *origin, char *err, size_t errlen)
+struct table *table_open_text(const char *type, const char *text, size_t len, const char *origin,
+			      char *err, size_t errlen)
 {
 	const struct table_backend *be = table_backend_find(type, strlen(type));
 	if (be == NULL || !be->file) {
@@ -306,8 +301,9 @@ static void table_cache_store(struct table_inst *ti, const char *key, enum table
 			      const char *value)
 {
 	const struct table_cache_opts *o = &ti->t->cache;
-	uint64_t ttl = st == TABLE_OK ? o->positive_ttl_ms
-		     : st == TABLE_NOTFOUND ? o->negative_ttl_ms : 0;
+	uint64_t ttl = st == TABLE_OK         ? o->positive_ttl_ms
+		       : st == TABLE_NOTFOUND ? o->negative_ttl_ms
+					      : 0;
 	if (ttl == 0)
 		return;
 	struct table_cache *c = &ti->cache;
@@ -422,7 +418,8 @@ void table_req_free(struct table_req *req)
 static void table_free_ready(struct list_link *head)
 {
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, head) {
+	list_for_each_safe(l, tmp, head)
+	{
 		struct defer_item *item = list_entry(l, struct defer_item, link);
 		defer_cancel(item);
 		table_req_free(list_entry(item, struct table_req, ready));
@@ -496,8 +493,8 @@ void table_req_finish(struct table_req *req, enum table_status status, const cha
 	table_req_free(req);
 }
 
-struct table_req *table_lookupn(struct table_inst *ti, const char *key, size_t keylen,
-				table_cb *cb, void *ctx)
+struct table_req *table_lookupn(struct table_inst *ti, const char *key, size_t keylen, table_cb *cb,
+				void *ctx)
 {
 	struct table_req *req = xcalloc(1, sizeof(*req));
 	req->ti = ti;

@@ -104,19 +104,19 @@ const struct table *table_inst_table(const struct table_inst *ti);
 /* Starts a lookup of the NUL-terminated key. Never returns NULL. */
 struct table_req *table_lookup(struct table_inst *ti, const char *key, table_cb *cb, void *ctx);
 /* Same with an explicit length (a key containing NUL is NOTFOUND). */
-struct table_req *table_lookupn(struct table_inst *ti, const char *key, size_t keylen,
-				table_cb *cb, void *ctx);
+struct table_req *table_lookupn(struct table_inst *ti, const char *key, size_t keylen, table_cb *cb,
+				void *ctx);
 /* Cancels a pending request; its callback will not fire. Sets *rp to NULL.
  * A NULL *rp is ignored. */
 void table_cancel(struct table_req **rp);
 
 /* Counters, per instance, for tests and the status line. */
 struct table_stats {
-	uint64_t lookups;        /* table_lookup() calls */
-	uint64_t cache_hits;     /* answered from the cache */
-	uint64_t backend;        /* queries sent to the backend (SQL statements) */
-	uint64_t tempfails;      /* answered TEMPFAIL */
-	uint64_t connects;       /* backend connections established */
+	uint64_t lookups;    /* table_lookup() calls */
+	uint64_t cache_hits; /* answered from the cache */
+	uint64_t backend;    /* queries sent to the backend (SQL statements) */
+	uint64_t tempfails;  /* answered TEMPFAIL */
+	uint64_t connects;   /* backend connections established */
 };
 void table_inst_stats(const struct table_inst *ti, struct table_stats *stats_r);
 
@@ -133,7 +133,7 @@ enum table_status table_lookup_sync(const struct table *t, const char *key, cons
 /* Parses the text of a table file without touching the file system (the
  * fuzz target and tests use this): type is "texthash" or "mysql", origin is
  * the name used in error messages. Same result as table_open(). */
-struct table *table_open_text(const char *type, const char *text, size_t len,
-			      const char *origin, char *err, size_t errlen);
+struct table *table_open_text(const char *type, const char *text, size_t len, const char *origin,
+			      char *err, size_t errlen);
 
 #endif

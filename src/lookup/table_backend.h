@@ -26,23 +26,23 @@
 #include "lookup/table.h"
 
 enum table_req_where {
-	TABLE_REQ_READY,   /* result known, waiting on the deferred queue */
-	TABLE_REQ_QUEUED,  /* waiting for a backend connection */
-	TABLE_REQ_ACTIVE,  /* being executed on a backend connection */
+	TABLE_REQ_READY,  /* result known, waiting on the deferred queue */
+	TABLE_REQ_QUEUED, /* waiting for a backend connection */
+	TABLE_REQ_ACTIVE, /* being executed on a backend connection */
 };
 
 struct table_req {
 	struct table_inst *ti;
 	table_cb *cb; /* NULL once cancelled */
 	void *ctx;
-	char *key;    /* lower-cased, NUL-terminated */
+	char *key; /* lower-cased, NUL-terminated */
 	enum table_req_where where;
 	enum table_status status;
-	char *value;  /* owned; NULL unless TABLE_OK */
+	char *value;             /* owned; NULL unless TABLE_OK */
 	struct defer_item ready; /* READY: on the instance's deferred queue */
 	struct list_link link;   /* QUEUED: on the backend's queue */
-	int attempts; /* backend tries (one retry after a stale connection) */
-	uint64_t deadline; /* uv_now() by which a QUEUED request gives up */
+	int attempts;            /* backend tries (one retry after a stale connection) */
+	uint64_t deadline;       /* uv_now() by which a QUEUED request gives up */
 };
 
 struct table_backend {
@@ -54,8 +54,7 @@ struct table_backend {
 	/* Parses the definition: backend data (never NULL on success: return
 	 * any non-NULL pointer when there is nothing to keep), or NULL with a
 	 * message in err ("origin:line: what" for files). */
-	void *(*parse)(const char *text, size_t len, const char *origin, char *err,
-		       size_t errlen);
+	void *(*parse)(const char *text, size_t len, const char *origin, char *err, size_t errlen);
 	void (*free)(void *def);
 	/* memory: the answer for a lower-cased key; *value_r points into def. */
 	enum table_status (*get)(const void *def, const char *key, const char **value_r);
@@ -109,7 +108,6 @@ struct table_lines {
 	size_t len, pos;
 	unsigned lineno; /* of the line just returned */
 };
-bool table_lines_next(struct table_lines *it, const char **line_r, size_t *len_r,
-		      size_t *indent_r);
+bool table_lines_next(struct table_lines *it, const char **line_r, size_t *len_r, size_t *indent_r);
 
 #endif

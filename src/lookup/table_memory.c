@@ -148,7 +148,8 @@ static bool table_hash_add_line(struct table_hash *h, char *line, const char *or
 		 * out, so it is an error here. */
 		table_seterr(err, errlen,
 			     "%s:%u: duplicate key \"%s\" (put several values on one line, "
-			     "separated by commas)", origin, lineno, k);
+			     "separated by commas)",
+			     origin, lineno, k);
 		free(k);
 		free(v);
 		return false;
@@ -184,7 +185,8 @@ static struct table_hash *table_hash_parse(const char *text, size_t len, const c
 			if (logical_line == 0) {
 				table_seterr(err, errlen,
 					     "%s:%u: continuation line (starts with whitespace) "
-					     "without a preceding line", origin, it.lineno);
+					     "without a preceding line",
+					     origin, it.lineno);
 				ok = false;
 				break;
 			}
@@ -194,8 +196,8 @@ static struct table_hash *table_hash_parse(const char *text, size_t len, const c
 		}
 		if (logical_line != 0) {
 			buf_append(&logical, "", 1);
-			ok = table_hash_add_line(h, (char *)buf_data(&logical), origin, logical_line,
-						 err, errlen);
+			ok = table_hash_add_line(h, (char *)buf_data(&logical), origin,
+						 logical_line, err, errlen);
 			buf_reset(&logical);
 		}
 		logical_line = it.lineno;
@@ -271,7 +273,8 @@ static struct table_hash *table_inline_parse(const char *arg, char *err, size_t 
 		} else {
 			while (*p && *p != ',' && !table_isspace((unsigned char)*p)) {
 				if (*p == '{' || *p == '}') {
-					table_seterr(err, errlen, "inline:%s: unexpected brace", arg);
+					table_seterr(err, errlen, "inline:%s: unexpected brace",
+						     arg);
 					goto fail;
 				}
 				p++;

@@ -75,8 +75,8 @@ struct tm_link {
 	struct tm_resolve *resolve;
 	size_t order[16], norder, order_pos; /* host indexes still to try */
 	char addr[INET6_ADDRSTRLEN];
-	bool used;             /* has served a query (a stale-connection error may be retried) */
-	bool probe;            /* tries hosts in their retry interval too */
+	bool used;  /* has served a query (a stale-connection error may be retried) */
+	bool probe; /* tries hosts in their retry interval too */
 	/* result being collected */
 	struct expand_result result;
 	enum table_status answer;
@@ -97,7 +97,7 @@ struct table_mysql_inst {
 	/* While every host is in its retry interval, one probe connection at
 	   a time, from TM_PROBE_MIN_MS growing to TM_PROBE_MAX_MS (never more
 	   than retry_interval), so a recovery is noticed within seconds. */
-	bool *down;           /* per host: this instance counts it in ndown */
+	bool *down; /* per host: this instance counts it in ndown */
 	uv_timer_t probe_timer;
 	uint64_t probe_ms;
 	bool probing;
@@ -252,7 +252,8 @@ static void tm_host_failed(struct table_mysql_inst *mi, size_t hi, const char *w
 		if (atomic_fetch_add(&h->ndown, 1) == 0) {
 			atomic_store(&h->since_ms, tm_mono_ms());
 			atomic_store(&h->refused, 0);
-			log_warn("%s: MySQL host %s is down: %s", m->origin, m->hosts[hi].name, safe);
+			log_warn("%s: MySQL host %s is down: %s", m->origin, m->hosts[hi].name,
+				 safe);
 			tm_probe_schedule(mi);
 			return;
 		}
@@ -274,10 +275,11 @@ static void tm_host_up(struct table_mysql_inst *mi, size_t hi)
 		return;
 	mi->down[hi] = false;
 	if (atomic_fetch_sub(&h->ndown, 1) == 1)
-		log_info("%s: MySQL host %s is up again after %.1f s (%lu lookups failed meanwhile)",
-			 m->origin, m->hosts[hi].name,
-			 (double)(tm_mono_ms() - atomic_load(&h->since_ms)) / 1000.0,
-			 atomic_load(&h->refused));
+		log_info(
+			"%s: MySQL host %s is up again after %.1f s (%lu lookups failed meanwhile)",
+			m->origin, m->hosts[hi].name,
+			(double)(tm_mono_ms() - atomic_load(&h->since_ms)) / 1000.0,
+			atomic_load(&h->refused));
 }
 
 /* A lookup was answered TEMPFAIL for want of a connection. */
@@ -354,7 +356,8 @@ static void tm_link_drop(struct tm_link *l, bool healthy)
 		l->probe = false;
 		mi->probing = false;
 		mi->probes_failed++;
-		mi->probe_ms = mi->probe_ms * 2 < TM_PROBE_MAX_MS ? mi->probe_ms * 2 : TM_PROBE_MAX_MS;
+		mi->probe_ms =
+			mi->probe_ms * 2 < TM_PROBE_MAX_MS ? mi->probe_ms * 2 : TM_PROBE_MAX_MS;
 		tm_probe_schedule(mi);
 	}
 	l->state = TM_DEAD;
@@ -448,7 +451,8 @@ static void tm_link_wait(struct tm_link *l, int mstatus)
 	if (ev && l->poll)
 		uv_poll_start(&l->poll->h, ev, tm_poll_cb);
 	if (mstatus & MYSQL_WAIT_TIMEOUT)
-		uv_timer_start(&l->wait_timer, tm_wait_timer_cb, mysql_get_timeout_value_ms(&l->db), 0);
+		uv_timer_start(&l->wait_timer, tm_wait_timer_cb, mysql_get_timeout_value_ms(&l->db),
+			       0);
 	else if (!ev || !l->poll)
 		/* nothing to wait on: should not happen; poke it on the next turn */
 		uv_timer_start(&l->wait_timer, tm_wait_timer_cb, 0, 0);
@@ -580,7 +584,8 @@ static bool tm_link_try_next_host(struct tm_link *l)
 	const struct table_mysql *m = mi->m;
 	tm_link_close_db(l, false);
 	uint64_t now = tm_now(mi);
-	while (l->order_pos < l->norder && !l->probe && mi->dead_until[l->order[l->order_pos]] > now)
+	while (l->order_pos < l->norder && !l->probe &&
+	       mi->dead_until[l->order[l->order_pos]] > now)
 		l->order_pos++;
 	if (l->order_pos >= l->norder) {
 		tm_link_drop(l, false);
@@ -700,8 +705,8 @@ static void tm_link_start_query(struct tm_link *l, struct table_req *req)
 	}
 	/* done at once: continue with the result as if the poll had fired */
 	if (err) {
-		bool stale = l->used && (mysql_errno(&l->db) == CR_SERVER_GONE_ERROR
-					 || mysql_errno(&l->db) == CR_SERVER_LOST);
+		bool stale = l->used && (mysql_errno(&l->db) == CR_SERVER_GONE_ERROR ||
+					 mysql_errno(&l->db) == CR_SERVER_LOST);
 		if (mysql_errno(&l->db) >= 2000)
 			tm_link_fail(l, stale, "query failed");
 		else {
@@ -751,11 +756,13 @@ static void tm_link_query_done(struct tm_link *l)
 	l->used = true;
 	l->state = TM_IDLE;
 	uv_timer_stop(&l->deadline);
-	uv_timer_start(&l->deadline, tm_deadline_cb, m->idle_interval_ms ? m->idle_interval_ms : 1, 0);
+	uv_timer_start(&l->deadline, tm_deadline_cb, m->idle_interval_ms ? m->idle_interval_ms : 1,
+		       0);
 	if (req) {
 		buf_append(&l->result.out, "", 1);
 		table_req_finish(req, l->answer,
-				 l->answer == TABLE_OK ? (const char *)buf_data(&l->result.out) : NULL);
+				 l->answer == TABLE_OK ? (const char *)buf_data(&l->result.out)
+						       : NULL);
 	}
 	expand_result_free(&l->result);
 	tm_dispatch(l->mi);
@@ -810,15 +817,17 @@ static void tm_link_run(struct tm_link *l, int mstatus, bool start)
 			}
 			if (err) {
 				unsigned no = mysql_errno(&l->db);
-				bool stale = l->used && (no == CR_SERVER_GONE_ERROR || no == CR_SERVER_LOST);
+				bool stale = l->used &&
+					     (no == CR_SERVER_GONE_ERROR || no == CR_SERVER_LOST);
 				if (no >= 2000) {
 					tm_link_fail(l, stale, "query failed");
 				} else {
 					char safe[300];
 					const char *why = mysql_error(&l->db);
 					struct table_req *req = l->req;
-					log_warn("%s: query failed: %s", m->origin,
-						 log_sanitize(safe, sizeof(safe), why, strlen(why)));
+					log_warn(
+						"%s: query failed: %s", m->origin,
+						log_sanitize(safe, sizeof(safe), why, strlen(why)));
 					l->req = NULL;
 					if (req)
 						table_req_finish(req, TABLE_TEMPFAIL, NULL);
@@ -897,7 +906,8 @@ static void tm_dispatch(struct table_mysql_inst *mi)
 	while ((req = tm_queue_first(mi)) != NULL) {
 		struct tm_link *idle = NULL;
 		struct list_link *pos, *tmp;
-		list_for_each_safe(pos, tmp, &mi->links) {
+		list_for_each_safe(pos, tmp, &mi->links)
+		{
 			struct tm_link *l = list_entry(pos, struct tm_link, link);
 			if (l->state == TM_IDLE) {
 				idle = l;
@@ -974,7 +984,8 @@ static void tm_inst_close(void *inst)
 		table_req_free(req);
 	}
 	struct list_link *pos, *tmp;
-	list_for_each_safe(pos, tmp, &mi->links) {
+	list_for_each_safe(pos, tmp, &mi->links)
+	{
 		struct tm_link *l = list_entry(pos, struct tm_link, link);
 		req = l->req;
 		l->req = NULL;

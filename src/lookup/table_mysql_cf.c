@@ -74,7 +74,6 @@ static bool tm_parse_bool(const char *s, bool *r)
 	return true;
 }
 
-
 /* ------------------------------------------------------------------ */
 /* .cf parsing */
 
@@ -84,11 +83,19 @@ struct tm_kv {
 };
 
 static const char *const tm_known_keys[] = {
-	"hosts", "user", "password", "dbname", "charset", "query", "result_format",
-	"domain", "expansion_limit", "option_file", "option_group", "tls_cert_file",
-	"tls_key_file", "tls_CAfile", "tls_CApath", "tls_ciphers", "tls_verify_cert",
-	"require_result_set", "idle_interval", "retry_interval", "select_field", "table",
-	"where_field", "additional_conditions", "query_timeout", "connect_timeout",
+	"hosts",           "user",
+	"password",        "dbname",
+	"charset",         "query",
+	"result_format",   "domain",
+	"expansion_limit", "option_file",
+	"option_group",    "tls_cert_file",
+	"tls_key_file",    "tls_CAfile",
+	"tls_CApath",      "tls_ciphers",
+	"tls_verify_cert", "require_result_set",
+	"idle_interval",   "retry_interval",
+	"select_field",    "table",
+	"where_field",     "additional_conditions",
+	"query_timeout",   "connect_timeout",
 	"max_connections", NULL,
 };
 
@@ -106,7 +113,8 @@ static bool tm_parse_hosts(struct table_mysql *m, const char *list, const char *
 {
 	char *copy = xstrdup(list), *save = NULL;
 	tm_free_hosts(m);
-	for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok; tok = strtok_r(NULL, ", \t\r\n", &save)) {
+	for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok;
+	     tok = strtok_r(NULL, ", \t\r\n", &save)) {
 		struct tm_host h = {0};
 		if (strncmp(tok, "unix:", 5) == 0 || tok[0] == '/') {
 			/* a bare absolute path is taken as a socket too */
@@ -148,8 +156,9 @@ static bool tm_parse_hosts(struct table_mysql *m, const char *list, const char *
 				h.port = (unsigned)pv;
 			}
 			unsigned char tmp[16];
-			h.numeric = inet_pton(AF_INET, hp, tmp) == 1 || inet_pton(AF_INET6, hp, tmp) == 1
-				    || strcmp(hp, "localhost") == 0;
+			h.numeric = inet_pton(AF_INET, hp, tmp) == 1 ||
+				    inet_pton(AF_INET6, hp, tmp) == 1 ||
+				    strcmp(hp, "localhost") == 0;
 			h.name = xstrdup(hp);
 		}
 		if (m->nhosts == 16) {
@@ -161,9 +170,11 @@ static bool tm_parse_hosts(struct table_mysql *m, const char *list, const char *
 		m->hosts = xrealloc(m->hosts, (m->nhosts + 1) * sizeof(*m->hosts));
 		m->hosts[m->nhosts++] = h;
 		continue;
-bad:
-		table_seterr(err, errlen, "%s:%u: hosts: bad host \"%s\" (want unix:/path, inet:host:port "
-			  "or host[:port])", origin, line, tok);
+	bad:
+		table_seterr(err, errlen,
+			     "%s:%u: hosts: bad host \"%s\" (want unix:/path, inet:host:port "
+			     "or host[:port])",
+			     origin, line, tok);
 		free(copy);
 		return false;
 	}
@@ -221,8 +232,10 @@ static bool tm_read_kv(const char *text, size_t len, const char *origin, struct 
 		unsigned lineno = it.lineno;
 		if (i > 0) {
 			if (nkv == 0) {
-				table_seterr(err, errlen, "%s:%u: continuation line without a preceding "
-					  "\"name = value\" line", origin, lineno);
+				table_seterr(err, errlen,
+					     "%s:%u: continuation line without a preceding "
+					     "\"name = value\" line",
+					     origin, lineno);
 				goto fail;
 			}
 			struct buf b = BUF_INIT;
@@ -237,7 +250,8 @@ static bool tm_read_kv(const char *text, size_t len, const char *origin, struct 
 		}
 		const char *eq = memchr(line, '=', llen);
 		if (eq == NULL) {
-			table_seterr(err, errlen, "%s:%u: expected \"name = value\"", origin, lineno);
+			table_seterr(err, errlen, "%s:%u: expected \"name = value\"", origin,
+				     lineno);
 			goto fail;
 		}
 		size_t nlen = (size_t)(eq - line);
@@ -284,8 +298,8 @@ static const struct tm_kv *tm_kv_get(const struct tm_kv *kv, size_t nkv, const c
 	return NULL;
 }
 
-struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *origin,
-				      char *err, size_t errlen)
+struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *origin, char *err,
+				      size_t errlen)
 {
 	struct tm_kv *kv = NULL;
 	size_t nkv = 0;
@@ -314,13 +328,16 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 		}
 	}
 
-#define STR_KEY(name, field, dflt) do { \
-		e = tm_kv_get(kv, nkv, name); \
+#define STR_KEY(name, field, dflt)                         \
+	do {                                               \
+		e = tm_kv_get(kv, nkv, name);              \
 		m->field = xstrdup(e ? e->value : (dflt)); \
 	} while (0)
-#define OPT_KEY(name, field) do { \
-		e = tm_kv_get(kv, nkv, name); \
-		if (e && *e->value) m->field = xstrdup(e->value); \
+#define OPT_KEY(name, field)                          \
+	do {                                          \
+		e = tm_kv_get(kv, nkv, name);         \
+		if (e && *e->value)                   \
+			m->field = xstrdup(e->value); \
 	} while (0)
 
 	e = tm_kv_get(kv, nkv, "hosts");
@@ -342,8 +359,8 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 	OPT_KEY("tls_CAfile", tls_CAfile);
 	OPT_KEY("tls_CApath", tls_CApath);
 	OPT_KEY("tls_ciphers", tls_ciphers);
-	m->tls = m->tls_cert_file || m->tls_key_file || m->tls_CAfile || m->tls_CApath
-		 || m->tls_ciphers;
+	m->tls = m->tls_cert_file || m->tls_key_file || m->tls_CAfile || m->tls_CApath ||
+		 m->tls_ciphers;
 
 	e = tm_kv_get(kv, nkv, "query");
 	if (e) {
@@ -383,8 +400,10 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 		for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok;
 		     tok = strtok_r(NULL, ", \t\r\n", &save)) {
 			if (strchr(tok, ':') || strchr(tok, '/')) {
-				table_seterr(err, errlen, "%s:%u: domain: \"%s\": lookup tables are not "
-					  "supported here; list the domain names", origin, e->line, tok);
+				table_seterr(err, errlen,
+					     "%s:%u: domain: \"%s\": lookup tables are not "
+					     "supported here; list the domain names",
+					     origin, e->line, tok);
 				free(copy);
 				goto out;
 			}
@@ -418,7 +437,8 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 		}
 	}
 	if (m->query_timeout_ms == 0 || m->connect_timeout_ms == 0) {
-		table_seterr(err, errlen, "%s: query_timeout and connect_timeout must be > 0", origin);
+		table_seterr(err, errlen, "%s: query_timeout and connect_timeout must be > 0",
+			     origin);
 		goto out;
 	}
 	struct {
@@ -436,10 +456,10 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 		char *end;
 		errno = 0;
 		unsigned long v = strtoul(e->value, &end, 10);
-		if (*e->value < '0' || *e->value > '9' || *end || errno || v < nums[i].min
-		    || v > nums[i].max) {
+		if (*e->value < '0' || *e->value > '9' || *end || errno || v < nums[i].min ||
+		    v > nums[i].max) {
 			table_seterr(err, errlen, "%s:%u: %s: bad number \"%s\" (%u..%u)", origin,
-				  e->line, nums[i].name, e->value, nums[i].min, nums[i].max);
+				     e->line, nums[i].name, e->value, nums[i].min, nums[i].max);
 			goto out;
 		}
 		*nums[i].field = (unsigned)v;
@@ -454,8 +474,8 @@ struct table_mysql *table_mysql_parse(const char *text, size_t len, const char *
 	for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
 		e = tm_kv_get(kv, nkv, bools[i].name);
 		if (e && !tm_parse_bool(e->value, bools[i].field)) {
-			table_seterr(err, errlen, "%s:%u: %s: expected yes or no, not \"%s\"", origin,
-				  e->line, bools[i].name, e->value);
+			table_seterr(err, errlen, "%s:%u: %s: expected yes or no, not \"%s\"",
+				     origin, e->line, bools[i].name, e->value);
 			goto out;
 		}
 	}

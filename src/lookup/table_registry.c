@@ -56,7 +56,8 @@ void table_registry_set_current(struct table_registry *r, const struct config *c
 {
 	r->current = cur;
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &r->entries) {
+	list_for_each_safe(l, tmp, &r->entries)
+	{
 		struct table_registry_entry *e = list_entry(l, struct table_registry_entry, link);
 		if (table_registry_retired(r, e))
 			table_registry_close(r, e);
@@ -67,7 +68,8 @@ struct table_inst *table_registry_get(struct table_registry *r, struct config *c
 				      const struct table *t)
 {
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &r->entries) {
+	list_for_each_safe(l, tmp, &r->entries)
+	{
 		struct table_registry_entry *e = list_entry(l, struct table_registry_entry, link);
 		if (e->cfg == cfg && e->t == t) {
 			e->refs++;
@@ -91,7 +93,8 @@ void table_registry_put(struct table_registry *r, struct table_inst **tip)
 		return;
 	*tip = NULL;
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &r->entries) {
+	list_for_each_safe(l, tmp, &r->entries)
+	{
 		struct table_registry_entry *e = list_entry(l, struct table_registry_entry, link);
 		if (e->ti != ti)
 			continue;

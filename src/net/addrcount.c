@@ -42,17 +42,17 @@ struct addrcount_entry {
 	struct list_link idle; /* on ac->idle, oldest first; unlinked while live */
 	struct addrcount_key key;
 	unsigned conns, pending, failures;
-	uint64_t window_end;     /* failures count until then */
+	uint64_t window_end; /* failures count until then */
 	uint64_t blocked_until;
 };
 
 struct addrcount {
 	pthread_mutex_t lock;
-	uint64_t k0, k1;                   /* SipHash key */
-	size_t nbuckets;                   /* a power of two */
+	uint64_t k0, k1; /* SipHash key */
+	size_t nbuckets; /* a power of two */
 	struct addrcount_entry **buckets;
 	size_t n, capacity;
-	struct list_link idle;             /* idle entries, oldest first */
+	struct list_link idle; /* idle entries, oldest first */
 };
 
 /* ---- SipHash-2-4 (Aumasson and Bernstein, 2012), 64-bit output ---- */
@@ -186,7 +186,10 @@ void addrcount_free(struct addrcount **acp)
 static struct addrcount *addrcount_the_table;
 static pthread_once_t addrcount_once = PTHREAD_ONCE_INIT;
 
-static void addrcount_global_init(void) { addrcount_the_table = addrcount_new(ADDRCOUNT_CAPACITY); }
+static void addrcount_global_init(void)
+{
+	addrcount_the_table = addrcount_new(ADDRCOUNT_CAPACITY);
+}
 
 struct addrcount *addrcount_global(void)
 {
@@ -194,7 +197,8 @@ struct addrcount *addrcount_global(void)
 	return addrcount_the_table;
 }
 
-static struct addrcount_entry **addrcount_slot(struct addrcount *ac, const struct addrcount_key *key)
+static struct addrcount_entry **addrcount_slot(struct addrcount *ac,
+					       const struct addrcount_key *key)
 {
 	uint64_t h = addrcount_siphash(ac->k0, ac->k1, key->b, sizeof(key->b));
 	struct addrcount_entry **p = &ac->buckets[h & (ac->nbuckets - 1)];

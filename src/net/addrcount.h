@@ -39,7 +39,7 @@ struct addrcount_key {
 struct addrcount;
 
 struct addrcount_auth_limits {
-	unsigned limit;     /* failures within window_ms before a block; 0 = no budget */
+	unsigned limit; /* failures within window_ms before a block; 0 = no budget */
 	uint64_t window_ms;
 	uint64_t block_ms;
 };
@@ -47,8 +47,8 @@ struct addrcount_auth_limits {
 /* What a unit test may look at. */
 struct addrcount_info {
 	unsigned conns;
-	unsigned pending;   /* AUTH attempts sent to the backend, not yet answered */
-	unsigned failures;  /* in the current window */
+	unsigned pending;  /* AUTH attempts sent to the backend, not yet answered */
+	unsigned failures; /* in the current window */
 	bool blocked;
 };
 

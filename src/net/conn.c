@@ -301,7 +301,10 @@ static void conn_unblock(struct conn *c)
 		c->handler->on_data(c, c->ctx);
 }
 
-bool conn_write_blocked(const struct conn *c) { return c->out_blocked; }
+bool conn_write_blocked(const struct conn *c)
+{
+	return c->out_blocked;
+}
 
 /* ---- output ---- */
 
@@ -367,7 +370,8 @@ static void conn_flush(struct conn *c)
 	struct buf tmp = c->out_flight;
 	c->out_flight = c->out;
 	c->out = tmp;
-	uv_buf_t b = uv_buf_init((char *)buf_data(&c->out_flight), (unsigned)buf_len(&c->out_flight));
+	uv_buf_t b =
+		uv_buf_init((char *)buf_data(&c->out_flight), (unsigned)buf_len(&c->out_flight));
 	c->write_req.data = c;
 	c->writing = true;
 	int r = uv_write(&c->write_req, &c->h.stream, &b, 1, conn_write_cb);
@@ -403,11 +407,20 @@ void conn_write(struct conn *c, const void *p, size_t n)
 	conn_block_check(c);
 }
 
-void conn_write_str(struct conn *c, const char *s) { conn_write(c, s, strlen(s)); }
+void conn_write_str(struct conn *c, const char *s)
+{
+	conn_write(c, s, strlen(s));
+}
 
-size_t conn_pending(const struct conn *c) { return buf_len(&c->out) + buf_len(&c->out_flight); }
+size_t conn_pending(const struct conn *c)
+{
+	return buf_len(&c->out) + buf_len(&c->out_flight);
+}
 
-void conn_want_drain(struct conn *c) { c->want_drain = true; }
+void conn_want_drain(struct conn *c)
+{
+	c->want_drain = true;
+}
 
 /* ---- TLS ---- */
 

@@ -51,22 +51,22 @@ struct conn {
 	const struct conn_handler *handler;
 	void *ctx;
 
-	struct buf in;           /* plaintext received, not yet consumed */
-	bool eof;                /* peer closed its side (or TLS close_notify) */
-	int error;               /* first transport/TLS error (libuv or GnuTLS code), 0 if none */
+	struct buf in; /* plaintext received, not yet consumed */
+	bool eof;      /* peer closed its side (or TLS close_notify) */
+	int error;     /* first transport/TLS error (libuv or GnuTLS code), 0 if none */
 
-	gnutls_session_t tls;    /* NULL until conn_tls_start() */
+	gnutls_session_t tls; /* NULL until conn_tls_start() */
 	bool tls_handshaking;
-	bool tls_active;         /* handshake done: data is encrypted */
-	struct buf tls_in;       /* ciphertext received, not yet taken by GnuTLS */
+	bool tls_active;   /* handshake done: data is encrypted */
+	struct buf tls_in; /* ciphertext received, not yet taken by GnuTLS */
 
-	struct buf out;          /* bytes (ciphertext when TLS) waiting for a write */
-	struct buf out_flight;   /* bytes handed to uv_write, alive until write_cb */
+	struct buf out;        /* bytes (ciphertext when TLS) waiting for a write */
+	struct buf out_flight; /* bytes handed to uv_write, alive until write_cb */
 	uv_write_t write_req;
 	bool writing;
-	bool reading;            /* a uv read is active */
-	bool read_wanted;        /* the owner asked for input (conn_read_start) */
-	bool out_blocked;        /* CONN_OUT_HIGH reached: reading paused until it drains */
+	bool reading;     /* a uv read is active */
+	bool read_wanted; /* the owner asked for input (conn_read_start) */
+	bool out_blocked; /* CONN_OUT_HIGH reached: reading paused until it drains */
 	bool closing;
 	int open_handles;
 	bool want_drain;

@@ -121,8 +121,8 @@ void listener_inherit(void)
 		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || !listening ||
 		    getsockname(fd, (struct sockaddr *)&s->addr, &al) < 0 ||
 		    (s->addr.ss_family != AF_INET && s->addr.ss_family != AF_INET6)) {
-			log_warn("systemd socket %d (%s) is not a listening TCP socket; closing it", fd,
-				 s->name[0] ? s->name : "unnamed");
+			log_warn("systemd socket %d (%s) is not a listening TCP socket; closing it",
+				 fd, s->name[0] ? s->name : "unnamed");
 			close(fd);
 			continue;
 		}
@@ -177,8 +177,8 @@ static bool listener_sdfd_matches(const struct listener_sdfd *s, const struct li
 /* ---- listening sockets: one entry per (listen line, socket) ---- */
 
 struct listener_sock {
-	size_t idx;      /* listen line */
-	int fd;          /* inherited from systemd, or -1: each worker binds its own */
+	size_t idx; /* listen line */
+	int fd;     /* inherited from systemd, or -1: each worker binds its own */
 };
 
 static struct listener_sock *listener_socks;
@@ -208,7 +208,8 @@ bool listener_plan(const struct config *cfg, char *err, size_t errlen)
 				listener_plan_add(i, s->fd);
 			}
 			if (found == 0 && l->fdname != NULL && listener_nsdfds > 0) {
-				snprintf(err, errlen, "listen %s name=%s: systemd passed no socket named \"%s\"",
+				snprintf(err, errlen,
+					 "listen %s name=%s: systemd passed no socket named \"%s\"",
 					 l->text, l->fdname, l->fdname);
 				return false;
 			}
@@ -216,12 +217,14 @@ bool listener_plan(const struct config *cfg, char *err, size_t errlen)
 			   dual-stack [::]:587 from systemd: the second line is
 			   served by the socket the first one took; binding it
 			   again would fail. */
-			for (size_t k = 0; found == 0 && l->fdname == NULL && k < listener_nsdfds; k++) {
+			for (size_t k = 0; found == 0 && l->fdname == NULL && k < listener_nsdfds;
+			     k++) {
 				const struct listener_sdfd *s = &listener_sdfds[k];
 				if (s->used && listener_addr_is_any(&l->addr) &&
 				    listener_addr_is_any(&s->addr) &&
 				    listener_addr_port(&s->addr) == listener_addr_port(&l->addr)) {
-					log_info("listen %s: served by the systemd socket %d on the same port",
+					log_info("listen %s: served by the systemd socket %d on "
+						 "the same port",
 						 l->text, s->fd);
 					found = (size_t)-1;
 				}
@@ -231,15 +234,16 @@ bool listener_plan(const struct config *cfg, char *err, size_t errlen)
 			if (found == 0) {
 				listener_plan_add(i, -1);
 			} else {
-				log_info("listen %s: using %zu socket%s from systemd", l->text, found,
-					 found == 1 ? "" : "s");
+				log_info("listen %s: using %zu socket%s from systemd", l->text,
+					 found, found == 1 ? "" : "s");
 			}
 		}
 	}
 	for (size_t k = 0; k < listener_nsdfds; k++) {
 		const struct listener_sdfd *s = &listener_sdfds[k];
 		if (!s->used) {
-			log_warn("systemd socket %d (%s, port %u) matches no \"listen\" line; closing it",
+			log_warn("systemd socket %d (%s, port %u) matches no \"listen\" line; "
+				 "closing it",
 				 s->fd, s->name[0] ? s->name : "unnamed",
 				 listener_addr_port(&s->addr));
 			close(s->fd);
@@ -277,7 +281,7 @@ static int listener_socket(const struct listen_cfg *l, char *err, size_t errlen)
  * lasts; connections wait in the kernel's backlog meanwhile, open sessions
  * are served, and one line is logged when an episode starts and one when it
  * ends. */
-#define ACCEPT_BATCH 64            /* per poll event, so other work gets a turn */
+#define ACCEPT_BATCH 64 /* per poll event, so other work gets a turn */
 #define ACCEPT_BACKOFF_MIN_MS 20
 #define ACCEPT_BACKOFF_MAX_MS 1000
 
@@ -340,7 +344,7 @@ static void listener_accept_backoff(struct listener *l, int err)
 			 atomic_load(&listener_conn_count), listener_nofile_limit());
 	} else if (l->backoff_ms < ACCEPT_BACKOFF_MAX_MS) {
 		l->backoff_ms = l->backoff_ms * 2 < ACCEPT_BACKOFF_MAX_MS ? l->backoff_ms * 2
-									 : ACCEPT_BACKOFF_MAX_MS;
+									  : ACCEPT_BACKOFF_MAX_MS;
 	}
 	l->episode_failures++;
 	uv_poll_stop(&l->poll);
@@ -385,7 +389,8 @@ static void listener_on_accept(uv_poll_t *h, int status, int events)
 			}
 		}
 		if (l->episode_started != 0) {
-			log_info("worker %u: accepting on %s again after %.1f s (%lu attempts failed)",
+			log_info("worker %u: accepting on %s again after %.1f s (%lu attempts "
+				 "failed)",
 				 l->w->id, l->w->cfg->listens[l->idx].text,
 				 (double)(uv_now(&l->w->loop) - l->episode_started) / 1000.0,
 				 l->episode_failures);
@@ -400,8 +405,8 @@ size_t listener_count(void)
 	return listener_nsocks;
 }
 
-bool listener_open(struct worker *w, const struct config *cfg, struct listener **ls_r,
-		   char *err, size_t errlen)
+bool listener_open(struct worker *w, const struct config *cfg, struct listener **ls_r, char *err,
+		   size_t errlen)
 {
 	struct listener *ls = xcalloc(listener_nsocks, sizeof(*ls));
 	*ls_r = ls;
@@ -493,7 +498,8 @@ void listener_nofile_check(const struct config *cfg)
 	unsigned long long fit = rl.rlim_cur > need - 2ULL * cfg->max_connections
 					 ? (rl.rlim_cur - (need - 2ULL * cfg->max_connections)) / 2
 					 : 0;
-	log_warn("max_connections %u needs about %llu file descriptors (2 per session, %u per worker "
+	log_warn("max_connections %u needs about %llu file descriptors (2 per session, %u per "
+		 "worker "
 		 "for listeners, backends and the relay pool), but the limit is %llu (hard limit "
 		 "%llu): about %llu sessions fit; raise LimitNOFILE= (or ulimit -n) or lower "
 		 "max_connections",
@@ -516,7 +522,7 @@ void listener_reload_keep(const struct config *cur, struct config *next)
 			strcmp(cur->listens[i].fdname, next->listens[i].fdname) == 0);
 	if (same)
 		return;
-	log_warn("reload: the \"listen\" lines changed; keeping the current listeners until a restart");
+	log_warn("reload: the \"listen\" lines changed; keeping the current listeners until a "
+		 "restart");
 	config_listens_copy(next, cur);
 }
-

@@ -36,8 +36,8 @@ size_t listener_count(void);
 void listener_nofile_check(const struct config *cfg);
 /* Opens w's listeners (its own descriptor of each planned socket), not yet
  * polled. False, with err filled in and errno set, when one cannot be had. */
-bool listener_open(struct worker *w, const struct config *cfg, struct listener **ls_r,
-		   char *err, size_t errlen);
+bool listener_open(struct worker *w, const struct config *cfg, struct listener **ls_r, char *err,
+		   size_t errlen);
 /* Every worker has opened its listeners: the inherited originals close. */
 void listener_plan_done(void);
 /* Reload: new listen lines cannot be bound after privileges are gone, so next

@@ -15,7 +15,10 @@ static enum proxy_status proxy_bad(struct proxy_header *h, const char *why)
 	return PROXY_BAD;
 }
 
-static uint16_t proxy_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint16_t proxy_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
 
 /* ---- version 1 ---- */
 
@@ -144,7 +147,8 @@ static enum proxy_status proxy_v1(const uint8_t *p, size_t n, struct proxy_heade
 		}
 	}
 	if (eol == 0)
-		return n >= PROXY_V1_MAX ? proxy_bad(h, "v1: no CRLF within 107 bytes") : PROXY_MORE;
+		return n >= PROXY_V1_MAX ? proxy_bad(h, "v1: no CRLF within 107 bytes")
+					 : PROXY_MORE;
 	h->len = eol;
 	const char *s = (const char *)p + sizeof(proxy_v1_sig);
 	size_t sl = eol - 2 - sizeof(proxy_v1_sig);
@@ -203,11 +207,20 @@ static enum proxy_status proxy_v2(const uint8_t *p, size_t n, struct proxy_heade
 	size_t need = 0;
 	if (cmd == PROXY_V2_PROXY) {
 		switch (fam) {
-		case 0x00: need = 0; break;   /* UNSPEC */
-		case 0x11: need = 12; break;  /* TCP over IPv4 */
-		case 0x21: need = 36; break;  /* TCP over IPv6 */
-		case 0x31: need = 216; break; /* UNIX stream */
-		default: return proxy_bad(h, "v2: unsupported address family or transport");
+		case 0x00:
+			need = 0;
+			break; /* UNSPEC */
+		case 0x11:
+			need = 12;
+			break; /* TCP over IPv4 */
+		case 0x21:
+			need = 36;
+			break; /* TCP over IPv6 */
+		case 0x31:
+			need = 216;
+			break; /* UNIX stream */
+		default:
+			return proxy_bad(h, "v2: unsupported address family or transport");
 		}
 	}
 	if (n < 16)

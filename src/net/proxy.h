@@ -33,26 +33,26 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define PROXY_V1_MAX 107        /* longest legal v1 line, CRLF included */
-#define PROXY_V2_MAX_LEN 216    /* cap on v2 "len": the UNIX address block */
+#define PROXY_V1_MAX 107     /* longest legal v1 line, CRLF included */
+#define PROXY_V2_MAX_LEN 216 /* cap on v2 "len": the UNIX address block */
 #define PROXY_MAX (16 + PROXY_V2_MAX_LEN)
 
 enum proxy_status {
-	PROXY_MORE,    /* a valid prefix: wait for more bytes (with a timeout) */
-	PROXY_OK,      /* a complete header of h->len bytes */
-	PROXY_BAD,     /* not a valid header: drop the connection, no reply */
+	PROXY_MORE, /* a valid prefix: wait for more bytes (with a timeout) */
+	PROXY_OK,   /* a complete header of h->len bytes */
+	PROXY_BAD,  /* not a valid header: drop the connection, no reply */
 };
 
 struct proxy_header {
-	unsigned version;                 /* 1 or 2 */
+	unsigned version; /* 1 or 2 */
 	/* True for v1 UNKNOWN, v2 LOCAL, v2 UNSPEC or UNIX: the addresses
 	   below are unset; use the real connection's endpoints. */
 	bool local;
-	struct sockaddr_storage src;      /* the client as the proxy saw it */
-	struct sockaddr_storage dst;      /* the address the client connected to */
-	socklen_t addr_len;               /* of src and dst (same family) */
-	size_t len;                       /* bytes of the header; the rest is payload */
-	const char *error;                /* PROXY_BAD: static text for the log */
+	struct sockaddr_storage src; /* the client as the proxy saw it */
+	struct sockaddr_storage dst; /* the address the client connected to */
+	socklen_t addr_len;          /* of src and dst (same family) */
+	size_t len;                  /* bytes of the header; the rest is payload */
+	const char *error;           /* PROXY_BAD: static text for the log */
 };
 
 /* Parses the header at the start of p[0..n). Never reads past n and never

@@ -74,8 +74,9 @@ bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 	}
 	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL) {
 		if (cfg->ntls_sni > 0) {
-			snprintf(err, errlen, "tls_sni needs tls_cert_file and tls_key_file (the "
-					      "certificate for clients without SNI)");
+			snprintf(err, errlen,
+				 "tls_sni needs tls_cert_file and tls_key_file (the "
+				 "certificate for clients without SNI)");
 			return false;
 		}
 		return true;
@@ -130,8 +131,9 @@ void tls_server_describe(const struct config *cfg, char *out, size_t outsz)
 		struct tm tm;
 		if (t != (time_t)-1 && gmtime_r(&t, &tm) != NULL)
 			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
-		snprintf(out, outsz, "certificate \"%s\" valid until %s, SHA-256 %s, %zu SNI pair%s",
-			 dn, when, fp, cfg->ntls_sni, cfg->ntls_sni == 1 ? "" : "s");
+		snprintf(out, outsz,
+			 "certificate \"%s\" valid until %s, SHA-256 %s, %zu SNI pair%s", dn, when,
+			 fp, cfg->ntls_sni, cfg->ntls_sni == 1 ? "" : "s");
 	}
 	gnutls_x509_crt_deinit(crt);
 }

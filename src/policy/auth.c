@@ -31,7 +31,7 @@ _Static_assert(POLICY_AUTH_USER_MAX >= SASLAUTHD_MAX_FIELD,
 	       "every login saslauthd accepts fits the answer whole");
 
 struct policy_auth {
-	uv_timer_t timer;             /* deferred answers and failure delays */
+	uv_timer_t timer; /* deferred answers and failure delays */
 	struct auth_backend *client;
 	const struct config *cfg;
 	policy_auth_cb *cb;
@@ -39,14 +39,14 @@ struct policy_auth {
 	struct auth_backend_request *req;
 	enum policy_auth_state state;
 	char mech[32];
-	char login[128];              /* for logs; never the password */
+	char login[128]; /* for logs; never the password */
 	char session_id[32];
-	char client_desc[80];         /* "[ip]:port" */
+	char client_desc[80]; /* "[ip]:port" */
 	const struct sockaddr *peer;
 	/* The attempt under way: sent to Dovecot and not yet ended (every
 	   attempt ends exactly once: OK, failure, or the backend's trouble). */
 	bool attempt;
-	bool charged;                 /* counted in the per-address budget */
+	bool charged; /* counted in the per-address budget */
 	struct addrcount_key key;
 	struct addrcount_auth_limits lim;
 	unsigned failures;
@@ -63,8 +63,9 @@ struct policy_auth {
  * the budget by hanging up before the answer: the answer it walked away
  * from is still awaited, logged and counted (policy_auth_orphan below). */
 
-static void policy_auth_end_attempt(struct addrcount_key *key, const struct addrcount_auth_limits *lim,
-				    bool *charged, bool failed)
+static void policy_auth_end_attempt(struct addrcount_key *key,
+				    const struct addrcount_auth_limits *lim, bool *charged,
+				    bool failed)
 {
 	if (*charged)
 		addrcount_auth_end(addrcount_global(), key, lim, failed, addrcount_now());
@@ -117,7 +118,8 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
 	policy_auth_orphans--;
 	if (r == DOVECOT_AUTH_OK) {
 		log_info("%s: %s: SASL %s authentication succeeded after the client left: "
-			 "sasl_username=%s", o->session_id, o->client_desc, o->mech, user);
+			 "sasl_username=%s",
+			 o->session_id, o->client_desc, o->mech, user);
 		policy_auth_end_attempt(&o->key, &o->lim, &o->charged, false);
 		free(o);
 		return;
@@ -166,7 +168,8 @@ static void policy_auth_let_go(struct policy_auth *pa, const char *why, bool cli
 	}
 	auth_backend_abort(pa->client, &pa->req);
 	if (pa->attempt) {
-		policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, why, "");
+		policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, why,
+					"");
 		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, true);
 		pa->attempt = false;
 	}
@@ -322,10 +325,12 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 			/* A name cut short could be someone else's (sender
 			   ownership): refused whole, as a server fault. */
 			log_warn("%s: %s: SASL %s authentication unavailable: the user name "
-				 "is longer than %d bytes", pa->session_id, pa->client_desc,
-				 pa->mech, POLICY_AUTH_USER_MAX);
-			policy_auth_answer(pa, 0, 454, "4.7.0", "Temporary authentication failure: "
-					   "user name too long", NULL);
+				 "is longer than %d bytes",
+				 pa->session_id, pa->client_desc, pa->mech, POLICY_AUTH_USER_MAX);
+			policy_auth_answer(pa, 0, 454, "4.7.0",
+					   "Temporary authentication failure: "
+					   "user name too long",
+					   NULL);
 			return;
 		}
 		log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", pa->session_id,
@@ -345,7 +350,8 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 		pa->attempt = false;
 		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, false);
 		log_warn("%s: %s: SASL %s authentication unavailable: %s", pa->session_id,
-			 pa->client_desc, pa->mech, reason ? reason : "authentication server unavailable");
+			 pa->client_desc, pa->mech,
+			 reason ? reason : "authentication server unavailable");
 		/* 454: the client must not ask its user for a new password
 		   (RFC 4954 §6, docs/design.md invariant 4). */
 		snprintf(text, sizeof(text), "Temporary authentication failure%s%s",
@@ -373,8 +379,10 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 		ir = sp + 1;
 		irlen = len - mlen - 1;
 	}
-	if (mlen == 0 || mlen >= sizeof(pa->mech) || (ir != NULL && (irlen == 0 || memchr(ir, ' ', irlen)))) {
-		policy_auth_answer(pa, 0, 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]", NULL);
+	if (mlen == 0 || mlen >= sizeof(pa->mech) ||
+	    (ir != NULL && (irlen == 0 || memchr(ir, ' ', irlen)))) {
+		policy_auth_answer(pa, 0, 501, "5.5.4", "Syntax: AUTH mechanism [initial-response]",
+				   NULL);
 		return;
 	}
 	memcpy(pa->mech, args, mlen);
@@ -398,15 +406,17 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 		auth_backend_connect(pa->client);
 		log_warn("%s: %s: SASL %s authentication unavailable: no connection to %s yet",
 			 pa->session_id, pa->client_desc, pa->mech, auth_backend_name(pa->client));
-		policy_auth_answer(pa, 0, 454, "4.7.0",
-				   "Temporary authentication failure: authentication server not available",
-				   NULL);
+		policy_auth_answer(
+			pa, 0, 454, "4.7.0",
+			"Temporary authentication failure: authentication server not available",
+			NULL);
 		return;
 	}
 	char *irbuf = NULL;
 	if (ir != NULL) {
 		if (irlen > DOVECOT_AUTH_MAX_RESP) {
-			policy_auth_answer(pa, 0, 500, "5.5.6", "Authentication Exchange line is too long", NULL);
+			policy_auth_answer(pa, 0, 500, "5.5.6",
+					   "Authentication Exchange line is too long", NULL);
 			return;
 		}
 		if (!(irlen == 1 && ir[0] == '=') && !base64_valid(ir, irlen)) {
@@ -422,12 +432,15 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 			.window_ms = pa->cfg->auth_ip_failure_window_ms,
 			.block_ms = pa->cfg->auth_ip_block_time_ms,
 		};
-		if (!addrcount_auth_begin(addrcount_global(), &pa->key, &pa->lim, addrcount_now())) {
-			log_warn("%s: %s: SASL %s authentication refused: too many failures from this "
-				 "address", pa->session_id, pa->client_desc, pa->mech);
-			policy_auth_answer(pa, 0, 454, "4.7.0",
-					   "Too many failed logins from your address, try again later",
-					   NULL);
+		if (!addrcount_auth_begin(addrcount_global(), &pa->key, &pa->lim,
+					  addrcount_now())) {
+			log_warn("%s: %s: SASL %s authentication refused: too many failures from "
+				 "this "
+				 "address",
+				 pa->session_id, pa->client_desc, pa->mech);
+			policy_auth_answer(
+				pa, 0, 454, "4.7.0",
+				"Too many failed logins from your address, try again later", NULL);
 			return;
 		}
 		pa->charged = pa->lim.limit > 0;

@@ -40,8 +40,8 @@ struct policy_auth_session {
 	unsigned remote_port;
 	const char *local_ip;
 	unsigned local_port;
-	const char *local_name;      /* TLS SNI, may be "" */
-	const char *real_remote_ip;  /* the PROXY-protocol proxy, or NULL */
+	const char *local_name;     /* TLS SNI, may be "" */
+	const char *real_remote_ip; /* the PROXY-protocol proxy, or NULL */
 	unsigned real_remote_port;
 	const struct sockaddr *peer; /* for the per-IP budget */
 };
@@ -51,13 +51,13 @@ struct policy_auth_session {
 #define POLICY_AUTH_USER_MAX 512
 
 struct policy_auth_result {
-	int code;                    /* 235, 334, 454, 501, 504, 535, ... */
+	int code; /* 235, 334, 454, 501, 504, 535, ... */
 	const char *enh;
-	const char *text;            /* for 334: the challenge, base64 */
-	const char *user;            /* on 235: Dovecot's canonical user (at most
+	const char *text; /* for 334: the challenge, base64 */
+	const char *user; /* on 235: Dovecot's canonical user (at most
 					POLICY_AUTH_USER_MAX bytes: a longer one is
 					refused with 454, never cut) */
-	bool close_after;            /* too many failures: 421 and close after this reply */
+	bool close_after; /* too many failures: 421 and close after this reply */
 };
 
 typedef void policy_auth_cb(void *ctx, const struct policy_auth_result *r);

@@ -20,7 +20,8 @@ void auth_header_filter_init(struct auth_header_filter *f, const char *name)
 
 /* A field is "NAME" + optional WSP (RFC 5322 §4.5.1 obsolete syntax) + ':',
  * matched case-insensitively (§1.2.2); continuation lines belong to it. */
-void auth_header_filter_run(struct auth_header_filter *f, const uint8_t *p, size_t n, struct buf *out)
+void auth_header_filter_run(struct auth_header_filter *f, const uint8_t *p, size_t n,
+			    struct buf *out)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint8_t c = p[i];
@@ -85,7 +86,6 @@ void auth_header_filter_run(struct auth_header_filter *f, const uint8_t *p, size
 		}
 	}
 }
-
 
 /* A header field body: no line breaks, no controls (as the Received: field
  * shows the login). */

@@ -29,9 +29,9 @@
 
 struct limits_conf {
 	struct limits_rules login_msg, login_rcpt, domain_msg, domain_rcpt, client_msg, client_rcpt;
-	struct table *maps;                  /* login_limit_maps, or NULL */
-	uint64_t hits_count, hits_period;    /* hold_limit_hits (0: off) */
-	uint64_t addrs_count, addrs_period;  /* hold_client_addresses */
+	struct table *maps;                                /* login_limit_maps, or NULL */
+	uint64_t hits_count, hits_period;                  /* hold_limit_hits (0: off) */
+	uint64_t addrs_count, addrs_period;                /* hold_client_addresses */
 	uint64_t refused_pct, refused_min, refused_period; /* hold_refused_recipients */
 	uint64_t burst_factor, burst_min, burst_window, burst_history; /* hold_burst */
 };
@@ -128,8 +128,11 @@ static void limits_period_format(uint64_t ms, char *out, size_t outsz)
 	static const struct {
 		uint64_t ms;
 		const char *u;
-	} units[] = {{7 * 86400000ULL, "w"}, {86400000ULL, "d"}, {3600000ULL, "h"},
-		     {60000ULL, "m"},	     {1000ULL, "s"}};
+	} units[] = {{7 * 86400000ULL, "w"},
+		     {86400000ULL, "d"},
+		     {3600000ULL, "h"},
+		     {60000ULL, "m"},
+		     {1000ULL, "s"}};
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
 		if (ms % units[i].ms == 0) {
 			snprintf(out, outsz, "%" PRIu64 "%s", ms / units[i].ms, units[i].u);
@@ -149,7 +152,8 @@ void limits_rules_format(const struct limits_rules *r, char *out, size_t outsz)
 	for (size_t i = 0; i < r->n && o < outsz; i++) {
 		char p[32];
 		limits_period_format(r->r[i].period_ms, p, sizeof(p));
-		int k = snprintf(out + o, outsz - o, "%s%" PRIu64 "/%s", i ? ", " : "", r->r[i].count, p);
+		int k = snprintf(out + o, outsz - o, "%s%" PRIu64 "/%s", i ? ", " : "",
+				 r->r[i].count, p);
 		if (k < 0)
 			break;
 		o += (size_t)k;
@@ -253,7 +257,8 @@ static bool limits_conf_holds(struct limits_conf *lc, const struct config *cfg, 
 	}
 	if (!limits_pair_parse(cfg->hold_client_addresses, &lc->addrs_count, &lc->addrs_period) ||
 	    lc->addrs_count >= LIMITS_ADDRS_MAX) {
-		snprintf(err, errlen, "hold_client_addresses: want COUNT/PERIOD (COUNT below %d) or none",
+		snprintf(err, errlen,
+			 "hold_client_addresses: want COUNT/PERIOD (COUNT below %d) or none",
 			 LIMITS_ADDRS_MAX);
 		return false;
 	}
@@ -270,10 +275,12 @@ static bool limits_conf_holds(struct limits_conf *lc, const struct config *cfg, 
 	    (!limits_split(cfg->hold_burst, p, 4) ||
 	     !limits_uint(p[0], "x", 100000, &lc->burst_factor) ||
 	     !limits_uint(p[1], "", UINT32_MAX, &lc->burst_min) ||
-	     !duration_parse(p[2], &lc->burst_window) || !duration_parse(p[3], &lc->burst_history) ||
-	     lc->burst_window < 1000 || lc->burst_history <= lc->burst_window)) {
+	     !duration_parse(p[2], &lc->burst_window) ||
+	     !duration_parse(p[3], &lc->burst_history) || lc->burst_window < 1000 ||
+	     lc->burst_history <= lc->burst_window)) {
 		snprintf(err, errlen,
-			 "hold_burst: want FACTORx/MIN/WINDOW/HISTORY (HISTORY longer than WINDOW) or none");
+			 "hold_burst: want FACTORx/MIN/WINDOW/HISTORY (HISTORY longer than WINDOW) "
+			 "or none");
 		return false;
 	}
 	return true;
@@ -303,8 +310,8 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		const char *v = *(char **)((char *)cfg + lists[i].cfg_off);
 		char why[160];
-		if (!limits_rules_parse(v, (struct limits_rules *)((char *)lc + lists[i].lc_off), why,
-					sizeof(why))) {
+		if (!limits_rules_parse(v, (struct limits_rules *)((char *)lc + lists[i].lc_off),
+					why, sizeof(why))) {
 			snprintf(err, errlen, "%s: %s", lists[i].name, why);
 			return false;
 		}
@@ -312,7 +319,8 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 	if (!limits_conf_holds(lc, cfg, err, errlen))
 		return false;
 	if (strcmp(cfg->limit_store, "memory") != 0) {
-		snprintf(err, errlen, "limit_store: \"%s\" is not supported (memory)", cfg->limit_store);
+		snprintf(err, errlen, "limit_store: \"%s\" is not supported (memory)",
+			 cfg->limit_store);
 		return false;
 	}
 	if (cfg->login_limit_maps != NULL && cfg->login_limit_maps[0] != '\0') {
@@ -322,8 +330,8 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 			snprintf(err, errlen, "login_limit_maps: %s", why);
 			return false;
 		}
-		struct table_cache_opts co = {.positive_ttl_ms = 60000, .negative_ttl_ms = 60000,
-					      .max_entries = 10000};
+		struct table_cache_opts co = {
+			.positive_ttl_ms = 60000, .negative_ttl_ms = 60000, .max_entries = 10000};
 		table_set_cache(lc->maps, &co);
 	}
 	/* The store outlives snapshots: a reload keeps every counter and hold. */
@@ -346,7 +354,7 @@ void limits_conf_free(struct config *cfg)
 struct limits_notify {
 	uv_process_t proc;
 	uv_timer_t timer;
-	int open;       /* handles not closed yet */
+	int open; /* handles not closed yet */
 	char login[256];
 };
 
@@ -391,9 +399,14 @@ static void limits_notify(uv_loop_t *loop, const struct config *cfg, const struc
 	}
 	struct limits_notify *n = xcalloc(1, sizeof(*n));
 	snprintf(n->login, sizeof(n->login), "%s", h->login);
-	char *args[] = {cfg->notify_command, (char *)h->login, (char *)h->reason, (char *)figures,
-			(char *)(h->client[0] ? h->client : "-"), NULL};
-	uv_stdio_container_t io[3] = {{.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
+	char *args[] = {cfg->notify_command,
+			(char *)h->login,
+			(char *)h->reason,
+			(char *)figures,
+			(char *)(h->client[0] ? h->client : "-"),
+			NULL};
+	uv_stdio_container_t io[3] = {
+		{.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
 	uv_process_options_t o = {
 		.exit_cb = limits_notify_exit,
 		.file = cfg->notify_command,
@@ -439,8 +452,10 @@ static enum limits_hold_result limits_hold_login(uv_loop_t *loop, const struct c
 			return LIMITS_HOLD_ALREADY;
 		/* hold_set refuses only a login held already or a full store. */
 		if (!atomic_exchange(&limits_hold_full_logged, true))
-			log_err("hold: the limits store is full; login=<%s> reason=%s not held (and "
-				"further holds are dropped until there is room)", login, reason);
+			log_err("hold: the limits store is full; login=<%s> reason=%s not held "
+				"(and "
+				"further holds are dropped until there is room)",
+				login, reason);
 		return LIMITS_HOLD_FULL;
 	}
 	atomic_store(&limits_hold_full_logged, false);
@@ -451,8 +466,8 @@ static enum limits_hold_result limits_hold_login(uv_loop_t *loop, const struct c
 		strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	}
 	/* One line per hold, fixed fields first (conf/fail2ban/filter.d/submitd-hold.conf). */
-	log_warn("hold: client=[%s] login=<%s> reason=%s until=%s: %s", h.client[0] ? h.client : "-",
-		 login, reason, until, figures);
+	log_warn("hold: client=[%s] login=<%s> reason=%s until=%s: %s",
+		 h.client[0] ? h.client : "-", login, reason, until, figures);
 	limits_notify(loop, cfg, &h, figures);
 	return LIMITS_HOLD_SET;
 }
@@ -467,7 +482,8 @@ enum limits_hold_result limits_hold_manual(uv_loop_t *loop, const struct config 
 
 bool limits_release(const char *login)
 {
-	if (limits_store_global == NULL || !limits_store_global->ops->hold_clear(limits_store_global, login))
+	if (limits_store_global == NULL ||
+	    !limits_store_global->ops->hold_clear(limits_store_global, login))
 		return false;
 	log_info("hold released: login=<%s>", login);
 	return true;
@@ -490,7 +506,8 @@ bool limits_block(const char *addr, const char *reason)
 
 bool limits_unblock(const char *addr)
 {
-	if (limits_store_global == NULL || !limits_store_global->ops->block_clear(limits_store_global, addr))
+	if (limits_store_global == NULL ||
+	    !limits_store_global->ops->block_clear(limits_store_global, addr))
 		return false;
 	log_info("block released: client=[%s]", addr);
 	return true;
@@ -534,7 +551,8 @@ void limits_session_each(limits_session_each_cb *cb, void *ctx)
 	size_t n = limits_reg_n, k = 0;
 	struct limits_session_info *all = xcalloc(n + 1, sizeof(*all));
 	struct list_link *pos, *tmp;
-	list_for_each_safe(pos, tmp, &limits_reg) {
+	list_for_each_safe(pos, tmp, &limits_reg)
+	{
 		struct limits_session *ls = list_entry(pos, struct limits_session, link);
 		if (k == n)
 			break;
@@ -568,7 +586,8 @@ unsigned limits_kick(const char *login)
 	unsigned n = 0;
 	pthread_mutex_lock(&limits_reg_lock);
 	struct list_link *pos, *tmp;
-	list_for_each_safe(pos, tmp, &limits_reg) {
+	list_for_each_safe(pos, tmp, &limits_reg)
+	{
 		struct limits_session *ls = list_entry(pos, struct limits_session, link);
 		if (strcmp(ls->login, login) == 0)
 			n++;
@@ -687,8 +706,9 @@ void limits_session_login(struct limits_session *ls, const struct config *cfg, u
 	if (n > lc->addrs_count) {
 		char fig[160], per[32];
 		limits_period_format(lc->addrs_period, per, sizeof(per));
-		snprintf(fig, sizeof(fig), "%u client addresses within %s (hold_client_addresses %" PRIu64
-			 "/%s)", n, per, lc->addrs_count, per);
+		snprintf(fig, sizeof(fig),
+			 "%u client addresses within %s (hold_client_addresses %" PRIu64 "/%s)", n,
+			 per, lc->addrs_count, per);
 		limits_hold_login(loop, cfg, ls->login, "client_addresses", fig, ls->ip);
 	}
 }
@@ -714,8 +734,9 @@ static void limits_hit(struct limits_session *ls, const struct config *cfg, uv_l
 	if (n >= lc->hits_count) {
 		char fig[160], per[32];
 		limits_period_format(lc->hits_period, per, sizeof(per));
-		snprintf(fig, sizeof(fig), "%" PRIu64 " limit refusals within %s (hold_limit_hits %" PRIu64
-			 "/%s)", n, per, lc->hits_count, per);
+		snprintf(fig, sizeof(fig),
+			 "%" PRIu64 " limit refusals within %s (hold_limit_hits %" PRIu64 "/%s)", n,
+			 per, lc->hits_count, per);
 		limits_hold_login(loop, cfg, ls->login, "limit_hits", fig, ls->ip);
 	}
 }
@@ -733,10 +754,9 @@ static bool limits_take(struct limits_session *ls, const struct config *cfg, uv_
 	size_t n = 0;
 	const char *kind = rcpt ? "r" : "m";
 	bool login = ls->login[0] != '\0';
-	const struct limits_rules *own =
-		ls->have_rules ? (rcpt ? &ls->rcpt : &ls->msg)
-		: login	       ? (rcpt ? &lc->login_rcpt : &lc->login_msg)
-			       : (rcpt ? &lc->client_rcpt : &lc->client_msg);
+	const struct limits_rules *own = ls->have_rules ? (rcpt ? &ls->rcpt : &ls->msg)
+					 : login        ? (rcpt ? &lc->login_rcpt : &lc->login_msg)
+						 : (rcpt ? &lc->client_rcpt : &lc->client_msg);
 	const char *own_name = login ? (rcpt ? "login_recipient_limit" : "login_message_limit")
 				     : (rcpt ? "client_recipient_limit" : "client_message_limit");
 	if (login)
@@ -765,8 +785,9 @@ static bool limits_take(struct limits_session *ls, const struct config *cfg, uv_
 	uint64_t secs = wait == UINT64_MAX ? asks[which].period_ms / 1000 : (wait + 999) / 1000;
 	r->code = 450;
 	snprintf(r->enh, sizeof(r->enh), "4.7.1");
-	snprintf(r->text, sizeof(r->text), "Error: %s %" PRIu64 "/%s reached, try again in %" PRIu64 " s",
-		 names[which], asks[which].count, per, secs);
+	snprintf(r->text, sizeof(r->text),
+		 "Error: %s %" PRIu64 "/%s reached, try again in %" PRIu64 " s", names[which],
+		 asks[which].count, per, secs);
 	log_info("%s: %s: %s %" PRIu64 "/%s reached for %s, frees up in %" PRIu64 " s", ls->id,
 		 rcpt ? "RCPT" : "MAIL", names[which], asks[which].count, per,
 		 ls->login[0] ? ls->login : ls->ip, secs);
@@ -801,15 +822,19 @@ static void limits_burst(struct limits_session *ls, const struct config *cfg, uv
 	char fig[200], w[32], h[32];
 	limits_period_format(lc->burst_window, w, sizeof(w));
 	limits_period_format(lc->burst_history, h, sizeof(h));
-	snprintf(fig, sizeof(fig), "%" PRIu64 " messages within %s, usually %.1f per %s over %s "
-		 "(hold_burst %" PRIu64 "x/%" PRIu64 "/%s/%s)", s, w, (double)before * (double)lc->burst_window /
-		 (double)(lc->burst_history - lc->burst_window), w, h, lc->burst_factor, lc->burst_min, w, h);
+	snprintf(fig, sizeof(fig),
+		 "%" PRIu64 " messages within %s, usually %.1f per %s over %s "
+		 "(hold_burst %" PRIu64 "x/%" PRIu64 "/%s/%s)",
+		 s, w,
+		 (double)before * (double)lc->burst_window /
+			 (double)(lc->burst_history - lc->burst_window),
+		 w, h, lc->burst_factor, lc->burst_min, w, h);
 	limits_hold_login(loop, cfg, ls->login, "burst", fig, ls->ip);
 }
 
 /* The MAIL verdict once the login's rules are known. */
-static void limits_mail_decide(struct limits_session *ls, const struct config *cfg,
-			       uv_loop_t *loop, struct smtp_reply *r)
+static void limits_mail_decide(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
+			       struct smtp_reply *r)
 {
 	struct limits_store *st = limits_store_global;
 	if (ls->login[0] != '\0' && st->ops->hold_get(st, ls->login, limits_now_ms(), NULL)) {
@@ -847,7 +872,8 @@ static void limits_lookup_cb(void *ctx, enum table_status status, const char *va
 			 ls->login[0] ? ls->login : ls->ip);
 	} else {
 		if (status == TABLE_OK && !limits_override_parse(value, &ls->msg, &ls->rcpt)) {
-			log_warn("%s: login_limit_maps: bad value for %s, using the defaults: \"%s\"",
+			log_warn("%s: login_limit_maps: bad value for %s, using the defaults: "
+				 "\"%s\"",
 				 ls->id, ls->login[0] ? ls->login : ls->ip, value);
 			ls->msg = login ? lc->login_msg : lc->client_msg;
 			ls->rcpt = login ? lc->login_rcpt : lc->client_rcpt;
@@ -858,9 +884,8 @@ static void limits_lookup_cb(void *ctx, enum table_status status, const char *va
 	ls->cb(ls->cb_ctx, &r);
 }
 
-bool limits_mail(struct limits_session *ls, const struct config *cfg,
-		 struct table_registry *tables, bool anonymous, limits_cb *cb, void *ctx,
-		 struct smtp_reply *r)
+bool limits_mail(struct limits_session *ls, const struct config *cfg, struct table_registry *tables,
+		 bool anonymous, limits_cb *cb, void *ctx, struct smtp_reply *r)
 {
 	uv_loop_t *loop = table_registry_loop(tables);
 	memset(r, 0, sizeof(*r));
@@ -913,9 +938,10 @@ void limits_rcpt_result(struct limits_session *ls, const struct config *cfg, uv_
 		return;
 	char fig[200], per[32];
 	limits_period_format(lc->refused_period, per, sizeof(per));
-	snprintf(fig, sizeof(fig), "%" PRIu64 " of %" PRIu64 " recipients refused downstream within %s "
-		 "(hold_refused_recipients %" PRIu64 "%%/%" PRIu64 "/%s)", refused, tried, per,
-		 lc->refused_pct, lc->refused_min, per);
+	snprintf(fig, sizeof(fig),
+		 "%" PRIu64 " of %" PRIu64 " recipients refused downstream within %s "
+		 "(hold_refused_recipients %" PRIu64 "%%/%" PRIu64 "/%s)",
+		 refused, tried, per, lc->refused_pct, lc->refused_min, per);
 	limits_hold_login(loop, cfg, ls->login, "refused_recipients", fig, ls->ip);
 }
 

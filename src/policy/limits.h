@@ -78,20 +78,20 @@ struct table_registry;
 struct table_inst;
 
 struct limits_session {
-	struct list_link link;       /* in the registry (the `sessions` verb) */
+	struct list_link link; /* in the registry (the `sessions` verb) */
 	char id[24];
 	char ip[64];
-	char login[256];             /* "" until AUTH */
+	char login[256]; /* "" until AUTH */
 	unsigned worker;
 	time_t started;
-	uint64_t login_ms;           /* monotonic time of the AUTH, 0: none */
-	uint64_t gen_seen;           /* store generation at the last check */
+	uint64_t login_ms; /* monotonic time of the AUTH, 0: none */
+	uint64_t gen_seen; /* store generation at the last check */
 	/* the override of this login, once known */
 	bool have_rules;
 	struct limits_rules msg, rcpt;
 	/* the lookup in flight (limits_mail) */
 	struct table_registry *tables;
-	struct table_inst *ti;      /* a registry reference while req is in flight */
+	struct table_inst *ti; /* a registry reference while req is in flight */
 	struct table_req *req;
 	const struct config *cfg;
 	uv_loop_t *loop;
@@ -121,8 +121,8 @@ void limits_session_login(struct limits_session *ls, const struct config *cfg, u
  * address. True: answered now, in r. False: the login_limit_maps lookup
  * runs and cb answers on a later loop turn, unless limits_session_end
  * cancels it first. */
-bool limits_mail(struct limits_session *ls, const struct config *cfg,
-		 struct table_registry *tables, bool anonymous, limits_cb *cb, void *ctx, struct smtp_reply *r);
+bool limits_mail(struct limits_session *ls, const struct config *cfg, struct table_registry *tables,
+		 bool anonymous, limits_cb *cb, void *ctx, struct smtp_reply *r);
 /* RCPT passed the other checks: true to go on, false with the 450 4.7.1
  * in r. */
 bool limits_rcpt(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
@@ -161,7 +161,7 @@ unsigned limits_session_count(void);
 
 /* One line of `submitctl limits LOGIN`. */
 struct limits_usage {
-	const char *what;            /* "login_message_limit", ... */
+	const char *what; /* "login_message_limit", ... */
 	uint64_t count, period_ms, used, wait_ms;
 };
 typedef void limits_usage_cb(void *ctx, const struct limits_usage *u);

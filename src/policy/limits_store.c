@@ -94,8 +94,8 @@ struct lse {
 	struct lse *next;
 	uint64_t hash;
 	enum lse_kind kind;
-	uint64_t period_ms;          /* LSE_WIN, LSE_ADDRS: part of the identity */
-	uint64_t expires_ms;         /* LSE_KICK; LSE_HOLD with an end (0: never) */
+	uint64_t period_ms;  /* LSE_WIN, LSE_ADDRS: part of the identity */
+	uint64_t expires_ms; /* LSE_KICK; LSE_HOLD with an end (0: never) */
 	union {
 		struct limits_win win;
 		struct {
@@ -216,7 +216,8 @@ static struct lse *lss_find(struct limits_store_mem *m, struct lss_shard *sh, ui
 	if (sh->n >= m->max_per_shard) {
 		atomic_fetch_add(&m->refused_full, 1);
 		if (!atomic_exchange(&m->warned_full, true))
-			log_warn("limit_store: memory store full (%zu entries); new counters are not kept",
+			log_warn("limit_store: memory store full (%zu entries); new counters are "
+				 "not kept",
 				 m->max_per_shard * LIMITS_SHARDS);
 		return NULL;
 	}
@@ -302,7 +303,8 @@ static bool lss_take(struct limits_store *st, const struct limits_ask *asks, siz
 	if (n > LSS_ASKS_MAX)
 		n = LSS_ASKS_MAX;
 	for (size_t i = 0; i < n; i++)
-		hs[i] = lss_key_ok(asks[i].key) ? lss_hash(LSE_WIN, asks[i].key, asks[i].period_ms) : 0;
+		hs[i] = lss_key_ok(asks[i].key) ? lss_hash(LSE_WIN, asks[i].key, asks[i].period_ms)
+						: 0;
 	lss_lock_set(m, hs, n, true);
 	for (size_t i = 0; i < n; i++)
 		lss_make_room(m, lss_shard(m, hs[i]), now_ms);
@@ -312,7 +314,8 @@ static bool lss_take(struct limits_store *st, const struct limits_ask *asks, siz
 		if (!lss_key_ok(asks[i].key))
 			continue;
 		struct lss_shard *sh = lss_shard(m, hs[i]);
-		es[i] = lss_find(m, sh, hs[i], LSE_WIN, asks[i].key, asks[i].period_ms, true, now_ms);
+		es[i] = lss_find(m, sh, hs[i], LSE_WIN, asks[i].key, asks[i].period_ms, true,
+				 now_ms);
 		if (es[i] == NULL)
 			continue;
 		uint64_t wait = limits_win_wait(&es[i]->u.win, now_ms, asks[i].count, amount);
@@ -434,9 +437,10 @@ static bool lss_hold_set(struct limits_store *st, const struct limits_hold *hold
 		if (e != NULL) {
 			e->u.hold = *hold;
 			e->u.hold.since_ms = now_ms;
-			e->expires_ms = hold->until != 0 && hold->until > hold->since
-						? now_ms + (uint64_t)(hold->until - hold->since) * 1000
-						: 0;
+			e->expires_ms =
+				hold->until != 0 && hold->until > hold->since
+					? now_ms + (uint64_t)(hold->until - hold->since) * 1000
+					: 0;
 			set = true;
 		}
 	}

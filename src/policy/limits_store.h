@@ -39,11 +39,11 @@ struct limits_ask {
 struct limits_hold {
 	char login[256];
 	char reason[LIMITS_REASON_MAX]; /* the rule, or "manual" */
-	char note[200];              /* its figures, or the administrator's words */
-	char client[64];             /* the address that triggered it, or "" */
-	time_t since;                /* wall clock */
-	time_t until;                /* wall clock; 0: until released */
-	uint64_t since_ms;           /* monotonic, to tell older sessions */
+	char note[200];                 /* its figures, or the administrator's words */
+	char client[64];                /* the address that triggered it, or "" */
+	time_t since;                   /* wall clock */
+	time_t until;                   /* wall clock; 0: until released */
+	uint64_t since_ms;              /* monotonic, to tell older sessions */
 };
 
 struct limits_block {
@@ -53,8 +53,8 @@ struct limits_block {
 };
 
 struct limits_store_stats {
-	uint64_t entries;            /* keys held: counters, holds, blocks, kicks */
-	uint64_t refused_full;       /* counters not kept because the store was full */
+	uint64_t entries;      /* keys held: counters, holds, blocks, kicks */
+	uint64_t refused_full; /* counters not kept because the store was full */
 };
 
 typedef void limits_hold_each_cb(void *ctx, const struct limits_hold *h);
@@ -87,7 +87,8 @@ struct limits_store_ops {
 	bool (*hold_get)(struct limits_store *st, const char *login, uint64_t now_ms,
 			 struct limits_hold *h_r);
 	bool (*hold_clear)(struct limits_store *st, const char *login);
-	void (*hold_each)(struct limits_store *st, uint64_t now_ms, limits_hold_each_cb *cb, void *ctx);
+	void (*hold_each)(struct limits_store *st, uint64_t now_ms, limits_hold_each_cb *cb,
+			  void *ctx);
 	bool (*block_set)(struct limits_store *st, const struct limits_block *b);
 	bool (*block_get)(struct limits_store *st, const char *addr);
 	bool (*block_clear)(struct limits_store *st, const char *addr);
@@ -116,8 +117,8 @@ void limits_store_free(struct limits_store **st);
 
 /* The slot arithmetic, exposed for t/unit/test-limits.c. */
 struct limits_win {
-	uint64_t slot_ms;            /* width of a slot */
-	uint64_t head;               /* index (time / slot_ms) of the newest slot */
+	uint64_t slot_ms; /* width of a slot */
+	uint64_t head;    /* index (time / slot_ms) of the newest slot */
 	uint32_t n[LIMITS_WIN_SLOTS + 1];
 };
 void limits_win_init(struct limits_win *w, uint64_t period_ms);

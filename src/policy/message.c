@@ -24,9 +24,9 @@ void message_date(time_t t, char *out, size_t outsz)
 	char sign = off < 0 ? '-' : '+';
 	if (off < 0)
 		off = -off;
-	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday], tm.tm_mday,
-		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60,
-		 off % 60);
+	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday],
+		 tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 sign, off / 60, off % 60);
 }
 
 void message_received(const struct message_trace *t, const char *date, struct buf *out)
@@ -44,8 +44,8 @@ void message_received(const struct message_trace *t, const char *date, struct bu
 		log_sanitize(u, sizeof(u), t->user, strlen(t->user));
 		buf_printf(out, "\t(Authenticated sender: %s)\r\n", u);
 	}
-	buf_printf(out, "\tby %s (submitd) with %s%s%s id %s", t->by, proto, t->tls != NULL ? "S" : "",
-		   t->user != NULL ? "A" : "", t->id);
+	buf_printf(out, "\tby %s (submitd) with %s%s%s id %s", t->by, proto,
+		   t->tls != NULL ? "S" : "", t->user != NULL ? "A" : "", t->id);
 	/* "for" only with a single recipient: it would disclose Bcc's. */
 	if (t->rcpt != NULL)
 		buf_printf(out, "\r\n\tfor <%s>", t->rcpt);
@@ -160,15 +160,15 @@ void message_check_start(struct message_check *mc, const struct message_check_ar
 			mc->verdict = mc->hdr.reply;
 			return;
 		}
-		log_warn("%s: header check for user %s: %s (header_from_policy = warn)", a->id, user,
-			 why);
+		log_warn("%s: header check for user %s: %s (header_from_policy = warn)", a->id,
+			 user, why);
 	}
 	for (unsigned i = 0; i < mc->hdr.naddrs; i++) {
 		mc->slot[i] = (struct message_check_slot){mc, i};
 		mc->pending++;
-		mc->req[i] = sender_login_check_policy(a->sl, SENDER_LOGIN_REJECT_AUTHENTICATED,
-						       mc->hdr.addrs[i].addr, user, a->cb,
-						       &mc->slot[i]);
+		mc->req[i] =
+			sender_login_check_policy(a->sl, SENDER_LOGIN_REJECT_AUTHENTICATED,
+						  mc->hdr.addrs[i].addr, user, a->cb, &mc->slot[i]);
 	}
 }
 
@@ -189,22 +189,27 @@ bool message_check_answer(void *slot, enum sender_login_result res)
 	bool refused = res == SENDER_LOGIN_NOT_OWNED || res == SENDER_LOGIN_NOT_LOGGED_IN;
 	if (res == SENDER_LOGIN_TEMPFAIL && mc->verdict.code == 0) {
 		message_check_refuse(mc, 451, "4.3.0");
-		snprintf(mc->verdict.text, MESSAGE_TEXT_MAX, "<%s>: Temporary lookup failure", addr);
+		snprintf(mc->verdict.text, MESSAGE_TEXT_MAX, "<%s>: Temporary lookup failure",
+			 addr);
 	} else if (refused) {
 		if (mc->cfg->header_from_mode == POLICY_HEADER_WARN) {
-			log_warn("%s: header %s <%s> not owned by user %s (header_from_policy = warn)",
+			log_warn("%s: header %s <%s> not owned by user %s (header_from_policy = "
+				 "warn)",
 				 mc->id, field, addr, mc->user);
 		} else if (mc->verdict.code == 0 || mc->verdict.code == 451) {
 			message_check_refuse(mc, 550, "5.7.1");
 			snprintf(mc->verdict.text, MESSAGE_TEXT_MAX,
-				 "<%s>: %s header address rejected: not owned by user %s", addr, field,
-				 mc->user);
+				 "<%s>: %s header address rejected: not owned by user %s", addr,
+				 field, mc->user);
 		}
 	}
 	return mc->pending == 0;
 }
 
-bool message_check_pending(const struct message_check *mc) { return mc->pending > 0; }
+bool message_check_pending(const struct message_check *mc)
+{
+	return mc->pending > 0;
+}
 
 const struct smtp_reply *message_check_verdict(const struct message_check *mc)
 {

@@ -28,14 +28,14 @@
 
 /* What the Received: field says; every string is the caller's. */
 struct message_trace {
-	const char *helo;  /* the EHLO/HELO argument, as sent (made printable here) */
-	const char *ip;    /* the client's address, without brackets */
-	const char *tls;   /* the TLS session (conn_tls_describe()), or NULL */
-	const char *user;  /* the login, or NULL */
+	const char *helo; /* the EHLO/HELO argument, as sent (made printable here) */
+	const char *ip;   /* the client's address, without brackets */
+	const char *tls;  /* the TLS session (conn_tls_describe()), or NULL */
+	const char *user; /* the login, or NULL */
 	bool esmtp, smtputf8;
-	const char *by;    /* myhostname */
-	const char *id;    /* the session's queue id */
-	const char *rcpt;  /* the only recipient, or NULL (several: "for" would disclose Bcc's) */
+	const char *by;   /* myhostname */
+	const char *id;   /* the session's queue id */
+	const char *rcpt; /* the only recipient, or NULL (several: "for" would disclose Bcc's) */
 	const char *auth_header; /* relay_auth_header, or NULL */
 };
 

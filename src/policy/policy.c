@@ -61,9 +61,10 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 	if (!policy_load_dkim(cfg, err, errlen))
 		return false;
 	/* saslauthd refuses a field over its limit (lookup/saslauthd.h) */
-	const char *sasl_long = strlen(cfg->saslauthd_service) > SASLAUTHD_MAX_FIELD ? "saslauthd_service"
-			       : strlen(cfg->saslauthd_realm) > SASLAUTHD_MAX_FIELD   ? "saslauthd_realm"
-										 : NULL;
+	const char *sasl_long =
+		strlen(cfg->saslauthd_service) > SASLAUTHD_MAX_FIELD ? "saslauthd_service"
+		: strlen(cfg->saslauthd_realm) > SASLAUTHD_MAX_FIELD ? "saslauthd_realm"
+								     : NULL;
 	if (sasl_long != NULL) {
 		snprintf(err, errlen, "%s: longer than %d bytes (saslauthd refuses it)", sasl_long,
 			 SASLAUTHD_MAX_FIELD);
@@ -83,7 +84,8 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 	if (sender_login_policy_parse(cfg->sender_login_policy, &pol) < 0) {
 		snprintf(err, errlen,
 			 "sender_login_policy: \"%s\" is not one of reject_sender_login_mismatch, "
-			 "reject_authenticated_sender_login_mismatch, reject_known_sender_login_mismatch, "
+			 "reject_authenticated_sender_login_mismatch, "
+			 "reject_known_sender_login_mismatch, "
 			 "reject_unauthenticated_sender_login_mismatch, none",
 			 cfg->sender_login_policy);
 		return false;
@@ -115,29 +117,32 @@ bool policy_load(struct config *cfg, char *err, size_t errlen)
 					       RESTRICTIONS_SENDER, err, errlen);
 	if (cfg->sender_restr == NULL)
 		return false;
-	cfg->recipient_restr = restrictions_parse("recipient_restrictions",
-						  cfg->recipient_restrictions
-							  ? cfg->recipient_restrictions
-							  : "reject_non_fqdn_recipient",
-						  RESTRICTIONS_RECIPIENT, err, errlen);
+	cfg->recipient_restr =
+		restrictions_parse("recipient_restrictions",
+				   cfg->recipient_restrictions ? cfg->recipient_restrictions
+							       : "reject_non_fqdn_recipient",
+				   RESTRICTIONS_RECIPIENT, err, errlen);
 	if (cfg->recipient_restr == NULL)
 		return false;
 	if (cfg->sender_login == NULL && (restrictions_has_login_check(cfg->sender_restr) ||
 					  restrictions_has_login_check(cfg->recipient_restr))) {
-		snprintf(err, errlen, "sender_restrictions/recipient_restrictions: the "
-				      "*_sender_login_mismatch restrictions need sender_login_maps");
+		snprintf(err, errlen,
+			 "sender_restrictions/recipient_restrictions: the "
+			 "*_sender_login_mismatch restrictions need sender_login_maps");
 		return false;
 	}
 	if (cfg->header_from_exempt_maps != NULL && cfg->header_from_exempt_maps[0] != '\0') {
 		char why[512];
-		cfg->header_from_exempt = table_open(cfg->header_from_exempt_maps, why, sizeof(why));
+		cfg->header_from_exempt =
+			table_open(cfg->header_from_exempt_maps, why, sizeof(why));
 		if (cfg->header_from_exempt == NULL) {
 			snprintf(err, errlen, "header_from_exempt_maps: %s", why);
 			return false;
 		}
 		/* Looked up at end of header, inline: it must not need I/O. */
 		if (!table_is_memory(cfg->header_from_exempt)) {
-			snprintf(err, errlen, "header_from_exempt_maps: use a texthash: or inline: table");
+			snprintf(err, errlen,
+				 "header_from_exempt_maps: use a texthash: or inline: table");
 			return false;
 		}
 	}

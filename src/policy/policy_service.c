@@ -15,9 +15,9 @@
 
 struct policy_service_conf {
 	bool unix_socket;
-	char *path;                      /* unix: */
-	struct sockaddr_storage addr;    /* inet: */
-	bool defer_by_default;           /* DEFER (451 4.3.5) or DUNNO */
+	char *path;                   /* unix: */
+	struct sockaddr_storage addr; /* inet: */
+	bool defer_by_default;        /* DEFER (451 4.3.5) or DUNNO */
 };
 
 struct policy_service_req {
@@ -31,11 +31,11 @@ struct policy_service_req {
 	uv_write_t wr;
 	uv_timer_t timer;
 	struct buf out, in;
-	int open;                        /* handles not closed yet */
+	int open; /* handles not closed yet */
 	bool done;
-	bool connect_failed;             /* at once, reported from the timer */
+	bool connect_failed; /* at once, reported from the timer */
 	const struct policy_service_conf *pc;
-	char name[160];                  /* for logs */
+	char name[160]; /* for logs */
 	policy_service_cb *cb;
 	void *ctx;
 };
@@ -92,8 +92,9 @@ bool policy_service_conf_load(struct config *cfg, char *err, size_t errlen)
 	if (*end != '\0' || port < 1 || port > 65535 ||
 	    (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&pc->addr) != 0 &&
 	     uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&pc->addr) != 0)) {
-		snprintf(err, errlen, "check_policy_service: want inet:ADDRESS:PORT (an IP address, "
-				      "no host name) or unix:PATH");
+		snprintf(err, errlen,
+			 "check_policy_service: want inet:ADDRESS:PORT (an IP address, "
+			 "no host name) or unix:PATH");
 		return false;
 	}
 	return true;
@@ -280,8 +281,9 @@ static void policy_service_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	if (q->done)
 		return;
 	if (n < 0) {
-		policy_service_finish(q, NULL, n == UV_EOF ? "closed before the end of its answer"
-							   : uv_strerror((int)n));
+		policy_service_finish(q, NULL,
+				      n == UV_EOF ? "closed before the end of its answer"
+						  : uv_strerror((int)n));
 		return;
 	}
 	buf_commit(&q->in, (size_t)n);

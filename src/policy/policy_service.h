@@ -41,8 +41,8 @@ bool policy_service_configured(const struct config *cfg);
 
 /* What Postfix sends; NULL strings are sent empty. */
 struct policy_service_attrs {
-	const char *protocol_state;  /* "RCPT", "END-OF-MESSAGE" */
-	const char *protocol_name;   /* "ESMTP" or "SMTP" */
+	const char *protocol_state; /* "RCPT", "END-OF-MESSAGE" */
+	const char *protocol_name;  /* "ESMTP" or "SMTP" */
 	const char *helo_name;
 	const char *queue_id;
 	const char *sender;

@@ -59,10 +59,17 @@ static const struct {
 /* Postfix restrictions that need what submitd does not have yet: named in
  * the error, so a copied line fails loudly rather than silently differing. */
 static const char *const restrictions_later[] = {
-	"reject_unknown_sender_domain", "reject_unknown_recipient_domain",
-	"reject_unlisted_sender", "reject_unlisted_recipient", "reject_rbl_client",
-	"reject_rhsbl_sender", "check_client_access", "check_helo_access",
-	"reject_unknown_client_hostname", "reject_unknown_helo_hostname", NULL,
+	"reject_unknown_sender_domain",
+	"reject_unknown_recipient_domain",
+	"reject_unlisted_sender",
+	"reject_unlisted_recipient",
+	"reject_rbl_client",
+	"reject_rhsbl_sender",
+	"check_client_access",
+	"check_helo_access",
+	"reject_unknown_client_hostname",
+	"reject_unknown_helo_hostname",
+	NULL,
 };
 
 static bool restrictions_err(char *err, size_t errlen, const char *fmt, ...)
@@ -131,16 +138,20 @@ static bool restrictions_item(struct restrictions *r, const char *name, char **s
 		if (it->kind == R_SENDER_ACCESS || it->kind == R_RECIPIENT_ACCESS) {
 			const char *spec = restrictions_word(save);
 			if (spec == NULL)
-				return restrictions_err(err, errlen, "%s: %s needs a table", key, name);
+				return restrictions_err(err, errlen, "%s: %s needs a table", key,
+							name);
 			char why[512];
 			it->table = table_open(spec, why, sizeof(why));
 			if (it->table == NULL)
-				return restrictions_err(err, errlen, "%s: %s %s: %s", key, name, spec, why);
+				return restrictions_err(err, errlen, "%s: %s %s: %s", key, name,
+							spec, why);
 			/* Looked up inline, at MAIL/RCPT: it must not need I/O. */
 			if (!table_is_memory(it->table)) {
 				table_free(&it->table);
-				return restrictions_err(err, errlen, "%s: %s %s: use a texthash: or "
-						       "inline: table", key, name, spec);
+				return restrictions_err(err, errlen,
+							"%s: %s %s: use a texthash: or "
+							"inline: table",
+							key, name, spec);
 			}
 		}
 		r->n++;
@@ -148,10 +159,14 @@ static bool restrictions_item(struct restrictions *r, const char *name, char **s
 	}
 	for (size_t i = 0; restrictions_later[i] != NULL; i++)
 		if (strcasecmp(name, restrictions_later[i]) == 0)
-			return restrictions_err(err, errlen, "%s: %s is not supported yet "
-					       "(docs/restrictions.md)", key, name);
-	return restrictions_err(err, errlen, "%s: unknown restriction \"%s\" (docs/restrictions.md "
-			       "lists those submitd knows)", key, name);
+			return restrictions_err(err, errlen,
+						"%s: %s is not supported yet "
+						"(docs/restrictions.md)",
+						key, name);
+	return restrictions_err(err, errlen,
+				"%s: unknown restriction \"%s\" (docs/restrictions.md "
+				"lists those submitd knows)",
+				key, name);
 }
 
 struct restrictions *restrictions_parse(const char *key, const char *text,
@@ -233,7 +248,8 @@ bool restrictions_fqdn(const char *addr, bool smtputf8)
 	/* a name ending in one dot (not two) is taken without it */
 	if (len > 1 && dom[len - 1] == '.' && dom[len - 2] != '.')
 		len--;
-	return len > 0 && restrictions_hostname(dom, len, smtputf8) && memchr(dom, '.', len) != NULL;
+	return len > 0 && restrictions_hostname(dom, len, smtputf8) &&
+	       memchr(dom, '.', len) != NULL;
 }
 
 /* Postfix's smtpd_check_reject(): the enhanced code's class follows the
@@ -372,7 +388,8 @@ static enum restriction_result restrictions_access(const struct table *t,
 		if (st == TABLE_OK)
 			return restrictions_action(value, full, class, out);
 		if (st == TABLE_TEMPFAIL) {
-			restrictions_reply(out, 451, "4.3.0", "<%s>: Temporary lookup failure", full);
+			restrictions_reply(out, 451, "4.3.0", "<%s>: Temporary lookup failure",
+					   full);
 			return RR_REJECT;
 		}
 	}
@@ -387,8 +404,8 @@ static enum restriction_result restrictions_non_fqdn(const char *addr, const cha
 {
 	if (restrictions_fqdn(addr, smtputf8))
 		return RR_DUNNO;
-	restrictions_reply(out, 504, "5.5.2", "<%s>: %s rejected: need fully-qualified address", addr,
-			   class);
+	restrictions_reply(out, 504, "5.5.2", "<%s>: %s rejected: need fully-qualified address",
+			   addr, class);
 	return RR_REJECT;
 }
 
@@ -403,9 +420,8 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 	if (addrkey_internal(f->sender, f->delimiters, sa.full, sizeof(sa.full), &sa.local,
 			     &sa.cut) == 0)
 		sender = sa.full;
-	if (f->recipient != NULL &&
-	    addrkey_internal(f->recipient, f->delimiters, ra.full, sizeof(ra.full), &ra.local,
-			     &ra.cut) == 0)
+	if (f->recipient != NULL && addrkey_internal(f->recipient, f->delimiters, ra.full,
+						     sizeof(ra.full), &ra.local, &ra.cut) == 0)
 		recipient = ra.full;
 	if (sender == NULL || (f->recipient != NULL && recipient == NULL)) {
 		/* longer than the parser lets through: no check sees a part */
@@ -423,8 +439,8 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 			res = RR_PERMIT;
 			break;
 		case R_REJECT:
-			restrictions_reply(out, 554, "5.7.1", "<%s>: %s rejected: Access denied", name,
-					   class);
+			restrictions_reply(out, 554, "5.7.1", "<%s>: %s rejected: Access denied",
+					   name, class);
 			res = RR_REJECT;
 			break;
 		case R_DEFER:

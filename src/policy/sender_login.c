@@ -82,11 +82,16 @@ const char *sender_login_policy_name(enum sender_login_policy policy)
 const char *sender_login_result_name(enum sender_login_result result)
 {
 	switch (result) {
-	case SENDER_LOGIN_OWNED: return "owned";
-	case SENDER_LOGIN_NOT_OWNED: return "not-owned";
-	case SENDER_LOGIN_NOT_LOGGED_IN: return "not-logged-in";
-	case SENDER_LOGIN_TEMPFAIL: return "tempfail";
-	case SENDER_LOGIN_NOT_CHECKED: return "not-checked";
+	case SENDER_LOGIN_OWNED:
+		return "owned";
+	case SENDER_LOGIN_NOT_OWNED:
+		return "not-owned";
+	case SENDER_LOGIN_NOT_LOGGED_IN:
+		return "not-logged-in";
+	case SENDER_LOGIN_TEMPFAIL:
+		return "tempfail";
+	case SENDER_LOGIN_NOT_CHECKED:
+		return "not-checked";
 	}
 	return "?";
 }
@@ -171,8 +176,9 @@ static void sender_login_hdr_field(struct sender_login_hdr *r, const char *field
 	struct addrlist al;
 	addrlist_init(&al);
 	if (!addrlist_parse(&al, body, len)) {
-		sender_login_hdr_refuse(r, "5.6.0", "Error: %s header field unreadable: %s at octet %zu",
-					field, addrlist_strerror(al.error), al.error_at + 1);
+		sender_login_hdr_refuse(r, "5.6.0",
+					"Error: %s header field unreadable: %s at octet %zu", field,
+					addrlist_strerror(al.error), al.error_at + 1);
 	} else if (al.naddrs == 0) {
 		sender_login_hdr_refuse(r, "5.6.0", "Error: %s header field has no address", field);
 	}
@@ -265,7 +271,8 @@ bool sender_login_reply(enum sender_login_result result, const char *addr, const
 		/* Postfix reject_dict_retry() text, unchanged (fail2ban filters know it) */
 		reply_r->code = 451;
 		snprintf(reply_r->enh, sizeof(reply_r->enh), "4.3.0");
-		snprintf(reply_r->text, SENDER_LOGIN_REPLY_TEXT, "<%s>: Temporary lookup failure", a);
+		snprintf(reply_r->text, SENDER_LOGIN_REPLY_TEXT, "<%s>: Temporary lookup failure",
+			 a);
 		return true;
 	case SENDER_LOGIN_OWNED:
 	case SENDER_LOGIN_NOT_CHECKED:
@@ -277,8 +284,8 @@ bool sender_login_reply(enum sender_login_result result, const char *addr, const
 /* ------------------------------------------------------------------ */
 /* configuration */
 
-struct sender_login_conf *sender_login_conf_new(const struct sender_login_settings *s,
-						char *err, size_t errlen)
+struct sender_login_conf *sender_login_conf_new(const struct sender_login_settings *s, char *err,
+						size_t errlen)
 {
 	struct sender_login_conf *conf = xcalloc(1, sizeof(*conf));
 	const char *delims = s->delimiters ? s->delimiters : "+";
@@ -293,7 +300,8 @@ struct sender_login_conf *sender_login_conf_new(const struct sender_login_settin
 			 "sender_login_policy: unknown \"%s\" (reject_sender_login_mismatch, "
 			 "reject_authenticated_sender_login_mismatch, "
 			 "reject_known_sender_login_mismatch, "
-			 "reject_unauthenticated_sender_login_mismatch, none)", s->policy);
+			 "reject_unauthenticated_sender_login_mismatch, none)",
+			 s->policy);
 		goto fail;
 	}
 	/* Split the list on commas and whitespace, keeping inline:{...} and
@@ -359,9 +367,8 @@ static void sender_login_closed(struct defer_queue *q)
 	free(list_entry(q, struct sender_login, ready));
 }
 
-static struct sender_login *sender_login_make(const struct sender_login_conf *conf,
-					      uv_loop_t *loop, struct table_registry *tables,
-					      struct config *cfg)
+static struct sender_login *sender_login_make(const struct sender_login_conf *conf, uv_loop_t *loop,
+					      struct table_registry *tables, struct config *cfg)
 {
 	struct sender_login *sl = xcalloc(1, sizeof(*sl));
 	sl->conf = conf;
@@ -404,7 +411,8 @@ void sender_login_free(struct sender_login **slp)
 	   and sl's memory lives until the queue is closed. */
 	defer_queue_close(&sl->ready, sender_login_closed);
 	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &sl->live) {
+	list_for_each_safe(l, tmp, &sl->live)
+	{
 		struct sender_login_req *req = list_entry(l, struct sender_login_req, live);
 		table_cancel(&req->tr);
 		sender_login_req_free(req);
@@ -504,8 +512,9 @@ static void sender_login_table_cb(void *ctx, enum table_status status, const cha
 	struct sender_login_req *req = ctx;
 	req->tr = NULL;
 	if (status == TABLE_OK || status == TABLE_TEMPFAIL) {
-		enum sender_login_result r = status == TABLE_TEMPFAIL ? SENDER_LOGIN_TEMPFAIL
-								      : sender_login_verdict(req, value);
+		enum sender_login_result r = status == TABLE_TEMPFAIL
+						     ? SENDER_LOGIN_TEMPFAIL
+						     : sender_login_verdict(req, value);
 		if (status == TABLE_TEMPFAIL)
 			sender_login_log_tempfail(req);
 		sender_login_finish(req, r, value);
@@ -542,9 +551,9 @@ struct sender_login_req *sender_login_check_policy(struct sender_login *sl,
 	req->login = login ? xstrdup(login) : NULL;
 	list_add_head(&sl->live, &req->live);
 
-	bool applies = policy != SENDER_LOGIN_NONE && sl->conf->ntables > 0
-		       && !(policy == SENDER_LOGIN_REJECT_AUTHENTICATED && !login)
-		       && !(policy == SENDER_LOGIN_REJECT_UNAUTHENTICATED && login);
+	bool applies = policy != SENDER_LOGIN_NONE && sl->conf->ntables > 0 &&
+		       !(policy == SENDER_LOGIN_REJECT_AUTHENTICATED && !login) &&
+		       !(policy == SENDER_LOGIN_REJECT_UNAUTHENTICATED && login);
 	/* The null sender is never checked (Postfix; RFC 6409 §3.2). */
 	if (!applies || addr == NULL || *addr == 0) {
 		sender_login_defer(req, SENDER_LOGIN_NOT_CHECKED);
@@ -554,7 +563,8 @@ struct sender_login_req *sender_login_check_policy(struct sender_login *sl,
 	if (req->nkeys <= 0) {
 		/* longer than any valid path (RFC 5321 §4.5.3.1.3): nobody owns it */
 		sender_login_defer(req, login || policy == SENDER_LOGIN_REJECT_KNOWN
-					? sender_login_verdict(req, NULL) : SENDER_LOGIN_NOT_CHECKED);
+						? sender_login_verdict(req, NULL)
+						: SENDER_LOGIN_NOT_CHECKED);
 		return req;
 	}
 	req->key = req->keys;

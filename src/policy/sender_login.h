@@ -50,16 +50,16 @@
 #include "smtp/reply.h"
 
 enum sender_login_policy {
-	SENDER_LOGIN_REJECT_MISMATCH = 0,        /* reject_sender_login_mismatch */
-	SENDER_LOGIN_REJECT_AUTHENTICATED,       /* reject_authenticated_sender_login_mismatch */
-	SENDER_LOGIN_REJECT_KNOWN,               /* reject_known_sender_login_mismatch */
-	SENDER_LOGIN_REJECT_UNAUTHENTICATED,     /* reject_unauthenticated_sender_login_mismatch */
-	SENDER_LOGIN_NONE,                       /* none */
+	SENDER_LOGIN_REJECT_MISMATCH = 0,    /* reject_sender_login_mismatch */
+	SENDER_LOGIN_REJECT_AUTHENTICATED,   /* reject_authenticated_sender_login_mismatch */
+	SENDER_LOGIN_REJECT_KNOWN,           /* reject_known_sender_login_mismatch */
+	SENDER_LOGIN_REJECT_UNAUTHENTICATED, /* reject_unauthenticated_sender_login_mismatch */
+	SENDER_LOGIN_NONE,                   /* none */
 };
 
 enum sender_login_result {
-	SENDER_LOGIN_OWNED,         /* login is among the owners: accept */
-	SENDER_LOGIN_NOT_OWNED,     /* 553 5.7.1 <addr>: Sender address rejected: not owned by user LOGIN */
+	SENDER_LOGIN_OWNED,     /* login is among the owners: accept */
+	SENDER_LOGIN_NOT_OWNED, /* 553 5.7.1 <addr>: Sender address rejected: not owned by user LOGIN */
 	SENDER_LOGIN_NOT_LOGGED_IN, /* 553 5.7.1 <addr>: Sender address rejected: not logged in */
 	SENDER_LOGIN_TEMPFAIL,      /* 451 4.3.0 <addr>: Temporary lookup failure */
 	SENDER_LOGIN_NOT_CHECKED,   /* the policy does not apply: accept */
@@ -81,8 +81,8 @@ struct sender_login_settings {
 
 struct sender_login_conf;
 /* Opens the tables. NULL + err ("file:line: ...") on error. */
-struct sender_login_conf *sender_login_conf_new(const struct sender_login_settings *s,
-						char *err, size_t errlen);
+struct sender_login_conf *sender_login_conf_new(const struct sender_login_settings *s, char *err,
+						size_t errlen);
 void sender_login_conf_free(struct sender_login_conf **confp);
 enum sender_login_policy sender_login_conf_policy(const struct sender_login_conf *conf);
 

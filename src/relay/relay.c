@@ -84,7 +84,8 @@ struct relay_txn *relay_txn_new(struct relay_pool *pool, struct config *cfg, con
 	t->defer_timer.data = t;
 	/* this snapshot's instances, shared on the worker (lookup/table_registry.h) */
 	if (cfg->relay_password_table != NULL)
-		t->maps.passwords = table_registry_get(pool->tables, cfg, cfg->relay_password_table);
+		t->maps.passwords =
+			table_registry_get(pool->tables, cfg, cfg->relay_password_table);
 	if (cfg->sender_relay_table != NULL)
 		t->maps.routes = table_registry_get(pool->tables, cfg, cfg->sender_relay_table);
 	return t;
@@ -229,12 +230,14 @@ void relay_txn_lmtp_reply(struct relay_txn *t, const struct smtp_reply *r)
 	} else if (t->lmtp_ok == 0) {
 		out = t->lmtp_first_fail;
 	} else {
-		log_warn("%s: relay=%s: %u of %u recipients refused after end of data (first: %d %s); "
+		log_warn("%s: relay=%s: %u of %u recipients refused after end of data (first: %d "
+			 "%s); "
 			 "answering 451 so the client retries",
 			 t->log_id, t->relay_desc, t->lmtp_fail, t->lmtp_ok + t->lmtp_fail,
 			 t->lmtp_first_fail.code, t->lmtp_first_fail.text);
-		relay_reply_make(&out, 451, "4.3.0",
-				 "Error: some recipients were refused by the downstream, try again");
+		relay_reply_make(
+			&out, 451, "4.3.0",
+			"Error: some recipients were refused by the downstream, try again");
 	}
 	relay_txn_answer(t, &out);
 }
@@ -307,7 +310,8 @@ int relay_check(struct config *cfg, FILE *out)
 	int failed = 0;
 	static const char *const levels[] = {"none", "may", "encrypt", "verify", "secure"};
 	for (size_t i = 0; i < cfg->nrelay; i++) {
-		struct relay_txn *t = relay_txn_new(pool, cfg, "relay check", relay_check_cb, NULL, NULL);
+		struct relay_txn *t =
+			relay_txn_new(pool, cfg, "relay check", relay_check_cb, NULL, NULL);
 		t->ctx = t;
 		t->mode = TXN_CHECK;
 		/* one destination at a time: no failover, each is reported */
@@ -323,13 +327,14 @@ int relay_check(struct config *cfg, FILE *out)
 			levels[cfg->relay_tls]);
 		if (t->check_ok) {
 			fprintf(out, "ok, %s, %s\n", t->check_tls[0] ? t->check_tls : "no TLS",
-				t->check_login[0] ? t->check_login
-						  : "no login (no credentials in relay_password_maps)");
+				t->check_login[0]
+					? t->check_login
+					: "no login (no credentials in relay_password_maps)");
 		} else {
 			failed = 1;
 			fprintf(out, "FAILED: %s (clients would get %d %s)\n",
-				t->last_why[0] ? t->last_why : t->check_reply.text, t->check_reply.code,
-				t->check_reply.enh);
+				t->last_why[0] ? t->last_why : t->check_reply.text,
+				t->check_reply.code, t->check_reply.enh);
 		}
 		relay_txn_free(&t);
 	}
@@ -342,4 +347,3 @@ int relay_check(struct config *cfg, FILE *out)
 	uv_loop_close(&loop);
 	return failed;
 }
-

@@ -119,7 +119,7 @@ int relay_cred_keys(const struct relay_dest *d, const char *sender, bool sender_
 struct relay_cred {
 	const char *user;
 	const char *pass;
-	const char *key;   /* the lookup key that found it, for logs */
+	const char *key; /* the lookup key that found it, for logs */
 	size_t size;
 	char mem[];
 };

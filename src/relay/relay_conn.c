@@ -176,7 +176,8 @@ static void relay_conn_on_close(struct conn *c, void *ctx)
 
 static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, const char *why)
 {
-	bool timeout = strcmp(why, RELAY_WHY_TIMEOUT) == 0 || strcmp(why, RELAY_WHY_DATA_TIMEOUT) == 0;
+	bool timeout =
+		strcmp(why, RELAY_WHY_TIMEOUT) == 0 || strcmp(why, RELAY_WHY_DATA_TIMEOUT) == 0;
 	struct relay_txn *t = rc->txn;
 	enum relay_state st = rc->state;
 	const char *log_id = t != NULL ? t->log_id : "relay";
@@ -219,17 +220,19 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 		if (t->has_policy_fail)
 			r = t->policy_fail;
 		else
-			relay_reply_make(&r, 451, "4.4.1",
-					 timeout ? "Error: timeout waiting for the downstream server, "
-						   "try again later"
-						 : "Error: downstream server unavailable, try again later");
+			relay_reply_make(
+				&r, 451, "4.4.1",
+				timeout ? "Error: timeout waiting for the downstream server, "
+					  "try again later"
+					: "Error: downstream server unavailable, try again later");
 	} else if (st == RS_DATA_END) {
 		/* The message may or may not have been accepted: a
 		   duplicate is better than a loss, so the client retries. */
-		relay_reply_make(&r, 451, "4.4.2",
-				 timeout ? "Error: timeout waiting for the downstream's reply to "
-					   "end of data"
-					 : "Error: lost connection with downstream after end of data");
+		relay_reply_make(
+			&r, 451, "4.4.2",
+			timeout ? "Error: timeout waiting for the downstream's reply to "
+				  "end of data"
+				: "Error: lost connection with downstream after end of data");
 	} else {
 		relay_reply_make(&r, 451, "4.4.2",
 				 timeout ? "Error: timeout waiting for the downstream server"
@@ -254,7 +257,6 @@ static void relay_conn_fail(struct relay_conn *rc, const char *why)
 {
 	relay_conn_fail_as(rc, RELAY_FAIL_PATH, why);
 }
-
 
 static void relay_conn_ready(struct relay_conn *rc)
 {
@@ -338,7 +340,8 @@ static void relay_conn_tls_begin(struct relay_conn *rc)
 	/* verify and secure check the chain and the relay's name; with a
 	   bracketed relay the name is the next hop for both (§3). */
 	bool verify = rc->tls_level >= RELAY_TLS_VERIFY;
-	int r = conn_tls_start(rc->conn, false, rc->tls_creds, rc->pool->prio, rc->sni, verify, NULL);
+	int r = conn_tls_start(rc->conn, false, rc->tls_creds, rc->pool->prio, rc->sni, verify,
+			       NULL);
 	if (r < 0) {
 		char why[160];
 		snprintf(why, sizeof(why), "cannot start TLS: %s", gnutls_strerror(r));
@@ -358,7 +361,8 @@ static void relay_conn_auth_begin(struct relay_conn *rc)
 	char why[400];
 	if (!rc->conn->tls_active && !rc->unix_socket && !rc->allow_plaintext_auth) {
 		snprintf(why, sizeof(why),
-			 "will not send the credentials of %s (relay_password_maps key %s) without TLS "
+			 "will not send the credentials of %s (relay_password_maps key %s) without "
+			 "TLS "
 			 "(set relay_sasl_allow_plaintext = yes to allow it)",
 			 c->user, c->key);
 		relay_conn_fail_as(rc, RELAY_FAIL_AUTH, why);
@@ -467,11 +471,10 @@ static void relay_conn_on_auth_reply(struct relay_conn *rc, const struct smtp_re
 			 c->user);
 	else
 		snprintf(why, sizeof(why),
-			 "authentication as %s (relay_password_maps key %s) refused: %d %s%s%s", c->user,
-			 c->key, r->code, r->enh, r->enh[0] ? " " : "", r->text);
+			 "authentication as %s (relay_password_maps key %s) refused: %d %s%s%s",
+			 c->user, c->key, r->code, r->enh, r->enh[0] ? " " : "", r->text);
 	relay_conn_fail_as(rc, RELAY_FAIL_AUTH, why);
 }
-
 
 /* The replies a transaction's commands may get (RFC 5321 §4.3.2): DATA
  * goes on only with 354, MAIL, RCPT and the final dot with 2xx; 4xx and 5xx
@@ -529,8 +532,9 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 				return;
 			}
 			if (relay_conn_tls_required(rc)) {
-				relay_conn_fail_as(rc, RELAY_FAIL_TLS,
-						   "TLS is required, but was not offered by the server");
+				relay_conn_fail_as(
+					rc, RELAY_FAIL_TLS,
+					"TLS is required, but was not offered by the server");
 				return;
 			}
 		}
@@ -539,7 +543,8 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 	case RS_STARTTLS:
 		if (r->code != 220) {
 			if (relay_conn_tls_required(rc)) {
-				snprintf(why, sizeof(why), "TLS is required, but STARTTLS was refused: %d %s",
+				snprintf(why, sizeof(why),
+					 "TLS is required, but STARTTLS was refused: %d %s",
 					 r->code, r->text);
 				relay_conn_fail_as(rc, RELAY_FAIL_TLS, why);
 				return;
@@ -648,7 +653,8 @@ static void relay_conn_on_data(struct conn *c, void *ctx)
 		char why[128];
 		snprintf(why, sizeof(why), "connection %s",
 			 c->eof ? "closed by downstream"
-				: (c->error < -1000 ? gnutls_strerror(c->error) : uv_strerror(c->error)));
+				: (c->error < -1000 ? gnutls_strerror(c->error)
+						    : uv_strerror(c->error)));
 		if (rc->state == RS_READY && rc->txn == NULL)
 			relay_conn_close(rc, false); /* idle connection went away */
 		else
@@ -690,8 +696,9 @@ static void relay_conn_on_timeout(struct conn *c, void *ctx)
 	bool data_deadline = rc->data_deadline != 0 && uv_now(rc->pool->loop) >= rc->data_deadline;
 	if (data_deadline)
 		conn_abort(rc->conn); /* no flushing the rest into a downstream we gave up on */
-	relay_conn_fail_as(rc, rc->state == RS_TLS || rc->state == RS_TLS_WRAP ? RELAY_FAIL_TLS
-									      : RELAY_FAIL_PATH,
+	relay_conn_fail_as(rc,
+			   rc->state == RS_TLS || rc->state == RS_TLS_WRAP ? RELAY_FAIL_TLS
+									   : RELAY_FAIL_PATH,
 			   data_deadline ? RELAY_WHY_DATA_TIMEOUT : RELAY_WHY_TIMEOUT);
 }
 
@@ -705,12 +712,14 @@ static void relay_conn_on_tls(struct conn *c, void *ctx, int err)
 			   mismatch, expired... */
 			gnutls_datum_t out = {NULL, 0};
 			unsigned status = gnutls_session_get_verify_cert_status(c->tls);
-			gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0);
+			gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out,
+								     0);
 			snprintf(why, sizeof(why), "server certificate not verified for \"%s\": %s",
 				 rc->sni ? rc->sni : "?", out.data ? (const char *)out.data : "?");
 			gnutls_free(out.data);
 		} else {
-			snprintf(why, sizeof(why), "TLS handshake failed: %s", gnutls_strerror(err));
+			snprintf(why, sizeof(why), "TLS handshake failed: %s",
+				 gnutls_strerror(err));
 		}
 		relay_conn_fail_as(rc, RELAY_FAIL_TLS, why);
 		return;
@@ -723,7 +732,9 @@ static void relay_conn_on_tls(struct conn *c, void *ctx, int err)
 	else if (gnutls_certificate_verify_peers3(c->tls, rc->sni, &status) < 0)
 		status = 1;
 	snprintf(rc->tls_trust, sizeof(rc->tls_trust), "%s",
-		 rc->tls_level >= RELAY_TLS_VERIFY ? "Verified" : status == 0 ? "Trusted" : "Untrusted");
+		 rc->tls_level >= RELAY_TLS_VERIFY ? "Verified"
+		 : status == 0                     ? "Trusted"
+						   : "Untrusted");
 	conn_tls_describe(c, rc->tls_desc, sizeof(rc->tls_desc));
 	log_info("relay=%s: %s TLS connection established: %s", rc->peer, rc->tls_trust,
 		 rc->tls_desc);
@@ -857,7 +868,8 @@ void relay_conn_start(struct relay_txn *t)
 		char port[8];
 		snprintf(port, sizeof(port), "%u", d->port);
 		struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-		if (uv_getaddrinfo(t->pool->loop, &rc->gai, relay_conn_gai_cb, d->host, port, &hints) < 0) {
+		if (uv_getaddrinfo(t->pool->loop, &rc->gai, relay_conn_gai_cb, d->host, port,
+				   &hints) < 0) {
 			rc->gai_pending = false;
 			relay_conn_fail(rc, "cannot resolve host");
 		}
@@ -866,4 +878,3 @@ void relay_conn_start(struct relay_txn *t)
 	relay_conn_connect_addr(rc, (struct sockaddr *)&ss);
 	conn_set_timeout(rc->conn, t->cfg->relay_connect_timeout_ms);
 }
-

@@ -28,11 +28,11 @@
 enum relay_state {
 	RS_RESOLVING,
 	RS_CONNECTING,
-	RS_TLS_WRAP,   /* implicit TLS handshake before the greeting */
+	RS_TLS_WRAP, /* implicit TLS handshake before the greeting */
 	RS_GREETING,
 	RS_EHLO,
 	RS_STARTTLS,
-	RS_TLS,        /* STARTTLS handshake */
+	RS_TLS, /* STARTTLS handshake */
 	RS_EHLO2,
 	RS_AUTH_PLAIN,      /* AUTH PLAIN sent (with or without the response) */
 	RS_AUTH_PLAIN_RESP, /* PLAIN response sent after an empty 334 */
@@ -40,7 +40,7 @@ enum relay_state {
 	RS_AUTH_LOGIN_USER, /* user name sent, waiting for the password challenge */
 	RS_AUTH_LOGIN_PASS, /* password sent */
 	RS_AUTH_CANCEL,     /* "*" sent after a bad challenge (RFC 4954 §4) */
-	RS_READY,      /* greeted; idle in the pool or between commands */
+	RS_READY,           /* greeted; idle in the pool or between commands */
 	RS_MAIL,
 	RS_RCPT,
 	RS_DATA,
@@ -68,13 +68,13 @@ extern const struct relay_conn_state relay_conn_states[];
 struct relay_conn {
 	struct relay_pool *pool;
 	struct conn *conn;
-	struct relay_txn *txn;        /* NULL while pooled */
+	struct relay_txn *txn; /* NULL while pooled */
 	struct relay_conn *next_idle;
 	enum relay_state state;
 	struct smtp_reply_parser rp;
 	struct smtp_caps caps;
-	char *dest;                   /* the destination as written: part of the pool key */
-	char *sni;                    /* the relay's name: SNI and the name verified */
+	char *dest; /* the destination as written: part of the pool key */
+	char *sni;  /* the relay's name: SNI and the name verified */
 	bool lmtp;
 	bool unix_socket;
 	bool implicit_tls;
@@ -82,20 +82,20 @@ struct relay_conn {
 	   all of these agree (different relay accounts never share one). */
 	enum relay_tls_level tls_level;
 	gnutls_certificate_credentials_t tls_creds;
-	struct relay_cred *cred;      /* NULL: no AUTH */
+	struct relay_cred *cred; /* NULL: no AUTH */
 	bool allow_plaintext_auth;
 	bool closed;
 	bool reused;
 	bool authenticated;
-	bool auth_offered;            /* the last EHLO listed AUTH */
-	char auth_mechs[96];          /* ...with these mechanisms (for logs) */
-	char tls_trust[12];           /* "Verified", "Trusted", "Untrusted" */
+	bool auth_offered;   /* the last EHLO listed AUTH */
+	char auth_mechs[96]; /* ...with these mechanisms (for logs) */
+	char tls_trust[12];  /* "Verified", "Trusted", "Untrusted" */
 	char tls_desc[160];
 	unsigned uses;
 	unsigned reuse_limit;
 	uint64_t timeout_ms;
 	uint64_t idle_timeout_ms;
-	uint64_t data_deadline;       /* loop time relay_data_timeout ends DATA; 0: none */
+	uint64_t data_deadline; /* loop time relay_data_timeout ends DATA; 0: none */
 	unsigned lmtp_expect;
 	char helo_name[256];
 	char peer[160];
@@ -125,7 +125,7 @@ struct relay_pool {
 enum relay_txn_mode { TXN_NORMAL, TXN_PROBE, TXN_CHECK };
 
 typedef void relay_route_lookup_done(struct relay_txn *t, enum table_status st, const char *value,
-			       const char *key);
+				     const char *key);
 
 struct relay_txn {
 	struct relay_pool *pool;
@@ -137,8 +137,8 @@ struct relay_txn {
 	enum relay_txn_mode mode;
 	struct relay_conn *rc;
 	size_t dest_idx;
-	bool retried;                 /* a reused connection failed: one fresh try */
-	uint64_t attempts_until;      /* no new connection attempt after this (loop time) */
+	bool retried;            /* a reused connection failed: one fresh try */
+	uint64_t attempts_until; /* no new connection attempt after this (loop time) */
 	struct smtp_mail_args mail;
 	bool mail_accepted;
 	unsigned nrcpt_ok;
@@ -154,7 +154,7 @@ struct relay_txn {
 	size_t nroute;
 	struct relay_dest *own_route;
 	size_t nown_route;
-	struct relay_cred **creds;    /* per destination of the route; NULL: none */
+	struct relay_cred **creds; /* per destination of the route; NULL: none */
 	size_t cred_idx;
 	struct relay_maps maps;
 	/* the table lookup in flight: keys tried in order, first hit wins */
@@ -171,7 +171,7 @@ struct relay_txn {
 	/* LMTP: one reply per accepted recipient after the dot (RFC 2033 §4.2) */
 	unsigned lmtp_ok, lmtp_fail;
 	struct smtp_reply lmtp_first_ok, lmtp_first_fail;
-	struct smtp_reply deferred;   /* a synthesised reply waiting for the timer */
+	struct smtp_reply deferred; /* a synthesised reply waiting for the timer */
 	uv_timer_t defer_timer;
 	char relay_desc[200];
 	struct buf stuffed;
@@ -182,7 +182,6 @@ struct relay_txn {
 	char check_tls[180];
 	char check_login[400];
 };
-
 
 /* ---- relay.c: answering the transaction's owner ---- */
 

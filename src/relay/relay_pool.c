@@ -92,8 +92,8 @@ struct relay_conn *relay_pool_take(struct relay_pool *p, struct relay_txn *t)
 	for (struct relay_conn **pp = &p->idle; *pp != NULL; pp = &(*pp)->next_idle) {
 		struct relay_conn *rc = *pp;
 		for (size_t i = 0; i < t->nroute; i++) {
-			if (strcmp(rc->dest, t->route[i].text) == 0 && rc->tls_level == t->cfg->relay_tls &&
-			    rc->tls_creds == tc &&
+			if (strcmp(rc->dest, t->route[i].text) == 0 &&
+			    rc->tls_level == t->cfg->relay_tls && rc->tls_creds == tc &&
 			    rc->allow_plaintext_auth == t->cfg->relay_sasl_allow_plaintext &&
 			    relay_cred_equal(rc->cred, t->creds[i])) {
 				*pp = rc->next_idle;
@@ -124,4 +124,3 @@ void relay_pool_probe(struct relay_pool *pool, struct config *cfg)
 	pool->probe->mode = TXN_PROBE;
 	relay_route_begin(pool->probe);
 }
-

@@ -31,8 +31,8 @@ static bool relay_load_table(struct config *cfg, const char *key, const char *sp
 	char why[400], where[300];
 	*slot = table_open(spec, why, sizeof(why));
 	if (*slot == NULL) {
-		snprintf(err, errlen, "%s: %s: %s", config_key_origin(cfg, key, where, sizeof(where)),
-			 key, why);
+		snprintf(err, errlen, "%s: %s: %s",
+			 config_key_origin(cfg, key, where, sizeof(where)), key, why);
 		return false;
 	}
 	return true;
@@ -207,8 +207,7 @@ static void relay_route_lookup(struct relay_txn *t, struct table_inst *ti, int n
 	relay_route_lookup_next(t);
 }
 
-static void relay_route_fail_later(struct relay_txn *t, int code, const char *enh,
-				   const char *text)
+static void relay_route_fail_later(struct relay_txn *t, int code, const char *enh, const char *text)
 {
 	struct smtp_reply r;
 	relay_reply_make(&r, code, enh, "%s", text);
@@ -231,14 +230,14 @@ void relay_route_clear(struct relay_txn *t)
 	t->nroute = 0;
 }
 
-
 static void relay_route_cred_done(struct relay_txn *t, enum table_status st, const char *value,
 				  const char *key)
 {
 	if (st == TABLE_TEMPFAIL) {
 		log_warn("%s: relay_password_maps %s: temporary lookup failure for %s", t->log_id,
 			 table_name(t->cfg->relay_password_table), key);
-		relay_route_fail_later(t, 451, "4.3.0", "Error: temporary lookup failure, try again later");
+		relay_route_fail_later(t, 451, "4.3.0",
+				       "Error: temporary lookup failure, try again later");
 		return;
 	}
 	if (st == TABLE_OK)
@@ -278,9 +277,10 @@ static void relay_route_done(struct relay_txn *t, enum table_status st, const ch
 {
 	const char *maps = table_name(t->cfg->sender_relay_table);
 	if (st == TABLE_TEMPFAIL) {
-		log_warn("%s: sender_relay_maps %s: temporary lookup failure for %s", t->log_id, maps,
-			 key);
-		relay_route_fail_later(t, 451, "4.3.0", "Error: temporary lookup failure, try again later");
+		log_warn("%s: sender_relay_maps %s: temporary lookup failure for %s", t->log_id,
+			 maps, key);
+		relay_route_fail_later(t, 451, "4.3.0",
+				       "Error: temporary lookup failure, try again later");
 		return;
 	}
 	/* DUNNO stops the search without an answer (Postfix access(5)). */
@@ -292,8 +292,8 @@ static void relay_route_done(struct relay_txn *t, enum table_status st, const ch
 	if (!config_relay_parse(value, &t->own_route, &t->nown_route, err, sizeof(err))) {
 		char v[200];
 		log_sanitize(v, sizeof(v), value, strlen(value));
-		log_err("%s: sender_relay_maps %s: bad destination for %s: \"%s\": %s", t->log_id, maps,
-			key, v, err);
+		log_err("%s: sender_relay_maps %s: bad destination for %s: \"%s\": %s", t->log_id,
+			maps, key, v, err);
 		relay_route_fail_later(t, 451, "4.3.5", "Error: server configuration problem");
 		return;
 	}
@@ -318,4 +318,3 @@ void relay_route_begin(struct relay_txn *t)
 	}
 	relay_route_set(t, t->cfg->relay, t->cfg->nrelay);
 }
-

@@ -36,7 +36,8 @@ static bool smtp_addr_word(const char *s, size_t n, const char *word)
 /* atext (RFC 5322 §3.2.3), as used by Dot-string (RFC 5321 §4.1.2). */
 static bool smtp_addr_atext(unsigned char c)
 {
-	return smtp_addr_alpha(c) || smtp_addr_digit(c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+	return smtp_addr_alpha(c) || smtp_addr_digit(c) ||
+	       (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
 }
 
 /* Well-formed UTF-8 (RFC 3629 §4: no overlongs, no surrogates, <= U+10FFFF);
@@ -201,7 +202,8 @@ static enum smtp_addr_error smtp_addr_path(const char *s, size_t n, size_t *pos,
 				break;
 			if (c == '\\') {
 				/* quoted-pairSMTP = "\" %d32-126 */
-				if (i + 1 >= n || (unsigned char)s[i + 1] < 32 || (unsigned char)s[i + 1] > 126)
+				if (i + 1 >= n || (unsigned char)s[i + 1] < 32 ||
+				    (unsigned char)s[i + 1] > 126)
 					return SMTP_ADDR_SYNTAX;
 				i += 2;
 				continue;
@@ -239,9 +241,8 @@ static enum smtp_addr_error smtp_addr_path(const char *s, size_t n, size_t *pos,
 		gt = (size_t)(e - s);
 		if (gt - dom > SMTP_DOMAIN_MAX || gt - open + 1 > SMTP_PATH_MAX)
 			return SMTP_ADDR_TOO_LONG;
-		bool ok = gt > dom && s[dom] == '['
-				  ? smtp_addr_literal(s + dom, gt - dom)
-				  : smtp_addr_hostname(s + dom, gt - dom);
+		bool ok = gt > dom && s[dom] == '[' ? smtp_addr_literal(s + dom, gt - dom)
+						    : smtp_addr_hostname(s + dom, gt - dom);
 		if (!ok)
 			return SMTP_ADDR_BAD_DOMAIN;
 	}
@@ -403,7 +404,8 @@ static enum smtp_addr_error smtp_addr_rcpt_param(const struct smtp_addr_param *p
 		if (*seen & 1u)
 			return SMTP_ADDR_DUP_PARAM;
 		*seen |= 1u;
-		if (p->val == NULL || p->vlen >= sizeof(r->notify) || !smtp_addr_notify(p->val, p->vlen))
+		if (p->val == NULL || p->vlen >= sizeof(r->notify) ||
+		    !smtp_addr_notify(p->val, p->vlen))
 			return SMTP_ADDR_BAD_PARAM;
 		smtp_addr_copy(r->notify, p->val, p->vlen);
 		return SMTP_ADDR_OK;
@@ -458,7 +460,8 @@ static enum smtp_addr_error smtp_addr_params(const char *s, size_t n, size_t i, 
 			p.klen = (size_t)(eq - p.kw);
 		}
 		enum smtp_addr_error err = SMTP_ADDR_OK;
-		if (p.klen == 0 || !(smtp_addr_alpha((unsigned char)p.kw[0]) || smtp_addr_digit((unsigned char)p.kw[0])))
+		if (p.klen == 0 || !(smtp_addr_alpha((unsigned char)p.kw[0]) ||
+				     smtp_addr_digit((unsigned char)p.kw[0])))
 			err = SMTP_ADDR_BAD_PARAM;
 		for (size_t k = 1; err == SMTP_ADDR_OK && k < p.klen; k++) {
 			unsigned char c = (unsigned char)p.kw[k];
@@ -475,7 +478,8 @@ static enum smtp_addr_error smtp_addr_params(const char *s, size_t n, size_t i, 
 			}
 		}
 		if (err == SMTP_ADDR_OK)
-			err = mail ? smtp_addr_mail_param(&p, &seen, args) : smtp_addr_rcpt_param(&p, &seen, args);
+			err = mail ? smtp_addr_mail_param(&p, &seen, args)
+				   : smtp_addr_rcpt_param(&p, &seen, args);
 		if (err != SMTP_ADDR_OK) {
 			smtp_addr_set_bad(bad_param_r, p.kw, p.klen);
 			return err;
@@ -495,8 +499,8 @@ static bool smtp_addr_prefix(const char *s, size_t n, const char *word, size_t *
 	return true;
 }
 
-enum smtp_addr_error smtp_mail_args_parse(const char *args, size_t len,
-					  struct smtp_mail_args *r, char bad_param_r[32])
+enum smtp_addr_error smtp_mail_args_parse(const char *args, size_t len, struct smtp_mail_args *r,
+					  char bad_param_r[32])
 {
 	memset(r, 0, sizeof(*r));
 	if (bad_param_r != NULL)
@@ -510,8 +514,8 @@ enum smtp_addr_error smtp_mail_args_parse(const char *args, size_t len,
 	return smtp_addr_params(args, len, i, true, r, bad_param_r);
 }
 
-enum smtp_addr_error smtp_rcpt_args_parse(const char *args, size_t len,
-					  struct smtp_rcpt_args *r, char bad_param_r[32])
+enum smtp_addr_error smtp_rcpt_args_parse(const char *args, size_t len, struct smtp_rcpt_args *r,
+					  char bad_param_r[32])
 {
 	memset(r, 0, sizeof(*r));
 	if (bad_param_r != NULL)

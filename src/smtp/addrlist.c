@@ -12,16 +12,16 @@
 #include <string.h>
 
 enum {
-	L_TOP,        /* between tokens */
+	L_TOP, /* between tokens */
 	L_ATOM,
 	L_QUOTED,
-	L_QUOTED_QP,  /* after a backslash in a quoted string */
+	L_QUOTED_QP, /* after a backslash in a quoted string */
 	L_COMMENT,
 	L_COMMENT_QP,
 	L_LITERAL,
-	L_CR,         /* CR seen: a fold must go on with LF */
-	L_LF,         /* CRLF seen: a fold must go on with WSP */
-	L_DONE,       /* error, or finished */
+	L_CR,   /* CR seen: a fold must go on with LF */
+	L_LF,   /* CRLF seen: a fold must go on with WSP */
+	L_DONE, /* error, or finished */
 };
 
 /* Tokens: the specials are passed as their character. */
@@ -595,7 +595,13 @@ static void addrlist_byte(struct addrlist *a, uint8_t c)
 			case ']':
 				addrlist_fail(a, ADDRLIST_E_LITERAL);
 				return;
-			case '<': case '>': case '@': case ',': case ';': case ':': case '.':
+			case '<':
+			case '>':
+			case '@':
+			case ',':
+			case ';':
+			case ':':
+			case '.':
 				addrlist_token(a, c);
 				return;
 			default: /* '\\' */

@@ -36,44 +36,44 @@
 
 enum addrlist_error {
 	ADDRLIST_OK = 0,
-	ADDRLIST_E_CHAR,      /* a control character, NUL, DEL, or CR/LF outside a fold */
-	ADDRLIST_E_QUOTE,     /* unterminated quoted string */
-	ADDRLIST_E_COMMENT,   /* unterminated comment, or ')' without '(' */
-	ADDRLIST_E_LITERAL,   /* bad or unterminated domain literal, stray '[' or ']' */
-	ADDRLIST_E_ENCODED,   /* an encoded-word in an address or across a token */
-	ADDRLIST_E_SYNTAX,    /* a token where the grammar has none (e.g. two addresses
+	ADDRLIST_E_CHAR,    /* a control character, NUL, DEL, or CR/LF outside a fold */
+	ADDRLIST_E_QUOTE,   /* unterminated quoted string */
+	ADDRLIST_E_COMMENT, /* unterminated comment, or ')' without '(' */
+	ADDRLIST_E_LITERAL, /* bad or unterminated domain literal, stray '[' or ']' */
+	ADDRLIST_E_ENCODED, /* an encoded-word in an address or across a token */
+	ADDRLIST_E_SYNTAX,  /* a token where the grammar has none (e.g. two addresses
 	                         without a comma, a backslash outside quotes) */
-	ADDRLIST_E_PHRASE,    /* a display name (or a local part) without an address */
-	ADDRLIST_E_DOMAIN,    /* missing or malformed domain */
-	ADDRLIST_E_LOCAL,     /* malformed local part (empty, leading/trailing/double dot) */
-	ADDRLIST_E_ANGLE,     /* unterminated or empty angle address, bad route */
-	ADDRLIST_E_GROUP,     /* nested or unterminated group */
-	ADDRLIST_E_EMPTY,     /* no address and no group at all */
+	ADDRLIST_E_PHRASE,  /* a display name (or a local part) without an address */
+	ADDRLIST_E_DOMAIN,  /* missing or malformed domain */
+	ADDRLIST_E_LOCAL,   /* malformed local part (empty, leading/trailing/double dot) */
+	ADDRLIST_E_ANGLE,   /* unterminated or empty angle address, bad route */
+	ADDRLIST_E_GROUP,   /* nested or unterminated group */
+	ADDRLIST_E_EMPTY,   /* no address and no group at all */
 };
 
 struct addrlist {
 	/* outputs */
-	struct buf addrs;      /* the addresses in order, each NUL-terminated */
+	struct buf addrs; /* the addresses in order, each NUL-terminated */
 	size_t naddrs;
 	enum addrlist_error error;
-	size_t error_at;       /* offset of the octet where the error was found */
+	size_t error_at; /* offset of the octet where the error was found */
 	/* private: the lexer */
-	size_t pos;            /* octets fed so far */
-	int lex;               /* lexer state */
-	int lex_resume;        /* state to go back to after a fold */
-	size_t depth;          /* comment nesting */
-	struct buf tok;        /* the atom, quoted string or literal being read */
-	bool tok_ew_open;      /* quoted string: an encoded-word may start here */
+	size_t pos;       /* octets fed so far */
+	int lex;          /* lexer state */
+	int lex_resume;   /* state to go back to after a fold */
+	size_t depth;     /* comment nesting */
+	struct buf tok;   /* the atom, quoted string or literal being read */
+	bool tok_ew_open; /* quoted string: an encoded-word may start here */
 	/* private: the grammar */
-	int gram;              /* grammar state */
-	int dom;               /* domain sub-state */
-	int dom_next;          /* grammar state after the domain */
+	int gram;     /* grammar state */
+	int dom;      /* domain sub-state */
+	int dom_next; /* grammar state after the domain */
 	bool in_group;
-	bool any;              /* an address or a group was seen */
-	bool last_dot;         /* the last word-level token was a '.' */
-	bool local_ok;         /* the words so far form word *("." word) */
-	bool local_ew;         /* one of those words holds "=?" */
-	struct buf cur;        /* local part being built, then "@domain" */
+	bool any;       /* an address or a group was seen */
+	bool last_dot;  /* the last word-level token was a '.' */
+	bool local_ok;  /* the words so far form word *("." word) */
+	bool local_ew;  /* one of those words holds "=?" */
+	struct buf cur; /* local part being built, then "@domain" */
 };
 
 void addrlist_init(struct addrlist *a);

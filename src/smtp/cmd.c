@@ -24,9 +24,8 @@ static enum smtp_line_status smtp_line_too_long(struct smtp_line_reader *r, cons
 	return SMTP_LINE_TOO_LONG;
 }
 
-enum smtp_line_status smtp_line_next(struct smtp_line_reader *r, const uint8_t *in,
-				     size_t n, size_t *line_len_r, size_t *consumed_r,
-				     bool *bare_lf_r)
+enum smtp_line_status smtp_line_next(struct smtp_line_reader *r, const uint8_t *in, size_t n,
+				     size_t *line_len_r, size_t *consumed_r, bool *bare_lf_r)
 {
 	*line_len_r = 0;
 	*consumed_r = 0;
@@ -77,22 +76,14 @@ static const struct {
 	const char *name;
 	size_t len;
 } smtp_cmd_verbs[SMTP_VERB_COUNT] = {
-	[SMTP_VERB_UNKNOWN] = {"UNKNOWN", 0},
-	[SMTP_VERB_HELO] = {"HELO", 4},
-	[SMTP_VERB_EHLO] = {"EHLO", 4},
-	[SMTP_VERB_STARTTLS] = {"STARTTLS", 8},
-	[SMTP_VERB_AUTH] = {"AUTH", 4},
-	[SMTP_VERB_MAIL] = {"MAIL", 4},
-	[SMTP_VERB_RCPT] = {"RCPT", 4},
-	[SMTP_VERB_DATA] = {"DATA", 4},
-	[SMTP_VERB_BDAT] = {"BDAT", 4},
-	[SMTP_VERB_RSET] = {"RSET", 4},
-	[SMTP_VERB_NOOP] = {"NOOP", 4},
-	[SMTP_VERB_QUIT] = {"QUIT", 4},
-	[SMTP_VERB_HELP] = {"HELP", 4},
-	[SMTP_VERB_VRFY] = {"VRFY", 4},
-	[SMTP_VERB_EXPN] = {"EXPN", 4},
-	[SMTP_VERB_ETRN] = {"ETRN", 4},
+	[SMTP_VERB_UNKNOWN] = {"UNKNOWN", 0}, [SMTP_VERB_HELO] = {"HELO", 4},
+	[SMTP_VERB_EHLO] = {"EHLO", 4},       [SMTP_VERB_STARTTLS] = {"STARTTLS", 8},
+	[SMTP_VERB_AUTH] = {"AUTH", 4},       [SMTP_VERB_MAIL] = {"MAIL", 4},
+	[SMTP_VERB_RCPT] = {"RCPT", 4},       [SMTP_VERB_DATA] = {"DATA", 4},
+	[SMTP_VERB_BDAT] = {"BDAT", 4},       [SMTP_VERB_RSET] = {"RSET", 4},
+	[SMTP_VERB_NOOP] = {"NOOP", 4},       [SMTP_VERB_QUIT] = {"QUIT", 4},
+	[SMTP_VERB_HELP] = {"HELP", 4},       [SMTP_VERB_VRFY] = {"VRFY", 4},
+	[SMTP_VERB_EXPN] = {"EXPN", 4},       [SMTP_VERB_ETRN] = {"ETRN", 4},
 };
 
 /* ASCII only: verbs must not depend on the locale (RFC 5321 §2.4). */
@@ -118,7 +109,8 @@ void smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *cmd_r)
 		if (smtp_cmd_verbs[v].len != vlen)
 			continue;
 		size_t i = 0;
-		while (i < vlen && smtp_cmd_upper((unsigned char)line[i]) == smtp_cmd_verbs[v].name[i])
+		while (i < vlen &&
+		       smtp_cmd_upper((unsigned char)line[i]) == smtp_cmd_verbs[v].name[i])
 			i++;
 		if (i == vlen) {
 			cmd_r->verb = (enum smtp_verb)v;

@@ -32,9 +32,8 @@ void smtp_line_reader_init(struct smtp_line_reader *r, size_t max);
  * *line_len_r excludes the CRLF (or the bare LF), *consumed_r includes it, and
  * *bare_lf_r tells whether the LF was not preceded by CR (RFC 5321 §2.3.8:
  * only CRLF ends a line; the caller decides whether to refuse). */
-enum smtp_line_status smtp_line_next(struct smtp_line_reader *r, const uint8_t *in,
-				     size_t n, size_t *line_len_r, size_t *consumed_r,
-				     bool *bare_lf_r);
+enum smtp_line_status smtp_line_next(struct smtp_line_reader *r, const uint8_t *in, size_t n,
+				     size_t *line_len_r, size_t *consumed_r, bool *bare_lf_r);
 
 enum smtp_verb {
 	SMTP_VERB_UNKNOWN = 0,
@@ -58,8 +57,8 @@ enum smtp_verb {
 
 struct smtp_cmd {
 	enum smtp_verb verb;
-	const char *args;  /* after the verb and the spaces that follow it; points into the line */
-	size_t args_len;   /* trailing spaces removed */
+	const char *args; /* after the verb and the spaces that follow it; points into the line */
+	size_t args_len;  /* trailing spaces removed */
 };
 
 /* Splits a line (terminator excluded) into verb and arguments. Verbs are

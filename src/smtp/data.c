@@ -69,8 +69,8 @@ static bool smtp_data_any_8bit(const uint8_t *p, size_t n)
 	return false;
 }
 
-enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const uint8_t *in,
-				       size_t n, size_t *consumed_r, struct buf *out)
+enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const uint8_t *in, size_t n,
+				       size_t *consumed_r, struct buf *out)
 {
 	size_t len0 = buf_len(out);
 	size_t i = 0;   /* next byte to look at */

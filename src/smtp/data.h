@@ -16,7 +16,7 @@
 #include "core/buf.h"
 
 enum smtp_newline_mode {
-	SMTP_NEWLINE_REJECT,    /* bare CR or LF marks the message bad (reply 550 5.5.2 at the end) */
+	SMTP_NEWLINE_REJECT, /* bare CR or LF marks the message bad (reply 550 5.5.2 at the end) */
 	SMTP_NEWLINE_NORMALIZE, /* bare LF becomes CRLF, bare CR becomes a space;
 	                           never an end of data */
 };
@@ -28,12 +28,12 @@ enum smtp_data_status {
 
 struct smtp_data_decoder {
 	enum smtp_newline_mode mode;
-	bool bdat;          /* BDAT chunk content: no dot handling, no end marker */
+	bool bdat; /* BDAT chunk content: no dot handling, no end marker */
 	/* outputs, valid at any time */
-	uint64_t size;      /* octets of canonical content produced (RFC 1870 §5) */
-	bool bare_newline;  /* a bare CR or LF was seen (REJECT mode: message is bad) */
-	bool has_8bit;      /* a byte >= 0x80 was seen */
-	bool has_nul;       /* a NUL byte was seen */
+	uint64_t size;     /* octets of canonical content produced (RFC 1870 §5) */
+	bool bare_newline; /* a bare CR or LF was seen (REJECT mode: message is bad) */
+	bool has_8bit;     /* a byte >= 0x80 was seen */
+	bool has_nul;      /* a NUL byte was seen */
 	/* private state */
 	int state;
 	uint8_t pending_cr; /* a CR held back until we know what follows it */
@@ -52,8 +52,8 @@ void smtp_data_decoder_init(struct smtp_data_decoder *d, enum smtp_newline_mode 
  * in NORMALIZE mode it is dropped, as Postfix does.
  * In bdat mode the function never returns DONE; call smtp_data_finish() after
  * the last chunk so a trailing bare CR is accounted for. */
-enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const uint8_t *in,
-				       size_t n, size_t *consumed_r, struct buf *out);
+enum smtp_data_status smtp_data_decode(struct smtp_data_decoder *d, const uint8_t *in, size_t n,
+				       size_t *consumed_r, struct buf *out);
 
 /* BDAT only: flushes held state at the end of the LAST chunk: a trailing CR
  * is a bare CR (a space, bare_newline set), and an unterminated last line gets

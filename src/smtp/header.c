@@ -79,7 +79,8 @@ bool header_scan(const uint8_t *p, size_t n, bool at_end, struct header_info *r)
 		const uint8_t *lf = memchr(p + i, '\n', n - i);
 		if (lf == NULL && !at_end)
 			return false; /* the last line may still become anything */
-		size_t e = lf != NULL ? (size_t)(lf - p) + 1 : n; /* line end, terminator included */
+		size_t e =
+			lf != NULL ? (size_t)(lf - p) + 1 : n; /* line end, terminator included */
 		size_t len = lf != NULL ? (size_t)(lf - p) - i : n - i;
 		if (len > 0 && p[i + len - 1] == '\r')
 			len--;

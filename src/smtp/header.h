@@ -16,13 +16,13 @@ struct header_span {
 };
 
 struct header_info {
-	size_t header_len;  /* bytes of the header section incl. the empty line
+	size_t header_len; /* bytes of the header section incl. the empty line
 	                       (CRLF CRLF) that ends it, or, when the content has
 	                       no empty line, the bytes of leading field lines */
-	bool complete;      /* the empty line (or end of content) was found */
+	bool complete;     /* the empty line (or end of content) was found */
 	bool has_date, has_message_id, has_from, has_sender;
-	int from_count;     /* number of From: fields */
-	int sender_count;   /* number of Sender: fields */
+	int from_count;   /* number of From: fields */
+	int sender_count; /* number of Sender: fields */
 	/* The first From: and Sender: field bodies, whole (the caller bounds
 	   the content; nothing is cut here). */
 	struct header_span from, sender;

@@ -21,7 +21,8 @@ static bool smtp_reply_digit(uint8_t c)
  * %x30-35 %x30-39 (RFC 5321 §4.2). "250" alone is a last line. */
 static bool smtp_reply_code(const uint8_t *s, size_t len, int *code_r, bool *last_r)
 {
-	if (len < 3 || s[0] < '2' || s[0] > '5' || s[1] < '0' || s[1] > '5' || !smtp_reply_digit(s[2]))
+	if (len < 3 || s[0] < '2' || s[0] > '5' || s[1] < '0' || s[1] > '5' ||
+	    !smtp_reply_digit(s[2]))
 		return false;
 	*code_r = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
 	if (len == 3) {
@@ -99,8 +100,8 @@ static void smtp_reply_build(const uint8_t *in, size_t end, int code, int lines,
 	r->text[t] = '\0';
 }
 
-enum smtp_reply_status smtp_reply_parse(struct smtp_reply_parser *p, const uint8_t *in,
-					size_t n, size_t *consumed_r, struct smtp_reply *reply_r)
+enum smtp_reply_status smtp_reply_parse(struct smtp_reply_parser *p, const uint8_t *in, size_t n,
+					size_t *consumed_r, struct smtp_reply *reply_r)
 {
 	*consumed_r = 0;
 	if (p->state == SMTP_REPLY_BROKEN)

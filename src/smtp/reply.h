@@ -17,8 +17,8 @@
 #define SMTP_REPLY_TEXT_MAX 4096
 
 struct smtp_reply {
-	int code;          /* 200..599 */
-	char enh[16];      /* enhanced status code "c.s.d" from the first line, or "" */
+	int code;     /* 200..599 */
+	char enh[16]; /* enhanced status code "c.s.d" from the first line, or "" */
 	/* Text of all lines joined with '\n', without code, separator and (for
 	   the first line) without the enhanced code; truncated to fit, always
 	   NUL-terminated, control characters replaced by '?'. */
@@ -28,8 +28,8 @@ struct smtp_reply {
 
 enum smtp_reply_status {
 	SMTP_REPLY_NEED_MORE,
-	SMTP_REPLY_DONE,     /* *reply_r complete; *consumed_r bytes used */
-	SMTP_REPLY_ERROR,    /* malformed or oversized; the stream cannot be trusted */
+	SMTP_REPLY_DONE,  /* *reply_r complete; *consumed_r bytes used */
+	SMTP_REPLY_ERROR, /* malformed or oversized; the stream cannot be trusted */
 };
 
 struct smtp_reply_parser { /* private */
@@ -48,14 +48,14 @@ void smtp_reply_parser_init(struct smtp_reply_parser *p);
  * NEED_MORE and ERROR consume nothing (*consumed_r = 0): call again with the
  * same bytes plus the new ones; lines already checked are not rescanned.
  * After ERROR the parser keeps answering ERROR until it is initialised. */
-enum smtp_reply_status smtp_reply_parse(struct smtp_reply_parser *p, const uint8_t *in,
-					size_t n, size_t *consumed_r, struct smtp_reply *reply_r);
+enum smtp_reply_status smtp_reply_parse(struct smtp_reply_parser *p, const uint8_t *in, size_t n,
+					size_t *consumed_r, struct smtp_reply *reply_r);
 
 /* EHLO/LHLO capabilities, from a 250 reply's text lines after the first. */
 struct smtp_caps {
 	bool starttls, pipelining, eightbitmime, smtputf8, dsn, chunking, enhancedstatuscodes;
 	bool size_present;
-	uint64_t size;     /* 0 = no fixed limit */
+	uint64_t size;               /* 0 = no fixed limit */
 	bool auth_plain, auth_login; /* AUTH mechanisms we can use as a client */
 };
 

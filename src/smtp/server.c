@@ -19,10 +19,10 @@
 
 enum smtp_server_state {
 	SMTP_ST_COMMAND,
-	SMTP_ST_WAIT,     /* a backend call or the TLS handshake is pending */
-	SMTP_ST_DATA,     /* reading DATA content */
-	SMTP_ST_BDAT,     /* reading a BDAT chunk */
-	SMTP_ST_AUTH,     /* the next line is an AUTH response */
+	SMTP_ST_WAIT, /* a backend call or the TLS handshake is pending */
+	SMTP_ST_DATA, /* reading DATA content */
+	SMTP_ST_BDAT, /* reading a BDAT chunk */
+	SMTP_ST_AUTH, /* the next line is an AUTH response */
 	SMTP_ST_CLOSED,
 };
 
@@ -63,7 +63,7 @@ struct smtp_server {
 	char mail_from[SMTP_PATH_MAX + 1];
 	char last_rcpt[SMTP_PATH_MAX + 1];
 	unsigned nrcpt;
-	bool content_open;  /* backend accepted DATA/first BDAT */
+	bool content_open; /* backend accepted DATA/first BDAT */
 	bool bdat_used;
 	bool bdat_failed;
 
@@ -190,7 +190,7 @@ static void smtp_server_close(struct smtp_server *s)
 /* ---- commands ---- */
 
 enum {
-	CMD_PRE_TLS = 1 << 0,  /* allowed before STARTTLS on a starttls listener */
+	CMD_PRE_TLS = 1 << 0, /* allowed before STARTTLS on a starttls listener */
 	CMD_NEED_HELO = 1 << 1,
 	CMD_NEED_AUTH = 1 << 2, /* authenticated, or a trusted relay client */
 	CMD_NO_ARGS = 1 << 3,
@@ -304,8 +304,8 @@ static bool smtp_server_param_offered(struct smtp_server *s, const struct smtp_m
 	return false;
 }
 
-static void smtp_server_addr_error(struct smtp_server *s, const char *verb,
-				   enum smtp_addr_error e, const char *bad_param, bool sender)
+static void smtp_server_addr_error(struct smtp_server *s, const char *verb, enum smtp_addr_error e,
+				   const char *bad_param, bool sender)
 {
 	int code = 501;
 	const char *enh = sender ? "5.1.7" : "5.1.3";
@@ -336,7 +336,8 @@ static void smtp_server_addr_error(struct smtp_server *s, const char *verb,
 		snprintf(text, sizeof(text), "Unsupported option: %s", bad_param);
 		break;
 	default:
-		snprintf(text, sizeof(text), "Bad %s address syntax", sender ? "sender" : "recipient");
+		snprintf(text, sizeof(text), "Bad %s address syntax",
+			 sender ? "sender" : "recipient");
 		break;
 	}
 	smtp_server_log_reject(s, verb, code, enh, text);
@@ -363,7 +364,8 @@ static void smtp_server_cmd_mail(struct smtp_server *s, const struct smtp_cmd *c
 	}
 	snprintf(s->mail_from, sizeof(s->mail_from), "%s", a.path.addr);
 	if (a.path.utf8 && !a.smtputf8) {
-		smtp_server_log_reject(s, "MAIL", 550, "5.6.7", "Must declare SMTPUTF8 to send unicode address");
+		smtp_server_log_reject(s, "MAIL", 550, "5.6.7",
+				       "Must declare SMTPUTF8 to send unicode address");
 		smtp_server_reply(s, 550, "5.6.7", "Must declare SMTPUTF8 to send unicode address");
 		s->mail_from[0] = '\0';
 		return;
@@ -394,12 +396,14 @@ static void smtp_server_cmd_rcpt(struct smtp_server *s, const struct smtp_cmd *c
 		return;
 	}
 	if ((a.notify[0] || a.orcpt[0]) && !s->set.dsn) {
-		smtp_server_reply(s, 555, "5.5.4", "Unsupported option: %s", a.notify[0] ? "NOTIFY" : "ORCPT");
+		smtp_server_reply(s, 555, "5.5.4", "Unsupported option: %s",
+				  a.notify[0] ? "NOTIFY" : "ORCPT");
 		return;
 	}
 	snprintf(s->last_rcpt, sizeof(s->last_rcpt), "%s", a.path.addr);
 	if (a.path.utf8 && !s->txn_smtputf8) {
-		smtp_server_log_reject(s, "RCPT", 553, "5.6.7", "Must declare SMTPUTF8 to send unicode address");
+		smtp_server_log_reject(s, "RCPT", 553, "5.6.7",
+				       "Must declare SMTPUTF8 to send unicode address");
 		smtp_server_reply(s, 553, "5.6.7", "Must declare SMTPUTF8 to send unicode address");
 		return;
 	}
@@ -547,7 +551,8 @@ static void smtp_server_cmd_vrfy(struct smtp_server *s, const struct smtp_cmd *c
 		smtp_server_reply(s, 501, "5.5.4", "Syntax: VRFY address");
 		return;
 	}
-	smtp_server_reply(s, 252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
+	smtp_server_reply(s, 252, "2.0.0",
+			  "Cannot VRFY user, but will accept message and attempt delivery");
 }
 
 static void smtp_server_cmd_disabled(struct smtp_server *s, const struct smtp_cmd *cmd)
@@ -563,7 +568,8 @@ static void smtp_server_cmd_auth(struct smtp_server *s, const struct smtp_cmd *c
 	}
 	if (!s->tls) {
 		/* Never accepted outside TLS (docs/design.md invariant 3, RFC 4954 §6). */
-		smtp_server_reply(s, 538, "5.7.11", "Encryption required for requested authentication mechanism");
+		smtp_server_reply(s, 538, "5.7.11",
+				  "Encryption required for requested authentication mechanism");
 		return;
 	}
 	if (s->user != NULL) {
@@ -619,7 +625,8 @@ static bool smtp_server_gate(struct smtp_server *s, const struct smtp_cmd *cmd,
 		struct smtp_mail_args a;
 		char bad[32];
 		if (smtp_mail_args_parse(cmd->args, cmd->args_len, &a, bad) == SMTP_ADDR_OK)
-			log_sanitize(s->mail_from, sizeof(s->mail_from), a.path.addr, strlen(a.path.addr));
+			log_sanitize(s->mail_from, sizeof(s->mail_from), a.path.addr,
+				     strlen(a.path.addr));
 		smtp_server_log_reject(s, "MAIL", 530, "5.7.0", "Authentication required");
 		s->mail_from[0] = '\0';
 		smtp_server_reply(s, 530, "5.7.0", "Authentication required");
@@ -670,7 +677,8 @@ static void smtp_server_content_end(struct smtp_server *s)
 {
 	s->state = SMTP_ST_COMMAND;
 	if (s->too_big) {
-		smtp_server_log_reject(s, "END-OF-MESSAGE", 552, "5.3.4", "Message size exceeds fixed limit");
+		smtp_server_log_reject(s, "END-OF-MESSAGE", 552, "5.3.4",
+				       "Message size exceeds fixed limit");
 		smtp_server_txn_clear(s);
 		smtp_server_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
 		return;
@@ -678,7 +686,8 @@ static void smtp_server_content_end(struct smtp_server *s)
 	if (s->dec.bare_newline && s->set.newline_mode == SMTP_NEWLINE_REJECT) {
 		/* SMTP smuggling defence (docs/design.md invariant 7): the message is
 		   refused whole; nothing goes downstream. */
-		smtp_server_log_reject(s, "END-OF-MESSAGE", 550, "5.5.2", "Error: bare <LF> received");
+		smtp_server_log_reject(s, "END-OF-MESSAGE", 550, "5.5.2",
+				       "Error: bare <LF> received");
 		smtp_server_txn_abort(s);
 		smtp_server_reply(s, 550, "5.5.2", "Error: bare <LF> received");
 		return;
@@ -688,7 +697,8 @@ static void smtp_server_content_end(struct smtp_server *s)
 		   is not offered (RFC 6152 §3, RFC 5322 §2.1); a NUL would
 		   also let a header check and a reader see different fields
 		   (docs/design.md invariant 11). Refused whole, like bare LF. */
-		smtp_server_log_reject(s, "END-OF-MESSAGE", 550, "5.6.0", "Error: NUL character in message");
+		smtp_server_log_reject(s, "END-OF-MESSAGE", 550, "5.6.0",
+				       "Error: NUL character in message");
 		smtp_server_txn_abort(s);
 		smtp_server_reply(s, 550, "5.6.0", "Error: NUL character in message");
 		return;
@@ -833,7 +843,8 @@ static bool smtp_server_run_line(struct smtp_server *s)
 		s->commands++;
 		if (s->state == SMTP_ST_AUTH) {
 			smtp_server_auth_end(s);
-			smtp_server_reply(s, 500, "5.5.6", "Authentication Exchange line is too long");
+			smtp_server_reply(s, 500, "5.5.6",
+					  "Authentication Exchange line is too long");
 		} else {
 			smtp_server_reply(s, 500, "5.5.2", "Error: line too long");
 		}
@@ -1047,14 +1058,18 @@ void smtp_server_set_user(struct smtp_server *s, const char *user)
 	s->user = xstrdup(user);
 }
 
-const char *smtp_server_user(const struct smtp_server *s) { return s->user; }
+const char *smtp_server_user(const struct smtp_server *s)
+{
+	return s->user;
+}
 
 void smtp_server_timeout(struct smtp_server *s)
 {
 	if (s->state == SMTP_ST_CLOSED)
 		return;
 	log_info("%s: timeout after %s from %s", s->log_id,
-		 s->state == SMTP_ST_DATA || s->state == SMTP_ST_BDAT ? "DATA" : "command", s->client);
+		 s->state == SMTP_ST_DATA || s->state == SMTP_ST_BDAT ? "DATA" : "command",
+		 s->client);
 	smtp_server_write_reply(s, 421, "4.4.2", "Error: timeout exceeded");
 	smtp_server_close(s);
 }
@@ -1124,20 +1139,29 @@ void smtp_server_free(struct smtp_server **sp)
 	free(s);
 }
 
-const char *smtp_server_helo(const struct smtp_server *s) { return s->helo; }
-bool smtp_server_esmtp(const struct smtp_server *s) { return s->esmtp; }
-bool smtp_server_smtputf8(const struct smtp_server *s) { return s->txn_smtputf8; }
+const char *smtp_server_helo(const struct smtp_server *s)
+{
+	return s->helo;
+}
+bool smtp_server_esmtp(const struct smtp_server *s)
+{
+	return s->esmtp;
+}
+bool smtp_server_smtputf8(const struct smtp_server *s)
+{
+	return s->txn_smtputf8;
+}
 
 void smtp_server_counters(const struct smtp_server *s, char *out, size_t outsz)
 {
 	static const char *const names[SMTP_VERB_COUNT] = {
-		[SMTP_VERB_HELO] = "helo", [SMTP_VERB_EHLO] = "ehlo",
+		[SMTP_VERB_HELO] = "helo",         [SMTP_VERB_EHLO] = "ehlo",
 		[SMTP_VERB_STARTTLS] = "starttls", [SMTP_VERB_AUTH] = "auth",
-		[SMTP_VERB_MAIL] = "mail", [SMTP_VERB_RCPT] = "rcpt",
-		[SMTP_VERB_DATA] = "data", [SMTP_VERB_BDAT] = "bdat",
-		[SMTP_VERB_RSET] = "rset", [SMTP_VERB_NOOP] = "noop",
-		[SMTP_VERB_QUIT] = "quit", [SMTP_VERB_HELP] = "help",
-		[SMTP_VERB_VRFY] = "vrfy", [SMTP_VERB_EXPN] = "expn",
+		[SMTP_VERB_MAIL] = "mail",         [SMTP_VERB_RCPT] = "rcpt",
+		[SMTP_VERB_DATA] = "data",         [SMTP_VERB_BDAT] = "bdat",
+		[SMTP_VERB_RSET] = "rset",         [SMTP_VERB_NOOP] = "noop",
+		[SMTP_VERB_QUIT] = "quit",         [SMTP_VERB_HELP] = "help",
+		[SMTP_VERB_VRFY] = "vrfy",         [SMTP_VERB_EXPN] = "expn",
 		[SMTP_VERB_ETRN] = "etrn"};
 	size_t o = 0;
 	out[0] = '\0';

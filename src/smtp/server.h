@@ -26,18 +26,18 @@
 struct smtp_server;
 
 struct smtp_server_settings {
-	const char *hostname;        /* myhostname */
-	uint64_t size_limit;         /* message_size_limit */
-	unsigned line_limit;         /* longest command line, CRLF excluded */
+	const char *hostname; /* myhostname */
+	uint64_t size_limit;  /* message_size_limit */
+	unsigned line_limit;  /* longest command line, CRLF excluded */
 	unsigned recipient_limit;
-	unsigned error_limit;        /* 4xx/5xx replies before 421 and close */
+	unsigned error_limit; /* 4xx/5xx replies before 421 and close */
 	enum smtp_newline_mode newline_mode;
-	bool starttls_offered;       /* a starttls listener: STARTTLS offered, and
+	bool starttls_offered; /* a starttls listener: STARTTLS offered, and
 	                                required before mail commands */
-	bool tls_active;             /* implicit TLS listener: TLS from the start */
-	bool relay_trusted;          /* trusted listener and client in mynetworks:
+	bool tls_active;       /* implicit TLS listener: TLS from the start */
+	bool relay_trusted;    /* trusted listener and client in mynetworks:
 	                                MAIL allowed without AUTH */
-	bool vrfy_disabled;          /* disable_vrfy_command: VRFY gets 502 */
+	bool vrfy_disabled;    /* disable_vrfy_command: VRFY gets 502 */
 	/* What the downstream path supports (docs/design.md §7). */
 	bool eightbitmime, smtputf8, dsn;
 };
@@ -63,7 +63,7 @@ struct smtp_server_io {
 };
 
 struct smtp_server_data_info {
-	uint64_t size;               /* canonical octets (RFC 1870 §5) */
+	uint64_t size; /* canonical octets (RFC 1870 §5) */
 	bool has_8bit;
 };
 
