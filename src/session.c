@@ -19,7 +19,6 @@
 
 static void session_hdr_cb_do(struct session *s, void *slot, enum sender_login_result res);
 static void session_relay_cb_do(void *ctx, const struct smtp_reply *r);
-static void session_relay_drain_do(void *ctx);
 static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r);
 static void session_restr_cb_do(void *ctx, enum sender_login_result res, const char *owners);
 
@@ -75,7 +74,7 @@ void session_txn_reset(struct session *s)
 	}
 }
 
-static void session_complete(struct session *s, const struct smtp_reply *r)
+void session_complete(struct session *s, const struct smtp_reply *r)
 {
 	smtp_server_complete(s->server, r->code, r->enh, r->text);
 }
@@ -113,8 +112,6 @@ static void session_relay_write(struct session *s, const uint8_t *p, size_t n)
 
 static void session_finish_data(struct session *s);
 static struct sender_login *session_sender_login(struct session *s);
-static struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
-					    const struct header_info *hi, const struct buf *out);
 
 /* Sends the held header section as policy/message.c writes it, and starts
  * the From:/Sender: checks (their verdict waits for the end of data). */
@@ -480,71 +477,6 @@ static void session_send_end(struct session *s)
 	relay_txn_end(s->relay);
 }
 
-/* ---- DKIM: a message to sign is held whole (dkim/dkim_hold.h) ---- */
-
-static bool session_dkim_out(void *ctx, const uint8_t *p, size_t n);
-static void session_dkim_resume(void *ctx);
-static void session_dkim_done(void *ctx, bool ok, const char *why);
-
-static struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
-					    const struct header_info *hi, const struct buf *out)
-{
-	char from[SMTP_PATH_MAX + 1];
-	if (s->cfg->dkim == NULL || !dkim_hold_from(h, hi, from, sizeof(from)))
-		return NULL;
-	/* A login's message carries the domain's signature only when its From:
-	   is held to the login; a trusted client without a login (webmail) is
-	   signed as the listener's configuration trusts it. */
-	const char *user = smtp_server_user(s->server);
-	if (user != NULL && !message_from_enforced(s->cfg, user)) {
-		log_info("%s: dkim: not signed: the From: of user %s is not enforced "
-			 "(header_from_policy, header_from_exempt_maps or sender_login_maps)",
-			 s->id, user);
-		return NULL;
-	}
-	struct dkim_hold_args a = {
-		.loop = &s->w->loop,
-		.conf = s->cfg->dkim,
-		.tmpdir = s->cfg->dkim_temp_directory,
-		.mem_limit = s->cfg->dkim_hold_memory,
-		.max_size = s->cfg->message_size_limit + s->cfg->header_size_limit,
-		.log_id = s->id,
-		.cbs = {.out = session_dkim_out,
-			.resume = session_dkim_resume,
-			.done = session_dkim_done},
-		.ctx = s,
-	};
-	return dkim_hold_start(&a, from, buf_data(out), buf_len(out));
-}
-
-static bool session_dkim_out(void *ctx, const uint8_t *p, size_t n)
-{
-	struct session *s = ctx;
-	return s->relay != NULL && relay_txn_write(s->relay, p, n);
-}
-
-static void session_dkim_done_do(void *ctx, bool ok, const char *why)
-{
-	struct session *s = ctx;
-	dkim_hold_free(&s->dkim);
-	if (!ok || s->relay == NULL) {
-		if (!ok)
-			log_warn("%s: dkim: message not sent: %s", s->id, why);
-		session_txn_reset(s);
-		struct smtp_reply r = {.code = 451,
-				       .enh = "4.4.2",
-				       .text = "Error: lost connection with downstream"};
-		struct smtp_reply u = {
-			.code = 451,
-			.enh = "4.3.0",
-			.text = "Error: the message could not be signed, try again later"};
-		session_complete(s, ok ? &r : &u);
-		return;
-	}
-	s->relay_step = RELAY_END;
-	relay_txn_end(s->relay);
-}
-
 static void session_be_reset(void *ctx)
 {
 	struct session *s = ctx;
@@ -602,7 +534,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 	}
 }
 
-static void session_relay_drain_do(void *ctx)
+void session_relay_drain_do(void *ctx)
 {
 	struct session *s = ctx;
 	if (s->dkim != NULL && dkim_hold_drain(s->dkim))
@@ -720,17 +652,6 @@ static void session_relay_drain(void *ctx)
 	SESSION_TIMED(ctx, session_relay_drain_do(ctx));
 }
 
-/* The hold took what it was given: reading goes on as after a drain. */
-static void session_dkim_resume(void *ctx)
-{
-	SESSION_TIMED(ctx, session_relay_drain_do(ctx));
-}
-
-static void session_dkim_done(void *ctx, bool ok, const char *why)
-{
-	SESSION_TIMED(ctx, session_dkim_done_do(ctx, ok, why));
-}
-
 static void session_auth_cb(void *ctx, const struct policy_auth_result *r)
 {
 	SESSION_TIMED(ctx, session_auth_cb_do(ctx, r));
@@ -749,44 +670,4 @@ static void session_limits_cb(void *ctx, const struct smtp_reply *r)
 static void session_policy_cb(void *ctx, const struct smtp_reply *r)
 {
 	SESSION_TIMED(ctx, session_policy_cb_do(ctx, r));
-}
-
-void session_log_waiting(struct worker *w, const char *what)
-{
-	unsigned in_data = 0, other = 0;
-	time_t now = time(NULL), oldest = now;
-	const char *oldest_id = "";
-	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &w->sessions)
-	{
-		struct session *s = list_entry(l, struct session, link);
-		if ((s->server != NULL && smtp_server_in_content(s->server)) ||
-		    s->relay_step == RELAY_END) {
-			in_data++;
-			if (s->data_time != 0 && s->data_time <= oldest) {
-				oldest = s->data_time;
-				oldest_id = s->id;
-			}
-		} else {
-			other++;
-		}
-	}
-	if (in_data > 0)
-		log_info("worker %u: %s: %u session%s in DATA (oldest %s, %lld s), %u other%s",
-			 w->id, what, in_data, in_data == 1 ? "" : "s", oldest_id,
-			 (long long)(now - oldest), other, other == 1 ? "" : "s");
-	else if (other > 0)
-		log_info("worker %u: %s: %u session%s, none in DATA", w->id, what, other,
-			 other == 1 ? "" : "s");
-}
-
-void session_shutdown_all(struct worker *w)
-{
-	struct list_link *l, *tmp;
-	list_for_each_safe(l, tmp, &w->sessions)
-	{
-		struct session *s = list_entry(l, struct session, link);
-		if (s->server != NULL)
-			smtp_server_shutdown(s->server);
-	}
 }

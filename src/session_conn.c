@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -389,4 +390,44 @@ static void session_conn_begin(struct session *s)
 	/* Bytes that came with a PROXY header: the client spoke first. */
 	if (buf_len(&s->conn->in) > 0)
 		smtp_server_input(s->server);
+}
+
+void session_log_waiting(struct worker *w, const char *what)
+{
+	unsigned in_data = 0, other = 0;
+	time_t now = time(NULL), oldest = now;
+	const char *oldest_id = "";
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &w->sessions)
+	{
+		struct session *s = list_entry(l, struct session, link);
+		if ((s->server != NULL && smtp_server_in_content(s->server)) ||
+		    s->relay_step == RELAY_END) {
+			in_data++;
+			if (s->data_time != 0 && s->data_time <= oldest) {
+				oldest = s->data_time;
+				oldest_id = s->id;
+			}
+		} else {
+			other++;
+		}
+	}
+	if (in_data > 0)
+		log_info("worker %u: %s: %u session%s in DATA (oldest %s, %lld s), %u other%s",
+			 w->id, what, in_data, in_data == 1 ? "" : "s", oldest_id,
+			 (long long)(now - oldest), other, other == 1 ? "" : "s");
+	else if (other > 0)
+		log_info("worker %u: %s: %u session%s, none in DATA", w->id, what, other,
+			 other == 1 ? "" : "s");
+}
+
+void session_shutdown_all(struct worker *w)
+{
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &w->sessions)
+	{
+		struct session *s = list_entry(l, struct session, link);
+		if (s->server != NULL)
+			smtp_server_shutdown(s->server);
+	}
 }

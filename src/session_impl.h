@@ -121,5 +121,17 @@ extern const struct smtp_server_backend session_backend;
 /* Ends the transaction: lookups cancelled, the relay transaction aborted,
  * held content freed, reading resumed. */
 void session_txn_reset(struct session *s);
+/* Answers the command the server is waiting on. */
+void session_complete(struct session *s, const struct smtp_reply *r);
+/* The downstream (or the DKIM hold) took what it was given: reading resumes. */
+void session_relay_drain_do(void *ctx);
+
+/* ---- session_dkim.c ---- */
+
+struct header_info;
+/* Starts holding a message to sign, or NULL when it is not signed (it then
+ * goes out as it is); out is the header section submitd writes first. */
+struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
+				     const struct header_info *hi, const struct buf *out);
 
 #endif
