@@ -21,6 +21,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(
   build-essential autoconf automake libtool pkg-config
   libuv1-dev libgnutls28-dev gnutls-bin default-libmysqlclient-dev libsystemd-dev
+  libdb-dev # hash:/btree: tables, the files postmap writes (src/lookup/table_db.c)
   clang libclang-rt-14-dev clang-format # clang-format: t/proto/06-layout.py
   python3 swaks libnet-ssleay-perl curl openssl msmtp
   dovecot-core dovecot-mysql mariadb-server fail2ban

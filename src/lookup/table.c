@@ -17,8 +17,8 @@
 
 /* Every table type; table_open() picks the row by the spec's prefix. */
 static const struct table_backend *const table_backends[] = {
-	&table_backend_texthash, &table_backend_inline, &table_backend_static,
-	&table_backend_fail,     &table_backend_mysql,
+	&table_backend_texthash, &table_backend_inline, &table_backend_static, &table_backend_fail,
+	&table_backend_mysql,    &table_backend_hash,   &table_backend_btree,
 };
 #define TABLE_NBACKENDS (sizeof(table_backends) / sizeof(table_backends[0]))
 
@@ -187,7 +187,7 @@ struct table *table_open(const char *spec, char *err, size_t errlen)
 {
 	const char *colon = strchr(spec, ':');
 	if (colon == NULL || colon == spec) {
-		char types[128] = "";
+		char types[256] = "";
 		for (size_t i = 0; i < TABLE_NBACKENDS; i++)
 			snprintf(types + strlen(types), sizeof(types) - strlen(types), "%s%s",
 				 i ? ", " : "", table_backends[i]->type);

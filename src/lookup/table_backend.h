@@ -72,7 +72,19 @@ struct table_backend {
 
 /* The rows (table.c lists them). */
 extern const struct table_backend table_backend_texthash, table_backend_inline,
-	table_backend_static, table_backend_fail, table_backend_mysql;
+	table_backend_static, table_backend_fail, table_backend_mysql, table_backend_hash,
+	table_backend_btree;
+
+/* The immutable string→string map the memory rows answer from
+ * (table_memory.c); file formats other than text (table_db.c) fill one too.
+ * table_hash_put takes ownership of key and value and returns false (taking
+ * nothing) when the key is there already. As a row's def: free and get. */
+struct table_hash;
+struct table_hash *table_hash_new(void);
+bool table_hash_put(struct table_hash *h, char *key, char *value);
+void table_hash_free(struct table_hash **hp);
+void table_hash_free_row(void *def);
+enum table_status table_hash_get_row(const void *def, const char *key, const char **value_r);
 
 /* Backend → table.c: the request is finished. Stores the answer in the cache
  * (unless cancelled or TEMPFAIL), calls the callback unless cancelled, frees

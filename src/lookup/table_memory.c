@@ -11,7 +11,7 @@
 #include "core/buf.h"
 #include "lookup/table_backend.h"
 
-/* An immutable string→string map (open addressing, linear probing). */
+/* The map of table_backend.h: open addressing, linear probing. */
 struct table_hash {
 	size_t count, cap; /* cap: power of two, > 2 * count */
 	char **keys;
@@ -21,7 +21,7 @@ struct table_hash {
 /* ------------------------------------------------------------------ */
 /* table_hash */
 
-static struct table_hash *table_hash_new(void)
+struct table_hash *table_hash_new(void)
 {
 	struct table_hash *h = xcalloc(1, sizeof(*h));
 	h->cap = 16;
@@ -44,9 +44,7 @@ static const char *table_hash_get(const struct table_hash *h, const char *key)
 	return h->keys[i] ? h->values[i] : NULL;
 }
 
-/* Takes ownership of key and value. Returns false (and frees nothing) if the
- * key exists. */
-static bool table_hash_put(struct table_hash *h, char *key, char *value)
+bool table_hash_put(struct table_hash *h, char *key, char *value)
 {
 	if (2 * (h->count + 1) > h->cap) {
 		struct table_hash old = *h;
@@ -72,7 +70,7 @@ static bool table_hash_put(struct table_hash *h, char *key, char *value)
 	return true;
 }
 
-static void table_hash_free(struct table_hash **hp)
+void table_hash_free(struct table_hash **hp)
 {
 	struct table_hash *h = *hp;
 	if (h == NULL)
@@ -328,13 +326,13 @@ static void *table_inline_parse_row(const char *text, size_t len, const char *or
 	return table_inline_parse(text, err, errlen);
 }
 
-static void table_hash_free_row(void *def)
+void table_hash_free_row(void *def)
 {
 	struct table_hash *h = def;
 	table_hash_free(&h);
 }
 
-static enum table_status table_hash_get_row(const void *def, const char *key, const char **value_r)
+enum table_status table_hash_get_row(const void *def, const char *key, const char **value_r)
 {
 	*value_r = table_hash_get(def, key);
 	return *value_r ? TABLE_OK : TABLE_NOTFOUND;

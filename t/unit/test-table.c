@@ -3,6 +3,7 @@
  * tables. Each block names the rule it defends. */
 #include "config.h"
 
+#include <db.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,90 @@ static void test_texthash(void)
 	ok(t == NULL, "table_free clears the pointer");
 }
 
+/* hash:/btree: files written here directly, in shapes postmap never
+ * writes: a table built elsewhere is input like any other. */
+static const char *write_db(const char *name, DBTYPE type, const char *const *kv,
+			    const size_t *lens, size_t n)
+{
+	static char path[512];
+	snprintf(path, sizeof(path), "%s/%s.db", tmpdir, name);
+	unlink(path);
+	DB *db;
+	if (db_create(&db, NULL, 0) != 0 ||
+	    db->open(db, NULL, path, NULL, type, DB_CREATE, 0600) != 0)
+		abort();
+	for (size_t i = 0; i + 1 < n; i += 2) {
+		DBT k, v;
+		memset(&k, 0, sizeof(k));
+		memset(&v, 0, sizeof(v));
+		k.data = (void *)kv[i];
+		k.size = (u_int32_t)lens[i];
+		v.data = (void *)kv[i + 1];
+		v.size = (u_int32_t)lens[i + 1];
+		db->put(db, NULL, &k, &v, 0);
+	}
+	db->close(db, 0);
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	return path;
+}
+
+static void test_db(void)
+{
+	char err[512], spec[600];
+	/* postmap -N writes a trailing NUL after key and value, -n does not */
+	const char *kv[] = {"Alice@Example.com", "alice", "bob@example.com\0", "bob\0", "x@y", ""};
+	const size_t lens[] = {17, 5, 16, 4, 3, 0};
+	const char *path = write_db("mixed", DB_HASH, kv, lens, 6);
+	snprintf(spec, sizeof(spec), "hash:%s", path);
+	struct table *t = table_open(spec, err, sizeof(err));
+	if (!ok(t != NULL, "hash: with and without trailing NULs loads"))
+		diag("%s", err);
+	const char *v;
+	ok(t && table_lookup_sync(t, "alice@example.com", &v) == TABLE_OK &&
+		   strcmp(v, "alice") == 0,
+	   "an upper-case key is found lower-cased");
+	ok(t && table_lookup_sync(t, "bob@example.com", &v) == TABLE_OK && strcmp(v, "bob") == 0,
+	   "one trailing NUL is dropped from key and value");
+	ok(t && table_lookup_sync(t, "x@y", &v) == TABLE_OK && strcmp(v, "") == 0,
+	   "an empty value is a value");
+	table_free(&t);
+
+	snprintf(spec, sizeof(spec), "btree:%s", path);
+	t = table_open(spec, err, sizeof(err));
+	ok(t == NULL && strstr(err, "not a btree file") != NULL,
+	   "btree: on a hash file is refused");
+
+	const char *nul_in_value[] = {"k@x", "a\0b"};
+	size_t l2[] = {3, 3};
+	path = write_db("nulvalue", DB_BTREE, nul_in_value, l2, 2);
+	snprintf(spec, sizeof(spec), "btree:%s", path);
+	t = table_open(spec, err, sizeof(err));
+	ok(t == NULL && strstr(err, "a value with a NUL inside") != NULL,
+	   "a NUL inside a value is refused, not cut short");
+	const char *nul_in_key[] = {"k\0@evil", "v"};
+	size_t l3[] = {8, 1};
+	path = write_db("nulkey", DB_HASH, nul_in_key, l3, 2);
+	snprintf(spec, sizeof(spec), "hash:%s", path);
+	t = table_open(spec, err, sizeof(err));
+	ok(t == NULL && strstr(err, "a key with a NUL inside") != NULL,
+	   "a NUL inside a key is refused, not cut short");
+	const char *empty_key[] = {"", "v"};
+	size_t l4[] = {0, 1};
+	path = write_db("emptykey", DB_HASH, empty_key, l4, 2);
+	snprintf(spec, sizeof(spec), "hash:%s", path);
+	t = table_open(spec, err, sizeof(err));
+	ok(t == NULL && strstr(err, "empty key") != NULL, "an empty key is refused");
+	path = write_file("notadb.db", "this is text, not Berkeley DB\n");
+	t = table_open("hash:/nonexistent/dir/x", err, sizeof(err));
+	ok(t == NULL && strstr(err, "run postmap") != NULL,
+	   "a missing .db: the hint to run postmap");
+	char stem[512];
+	snprintf(stem, sizeof(stem), "hash:%.*s", (int)(strlen(path) - 3), path);
+	t = table_open(stem, err, sizeof(err));
+	ok(t == NULL && strstr(err, "notadb.db") != NULL,
+	   "a file that is not Berkeley DB is refused");
+}
+
 static void expect_error(const char *name, const char *text, const char *want)
 {
 	char err[512] = "", spec[600];
@@ -137,7 +222,7 @@ static void test_texthash_errors(void)
 	char err[256];
 	struct table *t = table_open("texthash:/nonexistent/file", err, sizeof(err));
 	ok(t == NULL && strstr(err, "/nonexistent/file") != NULL, "missing file: error names it");
-	t = table_open("hash:/etc/x", err, sizeof(err));
+	t = table_open("cdb:/etc/x", err, sizeof(err));
 	ok(t == NULL && strstr(err, "unsupported table type") != NULL, "unknown type refused");
 	t = table_open("noprefix", err, sizeof(err));
 	ok(t == NULL, "name without type refused");
@@ -554,6 +639,7 @@ int main(void)
 	uv_loop_init(&loop);
 	test_texthash();
 	test_texthash_errors();
+	test_db();
 	test_inline_static_fail();
 	test_mysql_cf();
 	test_cache();
