@@ -309,7 +309,10 @@ static void dns_req_finish(struct dns_req *req)
 	if (r.status == DNS_OK)
 		req->why[0] = '\0';
 	else if (req->why[0] == '\0')
-		snprintf(req->why, sizeof(req->why), "%s: no address", req->domain);
+		snprintf(req->why, sizeof(req->why), "%s: %s", req->domain,
+			 req->mx_status == DNS_NXDOMAIN ? "no such domain (NXDOMAIN)"
+			 : req->mode == DNS_MODE_EXISTS ? "no MX, A or AAAA record"
+							: "no address for its mail servers");
 	r.targets = t;
 	r.ntargets = req->mode == DNS_MODE_TARGETS ? n : 0;
 	dns_cb *cb = req->cb;
