@@ -200,8 +200,8 @@ static const struct config_key config_keys[] = {
 	{"dns_timeout", CFG_TIME, OFF(dns_timeout_ms), "5s", 100, 60000, NULL, GLOBAL},
 	{"dns_tries", CFG_UINT, OFF(dns_tries), "2", 1, 10, NULL, GLOBAL},
 	{"dns_cache_size", CFG_UINT, OFF(dns_cache_size), "1000", 0, 100000, NULL, GLOBAL},
-	{"unknown_address_reject_code", CFG_UINT, OFF(unknown_address_reject_code), "450", 400,
-	 599, NULL, LISTENER},
+	{"unknown_address_reject_code", CFG_UINT, OFF(unknown_address_reject_code), "450", 400, 599,
+	 NULL, LISTENER},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -573,7 +573,8 @@ static bool config_add_dest(void *arg, const char *item, char *err, size_t errle
 		}
 		d.implicit_tls |= wrapper;
 		struct in6_addr a;
-		if (d.mx && (inet_pton(AF_INET, d.host, &a) == 1 || inet_pton(AF_INET6, d.host, &a) == 1))
+		if (d.mx &&
+		    (inet_pton(AF_INET, d.host, &a) == 1 || inet_pton(AF_INET6, d.host, &a) == 1))
 			d.mx = false;
 	}
 	d.text = xstrdup(item);

@@ -41,9 +41,9 @@ struct dns {
 	struct dns_poll *polls;
 	struct dns_cache *cache;
 	size_t cache_max;
-	struct list_link reqs;      /* struct dns_req.link */
+	struct list_link reqs;     /* struct dns_req.link */
 	struct dns_query *queries; /* handed to c-ares */
-	unsigned nqueries;     /* handed to c-ares, not answered yet */
+	unsigned nqueries;         /* handed to c-ares, not answered yet */
 	struct defer_queue defer;
 	unsigned closing; /* handles still closing after dns_free */
 	bool freed;
@@ -195,9 +195,9 @@ static void dns_channel(struct dns *d, const struct config *cfg)
 	if (cfg->dns_servers != NULL &&
 	    !dns_servers_parse(cfg->dns_servers, servers, sizeof(servers), err, sizeof(err)))
 		servers[0] = '\0'; /* relay_load() refused it already */
-	if (d->ch_ok && (d->nqueries > 0 || (strcmp(servers, d->servers) == 0 &&
-					     d->timeout_ms == cfg->dns_timeout_ms &&
-					     d->tries == cfg->dns_tries)))
+	if (d->ch_ok && (d->nqueries > 0 ||
+			 (strcmp(servers, d->servers) == 0 &&
+			  d->timeout_ms == cfg->dns_timeout_ms && d->tries == cfg->dns_tries)))
 		return;
 	if (d->cache_max != cfg->dns_cache_size) {
 		dns_cache_free(&d->cache);
@@ -229,7 +229,8 @@ static void dns_channel(struct dns *d, const struct config *cfg)
 		log_err("dns: cannot create a resolver: %s", ares_strerror(r));
 		return;
 	}
-	if (servers[0] != '\0' && (r = ares_set_servers_ports_csv(d->ch, servers)) != ARES_SUCCESS) {
+	if (servers[0] != '\0' &&
+	    (r = ares_set_servers_ports_csv(d->ch, servers)) != ARES_SUCCESS) {
 		log_err("dns: cannot use dns_servers: %s", ares_strerror(r));
 		ares_destroy(d->ch);
 		return;
@@ -341,7 +342,7 @@ static void dns_why(struct dns_req *req, const char *name, int type, const char 
 {
 	if (req->why[0] == '\0')
 		snprintf(req->why, sizeof(req->why), "%s/%s: %s", name,
-			 type == ns_t_mx	? "MX"
+			 type == ns_t_mx  ? "MX"
 			 : type == ns_t_a ? "A"
 					  : "AAAA",
 			 what);
@@ -668,8 +669,8 @@ bool dns_servers_parse(const char *spec, char *csv, size_t csvlen, char *err, si
 		} else {
 			char *colon = strchr(item, ':');
 			if (colon != NULL && strchr(colon + 1, ':') != NULL) {
-				snprintf(err, errlen, "dns_servers: IPv6 address needs brackets: \"%s\"",
-					 item);
+				snprintf(err, errlen,
+					 "dns_servers: IPv6 address needs brackets: \"%s\"", item);
 				return false;
 			}
 			if (colon != NULL) {

@@ -37,7 +37,7 @@ struct dns_target {
 
 struct dns_result {
 	enum dns_status status;
-	bool null_mx; /* RFC 7505: the domain accepts no mail */
+	bool null_mx;                     /* RFC 7505: the domain accepts no mail */
 	const struct dns_target *targets; /* dns_resolve_mx: in the order to try */
 	size_t ntargets;
 	const char *why; /* what failed, for logs ("" when OK) */

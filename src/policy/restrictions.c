@@ -424,8 +424,8 @@ const char *restrictions_dns_address(const struct restrictions *r, size_t next,
 				     const struct restrictions_facts *f, bool *recipient_r,
 				     const char **domain_r)
 {
-	*recipient_r = next > 0 && next <= r->n &&
-		       r->items[next - 1].kind == R_UNKNOWN_RECIPIENT_DOMAIN;
+	*recipient_r =
+		next > 0 && next <= r->n && r->items[next - 1].kind == R_UNKNOWN_RECIPIENT_DOMAIN;
 	const char *addr = *recipient_r ? f->recipient : f->sender;
 	*domain_r = restrictions_dns_domain(addr);
 	return addr;
@@ -441,8 +441,8 @@ bool restrictions_unknown_domain_reply(const char *addr, const char *domain, boo
 	if (null_mx) {
 		/* RFC 7505 §4.2/§4.3, with Postfix's codes and text */
 		restrictions_reply(out, recipient ? 556 : 550, recipient ? "5.1.10" : "5.7.27",
-				   "<%s>: %s rejected: Domain %s does not accept mail (nullMX)", addr,
-				   class, domain);
+				   "<%s>: %s rejected: Domain %s does not accept mail (nullMX)",
+				   addr, class, domain);
 		return true;
 	}
 	/* Postfix: unknown_address_reject_code for a domain that does not

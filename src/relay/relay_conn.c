@@ -214,8 +214,7 @@ static void relay_conn_fail_dns(struct relay_conn *rc, enum relay_fail kind, con
 			relay_conn_start(t);
 			return;
 		}
-		if (more && t->mx != NULL && t->mx_dest == t->dest_idx &&
-		    t->mx_idx + 1 < t->nmx) {
+		if (more && t->mx != NULL && t->mx_dest == t->dest_idx && t->mx_idx + 1 < t->nmx) {
 			/* the next address of the destination's MX hosts, before
 			   MAIL was accepted (docs/dns.md) */
 			t->mx_idx++;

@@ -181,7 +181,8 @@ static void test_cache(void)
 	   "the entry expiring first made room");
 	unsigned char big[DNS_CACHE_ANSWER_MAX + 1] = {0};
 	dns_cache_put(c, "big.test", ns_t_mx, DNS_OK, big, sizeof(big), 60, 1000);
-	ok(!dns_cache_get(c, "big.test", ns_t_mx, 1000, &st, &a, &n), "an oversized answer is not kept");
+	ok(!dns_cache_get(c, "big.test", ns_t_mx, 1000, &st, &a, &n),
+	   "an oversized answer is not kept");
 	dns_cache_free(&c);
 	ok(c == NULL, "freed");
 	struct dns_cache *none = dns_cache_new(0);
