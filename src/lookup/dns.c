@@ -211,6 +211,13 @@ static void dns_channel(struct dns *d, const struct config *cfg)
 	if (d->ch_ok) {
 		ares_destroy(d->ch);
 		d->ch_ok = false;
+		/* a socket c-ares did not report closed: its descriptor may
+		   come back under the new channel */
+		while (d->polls != NULL) {
+			struct dns_poll *p = d->polls;
+			d->polls = p->next;
+			dns_poll_close(d, p);
+		}
 	}
 	pthread_once(&dns_once, dns_lib_init);
 	if (dns_lib_status != ARES_SUCCESS)
