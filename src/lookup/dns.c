@@ -15,10 +15,6 @@
 #include "core/list.h"
 #include "core/log.h"
 
-/* MX records looked at in one answer (the first DNS_MX_MAX by preference
- * are used). */
-#define DNS_MX_SCAN_MAX 64
-
 #define dns_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 struct dns_poll {
@@ -381,31 +377,18 @@ static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const uns
 		dns_req_addresses(req);
 		return;
 	}
-	struct ares_mx_reply *mx = NULL;
-	if (ares_parse_mx_reply(abuf, (int)alen, &mx) != ARES_SUCCESS) {
+	struct dns_mx *list = xcalloc(DNS_MX_SCAN_MAX, sizeof(*list));
+	size_t bad = 0;
+	bool root = false;
+	int got = dns_mx_parse(abuf, alen, list, DNS_MX_SCAN_MAX, &root, &bad);
+	if (got < 0) {
+		free(list);
 		req->temp = true;
 		req->mx_status = DNS_TEMPFAIL;
 		dns_why(req, req->domain, ns_t_mx, "malformed answer");
 		return;
 	}
-	struct dns_mx *list = xcalloc(DNS_MX_SCAN_MAX, sizeof(*list));
-	size_t n = 0, total = 0, bad = 0;
-	bool root = false;
-	for (struct ares_mx_reply *m = mx; m != NULL && total < DNS_MX_SCAN_MAX;
-	     m = m->next, total++) {
-		if (m->host[0] == '\0' || strcmp(m->host, ".") == 0) {
-			root = true; /* RFC 7505 null MX */
-			continue;
-		}
-		if (!dns_name_valid(m->host)) {
-			bad++;
-			continue;
-		}
-		snprintf(list[n].host, sizeof(list[n].host), "%s", m->host);
-		list[n].pref = m->priority;
-		n++;
-	}
-	ares_free_data(mx);
+	size_t n = (size_t)got;
 	if (root && n == 0) {
 		req->null_mx = true;
 		dns_why(req, req->domain, ns_t_mx, "null MX (RFC 7505)");

@@ -216,3 +216,32 @@ bool dns_name_valid(const char *name)
 	}
 	return true;
 }
+
+int dns_mx_parse(const unsigned char *abuf, size_t alen, struct dns_mx *mx, size_t max,
+		 bool *null_mx_r, size_t *bad_r)
+{
+	*null_mx_r = false;
+	*bad_r = 0;
+	struct ares_mx_reply *list = NULL;
+	if (alen > 65535 || ares_parse_mx_reply(abuf, (int)alen, &list) != ARES_SUCCESS)
+		return -1;
+	size_t n = 0, seen = 0;
+	for (struct ares_mx_reply *m = list; m != NULL && seen < DNS_MX_SCAN_MAX;
+	     m = m->next, seen++) {
+		if (m->host == NULL || m->host[0] == '\0' || strcmp(m->host, ".") == 0) {
+			*null_mx_r = true;
+			continue;
+		}
+		if (!dns_name_valid(m->host)) {
+			(*bad_r)++;
+			continue;
+		}
+		if (n == max)
+			continue;
+		snprintf(mx[n].host, sizeof(mx[n].host), "%s", m->host);
+		mx[n].pref = m->priority;
+		n++;
+	}
+	ares_free_data(list);
+	return (int)n;
+}
