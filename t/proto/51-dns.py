@@ -6,6 +6,10 @@ on loopback serving MX, A, AAAA, NXDOMAIN and null MX answers:
   * relayhost = mx.test:PORT: the preferred MX (mx1, 127.0.0.2) refuses the
     connection, the message goes through the second (mx2, 127.0.0.1);
   * a domain without MX: its own address (RFC 5321 §5.1);
+  * an MX host that refuses us in its greeting (554): the next MX;
+  * TLS with relay_tls_security_level = verify: the name checked is the MX
+    host's (mail.test.example matches the certificate, another name fails
+    with 451 4.7.5);
   * NXDOMAIN for the relay: 4xx, nothing delivered;
   * the DNS server down: 451 4.4.3, never a 250;
   * reject_unknown_sender_domain / reject_unknown_recipient_domain with
@@ -32,12 +36,49 @@ if not dnsmod.available():
 
 env, certs, sink = setup()
 P = sink.port
+tls_sink = env.sink(starttls=True)
+P2 = tls_sink.port
+
+
+class Refuser(threading.Thread):
+    """An SMTP server on 127.0.0.3 that refuses every client in its greeting."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.3", port))
+        self.srv.listen(8)
+        self.count = 0
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.count += 1
+            try:
+                c.sendall(b"554 5.3.2 not accepting mail now\r\n")
+                c.settimeout(2)
+                c.recv(512)
+            except OSError:
+                pass
+            c.close()
+
+
+refuser = Refuser(P)
+refuser.start()
 dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.mx.test", 20),
                               ("good.test", "mx2.mx.test", 10),
+                              ("greet.test", "greet.mx.test", 10), ("greet.test", "mx2.mx.test", 20),
+                              ("tls.test", "mail.test.example", 10),
+                              ("wrongname.test", "mx2.mx.test", 10),
                               ("null.test", ".", 0),
                               ("badmx.test", "nowhere.test", 10)],
                      hosts=[("mx1.mx.test", "127.0.0.2"), ("mx2.mx.test", "127.0.0.1"),
-                            ("nomx.test", "127.0.0.1")],
+                            ("nomx.test", "127.0.0.1"), ("greet.mx.test", "127.0.0.3"),
+                            ("mail.test.example", "127.0.0.1")],
                      extra=["--txt-record=noaddr.test,nothing here"])
 dns.start()
 
@@ -46,6 +87,7 @@ with open(ROUTES, "w") as f:
     f.write("fallback@good.test nomx.test:%d\n" % P)
     f.write("nx@good.test nx.test:%d\n" % P)
     f.write("bracket@good.test [127.0.0.1]:%d\n" % P)
+    f.write("greet@good.test greet.test:%d\n" % P)
 
 conf = standard_config(certs, sink, extra=[
     ("relayhost", "mx.test:%d" % P),
@@ -97,6 +139,14 @@ like(d.log(), r"cannot find the mail servers of nx\.test", "the log says why")
 time.sleep(0.3)
 is_(sink.count(), n0, "nothing delivered")
 
+n0 = sink.count()
+out = send(d, "greet@good.test", subject="greeting refused")
+is_(codes(out), [250, 250, 354, 250], "route greet.test: first MX refuses in its greeting, delivered")
+ok(refuser.count >= 1, "the refusing MX (127.0.0.3) was asked first")
+like(d.log(), r"relay=greet\.mx\.test\[127\.0\.0\.3\]:%d: refused us: 554" % P,
+     "the log names the refusing MX and its reply")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+
 out = send(d, "bracket@good.test", subject="bracket")
 is_(codes(out), [250, 250, 354, 250], "a bracketed route still connects as written")
 
@@ -142,15 +192,35 @@ c.close()
 like(d.log(), r"reject_unknown_sender_domain: <a@nx\.test>: nx\.test: no such domain \(NXDOMAIN\)",
      "the reject is logged, with why")
 
+# TLS names for MX hosts
+TROUTES = env.path("troutes")
+with open(TROUTES, "w") as f:
+    f.write("wrong@good.test wrongname.test:%d\n" % P2)
+conf6 = standard_config(certs, tls_sink, extra=[
+    ("relayhost", "tls.test:%d" % P2), ("dns_servers", dns.servers),
+    ("relay_tls_security_level", "verify"), ("relay_tls_ca_file", certs.ca),
+    ("sender_relay_maps", "texthash:" + TROUTES)])
+d6 = env.submitd(conf6, name="submitd-tls")
+n0 = tls_sink.count()
+out = send(d6, "a@good.test", subject="tls by mx")
+is_(codes(out), [250, 250, 354, 250], "verify: MX host mail.test.example matches the certificate")
+ok(tls_sink.wait_count(n0 + 1), "the TLS sink has it")
+like(d6.log(), r"relay=mail\.test\.example\[127\.0\.0\.1\]:%d: Verified TLS" % P2,
+     "Verified TLS with the MX host's name")
+out = send(d6, "wrong@good.test", subject="tls wrong name")
+ok(out[1].code == 451 and out[1].enhanced == "4.7.5",
+   "verify: MX host mx2.mx.test is not in the certificate: 451 4.7.5", out)
+like(d6.log(), r'certificate not verified for "mx2\.mx\.test"', "the log names the MX host")
+
 # unknown_address_reject_code on a listen line
 conf5 = standard_config(certs, sink, extra=[
     ("dns_servers", dns.servers), ("sender_restrictions", "reject_unknown_sender_domain"),
-    ("unknown_address_reject_code", "550")])
+    ("unknown_address_reject_code", "554")])
 d5 = env.submitd(conf5, name="submitd-550")
 c = client(d5, "plain", certs)
 r = c.cmd("MAIL FROM:<a@nx.test>")
-is_(r.lines[-1], "550 5.1.8 <a@nx.test>: Sender address rejected: Domain not found",
-    "unknown_address_reject_code = 550")
+is_(r.lines[-1], "554 5.1.8 <a@nx.test>: Sender address rejected: Domain not found",
+    "unknown_address_reject_code = 554 (the LibreLAMP seed's line)")
 c.close()
 
 # ---------------------------------------------------------------- DNS down
@@ -232,7 +302,8 @@ a.close()
 b.close()
 slow.sock.close()
 
-for dd in (d, d2, d3, d4, d5):
+refuser.srv.close()
+for dd in (d, d2, d3, d4, d5, d6):
     ok(not unsafe_log_lines(dd.logfile), "%s: every log line escaped" % dd.name)
     ok(dd.sanitizer_report() is None, "%s: no sanitizer report" % dd.name)
 done()
