@@ -603,6 +603,7 @@ void dns_free(struct dns **dp)
 	while (!list_empty(&d->reqs)) {
 		struct dns_req *req = list_entry(list_first(&d->reqs), struct dns_req, link);
 		req->temp = true;
+		req->null_mx = false;
 		req->mx_status = DNS_TEMPFAIL;
 		req->nhosts = 0;
 		snprintf(req->why, sizeof(req->why), "resolver shut down");

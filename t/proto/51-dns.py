@@ -21,6 +21,7 @@ on loopback serving MX, A, AAAA, NXDOMAIN and null MX answers:
 
 docs/design.md invariants 1, 2 and 4."""
 import os
+import re
 import socket
 import struct
 import sys
@@ -149,6 +150,10 @@ ok(sink.wait_count(n0 + 1), "the sink has it")
 
 out = send(d, "bracket@good.test", subject="bracket")
 is_(codes(out), [250, 250, 354, 250], "a bracketed route still connects as written")
+
+rc, txt = run([env.binary, "-c", d.conf, "-t"], timeout=60)
+ok(rc == 0 and re.search(r"relay mx\.test:%d .*: ok" % P, txt) is not None,
+   "submitd -t: the relayhost by MX checks out", txt)
 
 # ---------------------------------------------------------------- cache
 before = [q for q in dns.queries() if q == ("MX", "mx.test")]
