@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 
-from harness import _cleanups, free_port, under_ci  # noqa: F401
+from harness import _cleanups, free_port, terminate
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
@@ -110,10 +110,5 @@ class Dnsmasq:
         return out
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
+        self.proc = None
