@@ -199,7 +199,7 @@ static const struct config_key config_keys[] = {
 	{"dns_servers", CFG_STR, OFF(dns_servers), NULL, 0, 0, NULL, GLOBAL},
 	{"dns_timeout", CFG_TIME, OFF(dns_timeout_ms), "5s", 100, 60000, NULL, GLOBAL},
 	{"dns_tries", CFG_UINT, OFF(dns_tries), "2", 1, 10, NULL, GLOBAL},
-	{"dns_cache_size", CFG_UINT, OFF(dns_cache_size), "1000", 0, 100000, NULL, GLOBAL},
+	{"dns_cache_size", CFG_UINT, OFF(dns_cache_size), "1000", 0, 10000, NULL, GLOBAL},
 	{"unknown_address_reject_code", CFG_UINT, OFF(unknown_address_reject_code), "450", 400, 599,
 	 NULL, LISTENER},
 };
