@@ -196,6 +196,8 @@ void session_restr_run(struct session *s, size_t start)
 	};
 	struct smtp_reply r;
 	enum sender_login_policy pol = SENDER_LOGIN_NONE;
+	if (start == 0)
+		s->dns_defer = false;
 	enum restrictions_verdict v =
 		list == NULL ? RESTRICTIONS_PERMIT
 			     : restrictions_eval(list, start, &f, &r, &s->restr_next, &pol);
@@ -218,6 +220,8 @@ void session_restr_run(struct session *s, size_t start)
 		session_restr_run(s, s->restr_next);
 		return;
 	}
+	if (session_dns_deferred(s))
+		return;
 	if (s->restr_rcpt) {
 		session_rcpt_go(s);
 		return;

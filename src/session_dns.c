@@ -23,12 +23,31 @@ static void session_dns_cb_do(struct session *s, const struct dns_result *r)
 	if (restrictions_unknown_domain_reply(addr, domain, s->dns_rcpt,
 					      s->cfg->unknown_address_reject_code, r->status,
 					      r->null_mx, &no)) {
-		log_info("%s: reject_unknown_%s_domain: <%s>: %s", s->id,
-			 s->dns_rcpt ? "recipient" : "sender", addr, r->why);
-		session_complete(s, &no);
-		return;
+		bool later = r->status == DNS_TEMPFAIL && !r->null_mx &&
+			     !s->cfg->unknown_address_tempfail_defer;
+		log_info("%s: reject_unknown_%s_domain: <%s>: %s%s", s->id,
+			 s->dns_rcpt ? "recipient" : "sender", addr, r->why,
+			 later ? " (defer_if_permit)" : "");
+		if (!later) {
+			session_complete(s, &no);
+			return;
+		}
+		/* Postfix's defer_if_permit: a later reject still wins */
+		if (!s->dns_defer) {
+			s->dns_defer = true;
+			s->dns_deferred = no;
+		}
 	}
 	session_restr_run(s, s->restr_next);
+}
+
+bool session_dns_deferred(struct session *s)
+{
+	if (!s->dns_defer)
+		return false;
+	s->dns_defer = false;
+	session_complete(s, &s->dns_deferred);
+	return true;
 }
 
 static void session_dns_cb(void *ctx, const struct dns_result *r)

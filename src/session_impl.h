@@ -72,6 +72,8 @@ struct session {
 	size_t restr_next;       /* where to resume after an ownership check */
 	struct dns_req *dns_req; /* reject_unknown_*_domain's lookup (session_dns.c) */
 	bool dns_rcpt;           /* ...for the recipient, else the sender */
+	bool dns_defer;          /* defer_if_permit: dns_deferred answers a permit */
+	struct smtp_reply dns_deferred;
 
 	/* content */
 	struct buf header; /* held until the header section is complete */
@@ -140,6 +142,9 @@ struct restrictions_facts;
  * then refuses or resumes the list at s->restr_next. */
 void session_dns_check(struct session *s, const struct restrictions *list,
 		       const struct restrictions_facts *f);
+/* The list permitted: true when a DNS failure deferred (then answered
+ * 450), Postfix's defer_if_permit. */
+bool session_dns_deferred(struct session *s);
 
 /* ---- session_dkim.c ---- */
 

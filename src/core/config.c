@@ -47,6 +47,7 @@ struct config_key {
 
 static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
 static config_hook config_disable_vrfy;
+static config_hook config_unknown_tempfail;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
 static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth,
@@ -202,6 +203,8 @@ static const struct config_key config_keys[] = {
 	{"dns_cache_size", CFG_UINT, OFF(dns_cache_size), "1000", 0, 10000, NULL, GLOBAL},
 	{"unknown_address_reject_code", CFG_UINT, OFF(unknown_address_reject_code), "450", 400, 599,
 	 NULL, LISTENER},
+	{"unknown_address_tempfail_action", CFG_SPECIAL, 0, "defer_if_permit", 0, 0,
+	 config_unknown_tempfail, LISTENER},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -752,6 +755,19 @@ static bool config_yesno(const char *value, bool *r, char *err, size_t errlen)
 static bool config_disable_vrfy(struct config *cfg, const char *value, char *err, size_t errlen)
 {
 	return config_yesno(value, &cfg->disable_vrfy, err, errlen);
+}
+
+/* Postfix's two values; a DNS failure in reject_unknown_*_domain answers
+ * 450 at once (defer) or only when the rest of the list permits. */
+static bool config_unknown_tempfail(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(value, "defer_if_permit") == 0 || strcmp(value, "defer") == 0) {
+		cfg->unknown_address_tempfail_defer = strcmp(value, "defer") == 0;
+		return true;
+	}
+	return config_err(err, errlen,
+			  "unknown_address_tempfail_action: \"%s\" (defer_if_permit or defer)",
+			  value);
 }
 
 static bool config_sender_dependent_auth(struct config *cfg, const char *value, char *err,

@@ -224,6 +224,7 @@ struct config {
 	unsigned dns_tries;
 	unsigned dns_cache_size;
 	unsigned unknown_address_reject_code; /* reject_unknown_*_domain */
+	bool unknown_address_tempfail_defer;  /* "defer": else defer_if_permit */
 
 	/* Running it (core/privileges.c, net/proxy.h, net/tls.c) */
 	char *user;                  /* drop to this user after binding; NULL: keep */

@@ -14,7 +14,8 @@ on loopback serving MX, A, AAAA, NXDOMAIN and null MX answers:
   * the DNS server down: 451 4.4.3, never a 250;
   * reject_unknown_sender_domain / reject_unknown_recipient_domain with
     Postfix's codes and texts (unknown_address_reject_code, 450 on a DNS
-    failure, RFC 7505 null MX);
+    failure with unknown_address_tempfail_action defer_if_permit or defer,
+    RFC 7505 null MX);
   * answers cached by TTL: a second transaction asks dnsmasq nothing;
   * a slow DNS answer (a server that answers after 2 s) does not delay
     another session's EHLO on the same worker (invariant 1).
@@ -234,7 +235,12 @@ dead = free_port()
 conf2 = standard_config(certs, sink, extra=[
     ("relayhost", "mx.test:%d" % P), ("dns_servers", "127.0.0.1:%d" % dead),
     ("dns_timeout", "300ms"), ("dns_tries", "1"),
-    ("recipient_restrictions", "reject_unknown_recipient_domain, permit_mynetworks, reject")])
+    ("recipient_restrictions", "reject_unknown_recipient_domain, permit_mynetworks, reject"),
+    ("listen", "127.0.0.1:%d plain trusted" % free_port()),
+    ("listen", "127.0.0.1:%d plain trusted "
+     "recipient_restrictions=reject_unknown_recipient_domain,reject" % free_port()),
+    ("listen", "127.0.0.1:%d plain trusted unknown_address_tempfail_action=defer "
+     "recipient_restrictions=reject_unknown_recipient_domain,reject" % free_port())])
 d2 = env.submitd(conf2, name="submitd-dnsdown")
 n0 = sink.count()
 c = client(d2, "plain", certs)
@@ -244,6 +250,15 @@ is_(r.lines[-1], "450 4.1.2 <b@good.test>: Recipient address rejected: Domain no
     "DNS down: reject_unknown_recipient_domain answers 450")
 c.cmd("RSET")
 c.close()
+for idx, want, name in [
+        (1, "554 5.7.1 <b@good.test>: Recipient address rejected: Access denied",
+         "defer_if_permit (the default): a later reject wins"),
+        (2, "450 4.1.2 <b@good.test>: Recipient address rejected: Domain not found",
+         "unknown_address_tempfail_action = defer: 450 at once")]:
+    c = client(d2, idx, certs)
+    c.cmd("MAIL FROM:<a@good.test>")
+    is_(c.cmd("RCPT TO:<b@good.test>").lines[-1], want, "DNS down, " + name)
+    c.close()
 conf3 = standard_config(certs, sink, extra=[
     ("relayhost", "mx.test:%d" % P), ("dns_servers", "127.0.0.1:%d" % dead),
     ("dns_timeout", "300ms"), ("dns_tries", "1")])
