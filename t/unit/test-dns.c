@@ -263,6 +263,37 @@ static void test_servers(void)
 	   "more than 8 servers refused");
 }
 
+/* Which destinations config_relay_parse marks for an MX lookup. */
+static void test_relay_dest(void)
+{
+	static const struct {
+		const char *text;
+		bool mx;
+		unsigned port;
+	} cases[] = {
+		{"example.com", true, 25},
+		{"example.com:587", true, 587},
+		{"smtp:example.com:submission", true, 587},
+		{"smtps:example.com", true, 25},
+		{"[example.com]", false, 25},
+		{"[example.com]:587", false, 587},
+		{"192.0.2.1:25", false, 25},
+		{"lmtp:host.example:24", false, 24},
+		{"lmtp:unix:/run/lmtp", false, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct relay_dest *d = NULL;
+		size_t n = 0;
+		char err[200] = "";
+		bool parsed = config_relay_parse(cases[i].text, &d, &n, err, sizeof(err));
+		ok(parsed && n == 1 && d[0].mx == cases[i].mx && d[0].port == cases[i].port,
+		   "%s: %s, port %u %s", cases[i].text, cases[i].mx ? "MX lookup" : "as written",
+		   cases[i].port, err);
+		if (parsed)
+			config_relay_free(d, n);
+	}
+}
+
 static int ncalls[4];
 static enum dns_status last[4];
 
@@ -330,6 +361,7 @@ int main(void)
 	test_cache();
 	test_names();
 	test_servers();
+	test_relay_dest();
 	test_resolver();
 	return done_testing();
 }
