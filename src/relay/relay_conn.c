@@ -23,8 +23,9 @@
 /* The client state machine (Postfix smtp_proto.c keeps the same kind of
  * table): a state's name for logs, the fixed line that enters it, and its
  * timer. Every command waits relay_timeout for its reply. Two timers are not
- * in the table: connecting (relay_connect_timeout for an address literal or
- * a UNIX socket, relay_timeout once a name was resolved: relay_conn_start),
+ * in the table: connecting (relay_connect_timeout for an address literal,
+ * a UNIX socket or each address of an MX lookup, relay_timeout once a
+ * bracketed name was resolved: relay_conn_start),
  * and an idle pooled connection (relay_idle_timeout: relay_pool_park). The
  * STARTTLS handshake runs within the STARTTLS command's relay_timeout; each
  * write of content restarts relay_timeout (relay_txn_write). From the 354
