@@ -130,22 +130,11 @@ int main(void)
 		const char *addr;
 		bool fqdn;
 	} fq[] = {
-		{"a@example.com", true},
-		{"a@example.com.", true},
-		{"a@example.com..", false},
-		{"a@localhost", false},
-		{"a", false},
-		{"a@", false},
-		{"a@[192.0.2.1]", true},
-		{"a@[IPv6:2001:db8::1]", true},
-		{"a@123.456", false},
-		{"a@1x.2", true},
-		{"a@-x.example", false},
-		{"a@x-.example", false},
-		{"a@x_y.example", true},
-		{"a@x..example", false},
-		{"a@.example", false},
-		{"\"a@b\"@example.com", true},
+		{"a@example.com", true}, {"a@example.com.", true}, {"a@example.com..", false},
+		{"a@localhost", false}, {"a", false}, {"a@", false}, {"a@[192.0.2.1]", true},
+		{"a@[IPv6:2001:db8::1]", true}, {"a@123.456", false}, {"a@1x.2", true},
+		{"a@-x.example", false}, {"a@x-.example", false}, {"a@x_y.example", true},
+		{"a@x..example", false}, {"a@.example", false}, {"\"a@b\"@example.com", true},
 		{"a@b@localhost", false},
 	};
 	for (size_t i = 0; i < sizeof(fq) / sizeof(fq[0]); i++)
@@ -159,15 +148,12 @@ int main(void)
 	ok(restrictions_fqdn(addr, false), "a 63-byte label is fine");
 	snprintf(addr, sizeof(addr), "x@a%s", label);
 	ok(!restrictions_fqdn(addr, false), "a 64-byte label is not");
-	ok(!restrictions_fqdn("a@b\xc3\xa9.example", false),
-	   "UTF-8 domain without SMTPUTF8: not FQDN");
+	ok(!restrictions_fqdn("a@b\xc3\xa9.example", false), "UTF-8 domain without SMTPUTF8: not FQDN");
 	ok(restrictions_fqdn("a@b\xc3\xa9.example", true), "UTF-8 domain with SMTPUTF8: FQDN");
 
 	struct restrictions_facts f = {
-		.sender = "alice@example.com",
-		.recipient = "bob@localhost",
-		.login = "alice@example.com",
-		.delimiters = "+",
+		.sender = "alice@example.com", .recipient = "bob@localhost",
+		.login = "alice@example.com", .delimiters = "+",
 	};
 	enum restrictions_stage R = RESTRICTIONS_RECIPIENT, S = RESTRICTIONS_SENDER;
 	check("reject_non_fqdn_recipient", R, &f,
@@ -186,12 +172,10 @@ int main(void)
 	check("reject_non_fqdn_sender", S, &f, "permit", "the null sender is exempt");
 	f.sender = "alice@example.com";
 	f.recipient = NULL;
-	check("reject_non_fqdn_recipient", S, &f, "permit",
-	      "no recipient at MAIL: nothing to check");
+	check("reject_non_fqdn_recipient", S, &f, "permit", "no recipient at MAIL: nothing to check");
 
 	f.recipient = "bob@example.net";
-	check("permit_sasl_authenticated, reject", R, &f, "permit",
-	      "permit_sasl_authenticated, logged in");
+	check("permit_sasl_authenticated, reject", R, &f, "permit", "permit_sasl_authenticated, logged in");
 	f.login = NULL;
 	check("permit_sasl_authenticated, reject", R, &f,
 	      "554 5.7.1 <bob@example.net>: Recipient address rejected: Access denied",
@@ -199,13 +183,12 @@ int main(void)
 	check("permit_sasl_authenticated reject", S, &f,
 	      "554 5.7.1 <alice@example.com>: Sender address rejected: Access denied",
 	      "reject in the sender list: about the sender; spaces separate too");
-	check("defer", S, &f,
-	      "450 4.3.2 <alice@example.com>: Sender address rejected: Try again later", "defer");
+	check("defer", S, &f, "450 4.3.2 <alice@example.com>: Sender address rejected: Try again later",
+	      "defer");
 	f.mynetworks = true;
 	check("permit_mynetworks,reject", R, &f, "permit", "permit_mynetworks");
 	f.mynetworks = false;
-	check("reject_unauth_destination", R, &f,
-	      "554 5.7.1 <bob@example.net>: Relay access denied",
+	check("reject_unauth_destination", R, &f, "554 5.7.1 <bob@example.net>: Relay access denied",
 	      "reject_unauth_destination: neither logged in nor trusted");
 	f.trusted = true;
 	check("reject_unauth_destination", R, &f, "permit", "... a trusted client");
@@ -218,31 +201,25 @@ int main(void)
 			  "bob@example.net=OK, { example.org = 550 5.1.1 no such domain }, "
 			  "x@=DUNNO, example.edu=REJECT, x@sub.example.edu=DEFER }, reject";
 	f.recipient = "bob+x@example.net";
-	check(tbl, R, &f,
-	      "554 5.7.1 <bob+x@example.net>: Recipient address rejected: Access denied",
+	check(tbl, R, &f, "554 5.7.1 <bob+x@example.net>: Recipient address rejected: Access denied",
 	      "check_recipient_access: full address first, REJECT");
 	f.recipient = "bob+y@Example.NET";
 	check(tbl, R, &f, "permit", "... then without the extension (case folded): OK");
 	f.recipient = "carol@a.b.example.org";
-	check(tbl, R, &f,
-	      "550 5.1.1 <carol@a.b.example.org>: Recipient address rejected: no such domain",
+	check(tbl, R, &f, "550 5.1.1 <carol@a.b.example.org>: Recipient address rejected: no such domain",
 	      "... then the parent domains; 5NN with its enhanced code");
 	f.recipient = "x@sub.example.edu";
-	check(tbl, R, &f,
-	      "450 4.7.1 <x@sub.example.edu>: Recipient address rejected: Access denied",
+	check(tbl, R, &f, "450 4.7.1 <x@sub.example.edu>: Recipient address rejected: Access denied",
 	      "... the full address before its domain; DEFER");
 	f.recipient = "x@other.example.edu";
-	check(tbl, R, &f,
-	      "554 5.7.1 <x@other.example.edu>: Recipient address rejected: Access denied",
-	      "... the parent domain before user@ (x@ is DUNNO: the list's reject would say the "
-	      "same)");
+	check(tbl, R, &f, "554 5.7.1 <x@other.example.edu>: Recipient address rejected: Access denied",
+	      "... the parent domain before user@ (x@ is DUNNO: the list's reject would say the same)");
 	f.recipient = "x@example.com";
 	check(tbl, R, &f, "554 5.7.1 <x@example.com>: Recipient address rejected: Access denied",
 	      "... user@ DUNNO goes on to the next restriction");
 	check("check_sender_access inline:{ { <> = REJECT empty sender } }", S,
 	      &(struct restrictions_facts){.sender = ""},
-	      "554 5.7.1 <>: Sender address rejected: empty sender",
-	      "<> is looked up for the null sender");
+	      "554 5.7.1 <>: Sender address rejected: empty sender", "<> is looked up for the null sender");
 	check("check_sender_access inline:{ { example.com = 451 4.7.1 later } }", S, &f,
 	      "451 4.7.1 <alice@example.com>: Sender address rejected: later", "4NN text");
 	check("check_sender_access inline:{ { example.com = 550 4.7.1 mixed } }", S, &f,
@@ -255,34 +232,29 @@ int main(void)
 
 	/* quoted localparts: looked up and named unquoted, as Postfix does */
 	f.recipient = "\"bob+x\"@example.net";
-	check(tbl, R, &f,
-	      "554 5.7.1 <bob+x@example.net>: Recipient address rejected: Access denied",
+	check(tbl, R, &f, "554 5.7.1 <bob+x@example.net>: Recipient address rejected: Access denied",
 	      "\"bob+x\"@example.net meets bob+x@example.net");
 	f.recipient = "\"b\\ob\"+y@example.net";
 	check(tbl, R, &f, "permit", "a quoted pair is unquoted; the extension cut after it");
 	f.recipient = "\"x\"@sub.example.edu";
-	check(tbl, R, &f,
-	      "450 4.7.1 <x@sub.example.edu>: Recipient address rejected: Access denied",
+	check(tbl, R, &f, "450 4.7.1 <x@sub.example.edu>: Recipient address rejected: Access denied",
 	      "\"x\"@sub.example.edu meets x@sub.example.edu");
 	f.recipient = "\"x@sub.example.edu\"@example.com";
-	check(tbl, R, &f,
-	      "554 5.7.1 <x@sub.example.edu@example.com>: Recipient address rejected: "
-	      "Access denied",
-	      "an '@' inside quotes is not the domain's");
+	check(tbl, R, &f, "554 5.7.1 <x@sub.example.edu@example.com>: Recipient address rejected: "
+			  "Access denied", "an '@' inside quotes is not the domain's");
 	check("check_sender_access inline:{ alice@example.com=REJECT }", S,
 	      &(struct restrictions_facts){.sender = "\"alice\"@example.com"},
 	      "554 5.7.1 <alice@example.com>: Sender address rejected: Access denied",
 	      "check_sender_access: \"alice\"@example.com meets alice@example.com");
-	check("reject_non_fqdn_sender", S,
-	      &(struct restrictions_facts){.sender = "\"a b\"@localhost"},
+	check("reject_non_fqdn_sender", S, &(struct restrictions_facts){.sender = "\"a b\"@localhost"},
 	      "504 5.5.2 <a b@localhost>: Sender address rejected: need fully-qualified address",
 	      "other replies name the unquoted form too");
 	char longaddr[700];
 	memset(longaddr, 'a', 650);
 	strcpy(longaddr + 650, "@example.com");
 	check("check_sender_access inline:{ example.com=OK }", S,
-	      &(struct restrictions_facts){.sender = longaddr}, "501 5.1.3 Error: address too long",
-	      "an address longer than any check sees: refused");
+	      &(struct restrictions_facts){.sender = longaddr},
+	      "501 5.1.3 Error: address too long", "an address longer than any check sees: refused");
 	f.recipient = "x@example.com";
 
 	/* ownership in the list */
@@ -302,8 +274,7 @@ int main(void)
 	r = restrictions_parse("recipient_restrictions", "frobnicate", R, err, sizeof(err));
 	ok(r == NULL && strstr(err, "unknown restriction \"frobnicate\""), "unknown: %s", err);
 	r = restrictions_parse("x", "check_sender_access", S, err, sizeof(err));
-	ok(r == NULL && strstr(err, "needs a table"), "check_sender_access without a table: %s",
-	   err);
+	ok(r == NULL && strstr(err, "needs a table"), "check_sender_access without a table: %s", err);
 	r = restrictions_parse("x", "", S, err, sizeof(err));
 	ok(r != NULL && restrictions_count(r) == 0, "empty list");
 	check("", S, &f, "permit", "an empty list permits");
