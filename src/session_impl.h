@@ -68,11 +68,12 @@ struct session {
 	struct message_check *hdr_check; /* while a header section is checked */
 	bool end_waiting;                /* end of data seen, header checks still out */
 	/* sender_restrictions / recipient_restrictions under way (policy/restrictions.h) */
-	bool restr_rcpt;         /* the RCPT list, else the MAIL list */
-	size_t restr_next;       /* where to resume after an ownership check */
-	struct dns_req *dns_req; /* reject_unknown_*_domain's lookup (session_dns.c) */
-	bool dns_rcpt;           /* ...for the recipient, else the sender */
-	bool dns_defer;          /* defer_if_permit: dns_deferred answers a permit */
+	bool restr_rcpt;   /* the RCPT list, else the MAIL list */
+	size_t restr_next; /* where to resume after an ownership check */
+	/* reject_unknown_*_domain's lookup (session_dns.c) */
+	struct dns_req *dns_req;
+	bool dns_rcpt;  /* ...for the recipient, else the sender */
+	bool dns_defer; /* defer_if_permit: dns_deferred answers a permit */
 	struct smtp_reply dns_deferred;
 
 	/* content */
