@@ -29,6 +29,7 @@ pkgs=(
   sasl2-bin # saslauthd, saslpasswd2: t/proto/71-saslauthd.py
   postfwd # a real policy daemon for check_policy_service (t/proto/56-policy-service.py)
   python3-dkim libmail-dkim-perl opendkim # DKIM verifiers (t/proto/61-dkim-lib.py, 62-dkim.py)
+  libc-ares-dev dnsmasq-base # src/lookup/dns.c; a private DNS server: t/lib/dnsmasq.py
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
 )
 

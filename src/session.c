@@ -50,6 +50,7 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 void session_txn_reset(struct session *s)
 {
 	sender_login_cancel(&s->sender_req);
+	dns_cancel(&s->dns_req);
 	policy_service_cancel(&s->policy_req);
 	s->policy_eom = false;
 	if (s->hdr_check != NULL) { /* per message: an idle session keeps none */
@@ -175,7 +176,7 @@ static struct sender_login *session_sender_login(struct session *s)
 /* Runs this stage's list from item start; its verdict completes MAIL (250)
  * or lets RCPT go on to the relay. An ownership check in the list is
  * asynchronous: the list resumes after it in session_restr_cb_do(). */
-static void session_restr_run(struct session *s, size_t start)
+void session_restr_run(struct session *s, size_t start)
 {
 	const struct restrictions *list =
 		s->restr_rcpt ? s->cfg->recipient_restr : s->cfg->sender_restr;
@@ -195,11 +196,17 @@ static void session_restr_run(struct session *s, size_t start)
 	};
 	struct smtp_reply r;
 	enum sender_login_policy pol = SENDER_LOGIN_NONE;
+	if (start == 0)
+		s->dns_defer = false;
 	enum restrictions_verdict v =
 		list == NULL ? RESTRICTIONS_PERMIT
 			     : restrictions_eval(list, start, &f, &r, &s->restr_next, &pol);
 	if (v == RESTRICTIONS_REJECT) {
 		session_complete(s, &r);
+		return;
+	}
+	if (v == RESTRICTIONS_DNS) {
+		session_dns_check(s, list, &f); /* session_dns.c */
 		return;
 	}
 	struct sender_login *sl = session_sender_login(s);
@@ -213,6 +220,8 @@ static void session_restr_run(struct session *s, size_t start)
 		session_restr_run(s, s->restr_next);
 		return;
 	}
+	if (session_dns_deferred(s))
+		return;
 	if (s->restr_rcpt) {
 		session_rcpt_go(s);
 		return;

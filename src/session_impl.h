@@ -12,6 +12,7 @@
 
 #include "core/buf.h"
 #include "net/conn.h"
+#include "lookup/dns.h"
 #include "policy/auth.h"
 #include "policy/limits.h"
 #include "policy/policy_service.h"
@@ -69,6 +70,11 @@ struct session {
 	/* sender_restrictions / recipient_restrictions under way (policy/restrictions.h) */
 	bool restr_rcpt;   /* the RCPT list, else the MAIL list */
 	size_t restr_next; /* where to resume after an ownership check */
+	/* reject_unknown_*_domain's lookup (session_dns.c) */
+	struct dns_req *dns_req;
+	bool dns_rcpt;  /* ...for the recipient, else the sender */
+	bool dns_defer; /* defer_if_permit: dns_deferred answers a permit */
+	struct smtp_reply dns_deferred;
 
 	/* content */
 	struct buf header; /* held until the header section is complete */
@@ -125,6 +131,21 @@ void session_txn_reset(struct session *s);
 void session_complete(struct session *s, const struct smtp_reply *r);
 /* The downstream (or the DKIM hold) took what it was given: reading resumes. */
 void session_relay_drain_do(void *ctx);
+
+/* Runs this stage's restriction list from item start (session.c). */
+void session_restr_run(struct session *s, size_t start);
+
+/* ---- session_dns.c ---- */
+
+struct restrictions;
+struct restrictions_facts;
+/* reject_unknown_*_domain: looks the domain up on the worker's resolver,
+ * then refuses or resumes the list at s->restr_next. */
+void session_dns_check(struct session *s, const struct restrictions *list,
+		       const struct restrictions_facts *f);
+/* The list permitted: true when a DNS failure deferred (then answered
+ * 450), Postfix's defer_if_permit. */
+bool session_dns_deferred(struct session *s);
 
 /* ---- session_dkim.c ---- */
 

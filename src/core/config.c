@@ -47,6 +47,7 @@ struct config_key {
 
 static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
 static config_hook config_disable_vrfy;
+static config_hook config_unknown_tempfail;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
 static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth,
@@ -194,6 +195,16 @@ static const struct config_key config_keys[] = {
 	 NULL, GLOBAL},
 	{"policy_service_default_action", CFG_STR, OFF(policy_service_default_action), "DEFER", 0,
 	 0, NULL, GLOBAL},
+	/* DNS (lookup/dns.h, docs/dns.md): MX lookups for relays without
+	   brackets, reject_unknown_*_domain; checked by relay_load() */
+	{"dns_servers", CFG_STR, OFF(dns_servers), NULL, 0, 0, NULL, GLOBAL},
+	{"dns_timeout", CFG_TIME, OFF(dns_timeout_ms), "5s", 100, 60000, NULL, GLOBAL},
+	{"dns_tries", CFG_UINT, OFF(dns_tries), "2", 1, 10, NULL, GLOBAL},
+	{"dns_cache_size", CFG_UINT, OFF(dns_cache_size), "1000", 0, 10000, NULL, GLOBAL},
+	{"unknown_address_reject_code", CFG_UINT, OFF(unknown_address_reject_code), "450", 400, 599,
+	 NULL, LISTENER},
+	{"unknown_address_tempfail_action", CFG_SPECIAL, 0, "defer_if_permit", 0, 0,
+	 config_unknown_tempfail, LISTENER},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -554,20 +565,20 @@ static bool config_add_dest(void *arg, const char *item, char *err, size_t errle
 		return config_err(err, errlen, "\"%s\": say lmtp:%s or smtp:...", item, rest);
 	}
 	if (d.unix_path == NULL) {
-		if (rest[0] != '[')
-			/* Without brackets Postfix would look up MX records; a
-			   submission front end wants a fixed next hop. */
-			return config_err(
-				err, errlen,
-				"\"%s\": write the relay in brackets, e.g. [%s] (MX lookups "
-				"are not supported)",
-				item, rest);
+		/* Without brackets an SMTP next hop is a domain: its MX hosts
+		   (Postfix; docs/dns.md). LMTP and address literals connect
+		   as written. */
+		d.mx = rest[0] != '[' && d.proto != RELAY_LMTP;
 		if (!config_parse_hostport(rest, &d.host, &d.port, &d.implicit_tls, default_port,
 					   err, errlen)) {
 			free(d.unix_path);
 			return false;
 		}
 		d.implicit_tls |= wrapper;
+		struct in6_addr a;
+		if (d.mx &&
+		    (inet_pton(AF_INET, d.host, &a) == 1 || inet_pton(AF_INET6, d.host, &a) == 1))
+			d.mx = false;
 	}
 	d.text = xstrdup(item);
 	rp->dests = xrealloc(rp->dests, (rp->n + 1) * sizeof(d));
@@ -744,6 +755,19 @@ static bool config_yesno(const char *value, bool *r, char *err, size_t errlen)
 static bool config_disable_vrfy(struct config *cfg, const char *value, char *err, size_t errlen)
 {
 	return config_yesno(value, &cfg->disable_vrfy, err, errlen);
+}
+
+/* Postfix's two values; a DNS failure in reject_unknown_*_domain answers
+ * 450 at once (defer) or only when the rest of the list permits. */
+static bool config_unknown_tempfail(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(value, "defer_if_permit") == 0 || strcmp(value, "defer") == 0) {
+		cfg->unknown_address_tempfail_defer = strcmp(value, "defer") == 0;
+		return true;
+	}
+	return config_err(err, errlen,
+			  "unknown_address_tempfail_action: \"%s\" (defer_if_permit or defer)",
+			  value);
 }
 
 static bool config_sender_dependent_auth(struct config *cfg, const char *value, char *err,

@@ -68,6 +68,9 @@ struct relay_dest {
 	char *host;      /* host name or address literal, no brackets */
 	uint16_t port;
 	bool implicit_tls; /* :submissions / :465 */
+	/* Written without brackets: host is a mail domain whose MX hosts (or,
+	   without MX, its own address) are the next hops (docs/dns.md). */
+	bool mx;
 };
 
 enum bare_newline_mode { BARE_NEWLINE_REJECT, BARE_NEWLINE_NORMALIZE };
@@ -215,6 +218,13 @@ struct config {
 	uint64_t policy_service_timeout_ms;
 	char *policy_service_default_action;
 	struct policy_service_conf *policy_service; /* policy_service_conf_load() */
+	/* DNS (lookup/dns.h) */
+	char *dns_servers; /* "HOST[:PORT] ...", NULL: /etc/resolv.conf */
+	uint64_t dns_timeout_ms;
+	unsigned dns_tries;
+	unsigned dns_cache_size;
+	unsigned unknown_address_reject_code; /* reject_unknown_*_domain */
+	bool unknown_address_tempfail_defer;  /* "defer": else defer_if_permit */
 
 	/* Running it (core/privileges.c, net/proxy.h, net/tls.c) */
 	char *user;                  /* drop to this user after binding; NULL: keep */

@@ -24,6 +24,8 @@ enum restriction_kind {
 	R_SENDER_ACCESS,
 	R_RECIPIENT_ACCESS,
 	R_LOGIN_MISMATCH,
+	R_UNKNOWN_SENDER_DOMAIN,    /* DNS: the caller asks (RESTRICTIONS_DNS) */
+	R_UNKNOWN_RECIPIENT_DOMAIN, /* likewise */
 };
 
 struct restriction {
@@ -54,13 +56,13 @@ static const struct {
 	{"reject_unauth_destination", R_UNAUTH_DESTINATION},
 	{"check_sender_access", R_SENDER_ACCESS},
 	{"check_recipient_access", R_RECIPIENT_ACCESS},
+	{"reject_unknown_sender_domain", R_UNKNOWN_SENDER_DOMAIN},
+	{"reject_unknown_recipient_domain", R_UNKNOWN_RECIPIENT_DOMAIN},
 };
 
 /* Postfix restrictions that need what submitd does not have yet: named in
  * the error, so a copied line fails loudly rather than silently differing. */
 static const char *const restrictions_later[] = {
-	"reject_unknown_sender_domain",
-	"reject_unknown_recipient_domain",
 	"reject_unlisted_sender",
 	"reject_unlisted_recipient",
 	"reject_rbl_client",
@@ -409,6 +411,50 @@ static enum restriction_result restrictions_non_fqdn(const char *addr, const cha
 	return RR_REJECT;
 }
 
+/* The domain reject_unknown_*_domain looks up in addr, or NULL. */
+static const char *restrictions_dns_domain(const char *addr)
+{
+	const char *at = addr != NULL ? strrchr(addr, '@') : NULL;
+	if (at == NULL || at[1] == '\0' || at[1] == '[')
+		return NULL;
+	return at + 1;
+}
+
+const char *restrictions_dns_address(const struct restrictions *r, size_t next,
+				     const struct restrictions_facts *f, bool *recipient_r,
+				     const char **domain_r)
+{
+	*recipient_r =
+		next > 0 && next <= r->n && r->items[next - 1].kind == R_UNKNOWN_RECIPIENT_DOMAIN;
+	const char *addr = *recipient_r ? f->recipient : f->sender;
+	*domain_r = restrictions_dns_domain(addr);
+	return addr;
+}
+
+bool restrictions_unknown_domain_reply(const char *addr, const char *domain, bool recipient,
+				       unsigned reject_code, enum dns_status st, bool null_mx,
+				       struct smtp_reply *out)
+{
+	const char *class = recipient ? CLASS_RECIPIENT : CLASS_SENDER;
+	if (st == DNS_OK)
+		return false;
+	if (null_mx) {
+		/* RFC 7505 §4.2/§4.3, with Postfix's codes and text */
+		restrictions_reply(out, recipient ? 556 : 550, recipient ? "5.1.10" : "5.7.27",
+				   "<%s>: %s rejected: Domain %s does not accept mail (nullMX)",
+				   addr, class, domain);
+		return true;
+	}
+	/* Postfix: unknown_address_reject_code for a domain that does not
+	   exist or has no MX/A/AAAA, 450 for a DNS failure; the enhanced code's
+	   class follows the reply code. */
+	int code = st == DNS_TEMPFAIL ? 450 : (int)reject_code;
+	char enh[8];
+	snprintf(enh, sizeof(enh), "%c.1.%c", code >= 500 ? '5' : '4', recipient ? '2' : '8');
+	restrictions_reply(out, code, enh, "<%s>: %s rejected: Domain not found", addr, class);
+	return true;
+}
+
 enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t start,
 					    const struct restrictions_facts *f,
 					    struct smtp_reply *out, size_t *next_r,
@@ -485,6 +531,17 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 			*policy_r = it->policy;
 			*next_r = i + 1;
 			return RESTRICTIONS_LOGIN;
+		case R_UNKNOWN_SENDER_DOMAIN:
+		case R_UNKNOWN_RECIPIENT_DOMAIN:
+			/* the null sender, a bare name and an address literal
+			   have no domain to look up (as Postfix) */
+			if (restrictions_dns_domain(it->kind == R_UNKNOWN_RECIPIENT_DOMAIN
+							    ? f->recipient
+							    : f->sender) != NULL) {
+				*next_r = i + 1;
+				return RESTRICTIONS_DNS;
+			}
+			break;
 		}
 		if (res == RR_PERMIT)
 			return RESTRICTIONS_PERMIT;

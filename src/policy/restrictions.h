@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "lookup/dns_cache.h"
 #include "policy/sender_login.h"
 #include "smtp/reply.h"
 
@@ -55,6 +56,7 @@ enum restrictions_verdict {
 	RESTRICTIONS_PERMIT, /* permitted, or the end of the list */
 	RESTRICTIONS_REJECT, /* *reply_r holds Postfix's reply */
 	RESTRICTIONS_LOGIN,  /* run the ownership check with *policy_r; resume at *next_r */
+	RESTRICTIONS_DNS,    /* reject_unknown_*_domain: look the domain up, resume at *next_r */
 };
 
 /* Evaluates r from item start (0 at first). */
@@ -62,6 +64,17 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 					    const struct restrictions_facts *f,
 					    struct smtp_reply *reply_r, size_t *next_r,
 					    enum sender_login_policy *policy_r);
+
+/* After RESTRICTIONS_DNS (next: *next_r): the address whose domain is
+ * asked about, whether it is the recipient, and the domain (in addr). */
+const char *restrictions_dns_address(const struct restrictions *r, size_t next,
+				     const struct restrictions_facts *f, bool *recipient_r,
+				     const char **domain_r);
+/* Postfix's reply to reject_unknown_*_domain given the DNS answer
+ * (lookup/dns.h dns_domain_check): false when the domain passes. */
+bool restrictions_unknown_domain_reply(const char *addr, const char *domain, bool recipient,
+				       unsigned reject_code, enum dns_status st, bool null_mx,
+				       struct smtp_reply *out);
 
 /* Postfix's reject_non_fqdn_* test on one address: true when its domain is
  * a fully qualified host name (an address literal passes). */

@@ -66,6 +66,7 @@ void relay_txn_connect(struct relay_txn *t)
 		}
 	}
 	t->dest_idx = 0;
+	relay_txn_mx_clear(t);
 	relay_conn_start(t);
 }
 
@@ -272,6 +273,7 @@ void relay_txn_free(struct relay_txn **tp)
 		}
 	}
 	relay_route_clear(t);
+	relay_txn_mx_clear(t);
 	/* The last user of an older snapshot's tables closes them (and their
 	   MySQL connections) now rather than at the next reload. */
 	table_registry_put(t->pool->tables, &t->maps.passwords);

@@ -58,9 +58,13 @@ bool relay_load(struct config *cfg, char *err, size_t errlen);
 
 /* tables: the worker's table instances (lookup/table_registry.h), which
  * must outlive the pool. */
+struct dns;
 struct relay_pool *relay_pool_new(uv_loop_t *loop, struct table_registry *tables);
 /* Closes idle connections; transactions must be gone. */
 void relay_pool_free(struct relay_pool **pool);
+/* The worker's DNS resolver (lookup/dns.h), made on first use and freed
+ * with the pool; also for the session's reject_unknown_*_domain. */
+struct dns *relay_pool_dns(struct relay_pool *pool);
 /* Opens one connection to cfg's route ahead of time, to learn the
  * downstream's capabilities and warm the pool. Called with the worker's
  * snapshot whenever it changes. */

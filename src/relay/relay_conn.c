@@ -23,8 +23,9 @@
 /* The client state machine (Postfix smtp_proto.c keeps the same kind of
  * table): a state's name for logs, the fixed line that enters it, and its
  * timer. Every command waits relay_timeout for its reply. Two timers are not
- * in the table: connecting (relay_connect_timeout for an address literal or
- * a UNIX socket, relay_timeout once a name was resolved: relay_conn_start),
+ * in the table: connecting (relay_connect_timeout for an address literal,
+ * a UNIX socket or each address of an MX lookup, relay_timeout once a
+ * bracketed name was resolved: relay_conn_start),
  * and an idle pooled connection (relay_idle_timeout: relay_pool_park). The
  * STARTTLS handshake runs within the STARTTLS command's relay_timeout; each
  * write of content restarts relay_timeout (relay_txn_write). From the 354
@@ -150,6 +151,7 @@ void relay_conn_close(struct relay_conn *rc, bool quit)
 	rc->txn = NULL;
 	relay_pool_remove(rc->pool, rc);
 	if (rc->conn == NULL) {
+		dns_cancel(&rc->dns_req);
 		/* still resolving: the getaddrinfo callback frees it */
 		if (!rc->gai_pending)
 			relay_conn_free(rc);
@@ -174,7 +176,8 @@ static void relay_conn_on_close(struct conn *c, void *ctx)
 #define RELAY_WHY_TIMEOUT "timeout"
 #define RELAY_WHY_DATA_TIMEOUT "timeout (relay_data_timeout)"
 
-static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, const char *why)
+static void relay_conn_fail_dns(struct relay_conn *rc, enum relay_fail kind, const char *why,
+				bool rc_dns_temp)
 {
 	bool timeout =
 		strcmp(why, RELAY_WHY_TIMEOUT) == 0 || strcmp(why, RELAY_WHY_DATA_TIMEOUT) == 0;
@@ -212,6 +215,13 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 			relay_conn_start(t);
 			return;
 		}
+		if (more && t->mx != NULL && t->mx_dest == t->dest_idx && t->mx_idx + 1 < t->nmx) {
+			/* the next address of the destination's MX hosts, before
+			   MAIL was accepted (docs/dns.md) */
+			t->mx_idx++;
+			relay_conn_start(t);
+			return;
+		}
 		if (more && t->dest_idx + 1 < t->nroute) {
 			t->dest_idx++;
 			relay_conn_start(t);
@@ -219,6 +229,10 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 		}
 		if (t->has_policy_fail)
 			r = t->policy_fail;
+		else if (st == RS_RESOLVING && rc_dns_temp)
+			relay_reply_make(&r, 451, "4.4.3",
+					 "Error: cannot look up the downstream server (DNS), try "
+					 "again later");
 		else
 			relay_reply_make(
 				&r, 451, "4.4.1",
@@ -251,6 +265,11 @@ static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, cons
 		return;
 	}
 	relay_txn_answer_later(t, &r);
+}
+
+static void relay_conn_fail_as(struct relay_conn *rc, enum relay_fail kind, const char *why)
+{
+	relay_conn_fail_dns(rc, kind, why, false);
 }
 
 static void relay_conn_fail(struct relay_conn *rc, const char *why)
@@ -816,6 +835,44 @@ static void relay_conn_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo
 	uv_freeaddrinfo(res);
 }
 
+/* Connects to one address of an unbracketed destination: the MX host's
+ * name (or the domain's, without MX) is the SNI and the name verified
+ * (docs/dns.md), as Postfix's smtp_tls_security_level = verify does. */
+static void relay_conn_connect_target(struct relay_conn *rc, const struct dns_target *target)
+{
+	struct sockaddr_storage ss = target->addr;
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons(rc->port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(rc->port);
+	free(rc->sni);
+	rc->sni = xstrdup(target->host);
+	relay_conn_connect_addr(rc, (struct sockaddr *)&ss);
+	/* relay_connect_timeout per address: a silent MX leaves time for the next */
+	conn_set_timeout(rc->conn, rc->txn->cfg->relay_connect_timeout_ms);
+}
+
+static void relay_conn_mx_cb(void *ctx, const struct dns_result *r)
+{
+	struct relay_conn *rc = ctx;
+	struct relay_txn *t = rc->txn;
+	rc->dns_req = NULL;
+	if (r->status != DNS_OK) {
+		char why[300];
+		snprintf(why, sizeof(why), "cannot find the mail servers of %s: %s%s",
+			 t->route[t->dest_idx].host,
+			 r->status == DNS_TEMPFAIL ? "temporary DNS failure: " : "", r->why);
+		relay_conn_fail_dns(rc, RELAY_FAIL_PATH, why, r->status == DNS_TEMPFAIL);
+		return;
+	}
+	relay_txn_mx_clear(t);
+	t->mx = xcalloc(r->ntargets, sizeof(*t->mx));
+	memcpy(t->mx, r->targets, r->ntargets * sizeof(*t->mx));
+	t->nmx = r->ntargets;
+	t->mx_dest = t->dest_idx;
+	relay_conn_connect_target(rc, &t->mx[0]);
+}
+
 /* Opens a connection to the transaction's current destination. */
 void relay_conn_start(struct relay_txn *t)
 {
@@ -845,6 +902,19 @@ void relay_conn_start(struct relay_txn *t)
 		rc->state = RS_CONNECTING;
 		conn_set_timeout(rc->conn, t->cfg->relay_connect_timeout_ms);
 		conn_connect_unix(rc->conn, d->unix_path);
+		return;
+	}
+	if (d->mx) {
+		/* Without brackets: the domain's MX hosts, resolved once per
+		   attempt, then one address after the other (docs/dns.md). */
+		if (t->mx != NULL && t->mx_dest == t->dest_idx && t->mx_idx < t->nmx) {
+			relay_conn_connect_target(rc, &t->mx[t->mx_idx]);
+			return;
+		}
+		relay_txn_mx_clear(t);
+		rc->state = RS_RESOLVING;
+		rc->dns_req = dns_resolve_mx(relay_pool_dns(t->pool), t->cfg, d->host,
+					     relay_conn_mx_cb, rc);
 		return;
 	}
 	/* The relay's name as written between the brackets: the SNI and the

@@ -18,6 +18,7 @@
 #include <gnutls/gnutls.h>
 
 #include "core/buf.h"
+#include "lookup/dns.h"
 #include "lookup/table.h"
 #include "lookup/table_registry.h"
 #include "net/conn.h"
@@ -101,6 +102,7 @@ struct relay_conn {
 	char peer[160];
 	uv_getaddrinfo_t gai;
 	bool gai_pending;
+	struct dns_req *dns_req; /* MX lookup for an unbracketed destination */
 	uint16_t port;
 };
 
@@ -120,6 +122,7 @@ struct relay_pool {
 	bool caps_known;
 	struct table_registry *tables; /* the worker's; not owned */
 	struct relay_txn *probe;
+	struct dns *dns; /* the worker's resolver (relay_pool_dns) */
 };
 
 enum relay_txn_mode { TXN_NORMAL, TXN_PROBE, TXN_CHECK };
@@ -155,6 +158,10 @@ struct relay_txn {
 	struct relay_dest *own_route;
 	size_t nown_route;
 	struct relay_cred **creds; /* per destination of the route; NULL: none */
+	/* An unbracketed destination's addresses (docs/dns.md), in the order
+	   tried: resolved for route[mx_dest], tried from mx_idx on. */
+	struct dns_target *mx;
+	size_t nmx, mx_idx, mx_dest;
 	size_t cred_idx;
 	struct relay_maps maps;
 	/* the table lookup in flight: keys tried in order, first hit wins */
@@ -225,6 +232,8 @@ void relay_pool_park(struct relay_conn *rc);
 /* Takes an idle connection t may use (see relay_pool_take's comment). */
 struct relay_conn *relay_pool_take(struct relay_pool *p, struct relay_txn *t);
 void relay_pool_remove(struct relay_pool *p, struct relay_conn *rc);
+/* Forgets t's MX addresses (a new attempt resolves again, from the cache). */
+void relay_txn_mx_clear(struct relay_txn *t);
 /* The trust store for cfg: relay_tls_ca_file's, else the system's. */
 gnutls_certificate_credentials_t relay_pool_tls_creds(struct relay_pool *p,
 						      const struct config *cfg);

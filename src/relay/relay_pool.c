@@ -50,9 +50,24 @@ void relay_pool_free(struct relay_pool **pp)
 	*pp = NULL;
 	relay_txn_free(&p->probe);
 	relay_pool_flush(p);
+	dns_free(&p->dns);
 	gnutls_certificate_free_credentials(p->creds);
 	gnutls_priority_deinit(p->prio);
 	free(p);
+}
+
+struct dns *relay_pool_dns(struct relay_pool *p)
+{
+	if (p->dns == NULL)
+		p->dns = dns_new(p->loop);
+	return p->dns;
+}
+
+void relay_txn_mx_clear(struct relay_txn *t)
+{
+	free(t->mx);
+	t->mx = NULL;
+	t->nmx = t->mx_idx = 0;
 }
 
 bool relay_pool_caps(const struct relay_pool *p, struct smtp_caps *caps_r)

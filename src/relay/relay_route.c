@@ -41,6 +41,13 @@ static bool relay_load_table(struct config *cfg, const char *key, const char *sp
 bool relay_load(struct config *cfg, char *err, size_t errlen)
 {
 	config_on_free(cfg, relay_unload);
+	char csv[1024], why[200], where[300];
+	if (cfg->dns_servers != NULL &&
+	    !dns_servers_parse(cfg->dns_servers, csv, sizeof(csv), why, sizeof(why))) {
+		snprintf(err, errlen, "%s: %s",
+			 config_key_origin(cfg, "dns_servers", where, sizeof(where)), why);
+		return false;
+	}
 	return relay_load_table(cfg, "relay_password_maps", cfg->relay_password_maps,
 				&cfg->relay_password_table, err, errlen) &&
 	       relay_load_table(cfg, "sender_relay_maps", cfg->sender_relay_maps,

@@ -257,6 +257,18 @@ def spawn(argv, **kw):
     return p
 
 
+def terminate(proc, timeout=5):
+    """SIGTERM, then SIGKILL after timeout seconds; reaps it. None is fine."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def raise_nofile(n=65536):
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -482,13 +494,7 @@ class SinkProc:
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def stderr(self):

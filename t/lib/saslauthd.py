@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import time
 
+from harness import terminate
+
 SASLAUTHD = "/usr/sbin/saslauthd"
 SASLPASSWD2 = "/usr/sbin/saslpasswd2"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
@@ -66,13 +68,7 @@ class Saslauthd:
         raise RuntimeError("saslauthd did not start: %s" % open(self.log, errors="replace").read())
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         self.proc = None
         for f in ("mux", "saslauthd.pid", "saslauthd.pid.lock", "mux.accept"):
             try:

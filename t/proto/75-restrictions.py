@@ -14,7 +14,7 @@ code, enhanced code and text, from both; a few addresses that submitd's
 parser refuses before any restriction (RFC 6409 §4.2) are listed apart.
 Then the defaults (RFC 6409 §4.2 on every listener), a permitted message
 delivered, the reject log line, the resumption after an ownership check,
-and what is refused at load (a restriction that needs DNS, unknown names,
+and what is refused at load (a restriction not built yet, unknown names,
 a non-memory table).
 
 docs/design.md invariant 10; RFC 6409 §4.2; RFC 5321 §4.5.1."""
@@ -274,9 +274,9 @@ def check_conf(extra):
 
 
 rc, out = check_conf([("recipient_restrictions",
-                       "reject_non_fqdn_recipient,reject_unknown_recipient_domain,permit_sasl_authenticated,reject")])
-ok(rc != 0 and "reject_unknown_recipient_domain is not supported yet" in out,
-   "reject_unknown_recipient_domain (needs DNS): refused at load, named", out)
+                       "reject_non_fqdn_recipient,reject_rbl_client,permit_sasl_authenticated,reject")])
+ok(rc != 0 and "reject_rbl_client is not supported yet" in out,
+   "reject_rbl_client (not built): refused at load, named", out)
 rc, out = check_conf([("sender_restrictions", "permit_frobnicate")])
 ok(rc != 0 and 'unknown restriction "permit_frobnicate"' in out, "an unknown name: refused", out)
 rc, out = check_conf([("sender_restrictions", "reject_sender_login_mismatch")])
