@@ -89,7 +89,11 @@ static bool tls_pair_read(struct tls_pair *p, char *err, size_t errlen)
 	int r = gnutls_pcert_list_import_x509_file(p->pcerts, &n, p->cert_file, GNUTLS_X509_FMT_PEM,
 						   NULL, NULL, 0);
 	if (r < 0) {
-		snprintf(err, errlen, "%s %s: %s", p->what, p->cert_file, gnutls_strerror(r));
+		/* GnuTLS 3.7 says "unimplemented feature" past the array's end */
+		bool many =
+			r == GNUTLS_E_SHORT_MEMORY_BUFFER || r == GNUTLS_E_UNIMPLEMENTED_FEATURE;
+		snprintf(err, errlen, "%s %s: %s%s", p->what, p->cert_file, gnutls_strerror(r),
+			 many ? " (at most 16 certificates in a chain)" : "");
 		return false;
 	}
 	p->npcerts = n;
@@ -133,9 +137,12 @@ static bool tls_pair_read(struct tls_pair *p, char *err, size_t errlen)
 		gnutls_pubkey_deinit(kpub);
 	if (!same) {
 		snprintf(err, errlen,
-			 "%s %s: the key in %s (%s) does not match the certificate (%s); "
-			 "tls_cert_file and tls_key_file pair up in the order they are written",
-			 p->what, p->cert_file, p->key_file, ktype, type);
+			 "%s %s: the key in %s (%s) does not match the certificate (%s)%s", p->what,
+			 p->cert_file, p->key_file, ktype, type,
+			 p->sni != NULL
+				 ? ""
+				 : "; tls_cert_file and tls_key_file pair up in the order they "
+				   "are written");
 		return false;
 	}
 	return true;

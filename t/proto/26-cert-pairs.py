@@ -183,6 +183,24 @@ for extra, pattern, label in (
     r = check(extra)
     ok(r.returncode != 0 and re.search(pattern, r.stderr), "-t refuses %s" % label, r.stderr)
 
+# Files that are not what they should be: refused with the file's name.
+empty = os.path.join(pairs, "empty.pem")
+open(empty, "w").close()
+junk = os.path.join(pairs, "junk.pem")
+with open(junk, "wb") as f:
+    f.write(b"-----BEGIN CERTIFICATE-----\n\x00\r\n" + b"A" * 200000 + b"\n-----END CERTIFICATE-----\n")
+long_chain = os.path.join(pairs, "long-chain.pem")
+with open(long_chain, "w") as f:
+    f.write(open(ec_crt).read() * 17)
+for crt, key, pattern, label in (
+        (empty, ec_key, r"tls_cert_file .*empty\.pem: ", "an empty certificate file"),
+        (junk, ec_key, r"tls_cert_file .*junk\.pem: ", "a certificate file of garbage with NUL and CR"),
+        (ec_crt, pairs, r"key %s: " % re.escape(pairs), "a directory as the key file"),
+        (ec_crt, empty, r"key .*empty\.pem: ", "an empty key file"),
+        (long_chain, ec_key, r"long-chain\.pem: .*at most 16 certificates in a chain", "a chain of 34 certificates")):
+    r = check(conf_pairs((rsa_crt, rsa_key), (crt, key)))
+    ok(r.returncode != 0 and re.search(pattern, r.stderr), "-t refuses %s" % label, r.stderr)
+
 # Key and chain in one file (as Postfix's smtpd_tls_chain_files).
 both = os.path.join(pairs, "ec-both.pem")
 with open(both, "w") as f:
