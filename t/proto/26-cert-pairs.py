@@ -25,29 +25,9 @@ from harness import *  # noqa: E402,F401,F403
 env, certs, sink = setup()
 pairs = env.subdir("pairs")
 
-NEWKEY = {"rsa": ["-newkey", "rsa:2048"],
-          "ec": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-          "ed": ["-newkey", "ed25519"]}
-
-
-def make_pair(name, kind, cn=MYHOST, d=pairs):
-    """A key and a certificate from the test CA (chain appended); returns (crt, key)."""
-    key = os.path.join(d, name + "-key.pem")
-    crt = os.path.join(d, name + ".pem")
-    csr = os.path.join(d, name + ".csr")
-    ext = os.path.join(d, name + ".ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1\n"
-                "extendedKeyUsage=serverAuth\n" % cn)
-    for argv in (["req"] + NEWKEY[kind] + ["-nodes", "-keyout", key, "-out", csr,
-                                           "-subj", "/CN=" + cn],
-                 ["x509", "-req", "-in", csr, "-CA", certs.ca, "-CAkey", certs.ca_key,
-                  "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext]):
-        subprocess.run(["openssl"] + argv, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, cwd=d)
-    with open(crt, "a") as out, open(certs.ca) as ca:
-        out.write(ca.read())
-    return crt, key
+def make_pair(name, kind, cn=MYHOST):
+    """A key ("ec", "rsa", "ed25519") and a certificate from the test CA; returns (chain, key)."""
+    return certs.issue(pairs, name, kind, cn, (cn, "localhost"))
 
 
 def fp_file(path):
@@ -61,7 +41,7 @@ def fp_pem(text):
 
 rsa_crt, rsa_key = make_pair("rsa", "rsa")
 ec_crt, ec_key = make_pair("ec", "ec")
-ed_crt, ed_key = make_pair("ed", "ed")
+ed_crt, ed_key = make_pair("ed", "ed25519")
 a_rsa_crt, a_rsa_key = make_pair("a-rsa", "rsa", "mail.customer-a.example")
 a_ec_crt, a_ec_key = make_pair("a-ec", "ec", "mail.customer-a.example")
 FP = {"rsa": fp_file(rsa_crt), "ec": fp_file(ec_crt), "ed": fp_file(ed_crt),
@@ -210,30 +190,28 @@ ok(re.search(r"tls: pair 1: ECDSA P-256 .*\n.*tls: pair 2: RSA-2048", r.stdout),
    "one file holding key and chain serves as both", r.stdout + r.stderr)
 
 # ---------------------------------------------------------------- reload
+def renew(label, kind, crt, key, sighup, why):
+    """Replaces the files of one pair by a new pair `label`; waits for the reload."""
+    new_crt, new_key = make_pair(label, kind)
+    FP[label] = fp_file(new_crt)
+    NAMES[FP[label]] = label
+    n = len(re.findall(r"configuration reloaded", d.log()))
+    os.replace(new_key, key)
+    os.replace(new_crt, crt)
+    if sighup:
+        os.kill(d.proc.pid, signal.SIGHUP)
+    ok(wait_for(lambda: len(re.findall(r"configuration reloaded", d.log())) > n, 15), why,
+       "\n".join(l for l in d.log().splitlines() if "reload" in l))
+
+
 # SIGHUP after the RSA pair's files were replaced: new RSA, same ECDSA.
-rsa2_crt, rsa2_key = make_pair("rsa2", "rsa")
-FP["rsa2"] = fp_file(rsa2_crt)
-NAMES[FP["rsa2"]] = "rsa2"
-n = len(re.findall(r"configuration reloaded", d.log()))
-os.replace(rsa2_key, rsa_key)
-os.replace(rsa2_crt, rsa_crt)
-os.kill(d.proc.pid, signal.SIGHUP)
-ok(wait_for(lambda: len(re.findall(r"configuration reloaded", d.log())) > n, 12),
-   "reload after the RSA pair was replaced", d.log()[-1500:])
+renew("rsa2", "rsa", rsa_crt, rsa_key, True, "reload after the RSA pair was replaced")
 for mode in ("starttls", "tls"):
     is_(s_client(mode, *RSA_ONLY)[0], "rsa2", "%s after reload: the new RSA certificate" % mode)
     is_(s_client(mode)[0], "ec", "%s after reload: the same ECDSA certificate" % mode)
 
 # Certificate watching: a renewed ECDSA pair is picked up without SIGHUP.
-ec2_crt, ec2_key = make_pair("ec2", "ec")
-FP["ec2"] = fp_file(ec2_crt)
-NAMES[FP["ec2"]] = "ec2"
-n = len(re.findall(r"configuration reloaded", d.log()))
-os.replace(ec2_key, ec_key)
-os.replace(ec2_crt, ec_crt)
-ok(wait_for(lambda: len(re.findall(r"configuration reloaded", d.log())) > n, 15),
-   "certificate watching notices the changed ECDSA pair",
-   "\n".join(l for l in d.log().splitlines() if "reload" in l))
+renew("ec2", "ec", ec_crt, ec_key, False, "certificate watching notices the changed ECDSA pair")
 like(d.log(), r"reloading .*\(.*ec(-key)?\.pem changed\)", "the log names the changed file")
 for mode in ("starttls", "tls"):
     is_(s_client(mode)[0], "ec2", "%s: the renewed ECDSA certificate" % mode)
