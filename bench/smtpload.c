@@ -52,6 +52,7 @@ static struct opt {
 	double timeout;       /* per step, seconds */
 	int threads;
 	int no_auth;
+	int resume;           /* TLS session resumption: each thread reuses its last ticket */
 	const char *label;
 } o = {
 	.host = "127.0.0.1",
@@ -222,6 +223,8 @@ struct worker {
 	struct lat msg_lat, setup_lat, sess_lat;
 	struct fails fails;
 	int held_end;
+	gnutls_datum_t ticket; /* --resume: the session data of the last connection */
+	uint64_t resumed;      /* handshakes that resumed a session */
 };
 
 struct conn {
@@ -541,6 +544,14 @@ static void on_reply(struct conn *c, int code, const char *text)
 	case PH_QUIT:
 		if (code != 221)
 			return conn_fail(c, why);
+		if (o.resume && c->tls) {
+			/* the server's ticket arrived with the replies before this one */
+			gnutls_datum_t d;
+			if (gnutls_session_get_data2(c->tls, &d) == 0) {
+				gnutls_free(c->w->ticket.data);
+				c->w->ticket = d;
+			}
+		}
 		c->ph = PH_DONE;
 		conn_close(c);
 		return;
@@ -595,6 +606,8 @@ static void tls_handshake_step(struct conn *c)
 		return;
 	}
 	c->tls_state = 2;
+	if (gnutls_session_is_resumed(c->tls))
+		c->w->resumed++;
 	if (!tls_desc[0]) {
 		char *desc = gnutls_session_get_desc(c->tls);
 		uv_mutex_lock(&desc_mu);
@@ -615,8 +628,10 @@ static void tls_start(struct conn *c)
 {
 	c->ph = PH_TLS;
 	c->tls_state = 1;
-	gnutls_init(&c->tls, GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_TICKETS);
+	gnutls_init(&c->tls, GNUTLS_CLIENT | GNUTLS_NONBLOCK | (o.resume ? 0 : GNUTLS_NO_TICKETS));
 	gnutls_priority_set(c->tls, prio);
+	if (o.resume && c->w->ticket.data)
+		gnutls_session_set_data(c->tls, c->w->ticket.data, c->w->ticket.size);
 	gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, xcred);
 	gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, "mail.test.example", 17);
 	gnutls_transport_set_ptr(c->tls, c);
@@ -968,6 +983,7 @@ static void usage(void)
 		"  -n, --count M            send M messages in total (if no duration)\n"
 		"  -P, --pipelining         MAIL+RCPT+DATA in one write\n"
 		"      --priority STR       GnuTLS priority string\n"
+		"      --resume             TLS session resumption (each thread reuses its last ticket)\n"
 		"      --idle S             idle mode: open N sessions through AUTH, hold S seconds\n"
 		"      --ramp N             idle mode: sessions in set-up at once (64)\n"
 		"      --ready-file PATH    idle mode: written when all sessions are up\n"
@@ -1014,7 +1030,7 @@ static void json_str(FILE *f, const char *s)
 int main(int argc, char **argv)
 {
 	enum { O_TLS = 256, O_PRIO, O_IDLE, O_RAMP, O_READY, O_TIMEOUT, O_THREADS, O_EHLO,
-	       O_LABEL, O_WARMUP, O_NOAUTH };
+	       O_LABEL, O_WARMUP, O_NOAUTH, O_RESUME };
 	static const struct option lo[] = {
 		{"host", 1, 0, 'H'},	    {"port", 1, 0, 'p'},	{"tls", 0, 0, O_TLS},
 		{"user", 1, 0, 'u'},	    {"password", 1, 0, 'w'},	{"from", 1, 0, 'f'},
@@ -1024,7 +1040,8 @@ int main(int argc, char **argv)
 		{"ramp", 1, 0, O_RAMP},	    {"ready-file", 1, 0, O_READY},
 		{"timeout", 1, 0, O_TIMEOUT}, {"threads", 1, 0, O_THREADS},
 		{"ehlo", 1, 0, O_EHLO},	    {"label", 1, 0, O_LABEL},	{"warmup", 1, 0, O_WARMUP},
-		{"no-auth", 0, 0, O_NOAUTH}, {"help", 0, 0, 'h'},	{0, 0, 0, 0},
+		{"no-auth", 0, 0, O_NOAUTH}, {"resume", 0, 0, O_RESUME},
+		{"help", 0, 0, 'h'},	    {0, 0, 0, 0},
 	};
 	int ch;
 	while ((ch = getopt_long(argc, argv, "H:p:u:w:f:t:c:k:s:d:n:Ph", lo, NULL)) != -1) {
@@ -1052,6 +1069,7 @@ int main(int argc, char **argv)
 		case O_LABEL: o.label = optarg; break;
 		case O_WARMUP: o.warmup = atof(optarg); break;
 		case O_NOAUTH: o.no_auth = 1; break;
+		case O_RESUME: o.resume = 1; break;
 		default: usage();
 		}
 	}
@@ -1155,6 +1173,7 @@ int main(int argc, char **argv)
 		tot.conns_started += w->conns_started;
 		tot.bytes_sent += w->bytes_sent;
 		tot.held_end += w->held_end;
+		tot.resumed += w->resumed;
 		if (w->last_done > last)
 			last = w->last_done;
 		lat_merge(&tot.msg_lat, &w->msg_lat);
@@ -1192,6 +1211,7 @@ int main(int argc, char **argv)
 		o.threads, elapsed, window);
 	fprintf(f, "\"tls\":");
 	json_str(f, tls_desc);
+	fprintf(f, ",\"tls_resumed\":%" PRIu64, tot.resumed);
 	fprintf(f,
 		",\"messages_ok\":%" PRIu64 ",\"messages_ok_total\":%" PRIu64
 		",\"messages_failed\":%" PRIu64 ",\"msgs_per_s\":%.2f,"

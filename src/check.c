@@ -15,6 +15,7 @@
 #include "dkim/dkim_conf.h"
 #include "lookup/dovecot_auth.h"
 #include "lookup/table.h"
+#include "net/tls.h"
 #include "policy/sender_login.h"
 #include "relay/relay.h"
 
@@ -407,8 +408,22 @@ int check_login(struct config *cfg, const char *login, const char *password, con
 	return check_owner(cfg, sender, user, out) ? 0 : 1;
 }
 
+/* Every certificate/key pair, in the order GnuTLS tries them (net/tls.h). */
+static void check_tls_pairs(const struct config *cfg, FILE *out)
+{
+	for (size_t i = 0; i < tls_server_npairs(cfg); i++) {
+		char desc[512];
+		tls_server_describe_pair(cfg, i, desc, sizeof(desc));
+		if (i < cfg->ntls_cert_files)
+			fprintf(out, "tls: pair %zu: %s\n", i + 1, desc);
+		else
+			fprintf(out, "tls: SNI pair %zu: %s\n", i + 1 - cfg->ntls_cert_files, desc);
+	}
+}
+
 int check_neighbours(struct config *cfg, FILE *out)
 {
+	check_tls_pairs(cfg, out);
 	int failures = check_dovecot(cfg, out);
 	failures += check_tables("sender_login_maps", cfg->sender_login_maps, out);
 	failures += check_tables("header_from_exempt_maps", cfg->header_from_exempt_maps, out);

@@ -144,7 +144,7 @@ static unsigned main_reload_requests; /* SIGHUPs not yet acted on */
 
 static void main_reload(const char *why)
 {
-	char err[1024], desc[512];
+	char err[1024], desc[1024];
 	notify_send(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading (%s)",
 		    (unsigned long long)notify_monotonic_usec(), why);
 	log_info("reloading %s (%s)", main_config_path, why);
@@ -252,7 +252,7 @@ static void main_async_cb(uv_async_t *a)
 		/* Listening on every socket, configuration and keys loaded,
 		   privileges dropped, SIGHUP handled: ready. */
 		main_ready = true;
-		char desc[512];
+		char desc[1024];
 		tls_server_describe(main_cfg, desc, sizeof(desc));
 		log_info("submitd %s ready: %u workers, %zu listeners, relayhost %s; %s",
 			 PACKAGE_VERSION, worker_count(), main_cfg->nlistens,

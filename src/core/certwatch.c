@@ -75,8 +75,10 @@ static void certwatch_add(struct certwatch *cw, const char *path)
 struct certwatch *certwatch_new(const struct config *cfg)
 {
 	struct certwatch *cw = xcalloc(1, sizeof(*cw));
-	certwatch_add(cw, cfg->tls_cert_file);
-	certwatch_add(cw, cfg->tls_key_file);
+	for (size_t i = 0; i < cfg->ntls_cert_files; i++)
+		certwatch_add(cw, cfg->tls_cert_files[i]);
+	for (size_t i = 0; i < cfg->ntls_key_files; i++)
+		certwatch_add(cw, cfg->tls_key_files[i]);
 	for (size_t i = 0; i < cfg->ntls_sni; i++) {
 		certwatch_add(cw, cfg->tls_sni[i].cert_file);
 		certwatch_add(cw, cfg->tls_sni[i].key_file);

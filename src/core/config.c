@@ -46,7 +46,7 @@ struct config_key {
 #define GLOBAL false
 
 static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
-static config_hook config_disable_vrfy;
+static config_hook config_disable_vrfy, config_tls_cert_file, config_tls_key_file;
 static config_hook config_unknown_tempfail;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level;
@@ -57,8 +57,9 @@ static config_hook config_relay_ca_file, config_relay_auth_header, config_sender
 static const struct config_key config_keys[] = {
 	{"myhostname", CFG_STR, OFF(myhostname), NULL, 0, 0, NULL, GLOBAL},
 	{"listen", CFG_SPECIAL, 0, NULL, 0, 0, config_listen, GLOBAL},
-	{"tls_cert_file", CFG_STR, OFF(tls_cert_file), NULL, 0, 0, NULL, GLOBAL},
-	{"tls_key_file", CFG_STR, OFF(tls_key_file), NULL, 0, 0, NULL, GLOBAL},
+	/* repeatable: the Nth of each make the Nth pair (net/tls.c) */
+	{"tls_cert_file", CFG_SPECIAL, 0, NULL, 0, 0, config_tls_cert_file, GLOBAL},
+	{"tls_key_file", CFG_SPECIAL, 0, NULL, 0, 0, config_tls_key_file, GLOBAL},
 	{"tls_priority", CFG_STR, OFF(tls_priority), DEFAULT_TLS_PRIORITY, 0, 0, NULL, LISTENER},
 	{"mynetworks", CFG_SPECIAL, 0, "127.0.0.0/8, ::1/128", 0, 0, config_mynetworks, LISTENER},
 	{"relayhost", CFG_SPECIAL, 0, "[127.0.0.1]:25", 0, 0, config_relayhost, GLOBAL},
@@ -237,6 +238,12 @@ static void config_free(struct config *cfg)
 		free(cfg->tls_sni[i].key_file);
 	}
 	free(cfg->tls_sni);
+	for (size_t i = 0; i < cfg->ntls_cert_files; i++)
+		free(cfg->tls_cert_files[i]);
+	for (size_t i = 0; i < cfg->ntls_key_files; i++)
+		free(cfg->tls_key_files[i]);
+	free(cfg->tls_cert_files);
+	free(cfg->tls_key_files);
 	free(cfg->listens);
 	free(cfg->mynetworks);
 	config_relay_free(cfg->relay, cfg->nrelay);
@@ -941,6 +948,31 @@ out:
 	}
 	free(copy);
 	return ok;
+}
+
+/* tls_cert_file and tls_key_file repeat (one pair per key type); the
+ * first of each also stays in tls_cert_file/tls_key_file. */
+static bool config_tls_file_add(char ***list, size_t *n, char **first, const char *value, char *err,
+				size_t errlen)
+{
+	if (*value == '\0')
+		return config_err(err, errlen, "empty file name");
+	*list = xrealloc(*list, (*n + 1) * sizeof(**list));
+	(*list)[(*n)++] = xstrdup(value);
+	*first = (*list)[0];
+	return true;
+}
+
+static bool config_tls_cert_file(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	return config_tls_file_add(&cfg->tls_cert_files, &cfg->ntls_cert_files, &cfg->tls_cert_file,
+				   value, err, errlen);
+}
+
+static bool config_tls_key_file(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	return config_tls_file_add(&cfg->tls_key_files, &cfg->ntls_key_files, &cfg->tls_key_file,
+				   value, err, errlen);
 }
 
 static bool config_set(struct config *cfg, const struct config_key *k, const char *value, char *err,

@@ -92,8 +92,12 @@ struct config {
 	char *myhostname;
 	struct listen_cfg *listens;
 	size_t nlistens;
+	/* tls_cert_file/tls_key_file may repeat: pair i is (tls_cert_files[i],
+	 * tls_key_files[i]); the two below are the first of each (not owned). */
 	char *tls_cert_file;
 	char *tls_key_file;
+	char **tls_cert_files, **tls_key_files;
+	size_t ntls_cert_files, ntls_key_files;
 	char *tls_priority;
 	struct cidr *mynetworks;
 	size_t nmynetworks;

@@ -34,22 +34,7 @@ env, certs, sink = setup()
 
 def make_pair(d, name, cn=MYHOST, sans=(MYHOST, "localhost")):
     """A new key and certificate from the test CA; returns (fullchain, key)."""
-    key = os.path.join(d, name + "-key.pem")
-    crt = os.path.join(d, name + ".pem")
-    csr = os.path.join(d, name + ".csr")
-    ext = os.path.join(d, name + ".ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
-                % ",".join("DNS:" + s for s in sans))
-    for argv in (["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                  "-keyout", key, "-out", csr, "-subj", "/CN=" + cn],
-                 ["x509", "-req", "-in", csr, "-CA", certs.ca, "-CAkey", certs.ca_key,
-                  "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext]):
-        subprocess.run(["openssl"] + argv, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, cwd=d)
-    with open(crt, "a") as out, open(certs.ca) as ca:
-        out.write(ca.read())
-    return crt, key
+    return certs.issue(d, name, "ec", cn, sans)
 
 
 def pem_fingerprint(path):
