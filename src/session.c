@@ -473,6 +473,19 @@ static void session_send_end(struct session *s)
 		dkim_hold_end(s->dkim, time(NULL));
 		return;
 	}
+	session_relay_end(s);
+}
+
+/* The downstream's final dot. A hold, kick or block made during the
+ * END-OF-MESSAGE steps (policy daemon, signing) still stops the message. */
+void session_relay_end(struct session *s)
+{
+	struct smtp_reply lr;
+	if (!limits_session_data_end(&s->lim, &lr)) {
+		session_txn_reset(s); /* aborts the downstream transaction */
+		session_complete(s, &lr);
+		return;
+	}
 	s->relay_step = RELAY_END;
 	relay_txn_end(s->relay);
 }
