@@ -42,15 +42,13 @@ static void test_window_basic(void)
 	ok(!st->ops->take(st, &a, 1, 1, t + 5000, &which, &wait), "the sixth refused");
 	is_int((long long)which, 0, "the refusing rule is named");
 	/* The first went in at t: it stops counting about a minute later. */
-	ok(wait > 54000 && wait <= 57000,
-	   "frees up when the first event leaves the window (%llu ms)", (unsigned long long)wait);
-	ok(!st->ops->take(st, &a, 1, 1, t + 5000 + wait - 1001, &which, &wait),
-	   "a second early: still refused");
+	ok(wait > 54000 && wait <= 57000, "frees up when the first event leaves the window (%llu ms)",
+	   (unsigned long long)wait);
+	ok(!st->ops->take(st, &a, 1, 1, t + 5000 + wait - 1001, &which, &wait), "a second early: still refused");
 	uint64_t w2 = 0;
 	uint64_t used = st->ops->peek(st, "m|l|alice", 60000, 5, t + 5000, &w2);
 	is_int((long long)used, 5, "peek: five used");
-	ok(st->ops->take(st, &a, 1, 1, t + 62500, &which, &wait),
-	   "after the window moved on: fits again");
+	ok(st->ops->take(st, &a, 1, 1, t + 62500, &which, &wait), "after the window moved on: fits again");
 	struct limits_ask b = {"m|l|bob", 5, 60000};
 	ok(st->ops->take(st, &b, 1, 1, t + 5000, &which, &wait), "another key is not affected");
 	limits_store_free(&st);
@@ -75,8 +73,7 @@ static void test_window_exact(void)
 		uint64_t wait;
 		bool yes = st->ops->take(st, &a, 1, 1, t, &which, &wait);
 		/* exact count over (t - period, t] */
-		uint64_t exact = 0, exact_wide = 0,
-			 slot = (period + LIMITS_WIN_SLOTS - 1) / LIMITS_WIN_SLOTS;
+		uint64_t exact = 0, exact_wide = 0, slot = (period + LIMITS_WIN_SLOTS - 1) / LIMITS_WIN_SLOTS;
 		for (size_t k = 0; k < nlog; k++) {
 			if (log[k] + period > t)
 				exact++;
@@ -156,8 +153,7 @@ static void test_holds(void)
 {
 	struct limits_store *st = limits_store_memory_new(1000);
 	uint64_t g0 = st->generation;
-	struct limits_hold h = {
-		.login = "dave@example.com", .reason = "manual", .since = 100, .until = 0};
+	struct limits_hold h = {.login = "dave@example.com", .reason = "manual", .since = 100, .until = 0};
 	ok(st->ops->hold_set(st, &h, 5000), "hold set");
 	ok(st->generation != g0, "a hold bumps the generation");
 	ok(!st->ops->hold_set(st, &h, 6000), "held already: not set twice (one log line)");
@@ -176,15 +172,12 @@ static void test_holds(void)
 
 	struct limits_block b = {.addr = "192.0.2.7", .since = 1, .reason = "test"};
 	ok(st->ops->block_set(st, &b) && !st->ops->block_set(st, &b), "block set once");
-	ok(st->ops->block_get(st, "192.0.2.7") && !st->ops->block_get(st, "192.0.2.8"),
-	   "block_get");
-	ok(st->ops->block_clear(st, "192.0.2.7") && !st->ops->block_get(st, "192.0.2.7"),
-	   "unblock");
+	ok(st->ops->block_get(st, "192.0.2.7") && !st->ops->block_get(st, "192.0.2.8"), "block_get");
+	ok(st->ops->block_clear(st, "192.0.2.7") && !st->ops->block_get(st, "192.0.2.7"), "unblock");
 
 	st->ops->kick(st, "frank", 3000, 1000);
 	is_int((long long)st->ops->kicked_at(st, "frank", 3500), 3000, "kicked_at");
-	is_int((long long)st->ops->kicked_at(st, "frank", 4000), 0,
-	       "a kick is forgotten after keep_ms");
+	is_int((long long)st->ops->kicked_at(st, "frank", 4000), 0, "a kick is forgotten after keep_ms");
 
 	is_int(st->ops->addr_seen(st, "gina", "192.0.2.1", 60000, 1000), 1, "one address");
 	is_int(st->ops->addr_seen(st, "gina", "192.0.2.1", 60000, 2000), 1, "the same again");
@@ -215,15 +208,12 @@ static void test_full(void)
 	}
 	struct limits_store_stats ss;
 	st->ops->stats(st, &ss);
-	ok(ss.entries <= 128, "a full store holds at most its bound (%llu)",
-	   (unsigned long long)ss.entries);
-	ok(ss.refused_full > 0, "and counts what it did not keep (%llu)",
-	   (unsigned long long)ss.refused_full);
+	ok(ss.entries <= 128, "a full store holds at most its bound (%llu)", (unsigned long long)ss.entries);
+	ok(ss.refused_full > 0, "and counts what it did not keep (%llu)", (unsigned long long)ss.refused_full);
 	refusedfull = (int)ss.refused_full;
 	/* Once the windows are over, the sweep makes room again. */
 	struct limits_ask a = {"late", 1, 3600000};
-	ok(st->ops->take(st, &a, 1, 1, 1000 + 2 * 3600000ULL, &which, &wait),
-	   "a take after expiry");
+	ok(st->ops->take(st, &a, 1, 1, 1000 + 2 * 3600000ULL, &which, &wait), "a take after expiry");
 	st->ops->stats(st, &ss);
 	ok((int)ss.refused_full == refusedfull, "expired entries were swept to make room");
 	limits_store_free(&st);
@@ -237,8 +227,7 @@ static void test_hold_full(void)
 	limits_store_replace(st);
 	struct config cfg;
 	memset(&cfg, 0, sizeof(cfg));
-	ok(limits_hold_manual(NULL, &cfg, "a@example.com", "t") == LIMITS_HOLD_SET,
-	   "a hold is set");
+	ok(limits_hold_manual(NULL, &cfg, "a@example.com", "t") == LIMITS_HOLD_SET, "a hold is set");
 	ok(limits_hold_manual(NULL, &cfg, "a@example.com", "t") == LIMITS_HOLD_ALREADY,
 	   "a second hold of the same login: held already");
 	size_t which;
@@ -270,27 +259,15 @@ static void test_parse(void)
 	struct limits_rules r;
 	char err[200], out[200];
 	ok(limits_rules_parse("200/1h, 1000/1d", &r, err, sizeof(err)) && r.n == 2 &&
-		   r.r[0].count == 200 && r.r[0].period_ms == 3600000 &&
-		   r.r[1].period_ms == 86400000,
+		   r.r[0].count == 200 && r.r[0].period_ms == 3600000 && r.r[1].period_ms == 86400000,
 	   "200/1h, 1000/1d");
 	limits_rules_format(&r, out, sizeof(out));
 	ok(strcmp(out, "200/1h, 1000/1d") == 0, "formatted back: %s", out);
 	ok(limits_rules_parse("none", &r, err, sizeof(err)) && r.n == 0, "none");
 	ok(limits_rules_parse("3/5s", &r, err, sizeof(err)) && r.r[0].period_ms == 5000, "3/5s");
-	const char *bad[] = {"",
-			     "200",
-			     "/1h",
-			     "200/",
-			     "0/1h",
-			     "-1/1h",
-			     "200/1x",
-			     "200/500ms",
-			     "1/1h,",
-			     "1/1h,,2/1d",
-			     "1/1h 2/1d",
-			     "99999999999/1h",
-			     "1/1h,2/1h,3/1h,4/1h,5/1h",
-			     "1/1h;"};
+	const char *bad[] = {"", "200", "/1h", "200/", "0/1h", "-1/1h", "200/1x", "200/500ms",
+			     "1/1h,", "1/1h,,2/1d", "1/1h 2/1d", "99999999999/1h",
+			     "1/1h,2/1h,3/1h,4/1h,5/1h", "1/1h;"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		ok(!limits_rules_parse(bad[i], &r, err, sizeof(err)), "refused: \"%s\"", bad[i]);
 
@@ -307,11 +284,7 @@ static void test_parse(void)
 	   "override: recipients only, messages keep the default");
 	ok(limits_override_parse("none", &m, &rc) && m.n == 0 && rc.n == 0, "override: none");
 	limits_rules_parse("200/1h", &m, err, sizeof(err));
-	const char *obad[] = {"",
-			      "message",
-			      "message=",
-			      "msg=1/1h",
-			      "message=1/1h bogus",
+	const char *obad[] = {"", "message", "message=", "msg=1/1h", "message=1/1h bogus",
 			      "message=1/1h recipient=x"};
 	for (size_t i = 0; i < sizeof(obad) / sizeof(obad[0]); i++)
 		ok(!limits_override_parse(obad[i], &m, &rc) && m.r[0].count == 200,
@@ -324,8 +297,7 @@ static void test_control_parse(void)
 	char big[CONTROL_LINE_MAX + 10];
 	memset(big, 'a', sizeof(big));
 	control_answer(NULL, NULL, big, sizeof(big), &out);
-	ok(strncmp((char *)buf_data(&out), "error: request longer", 21) == 0,
-	   "a long line is refused");
+	ok(strncmp((char *)buf_data(&out), "error: request longer", 21) == 0, "a long line is refused");
 	const char *cases[][2] = {
 		{"", "error: empty request"},
 		{"frobnicate", "error: unknown verb"},
@@ -388,14 +360,11 @@ static void test_policy_parse(void)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct smtp_reply r;
 		char action[256];
-		bool got = policy_service_parse(cases[i].in, strlen(cases[i].in), &r, action,
-						sizeof(action));
-		ok(got == cases[i].ok &&
-			   (!got || (r.code == cases[i].code &&
-				     (r.code == 0 || (strcmp(r.enh, cases[i].enh) == 0 &&
-						      strcmp(r.text, cases[i].text) == 0)))),
-		   "policy answer %zu -> %s %d %s %s", i, got ? "ok" : "refused", r.code, r.enh,
-		   r.text);
+		bool got = policy_service_parse(cases[i].in, strlen(cases[i].in), &r, action, sizeof(action));
+		ok(got == cases[i].ok && (!got || (r.code == cases[i].code &&
+						   (r.code == 0 || (strcmp(r.enh, cases[i].enh) == 0 &&
+								    strcmp(r.text, cases[i].text) == 0)))),
+		   "policy answer %zu -> %s %d %s %s", i, got ? "ok" : "refused", r.code, r.enh, r.text);
 	}
 }
 
