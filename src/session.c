@@ -192,6 +192,8 @@ static void session_restr_run(struct session *s, size_t start)
 		.trusted = s->trusted_client,
 		.smtputf8 = s->mail.smtputf8,
 		.delimiters = s->cfg->recipient_delimiter,
+		.client_addr = s->ip,
+		.helo = smtp_server_helo(s->server),
 	};
 	struct smtp_reply r;
 	enum sender_login_policy pol = SENDER_LOGIN_NONE;

@@ -1,6 +1,7 @@
 #include "config.h"
 #include "policy/restrictions.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,8 @@ enum restriction_kind {
 	R_SENDER_ACCESS,
 	R_RECIPIENT_ACCESS,
 	R_LOGIN_MISMATCH,
+	R_CLIENT_ACCESS,
+	R_HELO_ACCESS,
 };
 
 struct restriction {
@@ -54,6 +57,8 @@ static const struct {
 	{"reject_unauth_destination", R_UNAUTH_DESTINATION},
 	{"check_sender_access", R_SENDER_ACCESS},
 	{"check_recipient_access", R_RECIPIENT_ACCESS},
+	{"check_client_access", R_CLIENT_ACCESS},
+	{"check_helo_access", R_HELO_ACCESS},
 };
 
 /* Postfix restrictions that need what submitd does not have yet: named in
@@ -61,12 +66,8 @@ static const struct {
 static const char *const restrictions_later[] = {
 	"reject_unknown_sender_domain",
 	"reject_unknown_recipient_domain",
-	"reject_unlisted_sender",
-	"reject_unlisted_recipient",
 	"reject_rbl_client",
 	"reject_rhsbl_sender",
-	"check_client_access",
-	"check_helo_access",
 	"reject_unknown_client_hostname",
 	"reject_unknown_helo_hostname",
 	NULL,
@@ -120,6 +121,17 @@ static char *restrictions_word(char **p)
 	return w;
 }
 
+/* Postfix's postmap-made types: submitd reads no database file, and never
+ * guesses that the source file next to it says the same. */
+static bool restrictions_indexed(const char *spec)
+{
+	static const char *const types[] = {"hash:", "btree:", "dbm:", "sdbm:", "lmdb:", "cdb:"};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (strncasecmp(spec, types[i], strlen(types[i])) == 0)
+			return true;
+	return false;
+}
+
 static bool restrictions_item(struct restrictions *r, const char *name, char **save,
 			      const char *key, char *err, size_t errlen)
 {
@@ -135,12 +147,20 @@ static bool restrictions_item(struct restrictions *r, const char *name, char **s
 		if (strcasecmp(name, restrictions_names[i].name) != 0)
 			continue;
 		it->kind = restrictions_names[i].kind;
-		if (it->kind == R_SENDER_ACCESS || it->kind == R_RECIPIENT_ACCESS) {
+		if (it->kind == R_SENDER_ACCESS || it->kind == R_RECIPIENT_ACCESS ||
+		    it->kind == R_CLIENT_ACCESS || it->kind == R_HELO_ACCESS) {
 			const char *spec = restrictions_word(save);
 			if (spec == NULL)
 				return restrictions_err(err, errlen, "%s: %s needs a table", key,
 							name);
 			char why[512];
+			if (restrictions_indexed(spec))
+				return restrictions_err(
+					err, errlen,
+					"%s: %s %s: indexed files (Berkeley DB, LMDB, CDB) are "
+					"not read: name the source file, texthash:PATH "
+					"(docs/restrictions.md)",
+					key, name, spec);
 			it->table = table_open(spec, why, sizeof(why));
 			if (it->table == NULL)
 				return restrictions_err(err, errlen, "%s: %s %s: %s", key, name,
@@ -157,6 +177,15 @@ static bool restrictions_item(struct restrictions *r, const char *name, char **s
 		r->n++;
 		return true;
 	}
+	/* A submission server relays every recipient and keeps no local
+	   recipient tables; who may send as whom is sender_login_maps'. */
+	if (strcasecmp(name, "reject_unlisted_sender") == 0 ||
+	    strcasecmp(name, "reject_unlisted_recipient") == 0)
+		return restrictions_err(err, errlen,
+					"%s: %s is not offered: submitd keeps no local "
+					"recipient tables; sender_login_maps decides which "
+					"senders a login may use (docs/restrictions.md)",
+					key, name);
 	for (size_t i = 0; restrictions_later[i] != NULL; i++)
 		if (strcasecmp(name, restrictions_later[i]) == 0)
 			return restrictions_err(err, errlen,
@@ -396,6 +425,82 @@ static enum restriction_result restrictions_access(const struct table *t,
 	return RR_DUNNO;
 }
 
+/* ---- check_client_access, check_helo_access ---- */
+
+/* One key of a client or HELO lookup: the action, or a lookup failure. */
+static bool restrictions_key(const struct table *t, const char *key, const char *name,
+			     const char *class, struct smtp_reply *out,
+			     enum restriction_result *res_r)
+{
+	const char *value;
+	enum table_status st = table_lookup_sync(t, key, &value);
+	if (st == TABLE_OK) {
+		*res_r = restrictions_action(value, name, class, out);
+		return true;
+	}
+	if (st == TABLE_TEMPFAIL) {
+		restrictions_reply(out, 451, "4.3.0", "<%s>: Temporary lookup failure", name);
+		*res_r = RR_REJECT;
+		return true;
+	}
+	return false;
+}
+
+/* Postfix's check_namadr_access(): the client's name and its parent
+ * domains, then its address and the shorter prefixes of it (IPv4 by
+ * octet, IPv6 by ":" from the compressed form, as access(5) says).
+ * submitd looks up no client names (no reverse DNS): the name is
+ * "unknown", which is not looked up, and replies name unknown[ADDR]. */
+static enum restriction_result restrictions_client_access(const struct table *t, const char *client,
+							  struct smtp_reply *out)
+{
+	if (client == NULL || client[0] == '\0')
+		return RR_DUNNO;
+	unsigned char bin[16];
+	char key[64], name[80];
+	int af = strchr(client, ':') != NULL ? AF_INET6 : AF_INET;
+	if (inet_pton(af, client, bin) != 1 || inet_ntop(af, bin, key, sizeof(key)) == NULL)
+		return RR_DUNNO; /* not an address (a UNIX socket client) */
+	snprintf(name, sizeof(name), "unknown[%s]", key);
+	char delim = af == AF_INET6 ? ':' : '.';
+	enum restriction_result res;
+	for (;;) {
+		if (restrictions_key(t, key, name, "Client host", out, &res))
+			return res;
+		char *cut = strrchr(key, delim);
+		if (cut == NULL)
+			return RR_DUNNO;
+		*cut = '\0';
+	}
+}
+
+/* Postfix's check_domain_access() on the HELO name: the name, then its
+ * parent domains (parent_domain_matches_subdomains names smtpd_access_maps
+ * by default); an address literal is looked up as written. */
+static enum restriction_result restrictions_helo_access(const struct table *t, const char *helo,
+							struct smtp_reply *out)
+{
+	if (helo == NULL || helo[0] == '\0')
+		return RR_DUNNO;
+	char name[256];
+	size_t n = strlen(helo);
+	if (n >= sizeof(name))
+		n = sizeof(name) - 1; /* the SMTP parser bounds it; never more */
+	for (size_t i = 0; i < n; i++)
+		name[i] = (char)tolower((unsigned char)helo[i]);
+	name[n] = '\0';
+	enum restriction_result res;
+	for (const char *d = name; d != NULL;) {
+		if (restrictions_key(t, d, helo, "Helo command", out, &res))
+			return res;
+		if (name[0] == '[')
+			break;
+		const char *dot = strchr(d + 1, '.');
+		d = dot != NULL && dot[1] != '\0' ? dot + 1 : NULL;
+	}
+	return RR_DUNNO;
+}
+
 #define CLASS_SENDER "Sender address"
 #define CLASS_RECIPIENT "Recipient address"
 
@@ -480,6 +585,12 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 		case R_RECIPIENT_ACCESS:
 			if (recipient != NULL)
 				res = restrictions_access(it->table, &ra, CLASS_RECIPIENT, out);
+			break;
+		case R_CLIENT_ACCESS:
+			res = restrictions_client_access(it->table, f->client_addr, out);
+			break;
+		case R_HELO_ACCESS:
+			res = restrictions_helo_access(it->table, f->helo, out);
 			break;
 		case R_LOGIN_MISMATCH:
 			*policy_r = it->policy;
