@@ -449,8 +449,9 @@ static bool restrictions_key(const struct table *t, const char *key, const char 
 /* Postfix's check_namadr_access(): the client's name and its parent
  * domains, then its address and the shorter prefixes of it (IPv4 by
  * octet, IPv6 by ":" from the compressed form, as access(5) says).
- * submitd looks up no client names (no reverse DNS): the name is
- * "unknown", which is not looked up, and replies name unknown[ADDR]. */
+ * submitd looks up no client names (no reverse DNS): the name is always
+ * "unknown", looked up as Postfix with smtpd_peername_lookup = no does,
+ * and replies name unknown[ADDR]. */
 static enum restriction_result restrictions_client_access(const struct table *t, const char *client,
 							  struct smtp_reply *out)
 {
@@ -464,6 +465,8 @@ static enum restriction_result restrictions_client_access(const struct table *t,
 	snprintf(name, sizeof(name), "unknown[%s]", key);
 	char delim = af == AF_INET6 ? ':' : '.';
 	enum restriction_result res;
+	if (restrictions_key(t, "unknown", name, "Client host", out, &res))
+		return res;
 	for (;;) {
 		if (restrictions_key(t, key, name, "Client host", out, &res))
 			return res;

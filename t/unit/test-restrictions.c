@@ -209,7 +209,7 @@ int main(void)
 	f.helo = "Mail.Sub.Example.COM";
 	f.login = "alice@example.com";
 	const char *ca = "check_client_access inline:{ 192.0.2.17=REJECT, 198.51=OK, "
-			 "{ 203.0.113 = 554 5.7.0 go away }, 2001:db8:1:=DEFER, unknown=REJECT }, "
+			 "{ 203.0.113 = 554 5.7.0 go away }, 2001:db8:1:=DEFER }, "
 			 "reject";
 	check(ca, R, &f, "554 5.7.1 <unknown[192.0.2.17]>: Client host rejected: Access denied",
 	      "check_client_access: the full address");
@@ -223,7 +223,10 @@ int main(void)
 	      "check_client_access: IPv6, compressed form, cut at ':' (2001:db8:1:)");
 	f.client_addr = "192.0.2.170";
 	check(ca, R, &f, "554 5.7.1 <bob@example.net>: Recipient address rejected: Access denied",
-	      "check_client_access: 192.0.2.170 is not 192.0.2.17, and \"unknown\" is not looked up");
+	      "check_client_access: 192.0.2.170 is not 192.0.2.17");
+	check("check_client_access inline:{ unknown=REJECT, 192.0.2.170=OK }", R, &f,
+	      "554 5.7.1 <unknown[192.0.2.170]>: Client host rejected: Access denied",
+	      "check_client_access: the name \"unknown\" first, as Postfix without reverse names");
 	f.client_addr = NULL;
 	check("check_client_access inline:{ 1=REJECT }", R, &f, "permit", "no client address: DUNNO");
 	f.client_addr = "192.0.2.17";
