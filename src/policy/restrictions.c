@@ -485,10 +485,13 @@ static enum restriction_result restrictions_helo_access(const struct table *t, c
 {
 	if (helo == NULL || helo[0] == '\0')
 		return RR_DUNNO;
-	char name[256];
+	char name[1024]; /* the SMTP line is shorter */
 	size_t n = strlen(helo);
-	if (n >= sizeof(name))
-		n = sizeof(name) - 1; /* the SMTP parser bounds it; never more */
+	if (n >= sizeof(name)) {
+		/* looked up whole or not at all, never in part */
+		restrictions_reply(out, 501, "5.5.2", "Error: HELO name too long");
+		return RR_REJECT;
+	}
 	for (size_t i = 0; i < n; i++)
 		name[i] = (char)tolower((unsigned char)helo[i]);
 	name[n] = '\0';
