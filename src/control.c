@@ -6,7 +6,6 @@
 #include "control.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -66,18 +65,6 @@ static void control_time(time_t t, char *out, size_t outsz)
 	struct tm tm;
 	gmtime_r(&t, &tm);
 	strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/* A login or an address as an argument: printable ASCII, no space. */
-static bool control_word_ok(const char *w)
-{
-	size_t n = strlen(w);
-	if (n == 0 || n > 255)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (w[i] <= 0x20 || w[i] >= 0x7f)
-			return false;
-	return true;
 }
 
 struct control_list {
@@ -220,78 +207,21 @@ static void control_done(struct buf *out, bool json, const char *text, const cha
 	}
 }
 
+_Static_assert(CONTROL_REASON_MAX == LIMITS_REASON_MAX, "a reason from the socket fits a hold");
+
 void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line, size_t len,
 		    struct buf *out)
 {
-	char req[CONTROL_LINE_MAX + 1];
-	if (len > CONTROL_LINE_MAX) {
-		control_error(out, "request longer than %d bytes", CONTROL_LINE_MAX);
+	struct control_req req;
+	char perr[160];
+	if (!control_parse(line, len, &req, perr, sizeof(perr))) {
+		control_error(out, "%s", perr);
 		return;
 	}
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)line[i] < 0x20 || (unsigned char)line[i] >= 0x7f) {
-			control_error(out, "request holds a control or non-ASCII byte");
-			return;
-		}
-	memcpy(req, line, len);
-	req[len] = '\0';
-	char *args[4] = {NULL};
-	size_t nargs = 0;
-	char *p = req, *rest = NULL;
-	bool json = false;
-	while (*p != '\0' && nargs < 3) {
-		while (*p == ' ')
-			p++;
-		if (*p == '\0')
-			break;
-		char *w = p;
-		p += strcspn(p, " ");
-		if (*p != '\0')
-			*p++ = '\0';
-		if (nargs == 0 && !json && strcmp(w, "json") == 0) {
-			json = true;
-			continue;
-		}
-		args[nargs++] = w;
-		if (nargs == 2) {
-			while (*p == ' ')
-				p++;
-			rest = *p ? p : NULL; /* a REASON may hold spaces */
-			break;
-		}
-	}
-	const char *verb = args[0], *arg = args[1];
-	if (verb == NULL) {
-		control_error(out, "empty request");
-		return;
-	}
-	bool takes_arg = strcmp(verb, "limits") == 0 || strcmp(verb, "hold") == 0 ||
-			 strcmp(verb, "release") == 0 || strcmp(verb, "block") == 0 ||
-			 strcmp(verb, "unblock") == 0 || strcmp(verb, "kick") == 0;
-	bool known = takes_arg || strcmp(verb, "status") == 0 || strcmp(verb, "sessions") == 0 ||
-		     strcmp(verb, "held") == 0;
-	if (!known) {
-		control_error(out, "unknown verb (status, sessions, held, limits, hold, release, "
-				   "block, unblock, kick)");
-		return;
-	}
-	if (takes_arg != (arg != NULL) ||
-	    (rest != NULL && strcmp(verb, "hold") != 0 && strcmp(verb, "block") != 0)) {
-		control_error(out, "%s: wrong number of arguments", verb);
-		return;
-	}
-	if (arg != NULL && !control_word_ok(arg)) {
-		control_error(out, "%s: bad argument", verb);
-		return;
-	}
-	if (rest != NULL && strlen(rest) >= LIMITS_REASON_MAX) {
-		control_error(out, "%s: reason longer than %d bytes", verb, LIMITS_REASON_MAX - 1);
-		return;
-	}
-	char login[256] = "";
-	if (arg != NULL)
-		for (size_t i = 0; i <= strlen(arg); i++)
-			login[i] = (char)tolower((unsigned char)arg[i]);
+	bool json = req.json;
+	const char *verb = req.name, *arg = req.has_arg ? req.arg : NULL;
+	const char *rest = req.has_rest ? req.rest : NULL;
+	const char *login = req.arg;
 	struct limits_store *st = limits_store();
 	if (st == NULL || cfg == NULL) {
 		control_error(out, "limits are not loaded");

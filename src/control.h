@@ -20,9 +20,9 @@
 #include <uv.h>
 
 #include "core/buf.h"
+#include "control_parse.h"
 #include "core/config.h"
 
-#define CONTROL_LINE_MAX 1024
 #define CONTROL_CLIENTS_MAX 16
 #define CONTROL_TIMEOUT_MS 5000
 

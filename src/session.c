@@ -193,6 +193,8 @@ void session_restr_run(struct session *s, size_t start)
 		.trusted = s->trusted_client,
 		.smtputf8 = s->mail.smtputf8,
 		.delimiters = s->cfg->recipient_delimiter,
+		.client_addr = s->ip,
+		.helo = smtp_server_helo(s->server),
 	};
 	struct smtp_reply r;
 	enum sender_login_policy pol = SENDER_LOGIN_NONE;
@@ -480,6 +482,19 @@ static void session_send_end(struct session *s)
 {
 	if (s->dkim != NULL) {
 		dkim_hold_end(s->dkim, time(NULL));
+		return;
+	}
+	session_relay_end(s);
+}
+
+/* The downstream's final dot. A hold, kick or block made during the
+ * END-OF-MESSAGE steps (policy daemon, signing) still stops the message. */
+void session_relay_end(struct session *s)
+{
+	struct smtp_reply lr;
+	if (!limits_session_data_end(&s->lim, &lr)) {
+		session_txn_reset(s); /* aborts the downstream transaction */
+		session_complete(s, &lr);
 		return;
 	}
 	s->relay_step = RELAY_END;

@@ -67,8 +67,7 @@ static void session_dkim_done_do(void *ctx, bool ok, const char *why)
 		session_complete(s, ok ? &r : &u);
 		return;
 	}
-	s->relay_step = RELAY_END;
-	relay_txn_end(s->relay);
+	session_relay_end(s);
 }
 
 /* The hold took what it was given: reading goes on as after a drain. */

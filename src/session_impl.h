@@ -131,6 +131,8 @@ void session_txn_reset(struct session *s);
 void session_complete(struct session *s, const struct smtp_reply *r);
 /* The downstream (or the DKIM hold) took what it was given: reading resumes. */
 void session_relay_drain_do(void *ctx);
+/* The message's final end downstream, after the hold re-check. */
+void session_relay_end(struct session *s);
 
 /* Runs this stage's restriction list from item start (session.c). */
 void session_restr_run(struct session *s, size_t start);

@@ -189,6 +189,9 @@ static const struct config_key config_keys[] = {
 	{"hold_time", CFG_TIME, OFF(hold_time_ms), "0", 0, 31536000000ULL, NULL, GLOBAL},
 	{"notify_command", CFG_STR, OFF(notify_command), NULL, 0, 0, NULL, GLOBAL},
 	{"notify_timeout", CFG_TIME, OFF(notify_timeout_ms), "10s", 100, 600000, NULL, GLOBAL},
+	/* the message sent when a login is held (policy/hold_notice.h) */
+	{"hold_notify_recipient", CFG_STR, OFF(hold_notify_recipient), NULL, 0, 0, NULL, GLOBAL},
+	{"hold_notify_sender", CFG_STR, OFF(hold_notify_sender), NULL, 0, 0, NULL, GLOBAL},
 	{"control_socket", CFG_STR, OFF(control_socket), NULL, 0, 0, NULL, GLOBAL},
 	/* a Postfix policy daemon asked at RCPT and at the end of data (policy/policy_service.h) */
 	{"check_policy_service", CFG_STR, OFF(check_policy_service), NULL, 0, 0, NULL, GLOBAL},

@@ -215,6 +215,8 @@ struct config {
 	uint64_t hold_time_ms; /* 0: until released */
 	char *notify_command;
 	uint64_t notify_timeout_ms;
+	char *hold_notify_recipient; /* policy/hold_notice.h */
+	char *hold_notify_sender;
 	char *control_socket;
 	struct limits_conf *limits; /* parsed by limits_conf_load() */
 	/* Postfix's policy delegation (policy/policy_service.h) */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/buf.h"
 #include "core/log.h"
@@ -198,8 +199,16 @@ struct table *table_open(const char *spec, char *err, size_t errlen)
 	const char *arg = colon + 1;
 	const struct table_backend *be = table_backend_find(spec, tlen);
 	if (be == NULL) {
-		table_seterr(err, errlen, "%s: unsupported table type \"%.*s\"", spec, (int)tlen,
-			     spec);
+		/* Postfix's other indexed types: point at what does the same job. */
+		static const char *const postmapped[] = {"dbm", "sdbm", "lmdb", "cdb"};
+		const char *hint = "";
+		for (size_t i = 0; i < sizeof(postmapped) / sizeof(postmapped[0]); i++)
+			if (strlen(postmapped[i]) == tlen &&
+			    strncasecmp(spec, postmapped[i], tlen) == 0)
+				hint = " (run postmap hash:FILE and name hash:FILE, or name the "
+				       "source file as texthash:FILE)";
+		table_seterr(err, errlen, "%s: unsupported table type \"%.*s\"%s", spec, (int)tlen,
+			     spec, hint);
 		return NULL;
 	}
 	if (!be->file)

@@ -2,6 +2,7 @@
  * login's sessions get (limits.h, docs/limits.md). */
 #include "config.h"
 #include "policy/limits.h"
+#include "policy/hold_notice.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -316,6 +317,8 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 	}
+	if (!hold_notice_conf_check(cfg, err, errlen))
+		return false;
 	if (!limits_conf_holds(lc, cfg, err, errlen))
 		return false;
 	if (strcmp(cfg->limit_store, "memory") != 0) {
@@ -469,6 +472,7 @@ static enum limits_hold_result limits_hold_login(uv_loop_t *loop, const struct c
 	log_warn("hold: client=[%s] login=<%s> reason=%s until=%s: %s",
 		 h.client[0] ? h.client : "-", login, reason, until, figures);
 	limits_notify(loop, cfg, &h, figures);
+	hold_notice_send(loop, cfg, &h);
 	return LIMITS_HOLD_SET;
 }
 

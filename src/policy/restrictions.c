@@ -1,6 +1,7 @@
 #include "config.h"
 #include "policy/restrictions.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +27,8 @@ enum restriction_kind {
 	R_LOGIN_MISMATCH,
 	R_UNKNOWN_SENDER_DOMAIN,    /* DNS: the caller asks (RESTRICTIONS_DNS) */
 	R_UNKNOWN_RECIPIENT_DOMAIN, /* likewise */
+	R_CLIENT_ACCESS,
+	R_HELO_ACCESS,
 };
 
 struct restriction {
@@ -58,17 +61,15 @@ static const struct {
 	{"check_recipient_access", R_RECIPIENT_ACCESS},
 	{"reject_unknown_sender_domain", R_UNKNOWN_SENDER_DOMAIN},
 	{"reject_unknown_recipient_domain", R_UNKNOWN_RECIPIENT_DOMAIN},
+	{"check_client_access", R_CLIENT_ACCESS},
+	{"check_helo_access", R_HELO_ACCESS},
 };
 
 /* Postfix restrictions that need what submitd does not have yet: named in
  * the error, so a copied line fails loudly rather than silently differing. */
 static const char *const restrictions_later[] = {
-	"reject_unlisted_sender",
-	"reject_unlisted_recipient",
 	"reject_rbl_client",
 	"reject_rhsbl_sender",
-	"check_client_access",
-	"check_helo_access",
 	"reject_unknown_client_hostname",
 	"reject_unknown_helo_hostname",
 	NULL,
@@ -137,7 +138,8 @@ static bool restrictions_item(struct restrictions *r, const char *name, char **s
 		if (strcasecmp(name, restrictions_names[i].name) != 0)
 			continue;
 		it->kind = restrictions_names[i].kind;
-		if (it->kind == R_SENDER_ACCESS || it->kind == R_RECIPIENT_ACCESS) {
+		if (it->kind == R_SENDER_ACCESS || it->kind == R_RECIPIENT_ACCESS ||
+		    it->kind == R_CLIENT_ACCESS || it->kind == R_HELO_ACCESS) {
 			const char *spec = restrictions_word(save);
 			if (spec == NULL)
 				return restrictions_err(err, errlen, "%s: %s needs a table", key,
@@ -151,14 +153,23 @@ static bool restrictions_item(struct restrictions *r, const char *name, char **s
 			if (!table_is_memory(it->table)) {
 				table_free(&it->table);
 				return restrictions_err(err, errlen,
-							"%s: %s %s: use a texthash: or "
-							"inline: table",
+							"%s: %s %s: use a texthash:, hash: "
+							"or inline: table",
 							key, name, spec);
 			}
 		}
 		r->n++;
 		return true;
 	}
+	/* A submission server relays every recipient and keeps no local
+	   recipient tables; who may send as whom is sender_login_maps'. */
+	if (strcasecmp(name, "reject_unlisted_sender") == 0 ||
+	    strcasecmp(name, "reject_unlisted_recipient") == 0)
+		return restrictions_err(err, errlen,
+					"%s: %s is not offered: submitd keeps no local "
+					"recipient tables; sender_login_maps decides which "
+					"senders a login may use (docs/restrictions.md)",
+					key, name);
 	for (size_t i = 0; restrictions_later[i] != NULL; i++)
 		if (strcasecmp(name, restrictions_later[i]) == 0)
 			return restrictions_err(err, errlen,
@@ -398,6 +409,88 @@ static enum restriction_result restrictions_access(const struct table *t,
 	return RR_DUNNO;
 }
 
+/* ---- check_client_access, check_helo_access ---- */
+
+/* One key of a client or HELO lookup: the action, or a lookup failure. */
+static bool restrictions_key(const struct table *t, const char *key, const char *name,
+			     const char *class, struct smtp_reply *out,
+			     enum restriction_result *res_r)
+{
+	const char *value;
+	enum table_status st = table_lookup_sync(t, key, &value);
+	if (st == TABLE_OK) {
+		*res_r = restrictions_action(value, name, class, out);
+		return true;
+	}
+	if (st == TABLE_TEMPFAIL) {
+		restrictions_reply(out, 451, "4.3.0", "<%s>: Temporary lookup failure", name);
+		*res_r = RR_REJECT;
+		return true;
+	}
+	return false;
+}
+
+/* Postfix's check_namadr_access(): the client's name and its parent
+ * domains, then its address and the shorter prefixes of it (IPv4 by
+ * octet, IPv6 by ":" from the compressed form, as access(5) says).
+ * submitd looks up no client names (no reverse DNS): the name is always
+ * "unknown", looked up as Postfix with smtpd_peername_lookup = no does,
+ * and replies name unknown[ADDR]. */
+static enum restriction_result restrictions_client_access(const struct table *t, const char *client,
+							  struct smtp_reply *out)
+{
+	if (client == NULL || client[0] == '\0')
+		return RR_DUNNO;
+	unsigned char bin[16];
+	char key[64], name[80];
+	int af = strchr(client, ':') != NULL ? AF_INET6 : AF_INET;
+	if (inet_pton(af, client, bin) != 1 || inet_ntop(af, bin, key, sizeof(key)) == NULL)
+		return RR_DUNNO; /* not an address (a UNIX socket client) */
+	snprintf(name, sizeof(name), "unknown[%s]", key);
+	char delim = af == AF_INET6 ? ':' : '.';
+	enum restriction_result res;
+	if (restrictions_key(t, "unknown", name, "Client host", out, &res))
+		return res;
+	for (;;) {
+		if (restrictions_key(t, key, name, "Client host", out, &res))
+			return res;
+		char *cut = strrchr(key, delim);
+		if (cut == NULL)
+			return RR_DUNNO;
+		*cut = '\0';
+	}
+}
+
+/* Postfix's check_domain_access() on the HELO name: the name, then its
+ * parent domains (parent_domain_matches_subdomains names smtpd_access_maps
+ * by default); an address literal is looked up as written. */
+static enum restriction_result restrictions_helo_access(const struct table *t, const char *helo,
+							struct smtp_reply *out)
+{
+	if (helo == NULL || helo[0] == '\0')
+		return RR_DUNNO;
+	char name[1024]; /* the SMTP line is shorter */
+	size_t n = strlen(helo);
+	if (n >= sizeof(name)) {
+		/* looked up whole or not at all, never in part */
+		restrictions_reply(out, 501, "5.5.2", "Error: HELO name too long");
+		return RR_REJECT;
+	}
+	for (size_t i = 0; i < n; i++)
+		name[i] = (char)tolower((unsigned char)helo[i]);
+	name[n] = '\0';
+	enum restriction_result res;
+	for (const char *d = name; d != NULL;) {
+		if (restrictions_key(t, d, helo, "Helo command", out, &res))
+			return res;
+		if (name[0] == '[')
+			break;
+		const char *dot = strchr(d + 1, '.');
+		d = dot != NULL && dot[1] != '\0' ? dot + 1 : NULL;
+	}
+	return RR_DUNNO;
+}
+
 #define CLASS_SENDER "Sender address"
 #define CLASS_RECIPIENT "Recipient address"
 
@@ -526,6 +619,12 @@ enum restrictions_verdict restrictions_eval(const struct restrictions *r, size_t
 		case R_RECIPIENT_ACCESS:
 			if (recipient != NULL)
 				res = restrictions_access(it->table, &ra, CLASS_RECIPIENT, out);
+			break;
+		case R_CLIENT_ACCESS:
+			res = restrictions_client_access(it->table, f->client_addr, out);
+			break;
+		case R_HELO_ACCESS:
+			res = restrictions_helo_access(it->table, f->helo, out);
 			break;
 		case R_LOGIN_MISMATCH:
 			*policy_r = it->policy;

@@ -11,7 +11,8 @@
  * (asynchronous) sender_login_maps lookup: evaluation stops and hands them
  * back (RESTRICTIONS_LOGIN); the caller runs the check and, when it passes,
  * resumes at *next_r. check_*_access tables are in memory (texthash:,
- * inline:), looked up synchronously. */
+ * inline:), looked up synchronously; check_client_access looks up the
+ * address only (no reverse DNS), check_helo_access the HELO name. */
 #ifndef SUBMITD_POLICY_RESTRICTIONS_H
 #define SUBMITD_POLICY_RESTRICTIONS_H
 
@@ -43,13 +44,15 @@ size_t restrictions_count(const struct restrictions *r);
 
 /* What the restrictions look at. */
 struct restrictions_facts {
-	const char *sender;     /* MAIL FROM address without <> ("" for <>) */
-	const char *recipient;  /* RCPT TO address; NULL at MAIL */
-	const char *login;      /* the SASL login, NULL when not logged in */
-	bool mynetworks;        /* the client address is in mynetworks */
-	bool trusted;           /* a trusted listener's mynetworks client */
-	bool smtputf8;          /* the transaction declared SMTPUTF8 */
-	const char *delimiters; /* recipient_delimiter ("" for none) */
+	const char *sender;      /* MAIL FROM address without <> ("" for <>) */
+	const char *recipient;   /* RCPT TO address; NULL at MAIL */
+	const char *login;       /* the SASL login, NULL when not logged in */
+	bool mynetworks;         /* the client address is in mynetworks */
+	bool trusted;            /* a trusted listener's mynetworks client */
+	bool smtputf8;           /* the transaction declared SMTPUTF8 */
+	const char *delimiters;  /* recipient_delimiter ("" for none) */
+	const char *client_addr; /* the client's IP address (check_client_access) */
+	const char *helo;        /* the HELO/EHLO name, NULL before one (check_helo_access) */
 };
 
 enum restrictions_verdict {

@@ -21,6 +21,7 @@
 
 #include "control.h"
 #include "core/buf.h"
+#include "policy/hold_notice.h"
 #include "policy/limits.h"
 #include "policy/limits_store.h"
 #include "policy/policy_service.h"
@@ -398,6 +399,94 @@ static void test_cost(void)
 	limits_store_free(&st);
 }
 
+/* The hold notice: attacker-chosen bytes in the login, reason and figures
+ * never make a header line of their own, nor a control byte, nor a long
+ * line. */
+static void test_hold_notice(void)
+{
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	cfg->myhostname = "mail.example.org";
+	cfg->hold_notify_recipient = "postmaster@example.org";
+	struct limits_hold h;
+	memset(&h, 0, sizeof(h));
+	memset(h.login, 'L', sizeof(h.login) - 1);
+	memcpy(h.login, "evil\r\nBcc: victim@example.net\r\n\r\nX", 34);
+	memcpy(h.login + 40, "\r\nSubject: x\x01\x7f\xc3\xa9", 16);
+	snprintf(h.reason, sizeof(h.reason), "manual\nX-Injected: yes");
+	snprintf(h.note, sizeof(h.note), "figures\r\n.\r\nMAIL FROM:<x@y>");
+	snprintf(h.client, sizeof(h.client), "192.0.2.7");
+	h.since = 1700000000;
+	struct buf out = BUF_INIT;
+	hold_notice_format(cfg, &h, 1700000000, "1.2.3", &out);
+	buf_append(&out, "", 1);
+	const char *m = (const char *)buf_data(&out);
+	size_t len = strlen(m);
+	ok(len == buf_len(&out) - 1, "no NUL in the notice");
+	bool clean = true, in_header = true;
+	size_t headers = 0, longest = 0;
+	for (const char *p = m; *p;) {
+		const char *e = strstr(p, "\r\n");
+		if (e == NULL) {
+			clean = false;
+			break;
+		}
+		for (const char *q = p; q < e; q++)
+			if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+				clean = false;
+		if ((size_t)(e - p) > longest)
+			longest = (size_t)(e - p);
+		if (in_header && e == p)
+			in_header = false;
+		else if (in_header)
+			headers++;
+		p = e + 2;
+	}
+	ok(clean, "every line ends in CRLF and holds printable ASCII only");
+	ok(longest <= 400, "no line longer than 400 bytes (longest %zu)", longest);
+	is_int((long long)headers, 9, "nine header lines, none injected");
+	ok(strstr(m, "\r\nBcc:") == NULL && strstr(m, "\r\nX-Injected:") == NULL &&
+		   strstr(m, "\r\n.\r\n") == NULL,
+	   "no injected header line and no lone dot line");
+	ok(strncmp(m, "Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n", 39) == 0, "Date (RFC 5322)");
+	ok(strstr(m, "\r\nMessage-ID: <hold.1.2.3@mail.example.org>\r\n") != NULL, "Message-ID");
+	ok(strstr(m, "\r\nFrom: Mail submission <MAILER-DAEMON@mail.example.org>\r\n") != NULL,
+	   "From: MAILER-DAEMON by default");
+	ok(strstr(m, "\r\nTo: <postmaster@example.org>\r\n") != NULL, "To");
+	ok(strstr(m,
+		  "\r\nSubject: login evil??Bcc: victim@example.net????XLLLLLL??Subject: x????L") !=
+			   NULL &&
+		   strstr(m, "LLLLLLLL... held: manual?X-Injected: yes\r\n") != NULL,
+	   "Subject: the login cut to 64 bytes and the reason, control bytes as '?'");
+	ok(strstr(m, "\r\nAuto-Submitted: auto-generated\r\n") != NULL, "Auto-Submitted");
+	ok(strstr(m, "\r\nClient:  192.0.2.7\r\n") != NULL, "the figures in the body");
+	ok(strstr(m, "submitctl release LOGIN (") != NULL,
+	   "no ready-to-paste release command for a login a shell would read");
+	cfg->hold_notify_sender = "abuse@example.org";
+	snprintf(h.login, sizeof(h.login), "bob+x@example.com");
+	buf_reset(&out);
+	hold_notice_format(cfg, &h, 1700000000, "1", &out);
+	buf_append(&out, "", 1);
+	ok(strstr((char *)buf_data(&out), "\r\nFrom: Mail submission <abuse@example.org>\r\n") !=
+		   NULL,
+	   "From: hold_notify_sender when set");
+	ok(strstr((char *)buf_data(&out), "\r\n  submitctl release bob+x@example.com\r\n") != NULL,
+	   "the release command for a plain login");
+	char err[160];
+	cfg->hold_notify_recipient = "postmaster@example.org>\r\nRCPT TO:<x@y";
+	ok(!hold_notice_conf_check(cfg, err, sizeof(err)), "a recipient with CRLF is refused: %s",
+	   err);
+	cfg->hold_notify_recipient = "postmaster";
+	ok(!hold_notice_conf_check(cfg, err, sizeof(err)),
+	   "a recipient without a domain is refused");
+	cfg->hold_notify_recipient = "postmaster@example.org";
+	cfg->hold_notify_sender = "a b@example.org";
+	ok(!hold_notice_conf_check(cfg, err, sizeof(err)), "a bad sender is refused: %s", err);
+	cfg->hold_notify_sender = "";
+	ok(hold_notice_conf_check(cfg, err, sizeof(err)), "an empty sender is the null sender");
+	buf_free(&out);
+	free(cfg);
+}
+
 int main(void)
 {
 	test_window_basic();
@@ -411,5 +500,6 @@ int main(void)
 	test_control_parse();
 	test_policy_parse();
 	test_cost();
+	test_hold_notice();
 	return done_testing();
 }

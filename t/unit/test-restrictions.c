@@ -275,6 +275,63 @@ int main(void)
 	ok(r == NULL && strstr(err, "unknown restriction \"frobnicate\""), "unknown: %s", err);
 	r = restrictions_parse("x", "check_sender_access", S, err, sizeof(err));
 	ok(r == NULL && strstr(err, "needs a table"), "check_sender_access without a table: %s", err);
+	/* check_client_access: the address, then shorter prefixes; no names */
+	f.recipient = "bob@example.net";
+	f.client_addr = "192.0.2.17";
+	f.helo = "Mail.Sub.Example.COM";
+	f.login = "alice@example.com";
+	const char *ca = "check_client_access inline:{ 192.0.2.17=REJECT, 198.51=OK, "
+			 "{ 203.0.113 = 554 5.7.0 go away }, 2001:db8:1:=DEFER }, "
+			 "reject";
+	check(ca, R, &f, "554 5.7.1 <unknown[192.0.2.17]>: Client host rejected: Access denied",
+	      "check_client_access: the full address");
+	f.client_addr = "198.51.100.9";
+	check(ca, R, &f, "permit", "check_client_access: a two-octet prefix (OK)");
+	f.client_addr = "203.0.113.250";
+	check(ca, S, &f, "554 5.7.0 <unknown[203.0.113.250]>: Client host rejected: go away",
+	      "check_client_access: a three-octet prefix, its own code and text");
+	f.client_addr = "2001:DB8:1::5";
+	check(ca, R, &f, "450 4.7.1 <unknown[2001:db8:1::5]>: Client host rejected: Access denied",
+	      "check_client_access: IPv6, compressed form, cut at ':' (2001:db8:1:)");
+	f.client_addr = "192.0.2.170";
+	check(ca, R, &f, "554 5.7.1 <bob@example.net>: Recipient address rejected: Access denied",
+	      "check_client_access: 192.0.2.170 is not 192.0.2.17");
+	check("check_client_access inline:{ unknown=REJECT, 192.0.2.170=OK }", R, &f,
+	      "554 5.7.1 <unknown[192.0.2.170]>: Client host rejected: Access denied",
+	      "check_client_access: the name \"unknown\" first, as Postfix without reverse names");
+	f.client_addr = NULL;
+	check("check_client_access inline:{ 1=REJECT }", R, &f, "permit", "no client address: DUNNO");
+	f.client_addr = "192.0.2.17";
+
+	/* check_helo_access: the name, then its parent domains, case-blind */
+	const char *ha = "check_helo_access inline:{ example.com=REJECT, "
+			 "{ bad.example.net = 550 5.7.1 forged HELO }, [192.0.2.1]=OK }, reject";
+	check(ha, R, &f,
+	      "554 5.7.1 <Mail.Sub.Example.COM>: Helo command rejected: Access denied",
+	      "check_helo_access: a parent domain matches, the reply names the HELO as sent");
+	f.helo = "bad.example.net";
+	check(ha, S, &f, "550 5.7.1 <bad.example.net>: Helo command rejected: forged HELO",
+	      "check_helo_access: 5NN text");
+	f.helo = "good.example.net";
+	check(ha, R, &f, "554 5.7.1 <bob@example.net>: Recipient address rejected: Access denied",
+	      "check_helo_access: no entry: the next restriction");
+	f.helo = "[192.0.2.1]";
+	check(ha, R, &f, "permit", "check_helo_access: an address literal as written");
+	f.helo = NULL;
+	check("check_helo_access inline:{ com=REJECT }", R, &f, "permit", "no HELO: DUNNO");
+
+	/* hash: is read (lookup/table_db.c); the other indexed types are refused with
+	   what to write instead */
+	r = restrictions_parse("x", "check_client_access hash:/nonexistent/client_access", S, err,
+			       sizeof(err));
+	ok(r == NULL && strstr(err, "client_access.db") && strstr(err, "run postmap"),
+	   "hash: without its .db: the hint to run postmap: %s", err);
+	r = restrictions_parse("x", "check_client_access lmdb:/etc/postfix/client_access", S, err,
+			       sizeof(err));
+	ok(r == NULL && strstr(err, "texthash:FILE"), "lmdb: refused with the texthash hint: %s", err);
+	r = restrictions_parse("x", "reject_unlisted_recipient", R, err, sizeof(err));
+	ok(r == NULL && strstr(err, "reject_unlisted_recipient"), "reject_unlisted_recipient refused: %s",
+	   err);
 	r = restrictions_parse("x", "", S, err, sizeof(err));
 	ok(r != NULL && restrictions_count(r) == 0, "empty list");
 	check("", S, &f, "permit", "an empty list permits");
