@@ -274,15 +274,16 @@ static void lr_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	lr_apply(p->str, p->len);
 }
 
-static void lr_connect_cb(const redisAsyncContext *ac, int status)
+/* The first PONG: Redis answers (a stopped one accepts connections but
+ * never does), so the connection is up. */
+static void lr_ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
-	struct lr_conn *c = ac->data;
-	if (c == NULL || c->ac != ac)
+	struct lr_conn *c = privdata;
+	const redisReply *r = reply;
+	if (r == NULL || c->ac != ac || c->up)
 		return;
-	if (status != REDIS_OK) {
-		lr_lost(c, ac->errstr[0] ? ac->errstr : "connection failed", false);
-		return;
-	}
+	if (r->type != REDIS_REPLY_STATUS || strcmp(r->str, "PONG") != 0)
+		return; /* an error (a password is wanted, say): the deadline ends it */
 	c->up = true;
 	c->backoff_ms = LR_BACKOFF_MIN_MS;
 	uv_timer_stop(&c->timer);
@@ -298,6 +299,19 @@ static void lr_connect_cb(const redisAsyncContext *ac, int status)
 		snprintf(chan, sizeof(chan), "%sevents", lr.prefix);
 		redisAsyncCommand(c->ac, lr_sub_cb, NULL, "SUBSCRIBE %s", chan);
 	}
+}
+
+static void lr_connect_cb(const redisAsyncContext *ac, int status)
+{
+	struct lr_conn *c = ac->data;
+	if (c == NULL || c->ac != ac)
+		return;
+	if (status != REDIS_OK) {
+		lr_lost(c, ac->errstr[0] ? ac->errstr : "connection failed", false);
+		return;
+	}
+	/* the connect deadline keeps running until the PONG */
+	redisAsyncCommand(c->ac, lr_ping_cb, c, "PING");
 }
 
 static void lr_disconnect_cb(const redisAsyncContext *ac, int status)

@@ -40,7 +40,7 @@ SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 
 PW = {u: u.split("@")[0] + "-secret" for u in
       ("alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com",
-       "erin@example.com", "frank@example.com", "grace@example.com")}
+       "erin@example.com", "frank@example.com", "grace@example.com", "heidi@example.com")}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
 sink = env.sink()
@@ -217,5 +217,24 @@ ok(r.code == 450 and r.enhanced == "4.7.1", "counters are shared again: the 4th 
 for name, d in (("A", A), ("B", B)):
     n = len([l for l in d.log().splitlines() if "limit_store: redis" in l and "unreachable" in l])
     is_(n, 1, "%s: still one warning in all" % name)
+
+# ------------------------------------------------------------ Redis stalls
+os.kill(redis[0].pid, signal.SIGSTOP)
+try:
+    t0 = time.monotonic()
+    r1 = send(A, "heidi@example.com")
+    t1 = time.monotonic() - t0
+    r2 = send(A, "heidi@example.com")
+    time.sleep(2.5)  # reconnects: connected, but no PONG
+    r3 = send(A, "heidi@example.com")
+finally:
+    os.kill(redis[0].pid, signal.SIGCONT)
+ok(r1.code == 250 and t1 < 5, "a stopped Redis: MAIL is answered after the call timeout",
+   "%s in %.2fs" % (r1, t1))
+ok(r2.code == 250 and r3.code == 250, "and mail keeps flowing", "%s / %s" % (r2, r3))
+n = len([l for l in A.log().splitlines() if "limit_store: redis" in l and "unreachable" in l])
+is_(n, 2, "one more warning for the stall, whatever the reconnects")
+ok(A.wait_log(r"(?s)no answer within limit_store_timeout.*is back", 15),
+   "and one line when it answers again")
 
 done()
