@@ -334,7 +334,7 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 				 LIMITS_REDIS_PREFIX_MAX);
 			return false;
 		}
-	if (redis)
+	if (redis || limits_redis_enabled())
 		limits_redis_configure(cfg->limit_store, pfx, cfg->limit_store_timeout_ms);
 	if (cfg->login_limit_maps != NULL && cfg->login_limit_maps[0] != '\0') {
 		char why[512];

@@ -100,6 +100,8 @@ static struct {
  * connection remembers the value it started under, so a stale attempt's
  * failure after Redis came back starts no new outage (one warning each). */
 static atomic_uint lr_epoch;
+/* Set when the main thread opened its connections: the settings are fixed. */
+static bool lr_started;
 
 bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errlen)
 {
@@ -151,6 +153,15 @@ bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errle
 
 void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms)
 {
+	bool redis = false;
+	char err[200];
+	bool parsed = limits_redis_parse(spec, &redis, err, sizeof(err));
+	if (!lr.on && (!parsed || !redis))
+		return;
+	if (lr_started && !lr.on) {
+		log_warn("reload: limit_store takes effect after a restart");
+		return;
+	}
 	if (lr.on) {
 		if (strcmp(spec, lr.spec) != 0 || strcmp(prefix, lr.prefix) != 0 ||
 		    timeout_ms != lr.timeout_ms)
@@ -158,10 +169,6 @@ void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeo
 				 "take effect after a restart");
 		return;
 	}
-	bool redis = false;
-	char err[200];
-	if (!limits_redis_parse(spec, &redis, err, sizeof(err)) || !redis)
-		return;
 	snprintf(lr.spec, sizeof(lr.spec), "%s", spec);
 	snprintf(lr.prefix, sizeof(lr.prefix), "%s", prefix);
 	lr.timeout_ms = timeout_ms;
@@ -362,6 +369,8 @@ static struct lr_conn *lr_conn_new(uv_loop_t *loop, bool sub)
 
 void limits_redis_thread_start(uv_loop_t *loop, bool start_subscriber)
 {
+	if (start_subscriber)
+		lr_started = true;
 	if (!lr.on || lr_here != NULL)
 		return;
 	lr_here = lr_conn_new(loop, false);
@@ -421,6 +430,26 @@ static void lr_req_answer(struct limits_redis_req *q, bool ok, const struct limi
 		q->cb(q->ctx, ok, v);
 }
 
+/* A reply that is not the script's (an error: out of memory, a read-only
+ * replica, a script refused): logged at most once a minute per process. */
+static void lr_bad_reply(const redisReply *r)
+{
+	static atomic_ullong last;
+	uint64_t now = limits_now_ms(), then = atomic_load(&last);
+	if ((then != 0 && now - then < 60000) || !atomic_compare_exchange_strong(&last, &then, now))
+		return;
+	char why[120] = "";
+	if (r->type == REDIS_REPLY_ERROR && r->str != NULL) {
+		size_t i = 0;
+		for (; i < r->len && i + 1 < sizeof(why); i++)
+			why[i] = (unsigned char)r->str[i] < 0x20 || r->str[i] == 0x7f ? '?'
+										      : r->str[i];
+		why[i] = '\0';
+	}
+	log_warn("limit_store: redis %s: an answer that is not the script's, deciding locally%s%s",
+		 lr.spec, why[0] ? ": " : "", why);
+}
+
 static void lr_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	(void)ac;
@@ -431,9 +460,7 @@ static void lr_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		struct limits_redis_verdict v;
 		bool ok = q->cb != NULL && reply != NULL && limits_redis_decode(reply, q->n, &v);
 		if (q->cb != NULL && reply != NULL && !ok)
-			log_warn("limit_store: redis %s: an answer that does not parse, deciding "
-				 "locally",
-				 lr.spec);
+			lr_bad_reply(reply);
 		lr_req_answer(q, ok, ok ? &v : NULL);
 	}
 	if (!q->timer_open)

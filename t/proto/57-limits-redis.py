@@ -154,6 +154,12 @@ st, out = ctl(socks[1], "release", "carol@example.com")
 ok(st == 0, "submitctl release on B", out)
 time.sleep(0.5)
 is_(send(A, "carol@example.com").code, 250, "released on A too")
+st, out = ctl(socks[1], "hold", "carol@example.com", "again")
+time.sleep(0.5)
+c = login(A, "carol@example.com")
+r = c.cmd("MAIL FROM:<carol@example.com>")
+ok(st == 0 and r.code == 554 and r.enhanced == "5.7.1", "a hold made on B applies on A", str(r))
+c.close()
 
 rcmd("HSET", "t57:h:dave@example.com", "reason", "manual", "note", "by hand", "client", "",
      "until", "0")
