@@ -199,6 +199,16 @@ bool limits_redis_enabled(void)
 	return lr.on;
 }
 
+const char *limits_redis_spec(void)
+{
+	return lr.spec;
+}
+
+bool limits_redis_up(void)
+{
+	return atomic_load(&lr_epoch) % 2 == 0;
+}
+
 /* ---- connections ---- */
 
 struct lr_conn {

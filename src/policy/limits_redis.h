@@ -42,6 +42,9 @@ bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errle
  * first settings and say so in the log when they differ. */
 void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms);
 bool limits_redis_enabled(void);
+/* The limit_store value, and whether Redis is taken as reachable now. */
+const char *limits_redis_spec(void);
+bool limits_redis_up(void);
 /* Opens the calling thread's connection on its loop (each worker at its
  * start; the main thread for the control socket, with start_subscriber). */
 void limits_redis_thread_start(uv_loop_t *loop, bool start_subscriber);

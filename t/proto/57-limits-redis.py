@@ -125,6 +125,11 @@ def send(d, user, tag="redis"):
 
 
 # ------------------------------------------------------------ one limit for both
+st, out = ctl(socks[0], "status")
+ok(st == 0 and "shared store: redis:unix:%s, up" % rsock in out, "status names the shared store", out)
+st, out = ctl(socks[1], "--json", "status")
+ok(st == 0 and '"shared_store":"redis:127.0.0.1:%d","shared_store_up":true' % rport in out,
+   "status --json too", out)
 codes = [send(A, "alice@example.com").code, send(B, "alice@example.com").code,
          send(A, "alice@example.com").code]
 is_(codes, [250, 250, 250], "alice: three messages over both instances")
@@ -207,6 +212,9 @@ c.close()
 for name, d in (("A", A), ("B", B)):
     n = len([l for l in d.log().splitlines() if "limit_store: redis" in l and "unreachable" in l])
     is_(n, 1, "%s: exactly one warning for the outage" % name)
+st, out = ctl(socks[1], "status")
+ok(st == 0 and "shared store: redis:127.0.0.1:%d, unreachable" % rport in out,
+   "status says the shared store is unreachable", out)
 
 # ------------------------------------------------------------ and comes back
 redis_start()
