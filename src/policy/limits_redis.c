@@ -278,12 +278,13 @@ static void lr_lost(struct lr_conn *c, const char *why, bool ours)
 
 static void lr_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
-	(void)ac;
-	(void)privdata;
+	struct lr_conn *c = privdata;
 	const redisReply *r = reply;
 	/* ["message", channel, payload]; anything else is ignored. */
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
 		return;
+	if (c->ac == ac)
+		c->backoff_ms = LR_BACKOFF_MIN_MS; /* subscribed, or a message */
 	const redisReply *k = r->element[0], *p = r->element[2];
 	if (k->type != REDIS_REPLY_STRING || k->len != 7 || memcmp(k->str, "message", 7) != 0 ||
 	    p->type != REDIS_REPLY_STRING || p->len > LR_EVENT_MAX)
@@ -301,8 +302,7 @@ static void lr_ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		return;
 	if (r->type != REDIS_REPLY_STATUS || strcmp(r->str, "PONG") != 0)
 		return; /* an error (a password is wanted, say): the deadline ends it */
-	c->up = true;
-	c->backoff_ms = LR_BACKOFF_MIN_MS;
+	c->up = true;   /* the backoff is reset by the first call answered */
 	uv_timer_stop(&c->timer);
 	unsigned e = atomic_load(&lr_epoch);
 	if (e % 2 == 1 && atomic_compare_exchange_strong(&lr_epoch, &e, e + 1)) {
@@ -314,7 +314,7 @@ static void lr_ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	if (c->sub) {
 		char chan[LIMITS_REDIS_PREFIX_MAX + 8];
 		snprintf(chan, sizeof(chan), "%sevents", lr.prefix);
-		redisAsyncCommand(c->ac, lr_sub_cb, NULL, "SUBSCRIBE %s", chan);
+		redisAsyncCommand(c->ac, lr_sub_cb, c, "SUBSCRIBE %s", chan);
 	}
 }
 
@@ -466,6 +466,8 @@ static void lr_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	struct limits_redis_req *q = privdata;
 	q->in_redis = false;
 	q->conn->pending--;
+	if (reply != NULL)
+		q->conn->backoff_ms = LR_BACKOFF_MIN_MS;
 	if (!q->answered) {
 		struct limits_redis_verdict v;
 		bool ok = q->cb != NULL && reply != NULL && limits_redis_decode(reply, q->n, &v);

@@ -235,6 +235,9 @@ for name, d in (("A", A), ("B", B)):
 # ------------------------------------------------------------ Redis stalls
 os.kill(redis[0].pid, signal.SIGSTOP)
 try:
+    c = login(A, "heidi@example.com")  # hangs up while its MAIL waits for Redis
+    c.send(b"MAIL FROM:<heidi@example.com>\r\n")
+    c.close()
     t0 = time.monotonic()
     r1 = send(A, "heidi@example.com")
     t1 = time.monotonic() - t0
