@@ -13,6 +13,12 @@ other over TCP on loopback:
   - redis-server killed mid-run: mail still flows on local counters, one
     warning per instance, holds still apply; redis-server back: one line
     saying so, and the counters are shared again.
+  - an error reply (maxmemory: -OOM to the script): decided locally, logged
+    once with Redis' words;
+  - redis-server stopped (SIGSTOP): MAIL is answered after
+    limit_store_timeout, a client that hangs up meanwhile is harmless, one
+    more warning, one line when it answers again;
+  - submitctl status names the shared store and whether it is reachable.
 """
 import os
 import shutil
@@ -40,7 +46,8 @@ SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 
 PW = {u: u.split("@")[0] + "-secret" for u in
       ("alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com",
-       "erin@example.com", "frank@example.com", "grace@example.com", "heidi@example.com")}
+       "erin@example.com", "frank@example.com", "grace@example.com", "heidi@example.com",
+       "ivan@example.com")}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
 sink = env.sink()
@@ -231,6 +238,18 @@ ok(r.code == 450 and r.enhanced == "4.7.1", "counters are shared again: the 4th 
 for name, d in (("A", A), ("B", B)):
     n = len([l for l in d.log().splitlines() if "limit_store: redis" in l and "unreachable" in l])
     is_(n, 1, "%s: still one warning in all" % name)
+
+# ------------------------------------------------------------ Redis answers with an error
+rcmd("CONFIG", "SET", "maxmemory", "1")  # every write (the script) gets -OOM
+try:
+    r1 = send(A, "ivan@example.com")
+    r2 = send(A, "ivan@example.com")
+finally:
+    rcmd("CONFIG", "SET", "maxmemory", "0")
+ok(r1.code == 250 and r2.code == 250, "an error reply from Redis: decided locally",
+   "%s / %s" % (r1, r2))
+lines = [l for l in A.log().splitlines() if "not the script's" in l]
+ok(len(lines) == 1 and "OOM" in lines[0], "logged once, with Redis' words", lines)
 
 # ------------------------------------------------------------ Redis stalls
 os.kill(redis[0].pid, signal.SIGSTOP)
