@@ -692,7 +692,7 @@ static void lr_apply(const char *s, size_t len)
 		st->ops->block_clear(st, e.block.addr);
 		break;
 	case LRE_KICK:
-		st->ops->kick(st, e.hold.login, now, 3600 * 1000);
+		st->ops->kick(st, e.hold.login, now, 24ULL * 3600 * 1000); /* as limits_kick */
 		break;
 	case LRE_AUTHFAIL: {
 		struct addrcount *ac = addrcount_global();
