@@ -18,9 +18,11 @@ other over TCP on loopback:
   - redis-server stopped (SIGSTOP): MAIL is answered after
     limit_store_timeout, a client that hangs up meanwhile is harmless, one
     more warning, one line when it answers again;
-  - submitctl status names the shared store and whether it is reachable.
+  - submitctl status names the shared store and whether it is reachable;
+  - one message is one EVAL (INFO commandstats).
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -145,7 +147,25 @@ ok(r.code == 450 and r.enhanced == "4.7.1" and "login_message_limit 3/" in r.tex
    "the 4th, on the other instance: 450 4.7.1 naming the limit", str(r))
 r = send(A, "alice@example.com")
 ok(r.code == 450 and r.enhanced == "4.7.1", "and on the first one too", str(r))
+
+
+def calls():
+    """Commands redis-server ran, by name (INFO commandstats), without INFO's own."""
+    out = {}
+    for m in re.finditer(rb"cmdstat_([a-z|]+):calls=(\d+)", rcmd("INFO", "commandstats")):
+        if m.group(1) != b"info":
+            out[m.group(1).decode()] = int(m.group(2))
+    return out
+
+
+before = calls()
 is_(send(B, "bob@example.com").code, 250, "another login is unaffected")
+after = calls()
+diff = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+# (INFO counts the commands the script runs too)
+inside = {"time", "exists", "hmget", "hgetall", "hdel", "hincrby", "pexpire"}
+ok(diff.get("eval") == 1 and set(diff) - {"eval"} <= inside,
+   "one message: one round trip to Redis, one EVAL", diff)
 ok(b"t57:c:3600000:m|l|alice@example.com" in rcmd("KEYS", "t57:c:*"),
    "the counter lives in Redis under the prefix")
 
