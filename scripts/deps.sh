@@ -31,6 +31,7 @@ pkgs=(
   python3-dkim libmail-dkim-perl opendkim # DKIM verifiers (t/proto/61-dkim-lib.py, 62-dkim.py)
   libc-ares-dev dnsmasq-base # src/lookup/dns.c; a private DNS server: t/lib/dnsmasq.py
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
+  libhiredis-dev redis-server # limit_store = redis (t/proto/57-limits-redis.py)
 )
 
 say() { printf 'deps: %s\n' "$*"; }

@@ -22,6 +22,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "policy/limits.h"
+#include "policy/limits_redis.h"
 
 struct control_client {
 	struct list_link link;
@@ -246,13 +247,23 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 				PACKAGE_VERSION, up, limits_session_count(), held, blocked,
 				st->ops->name, ss.entries, ss.refused_full);
 			st->ops->block_each(st, control_block_one, &l);
-			buf_append_str(out, "]}\n");
+			buf_append_str(out, "]");
+			if (limits_redis_enabled()) {
+				buf_append_str(out, ",\"shared_store\":");
+				control_json_str(out, limits_redis_spec());
+				buf_printf(out, ",\"shared_store_up\":%s",
+					   limits_redis_up() ? "true" : "false");
+			}
+			buf_append_str(out, "}\n");
 		} else {
 			buf_printf(out,
 				   "submitd %s, up %lld s\nsessions: %u\nheld logins: %u\n"
 				   "blocked addresses: %u\nlimit store: %s, %" PRIu64 " entries\n",
 				   PACKAGE_VERSION, up, limits_session_count(), held, blocked,
 				   st->ops->name, ss.entries);
+			if (limits_redis_enabled())
+				buf_printf(out, "shared store: %s, %s\n", limits_redis_spec(),
+					   limits_redis_up() ? "up" : "unreachable");
 			st->ops->block_each(st, control_block_one, &l);
 		}
 		return;

@@ -31,6 +31,7 @@
 #include "net/listener.h"
 #include "net/tls.h"
 #include "policy/limits.h"
+#include "policy/limits_redis.h"
 #include "policy/policy.h"
 #include "relay/relay.h"
 #include "worker.h"
@@ -269,6 +270,7 @@ static void main_async_cb(uv_async_t *a)
 static void main_close_handles(uv_loop_t *loop)
 {
 	control_stop();
+	limits_redis_thread_done();
 	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,        (uv_handle_t *)&main_sigterm,
 			     (uv_handle_t *)&main_sigint,       (uv_handle_t *)&main_sighup,
 			     (uv_handle_t *)&main_status_timer, (uv_handle_t *)&main_watchdog_timer,
@@ -421,6 +423,7 @@ int main(int argc, char **argv)
 		notify_send(false, "STATUS=%s\nERRNO=%d", err, EADDRINUSE);
 		return 1;
 	}
+	limits_redis_thread_start(uv_default_loop(), true); /* limit_store = redis: */
 
 	/* Sockets bound, keys and configuration read: drop privileges before
 	   any thread, client or backend connection exists. */

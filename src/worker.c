@@ -17,6 +17,7 @@
 #include "lookup/auth_backend.h"
 #include "lookup/table_registry.h"
 #include "net/listener.h"
+#include "policy/limits_redis.h"
 #include "relay/relay.h"
 #include "session.h"
 #include "worker.h"
@@ -58,6 +59,7 @@ static void worker_maybe_done(struct worker_thread *wt)
 	if (wt->w.auth != NULL)
 		auth_backend_destroy(&wt->w.auth);
 	table_registry_free(&wt->w.tables); /* no session or transaction is left */
+	limits_redis_thread_done();
 	if (!uv_is_closing((uv_handle_t *)&wt->wakeup))
 		uv_close((uv_handle_t *)&wt->wakeup, NULL);
 	if (!uv_is_closing((uv_handle_t *)&wt->deadline))
@@ -149,6 +151,7 @@ static void *worker_run(void *arg)
 						 (unsigned)w->cfg->auth_timeout_ms);
 	}
 	relay_pool_probe(w->relay, w->cfg);
+	limits_redis_thread_start(&w->loop, false);
 	atomic_fetch_add(&worker_nstarted, 1);
 	uv_async_send(worker_main_async);
 	uv_run(&w->loop, UV_RUN_DEFAULT);

@@ -208,6 +208,8 @@ struct config {
 	char *client_recipient_limit;
 	char *login_limit_maps;
 	char *limit_store;
+	char *limit_store_prefix;        /* redis: every key starts with it */
+	uint64_t limit_store_timeout_ms; /* redis: per call */
 	char *hold_limit_hits;
 	char *hold_client_addresses;
 	char *hold_refused_recipients;

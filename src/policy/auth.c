@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "lookup/saslauthd.h"
 #include "net/addrcount.h"
+#include "policy/limits_redis.h"
 
 /* Mechanisms whose exchange is nothing but base64 lines, so they can be
  * relayed to Dovecot unchanged. Channel-binding (-PLUS), EXTERNAL,
@@ -69,6 +70,8 @@ static void policy_auth_end_attempt(struct addrcount_key *key,
 {
 	if (*charged)
 		addrcount_auth_end(addrcount_global(), key, lim, failed, addrcount_now());
+	if (*charged && failed)
+		limits_redis_auth_failed(key, lim); /* the other instances count it too */
 	*charged = false;
 }
 

@@ -19,6 +19,7 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "lookup/table_registry.h"
+#include "policy/limits_redis.h"
 
 /* How long a kick is remembered: no session outlives session_timeout's
  * maximum (config.c), so a day is always enough. */
@@ -321,11 +322,23 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 		return false;
 	if (!limits_conf_holds(lc, cfg, err, errlen))
 		return false;
-	if (strcmp(cfg->limit_store, "memory") != 0) {
-		snprintf(err, errlen, "limit_store: \"%s\" is not supported (memory)",
-			 cfg->limit_store);
+	bool redis = false;
+	char rwhy[200];
+	if (!limits_redis_parse(cfg->limit_store, &redis, rwhy, sizeof(rwhy))) {
+		snprintf(err, errlen, "limit_store: %s", rwhy);
 		return false;
 	}
+	const char *pfx = cfg->limit_store_prefix;
+	for (size_t i = 0; pfx[i] != '\0'; i++)
+		if ((unsigned char)pfx[i] <= ' ' || pfx[i] == 0x7f ||
+		    i >= LIMITS_REDIS_PREFIX_MAX) {
+			snprintf(err, errlen,
+				 "limit_store_prefix: at most %d printable characters, no spaces",
+				 LIMITS_REDIS_PREFIX_MAX);
+			return false;
+		}
+	if (redis || limits_redis_enabled())
+		limits_redis_configure(cfg->limit_store, pfx, cfg->limit_store_timeout_ms);
 	if (cfg->login_limit_maps != NULL && cfg->login_limit_maps[0] != '\0') {
 		char why[512];
 		lc->maps = table_open(cfg->login_limit_maps, why, sizeof(why));
@@ -471,6 +484,7 @@ static enum limits_hold_result limits_hold_login(uv_loop_t *loop, const struct c
 	/* One line per hold, fixed fields first (conf/fail2ban/filter.d/submitd-hold.conf). */
 	log_warn("hold: client=[%s] login=<%s> reason=%s until=%s: %s",
 		 h.client[0] ? h.client : "-", login, reason, until, figures);
+	limits_redis_hold(&h);
 	limits_notify(loop, cfg, &h, figures);
 	hold_notice_send(loop, cfg, &h);
 	return LIMITS_HOLD_SET;
@@ -486,8 +500,10 @@ enum limits_hold_result limits_hold_manual(uv_loop_t *loop, const struct config 
 
 bool limits_release(const char *login)
 {
-	if (limits_store_global == NULL ||
-	    !limits_store_global->ops->hold_clear(limits_store_global, login))
+	if (limits_store_global == NULL)
+		return false;
+	limits_redis_release(login); /* held elsewhere too, maybe */
+	if (!limits_store_global->ops->hold_clear(limits_store_global, login))
 		return false;
 	log_info("hold released: login=<%s>", login);
 	return true;
@@ -504,14 +520,17 @@ bool limits_block(const char *addr, const char *reason)
 	b.since = time(NULL);
 	if (!limits_store_global->ops->block_set(limits_store_global, &b))
 		return false;
+	limits_redis_block(&b);
 	log_warn("block: client=[%s]: %s", addr, reason);
 	return true;
 }
 
 bool limits_unblock(const char *addr)
 {
-	if (limits_store_global == NULL ||
-	    !limits_store_global->ops->block_clear(limits_store_global, addr))
+	if (limits_store_global == NULL)
+		return false;
+	limits_redis_unblock(addr);
+	if (!limits_store_global->ops->block_clear(limits_store_global, addr))
 		return false;
 	log_info("block released: client=[%s]", addr);
 	return true;
@@ -536,6 +555,7 @@ void limits_session_start(struct limits_session *ls, const char *id, const char 
 
 void limits_session_end(struct limits_session *ls)
 {
+	limits_redis_cancel(&ls->rreq);
 	if (ls->req != NULL) {
 		table_cancel(&ls->req);
 		table_registry_put(ls->tables, &ls->ti);
@@ -587,6 +607,7 @@ unsigned limits_kick(const char *login)
 		return 0;
 	limits_store_global->ops->kick(limits_store_global, login, limits_now_ms(),
 				       LIMITS_KICK_KEEP_MS);
+	limits_redis_kick(login);
 	unsigned n = 0;
 	pthread_mutex_lock(&limits_reg_lock);
 	struct list_link *pos, *tmp;
@@ -745,16 +766,21 @@ static void limits_hit(struct limits_session *ls, const struct config *cfg, uv_l
 	}
 }
 
-/* Takes one message or recipient from every rule that applies; false with
- * the 450 in r. */
-static bool limits_take(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
-			bool rcpt, struct smtp_reply *r)
-{
-	const struct limits_conf *lc = cfg->limits;
-	struct limits_store *st = limits_store_global;
-	struct limits_ask asks[2 * LIMITS_RULES_MAX];
+/* The rules that apply to one message or recipient of the session. */
+struct limits_asks {
+	struct limits_ask a[2 * LIMITS_RULES_MAX];
 	const char *names[2 * LIMITS_RULES_MAX];
 	char keys[2][LIMITS_KEY_MAX + 1];
+	size_t n, own; /* asks[0..own) are the login's (or address's) own */
+};
+
+static void limits_asks(const struct limits_session *ls, const struct config *cfg, bool rcpt,
+			struct limits_asks *q)
+{
+	const struct limits_conf *lc = cfg->limits;
+	struct limits_ask *asks = q->a;
+	const char **names = q->names;
+	char(*keys)[LIMITS_KEY_MAX + 1] = q->keys;
 	size_t n = 0;
 	const char *kind = rcpt ? "r" : "m";
 	bool login = ls->login[0] != '\0';
@@ -780,10 +806,17 @@ static bool limits_take(struct limits_session *ls, const struct config *cfg, uv_
 			names[n++] = rcpt ? "domain_recipient_limit" : "domain_message_limit";
 		}
 	}
-	size_t which = 0;
-	uint64_t wait = 0;
-	if (n == 0 || st->ops->take(st, asks, n, 1, limits_now_ms(), &which, &wait))
-		return true;
+	q->n = n;
+	q->own = own->n;
+}
+
+/* Rule which of q is over (free in wait ms): the 450 in r. */
+static void limits_refuse(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
+			  bool rcpt, const struct limits_asks *q, size_t which, uint64_t wait,
+			  struct smtp_reply *r)
+{
+	const struct limits_ask *asks = q->a;
+	const char *const *names = q->names;
 	char per[32];
 	limits_period_format(asks[which].period_ms, per, sizeof(per));
 	uint64_t secs = wait == UINT64_MAX ? asks[which].period_ms / 1000 : (wait + 999) / 1000;
@@ -797,8 +830,23 @@ static bool limits_take(struct limits_session *ls, const struct config *cfg, uv_
 		 ls->login[0] ? ls->login : ls->ip, secs);
 	/* Only the login's own rules count toward hold_limit_hits: a domain
 	   limit another login used up says nothing about this one. */
-	if (which < own->n)
+	if (which < q->own)
 		limits_hit(ls, cfg, loop);
+}
+
+/* Takes one message or recipient from every rule that applies; false with
+ * the 450 in r. */
+static bool limits_take(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
+			bool rcpt, struct smtp_reply *r)
+{
+	struct limits_store *st = limits_store_global;
+	struct limits_asks q;
+	limits_asks(ls, cfg, rcpt, &q);
+	size_t which = 0;
+	uint64_t wait = 0;
+	if (q.n == 0 || st->ops->take(st, q.a, q.n, 1, limits_now_ms(), &which, &wait))
+		return true;
+	limits_refuse(ls, cfg, loop, rcpt, &q, which, wait, r);
 	return false;
 }
 
@@ -836,24 +884,88 @@ static void limits_burst(struct limits_session *ls, const struct config *cfg, uv
 	limits_hold_login(loop, cfg, ls->login, "burst", fig, ls->ip);
 }
 
-/* The MAIL verdict once the login's rules are known. */
-static void limits_mail_decide(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
-			       struct smtp_reply *r)
+static void limits_mail_held(struct limits_session *ls, struct smtp_reply *r)
 {
-	struct limits_store *st = limits_store_global;
-	if (ls->login[0] != '\0' && st->ops->hold_get(st, ls->login, limits_now_ms(), NULL)) {
-		r->code = 554;
-		snprintf(r->enh, sizeof(r->enh), "5.7.1");
-		snprintf(r->text, sizeof(r->text), "%s", limits_held_text);
-		log_info("%s: MAIL: login <%s> is held", ls->id, ls->login);
-		return;
-	}
-	if (!limits_take(ls, cfg, loop, false, r))
-		return;
+	r->code = 554;
+	snprintf(r->enh, sizeof(r->enh), "5.7.1");
+	snprintf(r->text, sizeof(r->text), "%s", limits_held_text);
+	log_info("%s: MAIL: login <%s> is held", ls->id, ls->login);
+}
+
+static void limits_mail_ok(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
+			   struct smtp_reply *r)
+{
 	limits_burst(ls, cfg, loop);
 	r->code = 250;
 	snprintf(r->enh, sizeof(r->enh), "2.1.0");
 	snprintf(r->text, sizeof(r->text), "Ok");
+}
+
+/* The shared store answered MAIL (limits_redis.h): its verdict, kept in
+ * the memory store too, so that an outage starts from this instance's own
+ * counts and known holds. No answer: the memory store decides. */
+static void limits_redis_mail_cb(void *ctx, bool ok, const struct limits_redis_verdict *v)
+{
+	struct limits_session *ls = ctx;
+	ls->rreq = NULL;
+	const struct config *cfg = ls->cfg;
+	struct limits_store *st = limits_store_global;
+	struct smtp_reply r;
+	memset(&r, 0, sizeof(r));
+	uint64_t now = limits_now_ms();
+	struct limits_asks q;
+	limits_asks(ls, cfg, false, &q);
+	if (!ok) {
+		if (limits_take(ls, cfg, ls->loop, false, &r))
+			limits_mail_ok(ls, cfg, ls->loop, &r);
+	} else if (v->blocked) {
+		struct limits_block b;
+		memset(&b, 0, sizeof(b));
+		snprintf(b.addr, sizeof(b.addr), "%s", ls->ip);
+		snprintf(b.reason, sizeof(b.reason), "blocked on another instance");
+		b.since = time(NULL);
+		st->ops->block_set(st, &b); /* the next command ends the session */
+		r.code = 554;
+		snprintf(r.enh, sizeof(r.enh), "5.7.1");
+		snprintf(r.text, sizeof(r.text), "Error: access from your address is blocked");
+	} else if (v->held && ls->login[0] != '\0') {
+		struct limits_hold h = v->hold;
+		snprintf(h.login, sizeof(h.login), "%s", ls->login);
+		if (st->ops->hold_set(st, &h, now))
+			log_info("limit_store: login=<%s> held by another instance: reason=%s",
+				 h.login, h.reason);
+		limits_mail_held(ls, &r);
+	} else if (v->over) {
+		limits_refuse(ls, cfg, ls->loop, false, &q, v->which, v->wait_ms, &r);
+	} else {
+		for (size_t i = 0; i < q.n; i++)
+			st->ops->add(st, q.a[i].key, q.a[i].period_ms, 1, now);
+		limits_mail_ok(ls, cfg, ls->loop, &r);
+	}
+	ls->cb(ls->cb_ctx, &r);
+}
+
+/* The MAIL verdict once the login's rules are known: true when it is in r
+ * now; false when the shared store was asked (its answer goes to ls->cb). */
+static bool limits_mail_decide(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
+			       struct smtp_reply *r)
+{
+	struct limits_store *st = limits_store_global;
+	if (ls->login[0] != '\0' && st->ops->hold_get(st, ls->login, limits_now_ms(), NULL)) {
+		limits_mail_held(ls, r);
+		return true;
+	}
+	if (limits_redis_enabled()) {
+		struct limits_asks q;
+		limits_asks(ls, cfg, false, &q);
+		ls->rreq =
+			limits_redis_take(ls->login, ls->ip, q.a, q.n, 1, limits_redis_mail_cb, ls);
+		if (ls->rreq != NULL)
+			return false;
+	}
+	if (limits_take(ls, cfg, loop, false, r))
+		limits_mail_ok(ls, cfg, loop, r);
+	return true;
 }
 
 static void limits_lookup_cb(void *ctx, enum table_status status, const char *value)
@@ -883,7 +995,8 @@ static void limits_lookup_cb(void *ctx, enum table_status status, const char *va
 			ls->rcpt = login ? lc->login_rcpt : lc->client_rcpt;
 		}
 		ls->have_rules = true;
-		limits_mail_decide(ls, cfg, ls->loop, &r);
+		if (!limits_mail_decide(ls, cfg, ls->loop, &r))
+			return; /* the shared store answers */
 	}
 	ls->cb(ls->cb_ctx, &r);
 }
@@ -901,14 +1014,13 @@ bool limits_mail(struct limits_session *ls, const struct config *cfg, struct tab
 		snprintf(r->text, sizeof(r->text), "Ok");
 		return true;
 	}
-	if (lc->maps == NULL || (ls->have_rules && ls->cfg == cfg)) {
-		limits_mail_decide(ls, cfg, loop, r);
-		return true;
-	}
+	bool known = lc->maps == NULL || (ls->have_rules && ls->cfg == cfg);
 	ls->cfg = cfg;
 	ls->loop = loop;
 	ls->cb = cb;
 	ls->cb_ctx = ctx;
+	if (known)
+		return limits_mail_decide(ls, cfg, loop, r);
 	ls->tables = tables;
 	ls->ti = table_registry_get(tables, (struct config *)cfg, lc->maps);
 	ls->req = table_lookup(ls->ti, ls->login[0] ? ls->login : ls->ip, limits_lookup_cb, ls);

@@ -76,6 +76,7 @@ typedef void limits_cb(void *ctx, const struct smtp_reply *r);
 
 struct table_registry;
 struct table_inst;
+struct limits_redis_req;
 
 struct limits_session {
 	struct list_link link; /* in the registry (the `sessions` verb) */
@@ -98,6 +99,7 @@ struct limits_session {
 	limits_cb *cb;
 	void *cb_ctx;
 	bool anonymous;
+	struct limits_redis_req *rreq; /* the shared store's MAIL call in flight */
 };
 
 void limits_session_start(struct limits_session *ls, const char *id, const char *ip,
@@ -119,8 +121,8 @@ void limits_session_login(struct limits_session *ls, const struct config *cfg, u
  * tables: the worker's registry (login_limit_maps).
  * anonymous: a trusted listener's client without AUTH, limited per
  * address. True: answered now, in r. False: the login_limit_maps lookup
- * runs and cb answers on a later loop turn, unless limits_session_end
- * cancels it first. */
+ * or the shared store (limits_redis.h) is asked and cb answers on a later
+ * loop turn, unless limits_session_end cancels it first. */
 bool limits_mail(struct limits_session *ls, const struct config *cfg, struct table_registry *tables,
 		 bool anonymous, limits_cb *cb, void *ctx, struct smtp_reply *r);
 /* RCPT passed the other checks: true to go on, false with the 450 4.7.1

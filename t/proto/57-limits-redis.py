@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""limit_store = redis (issue 14; docs/limits.md "Redis"): two submitd
+instances share one private redis-server, one through its unix socket, the
+other over TCP on loopback:
+
+  - one login limit is enforced together: the N+1-th message is refused
+    450 4.7.1 on the other instance, and another login is unaffected;
+  - a hold made with submitctl on either instance applies on the other: the
+    login's open session there ends at its next command, AUTH still gets
+    235 and MAIL 554 5.7.1; a release on the other instance lifts it; a hold
+    written straight into Redis applies at the next MAIL;
+  - the AUTH failure budget of an address is shared;
+  - redis-server killed mid-run: mail still flows on local counters, one
+    warning per instance, holds still apply; redis-server back: one line
+    saying so, and the counters are shared again.
+  - an error reply (maxmemory: -OOM to the script): decided locally, logged
+    once with Redis' words;
+  - redis-server stopped (SIGSTOP): MAIL is answered after
+    limit_store_timeout, a client that hangs up meanwhile is harmless, one
+    more warning, one line when it answers again;
+  - submitctl status names the shared store and whether it is reachable;
+  - one message is one EVAL (INFO commandstats).
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import harness  # noqa: E402
+from harness import *  # noqa: E402,F401,F403
+import txn  # noqa: E402
+
+REDIS = shutil.which("redis-server", path=os.environ.get("PATH", "") + ":/usr/bin:/usr/sbin")
+if os.geteuid() != 0 or REDIS is None \
+        or not os.access(os.environ.get("DOVECOT", "/usr/sbin/dovecot"), os.X_OK):
+    skip_all("needs root, redis-server and dovecot-core (scripts/deps.sh)")
+
+env = Env()
+env.require_binary()
+os.chmod(env.dir, 0o711)
+certs = env.certs()
+SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
+
+PW = {u: u.split("@")[0] + "-secret" for u in
+      ("alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com",
+       "erin@example.com", "frank@example.com", "grace@example.com", "heidi@example.com",
+       "ivan@example.com")}
+dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
+                     failure_delay="0")
+sink = env.sink()
+
+rdir = env.path("redis")
+os.mkdir(rdir, 0o700)
+rsock = os.path.join(rdir, "redis.sock")
+rport = free_port()
+redis = [None]
+
+
+def redis_start():
+    log = open(os.path.join(rdir, "redis.log"), "a")
+    redis[0] = subprocess.Popen(
+        [REDIS, "--bind", "127.0.0.1", "--port", str(rport), "--unixsocket", rsock,
+         "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", rdir,
+         "--daemonize", "no"], stdout=log, stderr=log, start_new_session=True)
+    wait_unix(rsock, 10)
+    wait_port("127.0.0.1", rport, 10)
+
+
+def redis_stop():
+    p = redis[0]
+    if p is not None and p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+harness._cleanups.append(redis_stop)
+redis_start()
+
+
+def rcmd(*args):
+    """One command to redis-server over its unix socket (RESP); the raw reply."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(rsock)
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    s.sendall(out)
+    data = s.recv(65536)
+    s.close()
+    return data
+
+
+conf = [("login_message_limit", "3/1h"), ("login_recipient_limit", "none"),
+        ("domain_message_limit", "none"), ("domain_recipient_limit", "none"),
+        ("hold_limit_hits", "none"), ("hold_client_addresses", "none"),
+        ("hold_refused_recipients", "none"), ("hold_burst", "none"),
+        ("auth_ip_failure_limit", "4"), ("auth_failure_delay", "0"),
+        ("client_limit_exceptions", ""), ("limit_store_prefix", "t57:")]
+socks = [env.path("a.sock"), env.path("b.sock")]
+A = txn.start(env, certs, dv, sink, conf + [("limit_store", "redis:unix:" + rsock),
+                                            ("control_socket", socks[0])], "submitd-a")
+B = txn.start(env, certs, dv, sink, conf + [("limit_store", "redis:127.0.0.1:%d" % rport),
+                                            ("control_socket", socks[1])], "submitd-b")
+# every connection (2 workers, the main thread, the subscriber) is up
+wait_for(lambda: b"t57:events" in rcmd("PUBSUB", "CHANNELS"), 10)
+time.sleep(0.3)
+
+
+def ctl(sock, *args):
+    p = subprocess.run([SUBMITCTL, "-s", sock] + list(args), capture_output=True, text=True,
+                       timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+def login(d, user, source=None):
+    c, r = txn.login(d, certs, user, PW[user], source)
+    if r.code != 235:
+        raise AssertionError("AUTH %s: %s" % (user, r))
+    return c
+
+
+def send(d, user, tag="redis"):
+    c = login(d, user)
+    rm, _, fin = txn.send(c, user, ["x@example.net"], tag)
+    c.close()
+    return rm if rm.code != 250 else fin
+
+
+# ------------------------------------------------------------ one limit for both
+st, out = ctl(socks[0], "status")
+ok(st == 0 and "shared store: redis:unix:%s, up" % rsock in out, "status names the shared store", out)
+st, out = ctl(socks[1], "--json", "status")
+ok(st == 0 and '"shared_store":"redis:127.0.0.1:%d","shared_store_up":true' % rport in out,
+   "status --json too", out)
+codes = [send(A, "alice@example.com").code, send(B, "alice@example.com").code,
+         send(A, "alice@example.com").code]
+is_(codes, [250, 250, 250], "alice: three messages over both instances")
+r = send(B, "alice@example.com")
+ok(r.code == 450 and r.enhanced == "4.7.1" and "login_message_limit 3/" in r.text,
+   "the 4th, on the other instance: 450 4.7.1 naming the limit", str(r))
+r = send(A, "alice@example.com")
+ok(r.code == 450 and r.enhanced == "4.7.1", "and on the first one too", str(r))
+
+
+def calls():
+    """Commands redis-server ran, by name (INFO commandstats), without INFO's own."""
+    out = {}
+    for m in re.finditer(rb"cmdstat_([a-z|]+):calls=(\d+)", rcmd("INFO", "commandstats")):
+        if m.group(1) != b"info":
+            out[m.group(1).decode()] = int(m.group(2))
+    return out
+
+
+before = calls()
+is_(send(B, "bob@example.com").code, 250, "another login is unaffected")
+after = calls()
+diff = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+# (INFO counts the commands the script runs too)
+inside = {"time", "exists", "hmget", "hgetall", "hdel", "hincrby", "pexpire"}
+ok(diff.get("eval") == 1 and set(diff) - {"eval"} <= inside,
+   "one message: one round trip to Redis, one EVAL", diff)
+ok(b"t57:c:3600000:m|l|alice@example.com" in rcmd("KEYS", "t57:c:*"),
+   "the counter lives in Redis under the prefix")
+
+# ------------------------------------------------------------ holds
+c_open = login(B, "carol@example.com")
+st, out = ctl(socks[0], "hold", "carol@example.com", "phished")
+ok(st == 0, "submitctl hold on A", out)
+time.sleep(0.5)
+r = c_open.cmd("NOOP")
+ok(r.code == 421, "carol's open session on B ends at its next command", str(r))
+c = login(B, "carol@example.com")
+r = c.cmd("MAIL FROM:<carol@example.com>")
+ok(r.code == 554 and r.enhanced == "5.7.1", "held on B: AUTH 235, MAIL 554 5.7.1", str(r))
+c.close()
+st, out = ctl(socks[1], "held")
+ok(st == 0 and "carol@example.com" in out and "phished" in out, "B lists the hold", out)
+st, out = ctl(socks[1], "release", "carol@example.com")
+ok(st == 0, "submitctl release on B", out)
+time.sleep(0.5)
+is_(send(A, "carol@example.com").code, 250, "released on A too")
+st, out = ctl(socks[1], "hold", "carol@example.com", "again")
+time.sleep(0.5)
+c = login(A, "carol@example.com")
+r = c.cmd("MAIL FROM:<carol@example.com>")
+ok(st == 0 and r.code == 554 and r.enhanced == "5.7.1", "a hold made on B applies on A", str(r))
+c.close()
+
+rcmd("HSET", "t57:h:dave@example.com", "reason", "manual", "note", "by hand", "client", "",
+     "until", "0")
+c = login(A, "dave@example.com")
+r = c.cmd("MAIL FROM:<dave@example.com>")
+ok(r.code == 554 and r.enhanced == "5.7.1", "a hold found in Redis at MAIL applies", str(r))
+c.close()
+ok(A.wait_log(r"limit_store: login=<dave@example.com> held by another instance", 5),
+   "and is kept locally (logged)")
+
+# ------------------------------------------------------------ AUTH failure budget
+src = "127.0.0.2"
+
+
+def bad_auth(d):
+    c = client_from(src, d, "tls", certs)
+    r = c.cmd("AUTH PLAIN " + b64("\0erin@example.com\0wrong"))
+    c.close()
+    return r.code
+
+
+fails = [bad_auth(A), bad_auth(A), bad_auth(B), bad_auth(B)]
+is_(fails, [535, 535, 535, 535], "four failures from one address, two on each instance")
+time.sleep(0.5)
+c = client_from(src, A, "tls", certs)
+r = c.cmd("AUTH PLAIN " + b64("\0erin@example.com\0" + PW["erin@example.com"]))
+ok(r.code == 454 and r.enhanced == "4.7.0", "the budget (4) is shared: A refuses the next AUTH",
+   str(r))
+c.close()
+
+# ------------------------------------------------------------ Redis goes away
+st, out = ctl(socks[0], "hold", "frank@example.com", "before the outage")
+time.sleep(0.5)
+redis_stop()
+time.sleep(0.3)
+is_(send(A, "erin@example.com").code, 250, "Redis down: mail flows on A")
+is_(send(B, "erin@example.com").code, 250, "and on B")
+is_(send(A, "erin@example.com").code, 250, "and again on A")
+time.sleep(1.5)  # several reconnect attempts
+is_(send(B, "erin@example.com").code, 250, "still, after reconnect attempts")
+c = login(B, "frank@example.com")
+r = c.cmd("MAIL FROM:<frank@example.com>")
+ok(r.code == 554 and r.enhanced == "5.7.1", "a hold known before the outage still applies", str(r))
+c.close()
+for name, d in (("A", A), ("B", B)):
+    n = len([l for l in d.log().splitlines() if "limit_store: redis" in l and "unreachable" in l])
+    is_(n, 1, "%s: exactly one warning for the outage" % name)
+st, out = ctl(socks[1], "status")
+ok(st == 0 and "shared store: redis:127.0.0.1:%d, unreachable" % rport in out,
+   "status says the shared store is unreachable", out)
+
+# ------------------------------------------------------------ and comes back
+redis_start()
+for name, d in (("A", A), ("B", B)):
+    ok(d.wait_log(r"limit_store: redis \S+ is back", 15), "%s: says Redis is back" % name)
+wait_for(lambda: b"t57:events" in rcmd("PUBSUB", "CHANNELS"), 10)
+time.sleep(0.5)
+codes = [send(A, "grace@example.com").code, send(A, "grace@example.com").code,
+         send(B, "grace@example.com").code]
+is_(codes, [250, 250, 250], "grace: three messages over both instances")
+r = send(B, "grace@example.com")
+ok(r.code == 450 and r.enhanced == "4.7.1", "counters are shared again: the 4th is refused on B",
+   str(r))
+for name, d in (("A", A), ("B", B)):
+    n = len([l for l in d.log().splitlines() if "limit_store: redis" in l and "unreachable" in l])
+    is_(n, 1, "%s: still one warning in all" % name)
+
+# ------------------------------------------------------------ Redis answers with an error
+rcmd("CONFIG", "SET", "maxmemory", "1")  # every write (the script) gets -OOM
+try:
+    r1 = send(A, "ivan@example.com")
+    r2 = send(A, "ivan@example.com")
+finally:
+    rcmd("CONFIG", "SET", "maxmemory", "0")
+ok(r1.code == 250 and r2.code == 250, "an error reply from Redis: decided locally",
+   "%s / %s" % (r1, r2))
+lines = [l for l in A.log().splitlines() if "not the script's" in l]
+ok(len(lines) == 1 and "OOM" in lines[0], "logged once, with Redis' words", lines)
+
+# ------------------------------------------------------------ Redis stalls
+os.kill(redis[0].pid, signal.SIGSTOP)
+try:
+    c = login(A, "heidi@example.com")  # hangs up while its MAIL waits for Redis
+    c.send(b"MAIL FROM:<heidi@example.com>\r\n")
+    c.close()
+    t0 = time.monotonic()
+    r1 = send(A, "heidi@example.com")
+    t1 = time.monotonic() - t0
+    r2 = send(A, "heidi@example.com")
+    time.sleep(2.5)  # reconnects: connected, but no PONG
+    r3 = send(A, "heidi@example.com")
+finally:
+    os.kill(redis[0].pid, signal.SIGCONT)
+ok(r1.code == 250 and t1 < 5, "a stopped Redis: MAIL is answered after the call timeout",
+   "%s in %.2fs" % (r1, t1))
+ok(r2.code == 250 and r3.code == 250, "and mail keeps flowing", "%s / %s" % (r2, r3))
+n = len([l for l in A.log().splitlines() if "limit_store: redis" in l and "unreachable" in l])
+is_(n, 2, "one more warning for the stall, whatever the reconnects")
+ok(A.wait_log(r"(?s)no answer within limit_store_timeout.*is back", 15),
+   "and one line when it answers again")
+
+done()
