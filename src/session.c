@@ -356,7 +356,7 @@ static void session_rcpt_relay(struct session *s)
 		return;
 	}
 	s->relay_step = RELAY_RCPT;
-	relay_txn_rcpt(s->relay, a);
+	relay_txn_rcpt(s->relay, a, smtp_server_data_pipelined(s->server));
 }
 
 static void session_policy_cb_do(void *ctx, const struct smtp_reply *r)
@@ -498,7 +498,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 			return;
 		}
 		s->relay_step = RELAY_RCPT;
-		relay_txn_rcpt(s->relay, &s->rcpt);
+		relay_txn_rcpt(s->relay, &s->rcpt, smtp_server_data_pipelined(s->server));
 		return;
 	case RELAY_RCPT:
 		limits_rcpt_result(&s->lim, s->cfg, &s->w->loop, r->code);

@@ -942,6 +942,15 @@ bool smtp_server_in_content(const struct smtp_server *s)
 	return s->state == SMTP_ST_DATA || s->state == SMTP_ST_BDAT;
 }
 
+bool smtp_server_data_pipelined(const struct smtp_server *s)
+{
+	/* A whole "DATA" line, already read, is next: only a clean line start
+	   (not inside an over-long line) and exactly the verb (RFC 2920 §3.1). */
+	return s->state == SMTP_ST_WAIT && s->wait == SMTP_W_RCPT && !s->lr.skipping &&
+	       buf_len(s->in) >= 6 &&
+	       strncasecmp((const char *)buf_data(s->in), "DATA\r\n", 6) == 0;
+}
+
 bool smtp_server_busy(const struct smtp_server *s)
 {
 	return s->state == SMTP_ST_WAIT || s->state == SMTP_ST_CLOSED;

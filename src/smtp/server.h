@@ -111,6 +111,10 @@ void smtp_server_input(struct smtp_server *s);
 /* True while the server waits for the backend or has closed: input should
  * not be read faster than it is processed. */
 bool smtp_server_busy(const struct smtp_server *s);
+/* While a RCPT waits for the backend: the client pipelined a DATA line right
+ * behind it (RFC 2920), so the backend may send its DATA downstream now. A
+ * hint only: the DATA is still gated and answered as usual. */
+bool smtp_server_data_pipelined(const struct smtp_server *s);
 /* True while message content (DATA or a BDAT chunk) is being read. */
 bool smtp_server_in_content(const struct smtp_server *s);
 
