@@ -23,6 +23,14 @@
 
 struct dkim_hold;
 
+/* What only a transaction needs, allocated at MAIL and freed at its end
+ * (docs/benchmarks.md: an idle session's memory). */
+struct session_txn {
+	struct smtp_mail_args mail;
+	struct smtp_rcpt_args rcpt; /* the RCPT waiting for the downstream */
+	char first_rcpt[SMTP_PATH_MAX + 1];
+};
+
 struct session {
 	struct worker *w;
 	struct config *cfg;
@@ -32,7 +40,6 @@ struct session {
 	struct smtp_server *server;
 	struct relay_txn *relay;
 	struct policy_auth *auth;
-	char auth_mechs[256];
 	struct sender_login *sl; /* sender ownership, on the worker's tables */
 
 	char id[20];
@@ -55,11 +62,9 @@ struct session {
 	bool policy_eom;                       /* it was asked at END-OF-MESSAGE */
 
 	/* the transaction */
-	struct smtp_mail_args mail;
-	struct smtp_rcpt_args rcpt; /* the RCPT waiting for the downstream MAIL */
+	struct session_txn *txn; /* from MAIL to its end; NULL while idle */
 	bool rcpt_waits_for_mail;
 	unsigned nrcpt;
-	char first_rcpt[SMTP_PATH_MAX + 1];
 	enum { RELAY_IDLE, RELAY_MAIL, RELAY_RCPT, RELAY_DATA, RELAY_END } relay_step;
 
 	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */
