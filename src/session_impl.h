@@ -23,6 +23,14 @@
 
 struct dkim_hold;
 
+/* A listener's peer is IPv4 or IPv6: a sockaddr_storage would be 100 bytes
+ * more per session, twice. */
+union session_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
 /* What only a transaction needs, allocated at MAIL and freed at its end
  * (docs/benchmarks.md: an idle session's memory). */
 struct session_txn {
@@ -46,13 +54,12 @@ struct session {
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
 	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
-	struct sockaddr_storage peer;       /* the client (as the PROXY header says, if any) */
-	struct sockaddr_storage local;      /* the address it connected to */
+	union session_addr peer;            /* the client (as the PROXY header says, if any) */
+	union session_addr local;           /* the address it connected to */
 	char local_ip[INET6_ADDRSTRLEN];
 	uint16_t local_port;
-	bool proxy_wait;                        /* a proxy listener: the header comes first */
-	bool trusted_client;                    /* trusted listener, client in mynetworks */
-	char proxied_by[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" of the proxy, for logs */
+	bool proxy_wait;     /* a proxy listener: the header comes first */
+	bool trusted_client; /* trusted listener, client in mynetworks */
 	char proxy_ip[INET6_ADDRSTRLEN];
 	uint16_t proxy_port;
 	bool counted;
