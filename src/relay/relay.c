@@ -256,14 +256,17 @@ void relay_txn_data(struct relay_txn *t)
 		/* DATA went out behind the last RCPT: its reply, now or when
 		   it comes (relay_conn.c). */
 		t->data_asked = true;
-		if (t->has_data_reply) {
+		bool alive = t->rc != NULL && !t->rc->closed;
+		/* a 354 from a connection lost since is no go-ahead */
+		if (t->has_data_reply && (alive || t->data_reply.code != 354)) {
 			t->has_data_reply = false;
 			t->data_sent = false;
 			relay_txn_answer_later(t, &t->data_reply);
 			return;
 		}
-		if (t->rc != NULL && !t->rc->closed && t->rc->state == RS_DATA)
+		if (alive && t->rc->state == RS_DATA)
 			return;
+		t->has_data_reply = false;
 		t->data_sent = false;
 		struct smtp_reply r;
 		relay_reply_make(&r, 451, "4.4.2", "Error: lost connection with downstream");

@@ -44,8 +44,8 @@ struct smtp_server {
 	void *ctx;
 	struct buf *in;
 	struct buf out;
-	char *log_id;
-	char *client;
+	const char *log_id; /* the owner's, for logs */
+	const char *client;
 
 	enum smtp_server_state state;
 	enum smtp_server_wait wait;
@@ -1136,8 +1136,8 @@ struct smtp_server *smtp_server_new(const struct smtp_server_settings *settings,
 	s->backend = backend;
 	s->ctx = ctx;
 	s->in = input;
-	s->log_id = xstrdup(log_id);
-	s->client = xstrdup(client);
+	s->log_id = log_id;
+	s->client = client;
 	s->tls = settings->tls_active;
 	s->state = SMTP_ST_COMMAND;
 	smtp_server_read_commands(s);
@@ -1156,8 +1156,6 @@ void smtp_server_free(struct smtp_server **sp)
 	free(s->mail_from);
 	free(s->last_rcpt);
 	free(s->user);
-	free(s->log_id);
-	free(s->client);
 	free(s);
 }
 

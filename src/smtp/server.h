@@ -98,6 +98,7 @@ struct smtp_server_backend {
 	bool (*admit)(void *ctx, char *why, size_t whylen);
 };
 
+/* log_id and client (for logs) are borrowed: they must outlive the server. */
 struct smtp_server *smtp_server_new(const struct smtp_server_settings *settings,
 				    const struct smtp_server_io *io,
 				    const struct smtp_server_backend *backend, void *ctx,
