@@ -53,7 +53,7 @@ static struct opt {
 	int threads;
 	int no_auth;
 	const char *label;
-	int sources; /* connect from 127.0.0.1 .. 127.0.0.N in turn (0: the kernel's choice) */
+	int sources; /* connect from 127.0.0.2 .. 127.0.0.N+1 in turn (0: the kernel's choice) */
 } o = {
 	.host = "127.0.0.1",
 	.port = 587,
@@ -806,10 +806,11 @@ static void conn_new(struct worker *w)
 	arm(c);
 	if (o.sources > 0) {
 		/* several loopback sources: more than one address's ~28,000
-		   ephemeral ports to the same server port */
+		   ephemeral ports to the same server port; 127.0.0.1's are left
+		   to everything else on the machine */
 		static _Thread_local unsigned next;
 		struct sockaddr_in src = {.sin_family = AF_INET};
-		src.sin_addr.s_addr = htonl(0x7f000001u + next++ % (unsigned)o.sources);
+		src.sin_addr.s_addr = htonl(0x7f000002u + next++ % (unsigned)o.sources);
 		int br = uv_tcp_bind(&c->tcp, (struct sockaddr *)&src, 0);
 		if (br < 0) {
 			conn_fail(c, uv_err_name(br));
@@ -984,7 +985,7 @@ static void usage(void)
 		"      --idle S             idle mode: open N sessions through AUTH, hold S seconds\n"
 		"      --ramp N             idle mode: sessions in set-up at once (64)\n"
 		"      --ready-file PATH    idle mode: written when all sessions are up\n"
-		"      --sources N          connect from 127.0.0.1 .. 127.0.0.N in turn (100,000 sessions)\n"
+		"      --sources N          connect from 127.0.0.2 .. 127.0.0.N+1 in turn (100,000 sessions)\n"
 		"      --timeout S          per-step timeout (30)\n"
 		"      --threads T          event-loop threads (1)\n"
 		"      --ehlo NAME          EHLO name\n"

@@ -13,7 +13,6 @@ delivers with pipelining on and off."""
 import os
 import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -45,15 +44,7 @@ class Counting:
         self.sock.listen(8)
         self.rounds = []          # per transaction: batches of commands
         self.delivered = 0
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+        accept_loop(self.sock, self.one)
 
     def send(self, c, data):
         if self.byte_at_a_time:
@@ -178,30 +169,24 @@ def rounds(fake):
 
 
 # ---------------------------------------------------------- round trips
-f = Counting()
-d, out = scenario("pipelined-client", f)
-is_(codes(out), [250, 250, 354, 250], "pipelining client: delivered")
-is_(rounds(f), 2, "pipelining client: 2 round trips per message (MAIL+RCPT+DATA, then the dot)")
-is_(f.rounds[0][0] if f.rounds else None, ["MAIL", "RCPT", "DATA"], "MAIL, RCPT, DATA in one write")
-d.stop()
-
-f = Counting()
-d, out = scenario("waiting-client", f, pipelined=False)
-is_(codes(out), [250, 250, 354, 250], "client without pipelining: delivered")
-is_(rounds(f), 3, "client without pipelining: 3 round trips (MAIL+RCPT, DATA, the dot)")
-d.stop()
-
-f = Counting()
-d, out = scenario("pipelining-off", f, extra=[("relay_pipelining", "no")])
-is_(codes(out), [250, 250, 354, 250], "relay_pipelining = no: delivered")
-is_(rounds(f), 4, "relay_pipelining = no: 4 round trips, one per command")
-d.stop()
-
-f = Counting(pipelining=False)
-d, out = scenario("no-pipelining-offered", f)
-is_(codes(out), [250, 250, 354, 250], "downstream without PIPELINING: delivered")
-is_(rounds(f), 4, "downstream without PIPELINING: one command at a time")
-d.stop()
+for name, fake, pipelined, extra, want, what in (
+        ("pipelined-client", Counting(), True, [], 2,
+         "pipelining client: 2 round trips per message (MAIL+RCPT+DATA, then the dot)"),
+        ("waiting-client", Counting(), False, [], 3,
+         "client without pipelining: 3 round trips (MAIL+RCPT, DATA, the dot)"),
+        ("pipelining-off", Counting(), True, [("relay_pipelining", "no")], 4,
+         "relay_pipelining = no: 4 round trips, one per command"),
+        ("no-pipelining-offered", Counting(pipelining=False), True, [], 4,
+         "downstream without PIPELINING: one command at a time"),
+        ("byte-at-a-time", Counting(byte_at_a_time=True), True, [], 2,
+         "replies a byte at a time: still 2 round trips")):
+    d, out = scenario(name, fake, pipelined=pipelined, extra=extra)
+    is_(codes(out), [250, 250, 354, 250], "%s: delivered" % name)
+    is_(rounds(fake), want, what)
+    if name == "pipelined-client":
+        is_(fake.rounds[0][0] if fake.rounds else None, ["MAIL", "RCPT", "DATA"],
+            "MAIL, RCPT, DATA in one write")
+    d.stop()
 
 # two recipients, the second refused: each gets its own verdict
 f = Counting(replies=lambda l: b"550 5.1.1 no such user\r\n" if b"<c@" in l else None)
@@ -248,12 +233,6 @@ ok(len(out) >= 3 and out[1].code == 451 and out[2].code >= 400,
    "hang-up mid-pipeline: the RCPT gets 451, DATA is refused", [str(x) for x in out])
 ok(all(r.code != 250 for r in out[1:]), "no 250 after MAIL", [str(x) for x in out])
 ok(d.running(), "submitd survived")
-d.stop()
-
-f = Counting(byte_at_a_time=True)
-d, out = scenario("byte-at-a-time", f)
-is_(codes(out), [250, 250, 354, 250], "replies a byte at a time: delivered")
-is_(rounds(f), 2, "still 2 round trips")
 d.stop()
 
 # more replies than commands: an extra 250 behind the pipelined replies
