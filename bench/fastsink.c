@@ -10,7 +10,8 @@
  *   fastsink --listen 127.0.0.1:10025 [--stats FILE] [--lmtp]
  *
  * --stats FILE is rewritten (atomically) every 100 ms while the count
- * changes: "messages N\nconnections N\nbytes N\nlast_message_unix T\n".
+ * changes: "messages N\nconnections N\nbytes N\nlast_message_unix T\nflushes N\n"
+ * (flushes: writes of replies, one per round trip of the client).
  * SIGTERM/SIGINT: exit (the stats file is written once more).
  */
 #define _GNU_SOURCE
@@ -26,6 +27,9 @@
 static uv_loop_t *loop;
 static char rbuf[256 * 1024];
 static uint64_t n_msgs, n_conns, n_bytes, written_msgs = (uint64_t)-1;
+/* writes of replies: one per round trip of the client (bench/compare's
+ * downstream round trips per message) */
+static uint64_t n_flushes;
 static double last_msg_unix;
 static const char *stats_path;
 static int lmtp;
@@ -78,6 +82,7 @@ static void flush(struct sess *s)
 {
 	if (s->olen == 0)
 		return;
+	n_flushes++;
 	uv_write_t *r = malloc(sizeof(*r));
 	r->data = s->out;
 	uv_buf_t b = uv_buf_init(s->out, (unsigned)s->olen);
@@ -262,8 +267,8 @@ static void write_stats(void)
 	if (!f)
 		return;
 	fprintf(f, "messages %" PRIu64 "\nconnections %" PRIu64 "\nbytes %" PRIu64
-		   "\nlast_message_unix %.6f\n",
-		n_msgs, n_conns, n_bytes, last_msg_unix);
+		   "\nlast_message_unix %.6f\nflushes %" PRIu64 "\n",
+		n_msgs, n_conns, n_bytes, last_msg_unix, n_flushes);
 	fclose(f);
 	rename(tmp, stats_path);
 	written_msgs = n_msgs;

@@ -54,6 +54,7 @@ static struct opt {
 	int no_auth;
 	int resume;           /* TLS session resumption: each thread reuses its last ticket */
 	const char *label;
+	int sources; /* connect from 127.0.0.2 .. 127.0.0.N+1 in turn (0: the kernel's choice) */
 } o = {
 	.host = "127.0.0.1",
 	.port = 587,
@@ -818,6 +819,19 @@ static void conn_new(struct worker *w)
 	w->in_setup++;
 	w->conns_started++;
 	arm(c);
+	if (o.sources > 0) {
+		/* several loopback sources: more than one address's ~28,000
+		   ephemeral ports to the same server port; 127.0.0.1's are left
+		   to everything else on the machine */
+		static _Thread_local unsigned next;
+		struct sockaddr_in src = {.sin_family = AF_INET};
+		src.sin_addr.s_addr = htonl(0x7f000002u + next++ % (unsigned)o.sources);
+		int br = uv_tcp_bind(&c->tcp, (struct sockaddr *)&src, 0);
+		if (br < 0) {
+			conn_fail(c, uv_err_name(br));
+			return;
+		}
+	}
 	int rc = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&peer, on_connect);
 	if (rc < 0)
 		conn_fail(c, uv_err_name(rc));
@@ -987,6 +1001,7 @@ static void usage(void)
 		"      --idle S             idle mode: open N sessions through AUTH, hold S seconds\n"
 		"      --ramp N             idle mode: sessions in set-up at once (64)\n"
 		"      --ready-file PATH    idle mode: written when all sessions are up\n"
+		"      --sources N          connect from 127.0.0.2 .. 127.0.0.N+1 in turn (100,000 sessions)\n"
 		"      --timeout S          per-step timeout (30)\n"
 		"      --threads T          event-loop threads (1)\n"
 		"      --ehlo NAME          EHLO name\n"
@@ -1030,7 +1045,7 @@ static void json_str(FILE *f, const char *s)
 int main(int argc, char **argv)
 {
 	enum { O_TLS = 256, O_PRIO, O_IDLE, O_RAMP, O_READY, O_TIMEOUT, O_THREADS, O_EHLO,
-	       O_LABEL, O_WARMUP, O_NOAUTH, O_RESUME };
+	       O_LABEL, O_WARMUP, O_NOAUTH, O_RESUME, O_SOURCES };
 	static const struct option lo[] = {
 		{"host", 1, 0, 'H'},	    {"port", 1, 0, 'p'},	{"tls", 0, 0, O_TLS},
 		{"user", 1, 0, 'u'},	    {"password", 1, 0, 'w'},	{"from", 1, 0, 'f'},
@@ -1041,7 +1056,8 @@ int main(int argc, char **argv)
 		{"timeout", 1, 0, O_TIMEOUT}, {"threads", 1, 0, O_THREADS},
 		{"ehlo", 1, 0, O_EHLO},	    {"label", 1, 0, O_LABEL},	{"warmup", 1, 0, O_WARMUP},
 		{"no-auth", 0, 0, O_NOAUTH}, {"resume", 0, 0, O_RESUME},
-		{"help", 0, 0, 'h'},	    {0, 0, 0, 0},
+		{"sources", 1, 0, O_SOURCES}, {"help", 0, 0, 'h'},
+		{0, 0, 0, 0},
 	};
 	int ch;
 	while ((ch = getopt_long(argc, argv, "H:p:u:w:f:t:c:k:s:d:n:Ph", lo, NULL)) != -1) {
@@ -1063,6 +1079,7 @@ int main(int argc, char **argv)
 		case O_IDLE: o.idle = atof(optarg); break;
 		case O_RAMP: o.ramp = atoi(optarg); break;
 		case O_READY: o.ready_file = optarg; break;
+		case O_SOURCES: o.sources = atoi(optarg); break;
 		case O_TIMEOUT: o.timeout = atof(optarg); break;
 		case O_THREADS: o.threads = atoi(optarg); break;
 		case O_EHLO: o.ehlo = optarg; break;

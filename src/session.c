@@ -39,7 +39,7 @@ static void session_log_delivery(struct session *s, const struct smtp_reply *r)
 	uint64_t own = session_busy_take(s);
 	log_info("%s: from=<%s>, to=<%s>%s, size=%llu, nrcpt=%u, relay=%s, own=%llu.%03llums, "
 		 "status=%s (%d %s %s)",
-		 s->id, s->mail.path.addr, s->first_rcpt, s->nrcpt > 1 ? ",..." : "",
+		 s->id, s->txn->mail.path.addr, s->txn->first_rcpt, s->nrcpt > 1 ? ",..." : "",
 		 (unsigned long long)s->msg_size, s->nrcpt,
 		 s->relay ? relay_txn_relay(s->relay) : "none", (unsigned long long)(own / 1000000),
 		 (unsigned long long)(own / 1000 % 1000),
@@ -64,7 +64,8 @@ void session_txn_reset(struct session *s)
 	s->relay_step = RELAY_IDLE;
 	s->rcpt_waits_for_mail = false;
 	s->nrcpt = 0;
-	s->first_rcpt[0] = '\0';
+	free(s->txn); /* per transaction: an idle session keeps none */
+	s->txn = NULL;
 	buf_free(&s->header);
 	s->header_done = false;
 	s->header_too_big = false;
@@ -94,7 +95,7 @@ static struct message_trace session_trace(struct session *s, char *tls, size_t t
 		.smtputf8 = smtp_server_smtputf8(s->server),
 		.by = s->cfg->myhostname,
 		.id = s->id,
-		.rcpt = s->nrcpt == 1 ? s->first_rcpt : NULL,
+		.rcpt = s->nrcpt == 1 ? s->txn->first_rcpt : NULL,
 		.auth_header = s->cfg->relay_auth_header,
 	};
 }
@@ -185,13 +186,13 @@ void session_restr_run(struct session *s, size_t start)
 	if (by_default && s->listen->mode == LISTEN_PLAIN)
 		list = NULL; /* the default is for submission listeners */
 	struct restrictions_facts f = {
-		.sender = s->mail.path.addr,
-		.recipient = s->restr_rcpt ? s->rcpt.path.addr : NULL,
+		.sender = s->txn->mail.path.addr,
+		.recipient = s->restr_rcpt ? s->txn->rcpt.path.addr : NULL,
 		.login = smtp_server_user(s->server),
 		.mynetworks = config_cidr_match(s->cfg->mynetworks, s->cfg->nmynetworks,
 						(struct sockaddr *)&s->peer),
 		.trusted = s->trusted_client,
-		.smtputf8 = s->mail.smtputf8,
+		.smtputf8 = s->txn->mail.smtputf8,
 		.delimiters = s->cfg->recipient_delimiter,
 		.client_addr = s->ip,
 		.helo = smtp_server_helo(s->server),
@@ -213,7 +214,7 @@ void session_restr_run(struct session *s, size_t start)
 	}
 	struct sender_login *sl = session_sender_login(s);
 	if (v == RESTRICTIONS_LOGIN && sl != NULL) {
-		s->sender_req = sender_login_check_policy(sl, pol, s->mail.path.addr, f.login,
+		s->sender_req = sender_login_check_policy(sl, pol, s->txn->mail.path.addr, f.login,
 							  session_restr_cb, s);
 		return;
 	}
@@ -249,7 +250,7 @@ static void session_restr_cb_do(void *ctx, enum sender_login_result res, const c
 	struct session *s = ctx;
 	s->sender_req = NULL;
 	struct smtp_reply no;
-	if (sender_login_reply(res, s->mail.path.addr, smtp_server_user(s->server), &no)) {
+	if (sender_login_reply(res, s->txn->mail.path.addr, smtp_server_user(s->server), &no)) {
 		session_complete(s, &no);
 		return;
 	}
@@ -260,7 +261,8 @@ static void session_be_mail(void *ctx, const struct smtp_mail_args *a)
 {
 	struct session *s = ctx;
 	session_txn_reset(s);
-	s->mail = *a;
+	s->txn = xcalloc(1, sizeof(*s->txn));
+	s->txn->mail = *a;
 	struct sender_login *sl = session_sender_login(s);
 	/* A trusted listener's own clients (webmail on localhost) may send
 	   without logging in, as the guides' port 25 with permit_mynetworks:
@@ -301,15 +303,15 @@ static bool session_policy_ask(struct session *s, const char *state)
 		.protocol_name = smtp_server_esmtp(s->server) ? "ESMTP" : "SMTP",
 		.helo_name = smtp_server_helo(s->server),
 		.queue_id = s->id,
-		.sender = s->mail.path.addr,
-		.recipient = eom ? "" : s->rcpt.path.addr,
+		.sender = s->txn->mail.path.addr,
+		.recipient = eom ? "" : s->txn->rcpt.path.addr,
 		.recipient_count = eom ? s->nrcpt : 0,
 		.client_address = s->ip,
 		.server_address = local,
 		.server_port = s->local_port,
 		.instance = s->id,
 		.sasl_username = smtp_server_user(s->server),
-		.size = eom ? s->msg_size : (s->mail.has_size ? s->mail.size : 0),
+		.size = eom ? s->msg_size : (s->txn->mail.has_size ? s->txn->mail.size : 0),
 		.encryption_protocol = tls,
 	};
 	s->policy_req = policy_service_ask(&s->w->loop, s->cfg, &a, session_policy_cb, s);
@@ -321,7 +323,7 @@ static void session_rcpt_relay(struct session *s);
 static void session_be_rcpt(void *ctx, const struct smtp_rcpt_args *a)
 {
 	struct session *s = ctx;
-	s->rcpt = *a;
+	s->txn->rcpt = *a;
 	/* <postmaster> is exempt from every restriction (RFC 5321 §4.5.1; as
 	   Postfix does) */
 	if (strcasecmp(a->path.addr, "postmaster") == 0) {
@@ -348,7 +350,7 @@ static void session_rcpt_go(struct session *s)
 /* ... and limits and the policy daemon: the downstream hears of it. */
 static void session_rcpt_relay(struct session *s)
 {
-	const struct smtp_rcpt_args *a = &s->rcpt;
+	const struct smtp_rcpt_args *a = &s->txn->rcpt;
 	if (s->relay == NULL) {
 		/* The downstream transaction opens with the first recipient
 		   that passed local policy (docs/design.md §7). */
@@ -356,7 +358,7 @@ static void session_rcpt_relay(struct session *s)
 					 session_relay_drain, s);
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
-		struct smtp_mail_args m = s->mail;
+		struct smtp_mail_args m = s->txn->mail;
 		if (m.has_size) {
 			char tls[160];
 			struct message_trace t = session_trace(s, tls, sizeof(tls));
@@ -367,7 +369,7 @@ static void session_rcpt_relay(struct session *s)
 		return;
 	}
 	s->relay_step = RELAY_RCPT;
-	relay_txn_rcpt(s->relay, a);
+	relay_txn_rcpt(s->relay, a, smtp_server_data_pipelined(s->server));
 }
 
 static void session_policy_cb_do(void *ctx, const struct smtp_reply *r)
@@ -522,12 +524,13 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 			return;
 		}
 		s->relay_step = RELAY_RCPT;
-		relay_txn_rcpt(s->relay, &s->rcpt);
+		relay_txn_rcpt(s->relay, &s->txn->rcpt, smtp_server_data_pipelined(s->server));
 		return;
 	case RELAY_RCPT:
 		limits_rcpt_result(&s->lim, s->cfg, &s->w->loop, r->code);
 		if (ok && s->nrcpt++ == 0)
-			snprintf(s->first_rcpt, sizeof(s->first_rcpt), "%s", s->rcpt.path.addr);
+			snprintf(s->txn->first_rcpt, sizeof(s->txn->first_rcpt), "%s",
+				 s->txn->rcpt.path.addr);
 		s->relay_step = RELAY_IDLE;
 		session_complete(s, r);
 		return;
@@ -585,6 +588,8 @@ static void session_auth_cb_do(void *ctx, const struct policy_auth_result *r)
 		return;
 	}
 	smtp_server_complete(s->server, r->code, r->enh, r->text);
+	if (r->code == 235) /* no second AUTH: an idle session keeps no auth state */
+		policy_auth_free(&s->auth);
 }
 
 static void session_be_auth(void *ctx, const char *args, size_t len)
@@ -629,8 +634,9 @@ static void session_be_auth_abort(void *ctx)
 static const char *session_be_auth_mechs(void *ctx)
 {
 	struct session *s = ctx;
-	policy_auth_mechs(s->w->auth, s->auth_mechs, sizeof(s->auth_mechs));
-	return s->auth_mechs;
+	static _Thread_local char mechs[256]; /* the worker's: used at once by EHLO/HELP */
+	policy_auth_mechs(s->w->auth, mechs, sizeof(mechs));
+	return mechs;
 }
 
 static bool session_be_admit(void *ctx, char *why, size_t whylen)

@@ -192,10 +192,10 @@ static const struct conn_handler session_conn_handler = {
 	.on_close = session_conn_on_close,
 };
 
-static void session_conn_format_addr(const struct sockaddr_storage *ss, char *ip, size_t iplen,
+static void session_conn_format_addr(const union session_addr *ss, char *ip, size_t iplen,
 				     uint16_t *port_r)
 {
-	if (ss->ss_family == AF_INET6) {
+	if (ss->sa.sa_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
 		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, (socklen_t)iplen);
 		*port_r = ntohs(sin6->sin6_port);
@@ -238,12 +238,11 @@ static void session_conn_proxy_input(struct session *s)
 	}
 	buf_consume(&c->in, h.len);
 	s->proxy_wait = false;
-	snprintf(s->proxied_by, sizeof(s->proxied_by), "%s", s->client);
 	snprintf(s->proxy_ip, sizeof(s->proxy_ip), "%s", s->ip);
 	s->proxy_port = s->port;
 	if (!h.local) {
-		memcpy(&s->peer, &h.src, sizeof(h.src));
-		memcpy(&s->local, &h.dst, sizeof(h.dst));
+		memcpy(&s->peer, &h.src, sizeof(s->peer)); /* AF_INET or AF_INET6 */
+		memcpy(&s->local, &h.dst, sizeof(s->local));
 		session_conn_describe_peer(s);
 	}
 	session_conn_begin(s);
@@ -339,9 +338,11 @@ static void session_conn_begin(struct session *s)
 	s->trusted_client = set.relay_trusted;
 
 	static const char *const modes[] = {"plain", "starttls", "tls"};
-	log_info("%s: connect from %s to %s (%s%s%s%s)", s->id, s->client, s->listen->text,
-		 modes[s->listen->mode], set.relay_trusted ? ", trusted" : "",
-		 s->proxied_by[0] ? ", via proxy " : "", s->proxied_by);
+	char via[INET6_ADDRSTRLEN + 24] = "";
+	if (s->proxy_ip[0])
+		snprintf(via, sizeof(via), ", via proxy [%s]:%u", s->proxy_ip, s->proxy_port);
+	log_info("%s: connect from %s to %s (%s%s%s)", s->id, s->client, s->listen->text,
+		 modes[s->listen->mode], set.relay_trusted ? ", trusted" : "", via);
 
 	const char *why = NULL;
 	if (!listener_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {

@@ -24,6 +24,22 @@
 
 struct dkim_hold;
 
+/* A listener's peer is IPv4 or IPv6: a sockaddr_storage would be 100 bytes
+ * more per session, twice. */
+union session_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
+/* What only a transaction needs, allocated at MAIL and freed at its end
+ * (docs/benchmarks.md: an idle session's memory). */
+struct session_txn {
+	struct smtp_mail_args mail;
+	struct smtp_rcpt_args rcpt; /* the RCPT waiting for the downstream */
+	char first_rcpt[SMTP_PATH_MAX + 1];
+};
+
 struct session {
 	struct worker *w;
 	struct config *cfg;
@@ -33,20 +49,18 @@ struct session {
 	struct smtp_server *server;
 	struct relay_txn *relay;
 	struct policy_auth *auth;
-	char auth_mechs[256];
 	struct sender_login *sl; /* sender ownership, on the worker's tables */
 
 	char id[20];
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
 	char client[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" for logs */
-	struct sockaddr_storage peer;       /* the client (as the PROXY header says, if any) */
-	struct sockaddr_storage local;      /* the address it connected to */
+	union session_addr peer;            /* the client (as the PROXY header says, if any) */
+	union session_addr local;           /* the address it connected to */
 	char local_ip[INET6_ADDRSTRLEN];
 	uint16_t local_port;
-	bool proxy_wait;                        /* a proxy listener: the header comes first */
-	bool trusted_client;                    /* trusted listener, client in mynetworks */
-	char proxied_by[INET6_ADDRSTRLEN + 16]; /* "[ip]:port" of the proxy, for logs */
+	bool proxy_wait;     /* a proxy listener: the header comes first */
+	bool trusted_client; /* trusted listener, client in mynetworks */
 	char proxy_ip[INET6_ADDRSTRLEN];
 	uint16_t proxy_port;
 	bool counted;
@@ -56,11 +70,9 @@ struct session {
 	bool policy_eom;                       /* it was asked at END-OF-MESSAGE */
 
 	/* the transaction */
-	struct smtp_mail_args mail;
-	struct smtp_rcpt_args rcpt; /* the RCPT waiting for the downstream MAIL */
+	struct session_txn *txn; /* from MAIL to its end; NULL while idle */
 	bool rcpt_waits_for_mail;
 	unsigned nrcpt;
-	char first_rcpt[SMTP_PATH_MAX + 1];
 	enum { RELAY_IDLE, RELAY_MAIL, RELAY_RCPT, RELAY_DATA, RELAY_END } relay_step;
 
 	/* sender ownership: MAIL FROM, then From:/Sender: (policy/) */

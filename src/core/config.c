@@ -52,6 +52,7 @@ static config_hook config_listen, config_mynetworks, config_relayhost, config_ba
 	config_relay_tls, config_syslog, config_log_level;
 static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth,
 	config_relay_sasl_plaintext;
+static config_hook config_relay_pipelining;
 
 #define OFF(f) offsetof(struct config, f)
 static const struct config_key config_keys[] = {
@@ -133,6 +134,8 @@ static const struct config_key config_keys[] = {
 	{"relay_data_timeout", CFG_TIME, OFF(relay_data_timeout_ms), "10m", 1000, 86400000, NULL,
 	 GLOBAL},
 	{"relay_reuse_limit", CFG_UINT, OFF(relay_reuse_limit), "100", 1, 100000, NULL, GLOBAL},
+	/* MAIL, RCPT and DATA sent without waiting when the downstream offers PIPELINING */
+	{"relay_pipelining", CFG_SPECIAL, 0, "yes", 0, 0, config_relay_pipelining, GLOBAL},
 	/* smarthost: TLS policy, client SASL, per-sender routes (src/relay/) */
 	/* CAs trusted for the relay at verify/secure (Postfix smtp_tls_CAfile); default: the system store */
 	{"relay_tls_ca_file", CFG_SPECIAL, 0, NULL, 0, 0, config_relay_ca_file, GLOBAL},
@@ -793,6 +796,11 @@ static bool config_relay_sasl_plaintext(struct config *cfg, const char *value, c
 					size_t errlen)
 {
 	return config_yesno(value, &cfg->relay_sasl_allow_plaintext, err, errlen);
+}
+
+static bool config_relay_pipelining(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	return config_yesno(value, &cfg->relay_pipelining, err, errlen);
 }
 
 /* Postfix smtp_tls_CAfile without tls_append_default_CA: when set, only

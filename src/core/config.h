@@ -180,6 +180,7 @@ struct config {
 	char *relay_auth_header; /* e.g. "X-AuthUser", NULL: none */
 	bool sender_dependent_authentication;
 	bool relay_sasl_allow_plaintext;
+	bool relay_pipelining; /* docs/pipelining.md */
 
 	/* Loaded by tls_server_load(), freed with the snapshot. */
 	gnutls_certificate_credentials_t tls_creds;

@@ -80,6 +80,7 @@ struct conn *conn_new(uv_loop_t *loop, bool unix_socket, const struct conn_handl
 static void conn_connect_cb(uv_connect_t *req, int status)
 {
 	struct conn *c = req->data;
+	free(req);
 	if (c->closing)
 		return;
 	if (status < 0 && c->error == 0)
@@ -87,17 +88,24 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 	c->handler->on_connect(c, c->ctx, status);
 }
 
+/* Requests live from their start to their callback only: an accepted
+ * connection never has one, and an idle one no write under way. */
 int conn_connect_tcp(struct conn *c, const struct sockaddr *sa)
 {
-	c->connect_req.data = c;
+	uv_connect_t *req = xcalloc(1, sizeof(*req));
+	req->data = c;
 	uv_tcp_nodelay(&c->h.tcp, 1);
-	return uv_tcp_connect(&c->connect_req, &c->h.tcp, sa, conn_connect_cb);
+	int r = uv_tcp_connect(req, &c->h.tcp, sa, conn_connect_cb);
+	if (r < 0)
+		free(req); /* no callback */
+	return r;
 }
 
 int conn_connect_unix(struct conn *c, const char *path)
 {
-	c->connect_req.data = c;
-	uv_pipe_connect(&c->connect_req, &c->h.pipe, path, conn_connect_cb);
+	uv_connect_t *req = xcalloc(1, sizeof(*req));
+	req->data = c;
+	uv_pipe_connect(req, &c->h.pipe, path, conn_connect_cb);
 	return 0;
 }
 
@@ -311,6 +319,7 @@ bool conn_write_blocked(const struct conn *c)
 static void conn_write_cb(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
+	free(req);
 	c->writing = false;
 	buf_reset(&c->out_flight);
 	conn_trim(&c->out_flight);
@@ -372,10 +381,12 @@ static void conn_flush(struct conn *c)
 	c->out = tmp;
 	uv_buf_t b =
 		uv_buf_init((char *)buf_data(&c->out_flight), (unsigned)buf_len(&c->out_flight));
-	c->write_req.data = c;
+	uv_write_t *req = xcalloc(1, sizeof(*req));
+	req->data = c;
 	c->writing = true;
-	int r = uv_write(&c->write_req, &c->h.stream, &b, 1, conn_write_cb);
+	int r = uv_write(req, &c->h.stream, &b, 1, conn_write_cb);
 	if (r < 0) {
+		free(req); /* no callback */
 		c->writing = false;
 		conn_set_error(c, r);
 		buf_reset(&c->out_flight);

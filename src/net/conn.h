@@ -47,7 +47,6 @@ struct conn {
 		uv_stream_t stream;
 	} h;
 	uv_timer_t timer;
-	uv_connect_t connect_req;
 	const struct conn_handler *handler;
 	void *ctx;
 
@@ -62,7 +61,6 @@ struct conn {
 
 	struct buf out;        /* bytes (ciphertext when TLS) waiting for a write */
 	struct buf out_flight; /* bytes handed to uv_write, alive until write_cb */
-	uv_write_t write_req;
 	bool writing;
 	bool reading;     /* a uv read is active */
 	bool read_wanted; /* the owner asked for input (conn_read_start) */

@@ -97,12 +97,12 @@ const char *relay_txn_relay(const struct relay_txn *t)
 	return t->relay_desc[0] ? t->relay_desc : "none";
 }
 
-void relay_txn_send_mail(struct relay_txn *t)
+/* The MAIL line for rc, passing on only what the downstream announced
+ * (docs/design.md §7). */
+static void relay_txn_mail_line(struct relay_txn *t, struct buf *b)
 {
-	struct relay_conn *rc = t->rc;
-	const struct smtp_caps *caps = &rc->caps;
+	const struct smtp_caps *caps = &t->rc->caps;
 	struct smtp_mail_args a = t->mail;
-	/* Pass on only what the downstream announced (docs/design.md §7). */
 	if (!caps->size_present)
 		a.has_size = false;
 	if (!caps->eightbitmime)
@@ -120,13 +120,109 @@ void relay_txn_send_mail(struct relay_txn *t)
 	char params[1024];
 	if (smtp_mail_args_format(&a, params, sizeof(params)) < 0)
 		params[0] = '\0';
-	relay_conn_send(rc, RS_MAIL, "MAIL FROM:<%s>%s", a.path.addr, params);
+	buf_printf(b, "MAIL FROM:<%s>%s", a.path.addr, params);
+}
+
+static void relay_txn_rcpt_line(struct relay_txn *t, struct buf *b)
+{
+	struct smtp_rcpt_args a = t->rcpt;
+	if (!t->rc->caps.dsn) {
+		a.notify[0] = '\0';
+		a.orcpt[0] = '\0';
+	}
+	char params[1024];
+	if (smtp_rcpt_args_format(&a, params, sizeof(params)) < 0)
+		params[0] = '\0';
+	buf_printf(b, "RCPT TO:<%s>%s", a.path.addr, params);
+}
+
+static bool relay_txn_pipelining(const struct relay_txn *t)
+{
+	return t->cfg->relay_pipelining && t->rc->caps.pipelining;
+}
+
+static void relay_txn_data_begin(struct relay_txn *t)
+{
+	t->at_line_start = true;
+	t->wrote_content = false;
+	t->ends_crlf = false;
+	t->content_failed = false;
+	t->lmtp_ok = t->lmtp_fail = 0;
+}
+
+/* One write (RFC 2920 §3.1): [MAIL] RCPT [DATA]; DATA only when the client
+ * pipelined its own, as the last command of the group. */
+static void relay_txn_send_pipelined(struct relay_txn *t)
+{
+	enum relay_state st[3];
+	unsigned n = 0;
+	struct buf b = BUF_INIT;
+	if (!t->mail_sent) {
+		relay_txn_mail_line(t, &b);
+		buf_append_str(&b, "\r\n");
+		st[n++] = RS_MAIL;
+		t->mail_sent = true;
+		t->mail_refused = false;
+	}
+	relay_txn_rcpt_line(t, &b);
+	buf_append_str(&b, "\r\n");
+	st[n++] = RS_RCPT;
+	t->data_sent = t->data_next;
+	t->data_asked = false;
+	t->has_data_reply = false;
+	if (t->data_sent) {
+		relay_txn_data_begin(t);
+		buf_append_str(&b, "DATA\r\n");
+		st[n++] = RS_DATA;
+	}
+	relay_conn_send_batch(t->rc, st, n, &b);
+	buf_free(&b);
+}
+
+void relay_txn_send_mail(struct relay_txn *t)
+{
+	/* a connection of its own now: nothing of the transaction is on it */
+	t->mail_sent = false;
+	t->mail_refused = false;
+	t->data_sent = false;
+	t->has_data_reply = false;
+	if (relay_txn_pipelining(t)) {
+		if (t->rcpt_pending) {
+			relay_txn_send_pipelined(t);
+		} else {
+			/* MAIL waits for the first RCPT, to go out with it:
+			   the session hears the downstream's verdict on MAIL
+			   as its verdict on that RCPT. */
+			struct smtp_reply r;
+			relay_reply_make(&r, 250, "2.1.0", "Ok");
+			relay_txn_answer_later(t, &r);
+		}
+		return;
+	}
+	struct buf b = BUF_INIT;
+	relay_txn_mail_line(t, &b);
+	t->mail_sent = true;
+	relay_conn_send(t->rc, RS_MAIL, "%.*s", (int)buf_len(&b), (const char *)buf_data(&b));
+	buf_free(&b);
+}
+
+void relay_txn_send_rcpt(struct relay_txn *t)
+{
+	t->rcpt_pending = false;
+	struct buf b = BUF_INIT;
+	relay_txn_rcpt_line(t, &b);
+	relay_conn_send(t->rc, RS_RCPT, "%.*s", (int)buf_len(&b), (const char *)buf_data(&b));
+	buf_free(&b);
 }
 
 void relay_txn_mail(struct relay_txn *t, const struct smtp_mail_args *a)
 {
 	t->mail = *a;
 	t->mail_accepted = false;
+	t->mail_sent = false;
+	t->rcpt_pending = false;
+	t->mail_refused = false;
+	t->data_sent = false;
 	t->nrcpt_ok = 0;
 	relay_route_begin(t);
 }
@@ -141,30 +237,46 @@ static bool relay_txn_usable(struct relay_txn *t)
 	return false;
 }
 
-void relay_txn_rcpt(struct relay_txn *t, const struct smtp_rcpt_args *a)
+void relay_txn_rcpt(struct relay_txn *t, const struct smtp_rcpt_args *a, bool data_next)
 {
 	if (!relay_txn_usable(t))
 		return;
-	struct smtp_rcpt_args b = *a;
-	if (!t->rc->caps.dsn) {
-		b.notify[0] = '\0';
-		b.orcpt[0] = '\0';
+	t->rcpt = *a;
+	t->data_next = data_next;
+	if (relay_txn_pipelining(t)) {
+		t->rcpt_pending = !t->mail_sent;
+		relay_txn_send_pipelined(t);
+		return;
 	}
-	char params[1024];
-	if (smtp_rcpt_args_format(&b, params, sizeof(params)) < 0)
-		params[0] = '\0';
-	relay_conn_send(t->rc, RS_RCPT, "RCPT TO:<%s>%s", b.path.addr, params);
+	relay_txn_send_rcpt(t);
 }
 
 void relay_txn_data(struct relay_txn *t)
 {
+	if (t->data_sent) {
+		/* DATA went out behind the last RCPT: its reply, now or when
+		   it comes (relay_conn.c). */
+		t->data_asked = true;
+		bool alive = t->rc != NULL && !t->rc->closed;
+		/* a 354 from a connection lost since is no go-ahead */
+		if (t->has_data_reply && (alive || t->data_reply.code != 354)) {
+			t->has_data_reply = false;
+			t->data_sent = false;
+			relay_txn_answer_later(t, &t->data_reply);
+			return;
+		}
+		if (alive && t->rc->state == RS_DATA)
+			return;
+		t->has_data_reply = false;
+		t->data_sent = false;
+		struct smtp_reply r;
+		relay_reply_make(&r, 451, "4.4.2", "Error: lost connection with downstream");
+		relay_txn_answer_later(t, &r);
+		return;
+	}
 	if (!relay_txn_usable(t))
 		return;
-	t->at_line_start = true;
-	t->wrote_content = false;
-	t->ends_crlf = false;
-	t->content_failed = false;
-	t->lmtp_ok = t->lmtp_fail = 0;
+	relay_txn_data_begin(t);
 	relay_conn_command(t->rc, RS_DATA);
 }
 

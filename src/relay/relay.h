@@ -3,7 +3,8 @@
  *
  * One pool per worker loop. A transaction borrows a greeted connection (or
  * opens one, trying the destinations in order until one greets us), forwards
- * MAIL, each RCPT and DATA one at a time, and passes every downstream verdict
+ * MAIL, each RCPT and DATA (pipelined when the downstream offers it:
+ * docs/pipelining.md), and passes every downstream verdict
  * back through its callback, exactly once per call. Failures of the path
  * itself become the 4xx replies of docs/design.md §7; a downstream
  * 4xx/5xx is passed through. A transaction freed before its end is aborted
@@ -83,7 +84,9 @@ struct relay_txn *relay_txn_new(struct relay_pool *pool, struct config *cfg, con
 				relay_txn_cb *cb, relay_drain_cb *drain_cb, void *ctx);
 /* Each of these is answered through cb, never before it returns. */
 void relay_txn_mail(struct relay_txn *t, const struct smtp_mail_args *a);
-void relay_txn_rcpt(struct relay_txn *t, const struct smtp_rcpt_args *a);
+/* data_next: the client pipelined DATA right behind this RCPT, so DATA may
+ * go downstream with it (docs/pipelining.md); relay_txn_data() still asks. */
+void relay_txn_rcpt(struct relay_txn *t, const struct smtp_rcpt_args *a, bool data_next);
 void relay_txn_data(struct relay_txn *t);
 /* Content in canonical form; dot-stuffed on the way out. Returns true when
  * the caller should stop feeding until drain_cb (back-pressure). */

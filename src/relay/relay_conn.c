@@ -1,6 +1,7 @@
 /* relay_conn: one downstream SMTP/LMTP connection — connect, TLS (implicit
- * or STARTTLS), EHLO/LHLO, AUTH, then the transaction's commands one at a
- * time, never pipelined — driven by relay_conn_states[]. */
+ * or STARTTLS), EHLO/LHLO, AUTH, then the transaction's commands, MAIL,
+ * RCPT and DATA pipelined when the downstream offers it (docs/pipelining.md)
+ * — driven by relay_conn_states[]. */
 #include "config.h"
 #include "relay/relay_int.h"
 
@@ -113,8 +114,34 @@ void relay_conn_send(struct relay_conn *rc, enum relay_state next, const char *f
 	line[n++] = '\r';
 	line[n++] = '\n';
 	rc->state = next;
+	rc->npipe = 0;
 	conn_write(rc->conn, line, (size_t)n);
 	relay_conn_arm(rc);
+}
+
+void relay_conn_send_batch(struct relay_conn *rc, const enum relay_state *states, unsigned n,
+			   const struct buf *b)
+{
+	rc->npipe = 0;
+	for (unsigned i = 1; i < n && rc->npipe < sizeof(rc->pipe) / sizeof(rc->pipe[0]); i++)
+		rc->pipe[rc->npipe++] = states[i];
+	rc->state = states[0];
+	conn_write(rc->conn, buf_data(b), buf_len(b));
+	relay_conn_arm(rc);
+}
+
+/* The reply to the current command came: the next pipelined one, if any,
+ * is now the one waited for. */
+static bool relay_conn_pop(struct relay_conn *rc)
+{
+	if (rc->npipe == 0)
+		return false;
+	enum relay_state st = rc->pipe[0];
+	for (unsigned i = 1; i < rc->npipe; i++)
+		rc->pipe[i - 1] = rc->pipe[i];
+	rc->npipe--;
+	relay_conn_enter(rc, st);
+	return true;
 }
 
 void relay_conn_command(struct relay_conn *rc, enum relay_state next)
@@ -251,6 +278,11 @@ static void relay_conn_fail_dns(struct relay_conn *rc, enum relay_fail kind, con
 		relay_reply_make(&r, 451, "4.4.2",
 				 timeout ? "Error: timeout waiting for the downstream server"
 					 : "Error: lost connection with downstream");
+	}
+	if ((st == RS_DATA || st == RS_BODY) && t->data_sent && !t->data_asked) {
+		/* A pipelined DATA the session has not reached: its DATA
+		   finds the connection gone (relay_txn_data). */
+		return;
 	}
 	if (st == RS_BODY) {
 		/* No command is out: the client hears it at its final dot, and
@@ -588,15 +620,49 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 	case RS_MAIL:
 		if (t == NULL)
 			break;
-		relay_conn_enter(rc, RS_READY);
 		if (ok)
 			t->mail_accepted = true;
+		if (!t->rcpt_pending) {
+			relay_conn_enter(rc, RS_READY);
+			relay_txn_answer(t, r);
+			return;
+		}
+		/* MAIL for a waiting RCPT: the RCPT's verdict comes next */
+		if (relay_conn_pop(rc)) {
+			if (!ok) {
+				t->mail_refused = true;
+				t->mail_refusal = *r;
+			}
+			return;
+		}
+		relay_conn_enter(rc, RS_READY);
+		if (ok) {
+			relay_txn_send_rcpt(t); /* a downstream without PIPELINING */
+			return;
+		}
+		t->rcpt_pending = false;
+		t->mail_sent = false;
 		relay_txn_answer(t, r);
 		return;
 	case RS_RCPT:
 		if (t == NULL)
 			break;
-		relay_conn_enter(rc, RS_READY);
+		if (t->mail_refused && ok) {
+			/* a recipient for a refused MAIL: never the client's 250 */
+			relay_conn_fail(rc, "protocol error: RCPT accepted after MAIL was refused");
+			return;
+		}
+		if (!relay_conn_pop(rc))
+			relay_conn_enter(rc, RS_READY);
+		t->rcpt_pending = false;
+		if (t->mail_refused) {
+			/* The next RCPT sends MAIL again, as a new transaction
+			   would. */
+			t->mail_refused = false;
+			t->mail_sent = false;
+			relay_txn_answer(t, &t->mail_refusal);
+			return;
+		}
 		if (ok)
 			t->nrcpt_ok++;
 		relay_txn_answer(t, r);
@@ -604,9 +670,21 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 	case RS_DATA:
 		if (t == NULL)
 			break;
+		if (r->code == 354 && t->nrcpt_ok == 0) {
+			/* RFC 2920 §3.1: DATA after no accepted RCPT must fail */
+			relay_conn_fail(rc, "protocol error: 354 without an accepted recipient");
+			return;
+		}
 		if (r->code == 354)
 			rc->data_deadline = uv_now(rc->pool->loop) + t->cfg->relay_data_timeout_ms;
 		relay_conn_enter(rc, r->code == 354 ? RS_BODY : RS_READY);
+		if (t->data_sent && !t->data_asked) {
+			/* pipelined: kept until the client's DATA is handled */
+			t->has_data_reply = true;
+			t->data_reply = *r;
+			return;
+		}
+		t->data_sent = false;
 		relay_txn_answer(t, r);
 		return;
 	case RS_DATA_END:
@@ -655,12 +733,13 @@ static void relay_conn_on_data(struct conn *c, void *ctx)
 			return;
 		}
 		enum relay_state before = rc->state;
+		bool pipelined = rc->npipe > 0;
 		relay_conn_on_reply(rc, &r);
-		/* We never pipeline: one command, one reply. Anything after it
+		/* One reply per command sent: anything after the last one
 		   (except LMTP's further replies to the dot) was not asked for,
 		   and a server out of step could make us take its answer to
 		   one command for the answer to the next. */
-		if (!rc->closed && buf_len(&c->in) > 0 &&
+		if (!rc->closed && buf_len(&c->in) > 0 && !pipelined &&
 		    !(before == RS_DATA_END && rc->state == RS_DATA_END)) {
 			relay_conn_fail(rc, "unsolicited data after a reply");
 			return;

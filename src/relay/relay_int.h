@@ -72,6 +72,10 @@ struct relay_conn {
 	struct relay_txn *txn; /* NULL while pooled */
 	struct relay_conn *next_idle;
 	enum relay_state state;
+	/* Pipelined (RFC 2920): the commands written after the one whose reply
+	   rc->state waits for, in order; their replies follow it. */
+	enum relay_state pipe[2];
+	unsigned npipe;
 	struct smtp_reply_parser rp;
 	struct smtp_caps caps;
 	char *dest; /* the destination as written: part of the pool key */
@@ -145,6 +149,18 @@ struct relay_txn {
 	struct smtp_mail_args mail;
 	bool mail_accepted;
 	unsigned nrcpt_ok;
+	/* Pipelining (docs/pipelining.md): MAIL goes out with the first RCPT,
+	   DATA behind a RCPT when the client pipelined its own DATA. */
+	bool mail_sent;                 /* MAIL is out on this connection */
+	bool rcpt_pending;              /* rcpt waits for MAIL (sent with it, or after it) */
+	bool mail_refused;              /* ...and the MAIL in its pipeline was refused: */
+	struct smtp_reply mail_refusal; /* the recipient's verdict */
+	bool data_next;                 /* the client's next command is DATA */
+	bool data_sent;                 /* DATA went out before the client's DATA was handled */
+	bool data_asked;                /* ...which the session has now asked for */
+	bool has_data_reply;
+	struct smtp_reply data_reply; /* its reply, until the session asks */
+	struct smtp_rcpt_args rcpt;
 	bool at_line_start;
 	bool wrote_content;
 	bool ends_crlf;
@@ -201,8 +217,11 @@ void relay_txn_answer(struct relay_txn *t, const struct smtp_reply *r);
 void relay_txn_answer_later(struct relay_txn *t, const struct smtp_reply *r);
 /* Route and credentials known: a pooled connection, else a new one. */
 void relay_txn_connect(struct relay_txn *t);
-/* The borrowed connection is ready: MAIL FROM with what it announced. */
+/* The borrowed connection is ready: MAIL FROM with what it announced (with
+ * pipelining: MAIL with the waiting RCPT, or a 250 until one comes). */
 void relay_txn_send_mail(struct relay_txn *t);
+/* The MAIL for a waiting RCPT was accepted without pipelining: the RCPT. */
+void relay_txn_send_rcpt(struct relay_txn *t);
 /* One LMTP reply after the dot (RFC 2033 §4.2). */
 void relay_txn_lmtp_reply(struct relay_txn *t, const struct smtp_reply *r);
 /* `submitd -t`: the destination passed (ok) or failed with r. */
@@ -218,6 +237,10 @@ void relay_conn_close(struct relay_conn *rc, bool quit);
 /* Sends one command line and enters next (its timer: relay_conn_states[]). */
 void relay_conn_send(struct relay_conn *rc, enum relay_state next, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Writes the lines in b at once (RFC 2920) and waits for the replies of
+ * states[0..n) in order. */
+void relay_conn_send_batch(struct relay_conn *rc, const enum relay_state *states, unsigned n,
+			   const struct buf *b);
 /* Sends the fixed line relay_conn_states[next].line and enters next. */
 void relay_conn_command(struct relay_conn *rc, enum relay_state next);
 /* How long a wait of ms (0: unbounded) may last: never past the DATA

@@ -44,8 +44,8 @@ struct smtp_server {
 	void *ctx;
 	struct buf *in;
 	struct buf out;
-	char *log_id;
-	char *client;
+	const char *log_id; /* the owner's, for logs */
+	const char *client;
 
 	enum smtp_server_state state;
 	enum smtp_server_wait wait;
@@ -54,14 +54,16 @@ struct smtp_server {
 	bool tls;
 	bool helo_done;
 	bool esmtp;
-	char helo[256];
+	char *helo; /* NULL until HELO/EHLO */
 	char *user;
 
 	/* the transaction */
 	bool mail_done;
 	bool txn_smtputf8;
-	char mail_from[SMTP_PATH_MAX + 1];
-	char last_rcpt[SMTP_PATH_MAX + 1];
+	/* for the reject log lines; NULL when none (an idle session keeps no
+	   copies: docs/benchmarks.md) */
+	char *mail_from;
+	char *last_rcpt;
 	unsigned nrcpt;
 	bool content_open; /* backend accepted DATA/first BDAT */
 	bool bdat_used;
@@ -139,15 +141,23 @@ static void smtp_server_reply(struct smtp_server *s, int code, const char *enh, 
 	}
 }
 
+/* Replaces *p with a copy of n bytes of v (NULL: none). */
+static void smtp_server_set_str(char **p, const char *v, size_t n)
+{
+	free(*p);
+	*p = v != NULL ? xstrndup(v, n) : NULL;
+}
+
 /* Logs a refusal the way Postfix does, so existing greps keep working. */
 static void smtp_server_log_reject(struct smtp_server *s, const char *verb, int code,
 				   const char *enh, const char *text)
 {
 	char helo[80];
-	log_sanitize(helo, sizeof(helo), s->helo, strlen(s->helo));
+	const char *h = smtp_server_helo(s), *to = s->last_rcpt ? s->last_rcpt : "";
+	log_sanitize(helo, sizeof(helo), h, strlen(h));
 	log_info("%s: reject: %s from %s: %d %s %s; from=<%s>%s%s%s proto=%s helo=<%s>", s->log_id,
-		 verb, s->client, code, enh && *enh ? enh : "", text, s->mail_from,
-		 s->last_rcpt[0] ? " to=<" : "", s->last_rcpt, s->last_rcpt[0] ? ">" : "",
+		 verb, s->client, code, enh && *enh ? enh : "", text,
+		 s->mail_from ? s->mail_from : "", to[0] ? " to=<" : "", to, to[0] ? ">" : "",
 		 s->esmtp ? "ESMTP" : "SMTP", helo);
 }
 
@@ -157,8 +167,8 @@ static void smtp_server_txn_clear(struct smtp_server *s)
 {
 	s->mail_done = false;
 	s->txn_smtputf8 = false;
-	s->mail_from[0] = '\0';
-	s->last_rcpt[0] = '\0';
+	smtp_server_set_str(&s->mail_from, NULL, 0);
+	smtp_server_set_str(&s->last_rcpt, NULL, 0);
 	s->nrcpt = 0;
 	s->content_open = false;
 	s->bdat_used = false;
@@ -250,9 +260,7 @@ static void smtp_server_cmd_helo(struct smtp_server *s, const struct smtp_cmd *c
 	}
 	/* A new EHLO is an implicit RSET (RFC 5321 §4.1.4). */
 	smtp_server_txn_abort(s);
-	size_t n = cmd->args_len < sizeof(s->helo) - 1 ? cmd->args_len : sizeof(s->helo) - 1;
-	memcpy(s->helo, cmd->args, n);
-	s->helo[n] = '\0';
+	smtp_server_set_str(&s->helo, cmd->args, cmd->args_len < 255 ? cmd->args_len : 255);
 	s->helo_done = true;
 	s->esmtp = ehlo;
 	if (ehlo)
@@ -284,7 +292,7 @@ static void smtp_server_cmd_starttls(struct smtp_server *s, const struct smtp_cm
 	buf_reset(s->in);
 	s->helo_done = false;
 	s->esmtp = false;
-	s->helo[0] = '\0';
+	smtp_server_set_str(&s->helo, NULL, 0);
 	s->state = SMTP_ST_WAIT;
 	s->wait = SMTP_W_TLS;
 	s->io->starttls(s->ctx);
@@ -362,18 +370,18 @@ static void smtp_server_cmd_mail(struct smtp_server *s, const struct smtp_cmd *c
 		smtp_server_reply(s, 555, "5.5.4", "Unsupported option: %s", what);
 		return;
 	}
-	snprintf(s->mail_from, sizeof(s->mail_from), "%s", a.path.addr);
+	smtp_server_set_str(&s->mail_from, a.path.addr, strlen(a.path.addr));
 	if (a.path.utf8 && !a.smtputf8) {
 		smtp_server_log_reject(s, "MAIL", 550, "5.6.7",
 				       "Must declare SMTPUTF8 to send unicode address");
 		smtp_server_reply(s, 550, "5.6.7", "Must declare SMTPUTF8 to send unicode address");
-		s->mail_from[0] = '\0';
+		smtp_server_set_str(&s->mail_from, NULL, 0);
 		return;
 	}
 	if (a.has_size && a.size > s->set.size_limit) {
 		smtp_server_log_reject(s, "MAIL", 552, "5.3.4", "Message size exceeds fixed limit");
 		smtp_server_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
-		s->mail_from[0] = '\0';
+		smtp_server_set_str(&s->mail_from, NULL, 0);
 		return;
 	}
 	s->txn_smtputf8 = a.smtputf8;
@@ -400,7 +408,7 @@ static void smtp_server_cmd_rcpt(struct smtp_server *s, const struct smtp_cmd *c
 				  a.notify[0] ? "NOTIFY" : "ORCPT");
 		return;
 	}
-	snprintf(s->last_rcpt, sizeof(s->last_rcpt), "%s", a.path.addr);
+	smtp_server_set_str(&s->last_rcpt, a.path.addr, strlen(a.path.addr));
 	if (a.path.utf8 && !s->txn_smtputf8) {
 		smtp_server_log_reject(s, "RCPT", 553, "5.6.7",
 				       "Must declare SMTPUTF8 to send unicode address");
@@ -624,11 +632,13 @@ static bool smtp_server_gate(struct smtp_server *s, const struct smtp_cmd *cmd,
 		/* Never an open relay (docs/design.md invariant 10, RFC 6409 §4.3). */
 		struct smtp_mail_args a;
 		char bad[32];
-		if (smtp_mail_args_parse(cmd->args, cmd->args_len, &a, bad) == SMTP_ADDR_OK)
-			log_sanitize(s->mail_from, sizeof(s->mail_from), a.path.addr,
-				     strlen(a.path.addr));
+		char from[SMTP_PATH_MAX + 1];
+		if (smtp_mail_args_parse(cmd->args, cmd->args_len, &a, bad) == SMTP_ADDR_OK) {
+			log_sanitize(from, sizeof(from), a.path.addr, strlen(a.path.addr));
+			smtp_server_set_str(&s->mail_from, from, strlen(from));
+		}
 		smtp_server_log_reject(s, "MAIL", 530, "5.7.0", "Authentication required");
-		s->mail_from[0] = '\0';
+		smtp_server_set_str(&s->mail_from, NULL, 0);
 		smtp_server_reply(s, 530, "5.7.0", "Authentication required");
 		return false;
 	}
@@ -942,6 +952,15 @@ bool smtp_server_in_content(const struct smtp_server *s)
 	return s->state == SMTP_ST_DATA || s->state == SMTP_ST_BDAT;
 }
 
+bool smtp_server_data_pipelined(const struct smtp_server *s)
+{
+	/* A whole "DATA" line, already read, is next: only a clean line start
+	   (not inside an over-long line) and exactly the verb (RFC 2920 §3.1). */
+	return s->state == SMTP_ST_WAIT && s->wait == SMTP_W_RCPT && !s->lr.skipping &&
+	       buf_len(s->in) >= 6 &&
+	       strncasecmp((const char *)buf_data(s->in), "DATA\r\n", 6) == 0;
+}
+
 bool smtp_server_busy(const struct smtp_server *s)
 {
 	return s->state == SMTP_ST_WAIT || s->state == SMTP_ST_CLOSED;
@@ -961,7 +980,7 @@ void smtp_server_complete(struct smtp_server *s, int code, const char *enh, cons
 			s->mail_done = true;
 		else {
 			smtp_server_log_reject(s, "MAIL", code, enh, text);
-			s->mail_from[0] = '\0';
+			smtp_server_set_str(&s->mail_from, NULL, 0);
 		}
 		break;
 	case SMTP_W_RCPT:
@@ -1117,8 +1136,8 @@ struct smtp_server *smtp_server_new(const struct smtp_server_settings *settings,
 	s->backend = backend;
 	s->ctx = ctx;
 	s->in = input;
-	s->log_id = xstrdup(log_id);
-	s->client = xstrdup(client);
+	s->log_id = log_id;
+	s->client = client;
 	s->tls = settings->tls_active;
 	s->state = SMTP_ST_COMMAND;
 	smtp_server_read_commands(s);
@@ -1133,15 +1152,16 @@ void smtp_server_free(struct smtp_server **sp)
 	*sp = NULL;
 	buf_free(&s->out);
 	buf_free(&s->content);
+	free(s->helo);
+	free(s->mail_from);
+	free(s->last_rcpt);
 	free(s->user);
-	free(s->log_id);
-	free(s->client);
 	free(s);
 }
 
 const char *smtp_server_helo(const struct smtp_server *s)
 {
-	return s->helo;
+	return s->helo != NULL ? s->helo : "";
 }
 bool smtp_server_esmtp(const struct smtp_server *s)
 {

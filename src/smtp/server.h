@@ -98,6 +98,7 @@ struct smtp_server_backend {
 	bool (*admit)(void *ctx, char *why, size_t whylen);
 };
 
+/* log_id and client (for logs) are borrowed: they must outlive the server. */
 struct smtp_server *smtp_server_new(const struct smtp_server_settings *settings,
 				    const struct smtp_server_io *io,
 				    const struct smtp_server_backend *backend, void *ctx,
@@ -111,6 +112,10 @@ void smtp_server_input(struct smtp_server *s);
 /* True while the server waits for the backend or has closed: input should
  * not be read faster than it is processed. */
 bool smtp_server_busy(const struct smtp_server *s);
+/* While a RCPT waits for the backend: the client pipelined a DATA line right
+ * behind it (RFC 2920), so the backend may send its DATA downstream now. A
+ * hint only: the DATA is still gated and answered as usual. */
+bool smtp_server_data_pipelined(const struct smtp_server *s);
 /* True while message content (DATA or a BDAT chunk) is being read. */
 bool smtp_server_in_content(const struct smtp_server *s);
 

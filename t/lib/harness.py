@@ -269,6 +269,21 @@ def terminate(proc, timeout=5):
         proc.wait(timeout)
 
 
+def accept_loop(sock, handle):
+    """A thread accepting on the listening sock; each connection runs
+    handle(conn) in a thread of its own (scripted neighbours)."""
+    import threading
+
+    def loop():
+        while True:
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def raise_nofile(n=65536):
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -9,7 +9,6 @@ import os
 import socket
 import ssl
 import sys
-import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
@@ -31,15 +30,7 @@ class Fake:
         self.sock.listen(8)
         self.seen = []        # lines received from submitd
         self.delivered = 0
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.one, args=(c,), daemon=True).start()
+        accept_loop(self.sock, self.one)
 
     def one(self, c):
         c.settimeout(10)
