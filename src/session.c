@@ -51,6 +51,8 @@ void session_txn_reset(struct session *s)
 {
 	sender_login_cancel(&s->sender_req);
 	dns_cancel(&s->dns_req);
+	free(s->dns_deferred);
+	s->dns_deferred = NULL;
 	policy_service_cancel(&s->policy_req);
 	s->policy_eom = false;
 	if (s->hdr_check != NULL) { /* per message: an idle session keeps none */
@@ -199,8 +201,10 @@ void session_restr_run(struct session *s, size_t start)
 	};
 	struct smtp_reply r;
 	enum sender_login_policy pol = SENDER_LOGIN_NONE;
-	if (start == 0)
-		s->dns_defer = false;
+	if (start == 0) {
+		free(s->dns_deferred);
+		s->dns_deferred = NULL;
+	}
 	enum restrictions_verdict v =
 		list == NULL ? RESTRICTIONS_PERMIT
 			     : restrictions_eval(list, start, &f, &r, &s->restr_next, &pol);

@@ -4,6 +4,7 @@
  * resolver (lookup/dns.h), then Postfix's reply or the rest of the list. */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
@@ -16,7 +17,7 @@
 static void session_dns_cb_do(struct session *s, const struct dns_result *r)
 {
 	s->dns_req = NULL;
-	const char *addr = s->dns_rcpt ? s->rcpt.path.addr : s->mail.path.addr;
+	const char *addr = s->dns_rcpt ? s->txn->rcpt.path.addr : s->txn->mail.path.addr;
 	const char *at = strrchr(addr, '@');
 	const char *domain = at != NULL ? at + 1 : "";
 	struct smtp_reply no;
@@ -33,9 +34,9 @@ static void session_dns_cb_do(struct session *s, const struct dns_result *r)
 			return;
 		}
 		/* Postfix's defer_if_permit: a later reject still wins */
-		if (!s->dns_defer) {
-			s->dns_defer = true;
-			s->dns_deferred = no;
+		if (s->dns_deferred == NULL) {
+			s->dns_deferred = xmalloc(sizeof(*s->dns_deferred));
+			*s->dns_deferred = no;
 		}
 	}
 	session_restr_run(s, s->restr_next);
@@ -43,10 +44,12 @@ static void session_dns_cb_do(struct session *s, const struct dns_result *r)
 
 bool session_dns_deferred(struct session *s)
 {
-	if (!s->dns_defer)
+	if (s->dns_deferred == NULL)
 		return false;
-	s->dns_defer = false;
-	session_complete(s, &s->dns_deferred);
+	struct smtp_reply r = *s->dns_deferred;
+	free(s->dns_deferred);
+	s->dns_deferred = NULL;
+	session_complete(s, &r);
 	return true;
 }
 

@@ -84,9 +84,10 @@ struct session {
 	size_t restr_next; /* where to resume after an ownership check */
 	/* reject_unknown_*_domain's lookup (session_dns.c) */
 	struct dns_req *dns_req;
-	bool dns_rcpt;  /* ...for the recipient, else the sender */
-	bool dns_defer; /* defer_if_permit: dns_deferred answers a permit */
-	struct smtp_reply dns_deferred;
+	bool dns_rcpt; /* ...for the recipient, else the sender */
+	/* defer_if_permit: the reply a permit gets instead; NULL: none. Made
+	   only when needed: an idle session keeps no reply text. */
+	struct smtp_reply *dns_deferred;
 
 	/* content */
 	struct buf header; /* held until the header section is complete */

@@ -242,7 +242,7 @@ static void hold_notice_cb(void *ctx, const struct smtp_reply *r)
 		if (!ok)
 			break;
 		n->step = HN_RCPT;
-		relay_txn_rcpt(n->txn, &n->rcpt);
+		relay_txn_rcpt(n->txn, &n->rcpt, false);
 		return;
 	case HN_RCPT:
 		if (!ok)
