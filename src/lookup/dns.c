@@ -360,6 +360,15 @@ static void dns_req_addresses(struct dns_req *req)
 	}
 }
 
+/* No MX record: the domain's own address (RFC 5321 §5.1). */
+static void dns_req_own_address(struct dns_req *req)
+{
+	req->mx_status = DNS_NODATA;
+	snprintf(req->hosts[0].name, sizeof(req->hosts[0].name), "%s", req->domain);
+	req->nhosts = 1;
+	dns_req_addresses(req);
+}
+
 static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const unsigned char *abuf,
 			      size_t alen)
 {
@@ -371,10 +380,7 @@ static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const uns
 	if (st == DNS_NXDOMAIN)
 		return; /* no such domain: no address either */
 	if (st == DNS_NODATA) {
-		/* no MX: the domain's own address (RFC 5321 §5.1) */
-		snprintf(req->hosts[0].name, sizeof(req->hosts[0].name), "%s", req->domain);
-		req->nhosts = 1;
-		dns_req_addresses(req);
+		dns_req_own_address(req);
 		return;
 	}
 	struct dns_mx *list = xcalloc(DNS_MX_SCAN_MAX, sizeof(*list));
@@ -392,6 +398,10 @@ static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const uns
 	if (root && n == 0) {
 		req->null_mx = true;
 		dns_why(req, req->domain, ns_t_mx, "null MX (RFC 7505)");
+	} else if (n == 0 && bad == 0) {
+		/* an answer without MX record (only the CNAME of an alias
+		   whose target has none): as NODATA, the alias's address */
+		dns_req_own_address(req);
 	} else if (n == 0) {
 		req->mx_status = DNS_NODATA;
 		dns_why(req, req->domain, ns_t_mx, bad ? "malformed MX host name" : "no MX host");

@@ -81,7 +81,9 @@ dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.m
                      hosts=[("mx1.mx.test", "127.0.0.2"), ("mx2.mx.test", "127.0.0.1"),
                             ("nomx.test", "127.0.0.1"), ("greet.mx.test", "127.0.0.3"),
                             ("mail.test.example", "127.0.0.1")],
-                     extra=["--txt-record=noaddr.test,nothing here"])
+                     extra=["--txt-record=noaddr.test,nothing here",
+                            # an alias of a name with an address and no MX
+                            "--cname=alias.test,nomx.test"])
 dns.start()
 
 ROUTES = env.path("routes")
@@ -90,6 +92,7 @@ with open(ROUTES, "w") as f:
     f.write("nx@good.test nx.test:%d\n" % P)
     f.write("bracket@good.test [127.0.0.1]:%d\n" % P)
     f.write("greet@good.test greet.test:%d\n" % P)
+    f.write("alias@good.test alias.test:%d\n" % P)
 
 conf = standard_config(certs, sink, extra=[
     ("relayhost", "mx.test:%d" % P),
@@ -149,6 +152,12 @@ like(d.log(), r"relay=greet\.mx\.test\[127\.0\.0\.3\]:%d: refused us: 554" % P,
      "the log names the refusing MX and its reply")
 ok(sink.wait_count(n0 + 1), "the sink has it")
 
+n0 = sink.count()
+out = send(d, "alias@good.test", subject="alias")
+is_(codes(out), [250, 250, 354, 250],
+    "route alias.test (a CNAME to a name without MX): delivered to the alias's address")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+
 out = send(d, "bracket@good.test", subject="bracket")
 is_(codes(out), [250, 250, 354, 250], "a bracketed route still connects as written")
 
@@ -183,6 +192,7 @@ replies(c, "MAIL FROM", "sender", [
         ("a@nx.test", "450 4.1.8 <a@nx.test>: Sender address rejected: Domain not found"),
         ("a@noaddr.test", "450 4.1.8 <a@noaddr.test>: Sender address rejected: Domain not found"),
         ("a@badmx.test", "250"),
+        ("a@alias.test", "250"),
         ("a@null.test", "550 5.7.27 <a@null.test>: Sender address rejected: Domain null.test "
                         "does not accept mail (nullMX)"),
         ("", "250"),
