@@ -57,7 +57,7 @@ static void test_mx_order(void)
 
 /* A DNS message: header, question "a.test" type qtype, then records. */
 struct pkt {
-	unsigned char b[600];
+	unsigned char b[4096];
 	size_t n;
 };
 
@@ -179,6 +179,54 @@ static void test_ttl(void)
 	is_int(dns_answer_ttl(p.b, p.n, DNS_OK), 0, "a compression loop: 0");
 	is_int(dns_answer_ttl(p.b, 5, DNS_OK), 0, "shorter than a header: 0");
 	is_int(dns_answer_ttl(p.b, p.n, DNS_TEMPFAIL), 0, "TEMPFAIL: never cached");
+}
+
+/* An answer whose only record is a CNAME (the name is an alias of a name
+ * without MX): no MX record, so the domain's address is used (RFC 5321
+ * §5.1), not a temporary failure. A long MX list: the best preferences are
+ * kept wherever they are in the answer. */
+static void test_mx_parse_edges(void)
+{
+	struct pkt p;
+	struct dns_mx mx[DNS_MX_SCAN_MAX];
+	bool null_mx;
+	size_t bad;
+	pkt_start(&p, 0, 1, 0);
+	put16(&p, 0xc00c);
+	put16(&p, ns_t_cname);
+	put16(&p, ns_c_in);
+	put32(&p, 60);
+	put16(&p, 4);
+	static const unsigned char b[] = {1, 'b', 0xc0, 14}; /* b.test */
+	memcpy(p.b + p.n, b, sizeof(b));
+	p.n += sizeof(b);
+	int got = dns_mx_parse(p.b, p.n, mx, 4, &null_mx, &bad);
+	ok(got == 0 && !null_mx && bad == 0, "dns_mx_parse: a CNAME and no MX: no MX (got %d)",
+	   got);
+
+	pkt_start(&p, 0, 100, 0);
+	for (unsigned i = 0; i < 100; i++) {
+		put16(&p, 0xc00c);
+		put16(&p, ns_t_mx);
+		put16(&p, ns_c_in);
+		put32(&p, 60);
+		put16(&p, 2 + 6);
+		put16(&p, 100 - i); /* the best last */
+		unsigned char h[] = {
+			3,    'h', (unsigned char)('0' + i / 10), (unsigned char)('0' + i % 10),
+			0xc0, 14};
+		memcpy(p.b + p.n, h, sizeof(h));
+		p.n += sizeof(h);
+	}
+	got = dns_mx_parse(p.b, p.n, mx, 10, &null_mx, &bad);
+	unsigned best = 1000;
+	for (int i = 0; i < got; i++)
+		best = mx[i].pref < best ? mx[i].pref : best;
+	ok(got == 10 && best == 1, "100 MX records: the 10 best kept (best preference %u)", best);
+	unsigned worst = 0;
+	for (int i = 0; i < got; i++)
+		worst = mx[i].pref > worst ? mx[i].pref : worst;
+	is_int(worst, 10, "...and only those");
 }
 
 static void test_cache(void)
@@ -358,6 +406,7 @@ int main(void)
 {
 	test_mx_order();
 	test_ttl();
+	test_mx_parse_edges();
 	test_cache();
 	test_names();
 	test_servers();
