@@ -43,6 +43,9 @@ struct dns {
 	struct defer_queue defer;
 	unsigned closing; /* handles still closing after dns_free */
 	bool freed;
+	/* inside a c-ares call: its callbacks may start requests, but the
+	   channel must not be destroyed under it (dns_channel) */
+	unsigned busy;
 };
 
 struct dns_host {
@@ -110,8 +113,11 @@ static void dns_timer_update(struct dns *d)
 static void dns_timer_cb(uv_timer_t *t)
 {
 	struct dns *d = t->data;
-	if (d->ch_ok)
+	if (d->ch_ok) {
+		d->busy++;
 		ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+		d->busy--;
+	}
 	dns_timer_update(d);
 }
 
@@ -121,11 +127,13 @@ static void dns_poll_cb(uv_poll_t *h, int status, int events)
 	struct dns *d = p->d;
 	ares_socket_t fd = p->fd;
 	/* p may be freed inside (the socket closed): use copies */
+	d->busy++;
 	if (status < 0)
 		ares_process_fd(d->ch, fd, fd);
 	else
 		ares_process_fd(d->ch, events & UV_READABLE ? fd : ARES_SOCKET_BAD,
 				events & UV_WRITABLE ? fd : ARES_SOCKET_BAD);
+	d->busy--;
 	dns_timer_update(d);
 }
 
@@ -184,14 +192,15 @@ static void dns_sock_state_cb(void *data, ares_socket_t fd, int readable, int wr
 }
 
 /* A channel with cfg's settings. The one in use is kept while queries are
- * out (c-ares changes servers only on an idle channel). */
+ * out (c-ares changes servers only on an idle channel) and while c-ares is
+ * running a callback (it uses the channel after the callback returns). */
 static void dns_channel(struct dns *d, const struct config *cfg)
 {
 	char servers[sizeof(d->servers)] = "", err[200];
 	if (cfg->dns_servers != NULL &&
 	    !dns_servers_parse(cfg->dns_servers, servers, sizeof(servers), err, sizeof(err)))
 		servers[0] = '\0'; /* relay_load() refused it already */
-	if (d->ch_ok && (d->nqueries > 0 ||
+	if (d->ch_ok && (d->nqueries > 0 || d->busy > 0 ||
 			 (strcmp(servers, d->servers) == 0 &&
 			  d->timeout_ms == cfg->dns_timeout_ms && d->tries == cfg->dns_tries)))
 		return;
@@ -526,7 +535,9 @@ static void dns_query_start(struct dns_req *req, const char *name, int type, siz
 	d->queries = q;
 	d->nqueries++;
 	/* ares_query, not ares_search: the name is complete, no search list */
+	d->busy++; /* a failure is answered from inside */
 	ares_query(d->ch, q->name, ns_c_in, type, dns_query_cb, q);
+	d->busy--;
 	dns_timer_update(d);
 }
 

@@ -402,6 +402,86 @@ static void test_resolver(void)
 	ok(uv_loop_close(loop) == 0, "every handle closed");
 }
 
+/* A server on the test's loop that answers every query NXDOMAIN at once. */
+static void nx_server_cb(uv_poll_t *h, int status, int events)
+{
+	(void)status;
+	(void)events;
+	int fd = (int)(intptr_t)h->data;
+	unsigned char q[512];
+	struct sockaddr_storage peer;
+	socklen_t pl = sizeof(peer);
+	ssize_t n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&peer, &pl);
+	if (n < 12)
+		return;
+	q[2] = (unsigned char)(0x80 | (q[2] & 0x01)); /* QR, RD as asked */
+	q[3] = 0x80 | 3;                              /* RA, NXDOMAIN */
+	memset(q + 6, 0, 6);
+	sendto(fd, q, (size_t)n, 0, (struct sockaddr *)&peer, pl);
+}
+
+static struct dns *chain_d;
+static struct config *chain_cfg;
+static struct dns_req *chain_req;
+
+/* Starts a request with other settings from inside an answer's callback,
+ * that is from inside c-ares's processing of that answer. */
+static void chain_cb(void *ctx, const struct dns_result *r)
+{
+	count_cb(ctx, r);
+	chain_req = dns_domain_check(chain_d, chain_cfg, "two.test", count_cb, (void *)1);
+}
+
+/* A reload's other dns_servers/dns_timeout must not replace the channel
+ * while c-ares is inside it (it goes on using the channel after a callback
+ * returns): the new request is answered, and nothing is used after free
+ * (the sanitizer build). */
+static void test_resolver_reload_in_cb(void)
+{
+	memset(ncalls, 0, sizeof(ncalls));
+	uv_loop_init(loop);
+	uv_timer_init(loop, &guard);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+	bind(fd, (struct sockaddr *)&sin, sizeof(sin));
+	socklen_t sl = sizeof(sin);
+	getsockname(fd, (struct sockaddr *)&sin, &sl);
+	uv_poll_t srv;
+	uv_poll_init_socket(loop, &srv, fd);
+	srv.data = (void *)(intptr_t)fd;
+	uv_poll_start(&srv, UV_READABLE, nx_server_cb);
+	char servers[64];
+	snprintf(servers, sizeof(servers), "127.0.0.1:%u", ntohs(sin.sin_port));
+	struct config a, b;
+	memset(&a, 0, sizeof(a));
+	a.dns_servers = servers;
+	a.dns_timeout_ms = 1000;
+	a.dns_tries = 1;
+	a.dns_cache_size = 10;
+	b = a;
+	b.dns_timeout_ms = 1500; /* the reloaded snapshot */
+	chain_d = dns_new(loop);
+	chain_cfg = &b;
+	struct dns_req *first = dns_domain_check(chain_d, &a, "one.test", chain_cb, (void *)0);
+	(void)first;
+	WAIT(ncalls[1] > 0, 3000);
+	is_int(ncalls[0], 1, "the first request answered once");
+	ok(last[0] == DNS_NXDOMAIN, "...NXDOMAIN");
+	is_int(ncalls[1], 1, "a request with other settings made inside its callback: answered");
+	ok(last[1] == DNS_NXDOMAIN, "...by the server (NXDOMAIN), not as a failure");
+	struct dns_req *later = dns_domain_check(chain_d, &b, "three.test", count_cb, (void *)2);
+	(void)later;
+	WAIT(ncalls[2] > 0, 3000);
+	ok(ncalls[2] == 1 && last[2] == DNS_NXDOMAIN, "the next request, outside any callback: "
+						      "answered");
+	dns_free(&chain_d);
+	uv_close((uv_handle_t *)&srv, NULL);
+	uv_close((uv_handle_t *)&guard, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	close(fd);
+	ok(uv_loop_close(loop) == 0, "every handle closed");
+}
+
 int main(void)
 {
 	test_mx_order();
@@ -412,5 +492,6 @@ int main(void)
 	test_servers();
 	test_relay_dest();
 	test_resolver();
+	test_resolver_reload_in_cb();
 	return done_testing();
 }
