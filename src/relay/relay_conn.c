@@ -835,11 +835,37 @@ static void relay_conn_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo
 	uv_freeaddrinfo(res);
 }
 
+/* Whether host is domain or a name under it (Postfix's nexthop and
+ * dot-nexthop), without case; one trailing dot on domain is ignored. */
+static bool relay_conn_in_domain(const char *host, const char *domain)
+{
+	size_t h = strlen(host), d = strlen(domain);
+	if (d > 0 && domain[d - 1] == '.')
+		d--;
+	if (d == 0 || h < d || strncasecmp(host + h - d, domain, d) != 0)
+		return false;
+	return h == d || host[h - d - 1] == '.';
+}
+
 /* Connects to one address of an unbracketed destination: the MX host's
  * name (or the domain's, without MX) is the SNI and the name verified
- * (docs/dns.md), as Postfix's smtp_tls_security_level = verify does. */
+ * (docs/dns.md), as Postfix's smtp_tls_security_level = verify does. At
+ * secure that name came from DNS, which can be forged: as Postfix's
+ * smtp_tls_secure_cert_match = nexthop, dot-nexthop it must be the next-hop
+ * domain or a host in it, else the next address is tried. */
 static void relay_conn_connect_target(struct relay_conn *rc, const struct dns_target *target)
 {
+	struct relay_txn *t = rc->txn;
+	const char *nexthop = t->route[t->mx_dest].host;
+	if (rc->tls_level == RELAY_TLS_SECURE && !rc->unix_socket &&
+	    !relay_conn_in_domain(target->host, nexthop)) {
+		char why[DNS_NAME_MAX * 2 + 80];
+		snprintf(why, sizeof(why), "secure: MX host %s is not in the next-hop domain %s",
+			 target->host, nexthop);
+		rc->state = RS_CONNECTING;
+		relay_conn_fail_as(rc, RELAY_FAIL_TLS, why);
+		return;
+	}
 	struct sockaddr_storage ss = target->addr;
 	if (ss.ss_family == AF_INET)
 		((struct sockaddr_in *)&ss)->sin_port = htons(rc->port);

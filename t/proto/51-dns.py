@@ -75,6 +75,7 @@ dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.m
                               ("good.test", "mx2.mx.test", 10),
                               ("greet.test", "greet.mx.test", 10), ("greet.test", "mx2.mx.test", 20),
                               ("tls.test", "mail.test.example", 10),
+                              ("test.example", "mail.test.example", 10),
                               ("wrongname.test", "mx2.mx.test", 10),
                               ("null.test", ".", 0),
                               ("badmx.test", "nowhere.test", 10)],
@@ -211,6 +212,7 @@ like(d.log(), r"reject_unknown_sender_domain: <a@nx\.test>: nx\.test: no such do
 
 # TLS names for MX hosts
 TROUTES = env.path("troutes")
+SROUTES = env.path("sroutes")
 with open(TROUTES, "w") as f:
     f.write("wrong@good.test wrongname.test:%d\n" % P2)
 conf6 = standard_config(certs, tls_sink, extra=[
@@ -228,6 +230,29 @@ out = send(d6, "wrong@good.test", subject="tls wrong name")
 ok(out[1].code == 451 and out[1].enhanced == "4.7.5",
    "verify: MX host mx2.mx.test is not in the certificate: 451 4.7.5", out)
 like(d6.log(), r'certificate not verified for "mx2\.mx\.test"', "the log names the MX host")
+
+# secure (Postfix's smtp_tls_secure_cert_match = nexthop, dot-nexthop): the
+# name DNS gave is not trusted, the certificate must be the next hop's, so an
+# MX host outside the next-hop domain fails (a forged MX answer would name one).
+conf7 = standard_config(certs, tls_sink, extra=[
+    ("relayhost", "test.example:%d" % P2), ("dns_servers", dns.servers),
+    ("relay_tls_security_level", "secure"), ("relay_tls_ca_file", certs.ca),
+    ("sender_relay_maps", "texthash:" + SROUTES)])
+with open(SROUTES, "w") as f:
+    f.write("out@good.test tls.test:%d\n" % P2)
+d7 = env.submitd(conf7, name="submitd-secure")
+n0 = tls_sink.count()
+out = send(d7, "a@good.test", subject="secure in domain")
+is_(codes(out), [250, 250, 354, 250],
+    "secure: MX host mail.test.example is in the next hop test.example: delivered")
+ok(tls_sink.wait_count(n0 + 1), "the TLS sink has it")
+out = send(d7, "out@good.test", subject="secure outside")
+ok(out[1].code == 451 and out[1].enhanced == "4.7.5",
+   "secure: MX host mail.test.example is outside the next hop tls.test: 451 4.7.5", out)
+like(d7.log(), r"mail\.test\.example is not in the next-hop domain tls\.test",
+     "the log says why")
+time.sleep(0.3)
+is_(tls_sink.count(), n0 + 1, "nothing more delivered")
 
 # unknown_address_reject_code on a listen line
 conf5 = standard_config(certs, sink, extra=[
@@ -334,7 +359,7 @@ b.close()
 slow.sock.close()
 
 refuser.srv.close()
-for dd in (d, d2, d3, d4, d5, d6):
+for dd in (d, d2, d3, d4, d5, d6, d7):
     ok(not unsafe_log_lines(dd.logfile), "%s: every log line escaped" % dd.name)
     ok(dd.sanitizer_report() is None, "%s: no sanitizer report" % dd.name)
 done()
