@@ -78,7 +78,11 @@ dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.m
                               ("test.example", "mail.test.example", 10),
                               ("wrongname.test", "mx2.mx.test", 10),
                               ("null.test", ".", 0),
-                              ("badmx.test", "nowhere.test", 10)],
+                              ("badmx.test", "nowhere.test", 10)] +
+                             # 100 MX records, more than a 512-octet UDP answer holds (truncated:
+                             # c-ares asks over TCP); only the best preference has an address
+                             [("big.test", "h%02d.big.test" % i, 100 + i) for i in range(99)] +
+                             [("big.test", "mx2.mx.test", 1)],
                      hosts=[("mx1.mx.test", "127.0.0.2"), ("mx2.mx.test", "127.0.0.1"),
                             ("nomx.test", "127.0.0.1"), ("greet.mx.test", "127.0.0.3"),
                             ("mail.test.example", "127.0.0.1")],
@@ -94,6 +98,7 @@ with open(ROUTES, "w") as f:
     f.write("bracket@good.test [127.0.0.1]:%d\n" % P)
     f.write("greet@good.test greet.test:%d\n" % P)
     f.write("alias@good.test alias.test:%d\n" % P)
+    f.write("big@good.test big.test:%d\n" % P)
 
 conf = standard_config(certs, sink, extra=[
     ("relayhost", "mx.test:%d" % P),
@@ -158,6 +163,12 @@ out = send(d, "alias@good.test", subject="alias")
 is_(codes(out), [250, 250, 354, 250],
     "route alias.test (a CNAME to a name without MX): delivered to the alias's address")
 ok(sink.wait_count(n0 + 1), "the sink has it")
+
+n0 = sink.count()
+out = send(d, "big@good.test", subject="big")
+is_(codes(out), [250, 250, 354, 250], "route big.test (100 MX records): delivered")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+like(d.log(), r"relay=mx2\.mx\.test\[127\.0\.0\.1\]:%d" % P, "through the best MX")
 
 out = send(d, "bracket@good.test", subject="bracket")
 is_(codes(out), [250, 250, 354, 250], "a bracketed route still connects as written")
