@@ -68,6 +68,7 @@ struct dns_req {
 	unsigned pending; /* queries out, plus one while a step issues them */
 	bool temp;        /* a lookup failed temporarily */
 	bool null_mx;
+	bool malformed; /* MX records, none with a valid host name */
 	bool done_mx;
 	enum dns_status mx_status;
 	struct dns_host hosts[DNS_MX_MAX];
@@ -311,6 +312,7 @@ static void dns_req_finish(struct dns_req *req)
 			n += req->hosts[i].na + req->hosts[i].naaaa;
 	}
 	r.null_mx = req->null_mx;
+	r.malformed = req->malformed && n == 0 && !req->null_mx && !req->temp;
 	if (req->null_mx)
 		r.status = DNS_NODATA;
 	else if (n > 0)
@@ -413,7 +415,8 @@ static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const uns
 		dns_req_own_address(req);
 	} else if (n == 0) {
 		req->mx_status = DNS_NODATA;
-		dns_why(req, req->domain, ns_t_mx, bad ? "malformed MX host name" : "no MX host");
+		req->malformed = true;
+		dns_why(req, req->domain, ns_t_mx, "malformed MX host name");
 	} else if (req->mode == DNS_MODE_TARGETS) {
 		dns_mx_order(list, n, arc4random_uniform);
 		if (n > DNS_MX_MAX)

@@ -78,7 +78,8 @@ dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.m
                               ("test.example", "mail.test.example", 10),
                               ("wrongname.test", "mx2.mx.test", 10),
                               ("null.test", ".", 0),
-                              ("badmx.test", "nowhere.test", 10)] +
+                              ("badmx.test", "nowhere.test", 10),
+                              ("evil.test", "bad!host.test", 10)] +
                              # 100 MX records, more than a 512-octet UDP answer holds (truncated:
                              # c-ares asks over TCP); only the best preference has an address
                              [("big.test", "h%02d.big.test" % i, 100 + i) for i in range(99)] +
@@ -205,6 +206,9 @@ replies(c, "MAIL FROM", "sender", [
         ("a@noaddr.test", "450 4.1.8 <a@noaddr.test>: Sender address rejected: Domain not found"),
         ("a@badmx.test", "250"),
         ("a@alias.test", "250"),
+        # Postfix's DNS_INVAL: every MX host name is malformed
+        ("a@evil.test", "450 4.1.8 <a@evil.test>: Sender address rejected: "
+                        "Malformed DNS server reply"),
         ("a@null.test", "550 5.7.27 <a@null.test>: Sender address rejected: Domain null.test "
                         "does not accept mail (nullMX)"),
         ("", "250"),
