@@ -91,20 +91,22 @@ static void test_unknown_domain(void)
 		bool malformed;
 	} cases[] = {
 		{false, 450, DNS_NXDOMAIN, false,
-		 "450 4.1.8 <a@x.test>: Sender address rejected: Domain not found"},
+		 "450 4.1.8 <a@x.test>: Sender address rejected: Domain not found", false},
 		{true, 450, DNS_NODATA, false,
-		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found"},
+		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found", false},
 		{false, 550, DNS_NXDOMAIN, false,
-		 "550 5.1.8 <a@x.test>: Sender address rejected: Domain not found"},
+		 "550 5.1.8 <a@x.test>: Sender address rejected: Domain not found", false},
 		{true, 550, DNS_TEMPFAIL, false,
-		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found"},
+		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found", false},
 		{false, 450, DNS_NODATA, true,
 		 "550 5.7.27 <a@x.test>: Sender address rejected: Domain x.test does not accept "
 		 "mail "
-		 "(nullMX)"},
+		 "(nullMX)",
+		 false},
 		{true, 450, DNS_NODATA, true,
 		 "556 5.1.10 <a@x.test>: Recipient address rejected: Domain x.test does not accept "
-		 "mail (nullMX)"},
+		 "mail (nullMX)",
+		 false},
 		/* Postfix's DNS_INVAL: unknown_address_reject_code, its own text */
 		{false, 450, DNS_NODATA, false,
 		 "450 4.1.8 <a@x.test>: Sender address rejected: Malformed DNS server reply", true},
