@@ -25,7 +25,8 @@
  * timer. Every command waits relay_timeout for its reply. Two timers are not
  * in the table: connecting (relay_connect_timeout for an address literal,
  * a UNIX socket or each address of an MX lookup, relay_timeout once a
- * bracketed name was resolved: relay_conn_start),
+ * bracketed name was resolved: relay_conn_start; an MX address's greeting
+ * also gets relay_connect_timeout while another address is left),
  * and an idle pooled connection (relay_idle_timeout: relay_pool_park). The
  * STARTTLS handshake runs within the STARTTLS command's relay_timeout; each
  * write of content restarts relay_timeout (relay_txn_write). From the 354
@@ -76,7 +77,11 @@ static void relay_conn_arm(struct relay_conn *rc)
 	case RT_KEEP:
 		break;
 	case RT_REPLY:
-		conn_set_timeout(rc->conn, relay_conn_wait_ms(rc, rc->timeout_ms));
+		ms = rc->timeout_ms;
+		if (rc->state == RS_GREETING && rc->greet_timeout_ms != 0 &&
+		    rc->greet_timeout_ms < ms)
+			ms = rc->greet_timeout_ms;
+		conn_set_timeout(rc->conn, relay_conn_wait_ms(rc, ms));
 		break;
 	case RT_CLEAR:
 		if ((ms = relay_conn_wait_ms(rc, 0)) != 0)
@@ -873,6 +878,11 @@ static void relay_conn_connect_target(struct relay_conn *rc, const struct dns_ta
 		((struct sockaddr_in6 *)&ss)->sin6_port = htons(rc->port);
 	free(rc->sni);
 	rc->sni = xstrdup(target->host);
+	/* a host that accepts and never greets would take all of
+	   relay_timeout, the budget of every address (relay_conn_fail_dns):
+	   while another is left, its greeting gets relay_connect_timeout */
+	if (t->mx_idx + 1 < t->nmx)
+		rc->greet_timeout_ms = t->cfg->relay_connect_timeout_ms;
 	relay_conn_connect_addr(rc, (struct sockaddr *)&ss);
 	/* relay_connect_timeout per address: a silent MX leaves time for the next */
 	conn_set_timeout(rc->conn, rc->txn->cfg->relay_connect_timeout_ms);

@@ -69,7 +69,29 @@ class Refuser(threading.Thread):
             c.close()
 
 
+class Silent(threading.Thread):
+    """A server on 127.0.0.4 that accepts and never greets (a stuck MX)."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.4", port))
+        self.srv.listen(8)
+        self.held = []
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            self.held.append(c)
+
+
 refuser = Refuser(P)
+silent = Silent(P)
+silent.start()
 refuser.start()
 dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.mx.test", 20),
                               ("good.test", "mx2.mx.test", 10),
@@ -79,13 +101,16 @@ dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.m
                               ("wrongname.test", "mx2.mx.test", 10),
                               ("null.test", ".", 0),
                               ("badmx.test", "nowhere.test", 10),
-                              ("evil.test", "bad!host.test", 10)] +
+                              ("evil.test", "bad!host.test", 10),
+                              ("silent.test", "silent.mx.test", 10),
+                              ("silent.test", "mx2.mx.test", 20)] +
                              # 100 MX records, more than a 512-octet UDP answer holds (truncated:
                              # c-ares asks over TCP); only the best preference has an address
                              [("big.test", "h%02d.big.test" % i, 100 + i) for i in range(99)] +
                              [("big.test", "mx2.mx.test", 1)],
                      hosts=[("mx1.mx.test", "127.0.0.2"), ("mx2.mx.test", "127.0.0.1"),
                             ("nomx.test", "127.0.0.1"), ("greet.mx.test", "127.0.0.3"),
+                            ("silent.mx.test", "127.0.0.4"),
                             ("mail.test.example", "127.0.0.1")],
                      extra=["--txt-record=noaddr.test,nothing here",
                             # an alias of a name with an address and no MX
@@ -280,6 +305,25 @@ is_(r.lines[-1], "554 5.1.8 <a@nx.test>: Sender address rejected: Domain not fou
     "unknown_address_reject_code = 554 (the LibreLAMP seed's line)")
 c.close()
 
+# A first MX that accepts and never greets must not take the whole
+# relay_timeout: its greeting gets relay_connect_timeout while another
+# address is left, so the second MX is reached within the budget.
+conf8 = standard_config(certs, sink, extra=[
+    ("relayhost", "silent.test:%d" % P), ("dns_servers", dns.servers),
+    ("relay_tls_security_level", "none"), ("relay_timeout", "4s"),
+    ("relay_connect_timeout", "1s")])
+d8 = env.submitd(conf8, name="submitd-silentmx")
+n0 = sink.count()
+t0 = time.time()
+out = send(d8, "a@good.test", subject="silent mx")
+took = time.time() - t0
+is_(codes(out), [250, 250, 354, 250], "first MX silent after connect: delivered through the second")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+ok(len(silent.held) >= 1, "the silent MX (127.0.0.4) was tried first")
+like(d8.log(), r"relay=silent\.mx\.test\[127\.0\.0\.4\]:%d: timeout during greeting" % P,
+     "the log names the silent MX")
+ok(took < 4, "within relay_timeout (%.1f s)" % took)
+
 # ---------------------------------------------------------------- DNS down
 dead = free_port()
 conf2 = standard_config(certs, sink, extra=[
@@ -374,7 +418,10 @@ b.close()
 slow.sock.close()
 
 refuser.srv.close()
-for dd in (d, d2, d3, d4, d5, d6, d7):
+silent.srv.close()
+for c in silent.held:
+    c.close()
+for dd in (d, d2, d3, d4, d5, d6, d7, d8):
     ok(not unsafe_log_lines(dd.logfile), "%s: every log line escaped" % dd.name)
     ok(dd.sanitizer_report() is None, "%s: no sanitizer report" % dd.name)
 done()
