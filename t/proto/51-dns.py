@@ -42,42 +42,17 @@ tls_sink = env.sink(starttls=True)
 P2 = tls_sink.port
 
 
-class Refuser(threading.Thread):
-    """An SMTP server on 127.0.0.3 that refuses every client in its greeting."""
+class Listener(threading.Thread):
+    """A TCP server on one loopback address; handle(conn) gets each client."""
 
-    def __init__(self, port):
+    def __init__(self, addr, port, handle):
         super().__init__(daemon=True)
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.3", port))
+        self.srv.bind((addr, port))
         self.srv.listen(8)
+        self.handle = handle
         self.count = 0
-
-    def run(self):
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            self.count += 1
-            try:
-                c.sendall(b"554 5.3.2 not accepting mail now\r\n")
-                c.settimeout(2)
-                c.recv(512)
-            except OSError:
-                pass
-            c.close()
-
-
-class Silent(threading.Thread):
-    """A server on 127.0.0.4 that accepts and never greets (a stuck MX)."""
-
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.4", port))
-        self.srv.listen(8)
         self.held = []
 
     def run(self):
@@ -86,11 +61,28 @@ class Silent(threading.Thread):
                 c, _ = self.srv.accept()
             except OSError:
                 return
-            self.held.append(c)
+            self.count += 1
+            self.handle(self, c)
 
 
-refuser = Refuser(P)
-silent = Silent(P)
+def refuse(srv, c):
+    """Refuses the client in the greeting."""
+    try:
+        c.sendall(b"554 5.3.2 not accepting mail now\r\n")
+        c.settimeout(2)
+        c.recv(512)
+    except OSError:
+        pass
+    c.close()
+
+
+def hold(srv, c):
+    """Never greets (a stuck MX)."""
+    srv.held.append(c)
+
+
+refuser = Listener("127.0.0.3", P, refuse)
+silent = Listener("127.0.0.4", P, hold)
 silent.start()
 refuser.start()
 dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.mx.test", 20),
