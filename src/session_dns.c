@@ -23,7 +23,7 @@ static void session_dns_cb_do(struct session *s, const struct dns_result *r)
 	struct smtp_reply no;
 	if (restrictions_unknown_domain_reply(addr, domain, s->dns_rcpt,
 					      s->cfg->unknown_address_reject_code, r->status,
-					      r->null_mx, &no)) {
+					      r->null_mx, r->malformed, &no)) {
 		bool later = r->status == DNS_TEMPFAIL && !r->null_mx &&
 			     !s->cfg->unknown_address_tempfail_defer;
 		log_info("%s: reject_unknown_%s_domain: <%s>: %s%s", s->id,

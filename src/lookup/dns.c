@@ -43,6 +43,9 @@ struct dns {
 	struct defer_queue defer;
 	unsigned closing; /* handles still closing after dns_free */
 	bool freed;
+	/* inside a c-ares call: its callbacks may start requests, but the
+	   channel must not be destroyed under it (dns_channel) */
+	unsigned busy;
 };
 
 struct dns_host {
@@ -65,6 +68,7 @@ struct dns_req {
 	unsigned pending; /* queries out, plus one while a step issues them */
 	bool temp;        /* a lookup failed temporarily */
 	bool null_mx;
+	bool malformed; /* MX records, none with a valid host name */
 	bool done_mx;
 	enum dns_status mx_status;
 	struct dns_host hosts[DNS_MX_MAX];
@@ -110,8 +114,11 @@ static void dns_timer_update(struct dns *d)
 static void dns_timer_cb(uv_timer_t *t)
 {
 	struct dns *d = t->data;
-	if (d->ch_ok)
+	if (d->ch_ok) {
+		d->busy++;
 		ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+		d->busy--;
+	}
 	dns_timer_update(d);
 }
 
@@ -121,11 +128,13 @@ static void dns_poll_cb(uv_poll_t *h, int status, int events)
 	struct dns *d = p->d;
 	ares_socket_t fd = p->fd;
 	/* p may be freed inside (the socket closed): use copies */
+	d->busy++;
 	if (status < 0)
 		ares_process_fd(d->ch, fd, fd);
 	else
 		ares_process_fd(d->ch, events & UV_READABLE ? fd : ARES_SOCKET_BAD,
 				events & UV_WRITABLE ? fd : ARES_SOCKET_BAD);
+	d->busy--;
 	dns_timer_update(d);
 }
 
@@ -184,14 +193,15 @@ static void dns_sock_state_cb(void *data, ares_socket_t fd, int readable, int wr
 }
 
 /* A channel with cfg's settings. The one in use is kept while queries are
- * out (c-ares changes servers only on an idle channel). */
+ * out (c-ares changes servers only on an idle channel) and while c-ares is
+ * running a callback (it uses the channel after the callback returns). */
 static void dns_channel(struct dns *d, const struct config *cfg)
 {
 	char servers[sizeof(d->servers)] = "", err[200];
 	if (cfg->dns_servers != NULL &&
 	    !dns_servers_parse(cfg->dns_servers, servers, sizeof(servers), err, sizeof(err)))
 		servers[0] = '\0'; /* relay_load() refused it already */
-	if (d->ch_ok && (d->nqueries > 0 ||
+	if (d->ch_ok && (d->nqueries > 0 || d->busy > 0 ||
 			 (strcmp(servers, d->servers) == 0 &&
 			  d->timeout_ms == cfg->dns_timeout_ms && d->tries == cfg->dns_tries)))
 		return;
@@ -302,6 +312,7 @@ static void dns_req_finish(struct dns_req *req)
 			n += req->hosts[i].na + req->hosts[i].naaaa;
 	}
 	r.null_mx = req->null_mx;
+	r.malformed = req->malformed && n == 0 && !req->null_mx && !req->temp;
 	if (req->null_mx)
 		r.status = DNS_NODATA;
 	else if (n > 0)
@@ -360,6 +371,15 @@ static void dns_req_addresses(struct dns_req *req)
 	}
 }
 
+/* No MX record: the domain's own address (RFC 5321 §5.1). */
+static void dns_req_own_address(struct dns_req *req)
+{
+	req->mx_status = DNS_NODATA;
+	snprintf(req->hosts[0].name, sizeof(req->hosts[0].name), "%s", req->domain);
+	req->nhosts = 1;
+	dns_req_addresses(req);
+}
+
 static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const unsigned char *abuf,
 			      size_t alen)
 {
@@ -371,10 +391,7 @@ static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const uns
 	if (st == DNS_NXDOMAIN)
 		return; /* no such domain: no address either */
 	if (st == DNS_NODATA) {
-		/* no MX: the domain's own address (RFC 5321 §5.1) */
-		snprintf(req->hosts[0].name, sizeof(req->hosts[0].name), "%s", req->domain);
-		req->nhosts = 1;
-		dns_req_addresses(req);
+		dns_req_own_address(req);
 		return;
 	}
 	struct dns_mx *list = xcalloc(DNS_MX_SCAN_MAX, sizeof(*list));
@@ -392,9 +409,14 @@ static void dns_req_mx_answer(struct dns_req *req, enum dns_status st, const uns
 	if (root && n == 0) {
 		req->null_mx = true;
 		dns_why(req, req->domain, ns_t_mx, "null MX (RFC 7505)");
+	} else if (n == 0 && bad == 0) {
+		/* an answer without MX record (only the CNAME of an alias
+		   whose target has none): as NODATA, the alias's address */
+		dns_req_own_address(req);
 	} else if (n == 0) {
 		req->mx_status = DNS_NODATA;
-		dns_why(req, req->domain, ns_t_mx, bad ? "malformed MX host name" : "no MX host");
+		req->malformed = true;
+		dns_why(req, req->domain, ns_t_mx, "malformed MX host name");
 	} else if (req->mode == DNS_MODE_TARGETS) {
 		dns_mx_order(list, n, arc4random_uniform);
 		if (n > DNS_MX_MAX)
@@ -516,7 +538,9 @@ static void dns_query_start(struct dns_req *req, const char *name, int type, siz
 	d->queries = q;
 	d->nqueries++;
 	/* ares_query, not ares_search: the name is complete, no search list */
+	d->busy++; /* a failure is answered from inside */
 	ares_query(d->ch, q->name, ns_c_in, type, dns_query_cb, q);
+	d->busy--;
 	dns_timer_update(d);
 }
 

@@ -37,7 +37,10 @@ struct dns_target {
 
 struct dns_result {
 	enum dns_status status;
-	bool null_mx;                     /* RFC 7505: the domain accepts no mail */
+	bool null_mx; /* RFC 7505: the domain accepts no mail */
+	/* dns_domain_check: MX records, every host name in them malformed
+	   (Postfix's DNS_INVAL); the status is then NODATA */
+	bool malformed;
 	const struct dns_target *targets; /* dns_resolve_mx: in the order to try */
 	size_t ntargets;
 	const char *why; /* what failed, for logs ("" when OK) */

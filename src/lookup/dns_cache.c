@@ -225,9 +225,10 @@ int dns_mx_parse(const unsigned char *abuf, size_t alen, struct dns_mx *mx, size
 	struct ares_mx_reply *list = NULL;
 	if (alen > 65535 || ares_parse_mx_reply(abuf, (int)alen, &list) != ARES_SUCCESS)
 		return -1;
-	size_t n = 0, seen = 0;
-	for (struct ares_mx_reply *m = list; m != NULL && seen < DNS_MX_SCAN_MAX;
-	     m = m->next, seen++) {
+	/* Every record is looked at (the answer's size bounds them), so the
+	   best preferences are kept wherever the server put them. */
+	size_t n = 0;
+	for (struct ares_mx_reply *m = list; m != NULL; m = m->next) {
 		if (m->host == NULL || m->host[0] == '\0' || strcmp(m->host, ".") == 0) {
 			*null_mx_r = true;
 			continue;
@@ -236,11 +237,20 @@ int dns_mx_parse(const unsigned char *abuf, size_t alen, struct dns_mx *mx, size
 			(*bad_r)++;
 			continue;
 		}
-		if (n == max)
-			continue;
-		snprintf(mx[n].host, sizeof(mx[n].host), "%s", m->host);
-		mx[n].pref = m->priority;
-		n++;
+		size_t slot = n;
+		if (n == max) {
+			/* full: it replaces the worst kept, if better */
+			slot = 0;
+			for (size_t i = 1; i < n; i++)
+				if (mx[i].pref > mx[slot].pref)
+					slot = i;
+			if (max == 0 || m->priority >= mx[slot].pref)
+				continue;
+		} else {
+			n++;
+		}
+		snprintf(mx[slot].host, sizeof(mx[slot].host), "%s", m->host);
+		mx[slot].pref = m->priority;
 	}
 	ares_free_data(list);
 	return (int)n;

@@ -57,10 +57,10 @@ struct dns_mx {
 /* Sorts by preference, lowest first, and shuffles hosts of equal
  * preference (RFC 5321 §5.1) with rnd(n) returning 0..n-1. */
 void dns_mx_order(struct dns_mx *mx, size_t n, unsigned (*rnd)(unsigned n));
-/* The MX records of an answer, at most max of them, invalid host names
- * (dns_name_valid) skipped: the number kept, or -1 when the answer does
- * not parse. *null_mx_r: an MX "." was among them (RFC 7505). At most
- * DNS_MX_SCAN_MAX records are looked at. */
+/* The MX records of an answer, the max of them with the lowest
+ * preferences, invalid host names (dns_name_valid) skipped: the number
+ * kept, or -1 when the answer does not parse. *null_mx_r: an MX "." was
+ * among them (RFC 7505). lookup/dns.c keeps DNS_MX_SCAN_MAX. */
 #define DNS_MX_SCAN_MAX 64
 int dns_mx_parse(const unsigned char *abuf, size_t alen, struct dns_mx *mx, size_t max,
 		 bool *null_mx_r, size_t *bad_r);

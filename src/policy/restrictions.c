@@ -526,7 +526,7 @@ const char *restrictions_dns_address(const struct restrictions *r, size_t next,
 
 bool restrictions_unknown_domain_reply(const char *addr, const char *domain, bool recipient,
 				       unsigned reject_code, enum dns_status st, bool null_mx,
-				       struct smtp_reply *out)
+				       bool malformed, struct smtp_reply *out)
 {
 	const char *class = recipient ? CLASS_RECIPIENT : CLASS_SENDER;
 	if (st == DNS_OK)
@@ -544,7 +544,9 @@ bool restrictions_unknown_domain_reply(const char *addr, const char *domain, boo
 	int code = st == DNS_TEMPFAIL ? 450 : (int)reject_code;
 	char enh[8];
 	snprintf(enh, sizeof(enh), "%c.1.%c", code >= 500 ? '5' : '4', recipient ? '2' : '8');
-	restrictions_reply(out, code, enh, "<%s>: %s rejected: Domain not found", addr, class);
+	restrictions_reply(out, code, enh, "<%s>: %s rejected: %s", addr, class,
+			   st != DNS_TEMPFAIL && malformed ? "Malformed DNS server reply"
+							   : "Domain not found");
 	return true;
 }
 

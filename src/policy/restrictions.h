@@ -74,10 +74,11 @@ const char *restrictions_dns_address(const struct restrictions *r, size_t next,
 				     const struct restrictions_facts *f, bool *recipient_r,
 				     const char **domain_r);
 /* Postfix's reply to reject_unknown_*_domain given the DNS answer
- * (lookup/dns.h dns_domain_check): false when the domain passes. */
+ * (lookup/dns.h dns_domain_check, its null_mx and malformed): false when
+ * the domain passes. */
 bool restrictions_unknown_domain_reply(const char *addr, const char *domain, bool recipient,
 				       unsigned reject_code, enum dns_status st, bool null_mx,
-				       struct smtp_reply *out);
+				       bool malformed, struct smtp_reply *out);
 
 /* Postfix's reject_non_fqdn_* test on one address: true when its domain is
  * a fully qualified host name (an address literal passes). */

@@ -26,7 +26,8 @@
  * timer. Every command waits relay_timeout for its reply. Two timers are not
  * in the table: connecting (relay_connect_timeout for an address literal,
  * a UNIX socket or each address of an MX lookup, relay_timeout once a
- * bracketed name was resolved: relay_conn_start),
+ * bracketed name was resolved: relay_conn_start; an MX address's greeting
+ * also gets relay_connect_timeout while another address is left),
  * and an idle pooled connection (relay_idle_timeout: relay_pool_park). The
  * STARTTLS handshake runs within the STARTTLS command's relay_timeout; each
  * write of content restarts relay_timeout (relay_txn_write). From the 354
@@ -77,7 +78,11 @@ static void relay_conn_arm(struct relay_conn *rc)
 	case RT_KEEP:
 		break;
 	case RT_REPLY:
-		conn_set_timeout(rc->conn, relay_conn_wait_ms(rc, rc->timeout_ms));
+		ms = rc->timeout_ms;
+		if (rc->state == RS_GREETING && rc->greet_timeout_ms != 0 &&
+		    rc->greet_timeout_ms < ms)
+			ms = rc->greet_timeout_ms;
+		conn_set_timeout(rc->conn, relay_conn_wait_ms(rc, ms));
 		break;
 	case RT_CLEAR:
 		if ((ms = relay_conn_wait_ms(rc, 0)) != 0)
@@ -914,11 +919,37 @@ static void relay_conn_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo
 	uv_freeaddrinfo(res);
 }
 
+/* Whether host is domain or a name under it (Postfix's nexthop and
+ * dot-nexthop), without case; one trailing dot on domain is ignored. */
+static bool relay_conn_in_domain(const char *host, const char *domain)
+{
+	size_t h = strlen(host), d = strlen(domain);
+	if (d > 0 && domain[d - 1] == '.')
+		d--;
+	if (d == 0 || h < d || strncasecmp(host + h - d, domain, d) != 0)
+		return false;
+	return h == d || host[h - d - 1] == '.';
+}
+
 /* Connects to one address of an unbracketed destination: the MX host's
  * name (or the domain's, without MX) is the SNI and the name verified
- * (docs/dns.md), as Postfix's smtp_tls_security_level = verify does. */
+ * (docs/dns.md), as Postfix's smtp_tls_security_level = verify does. At
+ * secure that name came from DNS, which can be forged: as Postfix's
+ * smtp_tls_secure_cert_match = nexthop, dot-nexthop it must be the next-hop
+ * domain or a host in it, else the next address is tried. */
 static void relay_conn_connect_target(struct relay_conn *rc, const struct dns_target *target)
 {
+	struct relay_txn *t = rc->txn;
+	const char *nexthop = t->route[t->mx_dest].host;
+	if (rc->tls_level == RELAY_TLS_SECURE && !rc->unix_socket &&
+	    !relay_conn_in_domain(target->host, nexthop)) {
+		char why[DNS_NAME_MAX * 2 + 80];
+		snprintf(why, sizeof(why), "secure: MX host %s is not in the next-hop domain %s",
+			 target->host, nexthop);
+		rc->state = RS_CONNECTING;
+		relay_conn_fail_as(rc, RELAY_FAIL_TLS, why);
+		return;
+	}
 	struct sockaddr_storage ss = target->addr;
 	if (ss.ss_family == AF_INET)
 		((struct sockaddr_in *)&ss)->sin_port = htons(rc->port);
@@ -926,6 +957,11 @@ static void relay_conn_connect_target(struct relay_conn *rc, const struct dns_ta
 		((struct sockaddr_in6 *)&ss)->sin6_port = htons(rc->port);
 	free(rc->sni);
 	rc->sni = xstrdup(target->host);
+	/* a host that accepts and never greets would take all of
+	   relay_timeout, the budget of every address (relay_conn_fail_dns):
+	   while another is left, its greeting gets relay_connect_timeout */
+	if (t->mx_idx + 1 < t->nmx)
+		rc->greet_timeout_ms = t->cfg->relay_connect_timeout_ms;
 	relay_conn_connect_addr(rc, (struct sockaddr *)&ss);
 	/* relay_connect_timeout per address: a silent MX leaves time for the next */
 	conn_set_timeout(rc->conn, rc->txn->cfg->relay_connect_timeout_ms);

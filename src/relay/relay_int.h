@@ -99,6 +99,8 @@ struct relay_conn {
 	unsigned uses;
 	unsigned reuse_limit;
 	uint64_t timeout_ms;
+	/* the greeting's wait when another MX address is left (0: timeout_ms) */
+	uint64_t greet_timeout_ms;
 	uint64_t idle_timeout_ms;
 	uint64_t data_deadline; /* loop time relay_data_timeout ends DATA; 0: none */
 	unsigned lmtp_expect;

@@ -42,16 +42,18 @@ tls_sink = env.sink(starttls=True)
 P2 = tls_sink.port
 
 
-class Refuser(threading.Thread):
-    """An SMTP server on 127.0.0.3 that refuses every client in its greeting."""
+class Listener(threading.Thread):
+    """A TCP server on one loopback address; handle(conn) gets each client."""
 
-    def __init__(self, port):
+    def __init__(self, addr, port, handle):
         super().__init__(daemon=True)
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.3", port))
+        self.srv.bind((addr, port))
         self.srv.listen(8)
+        self.handle = handle
         self.count = 0
+        self.held = []
 
     def run(self):
         while True:
@@ -60,28 +62,51 @@ class Refuser(threading.Thread):
             except OSError:
                 return
             self.count += 1
-            try:
-                c.sendall(b"554 5.3.2 not accepting mail now\r\n")
-                c.settimeout(2)
-                c.recv(512)
-            except OSError:
-                pass
-            c.close()
+            self.handle(self, c)
 
 
-refuser = Refuser(P)
+def refuse(srv, c):
+    """Refuses the client in the greeting."""
+    try:
+        c.sendall(b"554 5.3.2 not accepting mail now\r\n")
+        c.settimeout(2)
+        c.recv(512)
+    except OSError:
+        pass
+    c.close()
+
+
+def hold(srv, c):
+    """Never greets (a stuck MX)."""
+    srv.held.append(c)
+
+
+refuser = Listener("127.0.0.3", P, refuse)
+silent = Listener("127.0.0.4", P, hold)
+silent.start()
 refuser.start()
 dns = dnsmod.Dnsmasq(env, mx=[("mx.test", "mx1.mx.test", 10), ("mx.test", "mx2.mx.test", 20),
                               ("good.test", "mx2.mx.test", 10),
                               ("greet.test", "greet.mx.test", 10), ("greet.test", "mx2.mx.test", 20),
                               ("tls.test", "mail.test.example", 10),
+                              ("test.example", "mail.test.example", 10),
                               ("wrongname.test", "mx2.mx.test", 10),
                               ("null.test", ".", 0),
-                              ("badmx.test", "nowhere.test", 10)],
+                              ("badmx.test", "nowhere.test", 10),
+                              ("evil.test", "bad!host.test", 10),
+                              ("silent.test", "silent.mx.test", 10),
+                              ("silent.test", "mx2.mx.test", 20)] +
+                             # 100 MX records, more than a 512-octet UDP answer holds (truncated:
+                             # c-ares asks over TCP); only the best preference has an address
+                             [("big.test", "h%02d.big.test" % i, 100 + i) for i in range(99)] +
+                             [("big.test", "mx2.mx.test", 1)],
                      hosts=[("mx1.mx.test", "127.0.0.2"), ("mx2.mx.test", "127.0.0.1"),
                             ("nomx.test", "127.0.0.1"), ("greet.mx.test", "127.0.0.3"),
+                            ("silent.mx.test", "127.0.0.4"),
                             ("mail.test.example", "127.0.0.1")],
-                     extra=["--txt-record=noaddr.test,nothing here"])
+                     extra=["--txt-record=noaddr.test,nothing here",
+                            # an alias of a name with an address and no MX
+                            "--cname=alias.test,nomx.test"])
 dns.start()
 
 ROUTES = env.path("routes")
@@ -90,6 +115,8 @@ with open(ROUTES, "w") as f:
     f.write("nx@good.test nx.test:%d\n" % P)
     f.write("bracket@good.test [127.0.0.1]:%d\n" % P)
     f.write("greet@good.test greet.test:%d\n" % P)
+    f.write("alias@good.test alias.test:%d\n" % P)
+    f.write("big@good.test big.test:%d\n" % P)
 
 conf = standard_config(certs, sink, extra=[
     ("relayhost", "mx.test:%d" % P),
@@ -149,6 +176,18 @@ like(d.log(), r"relay=greet\.mx\.test\[127\.0\.0\.3\]:%d: refused us: 554" % P,
      "the log names the refusing MX and its reply")
 ok(sink.wait_count(n0 + 1), "the sink has it")
 
+n0 = sink.count()
+out = send(d, "alias@good.test", subject="alias")
+is_(codes(out), [250, 250, 354, 250],
+    "route alias.test (a CNAME to a name without MX): delivered to the alias's address")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+
+n0 = sink.count()
+out = send(d, "big@good.test", subject="big")
+is_(codes(out), [250, 250, 354, 250], "route big.test (100 MX records): delivered")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+like(d.log(), r"relay=mx2\.mx\.test\[127\.0\.0\.1\]:%d" % P, "through the best MX")
+
 out = send(d, "bracket@good.test", subject="bracket")
 is_(codes(out), [250, 250, 354, 250], "a bracketed route still connects as written")
 
@@ -183,6 +222,10 @@ replies(c, "MAIL FROM", "sender", [
         ("a@nx.test", "450 4.1.8 <a@nx.test>: Sender address rejected: Domain not found"),
         ("a@noaddr.test", "450 4.1.8 <a@noaddr.test>: Sender address rejected: Domain not found"),
         ("a@badmx.test", "250"),
+        ("a@alias.test", "250"),
+        # Postfix's DNS_INVAL: every MX host name is malformed
+        ("a@evil.test", "450 4.1.8 <a@evil.test>: Sender address rejected: "
+                        "Malformed DNS server reply"),
         ("a@null.test", "550 5.7.27 <a@null.test>: Sender address rejected: Domain null.test "
                         "does not accept mail (nullMX)"),
         ("", "250"),
@@ -201,6 +244,7 @@ like(d.log(), r"reject_unknown_sender_domain: <a@nx\.test>: nx\.test: no such do
 
 # TLS names for MX hosts
 TROUTES = env.path("troutes")
+SROUTES = env.path("sroutes")
 with open(TROUTES, "w") as f:
     f.write("wrong@good.test wrongname.test:%d\n" % P2)
 conf6 = standard_config(certs, tls_sink, extra=[
@@ -219,6 +263,29 @@ ok(out[1].code == 451 and out[1].enhanced == "4.7.5",
    "verify: MX host mx2.mx.test is not in the certificate: 451 4.7.5", out)
 like(d6.log(), r'certificate not verified for "mx2\.mx\.test"', "the log names the MX host")
 
+# secure (Postfix's smtp_tls_secure_cert_match = nexthop, dot-nexthop): the
+# name DNS gave is not trusted, the certificate must be the next hop's, so an
+# MX host outside the next-hop domain fails (a forged MX answer would name one).
+conf7 = standard_config(certs, tls_sink, extra=[
+    ("relayhost", "test.example:%d" % P2), ("dns_servers", dns.servers),
+    ("relay_tls_security_level", "secure"), ("relay_tls_ca_file", certs.ca),
+    ("sender_relay_maps", "texthash:" + SROUTES)])
+with open(SROUTES, "w") as f:
+    f.write("out@good.test tls.test:%d\n" % P2)
+d7 = env.submitd(conf7, name="submitd-secure")
+n0 = tls_sink.count()
+out = send(d7, "a@good.test", subject="secure in domain")
+is_(codes(out), [250, 250, 354, 250],
+    "secure: MX host mail.test.example is in the next hop test.example: delivered")
+ok(tls_sink.wait_count(n0 + 1), "the TLS sink has it")
+out = send(d7, "out@good.test", subject="secure outside")
+ok(out[1].code == 451 and out[1].enhanced == "4.7.5",
+   "secure: MX host mail.test.example is outside the next hop tls.test: 451 4.7.5", out)
+like(d7.log(), r"mail\.test\.example is not in the next-hop domain tls\.test",
+     "the log says why")
+time.sleep(0.3)
+is_(tls_sink.count(), n0 + 1, "nothing more delivered")
+
 # unknown_address_reject_code on a listen line
 conf5 = standard_config(certs, sink, extra=[
     ("dns_servers", dns.servers), ("sender_restrictions", "reject_unknown_sender_domain"),
@@ -229,6 +296,25 @@ r = c.cmd("MAIL FROM:<a@nx.test>")
 is_(r.lines[-1], "554 5.1.8 <a@nx.test>: Sender address rejected: Domain not found",
     "unknown_address_reject_code = 554 (the LibreLAMP seed's line)")
 c.close()
+
+# A first MX that accepts and never greets must not take the whole
+# relay_timeout: its greeting gets relay_connect_timeout while another
+# address is left, so the second MX is reached within the budget.
+conf8 = standard_config(certs, sink, extra=[
+    ("relayhost", "silent.test:%d" % P), ("dns_servers", dns.servers),
+    ("relay_tls_security_level", "none"), ("relay_timeout", "4s"),
+    ("relay_connect_timeout", "1s")])
+d8 = env.submitd(conf8, name="submitd-silentmx")
+n0 = sink.count()
+t0 = time.time()
+out = send(d8, "a@good.test", subject="silent mx")
+took = time.time() - t0
+is_(codes(out), [250, 250, 354, 250], "first MX silent after connect: delivered through the second")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+ok(len(silent.held) >= 1, "the silent MX (127.0.0.4) was tried first")
+like(d8.log(), r"relay=silent\.mx\.test\[127\.0\.0\.4\]:%d: timeout during greeting" % P,
+     "the log names the silent MX")
+ok(took < 4, "within relay_timeout (%.1f s)" % took)
 
 # ---------------------------------------------------------------- DNS down
 dead = free_port()
@@ -324,7 +410,10 @@ b.close()
 slow.sock.close()
 
 refuser.srv.close()
-for dd in (d, d2, d3, d4, d5, d6):
+silent.srv.close()
+for c in silent.held:
+    c.close()
+for dd in (d, d2, d3, d4, d5, d6, d7, d8):
     ok(not unsafe_log_lines(dd.logfile), "%s: every log line escaped" % dd.name)
     ok(dd.sanitizer_report() is None, "%s: no sanitizer report" % dd.name)
 done()

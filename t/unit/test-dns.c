@@ -57,7 +57,7 @@ static void test_mx_order(void)
 
 /* A DNS message: header, question "a.test" type qtype, then records. */
 struct pkt {
-	unsigned char b[600];
+	unsigned char b[4096];
 	size_t n;
 };
 
@@ -179,6 +179,54 @@ static void test_ttl(void)
 	is_int(dns_answer_ttl(p.b, p.n, DNS_OK), 0, "a compression loop: 0");
 	is_int(dns_answer_ttl(p.b, 5, DNS_OK), 0, "shorter than a header: 0");
 	is_int(dns_answer_ttl(p.b, p.n, DNS_TEMPFAIL), 0, "TEMPFAIL: never cached");
+}
+
+/* An answer whose only record is a CNAME (the name is an alias of a name
+ * without MX): no MX record, so the domain's address is used (RFC 5321
+ * §5.1), not a temporary failure. A long MX list: the best preferences are
+ * kept wherever they are in the answer. */
+static void test_mx_parse_edges(void)
+{
+	struct pkt p;
+	struct dns_mx mx[DNS_MX_SCAN_MAX];
+	bool null_mx;
+	size_t bad;
+	pkt_start(&p, 0, 1, 0);
+	put16(&p, 0xc00c);
+	put16(&p, ns_t_cname);
+	put16(&p, ns_c_in);
+	put32(&p, 60);
+	put16(&p, 4);
+	static const unsigned char b[] = {1, 'b', 0xc0, 14}; /* b.test */
+	memcpy(p.b + p.n, b, sizeof(b));
+	p.n += sizeof(b);
+	int got = dns_mx_parse(p.b, p.n, mx, 4, &null_mx, &bad);
+	ok(got == 0 && !null_mx && bad == 0, "dns_mx_parse: a CNAME and no MX: no MX (got %d)",
+	   got);
+
+	pkt_start(&p, 0, 100, 0);
+	for (unsigned i = 0; i < 100; i++) {
+		put16(&p, 0xc00c);
+		put16(&p, ns_t_mx);
+		put16(&p, ns_c_in);
+		put32(&p, 60);
+		put16(&p, 2 + 6);
+		put16(&p, 100 - i); /* the best last */
+		unsigned char h[] = {
+			3,    'h', (unsigned char)('0' + i / 10), (unsigned char)('0' + i % 10),
+			0xc0, 14};
+		memcpy(p.b + p.n, h, sizeof(h));
+		p.n += sizeof(h);
+	}
+	got = dns_mx_parse(p.b, p.n, mx, 10, &null_mx, &bad);
+	unsigned best = 1000;
+	for (int i = 0; i < got; i++)
+		best = mx[i].pref < best ? mx[i].pref : best;
+	ok(got == 10 && best == 1, "100 MX records: the 10 best kept (best preference %u)", best);
+	unsigned worst = 0;
+	for (int i = 0; i < got; i++)
+		worst = mx[i].pref > worst ? mx[i].pref : worst;
+	is_int(worst, 10, "...and only those");
 }
 
 static void test_cache(void)
@@ -354,14 +402,96 @@ static void test_resolver(void)
 	ok(uv_loop_close(loop) == 0, "every handle closed");
 }
 
+/* A server on the test's loop that answers every query NXDOMAIN at once. */
+static void nx_server_cb(uv_poll_t *h, int status, int events)
+{
+	(void)status;
+	(void)events;
+	int fd = (int)(intptr_t)h->data;
+	unsigned char q[512];
+	struct sockaddr_storage peer;
+	socklen_t pl = sizeof(peer);
+	ssize_t n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&peer, &pl);
+	if (n < 12)
+		return;
+	q[2] = (unsigned char)(0x80 | (q[2] & 0x01)); /* QR, RD as asked */
+	q[3] = 0x80 | 3;                              /* RA, NXDOMAIN */
+	memset(q + 6, 0, 6);
+	sendto(fd, q, (size_t)n, 0, (struct sockaddr *)&peer, pl);
+}
+
+static struct dns *chain_d;
+static struct config *chain_cfg;
+static struct dns_req *chain_req;
+
+/* Starts a request with other settings from inside an answer's callback,
+ * that is from inside c-ares's processing of that answer. */
+static void chain_cb(void *ctx, const struct dns_result *r)
+{
+	count_cb(ctx, r);
+	chain_req = dns_domain_check(chain_d, chain_cfg, "two.test", count_cb, (void *)1);
+}
+
+/* A reload's other dns_servers/dns_timeout must not replace the channel
+ * while c-ares is inside it (it goes on using the channel after a callback
+ * returns): the new request is answered, and nothing is used after free
+ * (the sanitizer build). */
+static void test_resolver_reload_in_cb(void)
+{
+	memset(ncalls, 0, sizeof(ncalls));
+	uv_loop_init(loop);
+	uv_timer_init(loop, &guard);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+	bind(fd, (struct sockaddr *)&sin, sizeof(sin));
+	socklen_t sl = sizeof(sin);
+	getsockname(fd, (struct sockaddr *)&sin, &sl);
+	uv_poll_t srv;
+	uv_poll_init_socket(loop, &srv, fd);
+	srv.data = (void *)(intptr_t)fd;
+	uv_poll_start(&srv, UV_READABLE, nx_server_cb);
+	char servers[64];
+	snprintf(servers, sizeof(servers), "127.0.0.1:%u", ntohs(sin.sin_port));
+	struct config a, b;
+	memset(&a, 0, sizeof(a));
+	a.dns_servers = servers;
+	a.dns_timeout_ms = 1000;
+	a.dns_tries = 1;
+	a.dns_cache_size = 10;
+	b = a;
+	b.dns_timeout_ms = 1500; /* the reloaded snapshot */
+	chain_d = dns_new(loop);
+	chain_cfg = &b;
+	struct dns_req *first = dns_domain_check(chain_d, &a, "one.test", chain_cb, (void *)0);
+	(void)first;
+	WAIT(ncalls[1] > 0, 3000);
+	is_int(ncalls[0], 1, "the first request answered once");
+	ok(last[0] == DNS_NXDOMAIN, "...NXDOMAIN");
+	is_int(ncalls[1], 1, "a request with other settings made inside its callback: answered");
+	ok(last[1] == DNS_NXDOMAIN, "...by the server (NXDOMAIN), not as a failure");
+	struct dns_req *later = dns_domain_check(chain_d, &b, "three.test", count_cb, (void *)2);
+	(void)later;
+	WAIT(ncalls[2] > 0, 3000);
+	ok(ncalls[2] == 1 && last[2] == DNS_NXDOMAIN, "the next request, outside any callback: "
+						      "answered");
+	dns_free(&chain_d);
+	uv_close((uv_handle_t *)&srv, NULL);
+	uv_close((uv_handle_t *)&guard, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	close(fd);
+	ok(uv_loop_close(loop) == 0, "every handle closed");
+}
+
 int main(void)
 {
 	test_mx_order();
 	test_ttl();
+	test_mx_parse_edges();
 	test_cache();
 	test_names();
 	test_servers();
 	test_relay_dest();
 	test_resolver();
+	test_resolver_reload_in_cb();
 	return done_testing();
 }

@@ -80,7 +80,7 @@ static void test_unknown_domain(void)
 
 	struct smtp_reply out;
 	ok(!restrictions_unknown_domain_reply("a@x.test", "x.test", false, 450, DNS_OK, false,
-					      &out),
+					      false, &out),
 	   "found: passes");
 	static const struct {
 		bool rcpt;
@@ -88,28 +88,37 @@ static void test_unknown_domain(void)
 		enum dns_status st;
 		bool null_mx;
 		const char *want;
+		bool malformed;
 	} cases[] = {
 		{false, 450, DNS_NXDOMAIN, false,
-		 "450 4.1.8 <a@x.test>: Sender address rejected: Domain not found"},
+		 "450 4.1.8 <a@x.test>: Sender address rejected: Domain not found", false},
 		{true, 450, DNS_NODATA, false,
-		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found"},
+		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found", false},
 		{false, 550, DNS_NXDOMAIN, false,
-		 "550 5.1.8 <a@x.test>: Sender address rejected: Domain not found"},
+		 "550 5.1.8 <a@x.test>: Sender address rejected: Domain not found", false},
 		{true, 550, DNS_TEMPFAIL, false,
-		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found"},
+		 "450 4.1.2 <a@x.test>: Recipient address rejected: Domain not found", false},
 		{false, 450, DNS_NODATA, true,
 		 "550 5.7.27 <a@x.test>: Sender address rejected: Domain x.test does not accept "
 		 "mail "
-		 "(nullMX)"},
+		 "(nullMX)",
+		 false},
 		{true, 450, DNS_NODATA, true,
 		 "556 5.1.10 <a@x.test>: Recipient address rejected: Domain x.test does not accept "
-		 "mail (nullMX)"},
+		 "mail (nullMX)",
+		 false},
+		/* Postfix's DNS_INVAL: unknown_address_reject_code, its own text */
+		{false, 450, DNS_NODATA, false,
+		 "450 4.1.8 <a@x.test>: Sender address rejected: Malformed DNS server reply", true},
+		{true, 550, DNS_NODATA, false,
+		 "550 5.1.2 <a@x.test>: Recipient address rejected: Malformed DNS server reply",
+		 true},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char buf[600];
 		restrictions_unknown_domain_reply("a@x.test", "x.test", cases[i].rcpt,
 						  cases[i].code, cases[i].st, cases[i].null_mx,
-						  &out);
+						  cases[i].malformed, &out);
 		snprintf(buf, sizeof(buf), "%d %s %s", out.code, out.enh, out.text);
 		ok(strcmp(buf, cases[i].want) == 0, "unknown domain reply %zu: %s", i, buf);
 	}
