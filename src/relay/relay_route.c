@@ -485,7 +485,9 @@ static void relay_route_transport_done(struct relay_txn *t, enum table_status st
 	struct smtp_reply refusal;
 	if (!relay_route_transport_decide(t, st, value, t->route_hop, sizeof(t->route_hop),
 					  &refusal)) {
-		relay_txn_answer(t, &refusal); /* the owner hears it as MAIL's answer */
+		/* The owner hears it as MAIL's answer; later, as it may free t
+		   and with it the table instance whose callback this is. */
+		relay_txn_answer_later(t, &refusal);
 		return;
 	}
 	if (t->route_hop[0] == '\0') {
@@ -503,6 +505,13 @@ static void relay_route_transport_done(struct relay_txn *t, enum table_status st
 	relay_route_set(t, t->own_route, t->nown_route);
 }
 
+/* The keys of a domain with more labels than RELAY_KEYS_MAX holds (each
+ * parent is a key): refused rather than routed without its entry. */
+static void relay_route_too_many_keys(struct relay_txn *t)
+{
+	relay_route_fail_later(t, 550, "5.1.2", "Error: too many labels in the recipient's domain");
+}
+
 /* Route (transport_maps by the first recipient, else sender_relay_maps,
  * else relayhost), then credentials, then a pooled or a new connection.
  * Everything completes later. */
@@ -515,10 +524,12 @@ void relay_route_begin(struct relay_txn *t)
 	if (t->mode == TXN_NORMAL && t->maps.transports != NULL && t->route_rcpt != NULL) {
 		int n = relay_transport_keys(t->route_rcpt, relay_route_delimiters(t->cfg), t->keys,
 					     sizeof(t->keys));
-		if (n > 0) {
-			relay_route_lookup(t, t->maps.transports, n, relay_route_transport_done);
+		if (n < 0) {
+			relay_route_too_many_keys(t);
 			return;
 		}
+		relay_route_lookup(t, t->maps.transports, n, relay_route_transport_done);
+		return;
 	}
 	relay_route_sender(t);
 }
@@ -532,7 +543,7 @@ static void relay_route_rcpt_done(struct relay_txn *t, enum table_status st, con
 	char hop[RELAY_HOP_MAX];
 	struct smtp_reply r;
 	if (!relay_route_transport_decide(t, st, value, hop, sizeof(hop), &r)) {
-		relay_txn_answer(t, &r);
+		relay_txn_answer_later(t, &r);
 		return;
 	}
 	if (strcasecmp(hop, t->route_hop) != 0) {
@@ -545,7 +556,7 @@ static void relay_route_rcpt_done(struct relay_txn *t, enum table_status st, con
 		relay_reply_make(&r, 452, "4.5.3",
 				 "Error: too many recipients for one transaction; send the rest "
 				 "in a new transaction");
-		relay_txn_answer(t, &r);
+		relay_txn_answer_later(t, &r);
 		return;
 	}
 	relay_txn_send_rcpt(t);
@@ -564,9 +575,7 @@ void relay_route_rcpt(struct relay_txn *t, const struct smtp_rcpt_args *a)
 		return;
 	}
 	if (n < 0) {
-		struct smtp_reply r;
-		relay_reply_make(&r, 501, "5.1.3", "Error: bad recipient address syntax");
-		relay_txn_answer_later(t, &r);
+		relay_route_too_many_keys(t);
 		return;
 	}
 	relay_route_lookup(t, t->maps.transports, n, relay_route_rcpt_done);

@@ -157,6 +157,13 @@ is_((out[1].code, out[1].enhanced), (451, "4.3.5"), "discard: (unsupported) is a
 like(d.log(), r"transport_maps \S+: unsupported transport for odd\.example: \"discard:\"",
      "the log names the entry")
 
+deep = "x@" + "a." * 100 + "example.org"
+out = send(d, [deep], "deep")
+is_((out[1].code, out[1].enhanced), (550, "5.1.2"),
+    "a domain with more labels than the keys hold: refused, never routed without its entry")
+out = send(d, ["y@example.org", deep], "deep later")
+is_([r.code for r in out], [250, 250, 550, 354, 250], "...also as a later recipient")
+
 # --------------------------------------------------------- mixed routes, one transaction
 out = send(d, ["a@example.org", "b@example.net", "c@example.org", "d@bounce.example"],
            "mixed raw")

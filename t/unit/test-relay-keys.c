@@ -107,6 +107,12 @@ int main(void)
 	transport_keys("postmaster", "+", "postmaster|*");
 	transport_keys("x@[192.0.2.1]", "+", "x@[192.0.2.1]|*");
 	transport_keys("x@localhost", "+", "x@localhost|localhost|*");
+	char deep[300] = "x@", big[2048];
+	for (int i = 0; i < 100; i++)
+		strcat(deep, "a.");
+	strcat(deep, "example");
+	ok(relay_transport_keys(deep, "+", big, sizeof(big)) == -1,
+	   "100 labels: the parent keys do not fit, -1");
 	char small[20];
 	ok(relay_transport_keys("alice@example.com", "+", small, sizeof(small)) == -1,
 	   "transport keys that do not fit: -1");
