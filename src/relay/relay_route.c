@@ -147,12 +147,13 @@ int relay_transport_keys(const char *rcpt, const char *delimiters, char *keys, s
 		n++;
 	}
 	/* 3. the domain, 4. ".parent" for each parent domain */
-	if (domain != NULL && domain[0] != '\0' && domain[0] != '[') {
+	if (domain != NULL && domain[0] != '\0') {
 		if (relay_keys_add(keys, keyssz, &used, domain) < 0)
 			return -1;
 		n++;
-		for (const char *dot = strchr(domain + 1, '.'); dot != NULL && dot[1] != '\0';
-		     dot = strchr(dot + 1, '.')) {
+		/* an address literal has no parents */
+		for (const char *dot = domain[0] == '[' ? NULL : strchr(domain + 1, '.');
+		     dot != NULL && dot[1] != '\0'; dot = strchr(dot + 1, '.')) {
 			if (relay_keys_add(keys, keyssz, &used, dot) < 0)
 				return -1;
 			n++;

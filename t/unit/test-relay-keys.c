@@ -105,7 +105,7 @@ int main(void)
 	transport_keys("alice+tag@example.com", "", "alice+tag@example.com|example.com|.com|*");
 	transport_keys("\"a b\"@example.com", "+", "a b@example.com|example.com|.com|*");
 	transport_keys("postmaster", "+", "postmaster|*");
-	transport_keys("x@[192.0.2.1]", "+", "x@[192.0.2.1]|*");
+	transport_keys("x@[192.0.2.1]", "+", "x@[192.0.2.1]|[192.0.2.1]|*");
 	transport_keys("x@localhost", "+", "x@localhost|localhost|*");
 	char deep[300] = "x@", big[2048];
 	for (int i = 0; i < 100; i++)
