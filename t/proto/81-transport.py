@@ -20,6 +20,7 @@ import os
 import re
 import smtplib
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
@@ -215,6 +216,32 @@ is_({r: where(r, "mysql smtplib") for r in MIXED}, {r: [w] for r, w in WANT.item
 is_(auth_sender("mysql smtplib"), "alice@example.com", "mysql: Postfix got alice's account")
 out = send(d, ["x@bounce.example"], "mysql bounce")
 is_((out[1].code, out[1].enhanced), (550, "5.1.2"), "mysql: error: refuses the recipient")
+d.stop()
+
+# a slow answer (2 s for slow.example) holds only its own session (invariant 1)
+slow_cf = env.path("mysql-transport-slow.cf")
+with open(slow_cf, "w") as f:
+    f.write("hosts = inet:127.0.0.1:%d\nuser = %s\npassword = %s\ndbname = %s\n"
+            "query = SELECT transport FROM transport, (SELECT SLEEP(IF('%%s' = 'slow.example', "
+            "2, 0)) AS z) AS s WHERE pattern='%%s'\nquery_timeout = 10s\n"
+            % (db.port(), USER, PASSWORD, DBNAME))
+db.client("INSERT INTO transport VALUES ('slow.example', 'relay:[127.0.0.1]:%d');" % other.port,
+          database=DBNAME)
+d = env.submitd(standard_config(certs, default, [
+    ("transport_maps", "mysql:" + slow_cf), ("workers", "1")]), name="submitd-mysql-slow")
+slow = client(d, "plain", certs)
+is_(slow.cmd("MAIL FROM:<alice@example.com>").code, 250, "slow: MAIL")
+t0 = time.time()
+slow.send("RCPT TO:<x@slow.example>\r\n")
+time.sleep(0.1)
+out = send(d, ["y@example.org"], "while slow")
+el = time.time() - t0
+is_([r.code for r in out], [250, 250, 354, 250], "another session delivers meanwhile")
+ok(el < 1.5, "...before the slow lookup ends (%.2fs, same worker)" % el)
+r = slow.reply(timeout=15)
+is_(r.code, 250, "the slow recipient is routed when its answer comes (%.2fs)" % (time.time() - t0))
+slow.cmd("QUIT")
+slow.close()
 d.stop()
 
 # a database that does not answer: 451 4.3.0 for the recipient, never a route guessed
