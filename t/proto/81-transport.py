@@ -18,7 +18,9 @@ Next hops without brackets (MX lookups) are not tested here: they are
 refused like relayhost's until MX routing lands."""
 import os
 import re
+import signal
 import smtplib
+import subprocess
 import sys
 import time
 
@@ -150,6 +152,16 @@ is_((out[1].code, out[1].enhanced), (550, "5.1.2"),
 out = send(d, ["y@example.org", deep], "deep later")
 is_([r.code for r in out], [250, 250, 550, 354, 250], "...also as a later recipient")
 
+# a reload reads the table again; a table that cannot be read refuses the reload
+with open(transports.split(":", 1)[1], "a") as f:
+    f.write("reload.example relay:[127.0.0.1]:%d\n" % other.port)
+out = send(d, ["x@reload.example"], "before reload")
+is_(wait_where("x@reload.example", "before reload"), ["default"], "before the reload: relayhost")
+os.kill(d.proc.pid, signal.SIGHUP)
+ok(d.wait_log(r"configuration reloaded", 10), "SIGHUP: reloaded")
+out = send(d, ["x@reload.example"], "after reload")
+is_(wait_where("x@reload.example", "after reload"), ["other"], "after it: the new entry")
+
 # --------------------------------------------------------- mixed routes, one transaction
 out = send(d, ["a@example.org", "b@example.net", "c@example.org", "d@bounce.example"],
            "mixed raw")
@@ -256,5 +268,14 @@ is_((out[1].code, out[1].enhanced), (451, "4.3.0"), "database down: 451 4.3.0 at
 is_(where("x@example.org", "mysql down"), [], "nothing delivered")
 like(d.log(), r"transport_maps mysql:\S+: temporary lookup failure for ", "logged")
 d.stop()
+
+# a table that cannot be opened refuses the configuration, by file and line
+missing = env.path("no-such-transport")
+conf = env.path("bad-transport.conf")
+with open(conf, "w") as f:
+    f.write("listen = 127.0.0.1:2526 plain\ntransport_maps = texthash:%s\n" % missing)
+r = subprocess.run([env.binary, "-c", conf, "-t"], capture_output=True, text=True, timeout=60)
+is_(r.stderr.strip(), "submitd: %s:2: transport_maps: %s: No such file or directory"
+    % (conf, missing), "a missing transport_maps file refuses the configuration")
 
 done()
