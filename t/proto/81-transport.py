@@ -205,6 +205,17 @@ for rcpt in MIXED:
     wait_where(rcpt, "mixed smtplib")
 is_({r: where(r, "mixed smtplib") for r in MIXED}, {r: [w] for r, w in WANT.items()},
     "smtplib: every recipient delivered exactly once, each through its next hop")
+# more 452s than error_limit (20) in one transaction: not errors (as Postfix's
+# smtpd_recipient_overshoot_limit), so a client that resends them gets through
+MANY = ["m0@example.org"] + ["m%d@example.net" % i for i in range(1, 31)]
+rounds = smtplib_client(d, MANY, "many")
+is_([len(r) for r in rounds], [30, 0], "30 recipients for another next hop: one 452 each, "
+    "then one more transaction")
+for rcpt in MANY:
+    wait_where(rcpt, "many")
+is_(sorted(r for r in MANY if where(r, "many") == [("other" if r.endswith(".org") else "postfix")]),
+    sorted(MANY), "...every one delivered once")
+unlike(d.log(), r"too many errors", "no 421 for too many errors")
 d.stop()
 
 # --------------------------------------------------------- the same from MariaDB
