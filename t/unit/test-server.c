@@ -28,14 +28,12 @@
 
 /* ---- helpers ---- */
 
-static bool ok_named(bool cond, const char *name)
-{
-	return ok(cond, "%s", name);
-}
+static bool ok_named(bool cond, const char *name) { return ok(cond, "%s", name); }
 static bool is_str_named(const char *got, const char *want, const char *name)
 {
 	return is_str(got, want, "%s", name);
 }
+
 
 /* Codes of the complete replies in out, multi-line replies counted once:
  * "250 354 250". Lines that are not replies show as "?". */
@@ -53,11 +51,9 @@ static const char *codes(const char *out)
 		bool cont = len > 3 && p[3] == '-';
 		if (!cont && o + 5 < sizeof(ring[0])) {
 			if (len >= 3)
-				o += (size_t)snprintf(r + o, sizeof(ring[0]) - o, "%s%.3s",
-						      o ? " " : "", p);
+				o += (size_t)snprintf(r + o, sizeof(ring[0]) - o, "%s%.3s", o ? " " : "", p);
 			else
-				o += (size_t)snprintf(r + o, sizeof(ring[0]) - o, "%s?",
-						      o ? " " : "");
+				o += (size_t)snprintf(r + o, sizeof(ring[0]) - o, "%s?", o ? " " : "");
 		}
 		if (e == NULL)
 			break;
@@ -215,28 +211,24 @@ static void test_greeting_and_ehlo(void)
 	const char *out = fake_out(&f);
 	ok(strncmp(out, "220 " HOST " ESMTP", strlen("220 " HOST " ESMTP")) == 0,
 	   "greeting is 220 <host> ESMTP (RFC 5321 §4.3.1)");
-	ok(!enh_ok(out, strcspn(out, "\r")),
-	   "greeting carries no enhanced status code (RFC 2034 §4)");
+	ok(!enh_ok(out, strcspn(out, "\r")), "greeting carries no enhanced status code (RFC 2034 §4)");
 	is_str(codes(out), "220", "greeting is one reply line, CRLF-terminated");
 
 	out = step(&f, EHLO);
 	is_str(codes(out), "250", "EHLO: one multi-line 250 reply (RFC 5321 §4.1.1.1)");
-	ok(strncmp(out, "250-" HOST "\r\n", strlen(HOST) + 6) == 0,
-	   "EHLO reply starts with our hostname");
+	ok(strncmp(out, "250-" HOST "\r\n", strlen(HOST) + 6) == 0, "EHLO reply starts with our hostname");
 	ok(has_line(out, "250-STARTTLS"), "STARTTLS offered on a starttls listener (RFC 3207 §2)");
 	ok(strstr(out, "AUTH") == NULL,
 	   "no AUTH advertised before TLS even with an auth backend (invariant 3, RFC 4954 §4)");
 	ok(has_line(out, "250-PIPELINING") && has_line(out, "250-ENHANCEDSTATUSCODES") &&
-		   has_line(out, "250-SIZE 10485760") && has_line(out, "250-8BITMIME") &&
-		   has_line(out, "250-DSN") && has_line(out, "250-SMTPUTF8"),
-	   "EHLO lists PIPELINING, SIZE <limit>, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8 (RFC "
-	   "6409 §7)");
+	       has_line(out, "250-SIZE 10485760") && has_line(out, "250-8BITMIME") &&
+	       has_line(out, "250-DSN") && has_line(out, "250-SMTPUTF8"),
+	   "EHLO lists PIPELINING, SIZE <limit>, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SMTPUTF8 (RFC 6409 §7)");
 	ok(strstr(out, "ETRN") == NULL, "ETRN never advertised on submission (RFC 6409 §7)");
 
 	out = step(&f, "AUTH PLAIN AGFAYg==\r\n");
 	ok(strncmp(out, "530 5.7.0 Must issue a STARTTLS command first", 45) == 0,
-	   "AUTH before STARTTLS on a starttls listener refused with 530 5.7.0 (RFC 3207 §4, "
-	   "invariant 3)");
+	   "AUTH before STARTTLS on a starttls listener refused with 530 5.7.0 (RFC 3207 §4, invariant 3)");
 	is_int(f.n_auth, 0, "backend->auth not called before TLS (invariant 3)");
 
 	step(&f, "STARTTLS\r\n");
@@ -244,8 +236,7 @@ static void test_greeting_and_ehlo(void)
 	smtp_server_tls_done(f.s, true);
 	out = step(&f, EHLO);
 	ok(strstr(out, "STARTTLS") == NULL, "STARTTLS not offered after TLS (RFC 3207 §4.2)");
-	ok(has_line(out, "250-AUTH PLAIN LOGIN"),
-	   "AUTH PLAIN LOGIN offered inside TLS (RFC 4954 §3)");
+	ok(has_line(out, "250-AUTH PLAIN LOGIN"), "AUTH PLAIN LOGIN offered inside TLS (RFC 4954 §3)");
 
 	out = step(&f, "AUTH PLAIN AGFAYg==\r\n");
 	ok(strncmp(out, "235 2.7.0", 9) == 0 && f.n_auth == 1, "AUTH accepted inside TLS");
@@ -312,8 +303,7 @@ static void test_starttls_checkpoint(void)
 	is_int(f.n_starttls, 1, "io->starttls called once");
 	is_int((long long)buf_len(&f.in), 0,
 	       "plaintext after STARTTLS discarded from the input buffer (invariant 6)");
-	is_int(f.n_mail + f.n_rcpt, 0,
-	       "injected MAIL/RCPT never reach the backend (CVE-2011-0411)");
+	is_int(f.n_mail + f.n_rcpt, 0, "injected MAIL/RCPT never reach the backend (CVE-2011-0411)");
 	ok(smtp_server_busy(f.s), "server is busy while the handshake runs");
 
 	fake_clear_out(&f);
@@ -383,8 +373,7 @@ static void test_gate(void)
 	step(&f, EHLO);
 	out = step(&f, "MAIL FROM:<a@b.example>\r\n");
 	is_str(out, "530 5.7.0 Authentication required\r\n",
-	       "TLS, not trusted, not authenticated: MAIL gets 530 5.7.0 (RFC 4954 §6, invariant "
-	       "10)");
+	       "TLS, not trusted, not authenticated: MAIL gets 530 5.7.0 (RFC 4954 §6, invariant 10)");
 	is_int(f.n_mail, 0, "backend->mail not called without AUTH (invariant 10)");
 	out = step(&f, "RCPT TO:<c@d.example>\r\nDATA\r\nBDAT 3 LAST\r\nabc");
 	is_int(f.n_rcpt + f.n_data + f.n_data_end, 0,
@@ -445,8 +434,7 @@ static void test_gate(void)
 	fake_clear_out(&f);
 	fake_complete_with(&f, 535, "5.7.8", "Error: authentication failed");
 	out = fake_out(&f);
-	is_str(codes(out), "535 530",
-	       "failed AUTH then the pipelined MAIL gets 530 (invariant 10)");
+	is_str(codes(out), "535 530", "failed AUTH then the pipelined MAIL gets 530 (invariant 10)");
 	is_int(f.n_mail, 0, "backend->mail not called after a failed pipelined AUTH");
 	fake_clear_out(&f);
 	fake_feed(&f, "AUTH PLAIN AGFAYg==\r\nMAIL FROM:<a@b.example>\r\n");
@@ -496,8 +484,7 @@ static void test_sequencing(void)
 	unsigned resets = f.n_reset;
 	out = step(&f, "RSET\r\n");
 	ok(strncmp(out, "250 2.0.0", 9) == 0, "RSET: 250 (RFC 5321 §4.1.1.5)");
-	is_int(f.n_reset, resets + 1,
-	       "RSET with an open transaction: backend->reset (invariant 2)");
+	is_int(f.n_reset, resets + 1, "RSET with an open transaction: backend->reset (invariant 2)");
 	out = step(&f, "RCPT TO:<c@d.example>\r\n");
 	ok(strncmp(out, "503 ", 4) == 0, "after RSET the transaction is gone: RCPT gets 503");
 	out = step(&f, "RSET\r\n");
@@ -520,8 +507,7 @@ static void test_sequencing(void)
 	ok(strncmp(out, "250 ", 4) == 0, "verbs are case-insensitive (RFC 5321 §2.4)");
 	out = step(&f, "HELO client.example\r\n");
 	is_str(out, "250 " HOST "\r\n", "HELO later: one-line 250 (RFC 5321 §3.2)");
-	is_int(f.n_reset, resets + 2,
-	       "HELO/EHLO later in the session is an implicit RSET (RFC 5321 §4.1.4)");
+	is_int(f.n_reset, resets + 2, "HELO/EHLO later in the session is an implicit RSET (RFC 5321 §4.1.4)");
 	out = step(&f, "RCPT TO:<c@d.example>\r\n");
 	ok(strncmp(out, "503 ", 4) == 0, "after the implicit RSET RCPT gets 503");
 	out = step(&f, "QUIT now\r\n");
@@ -566,22 +552,19 @@ static void test_parameters(void)
 	ok(strncmp(out, "501 5.5.4", 9) == 0, "bad SIZE syntax: 501 5.5.4");
 	/* Client bytes must not reach the reply raw (found by fuzz-session). */
 	fake_clear_out(&f);
-	fake_feed(&f, "MAIL FROM:<a@b.example> SIZE\xe3"
-		      "050\r\r\nMAIL FROM:<a@b.example> X\xff\x01Y=1\r\n");
+	fake_feed(&f, "MAIL FROM:<a@b.example> SIZE\xe3" "050\r\r\nMAIL FROM:<a@b.example> X\xff\x01Y=1\r\n");
 	out = fake_out(&f);
 	ok(strlen(codes(out)) == 7 && codes(out)[0] == '5' && codes(out)[4] == '5',
 	   "parameters with CR/8-bit keywords: two 5xx replies (RFC 5321 §4.1.1.11)");
 	ok_named(output_well_formed(&f),
-		 "a bad parameter keyword is not echoed raw: no bare CR or 8-bit byte in the reply "
-		 "(RFC 5321 §4.2 textstring)");
+		"a bad parameter keyword is not echoed raw: no bare CR or 8-bit byte in the reply "
+		"(RFC 5321 §4.2 textstring)");
 	out = step(&f, "MAIL FROM:<ü@b.example>\r\n");
-	ok(strncmp(out, "550 5.6.7", 9) == 0,
-	   "UTF-8 sender without SMTPUTF8: 550 5.6.7 (RFC 6531 §3.5)");
+	ok(strncmp(out, "550 5.6.7", 9) == 0, "UTF-8 sender without SMTPUTF8: 550 5.6.7 (RFC 6531 §3.5)");
 	out = step(&f, "MAIL FROM:<a@b.example>\r\n");
 	ok(strncmp(out, "250 ", 4) == 0, "MAIL accepted after the refused ones");
 	out = step(&f, "RCPT TO:<ü@d.example>\r\n");
-	ok(strncmp(out, "553 5.6.7", 9) == 0,
-	   "UTF-8 recipient without SMTPUTF8: 553 5.6.7 (RFC 6531 §3.5)");
+	ok(strncmp(out, "553 5.6.7", 9) == 0, "UTF-8 recipient without SMTPUTF8: 553 5.6.7 (RFC 6531 §3.5)");
 	out = step(&f, "RCPT TO:<c@d.example> BAR=1\r\n");
 	ok(strncmp(out, "555 5.5.4", 9) == 0, "unknown RCPT parameter: 555");
 	out = step(&f, "RCPT TO:<c@d.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c@d.example\r\n");
@@ -601,11 +584,9 @@ static void test_parameters(void)
 	set.dsn = false;
 	ready(&f, &set);
 	out = step(&f, "MAIL FROM:<a@b.example> BODY=8BITMIME\r\n");
-	ok(strncmp(out, "555 ", 4) == 0,
-	   "BODY=8BITMIME when not offered: 555 (RFC 6152, RFC 5321 §4.1.1.11)");
+	ok(strncmp(out, "555 ", 4) == 0, "BODY=8BITMIME when not offered: 555 (RFC 6152, RFC 5321 §4.1.1.11)");
 	out = step(&f, "MAIL FROM:<a@b.example> SMTPUTF8\r\n");
-	ok(strncmp(out, "555 ", 4) == 0,
-	   "SMTPUTF8 not offered without 8BITMIME: 555 (RFC 6531 §3.1)");
+	ok(strncmp(out, "555 ", 4) == 0, "SMTPUTF8 not offered without 8BITMIME: 555 (RFC 6531 §3.1)");
 	out = step(&f, "MAIL FROM:<a@b.example> RET=HDRS\r\n");
 	ok(strncmp(out, "555 ", 4) == 0, "RET when DSN not offered: 555 (RFC 3461)");
 	out = step(&f, "MAIL FROM:<a@b.example> BODY=7BIT\r\n");
@@ -618,12 +599,10 @@ static void test_parameters(void)
 	set = set_ready();
 	set.recipient_limit = 2;
 	ready(&f, &set);
-	out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c1@d.example>\r\nRCPT "
-		       "TO:<reject@d.example>\r\n"
+	out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c1@d.example>\r\nRCPT TO:<reject@d.example>\r\n"
 		       "RCPT TO:<c2@d.example>\r\nRCPT TO:<c3@d.example>\r\n");
 	is_str(codes(out), "250 250 550 250 452", "recipient_limit: a refused RCPT does not count");
-	ok(line_with(out, "452 4.5.3") != NULL,
-	   "too many recipients: 452 4.5.3 (RFC 5321 §4.5.3.1.10)");
+	ok(line_with(out, "452 4.5.3") != NULL, "too many recipients: 452 4.5.3 (RFC 5321 §4.5.3.1.10)");
 	is_int(f.n_rcpt, 3, "the RCPT over the limit is not passed to the backend");
 	fake_free(&f);
 
@@ -633,16 +612,13 @@ static void test_parameters(void)
 	set.recipient_limit = 3;
 	set.error_limit = 3;
 	ready(&f, &set);
-	out = step(&f,
-		   "MAIL FROM:<a@b.example>\r\nRCPT TO:<c1@d.example>\r\nRCPT TO:<c2@d.example>\r\n"
-		   "RCPT TO:<c3@d.example>\r\nRCPT TO:<c4@d.example>\r\nRCPT TO:<c5@d.example>\r\n"
-		   "RCPT TO:<c6@d.example>\r\nRCPT TO:<c7@d.example>\r\n");
+	out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c1@d.example>\r\nRCPT TO:<c2@d.example>\r\n"
+		       "RCPT TO:<c3@d.example>\r\nRCPT TO:<c4@d.example>\r\nRCPT TO:<c5@d.example>\r\n"
+		       "RCPT TO:<c6@d.example>\r\nRCPT TO:<c7@d.example>\r\n");
 	is_str(codes(out), "250 250 250 250 452 452 452 452",
-	       "four 452 4.5.3 with error_limit 3: no 421 before recipient_limit of them");
-	out = step(
-		&f,
-		"RCPT TO:<c8@d.example>\r\nRCPT TO:<c9@d.example>\r\nRCPT TO:<c10@d.example>\r\n");
-	is_str(codes(out), "452 452 421", "past that they count as errors");
+	       "four 452 4.5.3 with error_limit 3: the first three are no error, no 421");
+	out = step(&f, "RCPT TO:<c8@d.example>\r\nRCPT TO:<c9@d.example>\r\nRCPT TO:<c10@d.example>\r\n");
+	is_str(codes(out), "452 452 421", "past recipient_limit of them they count as errors");
 	fake_free(&f);
 }
 
@@ -678,8 +654,7 @@ static void test_pipelining(void)
 
 	fake_clear_out(&f);
 	fake_feed(&f, "Subject: t\r\n\r\nbody\r\n.\r\nQUIT\r\n");
-	is_str(fake_out(&f), "",
-	       "end of data pending: no reply yet, QUIT not answered (invariant 2)");
+	is_str(fake_out(&f), "", "end of data pending: no reply yet, QUIT not answered (invariant 2)");
 	is_int(f.n_data_end, 1, "data_end called once");
 	is_int((long long)f.last_info.size, 20, "data_end gets the canonical size (RFC 1870 §5)");
 	is_int(f.n_close, 0, "QUIT waits behind end of data");
@@ -720,8 +695,7 @@ static void test_data_content(void)
 	ready(&f, NULL);
 	const char *out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n");
 	ok(has_line(out, "354 End data with <CR><LF>.<CR><LF>"), "354 with the backend's text");
-	ok(line_with(out, "354 ") != NULL &&
-		   !enh_ok(line_with(out, "354 "), strlen(line_with(out, "354 "))),
+	ok(line_with(out, "354 ") != NULL && !enh_ok(line_with(out, "354 "), strlen(line_with(out, "354 "))),
 	   "354 carries no enhanced code (RFC 2034 §4: only 2xx/4xx/5xx)");
 	const char *msg = "Subject: t\r\n\r\n..x\r\n...\r\n.\r\n";
 	out = step(&f, msg);
@@ -731,8 +705,7 @@ static void test_data_content(void)
 	is_int((long long)f.last_info.size, (long long)strlen(canon),
 	       "size = canonical octets, stuffed dots and final dot excluded (RFC 1870 §5)");
 	ok(!f.last_info.has_8bit, "7-bit content");
-	is_str(out, "250 2.0.0 Ok: queued as FAKE1\r\n",
-	       "the backend's end-of-data verdict passed on (invariant 2)");
+	is_str(out, "250 2.0.0 Ok: queued as FAKE1\r\n", "the backend's end-of-data verdict passed on (invariant 2)");
 	out = step(&f, "MAIL FROM:<a@b.example>\r\n");
 	ok(strncmp(out, "250 ", 4) == 0 && f.n_mail == 2,
 	   "after the 250 the transaction is over: new MAIL without RSET (RFC 5321 §4.1.1.4)");
@@ -772,22 +745,20 @@ static void test_smuggling(void)
 	static const struct {
 		const char *name, *seq;
 	} variants[] = {
-		{"\\n.\\n", "\n.\n"},      {"\\r.\\r", "\r.\r"},      {"\\n.\\r\\n", "\n.\r\n"},
-		{"\\r\\n.\\r", "\r\n.\r"}, {"\\r\\n.\\n", "\r\n.\n"}, {"\\r.\\r\\n", "\r.\r\n"},
+		{"\\n.\\n", "\n.\n"},         {"\\r.\\r", "\r.\r"},
+		{"\\n.\\r\\n", "\n.\r\n"},   {"\\r\\n.\\r", "\r\n.\r"},
+		{"\\r\\n.\\n", "\r\n.\n"},   {"\\r.\\r\\n", "\r.\r\n"},
 	};
-	const char *smuggled =
-		"MAIL FROM:<evil@x.example>\r\nRCPT TO:<v@y.example>\r\nDATA\r\nevil\r\n";
+	const char *smuggled = "MAIL FROM:<evil@x.example>\r\nRCPT TO:<v@y.example>\r\nDATA\r\nevil\r\n";
 	for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
 		for (int mode = 0; mode < 2; mode++) {
 			for (int bytewise = 0; bytewise < 2; bytewise++) {
 				struct smtp_server_settings set = set_ready();
-				set.newline_mode =
-					mode == 0 ? SMTP_NEWLINE_REJECT : SMTP_NEWLINE_NORMALIZE;
+				set.newline_mode = mode == 0 ? SMTP_NEWLINE_REJECT : SMTP_NEWLINE_NORMALIZE;
 				struct fake f;
 				ready(&f, &set);
 				struct buf in = BUF_INIT;
-				buf_append_str(&in, "MAIL FROM:<a@b.example>\r\nRCPT "
-						    "TO:<c@d.example>\r\nDATA\r\n"
+				buf_append_str(&in, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
 						    "Subject: hi\r\n\r\nhello");
 				buf_append_str(&in, variants[v].seq);
 				buf_append_str(&in, smuggled);
@@ -798,42 +769,30 @@ static void test_smuggling(void)
 				const char *how = bytewise ? "bytewise" : "whole";
 				if (mode == 0) {
 					is_str(codes(out), "250 250 354 550 250",
-					       "smuggling %s REJECT %s: one 550 at the real end, "
-					       "then NOOP 250 "
-					       "(invariant 7)",
-					       variants[v].name, how);
+					       "smuggling %s REJECT %s: one 550 at the real end, then NOOP 250 "
+					       "(invariant 7)", variants[v].name, how);
 					ok(line_with(out, "550 5.5.2") != NULL,
-					   "smuggling %s REJECT %s: the refusal is 550 5.5.2",
-					   variants[v].name, how);
+					   "smuggling %s REJECT %s: the refusal is 550 5.5.2", variants[v].name, how);
 					ok(f.n_data_end == 0 && f.n_reset >= 1,
-					   "smuggling %s REJECT %s: data_end never called, backend "
-					   "reset "
-					   "(CVE-2023-51764)",
-					   variants[v].name, how);
+					   "smuggling %s REJECT %s: data_end never called, backend reset "
+					   "(CVE-2023-51764)", variants[v].name, how);
 				} else {
 					is_str(codes(out), "250 250 354 250 250",
-					       "smuggling %s NORMALIZE %s: one message, then NOOP "
-					       "250 (invariant 7)",
+					       "smuggling %s NORMALIZE %s: one message, then NOOP 250 (invariant 7)",
 					       variants[v].name, how);
-					is_int(f.n_data_end, 1,
-					       "smuggling %s NORMALIZE %s: data_end called once",
+					is_int(f.n_data_end, 1, "smuggling %s NORMALIZE %s: data_end called once",
 					       variants[v].name, how);
 					ok(canonical(buf_data(&f.content), buf_len(&f.content)),
-					   "smuggling %s NORMALIZE %s: no bare CR or LF passed on "
-					   "(invariant 7)",
+					   "smuggling %s NORMALIZE %s: no bare CR or LF passed on (invariant 7)",
 					   variants[v].name, how);
 					ok(mem_has(&f.content, "MAIL FROM:<evil@x.example>\r\n") &&
 						   mem_has(&f.content, "evil\r\n"),
-					   "smuggling %s NORMALIZE %s: the smuggled commands are "
-					   "content",
+					   "smuggling %s NORMALIZE %s: the smuggled commands are content",
 					   variants[v].name, how);
-					is_int((long long)f.last_info.size,
-					       (long long)buf_len(&f.content),
-					       "smuggling %s NORMALIZE %s: size matches content",
-					       variants[v].name, how);
+					is_int((long long)f.last_info.size, (long long)buf_len(&f.content),
+					       "smuggling %s NORMALIZE %s: size matches content", variants[v].name, how);
 				}
-				is_int(f.n_mail, 1,
-				       "smuggling %s %s %s: backend->mail called once in total",
+				is_int(f.n_mail, 1, "smuggling %s %s %s: backend->mail called once in total",
 				       variants[v].name, mode == 0 ? "REJECT" : "NORMALIZE", how);
 				buf_free(&in);
 				fake_free(&f);
@@ -845,18 +804,15 @@ static void test_smuggling(void)
 	struct fake f;
 	ready(&f, NULL);
 	const char *out = step(&f, "NOOP\n");
-	ok(strncmp(out, "500 5.5.2", 9) == 0,
-	   "REJECT: a command ending in bare LF gets 500 5.5.2 (RFC 5321 §2.3.8)");
+	ok(strncmp(out, "500 5.5.2", 9) == 0, "REJECT: a command ending in bare LF gets 500 5.5.2 (RFC 5321 §2.3.8)");
 	out = step(&f, "MAIL FROM:<a@b.example>\n");
-	ok(strncmp(out, "500 5.5.2", 9) == 0 && f.n_mail == 0,
-	   "REJECT: MAIL ending in bare LF not executed");
+	ok(strncmp(out, "500 5.5.2", 9) == 0 && f.n_mail == 0, "REJECT: MAIL ending in bare LF not executed");
 	fake_free(&f);
 	struct smtp_server_settings set = set_ready();
 	set.newline_mode = SMTP_NEWLINE_NORMALIZE;
 	ready(&f, &set);
 	out = step(&f, "NOOP\n");
-	ok(strncmp(out, "250 ", 4) == 0,
-	   "NORMALIZE: a command ending in bare LF is accepted (Postfix normalize)");
+	ok(strncmp(out, "250 ", 4) == 0, "NORMALIZE: a command ending in bare LF is accepted (Postfix normalize)");
 	fake_free(&f);
 }
 
@@ -874,13 +830,11 @@ static void test_size(void)
 		buf_append_str(&in, "0123456789012345678901234567890123456789012345678\r\n");
 	fake_clear_out(&f);
 	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
-	is_int(f.n_reset, 1,
-	       "content over size_limit: backend->reset during content (RFC 1870 §6.3)");
+	is_int(f.n_reset, 1, "content over size_limit: backend->reset during content (RFC 1870 §6.3)");
 	is_str(fake_out(&f), "", "no reply before the end of data");
 	ok(buf_len(&f.content) <= 1000, "no more than size_limit octets passed on");
 	const char *out = step(&f, ".\r\n");
-	ok(strncmp(out, "552 5.3.4", 9) == 0,
-	   "oversized message: 552 5.3.4 at the end (RFC 1870 §6.3)");
+	ok(strncmp(out, "552 5.3.4", 9) == 0, "oversized message: 552 5.3.4 at the end (RFC 1870 §6.3)");
 	is_int(f.n_data_end, 0, "oversized message: data_end never called (invariant 2)");
 	out = step(&f, "NOOP\r\n");
 	ok(strncmp(out, "250 ", 4) == 0, "session continues after 552");
@@ -895,8 +849,7 @@ static void test_size(void)
 	ok(f.n_reset == 1 && buf_len(&f.content) <= 1000,
 	   "bytewise: reset once, at most size_limit octets passed on");
 	out = step(&f, ".\r\n");
-	ok(strncmp(out, "552 5.3.4", 9) == 0 && f.n_data_end == 0,
-	   "bytewise: 552 5.3.4, no data_end");
+	ok(strncmp(out, "552 5.3.4", 9) == 0 && f.n_data_end == 0, "bytewise: 552 5.3.4, no data_end");
 	fake_free(&f);
 
 	/* Exactly at the limit is fine. */
@@ -920,27 +873,23 @@ static void test_bdat(void)
 {
 	struct fake f;
 	ready(&f, NULL);
-	const char *out =
-		step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 5\r\nhello");
+	const char *out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 5\r\nhello");
 	is_str(codes(out), "250 250 250", "BDAT 5: one 250 for the chunk, no 354 (RFC 3030 §2)");
 	is_int(f.n_data, 1, "the first BDAT opens the content phase once");
 	out = step(&f, "BDAT 0 LAST\r\n");
-	ok(strncmp(out, "250 2.0.0 Ok: queued", 20) == 0,
-	   "BDAT 0 LAST: the backend's end-of-data verdict");
+	ok(strncmp(out, "250 2.0.0 Ok: queued", 20) == 0, "BDAT 0 LAST: the backend's end-of-data verdict");
 	is_int(f.n_data_end, 1, "data_end once");
 	ok(buf_len(&f.content) >= 5 && memcmp(buf_data(&f.content), "hello", 5) == 0 &&
 		   canonical(buf_data(&f.content), buf_len(&f.content)),
 	   "content is \"hello\" (made canonical with a final CRLF, data.h)");
-	is_int((long long)f.last_info.size, (long long)buf_len(&f.content),
-	       "BDAT size matches the content");
+	is_int((long long)f.last_info.size, (long long)buf_len(&f.content), "BDAT size matches the content");
 	out = step(&f, "MAIL FROM:<a@b.example>\r\n");
 	ok(strncmp(out, "250 ", 4) == 0, "after BDAT LAST the transaction is over");
 	fake_free(&f);
 
 	ready(&f, NULL);
 	out = step(&f, "BDAT 6\r\nQUIT\r\nNOOP\r\n");
-	is_str(codes(out), "503 250",
-	       "BDAT before MAIL: 503, its chunk consumed unread, NOOP 250 (RFC 3030 §2)");
+	is_str(codes(out), "503 250", "BDAT before MAIL: 503, its chunk consumed unread, NOOP 250 (RFC 3030 §2)");
 	is_int(f.n_close, 0, "the chunk \"QUIT\\r\\n\" was not executed");
 	out = step(&f, "MAIL FROM:<a@b.example>\r\nBDAT 4 LAST\r\nQUIT");
 	is_str(codes(out), "250 554", "BDAT without RCPT: refused, chunk consumed");
@@ -965,9 +914,8 @@ static void test_bdat(void)
 
 	/* Chunks split anywhere, even byte by byte. */
 	ready(&f, NULL);
-	fake_feed_bytes(&f,
-			"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 8\r\nab\r\ncd\r\n"
-			"BDAT 4 LAST\r\nef\r\n");
+	fake_feed_bytes(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 8\r\nab\r\ncd\r\n"
+			    "BDAT 4 LAST\r\nef\r\n");
 	is_str(codes(fake_out(&f)), "250 250 250 250", "bytewise BDAT: every chunk answered");
 	is_mem(buf_data(&f.content), buf_len(&f.content), "ab\r\ncd\r\nef\r\n", 12,
 	       "bytewise BDAT: content intact (no dot or CRLF processing but canonical)");
@@ -978,8 +926,7 @@ static void test_bdat(void)
 	ready(&f, NULL);
 	out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 6\r\n.\r\ncd\r"
 		       "BDAT 3 LAST\r\n\nef");
-	is_str(codes(out), "250 250 250 250",
-	       "BDAT: CRLF split across chunks accepted in REJECT mode");
+	is_str(codes(out), "250 250 250 250", "BDAT: CRLF split across chunks accepted in REJECT mode");
 	is_mem(buf_data(&f.content), buf_len(&f.content), ".\r\ncd\r\nef\r\n", 11,
 	       "BDAT: a \".\" line is content, not an end (RFC 3030 §2)");
 	fake_free(&f);
@@ -989,9 +936,8 @@ static void test_bdat(void)
 	fake_new(&f, NULL);
 	step(&f, EHLO);
 	out = step(&f, "BDAT 6\r\nNOOP\r\n");
-	is_str_named(
-		codes(out), "530",
-		"BDAT refused before STARTTLS: one reply, its chunk consumed unread (RFC 3030 §2)");
+	is_str_named(codes(out), "530",
+		 "BDAT refused before STARTTLS: one reply, its chunk consumed unread (RFC 3030 §2)");
 	fake_free(&f);
 
 	/* BDAT deferred: the content phase waits for the backend. */
@@ -1005,8 +951,7 @@ static void test_bdat(void)
 	fake_complete(&f);
 	fake_clear_out(&f);
 	fake_feed(&f, "BDAT 2 LAST\r\nhi");
-	ok(f.pending == FAKE_DATA && strcmp(fake_out(&f), "") == 0,
-	   "BDAT: content phase opening pending");
+	ok(f.pending == FAKE_DATA && strcmp(fake_out(&f), "") == 0, "BDAT: content phase opening pending");
 	fake_complete(&f);
 	ok(f.pending == FAKE_DATA_END && strcmp(fake_out(&f), "") == 0,
 	   "BDAT: no 354 sent to the client; end of data pending");
@@ -1028,8 +973,7 @@ static void test_limits(void)
 	fake_clear_out(&f);
 	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
 	const char *out = fake_out(&f);
-	is_str(codes(out), "500 250",
-	       "over-long line: one 500, then NOOP 250 (RFC 5321 §4.5.3.1.4)");
+	is_str(codes(out), "500 250", "over-long line: one 500, then NOOP 250 (RFC 5321 §4.5.3.1.4)");
 	ok(line_with(out, "500 5.5.2") != NULL, "over-long line: 500 5.5.2");
 	fake_clear_out(&f);
 	fake_feed_mem(&f, buf_data(&in), buf_len(&in), true);
@@ -1042,8 +986,7 @@ static void test_limits(void)
 	buf_append_str(&in, "\r\n");
 	fake_clear_out(&f);
 	fake_feed_mem(&f, buf_data(&in), buf_len(&in), false);
-	ok(strncmp(fake_out(&f), "250 ", 4) == 0,
-	   "a 512-octet command line (CRLF included) is accepted");
+	ok(strncmp(fake_out(&f), "250 ", 4) == 0, "a 512-octet command line (CRLF included) is accepted");
 	fake_free(&f);
 
 	/* The input buffer stays bounded while an endless line is dropped
@@ -1097,10 +1040,8 @@ static void test_limits(void)
 	set = set_ready();
 	set.error_limit = 5;
 	ready(&f, &set);
-	out = step(&f,
-		   "XYZZY\r\nXYZZY\r\nRCPT TO:<c@d.example>\r\nXYZZY\r\nNOOP\r\nXYZZY\r\nNOOP\r\n");
-	is_str(codes(out), "500 500 503 500 250 500 421",
-	       "error_limit 5: after the 5th error, 421");
+	out = step(&f, "XYZZY\r\nXYZZY\r\nRCPT TO:<c@d.example>\r\nXYZZY\r\nNOOP\r\nXYZZY\r\nNOOP\r\n");
+	is_str(codes(out), "500 500 503 500 250 500 421", "error_limit 5: after the 5th error, 421");
 	ok(line_with(out, "421 4.7.0") != NULL, "too many errors: 421 4.7.0");
 	is_int(f.n_close, 1, "too many errors: io->close");
 	out = step(&f, "NOOP\r\n");
@@ -1109,13 +1050,10 @@ static void test_limits(void)
 
 	/* Backend refusals count as errors too. */
 	ready(&f, &set);
-	out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<reject1@d.example>\r\nRCPT "
-		       "TO:<reject2@d.example>\r\n"
-		       "RCPT TO:<reject3@d.example>\r\nRCPT TO:<reject4@d.example>\r\nRCPT "
-		       "TO:<reject5@d.example>\r\n"
+	out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<reject1@d.example>\r\nRCPT TO:<reject2@d.example>\r\n"
+		       "RCPT TO:<reject3@d.example>\r\nRCPT TO:<reject4@d.example>\r\nRCPT TO:<reject5@d.example>\r\n"
 		       "RCPT TO:<c@d.example>\r\n");
-	is_str(codes(out), "250 550 550 550 550 550 421",
-	       "refused RCPTs count towards error_limit");
+	is_str(codes(out), "250 550 550 550 550 550 421", "refused RCPTs count towards error_limit");
 	is_int(f.n_rcpt, 5, "no RCPT passed on after the 421");
 	is_int(f.n_reset, 1, "the transaction is aborted on the 421 close (invariant 2)");
 	fake_free(&f);
@@ -1145,8 +1083,7 @@ static void test_auth_exchange(void)
 	set.relay_trusted = false;
 	ready(&f, &set);
 	const char *out = step(&f, "AUTH LOGIN\r\n");
-	ok(strcmp(out, "334 \r\n") == 0,
-	   "AUTH LOGIN: an empty challenge is exactly \"334 \" (RFC 4954 §4)");
+	ok(strcmp(out, "334 \r\n") == 0, "AUTH LOGIN: an empty challenge is exactly \"334 \" (RFC 4954 §4)");
 	struct buf in = BUF_INIT;
 	for (int i = 0; i < 20000; i++)
 		buf_append(&in, "Q", 1);
@@ -1157,9 +1094,8 @@ static void test_auth_exchange(void)
 	ok(strncmp(out, "500 5.5.", 8) == 0, "over-long AUTH response: 500 (RFC 4954 §4)");
 	out = step(&f, "NOOP\r\n");
 	ok_named(strncmp(out, "250 ", 4) == 0 && f.n_auth_response == 0,
-		 "after an over-long AUTH response the exchange is over: the next line is a "
-		 "command, "
-		 "not a credential (RFC 4954 §4)");
+		"after an over-long AUTH response the exchange is over: the next line is a command, "
+		"not a credential (RFC 4954 §4)");
 	fake_free(&f);
 
 	/* The AUTH command line takes a 12288-octet initial response (RFC
@@ -1173,11 +1109,10 @@ static void test_auth_exchange(void)
 	ready(&f, &set);
 	out = step_long(&f, &in, "AUTH PLAIN ", 13000, "\r\nNOOP\r\n");
 	ok_named(f.n_auth == 0 && strncmp(out, "500 5.5.2", 9) == 0 &&
-			 strstr(out, "\r\n250 ") != NULL,
+		 strstr(out, "\r\n250 ") != NULL,
 		 "AUTH over that room: 500, and the session stays in step");
 	out = step_long(&f, &in, "NOOP ", 600, "\r\nNOOP\r\n");
-	is_str(codes(out), "500 250",
-	       "a 605-octet NOOP is still over line_limit: 500, then in step");
+	is_str(codes(out), "500 250", "a 605-octet NOOP is still over line_limit: 500, then in step");
 	buf_free(&in);
 	fake_free(&f);
 }
@@ -1259,8 +1194,7 @@ static void run_script(bool bytewise, struct script_result *r)
 			smtp_server_tls_done(f.s, true);
 		}
 		if (!script[i].exempt)
-			fake_each_line(buf_data(&f.out) + mark, buf_len(&f.out) - mark, enh_line,
-				       &ec);
+			fake_each_line(buf_data(&f.out) + mark, buf_len(&f.out) - mark, enh_line, &ec);
 	}
 	r->out = f.out;
 	r->log = f.log;
@@ -1281,21 +1215,17 @@ static void test_script(void)
 	run_script(true, &bytes);
 	char *out = xstrndup((const char *)buf_data(&whole.out), buf_len(&whole.out));
 	is_str(codes(out),
-	       "220 250 530 250 220 250 530 334 235 250 250 550 450 501 555 553 354 250 250 250 "
-	       "250 250 "
-	       "252 502 502 214 500 250 501 503 503 250 503 554 503 554 500 250 552 501 250 250 "
-	       "354 550 221",
+	       "220 250 530 250 220 250 530 334 235 250 250 550 450 501 555 553 354 250 250 250 250 250 "
+	       "252 502 502 214 500 250 501 503 503 250 503 554 503 554 500 250 552 501 250 250 354 550 221",
 	       "scripted session: the expected reply codes");
 	free(out);
 	ok(whole.lines > 40 && whole.bad == 0,
 	   "every reply but greeting, EHLO/HELO, 334, 354 has an enhanced code of its class "
-	   "(RFC 2034 §4; %u lines checked)",
-	   whole.lines);
+	   "(RFC 2034 §4; %u lines checked)", whole.lines);
 	if (whole.bad > 0)
 		diag("first bad line: %s", whole.first_bad);
 	struct fake tmp = {.out = whole.out};
-	ok(output_well_formed(&tmp),
-	   "scripted session: all reply lines well formed (RFC 5321 §4.2)");
+	ok(output_well_formed(&tmp), "scripted session: all reply lines well formed (RFC 5321 §4.2)");
 	is_mem(buf_data(&bytes.out), buf_len(&bytes.out), buf_data(&whole.out), buf_len(&whole.out),
 	       "one byte at a time: the same output bytes (docs/design.md §9.3)");
 	is_mem(buf_data(&bytes.log), buf_len(&bytes.log), buf_data(&whole.log), buf_len(&whole.log),
@@ -1411,8 +1341,7 @@ static void test_end_of_session(void)
 	fake_complete(&f);
 	const char *out = fake_out(&f);
 	is_str(codes(out), "250 421", "shutdown: the message's 250, then 421");
-	ok(line_with(out, "421 4.3.2") != NULL && f.n_close == 1,
-	   "shutdown: 421 4.3.2 and close after the transaction");
+	ok(line_with(out, "421 4.3.2") != NULL && f.n_close == 1, "shutdown: 421 4.3.2 and close after the transaction");
 	fake_free(&f);
 
 	/* Shutdown between MAIL and DATA: the transaction may finish. */
@@ -1420,11 +1349,9 @@ static void test_end_of_session(void)
 	step(&f, "MAIL FROM:<a@b.example>\r\n");
 	smtp_server_shutdown(f.s);
 	out = step(&f, "RCPT TO:<c@d.example>\r\n");
-	ok(strncmp(out, "250 ", 4) == 0 && f.n_close == 0,
-	   "shutdown inside a transaction: RCPT still answered");
+	ok(strncmp(out, "250 ", 4) == 0 && f.n_close == 0, "shutdown inside a transaction: RCPT still answered");
 	out = step(&f, "DATA\r\nx\r\n.\r\n");
-	is_str(codes(out), "354 250 421",
-	       "shutdown: 421 right after the transaction's final reply");
+	is_str(codes(out), "354 250 421", "shutdown: 421 right after the transaction's final reply");
 	fake_free(&f);
 
 	/* Shutdown, then the transaction ends by RSET. */
@@ -1432,8 +1359,7 @@ static void test_end_of_session(void)
 	step(&f, "MAIL FROM:<a@b.example>\r\n");
 	smtp_server_shutdown(f.s);
 	out = step(&f, "RSET\r\n");
-	is_str_named(codes(out), "250 421",
-		     "shutdown: a transaction ended by RSET is followed by 421 (RFC 5321 §3.8)");
+	is_str_named(codes(out), "250 421", "shutdown: a transaction ended by RSET is followed by 421 (RFC 5321 §3.8)");
 	fake_free(&f);
 
 	/* Shutdown, then the message is refused locally (too big). */
@@ -1443,9 +1369,8 @@ static void test_end_of_session(void)
 	step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n");
 	smtp_server_shutdown(f.s);
 	out = step(&f, "this is more than ten octets\r\n.\r\n");
-	is_str_named(
-		codes(out), "552 421",
-		"shutdown: a message refused locally (552) is followed by 421 (RFC 5321 §3.8)");
+	is_str_named(codes(out), "552 421",
+		 "shutdown: a message refused locally (552) is followed by 421 (RFC 5321 §3.8)");
 	fake_free(&f);
 
 	/* Too many failed logins: the answer, then 421 and close. */
@@ -1458,18 +1383,16 @@ static void test_end_of_session(void)
 	fake_clear_out(&f);
 	ok(f.pending == FAKE_AUTH, "AUTH pending");
 	f.pending = FAKE_NONE;
-	smtp_server_complete_and_close(f.s, 535, "5.7.8", "Error: authentication failed", 421,
-				       "4.7.0", "Error: too many authentication failures");
+	smtp_server_complete_and_close(f.s, 535, "5.7.8", "Error: authentication failed", 421, "4.7.0",
+				       "Error: too many authentication failures");
 	out = fake_out(&f);
-	is_str(codes(out), "535 421",
-	       "complete_and_close: the answer, then 421; the pipelined NOOP dropped");
+	is_str(codes(out), "535 421", "complete_and_close: the answer, then 421; the pipelined NOOP dropped");
 	is_int(f.n_close, 1, "complete_and_close: io->close");
 	fake_free(&f);
 
 	/* Counters for the disconnect log line. */
 	ready(&f, NULL);
-	step(&f, "MAIL FROM:<a@b.example>\r\nRCPT "
-		 "TO:<c@d.example>\r\nDATA\r\nx\r\n.\r\nXYZZY\r\nQUIT\r\n");
+	step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nx\r\n.\r\nXYZZY\r\nQUIT\r\n");
 	char cnt[256];
 	smtp_server_counters(f.s, cnt, sizeof(cnt));
 	is_str(cnt, "ehlo=1 mail=1 rcpt=1 data=1 quit=1 unknown=1 commands=6",
@@ -1513,8 +1436,7 @@ static void test_output_bound(void)
 	ok(buf_len(&f.in) > 900 * 1024, "the rest of the input waits unprocessed (%zu bytes)",
 	   buf_len(&f.in));
 	smtp_server_input(f.s);
-	is_int((long long)buf_len(&f.out), (long long)queued,
-	       "still blocked: nothing more produced");
+	is_int((long long)buf_len(&f.out), (long long)queued, "still blocked: nothing more produced");
 	is_int(f.n_close, 0, "QUIT not reached yet");
 	/* The client reads: each drain lets the server go on. */
 	unsigned rounds = 0;
@@ -1523,8 +1445,7 @@ static void test_output_bound(void)
 		smtp_server_input(f.s);
 	}
 	const char *out = fake_out(&f);
-	is_int((long long)count_str(out, "250 CHUNKING\r\n"), n,
-	       "every EHLO answered once drained");
+	is_int((long long)count_str(out, "250 CHUNKING\r\n"), n, "every EHLO answered once drained");
 	ok(strstr(out, "221 2.0.0") != NULL && f.n_close == 1, "then QUIT, in order");
 	buf_free(&flood);
 	fake_free(&f);
@@ -1540,7 +1461,7 @@ static void test_help(void)
 	ready(&f, &set);
 	const char *out = step(&f, "HELP\r\n");
 	ok_named(strncmp(out, "214 ", 4) == 0 && strstr(out, "STARTTLS") == NULL &&
-			 strstr(out, "AUTH") == NULL && strstr(out, "MAIL") != NULL,
+		 strstr(out, "AUTH") == NULL && strstr(out, "MAIL") != NULL,
 		 "plain listener: HELP lists neither STARTTLS nor AUTH");
 	fake_free(&f);
 
