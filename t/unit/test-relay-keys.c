@@ -60,8 +60,8 @@ static void cred_keys(const char *dest, const char *sender, bool dep, const char
 	}
 	char keys[2048];
 	int n = relay_cred_keys(&d[0], sender, dep, "+", keys, sizeof(keys));
-	is_str(n > 0 ? joined(keys, n) : "(none)", want, "credential keys for %s, sender <%s>%s",
-	       dest, sender, dep ? ", sender dependent" : "");
+	is_str(n > 0 ? joined(keys, n) : "(none)", want, "credential keys for %s, sender <%s>%s", dest,
+	       sender, dep ? ", sender dependent" : "");
 	config_relay_free(d, nd);
 }
 
@@ -144,8 +144,7 @@ int main(void)
 
 	/* sender_relay_maps */
 	route_keys("alice@example.com", "+", "alice@example.com|@example.com");
-	route_keys("alice+tag@example.com", "+",
-		   "alice+tag@example.com|alice@example.com|@example.com");
+	route_keys("alice+tag@example.com", "+", "alice+tag@example.com|alice@example.com|@example.com");
 	route_keys("Alice@Example.COM", "+", "Alice@Example.COM|@Example.COM");
 	route_keys("", "+", "<>");
 
