@@ -431,6 +431,8 @@ int check_neighbours(struct config *cfg, FILE *out)
 		failures += check_table("relay_password_maps", cfg->relay_password_table, out);
 	if (cfg->sender_relay_table != NULL)
 		failures += check_table("sender_relay_maps", cfg->sender_relay_table, out);
+	if (cfg->transport_table != NULL)
+		failures += check_table("transport_maps", cfg->transport_table, out);
 	failures += relay_check(cfg, out) != 0;
 	/* the keys were read and checked at load; what to publish */
 	if (cfg->dkim != NULL)

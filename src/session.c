@@ -360,6 +360,7 @@ static void session_rcpt_relay(struct session *s)
 		   that passed local policy (docs/design.md §7). */
 		s->relay = relay_txn_new(s->w->relay, s->cfg, s->id, session_relay_cb,
 					 session_relay_drain, s);
+		relay_txn_route_rcpt(s->relay, a->path.addr); /* transport_maps */
 		s->relay_step = RELAY_MAIL;
 		s->rcpt_waits_for_mail = true;
 		struct smtp_mail_args m = s->txn->mail;

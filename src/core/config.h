@@ -174,9 +174,11 @@ struct config {
 	gnutls_certificate_credentials_t relay_tls_ca_creds; /* from relay_tls_ca_file */
 	char *relay_password_maps;                           /* NULL: never AUTH to the relay */
 	char *sender_relay_maps;                             /* NULL: relayhost for everyone */
-	/* Opened from the two above by relay_load() (relay/relay.h). */
+	char *transport_maps; /* NULL: every recipient takes the sender's route */
+	/* Opened from the maps above by relay_load() (relay/relay.h). */
 	struct table *relay_password_table;
 	struct table *sender_relay_table;
+	struct table *transport_table;
 	char *relay_auth_header; /* e.g. "X-AuthUser", NULL: none */
 	bool sender_dependent_authentication;
 	bool relay_sasl_allow_plaintext;

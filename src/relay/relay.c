@@ -89,6 +89,8 @@ struct relay_txn *relay_txn_new(struct relay_pool *pool, struct config *cfg, con
 			table_registry_get(pool->tables, cfg, cfg->relay_password_table);
 	if (cfg->sender_relay_table != NULL)
 		t->maps.routes = table_registry_get(pool->tables, cfg, cfg->sender_relay_table);
+	if (cfg->transport_table != NULL)
+		t->maps.transports = table_registry_get(pool->tables, cfg, cfg->transport_table);
 	return t;
 }
 
@@ -237,12 +239,27 @@ static bool relay_txn_usable(struct relay_txn *t)
 	return false;
 }
 
+void relay_txn_route_rcpt(struct relay_txn *t, const char *rcpt)
+{
+	free(t->route_rcpt);
+	t->route_rcpt = xstrdup(rcpt);
+}
+
 void relay_txn_rcpt(struct relay_txn *t, const struct smtp_rcpt_args *a, bool data_next)
+{
+	t->data_next = data_next;
+	if (t->maps.transports != NULL && t->mode == TXN_NORMAL) {
+		relay_route_rcpt(t, a); /* the next hop first (relay_route.c) */
+		return;
+	}
+	t->rcpt = *a;
+	relay_txn_rcpt_go(t);
+}
+
+void relay_txn_rcpt_go(struct relay_txn *t)
 {
 	if (!relay_txn_usable(t))
 		return;
-	t->rcpt = *a;
-	t->data_next = data_next;
 	if (relay_txn_pipelining(t)) {
 		t->rcpt_pending = !t->mail_sent;
 		relay_txn_send_pipelined(t);
@@ -390,6 +407,8 @@ void relay_txn_free(struct relay_txn **tp)
 	   MySQL connections) now rather than at the next reload. */
 	table_registry_put(t->pool->tables, &t->maps.passwords);
 	table_registry_put(t->pool->tables, &t->maps.routes);
+	table_registry_put(t->pool->tables, &t->maps.transports);
+	free(t->route_rcpt);
 	config_unref(&t->cfg);
 	uv_timer_stop(&t->defer_timer);
 	uv_close((uv_handle_t *)&t->defer_timer, relay_txn_close_cb);
@@ -455,6 +474,9 @@ int relay_check(struct config *cfg, FILE *out)
 	if (cfg->sender_relay_table != NULL)
 		fprintf(out, "sender_relay_maps %s: routes are checked when used\n",
 			table_name(cfg->sender_relay_table));
+	if (cfg->transport_table != NULL)
+		fprintf(out, "transport_maps %s: routes are checked when used\n",
+			table_name(cfg->transport_table));
 	relay_pool_free(&pool);
 	table_registry_free(&tables);
 	uv_run(&loop, UV_RUN_DEFAULT);

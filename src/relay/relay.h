@@ -11,10 +11,13 @@
  * downstream without the final dot (docs/design.md invariant 2).
  *
  * Smarthost rules (docs/design.md §7):
- *   route        sender_relay_maps (sender, user@domain, @domain; "<>" for
- *                the null sender; DUNNO = no answer), else relayhost; a
+ *   route        transport_maps by the first recipient (docs/routing.md),
+ *                else sender_relay_maps (sender, user@domain, @domain; "<>"
+ *                for the null sender; DUNNO = no answer), else relayhost; a
  *                route lists destinations tried in order until MAIL is
- *                accepted.
+ *                accepted. A later recipient whose transport_maps next hop
+ *                differs gets 452 4.5.3 (the client sends it in a new
+ *                transaction); an error: entry refuses the recipient.
  *   TLS          relay_tls_security_level none | may | encrypt | verify |
  *                secure (Postfix's meaning); verify/secure check the chain
  *                against relay_tls_ca_file (else the system trust store) and
@@ -82,6 +85,9 @@ typedef void relay_drain_cb(void *ctx);
 
 struct relay_txn *relay_txn_new(struct relay_pool *pool, struct config *cfg, const char *log_id,
 				relay_txn_cb *cb, relay_drain_cb *drain_cb, void *ctx);
+/* The first recipient, which picks the route when transport_maps is set;
+ * call it before relay_txn_mail() (the address is copied). */
+void relay_txn_route_rcpt(struct relay_txn *t, const char *rcpt);
 /* Each of these is answered through cb, never before it returns. */
 void relay_txn_mail(struct relay_txn *t, const struct smtp_mail_args *a);
 /* data_next: the client pipelined DATA right behind this RCPT, so DATA may
@@ -119,6 +125,24 @@ int relay_route_keys(const char *sender, const char *delimiters, char *keys, siz
  * Returns how many, -1 if they do not fit. */
 int relay_cred_keys(const struct relay_dest *d, const char *sender, bool sender_dependent,
 		    const char *delimiters, char *keys, size_t keyssz);
+
+/* Keys for transport_maps, in Postfix transport(5) order: the full address
+ * user+ext@domain, user@domain without the extension (recipient_delimiter),
+ * the domain, each parent domain as ".parent", then "*"; in Postfix's
+ * internal (unquoted) form, lowercased. Returns how many, -1 if they do not
+ * fit or the address cannot be keyed. */
+int relay_transport_keys(const char *rcpt, const char *delimiters, char *keys, size_t keyssz);
+
+/* A transport_maps value "transport:nexthop" (docs/routing.md). */
+enum relay_transport {
+	RELAY_TRANSPORT_DEFAULT,     /* smtp:, relay:, ":" — the sender's route */
+	RELAY_TRANSPORT_DEST,        /* out: destinations in relayhost syntax */
+	RELAY_TRANSPORT_ERROR,       /* error:[X.Y.Z ]text — out: the text */
+	RELAY_TRANSPORT_RETRY,       /* retry:[X.Y.Z ]text — out: the text */
+	RELAY_TRANSPORT_UNSUPPORTED, /* discard:, local:, ... — out: the name */
+	RELAY_TRANSPORT_BAD,         /* unusable: control characters, too long */
+};
+enum relay_transport relay_transport_parse(const char *value, char *out, size_t outsz);
 
 /* A relay_password_maps value "user:password", split at the first ':' (the
  * password may contain ':'; none at all: empty password, as Postfix).

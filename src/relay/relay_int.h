@@ -6,7 +6,8 @@
  *                       state machine, driven by relay_conn_states[]
  *   relay_pool.c        idle connections, the per-snapshot table instances,
  *                       the probe
- *   relay_route.c       route (sender_relay_maps, relayhost) and credentials
+ *   relay_route.c       route (transport_maps, sender_relay_maps, relayhost)
+ *                       and credentials
  *                       (relay_password_maps), their keys and lookups
  *
  * Ownership: a pool owns its idle connections; a transaction owns the
@@ -25,6 +26,7 @@
 #include "relay/relay.h"
 
 #define RELAY_KEYS_MAX 2048
+#define RELAY_HOP_MAX 512 /* a transport_maps destination */
 
 enum relay_state {
 	RS_RESOLVING,
@@ -117,6 +119,7 @@ struct relay_conn {
 struct relay_maps {
 	struct table_inst *passwords;
 	struct table_inst *routes;
+	struct table_inst *transports;
 };
 
 struct relay_pool {
@@ -180,6 +183,10 @@ struct relay_txn {
 	   tried: resolved for route[mx_dest], tried from mx_idx on. */
 	struct dns_target *mx;
 	size_t nmx, mx_idx, mx_dest;
+	/* transport_maps: the first recipient's next hop fixes the route; ""
+	   is the sender's route (docs/routing.md) */
+	char *route_rcpt;
+	char route_hop[RELAY_HOP_MAX];
 	size_t cred_idx;
 	struct relay_maps maps;
 	/* the table lookup in flight: keys tried in order, first hit wins */
@@ -223,6 +230,9 @@ void relay_txn_connect(struct relay_txn *t);
  * pipelining: MAIL with the waiting RCPT, or a 250 until one comes). */
 void relay_txn_send_mail(struct relay_txn *t);
 /* The MAIL for a waiting RCPT was accepted without pipelining: the RCPT. */
+/* t->rcpt goes downstream: pipelined behind MAIL, or alone (relay_route.c
+ * calls it once the recipient's next hop is known). */
+void relay_txn_rcpt_go(struct relay_txn *t);
 void relay_txn_send_rcpt(struct relay_txn *t);
 /* One LMTP reply after the dot (RFC 2033 §4.2). */
 void relay_txn_lmtp_reply(struct relay_txn *t, const struct smtp_reply *r);
@@ -271,6 +281,9 @@ gnutls_certificate_credentials_t relay_pool_tls_creds(struct relay_pool *p,
 void relay_route_begin(struct relay_txn *t);
 /* Credentials for t->route[t->cred_idx..], then relay_txn_connect(). */
 void relay_route_creds_next(struct relay_txn *t);
+/* A recipient after the first: its transport_maps next hop must be the
+ * route's, else 452 4.5.3; then relay_txn_send_rcpt(). */
+void relay_route_rcpt(struct relay_txn *t, const struct smtp_rcpt_args *a);
 /* Forgets the route and its credentials. */
 void relay_route_clear(struct relay_txn *t);
 struct relay_cred *relay_cred_dup(const struct relay_cred *c);

@@ -65,7 +65,8 @@ struct smtp_server {
 	char *mail_from;
 	char *last_rcpt;
 	unsigned nrcpt;
-	bool content_open; /* backend accepted DATA/first BDAT */
+	unsigned overshoot; /* 452 4.5.3 replies in this transaction */
+	bool content_open;  /* backend accepted DATA/first BDAT */
 	bool bdat_used;
 	bool bdat_failed;
 
@@ -133,7 +134,12 @@ static void smtp_server_reply(struct smtp_server *s, int code, const char *enh, 
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	smtp_server_write_reply(s, code, enh, text);
-	if (code >= 400 && code != 421 && ++s->errors >= s->set.error_limit) {
+	/* "Too many recipients" asks for the rest in a new transaction (RFC 5321
+	   §4.5.3.1.10, docs/routing.md): no error until a transaction had
+	   recipient_limit of them (Postfix's smtpd_recipient_overshoot_limit). */
+	bool overshoot = code == 452 && enh != NULL && strcmp(enh, "4.5.3") == 0 &&
+			 s->overshoot++ < s->set.recipient_limit;
+	if (code >= 400 && code != 421 && !overshoot && ++s->errors >= s->set.error_limit) {
 		log_info("%s: too many errors after %u commands from %s", s->log_id, s->commands,
 			 s->client);
 		smtp_server_write_reply(s, 421, "4.7.0", "Error: too many errors");
@@ -170,6 +176,7 @@ static void smtp_server_txn_clear(struct smtp_server *s)
 	smtp_server_set_str(&s->mail_from, NULL, 0);
 	smtp_server_set_str(&s->last_rcpt, NULL, 0);
 	s->nrcpt = 0;
+	s->overshoot = 0;
 	s->content_open = false;
 	s->bdat_used = false;
 	s->bdat_failed = false;

@@ -281,3 +281,33 @@ class Postfix:
         import re
         r = re.compile(pattern)
         return harness.wait_for(lambda: r.search(self.log()), timeout)
+
+
+def smarthost(env):
+    """The smarthost of the relay tests (t/proto/80-smarthost.py,
+    81-transport.py): the guide's SQL Dovecot, a sink for what Postfix
+    relays, and a started Postfix whose "postfix check" passed (a test
+    point). Skips without root or the postfix package. Returns
+    (certs, dovecot, forwarded_sink, postfix)."""
+    env.require_binary()
+    if not available():
+        harness.skip_all("needs root and Debian's postfix package (scripts/deps.sh)")
+    os.chmod(env.dir, 0o711)  # Dovecot (user dovecot) and Postfix's smtpd reach their files
+    certs = env.certs()
+    dv = harness.private_dovecot(env, "sql", failure_delay="0")
+    forwarded = env.sink()
+    pf = Postfix(env, certs, dv.socket, forwarded)
+    pf.start()
+    harness.is_(pf.check_status, 0, "postfix check passes for the private instance")
+    return certs, dv, forwarded, pf
+
+
+def texthash(env, name, pairs):
+    """Writes a texthash: file of (key, value) pairs in env's dir; returns
+    its table spec "texthash:PATH"."""
+    path = env.path(name)
+    with open(path, "w") as f:
+        f.write("# written by t/lib/postfix.py texthash()\n")
+        for k, v in pairs:
+            f.write("%s %s\n" % (k, v))
+    return "texthash:" + path

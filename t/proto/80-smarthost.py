@@ -27,30 +27,14 @@ from harness import *  # noqa: E402,F401,F403
 import postfix as pfmod  # noqa: E402
 
 env = Env()
-env.require_binary()
-if not pfmod.available():
-    skip_all("needs root and Debian's postfix package (scripts/deps.sh)")
-os.chmod(env.dir, 0o711)  # Dovecot (user dovecot) and Postfix's smtpd reach their files in here
-certs = env.certs()
-
-dv = private_dovecot(env, "sql", failure_delay="0")
-
-forwarded = env.sink()              # what Postfix relays lands here
-pf = pfmod.Postfix(env, certs, dv.socket, forwarded)
-pf.start()
-is_(pf.check_status, 0, "postfix check passes for the private instance")
+certs, dv, forwarded, pf = pfmod.smarthost(env)   # Postfix relays into forwarded
 unlike(pf.check_output, r"warning|fatal", "postfix check: no warnings", )
 STARTTLS = "[127.0.0.1]:%d" % pf.starttls_port
 WRAPPER = "[127.0.0.1]:%d" % pf.tls_port
 
 
 def texthash(name, lines):
-    path = env.path(name)
-    with open(path, "w") as f:
-        f.write("# written by 80-smarthost.py\n")
-        for k, v in lines:
-            f.write("%s %s\n" % (k, v))
-    return "texthash:" + path
+    return pfmod.texthash(env, name, lines)
 
 
 def smarthost(extra, name):

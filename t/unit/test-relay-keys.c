@@ -7,7 +7,10 @@
  *   only with sender_dependent_authentication and a non-null sender, then
  *   the host name, then the destination as written without a transport
  *   prefix) (Postfix postconf(5));
- * - "user:password" split at the first ':'.
+ * - "user:password" split at the first ':';
+ * - transport_maps keys in Postfix transport(5) order (full address, without
+ *   the extension, domain, ".parent" domains, "*") and the values
+ *   "transport:nexthop" (docs/routing.md).
  */
 #include "config.h"
 
@@ -72,8 +75,73 @@ static void cred(const char *value, const char *user, const char *pass)
 	ok(c == NULL, "relay_cred_free clears the pointer");
 }
 
+static void transport_keys(const char *rcpt, const char *delim, const char *want)
+{
+	char keys[2048];
+	int n = relay_transport_keys(rcpt, delim, keys, sizeof(keys));
+	is_str(n > 0 ? joined(keys, n) : "(none)", want, "transport keys for <%s>", rcpt);
+}
+
+static void transport(const char *value, enum relay_transport want, const char *want_out)
+{
+	char out[64] = "(unset)", shown[128];
+	enum relay_transport got = relay_transport_parse(value, out, sizeof(out));
+	size_t i = 0;
+	for (; value[i] != '\0' && i + 1 < sizeof(shown); i++)
+		shown[i] = (unsigned char)value[i] < 0x20 ? '?' : value[i];
+	shown[i] = '\0';
+	ok(got == want, "transport \"%s\": kind %d (got %d)", shown, (int)want, (int)got);
+	if (want_out != NULL)
+		is_str(out, want_out, "transport \"%s\": %s", shown, want_out);
+}
+
 int main(void)
 {
+	/* transport_maps keys */
+	transport_keys("alice@example.com", "+", "alice@example.com|example.com|.com|*");
+	transport_keys("Alice+Tag@Mail.Sub.Example.COM", "+",
+		       "alice+tag@mail.sub.example.com|alice@mail.sub.example.com|"
+		       "mail.sub.example.com|.sub.example.com|.example.com|.com|*");
+	transport_keys("alice+tag@example.com", "", "alice+tag@example.com|example.com|.com|*");
+	transport_keys("\"a b\"@example.com", "+", "a b@example.com|example.com|.com|*");
+	transport_keys("postmaster", "+", "postmaster|*");
+	transport_keys("x@[192.0.2.1]", "+", "x@[192.0.2.1]|[192.0.2.1]|*");
+	transport_keys("x@localhost", "+", "x@localhost|localhost|*");
+	char deep[300] = "x@", big[2048];
+	for (int i = 0; i < 100; i++)
+		strcat(deep, "a.");
+	strcat(deep, "example");
+	ok(relay_transport_keys(deep, "+", big, sizeof(big)) == -1,
+	   "100 labels: the parent keys do not fit, -1");
+	char small[20];
+	ok(relay_transport_keys("alice@example.com", "+", small, sizeof(small)) == -1,
+	   "transport keys that do not fit: -1");
+
+	/* transport_maps values */
+	transport("smtp:[relay.example]:587", RELAY_TRANSPORT_DEST, "smtp:[relay.example]:587");
+	transport("relay:[relay.example]", RELAY_TRANSPORT_DEST, "smtp:[relay.example]");
+	transport(" SMTP:[relay.example] ", RELAY_TRANSPORT_DEST, "smtp:[relay.example]");
+	transport(":[relay.example]", RELAY_TRANSPORT_DEST, "smtp:[relay.example]");
+	transport("smtp:relay.example", RELAY_TRANSPORT_DEST, "smtp:relay.example");
+	transport("lmtp:unix:/run/lmtp", RELAY_TRANSPORT_DEST, "lmtp:unix:/run/lmtp");
+	transport("lmtp:[127.0.0.1]:24", RELAY_TRANSPORT_DEST, "lmtp:[127.0.0.1]:24");
+	transport("smtps:[relay.example]:465", RELAY_TRANSPORT_DEST, "smtps:[relay.example]:465");
+	transport("smtp:", RELAY_TRANSPORT_DEFAULT, NULL);
+	transport("relay:", RELAY_TRANSPORT_DEFAULT, NULL);
+	transport("smtp", RELAY_TRANSPORT_DEFAULT, NULL);
+	transport(":", RELAY_TRANSPORT_DEFAULT, NULL);
+	transport("", RELAY_TRANSPORT_DEFAULT, NULL);
+	transport("lmtp:", RELAY_TRANSPORT_BAD, NULL);
+	transport("error:5.1.1 no such domain", RELAY_TRANSPORT_ERROR, "5.1.1 no such domain");
+	transport("retry:try later", RELAY_TRANSPORT_RETRY, "try later");
+	transport("discard:", RELAY_TRANSPORT_UNSUPPORTED, "discard");
+	transport("local", RELAY_TRANSPORT_UNSUPPORTED, "local");
+	transport("error:bad\r\n250 ok", RELAY_TRANSPORT_BAD, NULL);
+	transport("smtp:[h\x01]", RELAY_TRANSPORT_BAD, NULL);
+	transport("smtp:[\xc3\xa9.example]", RELAY_TRANSPORT_BAD, NULL);
+	transport("smtp:[a-very-long-relay-name.example.com]:25, [another-one.example]",
+		  RELAY_TRANSPORT_BAD, NULL);
+
 	/* sender_relay_maps */
 	route_keys("alice@example.com", "+", "alice@example.com|@example.com");
 	route_keys("alice+tag@example.com", "+", "alice+tag@example.com|alice@example.com|@example.com");

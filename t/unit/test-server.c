@@ -605,6 +605,21 @@ static void test_parameters(void)
 	ok(line_with(out, "452 4.5.3") != NULL, "too many recipients: 452 4.5.3 (RFC 5321 §4.5.3.1.10)");
 	is_int(f.n_rcpt, 3, "the RCPT over the limit is not passed to the backend");
 	fake_free(&f);
+
+	/* 452 4.5.3 asks for a new transaction: not an error until a transaction
+	   had recipient_limit of them (docs/routing.md) */
+	set = set_ready();
+	set.recipient_limit = 3;
+	set.error_limit = 3;
+	ready(&f, &set);
+	out = step(&f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c1@d.example>\r\nRCPT TO:<c2@d.example>\r\n"
+		       "RCPT TO:<c3@d.example>\r\nRCPT TO:<c4@d.example>\r\nRCPT TO:<c5@d.example>\r\n"
+		       "RCPT TO:<c6@d.example>\r\nRCPT TO:<c7@d.example>\r\n");
+	is_str(codes(out), "250 250 250 250 452 452 452 452",
+	       "four 452 4.5.3 with error_limit 3: the first three are no error, no 421");
+	out = step(&f, "RCPT TO:<c8@d.example>\r\nRCPT TO:<c9@d.example>\r\nRCPT TO:<c10@d.example>\r\n");
+	is_str(codes(out), "452 452 421", "past recipient_limit of them they count as errors");
+	fake_free(&f);
 }
 
 /* ---- pipelining (RFC 2920 §3.2: replies in order, a pending answer
