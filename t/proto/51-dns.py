@@ -18,7 +18,8 @@ on loopback serving MX, A, AAAA, NXDOMAIN and null MX answers:
     RFC 7505 null MX);
   * answers cached by TTL: a second transaction asks dnsmasq nothing;
   * a slow DNS answer (a server that answers after 2 s) does not delay
-    another session's EHLO on the same worker (invariant 1).
+    another session's EHLO on the same worker (invariant 1);
+  * a transport_maps next hop without brackets is looked up by MX too.
 
 docs/design.md invariants 1, 2 and 4."""
 import os
@@ -409,11 +410,37 @@ a.close()
 b.close()
 slow.sock.close()
 
+# ---------------------------------------------------------------- transport_maps by MX
+# A transport_maps next hop without brackets is an MX lookup like relayhost
+# (docs/routing.md): smtp:mx.test:PORT tries mx1 (refused), then mx2.
+TRANSPORT = env.path("transport")
+with open(TRANSPORT, "w") as f:
+    f.write("mxroute.test smtp:mx.test:%d\n" % P)
+    f.write(".sub.test smtp:nomx.test:%d\n" % P)
+dead_relay = free_port()
+conf9 = standard_config(certs, sink, extra=[
+    ("relayhost", "[127.0.0.1]:%d" % dead_relay), ("dns_servers", dns.servers),
+    ("dns_timeout", "1s"), ("dns_tries", "1"), ("workers", "1"),
+    ("relay_tls_security_level", "none"), ("transport_maps", "texthash:" + TRANSPORT)])
+d9 = env.submitd(conf9, name="submitd-transport-mx")
+n0 = sink.count()
+out = send(d9, "alice@good.test", rcpt="rcpt@mxroute.test", subject="transport by mx")
+is_(codes(out), [250, 250, 354, 250], "transport_maps smtp:mx.test: delivered by MX")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+like(d9.log(), r"relay=mx1\.mx\.test\[127\.0\.0\.2\]:%d: connect failed" % P,
+     "the first MX of the next hop was tried and refused")
+n0 = sink.count()
+out = send(d9, "alice@good.test", rcpt="rcpt@a.sub.test", subject="transport no mx")
+is_(codes(out), [250, 250, 354, 250], "transport_maps .sub.test smtp:nomx.test: delivered to its A record")
+ok(sink.wait_count(n0 + 1), "the sink has it")
+out = send(d9, "alice@good.test", rcpt="rcpt@elsewhere.test", subject="default route")
+ok(out[1].code // 100 == 4, "a domain without an entry takes relayhost (dead here): 4xx", out)
+
 refuser.srv.close()
 silent.srv.close()
 for c in silent.held:
     c.close()
-for dd in (d, d2, d3, d4, d5, d6, d7, d8):
+for dd in (d, d2, d3, d4, d5, d6, d7, d8, d9):
     ok(not unsafe_log_lines(dd.logfile), "%s: every log line escaped" % dd.name)
     ok(dd.sanitizer_report() is None, "%s: no sanitizer report" % dd.name)
 done()
