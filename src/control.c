@@ -22,6 +22,7 @@
 #include "core/buf.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "metrics_http.h"
 #include "policy/limits.h"
 
 struct control_client {
@@ -269,10 +270,10 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 			 strcmp(verb, "release") == 0 || strcmp(verb, "block") == 0 ||
 			 strcmp(verb, "unblock") == 0 || strcmp(verb, "kick") == 0;
 	bool known = takes_arg || strcmp(verb, "status") == 0 || strcmp(verb, "sessions") == 0 ||
-		     strcmp(verb, "held") == 0;
+		     strcmp(verb, "held") == 0 || strcmp(verb, "stats") == 0;
 	if (!known) {
 		control_error(out, "unknown verb (status, sessions, held, limits, hold, release, "
-				   "block, unblock, kick)");
+				   "block, unblock, kick, stats)");
 		return;
 	}
 	if (takes_arg != (arg != NULL) ||
@@ -325,6 +326,11 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 				   st->ops->name, ss.entries);
 			st->ops->block_each(st, control_block_one, &l);
 		}
+		return;
+	}
+	if (strcmp(verb, "stats") == 0) { /* metrics_http.h */
+		buf_append_str(out, "ok\n");
+		metrics_stats(out, json);
 		return;
 	}
 	if (strcmp(verb, "sessions") == 0) {

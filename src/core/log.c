@@ -2,6 +2,7 @@
 #include "core/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@ static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_min_level = LOG_INFO;
 static long log_pid;       /* one getpid() per process, not per line */
 static int log_stamp = -1; /* prefix a timestamp on stderr; -1: not decided yet */
+static atomic_bool log_json;
 
 /* journald stamps each line itself; JOURNAL_STREAM ("DEV:INODE") says stderr
  * is connected to it, but only while stderr is still that very stream (a
@@ -40,6 +42,11 @@ void log_open(enum log_target target, int facility, int min_level)
 		openlog("submitd", LOG_PID | LOG_NDELAY, facility);
 }
 
+void log_set_json(bool on)
+{
+	atomic_store_explicit(&log_json, on, memory_order_relaxed);
+}
+
 /* "2026-12-06T08:00:34.123+01:00 " (RFC 3339, local time); returns its length. */
 static int log_timestamp(char *out, size_t outsz)
 {
@@ -58,6 +65,135 @@ static int log_timestamp(char *out, size_t outsz)
 	return n > 0 && (size_t)n < outsz ? n : 0;
 }
 
+/* Appends s (n bytes) to out as the inside of a JSON string. s has been
+ * through log_escape(): no control characters, only well-formed UTF-8, so
+ * only the quote and the backslash need escaping. */
+static size_t log_json_str(char *out, size_t o, size_t outsz, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n && o + 3 < outsz; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			out[o++] = '\\';
+		out[o++] = s[i];
+	}
+	return o;
+}
+
+#define LOG_JSON_FIELD_MAX 512
+
+static size_t log_json_field(char *out, size_t o, size_t outsz, const char *key, const char *v,
+			     size_t n)
+{
+	if (n > LOG_JSON_FIELD_MAX && strcmp(key, "msg") != 0) {
+		n = LOG_JSON_FIELD_MAX; /* never half a character */
+		while (n > 0 && ((unsigned char)v[n] & 0xc0) == 0x80)
+			n--;
+	}
+	int m = snprintf(out + o, outsz - o, ",\"%s\":\"", key);
+	if (m < 0 || (size_t)m >= outsz - o)
+		return o;
+	o = log_json_str(out, o + (size_t)m, outsz - 2, v, n);
+	out[o++] = '"';
+	return o;
+}
+
+/* What a line is about, from its fixed words (the text format's lines are
+ * the source; docs/observability.md lists the events). */
+static const char *log_json_event(const char *t)
+{
+	static const struct {
+		const char *has, *event;
+	} ev[] = {
+		{"authentication failed", "auth_failed"},
+		{"authentication unavailable", "auth_unavailable"},
+		{"authentication refused", "auth_refused"},
+		{"authentication aborted", "auth_aborted"},
+		{"authentication succeeded", "auth_success"},
+		{"sasl_username=", "auth_success"},
+		{"status=sent", "delivered"},
+		{"status=deferred", "deferred"},
+		{"status=refused", "refused"},
+		{"disconnect from", "disconnect"},
+		{"connect from", "connect"},
+		{"refusing ", "connection_refused"},
+		{"TLS handshake failed", "tls_failed"},
+		{": starttls: ", "tls"},
+		{": tls: ", "tls"},
+	};
+	for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
+		if (strstr(t, ev[i].has) != NULL)
+			return ev[i].event;
+	return "message";
+}
+
+/* One JSON object for a line already escaped (safe): fixed keys ts, level,
+ * pid, session, event, msg, then the fields found as "key=value" in it
+ * (client, login, mechanism, from, to, size, nrcpt, relay, own_ms, status,
+ * reply, reason, cause). */
+static size_t log_json_line(char *out, size_t outsz, int level, const char *safe)
+{
+	static const char *const names[] = {"emerg",   "alert",  "crit", "error",
+					    "warning", "notice", "info", "debug"};
+	static const struct {
+		const char *key, *as;
+	} keys[] = {
+		{"client=", "client"}, {"sasl_username=", "login"},
+		{"login=", "login"},   {"sasl_method=", "mechanism"},
+		{"from=", "from"},     {"to=", "to"},
+		{"size=", "size"},     {"nrcpt=", "nrcpt"},
+		{"relay=", "relay"},   {"own=", "own"},
+		{"reason=", "reason"}, {"cause=", "cause"},
+	};
+	char ts[64];
+	int tn = log_timestamp(ts, sizeof(ts));
+	if (tn > 0)
+		ts[tn - 1] = '\0'; /* its trailing space */
+	size_t o = (size_t)snprintf(out, outsz, "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%ld",
+				    tn > 0 ? ts : "", names[level & 7],
+				    log_pid ? log_pid : (long)getpid());
+	const char *t = safe;
+	size_t idlen = strspn(t, "0123456789ABCDEF");
+	if (idlen == 13 && t[13] == ':' && t[14] == ' ') {
+		o = log_json_field(out, o, outsz, "session", t, 13);
+		t += 15;
+	} else
+		o += (size_t)snprintf(out + o, outsz - o, ",\"session\":null");
+	o += (size_t)snprintf(out + o, outsz - o, ",\"event\":\"%s\"", log_json_event(safe));
+	if (t[0] == '[') { /* "[IP]:PORT: " opens the AUTH lines */
+		size_t cl = strcspn(t, " ");
+		if (cl > 1 && t[cl - 1] == ':')
+			o = log_json_field(out, o, outsz, "client", t, cl - 1);
+	}
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const char *k = strstr(t, keys[i].key);
+		/* a key starts the text or follows ", " or " " */
+		while (k != NULL && k != t && k[-1] != ' ')
+			k = strstr(k + 1, keys[i].key);
+		if (k == NULL)
+			continue;
+		const char *v = k + strlen(keys[i].key);
+		size_t n = strcspn(v, ",");
+		if (strcmp(keys[i].as, "client") == 0 || strcmp(keys[i].as, "login") == 0 ||
+		    strcmp(keys[i].as, "mechanism") == 0 || strcmp(keys[i].as, "size") == 0 ||
+		    strcmp(keys[i].as, "nrcpt") == 0 || strcmp(keys[i].as, "own") == 0)
+			n = strcspn(v, ", ");
+		if (n >= 2 && v[0] == '<' && v[n - 1] == '>')
+			v++, n -= 2;
+		o = log_json_field(out, o, outsz, keys[i].as, v, n);
+	}
+	const char *st = strstr(t, "status=");
+	if (st != NULL && (st = strchr(st, '(')) != NULL) {
+		size_t n = strlen(st + 1);
+		o = log_json_field(out, o, outsz, "reply", st + 1, n > 0 ? n - 1 : 0);
+	}
+	o = log_json_field(out, o, outsz - 2, "msg", t, strlen(t));
+	if (o + 3 > outsz)
+		o = outsz - 3; /* not reached: outsz leaves room for the fields */
+	out[o++] = '}';
+	out[o++] = '\n';
+	out[o] = '\0';
+	return o;
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
 	if (level > log_min_level)
@@ -71,6 +207,18 @@ void log_msg(int level, const char *fmt, ...)
 	 * text can carry line breaks, terminal escapes and bidi overrides. */
 	char safe[4096];
 	log_escape(safe, sizeof(safe), line, strlen(line));
+	if (atomic_load_explicit(&log_json, memory_order_relaxed)) {
+		/* room for the escaped line (twice its size at most) and 14
+		   fields of LOG_JSON_FIELD_MAX, escaped */
+		static _Thread_local char js[2 * sizeof(safe) + 15 * 2 * LOG_JSON_FIELD_MAX];
+		size_t n = log_json_line(js, sizeof(js), level, safe);
+		if (log_target == LOG_TARGET_SYSLOG)
+			syslog(level, "%.*s", (int)(n - 1), js);
+		else if (write(STDERR_FILENO, js, n) < 0) {
+			/* nowhere left to report it */
+		}
+		return;
+	}
 	if (log_target == LOG_TARGET_SYSLOG) {
 		syslog(level, "%s", safe);
 		return;
