@@ -29,6 +29,7 @@ pkgs=(
   postfwd # a real policy daemon for check_policy_service (t/proto/56-policy-service.py)
   python3-dkim libmail-dkim-perl opendkim # DKIM verifiers (t/proto/61-dkim-lib.py, 62-dkim.py)
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
+  prometheus # promtool checks the /metrics exposition (t/proto/65-metrics.py)
 )
 
 say() { printf 'deps: %s\n' "$*"; }

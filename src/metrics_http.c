@@ -22,6 +22,7 @@ struct metrics_client {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
 	uv_write_t wr;
+	uv_shutdown_t sd;
 	uv_buf_t wbuf;
 	struct buf out;
 	char in[METRICS_HTTP_REQUEST_MAX];
@@ -59,10 +60,21 @@ static void metrics_client_close(struct metrics_client *c)
 	uv_close((uv_handle_t *)&c->timer, metrics_client_closed);
 }
 
+static void metrics_client_shut(uv_shutdown_t *sd, int status)
+{
+	(void)sd;
+	(void)status;
+}
+
+/* The answer is out: FIN, then what the client still sends is read and
+ * dropped until it closes (or the deadline), so that closing with unread
+ * bytes does not reset the connection before the client has read the
+ * answer. */
 static void metrics_client_written(uv_write_t *wr, int status)
 {
-	(void)status;
-	metrics_client_close(wr->data);
+	struct metrics_client *c = wr->data;
+	if (status != 0 || uv_shutdown(&c->sd, (uv_stream_t *)&c->tcp, metrics_client_shut) != 0)
+		metrics_client_close(c);
 }
 
 static void metrics_answer(struct metrics_client *c, const char *status, const char *ctype,
@@ -71,7 +83,6 @@ static void metrics_answer(struct metrics_client *c, const char *status, const c
 	if (c->answered)
 		return;
 	c->answered = true;
-	uv_read_stop((uv_stream_t *)&c->tcp);
 	size_t blen = body ? buf_len(body) : strlen(status) + 1;
 	buf_printf(&c->out,
 		   "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
@@ -175,6 +186,8 @@ static void metrics_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 		metrics_client_close(c);
 		return;
 	}
+	if (c->answered)
+		c->inlen = 0; /* dropped (metrics_client_written) */
 	if (n == 0 || c->answered)
 		return;
 	size_t old = c->inlen;
@@ -199,6 +212,8 @@ static void metrics_deadline(uv_timer_t *t)
 	struct metrics_client *c = t->data;
 	if (!c->answered)
 		metrics_error(c, "408 Request Timeout", NULL);
+	else
+		metrics_client_close(c); /* still sending after the answer */
 }
 
 static void metrics_accept(uv_stream_t *server, int status)

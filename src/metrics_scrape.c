@@ -28,12 +28,12 @@ static const struct metrics_label_row metrics_msg_rows[] = {
 	{METRICS_MSG_DOWNSTREAM_REFUSED, "result=\"refused\",reason=\"downstream_refused\""},
 	{METRICS_MSG_DOWNSTREAM_UNAVAILABLE,
 	 "result=\"refused\",reason=\"downstream_unavailable\""},
+	{METRICS_MSG_LOOKUP_UNAVAILABLE, "result=\"refused\",reason=\"lookup_unavailable\""},
 };
 
 static const struct metrics_label_row metrics_rcpt_rows[] = {
 	{METRICS_RCPT_ACCEPTED, "result=\"accepted\",reason=\"\""},
 	{METRICS_RCPT_LIMIT, "result=\"refused\",reason=\"limit\""},
-	{METRICS_RCPT_HOLD, "result=\"refused\",reason=\"hold\""},
 	{METRICS_RCPT_POLICY, "result=\"refused\",reason=\"policy\""},
 	{METRICS_RCPT_DOWNSTREAM_REFUSED, "result=\"refused\",reason=\"downstream_refused\""},
 	{METRICS_RCPT_DOWNSTREAM_UNAVAILABLE,

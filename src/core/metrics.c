@@ -3,6 +3,7 @@
 #include "core/metrics.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,10 +143,19 @@ void metrics_conn(const char *listener, enum metrics_conn_outcome o)
 static const enum metrics_kind metrics_hist_kind[METRICS_HISTS] = {METRICS_KIND_ROUTE,
 								   METRICS_KIND_BACKEND};
 
-void metrics_observe(enum metrics_hist h, const char *label, uint64_t ns)
+static unsigned metrics_slot2(enum metrics_kind k, const char *type, const char *name)
+{
+	if (name == NULL)
+		return metrics_slot(k, type);
+	char v[64];
+	snprintf(v, sizeof(v), "%s:%s", type, name);
+	return metrics_slot(k, v);
+}
+
+void metrics_observe(enum metrics_hist h, const char *type, const char *name, uint64_t ns)
 {
 	struct metrics_shard *s = metrics_shard();
-	unsigned slot = metrics_slot(metrics_hist_kind[h], label);
+	unsigned slot = metrics_slot2(metrics_hist_kind[h], type, name);
 	double sec = (double)ns / 1e9;
 	unsigned b = 0;
 	while (b < METRICS_BUCKETS && sec > metrics_bucket_bounds[b])
@@ -154,10 +164,10 @@ void metrics_observe(enum metrics_hist h, const char *label, uint64_t ns)
 	METRICS_ADD(s->hist_sum_ns[h][slot], ns);
 }
 
-void metrics_backend_up(const char *backend, bool up)
+void metrics_backend_up(const char *type, const char *name, bool up)
 {
 	struct metrics_shard *s = metrics_shard();
-	atomic_store_explicit(&s->backend_up[metrics_slot(METRICS_KIND_BACKEND, backend)],
+	atomic_store_explicit(&s->backend_up[metrics_slot2(METRICS_KIND_BACKEND, type, name)],
 			      up ? 2 : 1, memory_order_relaxed);
 }
 

@@ -35,10 +35,10 @@ enum metrics_counter {
 	METRICS_MSG_POLICY,
 	METRICS_MSG_DOWNSTREAM_REFUSED,
 	METRICS_MSG_DOWNSTREAM_UNAVAILABLE,
+	METRICS_MSG_LOOKUP_UNAVAILABLE, /* the sender or From: check could not look */
 	/* submitd_recipients_total{result,reason} */
 	METRICS_RCPT_ACCEPTED,
 	METRICS_RCPT_LIMIT,
-	METRICS_RCPT_HOLD,
 	METRICS_RCPT_POLICY,
 	METRICS_RCPT_DOWNSTREAM_REFUSED,
 	METRICS_RCPT_DOWNSTREAM_UNAVAILABLE,
@@ -110,12 +110,13 @@ void metrics_gauge_add(enum metrics_gauge g, int64_t delta);
  * are found without a lock; a new one takes a mutex once. */
 unsigned metrics_slot(enum metrics_kind k, const char *value);
 void metrics_conn(const char *listener, enum metrics_conn_outcome o);
-void metrics_observe(enum metrics_hist h, const char *label, uint64_t ns);
+/* Label values are "type" or "type:name" (name NULL: just the type). */
+void metrics_observe(enum metrics_hist h, const char *type, const char *name, uint64_t ns);
 /* submitd_backend_up{backend}: this thread's view of one backend (its own
  * connection). A scrape says 0 if any thread saw it down last, 1 if some saw
  * it up and none down; a backend nobody reported is absent. A new backend
  * type (Redis) reports through this too, under its own name. */
-void metrics_backend_up(const char *backend, bool up);
+void metrics_backend_up(const char *type, const char *name, bool up);
 
 /* Per-login figures for `submitctl stats` (never labels): messages accepted
  * and recipients refused in the last hour, in METRICS_WINDOWS windows of

@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/conn.h"
 #include "smtp/data.h"
 
@@ -34,6 +35,11 @@ void relay_reply_make(struct smtp_reply *r, int code, const char *enh, const cha
 void relay_txn_answer(struct relay_txn *t, const struct smtp_reply *r)
 {
 	/* Last thing a handler does: the owner may free t inside. */
+	if (t->end_ns != 0) { /* the reply to the final dot, by route */
+		metrics_observe(METRICS_H_DOWNSTREAM, relay_txn_relay(t), NULL,
+				uv_hrtime() - t->end_ns);
+		t->end_ns = 0;
+	}
 	t->cb(t->ctx, r);
 }
 
@@ -203,6 +209,7 @@ void relay_txn_end(struct relay_txn *t)
 	if (t->wrote_content && !t->ends_crlf)
 		conn_write(rc->conn, "\r\n", 2);
 	rc->lmtp_expect = rc->lmtp ? t->nrcpt_ok : 1;
+	t->end_ns = uv_hrtime();
 	relay_conn_command(rc, RS_DATA_END);
 }
 

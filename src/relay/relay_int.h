@@ -128,6 +128,7 @@ typedef void relay_route_lookup_done(struct relay_txn *t, enum table_status st, 
 				     const char *key);
 
 struct relay_txn {
+	uint64_t end_ns; /* uv_hrtime() at the final dot, until its reply (core/metrics.h) */
 	struct relay_pool *pool;
 	struct config *cfg;
 	char *log_id;
