@@ -106,7 +106,6 @@ static const char *log_json_event(const char *t)
 		{"authentication failed", "auth_failed"},
 		{"authentication unavailable", "auth_unavailable"},
 		{"authentication refused", "auth_refused"},
-		{"authentication aborted", "auth_aborted"},
 		{"authentication succeeded", "auth_success"},
 		{"sasl_username=", "auth_success"},
 		{"status=sent", "delivered"},

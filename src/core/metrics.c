@@ -177,6 +177,10 @@ void metrics_login_add(enum metrics_top t, const char *login, uint32_t n)
 {
 	if (login == NULL || login[0] == '\0' || n == 0)
 		return;
+	/* kept, and compared, cut to 63 bytes: two longer logins with the same
+	   start share an entry (docs/observability.md) */
+	char key[sizeof(((struct metrics_top_slot *)0)->login)];
+	snprintf(key, sizeof(key), "%s", login);
 	struct metrics_shard *s = metrics_shard();
 	int64_t epoch = (int64_t)time(NULL) / METRICS_WINDOW_S;
 	pthread_mutex_lock(&s->top_lock);
@@ -189,8 +193,7 @@ void metrics_login_add(enum metrics_top t, const char *login, uint32_t n)
 	w->total += n;
 	struct metrics_top_slot *min = NULL;
 	for (unsigned i = 0; i < w->used; i++) {
-		if (strncmp(w->e[i].login, login, sizeof(w->e[i].login) - 1) == 0 &&
-		    strlen(login) < sizeof(w->e[i].login)) {
+		if (strcmp(w->e[i].login, key) == 0) {
 			w->e[i].count += n;
 			pthread_mutex_unlock(&s->top_lock);
 			return;
@@ -204,17 +207,13 @@ void metrics_login_add(enum metrics_top t, const char *login, uint32_t n)
 		e->count = 0;
 		e->error = 0;
 	} else {
-		/* space-saving: the newcomer inherits the smallest count as its
-		   possible error */
+		/* space-saving: the newcomer takes the smallest entry's place and
+		   inherits its count as its possible error */
 		e = min;
 		e->error = e->count;
 	}
 	e->count += n;
-	size_t len = strlen(login);
-	if (len >= sizeof(e->login))
-		len = sizeof(e->login) - 1; /* a name cut short is shown as such */
-	memcpy(e->login, login, len);
-	e->login[len] = '\0';
+	memcpy(e->login, key, sizeof(key));
 	pthread_mutex_unlock(&s->top_lock);
 }
 
