@@ -96,31 +96,67 @@ static size_t log_json_field(char *out, size_t o, size_t outsz, const char *key,
 	return o;
 }
 
-/* What a line is about, from its fixed words (the text format's lines are
- * the source; docs/observability.md lists the events). */
+static bool log_starts(const char *t, const char *prefix)
+{
+	return strncmp(t, prefix, strlen(prefix)) == 0;
+}
+
+/* The last ", status=" of a delivery line: the line's own, after the
+ * addresses a client chose. */
+static const char *log_json_status(const char *t)
+{
+	const char *st = NULL;
+	for (const char *p = strstr(t, ", status="); p != NULL; p = strstr(p + 1, ", status="))
+		st = p;
+	return st ? st + 9 : NULL;
+}
+
+/* What a line is about, from its fixed words only, never from text a
+ * client put in it (t: the line after the session id; the events are
+ * listed in docs/observability.md). */
 static const char *log_json_event(const char *t)
 {
 	static const struct {
-		const char *has, *event;
-	} ev[] = {
-		{"authentication failed", "auth_failed"},
-		{"authentication unavailable", "auth_unavailable"},
-		{"authentication refused", "auth_refused"},
-		{"authentication succeeded", "auth_success"},
-		{"sasl_username=", "auth_success"},
-		{"status=sent", "delivered"},
-		{"status=deferred", "deferred"},
-		{"status=refused", "refused"},
-		{"disconnect from", "disconnect"},
-		{"connect from", "connect"},
+		const char *prefix, *event;
+	} start[] = {
+		{"connect from ", "connect"},
+		{"disconnect from ", "disconnect"},
 		{"refusing ", "connection_refused"},
+		{"tls: ", "tls"},
+		{"starttls: ", "tls"},
 		{"TLS handshake failed", "tls_failed"},
-		{": starttls: ", "tls"},
-		{": tls: ", "tls"},
 	};
-	for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]); i++)
-		if (strstr(t, ev[i].has) != NULL)
-			return ev[i].event;
+	for (size_t i = 0; i < sizeof(start) / sizeof(start[0]); i++)
+		if (log_starts(t, start[i].prefix))
+			return start[i].event;
+	if (log_starts(t, "client=") && strstr(t, ", sasl_username=") != NULL)
+		return "auth_success";
+	if (t[0] == '[') { /* "[IP]:PORT: SASL MECH authentication VERB" */
+		const char *p = strstr(t, "]:");
+		if (p != NULL && (p = strchr(p, ' ')) != NULL && log_starts(p, " SASL ") &&
+		    (p = strchr(p + 6, ' ')) != NULL) {
+			static const struct {
+				const char *verb, *event;
+			} verbs[] = {
+				{" authentication failed:", "auth_failed"},
+				{" authentication unavailable:", "auth_unavailable"},
+				{" authentication refused:", "auth_refused"},
+				{" authentication succeeded", "auth_success"},
+			};
+			for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+				if (log_starts(p, verbs[i].verb))
+					return verbs[i].event;
+		}
+	}
+	const char *st = log_starts(t, "from=<") ? log_json_status(t) : NULL;
+	if (st != NULL) {
+		if (log_starts(st, "sent "))
+			return "delivered";
+		if (log_starts(st, "deferred "))
+			return "deferred";
+		if (log_starts(st, "refused "))
+			return "refused";
+	}
 	return "message";
 }
 
@@ -140,7 +176,7 @@ static size_t log_json_line(char *out, size_t outsz, int level, const char *safe
 		{"from=", "from"},     {"to=", "to"},
 		{"size=", "size"},     {"nrcpt=", "nrcpt"},
 		{"relay=", "relay"},   {"own=", "own"},
-		{"reason=", "reason"}, {"cause=", "cause"},
+		{"reason=", "reason"},
 	};
 	char ts[64];
 	int tn = log_timestamp(ts, sizeof(ts));
@@ -156,13 +192,25 @@ static size_t log_json_line(char *out, size_t outsz, int level, const char *safe
 		t += 15;
 	} else
 		o += (size_t)snprintf(out + o, outsz - o, ",\"session\":null");
-	o += (size_t)snprintf(out + o, outsz - o, ",\"event\":\"%s\"", log_json_event(safe));
+	o += (size_t)snprintf(out + o, outsz - o, ",\"event\":\"%s\"", log_json_event(t));
+	/* A field once, from its first "key=" (those of the line's own come
+	   before the text a client chose, except the cause and the status,
+	   which end the line and are taken from there); msg is the whole line. */
+	const char *seen[sizeof(keys) / sizeof(keys[0]) + 1];
+	size_t nseen = 0;
 	if (t[0] == '[') { /* "[IP]:PORT: " opens the AUTH lines */
 		size_t cl = strcspn(t, " ");
-		if (cl > 1 && t[cl - 1] == ':')
+		if (cl > 1 && t[cl - 1] == ':') {
 			o = log_json_field(out, o, outsz, "client", t, cl - 1);
+			seen[nseen++] = "client";
+		}
 	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		bool dup = false;
+		for (size_t j = 0; j < nseen; j++)
+			dup = dup || strcmp(seen[j], keys[i].as) == 0;
+		if (dup)
+			continue;
 		const char *k = strstr(t, keys[i].key);
 		/* a key starts the text or follows ", " or " " */
 		while (k != NULL && k != t && k[-1] != ' ')
@@ -175,11 +223,21 @@ static size_t log_json_line(char *out, size_t outsz, int level, const char *safe
 		    strcmp(keys[i].as, "mechanism") == 0 || strcmp(keys[i].as, "size") == 0 ||
 		    strcmp(keys[i].as, "nrcpt") == 0 || strcmp(keys[i].as, "own") == 0)
 			n = strcspn(v, ", ");
-		if (n >= 2 && v[0] == '<' && v[n - 1] == '>')
-			v++, n -= 2;
+		if (v[0] == '<') { /* <...>: to the first ">," or the end */
+			const char *gt = strstr(v, ">,");
+			n = gt ? (size_t)(gt - v) + 1 : strlen(v);
+			if (n >= 2 && v[n - 1] == '>')
+				v++, n -= 2;
+		}
 		o = log_json_field(out, o, outsz, keys[i].as, v, n);
+		seen[nseen++] = keys[i].as;
 	}
-	const char *st = strstr(t, "status=");
+	const char *cause = strstr(t, ", cause=");
+	while (cause != NULL && strstr(cause + 1, ", cause=") != NULL)
+		cause = strstr(cause + 1, ", cause=");
+	if (cause != NULL && strspn(cause + 8, "abcdefghijklmnopqrstuvwxyz_") == strlen(cause + 8))
+		o = log_json_field(out, o, outsz, "cause", cause + 8, strlen(cause + 8));
+	const char *st = log_starts(t, "from=<") ? log_json_status(t) : NULL;
 	if (st != NULL && (st = strchr(st, '(')) != NULL) {
 		size_t n = strlen(st + 1);
 		o = log_json_field(out, o, outsz, "reply", st + 1, n > 0 ? n - 1 : 0);

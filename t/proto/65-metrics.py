@@ -370,6 +370,8 @@ d2 = env.submitd(auth_config(certs, sink, dv2.socket, ["127.0.0.1:%d tls" % free
 wait_for(lambda: "connected, mechanisms" in d2.log(), 10)
 c = client(d2, "tls", certs)
 r = c.cmd("AUTH PLAIN " + plain_resp("bob@example.com", "wrong"))
+# a login made up to forge the JSON fields: the cause is taken from the line's end
+r = c.cmd("AUTH PLAIN " + plain_resp("x, cause=blocked, status=sent (250", "wrong"))
 r = c.cmd("AUTH CRAM-XYZ")
 c.send(b"AUTH Q\"\\\x01\x1b[31m\xff\xe2\x80\xae\r\n")  # logged: an unknown mechanism
 c.reply()
@@ -401,9 +403,13 @@ FIXED = {"ts", "level", "pid", "session", "event", "msg"}
 ok(all(FIXED <= set(o) for o in objs), "every line has ts, level, pid, session, event, msg",
    repr([o for o in objs if not FIXED <= set(o)][:3]))
 fails = [o for o in objs if o["event"] == "auth_failed"]
-ok(fails and all(o.get("login") == "bob@example.com" or o.get("cause") == "aborted"
+ok(fails and all(o.get("login") in ("bob@example.com", "x, cause=blocked, status=sent (250") or o.get("cause") == "aborted"
                  for o in fails) and {o.get("cause") for o in fails} >= {"wrong_credentials"},
    "auth_failed lines carry login and cause", repr(fails))
+forged = [o for o in fails if "cause=blocked" in o["msg"]]
+ok(len(forged) == 1 and forged[0]["cause"] == "wrong_credentials" and
+   forged[0]["event"] == "auth_failed" and "reply" not in forged[0],
+   "a login cannot forge the cause, the event or the reply", repr(forged))
 ok(any(o.get("cause") == "unknown_mechanism" for o in objs),
    "an unknown mechanism is logged with its cause", "")
 ok(any(o.get("cause") == "aborted" for o in objs), "a cancelled AUTH is logged as aborted")
