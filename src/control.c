@@ -48,7 +48,7 @@ static struct {
 
 /* ---- answers ---- */
 
-static void control_json_str(struct buf *b, const char *s)
+void control_json_str(struct buf *b, const char *s)
 {
 	buf_append_str(b, "\"");
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {

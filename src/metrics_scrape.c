@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "control.h"
 #include "core/metrics.h"
 #include "policy/limits.h"
 
@@ -191,20 +192,6 @@ void metrics_scrape(struct buf *b, bool om)
 
 /* ---- submitctl stats ---- */
 
-static void metrics_json_str(struct buf *b, const char *s)
-{
-	buf_append_str(b, "\"");
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			buf_printf(b, "\\%c", *p);
-		else if (*p < 0x20 || *p >= 0x7f)
-			buf_printf(b, "\\u%04x", *p);
-		else
-			buf_append(b, p, 1);
-	}
-	buf_append_str(b, "\"");
-}
-
 #define METRICS_TOP_SHOWN 10
 
 void metrics_stats(struct buf *b, bool json)
@@ -240,7 +227,7 @@ void metrics_stats(struct buf *b, bool json)
 			snprintf(key, sizeof(key), "%.*s", (int)(sp - 1 - p), p);
 			snprintf(val, sizeof(val), "%.*s", (int)(nl - sp), sp);
 			buf_append_str(b, first ? "" : ",");
-			metrics_json_str(b, key);
+			control_json_str(b, key);
 			buf_printf(b, ":%s", val);
 			first = false;
 		}
@@ -254,7 +241,7 @@ void metrics_stats(struct buf *b, bool json)
 		buf_printf(b, ",\"%s\":[", tops[t]);
 		for (size_t i = 0; i < n; i++) {
 			buf_append_str(b, i ? ",{\"login\":" : "{\"login\":");
-			metrics_json_str(b, e[i].login);
+			control_json_str(b, e[i].login);
 			buf_printf(b, ",\"count\":%" PRIu64 ",\"error\":%" PRIu64 "}", e[i].count,
 				   e[i].error);
 		}
