@@ -70,6 +70,8 @@ static void metrics_client_shut(uv_shutdown_t *sd, int status)
  * dropped until it closes (or the deadline), so that closing with unread
  * bytes does not reset the connection before the client has read the
  * answer. */
+static void metrics_deadline(uv_timer_t *t);
+
 static void metrics_client_written(uv_write_t *wr, int status)
 {
 	struct metrics_client *c = wr->data;
@@ -83,6 +85,8 @@ static void metrics_answer(struct metrics_client *c, const char *status, const c
 	if (c->answered)
 		return;
 	c->answered = true;
+	/* the deadline from now on bounds the linger (metrics_client_written) */
+	uv_timer_start(&c->timer, metrics_deadline, METRICS_HTTP_LINGER_MS, 0);
 	size_t blen = body ? buf_len(body) : strlen(status) + 1;
 	buf_printf(&c->out,
 		   "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"

@@ -16,6 +16,9 @@
 #define METRICS_HTTP_REQUEST_MAX 4096
 #define METRICS_HTTP_DEADLINE_MS 5000
 #define METRICS_HTTP_CLIENTS_MAX 16
+/* After the answer, how long a client that neither reads nor closes keeps
+ * its connection. */
+#define METRICS_HTTP_LINGER_MS 1000
 
 /* Binds cfg->metrics_listen (main thread, before privileges are dropped);
  * false with err filled in when it cannot. Nothing to do when unset. */

@@ -198,12 +198,18 @@ static size_t log_json_line(char *out, size_t outsz, int level, const char *safe
 	   which end the line and are taken from there); msg is the whole line. */
 	const char *seen[sizeof(keys) / sizeof(keys[0]) + 1];
 	size_t nseen = 0;
+	const char *from = log_starts(t, "connect from ")      ? t + 13
+			   : log_starts(t, "disconnect from ") ? t + 16
+							       : NULL;
 	if (t[0] == '[') { /* "[IP]:PORT: " opens the AUTH lines */
 		size_t cl = strcspn(t, " ");
 		if (cl > 1 && t[cl - 1] == ':') {
 			o = log_json_field(out, o, outsz, "client", t, cl - 1);
 			seen[nseen++] = "client";
 		}
+	} else if (from != NULL) {
+		o = log_json_field(out, o, outsz, "client", from, strcspn(from, " "));
+		seen[nseen++] = "client";
 	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		bool dup = false;

@@ -334,6 +334,25 @@ s.close()
 ok(got.startswith(b"HTTP/1.1 408") and elapsed < 8, "a byte at a time: 408 at the 5 s deadline",
    "%r after %.1f s" % (got[:40], elapsed))
 
+# one that sends nothing and never reads or closes: 408 at the deadline,
+# then closed by the server a moment later
+s = socket.create_connection(("127.0.0.1", MPORT))
+s.settimeout(10)
+t0 = time.time()
+got = s.recv(4096)
+t408 = time.time() - t0
+try:
+    rest = s.recv(4096)
+    while rest:
+        rest = s.recv(4096)
+    gone = time.time() - t0
+except (socket.timeout, OSError):
+    gone = None
+s.close()
+ok(got.startswith(b"HTTP/1.1 408") and 4 < t408 < 8 and gone is not None and gone - t408 < 3,
+   "silent client: 408 at 5 s, closed by the server within a second or two after",
+   "%r at %.1f s, closed at %s" % (got[:20], t408, gone))
+
 # more connections than allowed: the extra ones are closed at once; mail goes on
 held = [socket.create_connection(("127.0.0.1", MPORT)) for _ in range(40)]
 time.sleep(0.5)
