@@ -110,6 +110,9 @@ static void metrics_count_hold(void *ctx, const struct limits_hold *h)
 	(*(unsigned *)ctx)++;
 }
 
+/* Called from the metrics thread as well as the main thread: the store's
+ * hold_each must be safe from any thread (the memory store's shards are
+ * locked; another store type has to keep that promise or keep a count). */
 static unsigned metrics_held(void)
 {
 	unsigned held = 0;
