@@ -189,8 +189,10 @@ struct config {
 	char *dkim_temp_directory;
 	struct dkim_conf *dkim; /* built by policy_load(); NULL: no signing */
 
-	int syslog_facility;  /* -1: log to stderr */
-	int log_level;        /* LOG_INFO, LOG_DEBUG, ... */
+	int syslog_facility; /* -1: log to stderr */
+	int log_level;       /* LOG_INFO, LOG_DEBUG, ... */
+
+	/* docs/observability.md */
 	bool log_json;        /* log_format = json (core/log.h) */
 	char *metrics_listen; /* NULL: no metrics endpoint (metrics_http.h) */
 
