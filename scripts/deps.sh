@@ -32,6 +32,7 @@ pkgs=(
   libc-ares-dev dnsmasq-base # src/lookup/dns.c; a private DNS server: t/lib/dnsmasq.py
   systemd # systemd-socket-activate: the socket-activation test on machines without systemd
   libhiredis-dev redis-server # limit_store = redis (t/proto/57-limits-redis.py)
+  prometheus # promtool checks the /metrics exposition (t/proto/65-metrics.py)
 )
 
 say() { printf 'deps: %s\n' "$*"; }

@@ -21,6 +21,7 @@
 #include "core/buf.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "metrics_http.h"
 #include "policy/limits.h"
 #include "policy/limits_redis.h"
 
@@ -47,7 +48,7 @@ static struct {
 
 /* ---- answers ---- */
 
-static void control_json_str(struct buf *b, const char *s)
+void control_json_str(struct buf *b, const char *s)
 {
 	buf_append_str(b, "\"");
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -266,6 +267,11 @@ void control_answer(uv_loop_t *loop, const struct config *cfg, const char *line,
 					   limits_redis_up() ? "up" : "unreachable");
 			st->ops->block_each(st, control_block_one, &l);
 		}
+		return;
+	}
+	if (strcmp(verb, "stats") == 0) { /* metrics_http.h */
+		buf_append_str(out, "ok\n");
+		metrics_stats(out, json);
 		return;
 	}
 	if (strcmp(verb, "sessions") == 0) {

@@ -29,6 +29,10 @@
 /* Listens on cfg->control_socket (nothing when unset). A socket there that
  * answers is another instance's: false. Only a stale socket is replaced.
  * False with the reason in err. */
+/* s as a JSON string (quotes, backslashes, and \uNNNN for every byte that is
+ * not printable ASCII), appended to b. */
+void control_json_str(struct buf *b, const char *s);
+
 bool control_start(uv_loop_t *loop, struct config *cfg, char *err, size_t errlen);
 /* The snapshot holds and limits are reported against (after a reload). */
 void control_reconfigure(struct config *cfg);

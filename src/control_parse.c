@@ -16,7 +16,7 @@ static const struct {
 	{"held", CONTROL_HELD, false, false},     {"limits", CONTROL_LIMITS, true, false},
 	{"hold", CONTROL_HOLD, true, true},       {"release", CONTROL_RELEASE, true, false},
 	{"block", CONTROL_BLOCK, true, true},     {"unblock", CONTROL_UNBLOCK, true, false},
-	{"kick", CONTROL_KICK, true, false},
+	{"kick", CONTROL_KICK, true, false},      {"stats", CONTROL_STATS, false, false},
 };
 
 /* A login or an address as an argument: printable ASCII, no space. */
@@ -79,7 +79,7 @@ bool control_parse(const char *line, size_t len, struct control_req *r, char *er
 	if (v == nv) {
 		snprintf(err, errlen,
 			 "unknown verb (status, sessions, held, limits, hold, release, "
-			 "block, unblock, kick)");
+			 "block, unblock, kick, stats)");
 		return false;
 	}
 	r->verb = control_verbs[v].verb;

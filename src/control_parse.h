@@ -26,6 +26,7 @@ enum control_verb {
 	CONTROL_BLOCK,
 	CONTROL_UNBLOCK,
 	CONTROL_KICK,
+	CONTROL_STATS,
 };
 
 struct control_req {

@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "control.h"
+#include "metrics_http.h"
 #include "core/certwatch.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -178,6 +179,10 @@ static void main_reload(const char *why)
 	    next->syslog_facility != main_cfg->syslog_facility)
 		log_warn("reload: log_level/syslog_facility changed; they take effect after a "
 			 "restart");
+	if (strcmp(next->metrics_listen ? next->metrics_listen : "",
+		   main_cfg->metrics_listen ? main_cfg->metrics_listen : "") != 0)
+		log_warn("reload: metrics_listen changed; it takes effect after a restart");
+	log_set_json(next->log_json);
 
 	worker_reconfigure_all(next);
 	config_unref(&main_cfg);
@@ -399,6 +404,7 @@ int main(int argc, char **argv)
 	main_certs = certs;
 	log_open(cfg->syslog_facility >= 0 ? LOG_TARGET_SYSLOG : LOG_TARGET_STDERR,
 		 cfg->syslog_facility >= 0 ? cfg->syslog_facility : LOG_MAIL, cfg->log_level);
+	log_set_json(cfg->log_json);
 	signal(SIGPIPE, SIG_IGN);
 	notify_init();
 
@@ -418,7 +424,8 @@ int main(int argc, char **argv)
 
 	/* The control socket is made before privileges are dropped; only root is
 	   served (control.h). */
-	if (!control_start(uv_default_loop(), cfg, err, sizeof(err))) {
+	if (!control_start(uv_default_loop(), cfg, err, sizeof(err)) ||
+	    !metrics_http_open(cfg, err, sizeof(err))) {
 		log_err("%s", err);
 		notify_send(false, "STATUS=%s\nERRNO=%d", err, EADDRINUSE);
 		return 1;
@@ -459,10 +466,12 @@ int main(int argc, char **argv)
 		uv_timer_start(&main_cert_timer, main_cert_cb, CERT_POLL_MS, CERT_POLL_MS);
 
 	worker_start_all(&main_async);
+	metrics_http_start();
 
 	uv_run(main_loop, UV_RUN_DEFAULT);
 
 	worker_join_all();
+	metrics_http_stop();
 	main_close_handles(main_loop);
 	limits_shutdown();
 	log_info("submitd stopped");

@@ -209,6 +209,7 @@ void session_restr_run(struct session *s, size_t start)
 		list == NULL ? RESTRICTIONS_PERMIT
 			     : restrictions_eval(list, start, &f, &r, &s->restr_next, &pol);
 	if (v == RESTRICTIONS_REJECT) {
+		session_metrics_refused(s, s->restr_rcpt, SESSION_WHY_POLICY, &r);
 		session_complete(s, &r);
 		return;
 	}
@@ -255,6 +256,7 @@ static void session_restr_cb_do(void *ctx, enum sender_login_result res, const c
 	s->sender_req = NULL;
 	struct smtp_reply no;
 	if (sender_login_reply(res, s->txn->mail.path.addr, smtp_server_user(s->server), &no)) {
+		session_metrics_refused(s, s->restr_rcpt, SESSION_WHY_SENDER, &no);
 		session_complete(s, &no);
 		return;
 	}
@@ -381,6 +383,7 @@ static void session_policy_cb_do(void *ctx, const struct smtp_reply *r)
 {
 	struct session *s = ctx;
 	s->policy_req = NULL;
+	session_metrics_refused(s, !s->policy_eom, SESSION_WHY_POLICY, r);
 	if (s->policy_eom) {
 		if (r->code != 0) {
 			session_log_delivery(s, r);
@@ -405,6 +408,7 @@ static void session_be_data(void *ctx)
 		struct smtp_reply r = {.code = 451,
 				       .enh = "4.4.2",
 				       .text = "Error: lost connection with downstream"};
+		session_metrics_downstream(s, false, &r);
 		session_complete(s, &r);
 		return;
 	}
@@ -452,6 +456,7 @@ static void session_finish_data(struct session *s)
 		struct smtp_reply r = {.code = 552,
 				       .enh = "5.3.4",
 				       .text = "Error: message header size exceeds limit"};
+		session_metrics_refused(s, false, SESSION_WHY_SIZE, &r);
 		session_complete(s, &r);
 		return;
 	}
@@ -459,6 +464,7 @@ static void session_finish_data(struct session *s)
 		s->hdr_check ? message_check_verdict(s->hdr_check) : NULL;
 	if (verdict != NULL) {
 		struct smtp_reply r = *verdict;
+		session_metrics_refused(s, false, SESSION_WHY_FROM, &r);
 		session_txn_reset(s);
 		session_complete(s, &r);
 		return;
@@ -467,6 +473,7 @@ static void session_finish_data(struct session *s)
 		struct smtp_reply r = {.code = 451,
 				       .enh = "4.4.2",
 				       .text = "Error: lost connection with downstream"};
+		session_metrics_downstream(s, false, &r);
 		session_complete(s, &r);
 		return;
 	}
@@ -521,6 +528,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 	switch (s->relay_step) {
 	case RELAY_MAIL:
 		if (!ok) {
+			session_metrics_downstream(s, true, r);
 			/* The client hears the downstream's refusal of MAIL
 			   as the answer to its RCPT; the next RCPT retries. */
 			relay_txn_free(&s->relay);
@@ -532,6 +540,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		relay_txn_rcpt(s->relay, &s->txn->rcpt, smtp_server_data_pipelined(s->server));
 		return;
 	case RELAY_RCPT:
+		session_metrics_downstream(s, true, r);
 		limits_rcpt_result(&s->lim, s->cfg, &s->w->loop, r->code);
 		if (ok && s->nrcpt++ == 0)
 			snprintf(s->txn->first_rcpt, sizeof(s->txn->first_rcpt), "%s",
@@ -540,6 +549,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		session_complete(s, r);
 		return;
 	case RELAY_DATA:
+		session_metrics_downstream(s, false, r);
 		s->relay_step = RELAY_IDLE;
 		if (r->code == 354) {
 			s->data_time = time(NULL);
@@ -551,6 +561,7 @@ static void session_relay_cb_do(void *ctx, const struct smtp_reply *r)
 		session_complete(s, r);
 		return;
 	case RELAY_END:
+		session_metrics_downstream(s, false, r);
 		session_log_delivery(s, r);
 		s->relay_step = RELAY_IDLE;
 		relay_txn_free(&s->relay);

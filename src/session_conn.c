@@ -135,6 +135,7 @@ static void session_conn_on_timeout(struct conn *c, void *ctx)
 static void session_conn_on_tls(struct conn *c, void *ctx, int err)
 {
 	struct session *s = ctx;
+	session_metrics_tls(s, err);
 	if (err != 0) {
 		log_info("%s: TLS handshake failed for %s: %s", s->id, s->client,
 			 gnutls_strerror(err));
@@ -174,6 +175,7 @@ static void session_conn_on_close(struct conn *c, void *ctx)
 	struct worker *w = s->w;
 	list_remove(&s->link);
 	w->nsessions--;
+	session_metrics_open(-1);
 	sender_login_free(&s->sl); /* gives the tables back to w->tables */
 	config_unref(&s->cfg);
 	free(s);
@@ -259,6 +261,7 @@ void session_accept(struct worker *w, int fd, size_t listen_idx)
 		 (unsigned)(w->seq++ & 0xffff));
 	list_add_head(&w->sessions, &s->link);
 	w->nsessions++;
+	session_metrics_open(1);
 
 	if (uv_tcp_open(&s->conn->h.tcp, fd) != 0) {
 		close(fd);
@@ -276,6 +279,7 @@ void session_accept(struct worker *w, int fd, size_t listen_idx)
 				       (struct sockaddr *)&s->peer)) {
 			log_warn("%s: refusing %s on proxy listener %s: not in proxy_networks",
 				 s->id, s->client, s->listen->text);
+			session_metrics_conn(s, false);
 			conn_abort(s->conn);
 			return;
 		}
@@ -347,6 +351,7 @@ static void session_conn_begin(struct session *s)
 	const char *why = NULL;
 	if (!listener_conn_acquire((struct sockaddr *)&s->peer, cfg, &why)) {
 		log_warn("%s: refusing %s: %s", s->id, s->client, why);
+		session_metrics_conn(s, false);
 		/* On an implicit-TLS listener the 421 is only readable inside TLS,
 		   so the handshake is done first — for a bounded number at a
 		   time, so a flood cannot turn refusals into handshake work; past
@@ -373,6 +378,7 @@ static void session_conn_begin(struct session *s)
 		return;
 	}
 	s->counted = true;
+	session_metrics_conn(s, true);
 	s->deadline = uv_now(&w->loop) + cfg->session_timeout_ms;
 	conn_read_start(s->conn);
 	session_conn_arm_timer(s);

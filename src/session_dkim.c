@@ -64,6 +64,8 @@ static void session_dkim_done_do(void *ctx, bool ok, const char *why)
 			.code = 451,
 			.enh = "4.3.0",
 			.text = "Error: the message could not be signed, try again later"};
+		if (ok) /* signed, but the downstream connection is gone */
+			session_metrics_downstream(s, false, &r);
 		session_complete(s, ok ? &r : &u);
 		return;
 	}

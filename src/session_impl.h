@@ -162,6 +162,22 @@ void session_dns_check(struct session *s, const struct restrictions *list,
  * 450), Postfix's defer_if_permit. */
 bool session_dns_deferred(struct session *s);
 
+/* ---- session_metrics.c: what a reply counts (core/metrics.h) ---- */
+
+enum session_why { SESSION_WHY_POLICY, SESSION_WHY_SENDER, SESSION_WHY_FROM, SESSION_WHY_SIZE };
+/* A local refusal (r->code >= 400) of a recipient (rcpt) or of the message;
+ * other codes count nothing. */
+void session_metrics_refused(struct session *s, bool rcpt, enum session_why why,
+			     const struct smtp_reply *r);
+/* The downstream's (or its absence's) reply to MAIL/RCPT (rcpt) or to DATA
+ * or the final dot: accepted recipients and messages, downstream refusals. */
+void session_metrics_downstream(struct session *s, bool rcpt, const struct smtp_reply *r);
+/* Connections (a refusal by limits or proxy_networks), TLS handshakes
+ * (session_conn.c). */
+void session_metrics_conn(struct session *s, bool accepted);
+void session_metrics_tls(struct session *s, int err);
+void session_metrics_open(int delta); /* submitd_sessions_open */
+
 /* ---- session_dkim.c ---- */
 
 struct header_info;

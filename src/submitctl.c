@@ -33,6 +33,7 @@ static void submitctl_usage(FILE *f)
 		"  block ADDRESS       end and refuse sessions from ADDRESS\n"
 		"  unblock ADDRESS     end the block of ADDRESS\n"
 		"  kick LOGIN          end the open sessions of LOGIN at their next command\n"
+		"  stats               the /metrics figures and the top logins of the last hour\n"
 		"  -s SOCKET           the control_socket (default %s)\n"
 		"  --json              answer in JSON\n",
 		SUBMITCTL_DEFAULT_SOCKET);

@@ -49,7 +49,7 @@ static config_hook config_proxy_networks, config_tls_sni, config_client_limit_ex
 static config_hook config_disable_vrfy, config_tls_cert_file, config_tls_key_file;
 static config_hook config_unknown_tempfail;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
-	config_relay_tls, config_syslog, config_log_level;
+	config_relay_tls, config_syslog, config_log_level, config_log_format;
 static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth,
 	config_relay_sasl_plaintext;
 static config_hook config_relay_pipelining;
@@ -217,6 +217,9 @@ static const struct config_key config_keys[] = {
 	 NULL, LISTENER},
 	{"unknown_address_tempfail_action", CFG_SPECIAL, 0, "defer_if_permit", 0, 0,
 	 config_unknown_tempfail, LISTENER},
+	/* observability (docs/observability.md) */
+	{"metrics_listen", CFG_STR, OFF(metrics_listen), NULL, 0, 0, NULL, GLOBAL},
+	{"log_format", CFG_SPECIAL, 0, "text", 0, 0, config_log_format, GLOBAL},
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -858,6 +861,14 @@ static bool config_syslog(struct config *cfg, const char *value, char *err, size
 	}
 	return config_err(err, errlen,
 			  "unknown syslog facility \"%s\" (none, mail, daemon, local0-7)", value);
+}
+
+static bool config_log_format(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0)
+		return config_err(err, errlen, "want text or json");
+	cfg->log_json = strcmp(value, "json") == 0;
+	return true;
 }
 
 static bool config_log_level(struct config *cfg, const char *value, char *err, size_t errlen)

@@ -202,6 +202,10 @@ struct config {
 	int syslog_facility; /* -1: log to stderr */
 	int log_level;       /* LOG_INFO, LOG_DEBUG, ... */
 
+	/* docs/observability.md */
+	bool log_json;        /* log_format = json (core/log.h) */
+	char *metrics_listen; /* NULL: no metrics endpoint (metrics_http.h) */
+
 	/* Limits, holds and the control socket (policy/limits.h, docs/limits.md) */
 	char *login_message_limit;
 	char *login_recipient_limit;

@@ -2,6 +2,7 @@
 #include "core/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@ static enum log_target log_target = LOG_TARGET_STDERR;
 static int log_min_level = LOG_INFO;
 static long log_pid;       /* one getpid() per process, not per line */
 static int log_stamp = -1; /* prefix a timestamp on stderr; -1: not decided yet */
+static atomic_bool log_json;
 
 /* journald stamps each line itself; JOURNAL_STREAM ("DEV:INODE") says stderr
  * is connected to it, but only while stderr is still that very stream (a
@@ -40,6 +42,11 @@ void log_open(enum log_target target, int facility, int min_level)
 		openlog("submitd", LOG_PID | LOG_NDELAY, facility);
 }
 
+void log_set_json(bool on)
+{
+	atomic_store_explicit(&log_json, on, memory_order_relaxed);
+}
+
 /* "2026-12-06T08:00:34.123+01:00 " (RFC 3339, local time); returns its length. */
 static int log_timestamp(char *out, size_t outsz)
 {
@@ -58,6 +65,198 @@ static int log_timestamp(char *out, size_t outsz)
 	return n > 0 && (size_t)n < outsz ? n : 0;
 }
 
+/* Appends s (n bytes) to out as the inside of a JSON string. s has been
+ * through log_escape(): no control characters, only well-formed UTF-8, so
+ * only the quote and the backslash need escaping. */
+static size_t log_json_str(char *out, size_t o, size_t outsz, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n && o + 3 < outsz; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			out[o++] = '\\';
+		out[o++] = s[i];
+	}
+	return o;
+}
+
+#define LOG_JSON_FIELD_MAX 512
+
+static size_t log_json_field(char *out, size_t o, size_t outsz, const char *key, const char *v,
+			     size_t n)
+{
+	if (n > LOG_JSON_FIELD_MAX && strcmp(key, "msg") != 0) {
+		n = LOG_JSON_FIELD_MAX; /* never half a character */
+		while (n > 0 && ((unsigned char)v[n] & 0xc0) == 0x80)
+			n--;
+	}
+	int m = snprintf(out + o, outsz - o, ",\"%s\":\"", key);
+	if (m < 0 || (size_t)m >= outsz - o)
+		return o;
+	o = log_json_str(out, o + (size_t)m, outsz - 2, v, n);
+	out[o++] = '"';
+	return o;
+}
+
+static bool log_starts(const char *t, const char *prefix)
+{
+	return strncmp(t, prefix, strlen(prefix)) == 0;
+}
+
+/* The last ", status=" of a delivery line: the line's own, after the
+ * addresses a client chose. */
+static const char *log_json_status(const char *t)
+{
+	const char *st = NULL;
+	for (const char *p = strstr(t, ", status="); p != NULL; p = strstr(p + 1, ", status="))
+		st = p;
+	return st ? st + 9 : NULL;
+}
+
+/* What a line is about, from its fixed words only, never from text a
+ * client put in it (t: the line after the session id; the events are
+ * listed in docs/observability.md). */
+static const char *log_json_event(const char *t)
+{
+	static const struct {
+		const char *prefix, *event;
+	} start[] = {
+		{"connect from ", "connect"},
+		{"disconnect from ", "disconnect"},
+		{"refusing ", "connection_refused"},
+		{"tls: ", "tls"},
+		{"starttls: ", "tls"},
+		{"TLS handshake failed", "tls_failed"},
+	};
+	for (size_t i = 0; i < sizeof(start) / sizeof(start[0]); i++)
+		if (log_starts(t, start[i].prefix))
+			return start[i].event;
+	if (log_starts(t, "client=") && strstr(t, ", sasl_username=") != NULL)
+		return "auth_success";
+	if (t[0] == '[') { /* "[IP]:PORT: SASL MECH authentication VERB" */
+		const char *p = strstr(t, "]:");
+		if (p != NULL && (p = strchr(p, ' ')) != NULL && log_starts(p, " SASL ") &&
+		    (p = strchr(p + 6, ' ')) != NULL) {
+			static const struct {
+				const char *verb, *event;
+			} verbs[] = {
+				{" authentication failed:", "auth_failed"},
+				{" authentication unavailable:", "auth_unavailable"},
+				{" authentication refused:", "auth_refused"},
+				{" authentication succeeded", "auth_success"},
+			};
+			for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+				if (log_starts(p, verbs[i].verb))
+					return verbs[i].event;
+		}
+	}
+	const char *st = log_starts(t, "from=<") ? log_json_status(t) : NULL;
+	if (st != NULL) {
+		if (log_starts(st, "sent "))
+			return "delivered";
+		if (log_starts(st, "deferred "))
+			return "deferred";
+		if (log_starts(st, "refused "))
+			return "refused";
+	}
+	return "message";
+}
+
+/* One JSON object for a line already escaped (safe): fixed keys ts, level,
+ * pid, session, event, msg, then the fields found as "key=value" in it
+ * (client, login, mechanism, from, to, size, nrcpt, relay, own_ms, status,
+ * reply, reason, cause). */
+static size_t log_json_line(char *out, size_t outsz, int level, const char *safe)
+{
+	static const char *const names[] = {"emerg",   "alert",  "crit", "error",
+					    "warning", "notice", "info", "debug"};
+	static const struct {
+		const char *key, *as;
+	} keys[] = {
+		{"client=", "client"}, {"sasl_username=", "login"},
+		{"login=", "login"},   {"sasl_method=", "mechanism"},
+		{"from=", "from"},     {"to=", "to"},
+		{"size=", "size"},     {"nrcpt=", "nrcpt"},
+		{"relay=", "relay"},   {"own=", "own"},
+		{"reason=", "reason"},
+	};
+	char ts[64];
+	int tn = log_timestamp(ts, sizeof(ts));
+	if (tn > 0)
+		ts[tn - 1] = '\0'; /* its trailing space */
+	size_t o = (size_t)snprintf(out, outsz, "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%ld",
+				    tn > 0 ? ts : "", names[level & 7],
+				    log_pid ? log_pid : (long)getpid());
+	const char *t = safe;
+	size_t idlen = strspn(t, "0123456789ABCDEF");
+	if (idlen == 13 && t[13] == ':' && t[14] == ' ') {
+		o = log_json_field(out, o, outsz, "session", t, 13);
+		t += 15;
+	} else
+		o += (size_t)snprintf(out + o, outsz - o, ",\"session\":null");
+	o += (size_t)snprintf(out + o, outsz - o, ",\"event\":\"%s\"", log_json_event(t));
+	/* A field once, from its first "key=" (those of the line's own come
+	   before the text a client chose, except the cause and the status,
+	   which end the line and are taken from there); msg is the whole line. */
+	const char *seen[sizeof(keys) / sizeof(keys[0]) + 1];
+	size_t nseen = 0;
+	const char *from = log_starts(t, "connect from ")      ? t + 13
+			   : log_starts(t, "disconnect from ") ? t + 16
+							       : NULL;
+	if (t[0] == '[') { /* "[IP]:PORT: " opens the AUTH lines */
+		size_t cl = strcspn(t, " ");
+		if (cl > 1 && t[cl - 1] == ':') {
+			o = log_json_field(out, o, outsz, "client", t, cl - 1);
+			seen[nseen++] = "client";
+		}
+	} else if (from != NULL) {
+		o = log_json_field(out, o, outsz, "client", from, strcspn(from, " "));
+		seen[nseen++] = "client";
+	}
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		bool dup = false;
+		for (size_t j = 0; j < nseen; j++)
+			dup = dup || strcmp(seen[j], keys[i].as) == 0;
+		if (dup)
+			continue;
+		const char *k = strstr(t, keys[i].key);
+		/* a key starts the text or follows ", " or " " */
+		while (k != NULL && k != t && k[-1] != ' ')
+			k = strstr(k + 1, keys[i].key);
+		if (k == NULL)
+			continue;
+		const char *v = k + strlen(keys[i].key);
+		size_t n = strcspn(v, ",");
+		if (strcmp(keys[i].as, "client") == 0 || strcmp(keys[i].as, "login") == 0 ||
+		    strcmp(keys[i].as, "mechanism") == 0 || strcmp(keys[i].as, "size") == 0 ||
+		    strcmp(keys[i].as, "nrcpt") == 0 || strcmp(keys[i].as, "own") == 0)
+			n = strcspn(v, ", ");
+		if (v[0] == '<') { /* <...>: to the first ">," or the end */
+			const char *gt = strstr(v, ">,");
+			n = gt ? (size_t)(gt - v) + 1 : strlen(v);
+			if (n >= 2 && v[n - 1] == '>')
+				v++, n -= 2;
+		}
+		o = log_json_field(out, o, outsz, keys[i].as, v, n);
+		seen[nseen++] = keys[i].as;
+	}
+	const char *cause = strstr(t, ", cause=");
+	while (cause != NULL && strstr(cause + 1, ", cause=") != NULL)
+		cause = strstr(cause + 1, ", cause=");
+	if (cause != NULL && strspn(cause + 8, "abcdefghijklmnopqrstuvwxyz_") == strlen(cause + 8))
+		o = log_json_field(out, o, outsz, "cause", cause + 8, strlen(cause + 8));
+	const char *st = log_starts(t, "from=<") ? log_json_status(t) : NULL;
+	if (st != NULL && (st = strchr(st, '(')) != NULL) {
+		size_t n = strlen(st + 1);
+		o = log_json_field(out, o, outsz, "reply", st + 1, n > 0 ? n - 1 : 0);
+	}
+	o = log_json_field(out, o, outsz - 2, "msg", t, strlen(t));
+	if (o + 3 > outsz)
+		o = outsz - 3; /* not reached: outsz leaves room for the fields */
+	out[o++] = '}';
+	out[o++] = '\n';
+	out[o] = '\0';
+	return o;
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
 	if (level > log_min_level)
@@ -71,6 +270,18 @@ void log_msg(int level, const char *fmt, ...)
 	 * text can carry line breaks, terminal escapes and bidi overrides. */
 	char safe[4096];
 	log_escape(safe, sizeof(safe), line, strlen(line));
+	if (atomic_load_explicit(&log_json, memory_order_relaxed)) {
+		/* room for the escaped line (twice its size at most) and 14
+		   fields of LOG_JSON_FIELD_MAX, escaped */
+		static _Thread_local char js[2 * sizeof(safe) + 15 * 2 * LOG_JSON_FIELD_MAX];
+		size_t n = log_json_line(js, sizeof(js), level, safe);
+		if (log_target == LOG_TARGET_SYSLOG)
+			syslog(level, "%.*s", (int)(n - 1), js);
+		else if (write(STDERR_FILENO, js, n) < 0) {
+			/* nowhere left to report it */
+		}
+		return;
+	}
 	if (log_target == LOG_TARGET_SYSLOG) {
 		syslog(level, "%s", safe);
 		return;

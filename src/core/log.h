@@ -10,12 +10,17 @@
 #ifndef SUBMITD_LOG_H
 #define SUBMITD_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <syslog.h>
 
 enum log_target { LOG_TARGET_STDERR, LOG_TARGET_SYSLOG };
 
 void log_open(enum log_target target, int facility, int min_level);
+/* log_format = json: each line one JSON object (docs/observability.md),
+ * built from the same escaped text, so it is valid JSON whatever the
+ * client sent. May change at any time (a reload). */
+void log_set_json(bool on);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)

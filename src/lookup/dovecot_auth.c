@@ -19,6 +19,7 @@
 #include "core/buf.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -450,6 +451,7 @@ static void dovecot_auth_conn_drop(struct dovecot_auth_client *c, const char *wh
 {
 	if (why != NULL)
 		log_warn("dovecot auth: %s: %s", c->path, why);
+	metrics_backend_up("Dovecot", NULL, false);
 	bool was_ready = c->state == DOVECOT_AUTH_READY;
 	const char *reason = was_ready ? "Connection lost to authentication server"
 				       : "Can't connect to authentication server";
@@ -687,6 +689,7 @@ static bool dovecot_auth_handle_done(struct dovecot_auth_client *c, struct dovec
 	c->ready_since = uv_now(c->loop);
 	c->backoff_ms = 0;
 	uv_timer_stop(&c->timer);
+	metrics_backend_up("Dovecot", NULL, true);
 	log_info("dovecot auth: %s: connected, mechanisms: %s", c->path,
 		 c->mechs[0] ? c->mechs : "(none public)");
 	unsigned gen = c->generation;

@@ -13,6 +13,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "lookup/table.h"
 #include "lookup/table_backend.h"
 
@@ -479,6 +480,18 @@ static void table_req_ready_cb(struct defer_item *item)
 	table_req_free(req);
 }
 
+/* submitd_lookup_latency_seconds and submitd_backend_up for a table that
+ * is asked over the network (a memory table answers at once). */
+static void table_metrics(struct table_req *req, enum table_status status)
+{
+	if (req->sent_ns == 0)
+		return; /* answered from the cache */
+	metrics_observe(METRICS_H_LOOKUP, "table", table_name(req->ti->t),
+			uv_hrtime() - req->sent_ns);
+	metrics_backend_up("table", table_name(req->ti->t), status != TABLE_TEMPFAIL);
+	req->sent_ns = 0;
+}
+
 void table_req_defer(struct table_req *req, enum table_status status, const char *value)
 {
 	struct table_inst *ti = req->ti;
@@ -487,6 +500,8 @@ void table_req_defer(struct table_req *req, enum table_status status, const char
 	req->value = value ? xstrdup(value) : NULL;
 	if (status == TABLE_TEMPFAIL)
 		ti->stats.tempfails++;
+	if (ti->t->be->get == NULL) /* an external backend's answer or failure */
+		table_metrics(req, status);
 	req->where = TABLE_REQ_READY;
 	defer_push(&ti->ready, &req->ready, table_req_ready_cb);
 }
@@ -497,6 +512,7 @@ void table_req_finish(struct table_req *req, enum table_status status, const cha
 	table_cache_store(ti, req->key, status, value);
 	if (status == TABLE_TEMPFAIL)
 		ti->stats.tempfails++;
+	table_metrics(req, status);
 	if (req->cb)
 		req->cb(req->ctx, status, value);
 	table_req_free(req);
@@ -531,6 +547,7 @@ struct table_req *table_lookupn(struct table_inst *ti, const char *key, size_t k
 		table_req_defer(req, st, value);
 		return req;
 	}
+	req->sent_ns = uv_hrtime();
 	t->be->lookup(ti->be_inst, req);
 	return req;
 }

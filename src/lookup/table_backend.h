@@ -43,6 +43,7 @@ struct table_req {
 	struct list_link link;   /* QUEUED: on the backend's queue */
 	int attempts;            /* backend tries (one retry after a stale connection) */
 	uint64_t deadline;       /* uv_now() by which a QUEUED request gives up */
+	uint64_t sent_ns;        /* uv_hrtime() at the lookup (core/metrics.h) */
 };
 
 struct table_backend {

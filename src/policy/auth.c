@@ -13,6 +13,7 @@
 #include "core/base64.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "lookup/saslauthd.h"
 #include "net/addrcount.h"
 #include "policy/limits_redis.h"
@@ -52,6 +53,7 @@ struct policy_auth {
 	struct addrcount_auth_limits lim;
 	unsigned failures;
 	unsigned steps;
+	uint64_t sent_ns; /* uv_hrtime() at the step sent to the backend (core/metrics.h) */
 	/* the answer waiting for the timer */
 	struct policy_auth_result answer;
 	char answer_text[512];
@@ -75,14 +77,34 @@ static void policy_auth_end_attempt(struct addrcount_key *key,
 	*charged = false;
 }
 
+/* Every AUTH outcome is counted here, and every failure's log line ends in
+ * ", cause=" and one of these words (docs/observability.md): */
+static const char *const policy_auth_causes[METRICS_AUTH_RESULTS] = {
+	[METRICS_AUTH_SUCCESS] = "success",
+	[METRICS_AUTH_WRONG_CREDENTIALS] = "wrong_credentials",
+	[METRICS_AUTH_BACKEND_UNAVAILABLE] = "backend_unavailable",
+	[METRICS_AUTH_ABORTED] = "aborted",
+	[METRICS_AUTH_BLOCKED] = "blocked",
+	[METRICS_AUTH_UNKNOWN_MECHANISM] = "unknown_mechanism",
+};
+
+static const char *policy_auth_cause(const char *mech, enum metrics_auth_result r)
+{
+	metrics_auth(r == METRICS_AUTH_UNKNOWN_MECHANISM ? METRICS_MECH_UNKNOWN
+							 : metrics_auth_mech(mech),
+		     r);
+	return policy_auth_causes[r];
+}
+
 /* The line fail2ban matches (conf/fail2ban/filter.d/submitd.conf): one per
  * attempt that did not succeed, whether or not the client saw the answer. */
 static void policy_auth_log_failure(const char *session_id, const char *client_desc,
 				    const char *mech, const char *login, const char *reason,
-				    const char *gone)
+				    const char *gone, enum metrics_auth_result cause)
 {
-	log_warn("%s: %s: SASL %s authentication failed: login=<%s>, reason=%s%s", session_id,
-		 client_desc, mech, login, reason ? reason : "authentication failure", gone);
+	log_warn("%s: %s: SASL %s authentication failed: login=<%s>, reason=%s%s, cause=%s",
+		 session_id, client_desc, mech, login, reason ? reason : "authentication failure",
+		 gone, policy_auth_cause(mech, cause));
 }
 
 /* A step still with Dovecot when its session ended: kept until Dovecot
@@ -121,8 +143,9 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
 	policy_auth_orphans--;
 	if (r == DOVECOT_AUTH_OK) {
 		log_info("%s: %s: SASL %s authentication succeeded after the client left: "
-			 "sasl_username=%s",
-			 o->session_id, o->client_desc, o->mech, user);
+			 "sasl_username=%s, cause=%s",
+			 o->session_id, o->client_desc, o->mech, user,
+			 policy_auth_cause(o->mech, METRICS_AUTH_SUCCESS));
 		policy_auth_end_attempt(&o->key, &o->lim, &o->charged, false);
 		free(o);
 		return;
@@ -130,15 +153,18 @@ static void policy_auth_orphan_cb(void *ctx, enum dovecot_auth_result r, const c
 	if (r == DOVECOT_AUTH_CONTINUE)
 		auth_backend_abort(o->client, &o->req); /* nobody will answer the challenge */
 	if (!o->client_left && r != DOVECOT_AUTH_FAIL) {
-		log_warn("%s: %s: SASL %s authentication unavailable: %s%s", o->session_id,
-			 o->client_desc, o->mech, reason ? reason : "no answer", POLICY_AUTH_ENDED);
+		log_warn("%s: %s: SASL %s authentication unavailable: %s%s, cause=%s",
+			 o->session_id, o->client_desc, o->mech, reason ? reason : "no answer",
+			 POLICY_AUTH_ENDED, policy_auth_cause(o->mech, METRICS_AUTH_ABORTED));
 		policy_auth_end_attempt(&o->key, &o->lim, &o->charged, false);
 		free(o);
 		return;
 	}
 	policy_auth_log_failure(o->session_id, o->client_desc, o->mech, o->login,
 				r == DOVECOT_AUTH_CONTINUE ? NULL : reason,
-				o->client_left ? POLICY_AUTH_GONE : POLICY_AUTH_ENDED);
+				o->client_left ? POLICY_AUTH_GONE : POLICY_AUTH_ENDED,
+				r == DOVECOT_AUTH_FAIL ? METRICS_AUTH_WRONG_CREDENTIALS
+						       : METRICS_AUTH_ABORTED);
 	policy_auth_end_attempt(&o->key, &o->lim, &o->charged, true);
 	free(o);
 }
@@ -172,7 +198,7 @@ static void policy_auth_let_go(struct policy_auth *pa, const char *why, bool cli
 	auth_backend_abort(pa->client, &pa->req);
 	if (pa->attempt) {
 		policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, why,
-					"");
+					"", METRICS_AUTH_ABORTED);
 		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, true);
 		pa->attempt = false;
 	}
@@ -300,7 +326,8 @@ static void policy_auth_failed(struct policy_auth *pa, const char *reason)
 	pa->failures++;
 	pa->attempt = false;
 	policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, true);
-	policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, reason, "");
+	policy_auth_log_failure(pa->session_id, pa->client_desc, pa->mech, pa->login, reason, "",
+				METRICS_AUTH_WRONG_CREDENTIALS);
 	uint64_t delay = pa->cfg->auth_failure_delay_ms;
 	for (unsigned i = 1; i < pa->failures && delay < pa->cfg->auth_failure_delay_max_ms; i++)
 		delay *= 2;
@@ -319,6 +346,10 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 {
 	struct policy_auth *pa = ctx;
 	char text[300];
+	/* the backend's health and answer time, as policy sees them */
+	metrics_observe(METRICS_H_LOOKUP, auth_backend_name(pa->client), NULL,
+			uv_hrtime() - pa->sent_ns);
+	metrics_backend_up(auth_backend_name(pa->client), NULL, r != DOVECOT_AUTH_TEMPFAIL);
 	switch (r) {
 	case DOVECOT_AUTH_OK:
 		pa->req = NULL;
@@ -328,8 +359,9 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 			/* A name cut short could be someone else's (sender
 			   ownership): refused whole, as a server fault. */
 			log_warn("%s: %s: SASL %s authentication unavailable: the user name "
-				 "is longer than %d bytes",
-				 pa->session_id, pa->client_desc, pa->mech, POLICY_AUTH_USER_MAX);
+				 "is longer than %d bytes, cause=%s",
+				 pa->session_id, pa->client_desc, pa->mech, POLICY_AUTH_USER_MAX,
+				 policy_auth_cause(pa->mech, METRICS_AUTH_BACKEND_UNAVAILABLE));
 			policy_auth_answer(pa, 0, 454, "4.7.0",
 					   "Temporary authentication failure: "
 					   "user name too long",
@@ -338,6 +370,7 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 		}
 		log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", pa->session_id,
 			 pa->client_desc, pa->mech, user);
+		(void)policy_auth_cause(pa->mech, METRICS_AUTH_SUCCESS);
 		policy_auth_answer(pa, 0, 235, "2.7.0", "Authentication successful", user);
 		return;
 	case DOVECOT_AUTH_CONTINUE:
@@ -352,9 +385,10 @@ static void policy_auth_dovecot_cb(void *ctx, enum dovecot_auth_result r, const 
 		/* Dovecot's trouble, not the client's: refunded. */
 		pa->attempt = false;
 		policy_auth_end_attempt(&pa->key, &pa->lim, &pa->charged, false);
-		log_warn("%s: %s: SASL %s authentication unavailable: %s", pa->session_id,
+		log_warn("%s: %s: SASL %s authentication unavailable: %s, cause=%s", pa->session_id,
 			 pa->client_desc, pa->mech,
-			 reason ? reason : "authentication server unavailable");
+			 reason ? reason : "authentication server unavailable",
+			 policy_auth_cause(pa->mech, METRICS_AUTH_BACKEND_UNAVAILABLE));
 		/* 454: the client must not ask its user for a new password
 		   (RFC 4954 §6, docs/design.md invariant 4). */
 		snprintf(text, sizeof(text), "Temporary authentication failure%s%s",
@@ -401,14 +435,20 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 	for (char *m = strtok_r(copy, " ", &save); m && !known; m = strtok_r(NULL, " ", &save))
 		known = strcmp(m, pa->mech) == 0;
 	if (!known) {
+		/* not "failed": fail2ban's line is for guessed passwords */
+		log_info("%s: %s: SASL %s authentication refused: mechanism not offered, cause=%s",
+			 pa->session_id, pa->client_desc, pa->mech,
+			 policy_auth_cause(pa->mech, METRICS_AUTH_UNKNOWN_MECHANISM));
 		policy_auth_answer(pa, 0, 504, "5.5.4", "Unrecognized authentication type", NULL);
 		return;
 	}
 	if (auth_backend_mechs(pa->client)[0] == '\0') {
 		/* Dovecot has not answered a handshake yet: temporary. */
 		auth_backend_connect(pa->client);
-		log_warn("%s: %s: SASL %s authentication unavailable: no connection to %s yet",
-			 pa->session_id, pa->client_desc, pa->mech, auth_backend_name(pa->client));
+		log_warn("%s: %s: SASL %s authentication unavailable: no connection to %s yet, "
+			 "cause=%s",
+			 pa->session_id, pa->client_desc, pa->mech, auth_backend_name(pa->client),
+			 policy_auth_cause(pa->mech, METRICS_AUTH_BACKEND_UNAVAILABLE));
 		policy_auth_answer(
 			pa, 0, 454, "4.7.0",
 			"Temporary authentication failure: authentication server not available",
@@ -438,9 +478,9 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 		if (!addrcount_auth_begin(addrcount_global(), &pa->key, &pa->lim,
 					  addrcount_now())) {
 			log_warn("%s: %s: SASL %s authentication refused: too many failures from "
-				 "this "
-				 "address",
-				 pa->session_id, pa->client_desc, pa->mech);
+				 "this address, cause=%s",
+				 pa->session_id, pa->client_desc, pa->mech,
+				 policy_auth_cause(pa->mech, METRICS_AUTH_BLOCKED));
 			policy_auth_answer(
 				pa, 0, 454, "4.7.0",
 				"Too many failed logins from your address, try again later", NULL);
@@ -472,6 +512,7 @@ void policy_auth_command(struct policy_auth *pa, const struct policy_auth_sessio
 	};
 	pa->state = PA_DOVECOT;
 	pa->attempt = true;
+	pa->sent_ns = uv_hrtime();
 	pa->req = auth_backend_begin(pa->client, &info, policy_auth_dovecot_cb, pa);
 	if (irbuf != NULL)
 		xfree_secret(&irbuf);
@@ -512,6 +553,7 @@ void policy_auth_response(struct policy_auth *pa, const char *line, size_t len)
 		policy_auth_note_login(pa, resp, strcmp(pa->mech, "PLAIN") == 0);
 	pa->steps++;
 	pa->state = PA_DOVECOT;
+	pa->sent_ns = uv_hrtime();
 	auth_backend_continue(pa->client, pa->req, resp);
 	xfree_secret(&resp);
 }

@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "core/duration.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "lookup/table_registry.h"
 #include "policy/limits_redis.h"
 
@@ -475,6 +476,7 @@ static enum limits_hold_result limits_hold_login(uv_loop_t *loop, const struct c
 		return LIMITS_HOLD_FULL;
 	}
 	atomic_store(&limits_hold_full_logged, false);
+	metrics_inc(METRICS_LIMIT_HOLD);
 	char until[32] = "released";
 	if (h.until != 0) {
 		struct tm tm;
@@ -680,6 +682,7 @@ bool limits_session_data_end(struct limits_session *ls, struct smtp_reply *r)
 			snprintf(r->enh, sizeof(r->enh), "5.7.1");
 			snprintf(r->text, sizeof(r->text), "%s", limits_held_text);
 			log_info("%s: END-OF-MESSAGE: login <%s> is held", ls->id, ls->login);
+			metrics_inc(METRICS_MSG_HOLD);
 			return false;
 		} else {
 			return true;
@@ -825,6 +828,8 @@ static void limits_refuse(struct limits_session *ls, const struct config *cfg, u
 	snprintf(r->text, sizeof(r->text),
 		 "Error: %s %" PRIu64 "/%s reached, try again in %" PRIu64 " s", names[which],
 		 asks[which].count, per, secs);
+	metrics_inc(rcpt ? METRICS_LIMIT_RECIPIENTS : METRICS_LIMIT_MESSAGES);
+	metrics_inc(rcpt ? METRICS_RCPT_LIMIT : METRICS_MSG_LIMIT);
 	log_info("%s: %s: %s %" PRIu64 "/%s reached for %s, frees up in %" PRIu64 " s", ls->id,
 		 rcpt ? "RCPT" : "MAIL", names[which], asks[which].count, per,
 		 ls->login[0] ? ls->login : ls->ip, secs);
@@ -890,6 +895,7 @@ static void limits_mail_held(struct limits_session *ls, struct smtp_reply *r)
 	snprintf(r->enh, sizeof(r->enh), "5.7.1");
 	snprintf(r->text, sizeof(r->text), "%s", limits_held_text);
 	log_info("%s: MAIL: login <%s> is held", ls->id, ls->login);
+	metrics_inc(METRICS_MSG_HOLD);
 }
 
 static void limits_mail_ok(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,

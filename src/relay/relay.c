@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/conn.h"
 #include "smtp/data.h"
 
@@ -34,6 +35,10 @@ void relay_reply_make(struct smtp_reply *r, int code, const char *enh, const cha
 void relay_txn_answer(struct relay_txn *t, const struct smtp_reply *r)
 {
 	/* Last thing a handler does: the owner may free t inside. */
+	if (t->end_ns != 0) { /* the reply to the final dot, by route */
+		metrics_observe(METRICS_H_DOWNSTREAM, t->end_route, NULL, uv_hrtime() - t->end_ns);
+		t->end_ns = 0;
+	}
 	t->cb(t->ctx, r);
 }
 
@@ -333,6 +338,8 @@ void relay_txn_end(struct relay_txn *t)
 	if (t->wrote_content && !t->ends_crlf)
 		conn_write(rc->conn, "\r\n", 2);
 	rc->lmtp_expect = rc->lmtp ? t->nrcpt_ok : 1;
+	t->end_ns = uv_hrtime();
+	snprintf(t->end_route, sizeof(t->end_route), "%s", rc->dest); /* as configured */
 	relay_conn_command(rc, RS_DATA_END);
 }
 

@@ -16,6 +16,7 @@
 #include "core/base64.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "net/conn.h"
 
 /* RFC 4954 §4: a command line, initial response included, stays within 512. */
@@ -218,6 +219,7 @@ static void relay_conn_fail_dns(struct relay_conn *rc, enum relay_fail kind, con
 	const char *log_id = t != NULL ? t->log_id : "relay";
 	log_warn("%s: relay=%s: %s during %s", log_id, rc->peer[0] ? rc->peer : rc->dest, why,
 		 relay_conn_states[st].name);
+	metrics_backend_up("relay", rc->dest, false);
 	bool reused = rc->reused;
 	relay_conn_close(rc, false);
 	if (t == NULL || t->cb == NULL)
@@ -568,6 +570,7 @@ static void relay_conn_on_reply(struct relay_conn *rc, const struct smtp_reply *
 			relay_conn_fail(rc, why);
 			return;
 		}
+		metrics_backend_up("relay", rc->dest, true);
 		relay_conn_ehlo(rc, RS_EHLO);
 		return;
 	case RS_EHLO:

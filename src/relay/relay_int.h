@@ -140,6 +140,8 @@ typedef void relay_route_lookup_done(struct relay_txn *t, enum table_status st, 
 				     const char *key);
 
 struct relay_txn {
+	uint64_t end_ns;    /* uv_hrtime() at the final dot, until its reply (core/metrics.h) */
+	char end_route[64]; /* its destination, the route label */
 	struct relay_pool *pool;
 	struct config *cfg;
 	char *log_id;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 
 #define SMTP_SERVER_AUTH_LINE_MAX 12288
 /* The AUTH command carries an initial response as long as a continuation
@@ -387,6 +388,7 @@ static void smtp_server_cmd_mail(struct smtp_server *s, const struct smtp_cmd *c
 	}
 	if (a.has_size && a.size > s->set.size_limit) {
 		smtp_server_log_reject(s, "MAIL", 552, "5.3.4", "Message size exceeds fixed limit");
+		metrics_inc(METRICS_MSG_SIZE);
 		smtp_server_reply(s, 552, "5.3.4", "Message size exceeds fixed limit");
 		smtp_server_set_str(&s->mail_from, NULL, 0);
 		return;
@@ -694,6 +696,7 @@ static void smtp_server_content_end(struct smtp_server *s)
 {
 	s->state = SMTP_ST_COMMAND;
 	if (s->too_big) {
+		metrics_inc(METRICS_MSG_SIZE);
 		smtp_server_log_reject(s, "END-OF-MESSAGE", 552, "5.3.4",
 				       "Message size exceeds fixed limit");
 		smtp_server_txn_clear(s);

@@ -25,6 +25,7 @@ fails the run rather than hiding the tests that need it.
 
 import atexit
 import ctypes
+import json
 import os
 import random
 import re
@@ -576,6 +577,13 @@ LOG_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u206
 LOG_LINE = re.compile(r"^(\S+ )?submitd\[\d+\]: ")
 
 
+def _json_object(line):
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def unsafe_log_lines(path):
     """Lines of submitd's stderr at path that are not whole, clean log lines:
     a log line holding a byte below 0x20, a bidi control or invalid UTF-8, or
@@ -596,6 +604,9 @@ def unsafe_log_lines(path):
             line = None
         if LOG_LINE.match(text):
             if line is None or LOG_UNSAFE.search(line):
+                bad.append(repr(raw))
+        elif raw.startswith(b'{"ts":'):  # log_format = json: one object a line
+            if line is None or LOG_UNSAFE.search(line) or not _json_object(line):
                 bad.append(repr(raw))
         elif raw and not raw.startswith(b"submitd: ") and not report and \
                 not re.match(rb"==\d+==", raw):  # the sanitizers' runtime notes
