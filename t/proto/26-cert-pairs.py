@@ -129,14 +129,14 @@ c.close()
 
 
 # ---------------------------------------------------------------- submitd -t
-def check(extra):
+def check(extra, timeout=60):
     conf = env.path("check.conf")
     with open(conf, "w") as f:
         for k, v in standard_config(certs, sink, extra):
             for one in (v if isinstance(v, list) else [v]):
                 f.write("%s = %s\n" % (k, one))
     return subprocess.run([env.binary, "-c", conf, "-t"], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=timeout)
 
 
 r = check(conf_pairs((rsa_crt, rsa_key), (ec_crt, ec_key)) + SNI)
@@ -180,6 +180,70 @@ for crt, key, pattern, label in (
         (long_chain, ec_key, r"long-chain\.pem: .*at most 16 certificates in a chain", "a chain of 34 certificates")):
     r = check(conf_pairs((rsa_crt, rsa_key), (crt, key)))
     ok(r.returncode != 0 and re.search(pattern, r.stderr), "-t refuses %s" % label, r.stderr)
+
+# A named pipe would block the open (and with it the main thread: no more
+# reloads, signals or certificate watching) until a writer came; /dev/zero
+# never ends; a file past 1 MiB is no certificate. Refused at once, by name.
+fifo = os.path.join(pairs, "fifo.pem")
+os.mkfifo(fifo)
+big = os.path.join(pairs, "big.pem")
+with open(big, "w") as f:
+    f.write(open(ec_crt).read() + "#" * (2 << 20))
+for crt, key, pattern, label in (
+        (fifo, ec_key, r"fifo\.pem: not a regular file", "a named pipe as the certificate file"),
+        (ec_crt, fifo, r"fifo\.pem: not a regular file", "a named pipe as the key file"),
+        ("/dev/zero", ec_key, r"/dev/zero: not a regular file", "/dev/zero as the certificate"),
+        (ec_crt, "/dev/zero", r"/dev/zero: not a regular file", "/dev/zero as the key"),
+        (big, ec_key, r"big\.pem: larger than 1 MiB", "a certificate file of 2 MiB")):
+    try:
+        r = check(conf_pairs((rsa_crt, rsa_key), (crt, key)), timeout=15)
+        ok(r.returncode != 0 and re.search(pattern, r.stderr), "-t refuses %s" % label, r.stderr)
+    except subprocess.TimeoutExpired:
+        ok(False, "-t refuses %s" % label, "still waiting after 15 s")
+
+# The chain in the wrong order (the CA before the server's certificate):
+# named as that, not as keys paired with the wrong certificates.
+rev = os.path.join(pairs, "ec-reversed.pem")
+with open(rev, "w") as f:
+    leaf = open(ec_crt).read().split("-----END CERTIFICATE-----")[0]
+    f.write(open(certs.ca).read() + leaf + "-----END CERTIFICATE-----\n")
+r = check(conf_pairs((rev, ec_key)))
+ok(r.returncode != 0 and re.search(r"ec-reversed\.pem: the certificate of the key .*is number 2;"
+                                   r" it must come first", r.stderr) and
+   "pair up in the order" not in r.stderr, "-t names a chain whose leaf is not first", r.stderr)
+
+# An encrypted key: said so, with the way out.
+enc = os.path.join(pairs, "ec-enc-key.pem")
+subprocess.run(["openssl", "pkey", "-in", ec_key, "-aes256", "-passout", "pass:x", "-out", enc],
+               check=True)
+r = check(conf_pairs((ec_crt, enc)))
+ok(r.returncode != 0 and re.search(r"ec-enc-key\.pem: an encrypted key", r.stderr),
+   "-t names an encrypted key", r.stderr)
+
+# Configurations written when a second tls_cert_file replaced the first:
+# the error says how to fix them.
+for extra, label in (
+        ([("tls_cert_file", [rsa_crt, ec_crt]), ("tls_key_file", ec_key)],
+         "a second tls_cert_file line (one key)"),
+        (conf_pairs((certs.fullchain, certs.key), (ec_crt, ec_key)),
+         "a second pair of the same key type")):
+    r = check(extra)
+    ok(r.returncode != 0 and re.search(r"no longer replaces? .*delete the", r.stderr),
+       "-t explains the changed meaning for %s" % label, r.stderr)
+
+# A certificate whose subject carries a line break and terminal escapes:
+# -t prints it escaped, on one line (as the log does).
+hk, hc = os.path.join(pairs, "hostile-key.pem"), os.path.join(pairs, "hostile.pem")
+subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", hk, "-x509", "-days", "2", "-out", hc, "-subj",
+                "/CN=evil\nsubmitd: tls: pair 9: forged\x1b[2J\x07"], check=True,
+               capture_output=True)
+r = check(conf_pairs((hc, hk)))
+ok(r.returncode == 0 and "\x1b" not in r.stdout and "\x07" not in r.stdout and
+   "pair 9" not in "".join(l for l in r.stdout.splitlines(True) if l.startswith("submitd: tls"))
+   and re.search(r"tls: pair 1: ECDSA P-256 \"CN=evil\\x0asubmitd: tls: pair 9: forged"
+                 r"\\x1b\[2J\\x07\" valid until", r.stdout),
+   "-t escapes control characters in a certificate's subject", repr(r.stdout + r.stderr))
 
 # Key and chain in one file (as Postfix's smtpd_tls_chain_files).
 both = os.path.join(pairs, "ec-both.pem")
