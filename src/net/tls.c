@@ -27,6 +27,7 @@ struct tls_pair {
 	const char *what; /* "tls_cert_file" or "tls_sni NAME", for errors */
 	const char *cert_file, *key_file;
 	const struct tls_sni *sni; /* NULL: a default pair */
+	bool several;              /* more than one default pair: order matters */
 	gnutls_pcert_st pcerts[TLS_MAX_CHAIN];
 	unsigned npcerts;
 	gnutls_privkey_t key;
@@ -214,7 +215,7 @@ static bool tls_pair_read(struct tls_pair *p, char *err, size_t errlen)
 		snprintf(err, errlen,
 			 "%s %s: the key in %s (%s) does not match the certificate (%s)%s", p->what,
 			 p->cert_file, p->key_file, ktype, type,
-			 p->sni != NULL
+			 !p->several || p->sni != NULL
 				 ? ""
 				 : "; tls_cert_file and tls_key_file pair up in the order they "
 				   "are written");
@@ -334,6 +335,7 @@ bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 	for (size_t i = 0; ok && i < n; i++) {
 		struct tls_pair *p = &pairs[i];
 		p->line = i;
+		p->several = cfg->ntls_cert_files > 1;
 		if (i < cfg->ntls_cert_files) {
 			p->what = "tls_cert_file";
 			p->cert_file = cfg->tls_cert_files[i];

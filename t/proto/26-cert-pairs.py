@@ -212,6 +212,11 @@ ok(r.returncode != 0 and re.search(r"ec-reversed\.pem: the certificate of the ke
                                    r" it must come first", r.stderr) and
    "pair up in the order" not in r.stderr, "-t names a chain whose leaf is not first", r.stderr)
 
+# A single pair whose key does not match: no word about the order of pairs.
+r = check(conf_pairs((ec_crt, rsa_key)))
+ok(r.returncode != 0 and "does not match" in r.stderr and "pair up in the order" not in r.stderr,
+   "-t: a single mismatched pair is not blamed on the order of pairs", r.stderr)
+
 # An encrypted key: said so, with the way out.
 enc = os.path.join(pairs, "ec-enc-key.pem")
 subprocess.run(["openssl", "pkey", "-in", ec_key, "-aes256", "-passout", "pass:x", "-out", enc],
