@@ -9,7 +9,11 @@ implicit-TLS port, and per SNI name (tls_sni repeated with the same name).
 The startup line and `submitd -t` list every pair; -t refuses different
 numbers of certificate and key files, a key that does not match its
 certificate, and two pairs of one key type (default and per SNI name); a
-single file holding key and chain works as both. SIGHUP swaps the RSA pair
+single file holding key and chain works as both. Hostile files are refused
+by name and at once: a named pipe, /dev/zero, a file past 1 MiB, a chain with
+the leaf not first, an encrypted key; a subject with control characters is
+escaped in -t's output; a configuration where a second tls_cert_file meant to
+replace the first gets a message saying what to delete. SIGHUP swaps the RSA pair
 while ECDSA stays; certificate watching notices a changed ECDSA pair."""
 import hashlib
 import os
