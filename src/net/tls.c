@@ -290,6 +290,29 @@ static bool tls_pairs_unique(const struct tls_pair *pairs, size_t n, char *err, 
 	return ok;
 }
 
+/* When no default pair suits a client (no SNI, or a name without pairs),
+ * GnuTLS goes on to the tls_sni pairs and serves the first that suits it:
+ * an RSA-only client would get some customer's RSA certificate. Said once
+ * per key type (a hosting panel may have thousands of such lines). */
+static void tls_pairs_warn_fallback(const struct tls_pair *pairs, size_t n)
+{
+	bool dflt[100] = {false}, said[100] = {false};
+	for (size_t i = 0; i < n; i++)
+		if (pairs[i].sni == NULL)
+			dflt[pairs[i].rank] = true;
+	for (size_t i = 0; i < n; i++) {
+		const struct tls_pair *p = &pairs[i];
+		if (p->sni == NULL || dflt[p->rank] || said[p->rank])
+			continue;
+		said[p->rank] = true;
+		char type[32];
+		tls_key_type(p->pcerts[0].pubkey, type, sizeof(type));
+		log_warn("%s: an %s pair, but no tls_cert_file pair of that key type: a client "
+			 "that can use no other and names no tls_sni name gets %s's certificate",
+			 p->what, type, p->what + 8); /* past "tls_sni " */
+	}
+}
+
 bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 {
 	const char *errpos = NULL;
@@ -351,8 +374,10 @@ bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 		ok = tls_pair_read(p, err, errlen);
 	}
 	ok = ok && tls_pairs_unique(pairs, n, err, errlen);
-	if (ok)
+	if (ok) {
 		qsort(pairs, n, sizeof(*pairs), tls_pair_cmp);
+		tls_pairs_warn_fallback(pairs, n);
+	}
 	for (size_t i = 0; ok && i < n; i++) {
 		struct tls_pair *p = &pairs[i];
 		/* Without names GnuTLS takes them from the certificate. On

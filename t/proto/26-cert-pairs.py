@@ -221,6 +221,17 @@ r = check(conf_pairs((ec_crt, rsa_key)))
 ok(r.returncode != 0 and "does not match" in r.stderr and "pair up in the order" not in r.stderr,
    "-t: a single mismatched pair is not blamed on the order of pairs", r.stderr)
 
+# An SNI name with an RSA pair while the default pairs have none: an
+# RSA-only client without that name would get this name's certificate
+# (GnuTLS falls back to any pair that suits it); -t says so.
+r = check(conf_pairs((ec_crt, ec_key)) + [("tls_sni", "mail.customer-a.example %s %s"
+                                                     % (a_rsa_crt, a_rsa_key))])
+like(r.stderr, r"tls_sni mail\.customer-a\.example: an RSA-2048 pair, but no tls_cert_file pair "
+     r"of that key type: .*gets mail\.customer-a\.example's certificate",
+     "-t warns of an SNI pair whose key type no default pair has")
+r = check(conf_pairs((ec_crt, ec_key), (rsa_crt, rsa_key)) + SNI)
+unlike(r.stderr, r"no tls_cert_file pair of that key type", "... and only then")
+
 # An encrypted key: said so, with the way out.
 enc = os.path.join(pairs, "ec-enc-key.pem")
 subprocess.run(["openssl", "pkey", "-in", ec_key, "-aes256", "-passout", "pass:x", "-out", enc],
