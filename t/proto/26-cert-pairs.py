@@ -302,7 +302,31 @@ for mode in ("starttls", "tls"):
     is_(s_client(mode, *RSA_ONLY)[0], "rsa2", "%s: the RSA certificate unchanged" % mode)
 
 # A reload with a mismatched pair is refused; the pairs in use stay.
-os.replace(make_pair("ec3", "ec")[1], ec_key)
+ec3_crt, ec3_key = make_pair("ec3", "ec")
+FP["ec3"] = fp_file(ec3_crt)
+NAMES[FP["ec3"]] = "ec3"
+os.replace(ec3_key, ec_key)
 ok(d.wait_log(r"reload refused: .*does not match", 15), "a key swapped alone: reload refused")
 is_(s_client("tls")[0], "ec2", "the previous ECDSA pair is still served")
+
+# A new, valid RSA pair while the ECDSA one is still half renewed: the reload
+# is refused whole, never half new: RSA clients keep the previous RSA pair.
+rsa3_crt, rsa3_key = make_pair("rsa3", "rsa")
+FP["rsa3"] = fp_file(rsa3_crt)
+NAMES[FP["rsa3"]] = "rsa3"
+nref = len(re.findall(r"reload refused", d.log()))
+os.replace(rsa3_key, rsa_key)
+os.replace(rsa3_crt, rsa_crt)
+os.kill(d.proc.pid, signal.SIGHUP)
+ok(wait_for(lambda: len(re.findall(r"reload refused", d.log())) > nref, 15),
+   "a new RSA pair next to a half-renewed ECDSA one: reload refused")
+is_(s_client("tls", *RSA_ONLY)[0], "rsa2", "RSA clients still get the previous RSA pair")
+is_(s_client("tls")[0], "ec2", "... and the others the previous ECDSA pair")
+# The ECDSA certificate arrives: both new pairs are served.
+n = len(re.findall(r"configuration reloaded", d.log()))
+os.replace(ec3_crt, ec_crt)
+ok(wait_for(lambda: len(re.findall(r"configuration reloaded", d.log())) > n, 15),
+   "the renewal completed: reloaded")
+is_(s_client("tls")[0], "ec3", "the new ECDSA pair")
+is_(s_client("tls", *RSA_ONLY)[0], "rsa3", "the new RSA pair")
 done()
