@@ -329,4 +329,24 @@ ok(wait_for(lambda: len(re.findall(r"configuration reloaded", d.log())) > n, 15)
    "the renewal completed: reloaded")
 is_(s_client("tls")[0], "ec3", "the new ECDSA pair")
 is_(s_client("tls", *RSA_ONLY)[0], "rsa3", "the new RSA pair")
+
+# ---------------------------------------------------------------- privileges
+# Reloads read the files as the unprivileged user (as t/proto/90 runs it:
+# user = nobody): a key only root can read is named at start, not found out
+# at the renewal months later.
+d.stop()
+os.chmod(env.dir, 0o755)
+for root, dirs, files in os.walk(env.dir):
+    for d_ in dirs:
+        os.chmod(os.path.join(root, d_), 0o755)
+    for f_ in files:
+        os.chmod(os.path.join(root, f_), 0o644)
+p_crt, p_key = make_pair("private", "rsa")
+os.chmod(p_key, 0o600)
+d = env.submitd(standard_config(certs, sink, conf_pairs((ec_crt, ec_key), (p_crt, p_key)) +
+                                [("user", "nobody")]))
+ok(d.wait_log(r"submitd \S+ ready", 10), "ready with user = nobody", d.log()[-800:])
+like(d.log(), r"warning: .*private-key\.pem: Permission denied after the privilege drop: "
+     r"reloads will be refused", "the key nobody can read is named at start")
+unlike(d.log(), r"ec-key\.pem: Permission denied", "... and only that one")
 done()
