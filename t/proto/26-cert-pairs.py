@@ -335,12 +335,7 @@ is_(s_client("tls", *RSA_ONLY)[0], "rsa3", "the new RSA pair")
 # user = nobody): a key only root can read is named at start, not found out
 # at the renewal months later.
 d.stop()
-os.chmod(env.dir, 0o755)
-for root, dirs, files in os.walk(env.dir):
-    for d_ in dirs:
-        os.chmod(os.path.join(root, d_), 0o755)
-    for f_ in files:
-        os.chmod(os.path.join(root, f_), 0o644)
+env.open_up()
 p_crt, p_key = make_pair("private", "rsa")
 os.chmod(p_key, 0o600)
 d = env.submitd(standard_config(certs, sink, conf_pairs((ec_crt, ec_key), (p_crt, p_key)) +
