@@ -439,6 +439,12 @@ int main(int argc, char **argv)
 		notify_send(false, "STATUS=%s\nERRNO=%d", err, EPERM);
 		return 1;
 	}
+	int uerr = 0;
+	const char *unreadable = certwatch_unreadable(main_certs, &uerr);
+	if (unreadable != NULL)
+		log_warn("%s: %s after the privilege drop: reloads will be refused until "
+			 "this user can read it (README, \"Install\")",
+			 unreadable, strerror(uerr));
 
 	uv_loop_t *main_loop = uv_default_loop();
 	uv_async_init(main_loop, &main_async, main_async_cb);

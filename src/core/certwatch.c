@@ -4,10 +4,12 @@
 #include <config.h> /* the build's (_GNU_SOURCE), not core/config.h beside this file */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/certwatch.h"
@@ -137,4 +139,18 @@ void certwatch_refused(struct certwatch *cw, const struct certwatch *attempt)
 			f->seen = f->loaded;
 		}
 	}
+}
+
+const char *certwatch_unreadable(const struct certwatch *cw, int *err_r)
+{
+	for (size_t i = 0; cw != NULL && i < cw->nfiles; i++) {
+		/* O_NONBLOCK: a named pipe must not stall the start */
+		int fd = open(cw->files[i].path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (fd < 0) {
+			*err_r = errno;
+			return cw->files[i].path;
+		}
+		close(fd);
+	}
+	return NULL;
 }

@@ -25,5 +25,9 @@ const char *certwatch_poll(struct certwatch *cw);
  * refused: cw's files count as loaded in their state then (or now), so the
  * reload is not retried until one of them changes again. */
 void certwatch_refused(struct certwatch *cw, const struct certwatch *attempt);
+/* The first file that this process cannot open for reading now, with the
+ * errno in *err_r; NULL when it can read them all. Asked after the privilege
+ * drop: reloads read them as the unprivileged user. */
+const char *certwatch_unreadable(const struct certwatch *cw, int *err_r);
 
 #endif

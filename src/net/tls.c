@@ -1,22 +1,33 @@
 #include "config.h"
 #include "net/tls.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include <gnutls/abstract.h>
 #include <gnutls/x509.h>
 
 #include "core/buf.h"
+#include "core/log.h"
 
 #define TLS_MAX_CHAIN 16
+/* Before several pairs, a repeated tls_cert_file replaced the earlier one. */
+#define TLS_REPEAT_HINT                                                                   \
+	" (a repeated tls_cert_file or tls_key_file no longer replaces the earlier one: " \
+	"delete the lines of the pair you no longer mean)"
+#define TLS_FILE_MAX (1 << 20) /* a chain of 16 with its key is far below */
 
 /* One certificate/key pair before it is handed to the credentials. */
 struct tls_pair {
 	const char *what; /* "tls_cert_file" or "tls_sni NAME", for errors */
 	const char *cert_file, *key_file;
 	const struct tls_sni *sni; /* NULL: a default pair */
+	bool several;              /* more than one default pair: order matters */
 	gnutls_pcert_st pcerts[TLS_MAX_CHAIN];
 	unsigned npcerts;
 	gnutls_privkey_t key;
@@ -81,13 +92,58 @@ static void tls_pair_free(struct tls_pair *p)
 	p->npcerts = 0;
 }
 
+/* Reads a certificate or key file whole. Refuses what is not a regular file
+ * before reading (a named pipe would block the open until a writer came, and
+ * with it the main thread; /dev/zero never ends) and anything past
+ * TLS_FILE_MAX. The caller wipes and frees b. */
+static bool tls_file_read(const char *what, const char *path, struct buf *b, char *err,
+			  size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	const char *bad = !S_ISREG(st.st_mode)        ? "not a regular file"
+			  : st.st_size > TLS_FILE_MAX ? "larger than 1 MiB"
+						      : NULL;
+	while (bad == NULL) {
+		uint8_t *w = buf_reserve(b, 16384);
+		ssize_t r = read(fd, w, 16384);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			bad = strerror(errno);
+		else if (r == 0)
+			break;
+		else if (buf_len(b) + (size_t)r > TLS_FILE_MAX)
+			bad = "larger than 1 MiB"; /* grew while read */
+		else
+			buf_commit(b, (size_t)r);
+	}
+	close(fd);
+	if (bad != NULL)
+		snprintf(err, errlen, "%s %s: %s", what, path, bad);
+	return bad == NULL;
+}
+
 /* Reads the chain and the key of p (the key file may be the certificate
  * file itself, holding both) and checks that they belong together. */
 static bool tls_pair_read(struct tls_pair *p, char *err, size_t errlen)
 {
+	struct buf b = BUF_INIT;
+	if (!tls_file_read(p->what, p->cert_file, &b, err, errlen)) {
+		buf_wipe(&b);
+		return false;
+	}
 	unsigned n = TLS_MAX_CHAIN;
-	int r = gnutls_pcert_list_import_x509_file(p->pcerts, &n, p->cert_file, GNUTLS_X509_FMT_PEM,
-						   NULL, NULL, 0);
+	gnutls_datum_t d = {buf_data(&b), (unsigned)buf_len(&b)};
+	int r = gnutls_pcert_list_import_x509_raw(p->pcerts, &n, &d, GNUTLS_X509_FMT_PEM,
+						  GNUTLS_X509_CRT_LIST_IMPORT_FAIL_IF_EXCEED);
+	buf_wipe(&b); /* the key may be in the same file */
 	if (r < 0) {
 		/* GnuTLS 3.7 says "unimplemented feature" past the array's end */
 		bool many =
@@ -97,18 +153,25 @@ static bool tls_pair_read(struct tls_pair *p, char *err, size_t errlen)
 		return false;
 	}
 	p->npcerts = n;
-	gnutls_datum_t pem = {NULL, 0};
-	r = gnutls_load_file(p->key_file, &pem);
-	if (r >= 0)
-		r = gnutls_privkey_init(&p->key);
-	if (r >= 0)
-		r = gnutls_privkey_import_x509_raw(p->key, &pem, GNUTLS_X509_FMT_PEM, NULL, 0);
-	if (pem.data != NULL) {
-		gnutls_memset(pem.data, 0, pem.size);
-		gnutls_free(pem.data);
+	char what[320];
+	snprintf(what, sizeof(what), "%s: key", p->what);
+	if (!tls_file_read(what, p->key_file, &b, err, errlen)) {
+		buf_wipe(&b);
+		return false;
 	}
+	d = (gnutls_datum_t){buf_data(&b), (unsigned)buf_len(&b)};
+	r = gnutls_privkey_init(&p->key);
+	if (r >= 0)
+		r = gnutls_privkey_import_x509_raw(p->key, &d, GNUTLS_X509_FMT_PEM, NULL, 0);
+	/* Without a password GnuTLS says only "decryption has failed". */
+	bool encrypted = r < 0 && buf_len(&b) > 0 &&
+			 memmem(buf_data(&b), buf_len(&b), "ENCRYPTED", 9) != NULL;
+	buf_wipe(&b);
 	if (r < 0) {
-		snprintf(err, errlen, "%s: key %s: %s", p->what, p->key_file, gnutls_strerror(r));
+		snprintf(err, errlen, "%s: key %s: %s", p->what, p->key_file,
+			 encrypted ? "an encrypted key: submitd reads keys without a password "
+				     "(openssl pkey -in KEY -out KEY.new writes it unencrypted)"
+				   : gnutls_strerror(r));
 		return false;
 	}
 	char type[32];
@@ -122,24 +185,37 @@ static bool tls_pair_read(struct tls_pair *p, char *err, size_t errlen)
 	}
 	/* Compare public keys: GnuTLS would say only "mismatch". */
 	gnutls_pubkey_t kpub = NULL;
-	gnutls_datum_t a = {NULL, 0}, b = {NULL, 0};
-	bool same = gnutls_pubkey_init(&kpub) >= 0 &&
+	gnutls_datum_t kder = {NULL, 0};
+	bool have = gnutls_pubkey_init(&kpub) >= 0 &&
 		    gnutls_pubkey_import_privkey(kpub, p->key, 0, 0) >= 0 &&
-		    gnutls_pubkey_export2(kpub, GNUTLS_X509_FMT_DER, &a) >= 0 &&
-		    gnutls_pubkey_export2(p->pcerts[0].pubkey, GNUTLS_X509_FMT_DER, &b) >= 0 &&
-		    a.size == b.size && memcmp(a.data, b.data, a.size) == 0;
+		    gnutls_pubkey_export2(kpub, GNUTLS_X509_FMT_DER, &kder) >= 0;
+	unsigned match = p->npcerts; /* the certificate of the key in the chain */
+	for (unsigned i = 0; have && match == p->npcerts && i < p->npcerts; i++) {
+		gnutls_datum_t c = {NULL, 0};
+		if (gnutls_pubkey_export2(p->pcerts[i].pubkey, GNUTLS_X509_FMT_DER, &c) >= 0 &&
+		    c.size == kder.size && memcmp(c.data, kder.data, c.size) == 0)
+			match = i;
+		gnutls_free(c.data);
+	}
 	char ktype[32] = "?";
-	if (!same && kpub != NULL)
+	if (match != 0 && kpub != NULL)
 		tls_key_type(kpub, ktype, sizeof(ktype));
-	gnutls_free(a.data);
-	gnutls_free(b.data);
+	gnutls_free(kder.data);
 	if (kpub != NULL)
 		gnutls_pubkey_deinit(kpub);
-	if (!same) {
+	if (match != 0 && match < p->npcerts) {
+		snprintf(
+			err, errlen,
+			"%s %s: the certificate of the key in %s is number %u; it must come first, "
+			"the chain after it",
+			p->what, p->cert_file, p->key_file, match + 1);
+		return false;
+	}
+	if (match != 0) {
 		snprintf(err, errlen,
 			 "%s %s: the key in %s (%s) does not match the certificate (%s)%s", p->what,
 			 p->cert_file, p->key_file, ktype, type,
-			 p->sni != NULL
+			 !p->several || p->sni != NULL
 				 ? ""
 				 : "; tls_cert_file and tls_key_file pair up in the order they "
 				   "are written");
@@ -204,14 +280,37 @@ static bool tls_pairs_unique(const struct tls_pair *pairs, size_t n, char *err, 
 		tls_key_type(items[i].pair->pcerts[0].pubkey, type, sizeof(type));
 		snprintf(err, errlen,
 			 "%s %s and %s: two %s pairs%s%s; one pair per key type (e.g. ECDSA and "
-			 "RSA)",
+			 "RSA)%s",
 			 items[i].pair->what, items[i - 1].pair->cert_file,
 			 items[i].pair->cert_file, type, *items[i].name ? " for " : "",
-			 items[i].name);
+			 items[i].name, *items[i].name ? "" : TLS_REPEAT_HINT);
 		ok = false;
 	}
 	free(items);
 	return ok;
+}
+
+/* When no default pair suits a client (no SNI, or a name without pairs),
+ * GnuTLS goes on to the tls_sni pairs and serves the first that suits it:
+ * an RSA-only client would get some customer's RSA certificate. Said once
+ * per key type (a hosting panel may have thousands of such lines). */
+static void tls_pairs_warn_fallback(const struct tls_pair *pairs, size_t n)
+{
+	bool dflt[100] = {false}, said[100] = {false};
+	for (size_t i = 0; i < n; i++)
+		if (pairs[i].sni == NULL)
+			dflt[pairs[i].rank] = true;
+	for (size_t i = 0; i < n; i++) {
+		const struct tls_pair *p = &pairs[i];
+		if (p->sni == NULL || dflt[p->rank] || said[p->rank])
+			continue;
+		said[p->rank] = true;
+		char type[32];
+		tls_key_type(p->pcerts[0].pubkey, type, sizeof(type));
+		log_warn("%s: an %s pair, but no tls_cert_file pair of that key type: a client "
+			 "that can use no other and names no tls_sni name gets %s's certificate",
+			 p->what, type, p->what + 8); /* past "tls_sni " */
+	}
 }
 
 bool tls_server_load(struct config *cfg, char *err, size_t errlen)
@@ -227,8 +326,8 @@ bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 	if (cfg->ntls_cert_files != cfg->ntls_key_files) {
 		snprintf(err, errlen,
 			 "%zu tls_cert_file but %zu tls_key_file lines: they pair up in order, "
-			 "one key for each certificate",
-			 cfg->ntls_cert_files, cfg->ntls_key_files);
+			 "one key for each certificate%s",
+			 cfg->ntls_cert_files, cfg->ntls_key_files, TLS_REPEAT_HINT);
 		return false;
 	}
 	if (cfg->ntls_cert_files == 0) {
@@ -259,6 +358,7 @@ bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 	for (size_t i = 0; ok && i < n; i++) {
 		struct tls_pair *p = &pairs[i];
 		p->line = i;
+		p->several = cfg->ntls_cert_files > 1;
 		if (i < cfg->ntls_cert_files) {
 			p->what = "tls_cert_file";
 			p->cert_file = cfg->tls_cert_files[i];
@@ -274,8 +374,10 @@ bool tls_server_load(struct config *cfg, char *err, size_t errlen)
 		ok = tls_pair_read(p, err, errlen);
 	}
 	ok = ok && tls_pairs_unique(pairs, n, err, errlen);
-	if (ok)
+	if (ok) {
 		qsort(pairs, n, sizeof(*pairs), tls_pair_cmp);
+		tls_pairs_warn_fallback(pairs, n);
+	}
 	for (size_t i = 0; ok && i < n; i++) {
 		struct tls_pair *p = &pairs[i];
 		/* Without names GnuTLS takes them from the certificate. On
@@ -322,7 +424,9 @@ void tls_server_describe_pair(const struct config *cfg, size_t i, char *out, siz
 			tls_key_type(pub, type, sizeof(type));
 		gnutls_datum_t d = {NULL, 0};
 		if (gnutls_x509_crt_get_dn3(crt, &d, 0) == 0) {
-			snprintf(dn, sizeof(dn), "%.*s", (int)d.size, (const char *)d.data);
+			/* the subject is whatever the certificate's maker wrote: it
+			   reaches -t's output as well as the log */
+			log_escape(dn, sizeof(dn), d.data, d.size);
 			gnutls_free(d.data);
 		}
 		uint8_t md[32];

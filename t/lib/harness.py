@@ -388,6 +388,17 @@ class Env:
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
 
+    def open_up(self):
+        """Makes everything in the test directory readable by every user (test
+        keys only), for a submitd that drops to "user = nobody" and reads its
+        files again on reload."""
+        os.chmod(self.dir, 0o755)
+        for root, dirs, files in os.walk(self.dir):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+
     def subdir(self, prefix):
         self._n += 1
         d = self.path("%s%d" % (prefix, self._n))

@@ -9,7 +9,11 @@ implicit-TLS port, and per SNI name (tls_sni repeated with the same name).
 The startup line and `submitd -t` list every pair; -t refuses different
 numbers of certificate and key files, a key that does not match its
 certificate, and two pairs of one key type (default and per SNI name); a
-single file holding key and chain works as both. SIGHUP swaps the RSA pair
+single file holding key and chain works as both. Hostile files are refused
+by name and at once: a named pipe, /dev/zero, a file past 1 MiB, a chain with
+the leaf not first, an encrypted key; a subject with control characters is
+escaped in -t's output; a configuration where a second tls_cert_file meant to
+replace the first gets a message saying what to delete. SIGHUP swaps the RSA pair
 while ECDSA stays; certificate watching notices a changed ECDSA pair."""
 import hashlib
 import os
@@ -129,14 +133,14 @@ c.close()
 
 
 # ---------------------------------------------------------------- submitd -t
-def check(extra):
+def check(extra, timeout=60):
     conf = env.path("check.conf")
     with open(conf, "w") as f:
         for k, v in standard_config(certs, sink, extra):
             for one in (v if isinstance(v, list) else [v]):
                 f.write("%s = %s\n" % (k, one))
     return subprocess.run([env.binary, "-c", conf, "-t"], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=timeout)
 
 
 r = check(conf_pairs((rsa_crt, rsa_key), (ec_crt, ec_key)) + SNI)
@@ -181,6 +185,86 @@ for crt, key, pattern, label in (
     r = check(conf_pairs((rsa_crt, rsa_key), (crt, key)))
     ok(r.returncode != 0 and re.search(pattern, r.stderr), "-t refuses %s" % label, r.stderr)
 
+# A named pipe would block the open (and with it the main thread: no more
+# reloads, signals or certificate watching) until a writer came; /dev/zero
+# never ends; a file past 1 MiB is no certificate. Refused at once, by name.
+fifo = os.path.join(pairs, "fifo.pem")
+os.mkfifo(fifo)
+big = os.path.join(pairs, "big.pem")
+with open(big, "w") as f:
+    f.write(open(ec_crt).read() + "#" * (2 << 20))
+for crt, key, pattern, label in (
+        (fifo, ec_key, r"fifo\.pem: not a regular file", "a named pipe as the certificate file"),
+        (ec_crt, fifo, r"fifo\.pem: not a regular file", "a named pipe as the key file"),
+        ("/dev/zero", ec_key, r"/dev/zero: not a regular file", "/dev/zero as the certificate"),
+        (ec_crt, "/dev/zero", r"/dev/zero: not a regular file", "/dev/zero as the key"),
+        (big, ec_key, r"big\.pem: larger than 1 MiB", "a certificate file of 2 MiB")):
+    try:
+        r = check(conf_pairs((rsa_crt, rsa_key), (crt, key)), timeout=15)
+        ok(r.returncode != 0 and re.search(pattern, r.stderr), "-t refuses %s" % label, r.stderr)
+    except subprocess.TimeoutExpired:
+        ok(False, "-t refuses %s" % label, "still waiting after 15 s")
+
+# The chain in the wrong order (the CA before the server's certificate):
+# named as that, not as keys paired with the wrong certificates.
+rev = os.path.join(pairs, "ec-reversed.pem")
+with open(rev, "w") as f:
+    leaf = open(ec_crt).read().split("-----END CERTIFICATE-----")[0]
+    f.write(open(certs.ca).read() + leaf + "-----END CERTIFICATE-----\n")
+r = check(conf_pairs((rev, ec_key)))
+ok(r.returncode != 0 and re.search(r"ec-reversed\.pem: the certificate of the key .*is number 2;"
+                                   r" it must come first", r.stderr) and
+   "pair up in the order" not in r.stderr, "-t names a chain whose leaf is not first", r.stderr)
+
+# A single pair whose key does not match: no word about the order of pairs.
+r = check(conf_pairs((ec_crt, rsa_key)))
+ok(r.returncode != 0 and "does not match" in r.stderr and "pair up in the order" not in r.stderr,
+   "-t: a single mismatched pair is not blamed on the order of pairs", r.stderr)
+
+# An SNI name with an RSA pair while the default pairs have none: an
+# RSA-only client without that name would get this name's certificate
+# (GnuTLS falls back to any pair that suits it); -t says so.
+r = check(conf_pairs((ec_crt, ec_key)) + [("tls_sni", "mail.customer-a.example %s %s"
+                                                     % (a_rsa_crt, a_rsa_key))])
+like(r.stderr, r"tls_sni mail\.customer-a\.example: an RSA-2048 pair, but no tls_cert_file pair "
+     r"of that key type: .*gets mail\.customer-a\.example's certificate",
+     "-t warns of an SNI pair whose key type no default pair has")
+r = check(conf_pairs((ec_crt, ec_key), (rsa_crt, rsa_key)) + SNI)
+unlike(r.stderr, r"no tls_cert_file pair of that key type", "... and only then")
+
+# An encrypted key: said so, with the way out.
+enc = os.path.join(pairs, "ec-enc-key.pem")
+subprocess.run(["openssl", "pkey", "-in", ec_key, "-aes256", "-passout", "pass:x", "-out", enc],
+               check=True)
+r = check(conf_pairs((ec_crt, enc)))
+ok(r.returncode != 0 and re.search(r"ec-enc-key\.pem: an encrypted key", r.stderr),
+   "-t names an encrypted key", r.stderr)
+
+# Configurations written when a second tls_cert_file replaced the first:
+# the error says how to fix them.
+for extra, label in (
+        ([("tls_cert_file", [rsa_crt, ec_crt]), ("tls_key_file", ec_key)],
+         "a second tls_cert_file line (one key)"),
+        (conf_pairs((certs.fullchain, certs.key), (ec_crt, ec_key)),
+         "a second pair of the same key type")):
+    r = check(extra)
+    ok(r.returncode != 0 and re.search(r"no longer replaces? .*delete the", r.stderr),
+       "-t explains the changed meaning for %s" % label, r.stderr)
+
+# A certificate whose subject carries a line break and terminal escapes:
+# -t prints it escaped, on one line (as the log does).
+hk, hc = os.path.join(pairs, "hostile-key.pem"), os.path.join(pairs, "hostile.pem")
+subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", hk, "-x509", "-days", "2", "-out", hc, "-subj",
+                "/CN=evil\nsubmitd: tls: pair 9: forged\x1b[2J\x07"], check=True,
+               capture_output=True)
+r = check(conf_pairs((hc, hk)))
+ok(r.returncode == 0 and "\x1b" not in r.stdout and "\x07" not in r.stdout and
+   "pair 9" not in "".join(l for l in r.stdout.splitlines(True) if l.startswith("submitd: tls"))
+   and re.search(r"tls: pair 1: ECDSA P-256 \"CN=evil\\x0asubmitd: tls: pair 9: forged"
+                 r"\\x1b\[2J\\x07\" valid until", r.stdout),
+   "-t escapes control characters in a certificate's subject", repr(r.stdout + r.stderr))
+
 # Key and chain in one file (as Postfix's smtpd_tls_chain_files).
 both = os.path.join(pairs, "ec-both.pem")
 with open(both, "w") as f:
@@ -218,7 +302,46 @@ for mode in ("starttls", "tls"):
     is_(s_client(mode, *RSA_ONLY)[0], "rsa2", "%s: the RSA certificate unchanged" % mode)
 
 # A reload with a mismatched pair is refused; the pairs in use stay.
-os.replace(make_pair("ec3", "ec")[1], ec_key)
+ec3_crt, ec3_key = make_pair("ec3", "ec")
+FP["ec3"] = fp_file(ec3_crt)
+NAMES[FP["ec3"]] = "ec3"
+os.replace(ec3_key, ec_key)
 ok(d.wait_log(r"reload refused: .*does not match", 15), "a key swapped alone: reload refused")
 is_(s_client("tls")[0], "ec2", "the previous ECDSA pair is still served")
+
+# A new, valid RSA pair while the ECDSA one is still half renewed: the reload
+# is refused whole, never half new: RSA clients keep the previous RSA pair.
+rsa3_crt, rsa3_key = make_pair("rsa3", "rsa")
+FP["rsa3"] = fp_file(rsa3_crt)
+NAMES[FP["rsa3"]] = "rsa3"
+nref = len(re.findall(r"reload refused", d.log()))
+os.replace(rsa3_key, rsa_key)
+os.replace(rsa3_crt, rsa_crt)
+os.kill(d.proc.pid, signal.SIGHUP)
+ok(wait_for(lambda: len(re.findall(r"reload refused", d.log())) > nref, 15),
+   "a new RSA pair next to a half-renewed ECDSA one: reload refused")
+is_(s_client("tls", *RSA_ONLY)[0], "rsa2", "RSA clients still get the previous RSA pair")
+is_(s_client("tls")[0], "ec2", "... and the others the previous ECDSA pair")
+# The ECDSA certificate arrives: both new pairs are served.
+n = len(re.findall(r"configuration reloaded", d.log()))
+os.replace(ec3_crt, ec_crt)
+ok(wait_for(lambda: len(re.findall(r"configuration reloaded", d.log())) > n, 15),
+   "the renewal completed: reloaded")
+is_(s_client("tls")[0], "ec3", "the new ECDSA pair")
+is_(s_client("tls", *RSA_ONLY)[0], "rsa3", "the new RSA pair")
+
+# ---------------------------------------------------------------- privileges
+# Reloads read the files as the unprivileged user (as t/proto/90 runs it:
+# user = nobody): a key only root can read is named at start, not found out
+# at the renewal months later.
+d.stop()
+env.open_up()
+p_crt, p_key = make_pair("private", "rsa")
+os.chmod(p_key, 0o600)
+d = env.submitd(standard_config(certs, sink, conf_pairs((ec_crt, ec_key), (p_crt, p_key)) +
+                                [("user", "nobody")]))
+ok(d.wait_log(r"submitd \S+ ready", 10), "ready with user = nobody", d.log()[-800:])
+like(d.log(), r"warning: .*private-key\.pem: Permission denied after the privilege drop: "
+     r"reloads will be refused", "the key nobody can read is named at start")
+unlike(d.log(), r"ec-key\.pem: Permission denied", "... and only that one")
 done()

@@ -252,12 +252,7 @@ else:
 
 # Files the unprivileged process reads on reload must be readable by it; the
 # test's temp dir is private to root, so open it up (test keys only).
-os.chmod(env.dir, 0o755)
-for root, dirs, files in os.walk(env.dir):
-    for d_ in dirs:
-        os.chmod(os.path.join(root, d_), 0o755)
-    for f_ in files:
-        os.chmod(os.path.join(root, f_), 0o644)
+env.open_up()
 
 d = env.submitd(standard_config(certs, sink, [("user", "nobody")]))
 pid = d.proc.pid
