@@ -59,7 +59,8 @@ bool relay_load(struct config *cfg, char *err, size_t errlen);
 /* tables: the worker's table instances (lookup/table_registry.h), which
  * must outlive the pool. */
 struct relay_pool *relay_pool_new(uv_loop_t *loop, struct table_registry *tables);
-/* Closes idle connections; transactions must be gone. */
+/* Closes every connection (idle ones with QUIT); transactions must be gone.
+ * The pool's memory goes with its last connection's close, on the loop. */
 void relay_pool_free(struct relay_pool **pool);
 /* Opens one connection to cfg's route ahead of time, to learn the
  * downstream's capabilities and warm the pool. Called with the worker's
