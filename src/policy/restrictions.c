@@ -479,7 +479,8 @@ static enum restriction_result restrictions_client_access(const struct table *t,
 
 /* Postfix's check_domain_access() on the HELO name: the name, then its
  * parent domains (parent_domain_matches_subdomains names smtpd_access_maps
- * by default); an address literal is looked up as written. */
+ * by default); an address literal, or a bare address, is looked up as
+ * written. */
 static enum restriction_result restrictions_helo_access(const struct table *t, const char *helo,
 							struct smtp_reply *out)
 {
@@ -499,7 +500,10 @@ static enum restriction_result restrictions_helo_access(const struct table *t, c
 	for (const char *d = name; d != NULL;) {
 		if (restrictions_key(t, d, helo, "Helo command", out, &res))
 			return res;
-		if (name[0] == '[')
+		unsigned char bin[16];
+		/* a bare address has no parent domains (Postfix neither) */
+		if (name[0] == '[' || inet_pton(AF_INET, name, bin) == 1 ||
+		    inet_pton(AF_INET6, name, bin) == 1)
 			break;
 		const char *dot = strchr(d + 1, '.');
 		d = dot != NULL && dot[1] != '\0' ? dot + 1 : NULL;
