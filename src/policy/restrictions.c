@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "lookup/addrkey.h"
 #include "lookup/table.h"
+#include "smtp/server.h"
 
 enum restriction_kind {
 	R_PERMIT,
@@ -486,10 +487,10 @@ static enum restriction_result restrictions_helo_access(const struct table *t, c
 {
 	if (helo == NULL || helo[0] == '\0')
 		return RR_DUNNO;
-	char name[1024]; /* the SMTP line is shorter */
+	char name[SMTP_SERVER_HELO_MAX + 1];
 	size_t n = strlen(helo);
-	if (n >= sizeof(name)) {
-		/* looked up whole or not at all, never in part */
+	if (n >= SMTP_SERVER_HELO_MAX) {
+		/* maybe cut by smtp/server.c: looked up whole or not at all */
 		restrictions_reply(out, 501, "5.5.2", "Error: HELO name too long");
 		return RR_REJECT;
 	}

@@ -54,7 +54,7 @@ struct smtp_server {
 	bool tls;
 	bool helo_done;
 	bool esmtp;
-	char helo[256];
+	char helo[SMTP_SERVER_HELO_MAX + 1];
 	char *user;
 
 	/* the transaction */

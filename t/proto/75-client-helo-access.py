@@ -137,6 +137,14 @@ same("127.0.9.1", "192.0.2.7", r"^250 ")
 same("127.0.9.1", "mail.example.net.", r"^250 ")  # a trailing dot: example.net. is not example.net
 same("127.0.9.1", "[IPv6:2001:DB8::1]",
      r"^554 5\.7\.1 <\[IPv6:2001:DB8::1\]>: Helo command rejected: v6 literal$")
+# a HELO name longer than submitd keeps (255 bytes) is refused, never looked up
+# cut short: Postfix would find example.net at its end, the first 255 bytes
+# alone would pass
+LONG = ("x" * 60 + ".") * 5 + "example.net"
+c = SMTPFrom("127.0.9.1", *d1.addr("plain"))
+c.cmd("EHLO " + LONG)
+like(str(c.cmd("MAIL FROM:<a@example.com>")), r"^5\d\d ", "a %d-byte HELO name is refused, not cut" % len(LONG))
+c.close()
 # an entry for "unknown", as Postfix reads it without a reverse name
 same("127.0.0.9", "client.test.example",
      r"^554 5\.7\.1 <unknown\[127\.0\.0\.9\]>: Client host rejected: no reverse name$",
