@@ -9,7 +9,6 @@ would make the client send the accepted message again.
 The sink answers the final dot 3 s late; the hold and the kick are made
 with submitctl in that window."""
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,6 @@ certs = env.certs()
 PW = {"alice@example.com": "alice-secret", "bob@example.com": "bob-secret"}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
-SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 sock = env.path("control.sock")
 sink = env.sink("--delay-data", "3")
 d = txn.start(env, certs, dv, sink, [
@@ -38,8 +36,7 @@ d = txn.start(env, certs, dv, sink, [
 
 
 def ctl(*args):
-    p = subprocess.run([SUBMITCTL, "-s", sock] + list(args), capture_output=True, text=True, timeout=30)
-    return p.returncode, (p.stdout + p.stderr).strip()
+    return txn.submitctl(env, sock, *args)
 
 
 for user, verbs, nxt in (("alice@example.com", [("hold", "after the dot")], 421),

@@ -33,26 +33,32 @@ certs = env.certs()
 PW = {"alice@example.com": "alice-secret"}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
-SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 sock = env.path("control.sock")
 NONE = [("hold_client_addresses", "none"), ("hold_refused_recipients", "none"), ("hold_burst", "none")]
 
 
 def ctl(*args):
-    p = subprocess.run([SUBMITCTL, "-s", sock] + list(args), capture_output=True, text=True, timeout=30)
-    return p.returncode, (p.stdout + p.stderr).strip()
+    return txn.submitctl(env, sock, *args)
 
 
-def timed_stop(d):
-    """SIGTERM; how long until the process is gone (None: not within 15 s)."""
-    p = d.proc
+def term_with_notice(d, where, login_re):
+    """SIGTERM while a notice waits for the downstream: gone within 5 s, the
+    notice given up and logged, no sanitizer report."""
+    p, d.proc = d.proc, None
     t0 = time.time()
     p.terminate()
     try:
         p.wait(15)
+        took = time.time() - t0
     except subprocess.TimeoutExpired:
-        return None
-    return time.time() - t0
+        p.kill()
+        p.wait()
+        took = None
+    ok(took is not None and took < 5, "SIGTERM with a notice in flight on %s: stopped in %s s" % (where, took))
+    ok(d.wait_log(r"hold notice for %s: not sent to <postmaster@example\.org>: shutting down" % login_re, 1),
+       "the notice given up is logged", d.log()[-2000:])
+    rep = d.sanitizer_report()
+    ok(rep is None, "no sanitizer report", rep)
 
 
 # ---- the downstream refuses the notice's recipient: RSET on the notice's pool
@@ -86,14 +92,7 @@ d = txn.start(env, certs, dv, stalled, NONE + [
     ("hold_notify_recipient", "postmaster@example.org"), ("control_socket", sock)], "submitd-notice-term-main")
 is_(ctl("hold", "term@example.com", "test")[0], 0, "a hold with submitctl (main loop)")
 time.sleep(1)
-took = timed_stop(d)
-ok(took is not None and took < 5, "SIGTERM with a notice in flight on the main loop: stopped in %s s" % took)
-ok(d.wait_log(r"hold notice for term@example\.com: not sent to <postmaster@example\.org>: shutting down", 1),
-   "the notice given up is logged", d.log()[-2000:])
-if d.proc.poll() is None:
-    d.proc.kill()
-    d.proc.wait()
-d.proc = None
+term_with_notice(d, "the main loop", r"term@example\.com")
 
 d = txn.start(env, certs, dv, stalled, NONE + [
     ("login_recipient_limit", "1/1h"), ("hold_limit_hits", "1/1h"),
@@ -105,15 +104,6 @@ is_(c.cmd("RCPT TO:<b@example.net>").code, 450, "RCPT 2: alice over her limit, h
 c.close()
 ok(d.wait_log(r"hold: client=\[127\.0\.0\.1\] login=<alice@example\.com>", 5), "held")
 time.sleep(1.5)
-took = timed_stop(d)
-ok(took is not None and took < 5, "SIGTERM with a notice in flight on a worker: stopped in %s s" % took)
-ok(d.wait_log(r"hold notice for alice@example\.com: not sent to <postmaster@example\.org>: shutting down", 1),
-   "the notice given up is logged", d.log()[-2000:])
-if d.proc.poll() is None:
-    d.proc.kill()
-    d.proc.wait()
-d.proc = None
-rep = d.sanitizer_report()
-ok(rep is None, "no sanitizer report", rep)
+term_with_notice(d, "a worker", r"alice@example\.com")
 stalled.stop()
 done()
