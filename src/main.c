@@ -31,6 +31,7 @@
 #include "core/privileges.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "policy/hold_notice.h"
 #include "policy/limits.h"
 #include "policy/limits_redis.h"
 #include "policy/policy.h"
@@ -276,6 +277,7 @@ static void main_close_handles(uv_loop_t *loop)
 {
 	control_stop();
 	limits_redis_thread_done();
+	hold_notice_cancel(loop); /* submitctl's holds ran on this loop */
 	uv_handle_t *hs[] = {(uv_handle_t *)&main_async,        (uv_handle_t *)&main_sigterm,
 			     (uv_handle_t *)&main_sigint,       (uv_handle_t *)&main_sighup,
 			     (uv_handle_t *)&main_status_timer, (uv_handle_t *)&main_watchdog_timer,

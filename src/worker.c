@@ -18,6 +18,7 @@
 #include "lookup/table_registry.h"
 #include "net/listener.h"
 #include "policy/limits_redis.h"
+#include "policy/hold_notice.h"
 #include "relay/relay.h"
 #include "session.h"
 #include "worker.h"
@@ -55,6 +56,7 @@ static void worker_maybe_done(struct worker_thread *wt)
 {
 	if (!wt->w.stopping || wt->w.nsessions > 0)
 		return;
+	hold_notice_cancel(&wt->w.loop); /* no session is left to make a hold */
 	relay_pool_free(&wt->w.relay);
 	if (wt->w.auth != NULL)
 		auth_backend_destroy(&wt->w.auth);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/log.h"
 #include "lookup/table_registry.h"
 #include "relay/relay.h"
@@ -141,11 +142,14 @@ static pthread_mutex_t hold_notice_lock = PTHREAD_MUTEX_INITIALIZER;
 static time_t hold_notice_minute;
 static unsigned hold_notice_sent, hold_notice_dropped;
 static atomic_uint hold_notice_seq;
+/* Every notice not yet closed, on whichever loop (hold_notice_cancel()). */
+static struct list_link hold_notice_all = {&hold_notice_all, &hold_notice_all};
 
 enum hold_notice_step { HN_MAIL, HN_RCPT, HN_DATA, HN_END, HN_DONE };
 
 struct hold_notice {
-	uv_timer_t timer; /* the deadline, then the clean-up on the next turn */
+	uv_timer_t timer;      /* the deadline, then the clean-up on the next turn */
+	struct list_link link; /* on hold_notice_all until closed */
 	struct config *cfg;
 	struct table_registry *tables;
 	struct relay_pool *pool;
@@ -188,6 +192,9 @@ static bool hold_notice_admit(const char *login)
 static void hold_notice_closed(uv_handle_t *h)
 {
 	struct hold_notice *n = h->data;
+	pthread_mutex_lock(&hold_notice_lock);
+	list_remove(&n->link);
+	pthread_mutex_unlock(&hold_notice_lock);
 	buf_free(&n->msg);
 	config_unref(&n->cfg);
 	free(n);
@@ -302,6 +309,9 @@ void hold_notice_send(uv_loop_t *loop, const struct config *cfg, const struct li
 	m.size = buf_len(&n->msg);
 	uv_timer_init(loop, &n->timer);
 	n->timer.data = n;
+	pthread_mutex_lock(&hold_notice_lock);
+	list_add_tail(&hold_notice_all, &n->link);
+	pthread_mutex_unlock(&hold_notice_lock);
 	/* hold_notice_conf_check() passed both at load */
 	if (cl <= 0 || (size_t)cl >= sizeof(cmd) || ml < 0 || (size_t)ml >= sizeof(m.path.addr) ||
 	    smtp_rcpt_args_parse(cmd, (size_t)cl, &n->rcpt, NULL) != SMTP_ADDR_OK) {
@@ -318,4 +328,24 @@ void hold_notice_send(uv_loop_t *loop, const struct config *cfg, const struct li
 	uv_timer_start(&n->timer, hold_notice_timeout, HOLD_NOTICE_TIMEOUT_MS, 0);
 	n->step = HN_MAIL;
 	relay_txn_mail(n->txn, &m);
+}
+
+void hold_notice_cancel(uv_loop_t *loop)
+{
+	/* Only this loop's thread frees its notices, so the ones found stay
+	   valid after the lock is dropped; the list is walked once under it. */
+	struct hold_notice *mine[HOLD_NOTICE_INFLIGHT * 2];
+	size_t k = 0;
+	pthread_mutex_lock(&hold_notice_lock);
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &hold_notice_all)
+	{
+		struct hold_notice *n = list_entry(l, struct hold_notice, link);
+		if (n->timer.loop == loop && n->step != HN_DONE &&
+		    k < sizeof(mine) / sizeof(mine[0]))
+			mine[k++] = n;
+	}
+	pthread_mutex_unlock(&hold_notice_lock);
+	for (size_t i = 0; i < k; i++)
+		hold_notice_finish(mine[i], "shutting down", NULL);
 }

@@ -40,6 +40,12 @@ bool hold_notice_conf_check(const struct config *cfg, char *err, size_t errlen);
 /* Sends the notice for h when hold_notify_recipient is set. */
 void hold_notice_send(uv_loop_t *loop, const struct config *cfg, const struct limits_hold *h);
 
+/* Gives up the notices in flight on loop (logged, their downstream
+ * connection closed without a final dot): a stopping loop is not kept
+ * running by them. Call on loop's thread once nothing there can make a
+ * hold any more. */
+void hold_notice_cancel(uv_loop_t *loop);
+
 /* The message, CRLF lines, as it goes out (without dot-stuffing): for
  * tests. now dates it; id is the Message-ID's unique part. */
 void hold_notice_format(const struct config *cfg, const struct limits_hold *h, time_t now,

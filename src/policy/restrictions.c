@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "lookup/addrkey.h"
 #include "lookup/table.h"
+#include "smtp/server.h"
 
 enum restriction_kind {
 	R_PERMIT,
@@ -463,16 +464,17 @@ static enum restriction_result restrictions_client_access(const struct table *t,
 
 /* Postfix's check_domain_access() on the HELO name: the name, then its
  * parent domains (parent_domain_matches_subdomains names smtpd_access_maps
- * by default); an address literal is looked up as written. */
+ * by default); an address literal, or a bare address, is looked up as
+ * written. */
 static enum restriction_result restrictions_helo_access(const struct table *t, const char *helo,
 							struct smtp_reply *out)
 {
 	if (helo == NULL || helo[0] == '\0')
 		return RR_DUNNO;
-	char name[1024]; /* the SMTP line is shorter */
+	char name[SMTP_SERVER_HELO_MAX + 1];
 	size_t n = strlen(helo);
-	if (n >= sizeof(name)) {
-		/* looked up whole or not at all, never in part */
+	if (n >= SMTP_SERVER_HELO_MAX) {
+		/* maybe cut by smtp/server.c: looked up whole or not at all */
 		restrictions_reply(out, 501, "5.5.2", "Error: HELO name too long");
 		return RR_REJECT;
 	}
@@ -483,7 +485,10 @@ static enum restriction_result restrictions_helo_access(const struct table *t, c
 	for (const char *d = name; d != NULL;) {
 		if (restrictions_key(t, d, helo, "Helo command", out, &res))
 			return res;
-		if (name[0] == '[')
+		unsigned char bin[16];
+		/* a bare address has no parent domains (Postfix neither) */
+		if (name[0] == '[' || inet_pton(AF_INET, name, bin) == 1 ||
+		    inet_pton(AF_INET6, name, bin) == 1)
 			break;
 		const char *dot = strchr(d + 1, '.');
 		d = dot != NULL && dot[1] != '\0' ? dot + 1 : NULL;

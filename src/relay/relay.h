@@ -64,7 +64,8 @@ bool relay_load(struct config *cfg, char *err, size_t errlen);
  * must outlive the pool. */
 struct dns;
 struct relay_pool *relay_pool_new(uv_loop_t *loop, struct table_registry *tables);
-/* Closes idle connections; transactions must be gone. */
+/* Closes every connection (idle ones with QUIT); transactions must be gone.
+ * The pool's memory goes with its last connection's close, on the loop. */
 void relay_pool_free(struct relay_pool **pool);
 /* The worker's DNS resolver (lookup/dns.h), made on first use and freed
  * with the pool; also for the session's reject_unknown_*_domain. */

@@ -168,10 +168,13 @@ static void relay_conn_send_secret(struct relay_conn *rc, enum relay_state next,
 
 static void relay_conn_free(struct relay_conn *rc)
 {
+	struct relay_pool *p = rc->pool;
+	list_remove(&rc->link);
 	relay_cred_free(&rc->cred);
 	free(rc->dest);
 	free(rc->sni);
 	free(rc);
+	relay_pool_conn_gone(p);
 }
 
 void relay_conn_close(struct relay_conn *rc, bool quit)
@@ -997,6 +1000,7 @@ void relay_conn_start(struct relay_txn *t)
 	const struct relay_dest *d = &t->route[t->dest_idx];
 	struct relay_conn *rc = xcalloc(1, sizeof(*rc));
 	rc->pool = t->pool;
+	list_add_tail(&t->pool->conns, &rc->link);
 	rc->txn = t;
 	t->rc = rc;
 	rc->dest = xstrdup(d->text);

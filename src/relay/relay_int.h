@@ -20,6 +20,7 @@
 
 #include "core/buf.h"
 #include "lookup/dns.h"
+#include "core/list.h"
 #include "lookup/table.h"
 #include "lookup/table_registry.h"
 #include "net/conn.h"
@@ -70,6 +71,7 @@ extern const struct relay_conn_state relay_conn_states[];
 
 struct relay_conn {
 	struct relay_pool *pool;
+	struct list_link link; /* on pool->conns until freed */
 	struct conn *conn;
 	struct relay_txn *txn; /* NULL while pooled */
 	struct relay_conn *next_idle;
@@ -132,7 +134,15 @@ struct relay_pool {
 	struct table_registry *tables; /* the worker's; not owned */
 	struct relay_txn *probe;
 	struct dns *dns; /* the worker's resolver (relay_pool_dns) */
+	/* Every connection not yet freed, idle or not: one in RSET after its
+	   transaction was freed still points here, so relay_pool_free() closes
+	   them all and the pool itself goes with the last one. */
+	struct list_link conns;
+	bool dying;
 };
+
+/* Frees a dying pool once its last connection is gone. */
+void relay_pool_conn_gone(struct relay_pool *p);
 
 enum relay_txn_mode { TXN_NORMAL, TXN_PROBE, TXN_CHECK };
 

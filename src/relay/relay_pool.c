@@ -15,6 +15,7 @@ struct relay_pool *relay_pool_new(uv_loop_t *loop, struct table_registry *tables
 	struct relay_pool *p = xcalloc(1, sizeof(*p));
 	p->loop = loop;
 	p->tables = tables;
+	list_init(&p->conns);
 	gnutls_certificate_allocate_credentials(&p->creds);
 	gnutls_certificate_set_x509_system_trust(p->creds);
 	gnutls_priority_init(&p->prio, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", NULL);
@@ -50,7 +51,20 @@ void relay_pool_free(struct relay_pool **pp)
 	*pp = NULL;
 	relay_txn_free(&p->probe);
 	relay_pool_flush(p);
+	struct list_link *l, *tmp;
+	list_for_each_safe(l, tmp, &p->conns)
+	{
+		relay_conn_close(list_entry(l, struct relay_conn, link), false);
+	}
 	dns_free(&p->dns);
+	p->dying = true; /* after the loop: a close that frees at once keeps p */
+	relay_pool_conn_gone(p);
+}
+
+void relay_pool_conn_gone(struct relay_pool *p)
+{
+	if (!p->dying || !list_empty(&p->conns))
+		return;
 	gnutls_certificate_free_credentials(p->creds);
 	gnutls_priority_deinit(p->prio);
 	free(p);
@@ -83,7 +97,7 @@ void relay_pool_park(struct relay_conn *rc)
 	rc->txn = NULL;
 	if (rc->closed)
 		return;
-	if (rc->uses >= rc->reuse_limit || rc->idle_timeout_ms == 0) {
+	if (rc->uses >= rc->reuse_limit || rc->idle_timeout_ms == 0 || rc->pool->dying) {
 		relay_conn_close(rc, true);
 		return;
 	}

@@ -268,7 +268,11 @@ static void smtp_server_cmd_helo(struct smtp_server *s, const struct smtp_cmd *c
 	}
 	/* A new EHLO is an implicit RSET (RFC 5321 §4.1.4). */
 	smtp_server_txn_abort(s);
-	smtp_server_set_str(&s->helo, cmd->args, cmd->args_len < 255 ? cmd->args_len : 255);
+	/* kept whole up to SMTP_SERVER_HELO_MAX: a longer name is cut there, and a
+	   check that needs it whole refuses it (policy/restrictions.c) */
+	smtp_server_set_str(&s->helo, cmd->args,
+			    cmd->args_len < SMTP_SERVER_HELO_MAX ? cmd->args_len
+								 : SMTP_SERVER_HELO_MAX);
 	s->helo_done = true;
 	s->esmtp = ehlo;
 	if (ehlo)

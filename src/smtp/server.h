@@ -25,6 +25,10 @@
 
 struct smtp_server;
 
+/* The HELO/EHLO name kept: a longer one is cut to this many bytes (no
+ * domain name is that long, RFC 1035 §2.3.4). */
+#define SMTP_SERVER_HELO_MAX 255
+
 struct smtp_server_settings {
 	const char *hostname; /* myhostname */
 	uint64_t size_limit;  /* message_size_limit */
@@ -142,7 +146,7 @@ void smtp_server_shutdown(struct smtp_server *s);
 /* The connection is gone: abort any transaction, no more output. */
 void smtp_server_disconnected(struct smtp_server *s);
 
-/* For logs and the Received: header. */
+/* For logs and the Received: header; SMTP_SERVER_HELO_MAX bytes at most. */
 const char *smtp_server_helo(const struct smtp_server *s);
 bool smtp_server_esmtp(const struct smtp_server *s);
 bool smtp_server_smtputf8(const struct smtp_server *s);

@@ -1,6 +1,7 @@
 """One mail transaction over a harness.SMTP client, for the tests of limits
 and holds (t/proto/57-login-limits.py, t/proto/58-hold.py)."""
 import os
+import subprocess
 
 from harness import make_message, stuff
 
@@ -55,3 +56,11 @@ def login(d, certs, user, password, source=None):
     from harness import b64, client, client_from
     c = client_from(source, d, "tls", certs) if source else client(d, "tls", certs)
     return c, c.cmd("AUTH PLAIN " + b64("\0%s\0%s" % (user, password)))
+
+
+def submitctl(env, sock, *args):
+    """Runs the built submitctl against control socket sock: (exit status,
+    its output)."""
+    exe = os.path.join(os.path.dirname(env.binary), "submitctl")
+    p = subprocess.run([exe, "-s", sock] + list(args), capture_output=True, text=True, timeout=30)
+    return p.returncode, (p.stdout + p.stderr).strip()

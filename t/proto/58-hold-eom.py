@@ -14,7 +14,6 @@ that message (issue 14; src/session.c session_relay_end()):
 """
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,7 +39,6 @@ PW = {"%s@example.org" % u: "%s-secret" % u for u in USERS}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
 sink = env.sink()
-SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 sock = env.path("control.sock")
 
 
@@ -85,8 +83,7 @@ harness._cleanups.append(pol.srv.close)
 
 
 def ctl(*args):
-    p = subprocess.run([SUBMITCTL, "-s", sock] + list(args), capture_output=True, text=True, timeout=30)
-    return p.returncode, (p.stdout + p.stderr).strip()
+    return txn.submitctl(env, sock, *args)
 
 
 def eom_then(d, user, action):

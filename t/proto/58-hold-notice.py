@@ -39,14 +39,12 @@ PW = {"alice@example.com": "alice-secret", "bob@example.com": "bob-secret"}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
 sink = env.sink()
-SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 sock = env.path("control.sock")
 NONE = [("hold_client_addresses", "none"), ("hold_refused_recipients", "none"), ("hold_burst", "none")]
 
 
 def ctl(*args):
-    p = subprocess.run([SUBMITCTL, "-s", sock] + list(args), capture_output=True, text=True, timeout=30)
-    return p.returncode, (p.stdout + p.stderr).strip()
+    return txn.submitctl(env, sock, *args)
 
 
 def notices():

@@ -45,6 +45,8 @@ example.net          550 5.7.1 forged HELO
 [192.0.2.1]          REJECT literal
 ok.example.org       OK
 example.org          REJECT parent
+2.7                  REJECT numeric parent
+[ipv6:2001:db8::1]   REJECT v6 literal
 """)
 UNKNOWN = env.path("unknown")
 with open(UNKNOWN, "w") as f:
@@ -130,6 +132,19 @@ same("127.0.9.1", "ok.example.org", r"^250 ")
 same("127.0.9.1", "x.ok.example.org", r"^250 ")
 same("127.0.9.1", "other.example.org", r"^554 5\.7\.1 <other\.example\.org>: Helo command rejected: parent$")
 same("127.0.9.1", "good.example", r"^250 ")
+# a bare address as HELO name is looked up whole, never by its "parent domains"
+same("127.0.9.1", "192.0.2.7", r"^250 ")
+same("127.0.9.1", "mail.example.net.", r"^250 ")  # a trailing dot: example.net. is not example.net
+same("127.0.9.1", "[IPv6:2001:DB8::1]",
+     r"^554 5\.7\.1 <\[IPv6:2001:DB8::1\]>: Helo command rejected: v6 literal$")
+# a HELO name longer than submitd keeps (255 bytes) is refused, never looked up
+# cut short: Postfix would find example.net at its end, the first 255 bytes
+# alone would pass
+LONG = ("x" * 60 + ".") * 5 + "example.net"
+c = SMTPFrom("127.0.9.1", *d1.addr("plain"))
+c.cmd("EHLO " + LONG)
+like(str(c.cmd("MAIL FROM:<a@example.com>")), r"^5\d\d ", "a %d-byte HELO name is refused, not cut" % len(LONG))
+c.close()
 # an entry for "unknown", as Postfix reads it without a reverse name
 same("127.0.0.9", "client.test.example",
      r"^554 5\.7\.1 <unknown\[127\.0\.0\.9\]>: Client host rejected: no reverse name$",
