@@ -27,6 +27,14 @@
 #define LR_PENDING_MAX 4096 /* calls in flight on one connection */
 #define LR_EVENT_MAX 1024   /* one event line */
 #define LR_KEY_MAX (LIMITS_REDIS_PREFIX_MAX + 32 + LIMITS_KEY_MAX)
+/* What a reply may hold (hiredis 0.14 sets no bound of its own): the
+ * widest is the MAIL script's, the longest string an event line or an
+ * error; nothing we send is answered with nested arrays. */
+#define LR_REPLY_ELEMENTS_MAX 64
+#define LR_REPLY_STRING_MAX 4096
+/* Unparsed bytes in a connection's reader: more is a reply over the bounds
+ * above still arriving (a bulk string is parsed only once complete). */
+#define LR_READ_MAX 65536
 
 /* The MAIL decision, one round trip (docs/limits.md "Redis").
  * KEYS[1] the hold, KEYS[2] the block, KEYS[3..] one counter per rule;
@@ -102,6 +110,29 @@ static struct {
 static atomic_uint lr_epoch;
 /* Set when the main thread opened its connections: the settings are fixed. */
 static bool lr_started;
+
+/* hiredis' reply constructors, wrapped with the bounds above; a refusal
+ * makes the reader fail and hiredis drop the connection. */
+static redisReplyObjectFunctions lr_fns_orig, lr_fns;
+static _Thread_local bool lr_oversize;
+
+static void *lr_create_string(const redisReadTask *t, char *s, size_t len)
+{
+	if (len > LR_REPLY_STRING_MAX) {
+		lr_oversize = true;
+		return NULL;
+	}
+	return lr_fns_orig.createString(t, s, len);
+}
+
+static void *lr_create_array(const redisReadTask *t, int n)
+{
+	if (n > LR_REPLY_ELEMENTS_MAX || t->parent != NULL) {
+		lr_oversize = true;
+		return NULL;
+	}
+	return lr_fns_orig.createArray(t, n);
+}
 
 bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errlen)
 {
@@ -187,6 +218,16 @@ void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeo
 		lr.host[hl] = '\0';
 		lr.port = atoi(colon + 1);
 	}
+	redisReader *rd = redisReaderCreate(); /* hiredis' constructors, to wrap */
+	if (rd == NULL) {
+		log_warn("limit_store: out of memory, Redis is not used");
+		return;
+	}
+	lr_fns_orig = *rd->fn;
+	redisReaderFree(rd);
+	lr_fns = lr_fns_orig;
+	lr_fns.createString = lr_create_string;
+	lr_fns.createArray = lr_create_array;
 	uint64_t rnd[2] = {0, 0};
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		rnd[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -213,6 +254,8 @@ bool limits_redis_up(void)
 
 struct lr_conn {
 	uv_loop_t *loop;
+	uv_check_t check; /* the reader's buffer, after every read */
+	int handles;      /* open handles; freed at 0 */
 	redisAsyncContext *ac;
 	bool up;
 	bool sub;     /* the subscriber */
@@ -242,9 +285,12 @@ static void lr_connect(struct lr_conn *c);
 static void lr_lost(struct lr_conn *c, const char *why, bool ours);
 static void lr_apply(const char *s, size_t len);
 
-static void lr_down(struct lr_conn *c, const char *why)
+/* was_up: the connection worked until now, so its failure is news even
+ * if another connection's outage ended since it came up; a connection
+ * attempt only counts under the value it started with. */
+static void lr_down(struct lr_conn *c, const char *why, bool was_up)
 {
-	unsigned e = c->epoch;
+	unsigned e = was_up ? atomic_load(&lr_epoch) : c->epoch;
 	if (e % 2 == 0 && atomic_compare_exchange_strong(&lr_epoch, &e, e + 1))
 		log_warn("limit_store: redis %s unreachable, using local counters (%s)", lr.spec,
 			 why);
@@ -264,9 +310,10 @@ static void lr_retry_cb(uv_timer_t *t)
 static void lr_lost(struct lr_conn *c, const char *why, bool ours)
 {
 	redisAsyncContext *ac = c->ac;
+	bool was_up = c->up;
 	c->ac = NULL;
 	c->up = false;
-	lr_down(c, why);
+	lr_down(c, why, was_up);
 	if (ours && ac != NULL)
 		redisAsyncFree(ac); /* pending calls answer "unavailable" */
 	if (c->closing)
@@ -335,8 +382,20 @@ static void lr_disconnect_cb(const redisAsyncContext *ac, int status)
 {
 	(void)status;
 	struct lr_conn *c = ac->data;
+	const char *why = lr_oversize     ? "a reply larger than any the script sends"
+			  : ac->errstr[0] ? ac->errstr
+					  : "connection closed";
+	lr_oversize = false;
 	if (c != NULL && c->ac == ac)
-		lr_lost(c, ac->errstr[0] ? ac->errstr : "connection closed", false);
+		lr_lost(c, why, false);
+}
+
+static void lr_check_cb(uv_check_t *h)
+{
+	struct lr_conn *c = h->data;
+	const redisReader *rd = c->ac != NULL ? c->ac->c.reader : NULL;
+	if (rd != NULL && rd->len - rd->pos > LR_READ_MAX)
+		lr_lost(c, "a reply larger than any the script sends", true);
 }
 
 static void lr_connect(struct lr_conn *c)
@@ -359,6 +418,7 @@ static void lr_connect(struct lr_conn *c)
 	}
 	ac->data = c;
 	c->ac = ac;
+	ac->c.reader->fn = &lr_fns;
 	redisAsyncSetConnectCallback(ac, lr_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, lr_disconnect_cb);
 	uint64_t deadline = lr.timeout_ms * 5 < 1000 ? 1000 : lr.timeout_ms * 5;
@@ -373,6 +433,11 @@ static struct lr_conn *lr_conn_new(uv_loop_t *loop, bool sub)
 	c->backoff_ms = LR_BACKOFF_MIN_MS;
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
+	uv_check_init(loop, &c->check);
+	c->check.data = c;
+	uv_check_start(&c->check, lr_check_cb);
+	uv_unref((uv_handle_t *)&c->check);
+	c->handles = 2;
 	lr_connect(c);
 	return c;
 }
@@ -390,7 +455,9 @@ void limits_redis_thread_start(uv_loop_t *loop, bool start_subscriber)
 
 static void lr_conn_closed(uv_handle_t *h)
 {
-	free(h->data);
+	struct lr_conn *c = h->data;
+	if (--c->handles == 0)
+		free(c);
 }
 
 static void lr_conn_free(struct lr_conn *c)
@@ -404,6 +471,7 @@ static void lr_conn_free(struct lr_conn *c)
 		redisAsyncFree(ac);
 	}
 	uv_close((uv_handle_t *)&c->timer, lr_conn_closed);
+	uv_close((uv_handle_t *)&c->check, lr_conn_closed);
 }
 
 void limits_redis_thread_done(void)

@@ -293,4 +293,117 @@ is_(n, 2, "one more warning for the stall, whatever the reconnects")
 ok(A.wait_log(r"(?s)no answer within limit_store_timeout.*is back", 15),
    "and one line when it answers again")
 
+# ------------------------------------------------------------ a hostile Redis
+# A real redis-server never answers this way on demand, so a small fake
+# speaks RESP here: PING gets PONG, SUBSCRIBE gets a message of 64 MB, and
+# EVAL gets whatever `evil[0]` says. Bytes each connection took before it
+# was dropped are recorded.
+import threading  # noqa: E402
+
+HUGE = 64 << 20
+evil = ["huge"]
+taken = {"sub": [], "eval": []}
+
+
+def fake_read_cmd(f):
+    line = f.readline()
+    if not line.startswith(b"*"):
+        return None
+    args = []
+    for _ in range(int(line[1:])):
+        n = int(f.readline()[1:])
+        args.append(f.read(n + 2)[:-2])
+    return args
+
+
+def fake_stream(s, head, what):
+    sent = 0
+    try:
+        s.sendall(head)
+        chunk = b"x" * 65536
+        while sent < HUGE:
+            s.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass
+    taken[what].append(sent)
+
+
+def fake_conn(s):
+    f = s.makefile("rb")
+    try:
+        while True:
+            a = fake_read_cmd(f)
+            if a is None:
+                break
+            cmd = a[0].upper()
+            if cmd == b"PING":
+                s.sendall(b"+PONG\r\n")
+            elif cmd == b"SUBSCRIBE":
+                ch = a[1]
+                s.sendall(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(ch), ch))
+                if taken["sub"]:
+                    continue  # once is enough
+                fake_stream(s, b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n"
+                            % (len(ch), ch, HUGE), "sub")
+                break
+            elif cmd == b"EVAL":
+                if evil[0] == "huge":
+                    fake_stream(s, b"$%d\r\n" % HUGE, "eval")
+                    break
+                s.sendall(b"*2147483647\r\n:1\r\n" if evil[0] == "wide"
+                          else b"*1\r\n*1\r\n*9\r\n" + b":0\r\n" * 9)
+            else:
+                s.sendall(b":0\r\n")
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
+fake = socket.socket()
+fake.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+fake.bind(("127.0.0.1", 0))
+fake.listen(16)
+
+
+def fake_accept():
+    while True:
+        try:
+            s, _ = fake.accept()
+        except OSError:
+            return
+        threading.Thread(target=fake_conn, args=(s,), daemon=True).start()
+
+
+threading.Thread(target=fake_accept, daemon=True).start()
+C = txn.start(env, certs, dv, sink, conf + [
+    ("limit_store", "redis:127.0.0.1:%d" % fake.getsockname()[1]),
+    ("limit_store_timeout", "10s"), ("workers", "1"), ("listen", "127.0.0.1:%d tls" % free_port())],
+    "submitd-c")
+wait_for(lambda: len(taken["sub"]) >= 1, 20)
+ok(taken["sub"] and max(taken["sub"]) < HUGE // 3,
+   "a pub/sub message of 64 MB: the subscriber hangs up long before its end", taken["sub"])
+ok(C.wait_log(r"unreachable.*a reply larger than any the script sends", 10),
+   "and says why", C.log()[-2000:])
+
+
+def settled():
+    log = C.log()
+    return log.count("is back") >= log.count("using local counters")
+
+
+for mode in ("huge", "wide", "nested"):
+    wait_for(settled, 20)
+    time.sleep(0.3)
+    evil[0] = mode
+    n0 = C.log().count("a reply larger than any")
+    r = send(C, "alice@example.com", "evil-" + mode)
+    ok(r.code in (250, 450) and C.log().count("a reply larger than any") > n0,
+       "EVAL answered %s: the connection is dropped at once (one warning), MAIL decided locally"
+       % mode, "%s %s" % (r, C.log()[-1500:]))
+ok(taken["eval"] and max(taken["eval"]) < HUGE // 3,
+   "an EVAL reply of 64 MB is not read to its end", taken["eval"])
+fake.close()
+
 done()
