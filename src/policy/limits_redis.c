@@ -22,6 +22,8 @@
 #include "core/log.h"
 #include "policy/limits.h"
 
+_Static_assert(2 * LIMITS_RULES_MAX <= LIMITS_REDIS_RULES_MAX, "rules of one kind");
+
 #define LR_BACKOFF_MIN_MS 100
 #define LR_BACKOFF_MAX_MS 5000
 #define LR_PENDING_MAX 4096 /* calls in flight on one connection */
@@ -37,41 +39,63 @@
 #define LR_READ_MAX 65536
 
 /* The MAIL decision, one round trip (docs/limits.md "Redis").
- * KEYS[1] the hold, KEYS[2] the block, KEYS[3..] one counter per rule;
- * ARGV[1] amount, then COUNT and PERIOD (ms) per rule. A counter is a hash
- * of slot index -> count over 61 slots of ceil(PERIOD/60), like
- * struct limits_win; the time is Redis's, the same for every instance. */
+ * KEYS[1] the hold, KEYS[2] the block, KEYS[3..n+2] one counter per message
+ * rule, then one per recipient rule (read only); ARGV[1] amount, ARGV[2] n,
+ * then COUNT and PERIOD (ms) per message rule, then PERIOD per recipient
+ * rule. A counter is a hash of slot index -> count over 61 slots of
+ * ceil(PERIOD/60), like struct limits_win; the time is Redis's, the same
+ * for every instance. A slot past now (Redis' clock stepped back) is
+ * dropped: a step back forgets counts rather than keeping a login refused
+ * for the length of the step. */
 static const char lr_script[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-	"local blocked = redis.call('EXISTS', KEYS[2])\n"
-	"local h = redis.call('HMGET', KEYS[1], 'reason', 'note', 'client', 'until')\n"
-	"if h[1] then\n"
-	"  return {0, 0, 0, 1, h[1], h[2] or '', h[3] or '', tonumber(h[4]) or 0, blocked}\n"
-	"end\n"
-	"local amount = tonumber(ARGV[1])\n"
 	"local S = 60\n"
-	"local heads = {}\n"
-	"for i = 1, #KEYS - 2 do\n"
-	"  local count = tonumber(ARGV[2 * i])\n"
-	"  local slot = math.ceil(tonumber(ARGV[2 * i + 1]) / S)\n"
+	"local n = tonumber(ARGV[2])\n"
+	"local function scan(key, period)\n"
+	"  local slot = math.ceil(period / S)\n"
 	"  local head = math.floor(now / slot)\n"
-	"  heads[i] = head\n"
-	"  local f = redis.call('HGETALL', KEYS[i + 2])\n"
+	"  local f = redis.call('HGETALL', key)\n"
 	"  local used, live = 0, {}\n"
 	"  for j = 1, #f, 2 do\n"
 	"    local idx, c = tonumber(f[j]), tonumber(f[j + 1]) or 0\n"
-	"    if idx == nil or idx < head - S then\n"
-	"      redis.call('HDEL', KEYS[i + 2], f[j])\n"
+	"    if idx == nil or idx < head - S or idx > head then\n"
+	"      redis.call('HDEL', key, f[j])\n"
 	"    else\n"
 	"      used = used + c\n"
 	"      live[#live + 1] = {idx, c}\n"
 	"    end\n"
 	"  end\n"
+	"  table.sort(live, function(a, b) return a[1] < b[1] end)\n"
+	"  return used, live, slot, head\n"
+	"end\n"
+	"local rc = {}\n"
+	"for i = 1, #KEYS - 2 - n do\n"
+	"  local used, live, slot = scan(KEYS[i + 2 + n], tonumber(ARGV[2 * n + 2 + i]))\n"
+	"  local wait = 0\n"
+	"  if #live > 0 then wait = math.max((live[1][1] + S + 1) * slot - now, 1) end\n"
+	"  rc[#rc + 1] = used\n"
+	"  rc[#rc + 1] = wait\n"
+	"end\n"
+	"local function answer(r)\n"
+	"  for _, x in ipairs(rc) do r[#r + 1] = x end\n"
+	"  return r\n"
+	"end\n"
+	"local blocked = redis.call('EXISTS', KEYS[2])\n"
+	"local h = redis.call('HMGET', KEYS[1], 'reason', 'note', 'client', 'until')\n"
+	"if h[1] then\n"
+	"  return answer({0, 0, 0, 1, h[1], h[2] or '', h[3] or '', tonumber(h[4]) or 0, "
+	"blocked})\n"
+	"end\n"
+	"local amount = tonumber(ARGV[1])\n"
+	"local heads = {}\n"
+	"for i = 1, n do\n"
+	"  local count = tonumber(ARGV[2 * i + 1])\n"
+	"  local used, live, slot, head = scan(KEYS[i + 2], tonumber(ARGV[2 * i + 2]))\n"
+	"  heads[i] = head\n"
 	"  if used + amount > count then\n"
-	"    if amount > count then return {1, i - 1, -1, 0, '', '', '', 0, blocked} end\n"
-	"    table.sort(live, function(a, b) return a[1] < b[1] end)\n"
-	"    local need, freed, wait = used + amount - count, 0, (head + S + 1) * slot - now\n"
+	"    if amount > count then return answer({1, i - 1, -1, 0, '', '', '', 0, blocked}) end\n"
+	"    local need, freed, wait = used + amount - count, 0, (S + 1) * slot\n"
 	"    for _, e in ipairs(live) do\n"
 	"      freed = freed + e[2]\n"
 	"      if freed >= need then\n"
@@ -79,16 +103,28 @@ static const char lr_script[] =
 	"        break\n"
 	"      end\n"
 	"    end\n"
-	"    if wait < 1 then wait = 1 end\n"
-	"    return {1, i - 1, wait, 0, '', '', '', 0, blocked}\n"
+	"    wait = math.min(math.max(wait, 1), (S + 1) * slot)\n"
+	"    return answer({1, i - 1, wait, 0, '', '', '', 0, blocked})\n"
 	"  end\n"
 	"end\n"
-	"for i = 1, #KEYS - 2 do\n"
-	"  local slot = math.ceil(tonumber(ARGV[2 * i + 1]) / S)\n"
+	"for i = 1, n do\n"
+	"  local slot = math.ceil(tonumber(ARGV[2 * i + 2]) / S)\n"
 	"  redis.call('HINCRBY', KEYS[i + 2], heads[i], amount)\n"
 	"  redis.call('PEXPIRE', KEYS[i + 2], (S + 1) * slot)\n"
 	"end\n"
-	"return {0, 0, 0, 0, '', '', '', 0, blocked}\n";
+	"return answer({0, 0, 0, 0, '', '', '', 0, blocked})\n";
+
+/* Recipients a transaction took: KEYS the counters, ARGV[1] amount, then
+ * PERIOD (ms) per key, into the slot of Redis' now. */
+static const char lr_add_script[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"for i = 1, #KEYS do\n"
+	"  local slot = math.ceil(tonumber(ARGV[i + 1]) / 60)\n"
+	"  redis.call('HINCRBY', KEYS[i], math.floor(now / slot), tonumber(ARGV[1]))\n"
+	"  redis.call('PEXPIRE', KEYS[i], 61 * slot)\n"
+	"end\n"
+	"return 0\n";
 
 /* ---- settings, set once from the first configuration ---- */
 
@@ -272,7 +308,7 @@ struct limits_redis_req {
 	uv_timer_t timer;
 	limits_redis_cb *cb; /* NULL: fire and forget */
 	void *ctx;
-	size_t n;
+	size_t n, rn; /* the MAIL script's rules: message, recipient */
 	bool answered;
 	bool in_redis;
 	bool timer_open;
@@ -538,7 +574,8 @@ static void lr_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		q->conn->backoff_ms = LR_BACKOFF_MIN_MS;
 	if (!q->answered) {
 		struct limits_redis_verdict v;
-		bool ok = q->cb != NULL && reply != NULL && limits_redis_decode(reply, q->n, &v);
+		bool ok = q->cb != NULL && reply != NULL &&
+			  limits_redis_decode(reply, q->n, q->rn, &v);
 		if (q->cb != NULL && reply != NULL && !ok)
 			lr_bad_reply(reply);
 		lr_req_answer(q, ok, ok ? &v : NULL);
@@ -600,30 +637,40 @@ void limits_redis_cancel(struct limits_redis_req **req)
 	lr_req_answer(q, false, NULL);
 }
 
-struct limits_redis_req *limits_redis_take(const char *login, const char *ip,
-					   const struct limits_ask *asks, size_t n, uint64_t amount,
-					   limits_redis_cb *cb, void *ctx)
+/* The counter of one rule in Redis. */
+static void lr_counter_key(char *out, size_t sz, const struct limits_ask *a)
 {
-	if (!lr.on || n > 2 * LIMITS_RULES_MAX)
+	snprintf(out, sz, "%sc:%" PRIu64 ":%s", lr.prefix, a->period_ms, a->key);
+}
+
+struct limits_redis_req *limits_redis_take(const char *login, const char *ip,
+					   const struct limits_ask *asks, size_t n,
+					   const struct limits_ask *rasks, size_t rn,
+					   uint64_t amount, limits_redis_cb *cb, void *ctx)
+{
+	if (!lr.on || n > LIMITS_REDIS_RULES_MAX || rn > LIMITS_REDIS_RULES_MAX)
 		return NULL;
-	enum { MAXK = 2 * LIMITS_RULES_MAX + 2 };
-	char keys[MAXK][LR_KEY_MAX + 1], nums[1 + 2 * MAXK][24];
-	const char *argv[4 + MAXK + 1 + 2 * MAXK];
+	enum { MAXK = 2 * LIMITS_REDIS_RULES_MAX + 2 };
+	char keys[MAXK][LR_KEY_MAX + 1], nums[2 + 3 * LIMITS_REDIS_RULES_MAX][24];
+	const char *argv[3 + MAXK + 2 + 3 * LIMITS_REDIS_RULES_MAX];
 	size_t lens[sizeof(argv) / sizeof(argv[0])];
 	int argc = 0;
 	argv[argc++] = "EVAL";
 	argv[argc++] = lr_script;
-	snprintf(nums[0], sizeof(nums[0]), "%zu", n + 2);
-	argv[argc++] = nums[0];
+	size_t k = 0;
+	snprintf(nums[k], sizeof(nums[k]), "%zu", n + rn + 2);
+	argv[argc++] = nums[k++];
 	snprintf(keys[0], sizeof(keys[0]), "%sh:%s", lr.prefix, login);
 	snprintf(keys[1], sizeof(keys[1]), "%sb:%s", lr.prefix, ip);
 	for (size_t i = 0; i < n; i++)
-		snprintf(keys[i + 2], sizeof(keys[i + 2]), "%sc:%" PRIu64 ":%s", lr.prefix,
-			 asks[i].period_ms, asks[i].key);
-	for (size_t i = 0; i < n + 2; i++)
+		lr_counter_key(keys[i + 2], sizeof(keys[i + 2]), &asks[i]);
+	for (size_t i = 0; i < rn; i++)
+		lr_counter_key(keys[n + i + 2], sizeof(keys[n + i + 2]), &rasks[i]);
+	for (size_t i = 0; i < n + rn + 2; i++)
 		argv[argc++] = keys[i];
-	size_t k = 1;
 	snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, amount);
+	argv[argc++] = nums[k++];
+	snprintf(nums[k], sizeof(nums[k]), "%zu", n);
 	argv[argc++] = nums[k++];
 	for (size_t i = 0; i < n; i++) {
 		snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, asks[i].count);
@@ -631,10 +678,45 @@ struct limits_redis_req *limits_redis_take(const char *login, const char *ip,
 		snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, asks[i].period_ms);
 		argv[argc++] = nums[k++];
 	}
+	for (size_t i = 0; i < rn; i++) {
+		snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, rasks[i].period_ms);
+		argv[argc++] = nums[k++];
+	}
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
 	struct limits_redis_req *q;
-	return lr_send(&q, cb, ctx, n, argc, argv, lens) ? q : NULL;
+	if (!lr_send(&q, cb, ctx, n, argc, argv, lens))
+		return NULL;
+	q->rn = rn;
+	return q;
+}
+
+void limits_redis_add(const struct limits_ask *asks, size_t n, uint64_t amount)
+{
+	if (!lr.on || n == 0 || n > LIMITS_REDIS_RULES_MAX)
+		return;
+	char keys[LIMITS_REDIS_RULES_MAX][LR_KEY_MAX + 1], nums[1 + LIMITS_REDIS_RULES_MAX][24];
+	const char *argv[3 + 2 * LIMITS_REDIS_RULES_MAX + 1];
+	size_t lens[sizeof(argv) / sizeof(argv[0])];
+	int argc = 0;
+	argv[argc++] = "EVAL";
+	argv[argc++] = lr_add_script;
+	snprintf(nums[0], sizeof(nums[0]), "%zu", n);
+	argv[argc++] = nums[0];
+	for (size_t i = 0; i < n; i++) {
+		lr_counter_key(keys[i], sizeof(keys[i]), &asks[i]);
+		argv[argc++] = keys[i];
+	}
+	char am[24];
+	snprintf(am, sizeof(am), "%" PRIu64, amount);
+	argv[argc++] = am;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(nums[i + 1], sizeof(nums[i + 1]), "%" PRIu64, asks[i].period_ms);
+		argv[argc++] = nums[i + 1];
+	}
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	lr_send(NULL, NULL, NULL, 0, argc, argv, lens);
 }
 
 /* ---- announcements ---- */
@@ -795,11 +877,22 @@ static bool lr_str(const redisReply *r, char *out, size_t sz)
 	return true;
 }
 
-bool limits_redis_decode(const struct redisReply *r, size_t n, struct limits_redis_verdict *v_r)
+bool limits_redis_decode(const struct redisReply *r, size_t n, size_t rn,
+			 struct limits_redis_verdict *v_r)
 {
 	memset(v_r, 0, sizeof(*v_r));
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 9 || r->element == NULL)
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || rn > LIMITS_REDIS_RULES_MAX ||
+	    r->elements != 9 + 2 * rn || r->element == NULL)
 		return false;
+	for (size_t i = 0; i < rn; i++) {
+		long long used, wait;
+		if (!lr_int(r->element[9 + 2 * i], 0, INT64_MAX, &used) ||
+		    !lr_int(r->element[10 + 2 * i], 0, INT64_MAX, &wait))
+			return false;
+		v_r->rused[i] = (uint64_t)used;
+		v_r->rwait[i] = (uint64_t)wait;
+	}
+	v_r->rn = rn;
 	long long over, which, wait, held, until, blocked;
 	struct limits_hold *h = &v_r->hold;
 	if (!lr_int(r->element[0], 0, 1, &over) || !lr_int(r->element[1], 0, 1000, &which) ||

@@ -49,7 +49,7 @@ SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 PW = {u: u.split("@")[0] + "-secret" for u in
       ("alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com",
        "erin@example.com", "frank@example.com", "grace@example.com", "heidi@example.com",
-       "ivan@example.com")}
+       "ivan@example.com", "judy@example.com", "mallory@example.com")}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
 sink = env.sink()
@@ -103,6 +103,11 @@ conf = [("login_message_limit", "3/1h"), ("login_recipient_limit", "none"),
         ("hold_refused_recipients", "none"), ("hold_burst", "none"),
         ("auth_ip_failure_limit", "4"), ("auth_failure_delay", "0"),
         ("client_limit_exceptions", ""), ("limit_store_prefix", "t57:")]
+# judy alone has a recipient limit: the other logins' messages stay one EVAL
+overrides = env.path("login-limits.txt")
+with open(overrides, "w") as f:
+    f.write("judy@example.com message=100/1h recipient=6/1h\n")
+conf.append(("login_limit_maps", "texthash:" + overrides))
 socks = [env.path("a.sock"), env.path("b.sock")]
 A = txn.start(env, certs, dv, sink, conf + [("limit_store", "redis:unix:" + rsock),
                                             ("control_socket", socks[0])], "submitd-a")
@@ -168,6 +173,37 @@ ok(diff.get("eval") == 1 and set(diff) - {"eval"} <= inside,
    "one message: one round trip to Redis, one EVAL", diff)
 ok(b"t57:c:3600000:m|l|alice@example.com" in rcmd("KEYS", "t57:c:*"),
    "the counter lives in Redis under the prefix")
+
+# ------------------------------------------------------------ recipients, shared
+c = login(A, "judy@example.com")
+rm, rr, fin = txn.send(c, "judy@example.com", ["r%d@example.net" % i for i in range(4)], "rcpt")
+c.close()
+ok(rm.code == 250 and [r.code for r in rr] == [250] * 4 and fin.code == 250,
+   "judy: four recipients on A", "%s %s %s" % (rm, rr, fin))
+time.sleep(0.3)  # the pushes are fire and forget
+before = calls()
+c = login(B, "judy@example.com")
+rm, rr, fin = txn.send(c, "judy@example.com", ["s%d@example.net" % i for i in range(4)], "rcpt")
+c.close()
+is_([r.code for r in rr], [250, 250, 450, 450],
+    "on B, the 7th recipient of her 6/1h is refused: the count is shared")
+ok(rr[2].enhanced == "4.7.1" and "login_recipient_limit 6/" in rr[2].text,
+   "450 4.7.1 naming the limit", str(rr[2]))
+after = calls()
+ok(after.get("eval", 0) - before.get("eval", 0) == 3,
+   "one EVAL for MAIL and one fire-and-forget push per recipient taken, none asked at RCPT",
+   (before, after))
+c = login(A, "judy@example.com")
+rm, rr, fin = txn.send(c, "judy@example.com", ["t@example.net"], "rcpt")
+c.close()
+ok(rm.code == 250 and rr[0].code == 450, "and back on A, the next one is refused too",
+   "%s %s" % (rm, rr))
+
+# Redis' clock stepped back: a slot "from the future" (counted before the
+# step) is forgotten rather than refusing the login for the step's length.
+rcmd("HSET", "t57:c:3600000:m|l|mallory@example.com", "99999999999", "1000")
+r = send(A, "mallory@example.com")
+ok(r.code == 250, "a slot past Redis' now does not count", str(r))
 
 # ------------------------------------------------------------ holds
 c_open = login(B, "carol@example.com")
