@@ -147,28 +147,12 @@ static atomic_uint lr_epoch;
 /* Set when the main thread opened its connections: the settings are fixed. */
 static bool lr_started;
 
-/* hiredis' reply constructors, wrapped with the bounds above; a refusal
- * makes the reader fail and hiredis drop the connection. */
+/* hiredis' reply constructors, and ours around them (below). */
 static redisReplyObjectFunctions lr_fns_orig, lr_fns;
-static _Thread_local bool lr_oversize;
-
-static void *lr_create_string(const redisReadTask *t, char *s, size_t len)
-{
-	if (len > LR_REPLY_STRING_MAX) {
-		lr_oversize = true;
-		return NULL;
-	}
-	return lr_fns_orig.createString(t, s, len);
-}
-
-static void *lr_create_array(const redisReadTask *t, int n)
-{
-	if (n > LR_REPLY_ELEMENTS_MAX || t->parent != NULL) {
-		lr_oversize = true;
-		return NULL;
-	}
-	return lr_fns_orig.createArray(t, n);
-}
+static void *lr_create_string(const redisReadTask *t, char *s, size_t len);
+static void *lr_create_array(const redisReadTask *t, int n);
+static void *lr_create_integer(const redisReadTask *t, long long v);
+static void *lr_create_nil(const redisReadTask *t);
 
 bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errlen)
 {
@@ -264,6 +248,8 @@ void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeo
 	lr_fns = lr_fns_orig;
 	lr_fns.createString = lr_create_string;
 	lr_fns.createArray = lr_create_array;
+	lr_fns.createInteger = lr_create_integer;
+	lr_fns.createNil = lr_create_nil;
 	uint64_t rnd[2] = {0, 0};
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		rnd[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -298,6 +284,10 @@ struct lr_conn {
 	bool closing; /* freed once the timer is closed */
 	unsigned epoch;
 	unsigned pending;
+	/* replies asked for and begun on ac: hiredis 0.14 aborts on a reply
+	   nobody asked for unless the connection is subscribed */
+	uint64_t asked, begun;
+	bool subscribed;
 	uint64_t backoff_ms;
 	uv_timer_t timer; /* connect deadline, then reconnect backoff */
 };
@@ -315,6 +305,52 @@ struct limits_redis_req {
 };
 
 static _Thread_local struct lr_conn *lr_here;
+
+/* Why the reader refused a reply (the disconnect's reason), or NULL. */
+static _Thread_local const char *lr_refused;
+
+/* The reader's constructors with the bounds above; a refusal makes the
+ * reader fail, and hiredis drops the connection. */
+static bool lr_reply_ok(const redisReadTask *t)
+{
+	struct lr_conn *c = t->privdata;
+	if (t->parent != NULL || c == NULL || c->subscribed)
+		return true;
+	if (c->begun >= c->asked) {
+		lr_refused = "a reply nobody asked for";
+		return false;
+	}
+	c->begun++;
+	return true;
+}
+
+static void *lr_create_string(const redisReadTask *t, char *s, size_t len)
+{
+	if (len > LR_REPLY_STRING_MAX) {
+		lr_refused = "a reply larger than any the script sends";
+		return NULL;
+	}
+	return lr_reply_ok(t) ? lr_fns_orig.createString(t, s, len) : NULL;
+}
+
+static void *lr_create_array(const redisReadTask *t, int n)
+{
+	if (n > LR_REPLY_ELEMENTS_MAX || t->parent != NULL) {
+		lr_refused = "a reply larger than any the script sends";
+		return NULL;
+	}
+	return lr_reply_ok(t) ? lr_fns_orig.createArray(t, n) : NULL;
+}
+
+static void *lr_create_integer(const redisReadTask *t, long long v)
+{
+	return lr_reply_ok(t) ? lr_fns_orig.createInteger(t, v) : NULL;
+}
+
+static void *lr_create_nil(const redisReadTask *t)
+{
+	return lr_reply_ok(t) ? lr_fns_orig.createNil(t) : NULL;
+}
 static struct lr_conn *lr_sub; /* main thread */
 
 static void lr_connect(struct lr_conn *c);
@@ -397,7 +433,8 @@ static void lr_ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	if (c->sub) {
 		char chan[LIMITS_REDIS_PREFIX_MAX + 8];
 		snprintf(chan, sizeof(chan), "%sevents", lr.prefix);
-		redisAsyncCommand(c->ac, lr_sub_cb, c, "SUBSCRIBE %s", chan);
+		if (redisAsyncCommand(c->ac, lr_sub_cb, c, "SUBSCRIBE %s", chan) == REDIS_OK)
+			c->subscribed = true; /* messages come unasked from now on */
 	}
 }
 
@@ -411,17 +448,18 @@ static void lr_connect_cb(const redisAsyncContext *ac, int status)
 		return;
 	}
 	/* the connect deadline keeps running until the PONG */
-	redisAsyncCommand(c->ac, lr_ping_cb, c, "PING");
+	if (redisAsyncCommand(c->ac, lr_ping_cb, c, "PING") == REDIS_OK)
+		c->asked++;
 }
 
 static void lr_disconnect_cb(const redisAsyncContext *ac, int status)
 {
 	(void)status;
 	struct lr_conn *c = ac->data;
-	const char *why = lr_oversize     ? "a reply larger than any the script sends"
-			  : ac->errstr[0] ? ac->errstr
-					  : "connection closed";
-	lr_oversize = false;
+	const char *why = lr_refused != NULL ? lr_refused
+			  : ac->errstr[0]    ? ac->errstr
+					     : "connection closed";
+	lr_refused = NULL;
 	if (c != NULL && c->ac == ac)
 		lr_lost(c, why, false);
 }
@@ -455,6 +493,9 @@ static void lr_connect(struct lr_conn *c)
 	ac->data = c;
 	c->ac = ac;
 	ac->c.reader->fn = &lr_fns;
+	ac->c.reader->privdata = c; /* lr_reply_ok */
+	c->asked = c->begun = 0;
+	c->subscribed = false;
 	redisAsyncSetConnectCallback(ac, lr_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, lr_disconnect_cb);
 	uint64_t deadline = lr.timeout_ms * 5 < 1000 ? 1000 : lr.timeout_ms * 5;
@@ -618,6 +659,7 @@ static bool lr_send(struct limits_redis_req **q_r, limits_redis_cb *cb, void *ct
 	}
 	q->in_redis = true;
 	c->pending++;
+	c->asked++;
 	uv_timer_init(c->loop, &q->timer);
 	q->timer.data = q;
 	q->timer_open = true;

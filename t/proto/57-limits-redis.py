@@ -387,6 +387,10 @@ def fake_conn(s):
                 if evil[0] == "huge":
                     fake_stream(s, b"$%d\r\n" % HUGE, "eval")
                     break
+                if evil[0] == "extra":  # a good answer, then one nobody asked for
+                    s.sendall(b"*9\r\n" + b":0\r\n" * 4 + b"$0\r\n\r\n" * 3
+                              + b":0\r\n" * 2 + b":1\r\n")
+                    continue
                 s.sendall(b"*2147483647\r\n:1\r\n" if evil[0] == "wide"
                           else b"*1\r\n*1\r\n*9\r\n" + b":0\r\n" * 9)
             else:
@@ -438,6 +442,16 @@ for mode in ("huge", "wide", "nested"):
     ok(r.code in (250, 450) and C.log().count("a reply larger than any") > n0,
        "EVAL answered %s: the connection is dropped at once (one warning), MAIL decided locally"
        % mode, "%s %s" % (r, C.log()[-1500:]))
+wait_for(settled, 20)
+time.sleep(0.3)
+evil[0] = "extra"
+n0 = C.log().count("a reply nobody asked for")
+r = send(C, "alice@example.com", "evil-extra")
+ok(r.code in (250, 450) and C.wait_log("a reply nobody asked for", 5),
+   "a reply nobody asked for: the connection is dropped (hiredis would abort)", str(r))
+time.sleep(0.5)
+r = send(C, "alice@example.com", "after-extra")
+ok(r.code in (250, 450), "and the instance still answers", str(r))
 ok(taken["eval"] and max(taken["eval"]) < HUGE // 3,
    "an EVAL reply of 64 MB is not read to its end", taken["eval"])
 fake.close()
