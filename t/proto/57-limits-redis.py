@@ -258,6 +258,24 @@ ok(r.code == 454 and r.enhanced == "4.7.0", "the budget (4) is shared: A refuses
    str(r))
 c.close()
 
+# ------------------------------------------------------------ privileges
+# Redis is connected to after privileges are dropped, like every backend:
+# an instance running as nobody does not reach a socket only root may open,
+# not even from its main thread (the subscriber).
+def subscribers():
+    return int(re.findall(rb":(\d+)", rcmd("PUBSUB", "NUMSUB", "t57:events"))[-1])
+
+
+n_subs = subscribers()
+D = env.submitd(standard_config(certs, sink, [
+    ("user", "nobody"), ("limit_store", "redis:unix:" + rsock), ("limit_store_prefix", "t57:")]),
+    name="submitd-d")
+ok(D.wait_log(r"limit_store: redis \S+ unreachable.*(Permission denied|ermission)", 10),
+   "running as nobody: Redis' root-only socket is unreachable", D.log()[-1500:])
+time.sleep(1)
+is_(subscribers(), n_subs, "and its main thread did not subscribe as root before the drop")
+D.stop()
+
 # ------------------------------------------------------------ Redis goes away
 st, out = ctl(socks[0], "hold", "frank@example.com", "before the outage")
 time.sleep(0.5)
