@@ -494,6 +494,11 @@ static void lr_connect(struct lr_conn *c)
 	c->ac = ac;
 	ac->c.reader->fn = &lr_fns;
 	ac->c.reader->privdata = c; /* lr_reply_ok */
+	/* The subscriber sends nothing after SUBSCRIBE: without keepalives a
+	   peer gone without a word (a host down, a NAT entry dropped) would
+	   leave it waiting for events forever. */
+	if (!lr.unix_sock)
+		redisEnableKeepAlive(&ac->c);
 	c->asked = c->begun = 0;
 	c->subscribed = false;
 	redisAsyncSetConnectCallback(ac, lr_connect_cb);

@@ -138,6 +138,24 @@ def send(d, user, tag="redis"):
     return rm if rm.code != 250 else fin
 
 
+# ------------------------------------------------------------ keepalives
+def client_timers():
+    """The timer (/proc/net/tcp "tr") of every established socket whose peer
+    is redis-server's TCP port: B's connections."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            x = line.split()
+            if int(x[2].split(":")[1], 16) == rport and x[3] == "01":
+                out.append(x[5].split(":")[0])
+    return out
+
+
+wait_for(lambda: client_timers() and set(client_timers()) == {"02"}, 5)
+t = client_timers()
+ok(len(t) >= 3 and set(t) == {"02"},
+   "B's TCP connections to Redis (subscriber included) run keepalive timers", t)
+
 # ------------------------------------------------------------ one limit for both
 st, out = ctl(socks[0], "status")
 ok(st == 0 and "shared store: redis:unix:%s, up" % rsock in out, "status names the shared store", out)
