@@ -335,7 +335,12 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 	if (redis || limits_redis_enabled())
-		limits_redis_configure(cfg->limit_store, pfx, cfg->limit_store_timeout_ms);
+		limits_redis_configure(cfg->limit_store, pfx, cfg->limit_store_timeout_ms,
+				       &(struct addrcount_auth_limits){
+					       .limit = cfg->auth_ip_failure_limit,
+					       .window_ms = cfg->auth_ip_failure_window_ms,
+					       .block_ms = cfg->auth_ip_block_time_ms,
+				       });
 	if (cfg->login_limit_maps != NULL && cfg->login_limit_maps[0] != '\0') {
 		char why[512];
 		lc->maps = table_open(cfg->login_limit_maps, why, sizeof(why));

@@ -202,8 +202,13 @@ bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errle
 	return true;
 }
 
-void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms)
+/* This instance's AUTH failure budget (main thread). */
+static struct addrcount_auth_limits lr_auth;
+
+void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms,
+			    const struct addrcount_auth_limits *auth)
 {
+	lr_auth = *auth;
 	bool redis = false;
 	char err[200];
 	bool parsed = limits_redis_parse(spec, &redis, err, sizeof(err));
@@ -892,10 +897,12 @@ static void lr_apply(const char *s, size_t len)
 		st->ops->kick(st, e.hold.login, now, 24ULL * 3600 * 1000); /* as limits_kick */
 		break;
 	case LRE_AUTHFAIL: {
+		/* counted with this instance's budget, not the sender's: an
+		   event cannot set how long an address stays blocked here */
 		struct addrcount *ac = addrcount_global();
 		uint64_t t = addrcount_now();
-		if (addrcount_auth_begin(ac, &e.key, &e.lim, t))
-			addrcount_auth_end(ac, &e.key, &e.lim, true, t);
+		if (lr_auth.limit != 0 && addrcount_auth_begin(ac, &e.key, &lr_auth, t))
+			addrcount_auth_end(ac, &e.key, &lr_auth, true, t);
 		break;
 	}
 	}

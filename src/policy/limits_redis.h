@@ -39,8 +39,11 @@ bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errle
 
 /* Sets the process's Redis from the first configuration (spec as
  * accepted above, prefix, timeout per call). Later calls (reloads) keep the
- * first settings and say so in the log when they differ. */
-void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms);
+ * first settings and say so in the log when they differ; auth, this
+ * instance's AUTH failure budget, applies to other instances' failures and
+ * follows every call. */
+void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms,
+			    const struct addrcount_auth_limits *auth);
 bool limits_redis_enabled(void);
 /* The limit_store value, and whether Redis is taken as reachable now. */
 const char *limits_redis_spec(void);

@@ -276,6 +276,16 @@ ok(r.code == 454 and r.enhanced == "4.7.0", "the budget (4) is shared: A refuses
    str(r))
 c.close()
 
+# An event's budget settings are not taken: a forged "limit 1, blocked a
+# day" failure counts as one failure against A's own budget of 4.
+rcmd("PUBLISH", "t57:events", "%s\tauthfail\t04%s\t1\t86400000\t86400000"
+     % ("f" * 16, "7f000003" + "00" * 12))
+time.sleep(0.5)
+c = client_from("127.0.0.3", A, "tls", certs)
+r = c.cmd("AUTH PLAIN " + b64("\0erin@example.com\0" + PW["erin@example.com"]))
+c.close()
+is_(r.code, 235, "a failure announced with the sender's own budget counts against A's budget")
+
 # ------------------------------------------------------------ privileges
 # Redis is connected to after privileges are dropped, like every backend:
 # an instance running as nobody does not reach a socket only root may open,
