@@ -432,7 +432,6 @@ int main(int argc, char **argv)
 		notify_send(false, "STATUS=%s\nERRNO=%d", err, EADDRINUSE);
 		return 1;
 	}
-	limits_redis_thread_start(uv_default_loop(), true); /* limit_store = redis: */
 
 	/* Sockets bound, keys and configuration read: drop privileges before
 	   any thread, client or backend connection exists. */
@@ -473,6 +472,7 @@ int main(int argc, char **argv)
 	if (!certwatch_empty(main_certs))
 		uv_timer_start(&main_cert_timer, main_cert_cb, CERT_POLL_MS, CERT_POLL_MS);
 
+	limits_redis_thread_start(main_loop, true); /* limit_store = redis: */
 	worker_start_all(&main_async);
 	metrics_http_start();
 

@@ -339,7 +339,12 @@ bool limits_conf_load(struct config *cfg, char *err, size_t errlen)
 			return false;
 		}
 	if (redis || limits_redis_enabled())
-		limits_redis_configure(cfg->limit_store, pfx, cfg->limit_store_timeout_ms);
+		limits_redis_configure(cfg->limit_store, pfx, cfg->limit_store_timeout_ms,
+				       &(struct addrcount_auth_limits){
+					       .limit = cfg->auth_ip_failure_limit,
+					       .window_ms = cfg->auth_ip_failure_window_ms,
+					       .block_ms = cfg->auth_ip_block_time_ms,
+				       });
 	if (cfg->login_limit_maps != NULL && cfg->login_limit_maps[0] != '\0') {
 		char why[512];
 		lc->maps = table_open(cfg->login_limit_maps, why, sizeof(why));
@@ -558,6 +563,8 @@ void limits_session_start(struct limits_session *ls, const char *id, const char 
 void limits_session_end(struct limits_session *ls)
 {
 	limits_redis_cancel(&ls->rreq);
+	free(ls->rshare);
+	ls->rshare = NULL;
 	if (ls->req != NULL) {
 		table_cancel(&ls->req);
 		table_registry_put(ls->tables, &ls->ti);
@@ -907,6 +914,30 @@ static void limits_mail_ok(struct limits_session *ls, const struct config *cfg, 
 	snprintf(r->text, sizeof(r->text), "Ok");
 }
 
+/* What the shared store counted for the recipient rules at this
+ * transaction's MAIL; RCPT decides on it plus what the transaction took
+ * since (docs/limits.md "Recipients across instances"). */
+struct limits_rshare {
+	bool valid;
+	size_t n;
+	uint64_t used[2 * LIMITS_RULES_MAX], wait[2 * LIMITS_RULES_MAX];
+	uint64_t taken;
+};
+
+static void limits_rshare_set(struct limits_session *ls, const struct limits_redis_verdict *v)
+{
+	if (v->rn == 0 || v->rn > 2 * LIMITS_RULES_MAX)
+		return;
+	if (ls->rshare == NULL)
+		ls->rshare = xcalloc(1, sizeof(*ls->rshare));
+	struct limits_rshare *rs = ls->rshare;
+	rs->valid = true;
+	rs->n = v->rn;
+	rs->taken = 0;
+	memcpy(rs->used, v->rused, v->rn * sizeof(rs->used[0]));
+	memcpy(rs->wait, v->rwait, v->rn * sizeof(rs->wait[0]));
+}
+
 /* The shared store answered MAIL (limits_redis.h): its verdict, kept in
  * the memory store too, so that an outage starts from this instance's own
  * counts and known holds. No answer: the memory store decides. */
@@ -946,6 +977,7 @@ static void limits_redis_mail_cb(void *ctx, bool ok, const struct limits_redis_v
 	} else {
 		for (size_t i = 0; i < q.n; i++)
 			st->ops->add(st, q.a[i].key, q.a[i].period_ms, 1, now);
+		limits_rshare_set(ls, v);
 		limits_mail_ok(ls, cfg, ls->loop, &r);
 	}
 	ls->cb(ls->cb_ctx, &r);
@@ -962,10 +994,11 @@ static bool limits_mail_decide(struct limits_session *ls, const struct config *c
 		return true;
 	}
 	if (limits_redis_enabled()) {
-		struct limits_asks q;
+		struct limits_asks q, rq;
 		limits_asks(ls, cfg, false, &q);
-		ls->rreq =
-			limits_redis_take(ls->login, ls->ip, q.a, q.n, 1, limits_redis_mail_cb, ls);
+		limits_asks(ls, cfg, true, &rq);
+		ls->rreq = limits_redis_take(ls->login, ls->ip, q.a, q.n, rq.a, rq.n, 1,
+					     limits_redis_mail_cb, ls);
 		if (ls->rreq != NULL)
 			return false;
 	}
@@ -1013,6 +1046,8 @@ bool limits_mail(struct limits_session *ls, const struct config *cfg, struct tab
 	uv_loop_t *loop = table_registry_loop(tables);
 	memset(r, 0, sizeof(*r));
 	ls->anonymous = anonymous;
+	if (ls->rshare != NULL)
+		ls->rshare->valid = false; /* until the shared store answers this MAIL */
 	const struct limits_conf *lc = cfg->limits;
 	if (lc == NULL || limits_store_global == NULL) {
 		r->code = 250;
@@ -1038,7 +1073,26 @@ bool limits_rcpt(struct limits_session *ls, const struct config *cfg, uv_loop_t 
 {
 	if (cfg->limits == NULL || limits_store_global == NULL)
 		return true;
-	return limits_take(ls, cfg, loop, true, r);
+	struct limits_rshare *rs = ls->rshare;
+	if (rs == NULL || !rs->valid)
+		return limits_take(ls, cfg, loop, true, r);
+	/* Redis' count at MAIL plus what this transaction took since, then
+	   the memory store (this instance's other transactions). */
+	struct limits_asks q;
+	limits_asks(ls, cfg, true, &q);
+	if (q.n != rs->n)
+		return limits_take(ls, cfg, loop, true, r);
+	for (size_t i = 0; i < q.n; i++)
+		if (rs->used[i] + rs->taken + 1 > q.a[i].count) {
+			limits_refuse(ls, cfg, loop, true, &q, i,
+				      rs->wait[i] != 0 ? rs->wait[i] : UINT64_MAX, r);
+			return false;
+		}
+	if (!limits_take(ls, cfg, loop, true, r))
+		return false;
+	rs->taken++;
+	limits_redis_add(q.a, q.n, 1);
+	return true;
 }
 
 void limits_rcpt_result(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,

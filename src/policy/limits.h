@@ -77,6 +77,7 @@ typedef void limits_cb(void *ctx, const struct smtp_reply *r);
 struct table_registry;
 struct table_inst;
 struct limits_redis_req;
+struct limits_rshare;
 
 struct limits_session {
 	struct list_link link; /* in the registry (the `sessions` verb) */
@@ -100,6 +101,7 @@ struct limits_session {
 	void *cb_ctx;
 	bool anonymous;
 	struct limits_redis_req *rreq; /* the shared store's MAIL call in flight */
+	struct limits_rshare *rshare;  /* recipient counts it gave at MAIL, or NULL */
 };
 
 void limits_session_start(struct limits_session *ls, const char *id, const char *ip,

@@ -22,48 +22,80 @@
 #include "core/log.h"
 #include "policy/limits.h"
 
+_Static_assert(2 * LIMITS_RULES_MAX <= LIMITS_REDIS_RULES_MAX, "rules of one kind");
+
 #define LR_BACKOFF_MIN_MS 100
 #define LR_BACKOFF_MAX_MS 5000
 #define LR_PENDING_MAX 4096 /* calls in flight on one connection */
 #define LR_EVENT_MAX 1024   /* one event line */
 #define LR_KEY_MAX (LIMITS_REDIS_PREFIX_MAX + 32 + LIMITS_KEY_MAX)
+/* What a reply may hold (hiredis 0.14 sets no bound of its own): the
+ * widest is the MAIL script's, the longest string an event line or an
+ * error; nothing we send is answered with nested arrays. */
+#define LR_REPLY_ELEMENTS_MAX 64
+#define LR_REPLY_STRING_MAX 4096
+/* Unparsed bytes in a connection's reader: more is a reply over the bounds
+ * above still arriving (a bulk string is parsed only once complete). */
+#define LR_READ_MAX 65536
 
 /* The MAIL decision, one round trip (docs/limits.md "Redis").
- * KEYS[1] the hold, KEYS[2] the block, KEYS[3..] one counter per rule;
- * ARGV[1] amount, then COUNT and PERIOD (ms) per rule. A counter is a hash
- * of slot index -> count over 61 slots of ceil(PERIOD/60), like
- * struct limits_win; the time is Redis's, the same for every instance. */
+ * KEYS[1] the hold, KEYS[2] the block, KEYS[3..n+2] one counter per message
+ * rule, then one per recipient rule (read only); ARGV[1] amount, ARGV[2] n,
+ * then COUNT and PERIOD (ms) per message rule, then PERIOD per recipient
+ * rule. A counter is a hash of slot index -> count over 61 slots of
+ * ceil(PERIOD/60), like struct limits_win; the time is Redis's, the same
+ * for every instance. A slot past now (Redis' clock stepped back) is
+ * dropped: a step back forgets counts rather than keeping a login refused
+ * for the length of the step. */
 static const char lr_script[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-	"local blocked = redis.call('EXISTS', KEYS[2])\n"
-	"local h = redis.call('HMGET', KEYS[1], 'reason', 'note', 'client', 'until')\n"
-	"if h[1] then\n"
-	"  return {0, 0, 0, 1, h[1], h[2] or '', h[3] or '', tonumber(h[4]) or 0, blocked}\n"
-	"end\n"
-	"local amount = tonumber(ARGV[1])\n"
 	"local S = 60\n"
-	"local heads = {}\n"
-	"for i = 1, #KEYS - 2 do\n"
-	"  local count = tonumber(ARGV[2 * i])\n"
-	"  local slot = math.ceil(tonumber(ARGV[2 * i + 1]) / S)\n"
+	"local n = tonumber(ARGV[2])\n"
+	"local function scan(key, period)\n"
+	"  local slot = math.ceil(period / S)\n"
 	"  local head = math.floor(now / slot)\n"
-	"  heads[i] = head\n"
-	"  local f = redis.call('HGETALL', KEYS[i + 2])\n"
+	"  local f = redis.call('HGETALL', key)\n"
 	"  local used, live = 0, {}\n"
 	"  for j = 1, #f, 2 do\n"
 	"    local idx, c = tonumber(f[j]), tonumber(f[j + 1]) or 0\n"
-	"    if idx == nil or idx < head - S then\n"
-	"      redis.call('HDEL', KEYS[i + 2], f[j])\n"
+	"    if idx == nil or idx < head - S or idx > head then\n"
+	"      redis.call('HDEL', key, f[j])\n"
 	"    else\n"
 	"      used = used + c\n"
 	"      live[#live + 1] = {idx, c}\n"
 	"    end\n"
 	"  end\n"
+	"  table.sort(live, function(a, b) return a[1] < b[1] end)\n"
+	"  return used, live, slot, head\n"
+	"end\n"
+	"local rc = {}\n"
+	"for i = 1, #KEYS - 2 - n do\n"
+	"  local used, live, slot = scan(KEYS[i + 2 + n], tonumber(ARGV[2 * n + 2 + i]))\n"
+	"  local wait = 0\n"
+	"  if #live > 0 then wait = math.max((live[1][1] + S + 1) * slot - now, 1) end\n"
+	"  rc[#rc + 1] = used\n"
+	"  rc[#rc + 1] = wait\n"
+	"end\n"
+	"local function answer(r)\n"
+	"  for _, x in ipairs(rc) do r[#r + 1] = x end\n"
+	"  return r\n"
+	"end\n"
+	"local blocked = redis.call('EXISTS', KEYS[2])\n"
+	"local h = redis.call('HMGET', KEYS[1], 'reason', 'note', 'client', 'until')\n"
+	"if h[1] then\n"
+	"  return answer({0, 0, 0, 1, h[1], h[2] or '', h[3] or '', tonumber(h[4]) or 0, "
+	"blocked})\n"
+	"end\n"
+	"local amount = tonumber(ARGV[1])\n"
+	"local heads = {}\n"
+	"for i = 1, n do\n"
+	"  local count = tonumber(ARGV[2 * i + 1])\n"
+	"  local used, live, slot, head = scan(KEYS[i + 2], tonumber(ARGV[2 * i + 2]))\n"
+	"  heads[i] = head\n"
 	"  if used + amount > count then\n"
-	"    if amount > count then return {1, i - 1, -1, 0, '', '', '', 0, blocked} end\n"
-	"    table.sort(live, function(a, b) return a[1] < b[1] end)\n"
-	"    local need, freed, wait = used + amount - count, 0, (head + S + 1) * slot - now\n"
+	"    if amount > count then return answer({1, i - 1, -1, 0, '', '', '', 0, blocked}) end\n"
+	"    local need, freed, wait = used + amount - count, 0, (S + 1) * slot\n"
 	"    for _, e in ipairs(live) do\n"
 	"      freed = freed + e[2]\n"
 	"      if freed >= need then\n"
@@ -71,16 +103,28 @@ static const char lr_script[] =
 	"        break\n"
 	"      end\n"
 	"    end\n"
-	"    if wait < 1 then wait = 1 end\n"
-	"    return {1, i - 1, wait, 0, '', '', '', 0, blocked}\n"
+	"    wait = math.min(math.max(wait, 1), (S + 1) * slot)\n"
+	"    return answer({1, i - 1, wait, 0, '', '', '', 0, blocked})\n"
 	"  end\n"
 	"end\n"
-	"for i = 1, #KEYS - 2 do\n"
-	"  local slot = math.ceil(tonumber(ARGV[2 * i + 1]) / S)\n"
+	"for i = 1, n do\n"
+	"  local slot = math.ceil(tonumber(ARGV[2 * i + 2]) / S)\n"
 	"  redis.call('HINCRBY', KEYS[i + 2], heads[i], amount)\n"
 	"  redis.call('PEXPIRE', KEYS[i + 2], (S + 1) * slot)\n"
 	"end\n"
-	"return {0, 0, 0, 0, '', '', '', 0, blocked}\n";
+	"return answer({0, 0, 0, 0, '', '', '', 0, blocked})\n";
+
+/* Recipients a transaction took: KEYS the counters, ARGV[1] amount, then
+ * PERIOD (ms) per key, into the slot of Redis' now. */
+static const char lr_add_script[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"for i = 1, #KEYS do\n"
+	"  local slot = math.ceil(tonumber(ARGV[i + 1]) / 60)\n"
+	"  redis.call('HINCRBY', KEYS[i], math.floor(now / slot), tonumber(ARGV[1]))\n"
+	"  redis.call('PEXPIRE', KEYS[i], 61 * slot)\n"
+	"end\n"
+	"return 0\n";
 
 /* ---- settings, set once from the first configuration ---- */
 
@@ -102,6 +146,13 @@ static struct {
 static atomic_uint lr_epoch;
 /* Set when the main thread opened its connections: the settings are fixed. */
 static bool lr_started;
+
+/* hiredis' reply constructors, and ours around them (below). */
+static redisReplyObjectFunctions lr_fns_orig, lr_fns;
+static void *lr_create_string(const redisReadTask *t, char *s, size_t len);
+static void *lr_create_array(const redisReadTask *t, int n);
+static void *lr_create_integer(const redisReadTask *t, long long v);
+static void *lr_create_nil(const redisReadTask *t);
 
 bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errlen)
 {
@@ -151,8 +202,13 @@ bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errle
 	return true;
 }
 
-void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms)
+/* This instance's AUTH failure budget (main thread). */
+static struct addrcount_auth_limits lr_auth;
+
+void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms,
+			    const struct addrcount_auth_limits *auth)
 {
+	lr_auth = *auth;
 	bool redis = false;
 	char err[200];
 	bool parsed = limits_redis_parse(spec, &redis, err, sizeof(err));
@@ -187,6 +243,18 @@ void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeo
 		lr.host[hl] = '\0';
 		lr.port = atoi(colon + 1);
 	}
+	redisReader *rd = redisReaderCreate(); /* hiredis' constructors, to wrap */
+	if (rd == NULL) {
+		log_warn("limit_store: out of memory, Redis is not used");
+		return;
+	}
+	lr_fns_orig = *rd->fn;
+	redisReaderFree(rd);
+	lr_fns = lr_fns_orig;
+	lr_fns.createString = lr_create_string;
+	lr_fns.createArray = lr_create_array;
+	lr_fns.createInteger = lr_create_integer;
+	lr_fns.createNil = lr_create_nil;
 	uint64_t rnd[2] = {0, 0};
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		rnd[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
@@ -213,12 +281,18 @@ bool limits_redis_up(void)
 
 struct lr_conn {
 	uv_loop_t *loop;
+	uv_check_t check; /* the reader's buffer, after every read */
+	int handles;      /* open handles; freed at 0 */
 	redisAsyncContext *ac;
 	bool up;
 	bool sub;     /* the subscriber */
 	bool closing; /* freed once the timer is closed */
 	unsigned epoch;
 	unsigned pending;
+	/* replies asked for and begun on ac: hiredis 0.14 aborts on a reply
+	   nobody asked for unless the connection is subscribed */
+	uint64_t asked, begun;
+	bool subscribed;
 	uint64_t backoff_ms;
 	uv_timer_t timer; /* connect deadline, then reconnect backoff */
 };
@@ -229,22 +303,71 @@ struct limits_redis_req {
 	uv_timer_t timer;
 	limits_redis_cb *cb; /* NULL: fire and forget */
 	void *ctx;
-	size_t n;
+	size_t n, rn; /* the MAIL script's rules: message, recipient */
 	bool answered;
 	bool in_redis;
 	bool timer_open;
 };
 
 static _Thread_local struct lr_conn *lr_here;
+
+/* Why the reader refused a reply (the disconnect's reason), or NULL. */
+static _Thread_local const char *lr_refused;
+
+/* The reader's constructors with the bounds above; a refusal makes the
+ * reader fail, and hiredis drops the connection. */
+static bool lr_reply_ok(const redisReadTask *t)
+{
+	struct lr_conn *c = t->privdata;
+	if (t->parent != NULL || c == NULL || c->subscribed)
+		return true;
+	if (c->begun >= c->asked) {
+		lr_refused = "a reply nobody asked for";
+		return false;
+	}
+	c->begun++;
+	return true;
+}
+
+static void *lr_create_string(const redisReadTask *t, char *s, size_t len)
+{
+	if (len > LR_REPLY_STRING_MAX) {
+		lr_refused = "a reply larger than any the script sends";
+		return NULL;
+	}
+	return lr_reply_ok(t) ? lr_fns_orig.createString(t, s, len) : NULL;
+}
+
+static void *lr_create_array(const redisReadTask *t, int n)
+{
+	if (n > LR_REPLY_ELEMENTS_MAX || t->parent != NULL) {
+		lr_refused = "a reply larger than any the script sends";
+		return NULL;
+	}
+	return lr_reply_ok(t) ? lr_fns_orig.createArray(t, n) : NULL;
+}
+
+static void *lr_create_integer(const redisReadTask *t, long long v)
+{
+	return lr_reply_ok(t) ? lr_fns_orig.createInteger(t, v) : NULL;
+}
+
+static void *lr_create_nil(const redisReadTask *t)
+{
+	return lr_reply_ok(t) ? lr_fns_orig.createNil(t) : NULL;
+}
 static struct lr_conn *lr_sub; /* main thread */
 
 static void lr_connect(struct lr_conn *c);
 static void lr_lost(struct lr_conn *c, const char *why, bool ours);
 static void lr_apply(const char *s, size_t len);
 
-static void lr_down(struct lr_conn *c, const char *why)
+/* was_up: the connection worked until now, so its failure is news even
+ * if another connection's outage ended since it came up; a connection
+ * attempt only counts under the value it started with. */
+static void lr_down(struct lr_conn *c, const char *why, bool was_up)
 {
-	unsigned e = c->epoch;
+	unsigned e = was_up ? atomic_load(&lr_epoch) : c->epoch;
 	if (e % 2 == 0 && atomic_compare_exchange_strong(&lr_epoch, &e, e + 1))
 		log_warn("limit_store: redis %s unreachable, using local counters (%s)", lr.spec,
 			 why);
@@ -264,9 +387,10 @@ static void lr_retry_cb(uv_timer_t *t)
 static void lr_lost(struct lr_conn *c, const char *why, bool ours)
 {
 	redisAsyncContext *ac = c->ac;
+	bool was_up = c->up;
 	c->ac = NULL;
 	c->up = false;
-	lr_down(c, why);
+	lr_down(c, why, was_up);
 	if (ours && ac != NULL)
 		redisAsyncFree(ac); /* pending calls answer "unavailable" */
 	if (c->closing)
@@ -314,7 +438,8 @@ static void lr_ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	if (c->sub) {
 		char chan[LIMITS_REDIS_PREFIX_MAX + 8];
 		snprintf(chan, sizeof(chan), "%sevents", lr.prefix);
-		redisAsyncCommand(c->ac, lr_sub_cb, c, "SUBSCRIBE %s", chan);
+		if (redisAsyncCommand(c->ac, lr_sub_cb, c, "SUBSCRIBE %s", chan) == REDIS_OK)
+			c->subscribed = true; /* messages come unasked from now on */
 	}
 }
 
@@ -328,15 +453,28 @@ static void lr_connect_cb(const redisAsyncContext *ac, int status)
 		return;
 	}
 	/* the connect deadline keeps running until the PONG */
-	redisAsyncCommand(c->ac, lr_ping_cb, c, "PING");
+	if (redisAsyncCommand(c->ac, lr_ping_cb, c, "PING") == REDIS_OK)
+		c->asked++;
 }
 
 static void lr_disconnect_cb(const redisAsyncContext *ac, int status)
 {
 	(void)status;
 	struct lr_conn *c = ac->data;
+	const char *why = lr_refused != NULL ? lr_refused
+			  : ac->errstr[0]    ? ac->errstr
+					     : "connection closed";
+	lr_refused = NULL;
 	if (c != NULL && c->ac == ac)
-		lr_lost(c, ac->errstr[0] ? ac->errstr : "connection closed", false);
+		lr_lost(c, why, false);
+}
+
+static void lr_check_cb(uv_check_t *h)
+{
+	struct lr_conn *c = h->data;
+	const redisReader *rd = c->ac != NULL ? c->ac->c.reader : NULL;
+	if (rd != NULL && rd->len - rd->pos > LR_READ_MAX)
+		lr_lost(c, "a reply larger than any the script sends", true);
 }
 
 static void lr_connect(struct lr_conn *c)
@@ -359,6 +497,15 @@ static void lr_connect(struct lr_conn *c)
 	}
 	ac->data = c;
 	c->ac = ac;
+	ac->c.reader->fn = &lr_fns;
+	ac->c.reader->privdata = c; /* lr_reply_ok */
+	/* The subscriber sends nothing after SUBSCRIBE: without keepalives a
+	   peer gone without a word (a host down, a NAT entry dropped) would
+	   leave it waiting for events forever. */
+	if (!lr.unix_sock)
+		redisEnableKeepAlive(&ac->c);
+	c->asked = c->begun = 0;
+	c->subscribed = false;
 	redisAsyncSetConnectCallback(ac, lr_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, lr_disconnect_cb);
 	uint64_t deadline = lr.timeout_ms * 5 < 1000 ? 1000 : lr.timeout_ms * 5;
@@ -373,6 +520,11 @@ static struct lr_conn *lr_conn_new(uv_loop_t *loop, bool sub)
 	c->backoff_ms = LR_BACKOFF_MIN_MS;
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
+	uv_check_init(loop, &c->check);
+	c->check.data = c;
+	uv_check_start(&c->check, lr_check_cb);
+	uv_unref((uv_handle_t *)&c->check);
+	c->handles = 2;
 	lr_connect(c);
 	return c;
 }
@@ -390,7 +542,9 @@ void limits_redis_thread_start(uv_loop_t *loop, bool start_subscriber)
 
 static void lr_conn_closed(uv_handle_t *h)
 {
-	free(h->data);
+	struct lr_conn *c = h->data;
+	if (--c->handles == 0)
+		free(c);
 }
 
 static void lr_conn_free(struct lr_conn *c)
@@ -404,6 +558,7 @@ static void lr_conn_free(struct lr_conn *c)
 		redisAsyncFree(ac);
 	}
 	uv_close((uv_handle_t *)&c->timer, lr_conn_closed);
+	uv_close((uv_handle_t *)&c->check, lr_conn_closed);
 }
 
 void limits_redis_thread_done(void)
@@ -470,7 +625,8 @@ static void lr_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		q->conn->backoff_ms = LR_BACKOFF_MIN_MS;
 	if (!q->answered) {
 		struct limits_redis_verdict v;
-		bool ok = q->cb != NULL && reply != NULL && limits_redis_decode(reply, q->n, &v);
+		bool ok = q->cb != NULL && reply != NULL &&
+			  limits_redis_decode(reply, q->n, q->rn, &v);
 		if (q->cb != NULL && reply != NULL && !ok)
 			lr_bad_reply(reply);
 		lr_req_answer(q, ok, ok ? &v : NULL);
@@ -513,6 +669,7 @@ static bool lr_send(struct limits_redis_req **q_r, limits_redis_cb *cb, void *ct
 	}
 	q->in_redis = true;
 	c->pending++;
+	c->asked++;
 	uv_timer_init(c->loop, &q->timer);
 	q->timer.data = q;
 	q->timer_open = true;
@@ -532,30 +689,40 @@ void limits_redis_cancel(struct limits_redis_req **req)
 	lr_req_answer(q, false, NULL);
 }
 
-struct limits_redis_req *limits_redis_take(const char *login, const char *ip,
-					   const struct limits_ask *asks, size_t n, uint64_t amount,
-					   limits_redis_cb *cb, void *ctx)
+/* The counter of one rule in Redis. */
+static void lr_counter_key(char *out, size_t sz, const struct limits_ask *a)
 {
-	if (!lr.on || n > 2 * LIMITS_RULES_MAX)
+	snprintf(out, sz, "%sc:%" PRIu64 ":%s", lr.prefix, a->period_ms, a->key);
+}
+
+struct limits_redis_req *limits_redis_take(const char *login, const char *ip,
+					   const struct limits_ask *asks, size_t n,
+					   const struct limits_ask *rasks, size_t rn,
+					   uint64_t amount, limits_redis_cb *cb, void *ctx)
+{
+	if (!lr.on || n > LIMITS_REDIS_RULES_MAX || rn > LIMITS_REDIS_RULES_MAX)
 		return NULL;
-	enum { MAXK = 2 * LIMITS_RULES_MAX + 2 };
-	char keys[MAXK][LR_KEY_MAX + 1], nums[1 + 2 * MAXK][24];
-	const char *argv[4 + MAXK + 1 + 2 * MAXK];
+	enum { MAXK = 2 * LIMITS_REDIS_RULES_MAX + 2 };
+	char keys[MAXK][LR_KEY_MAX + 1], nums[2 + 3 * LIMITS_REDIS_RULES_MAX][24];
+	const char *argv[3 + MAXK + 2 + 3 * LIMITS_REDIS_RULES_MAX];
 	size_t lens[sizeof(argv) / sizeof(argv[0])];
 	int argc = 0;
 	argv[argc++] = "EVAL";
 	argv[argc++] = lr_script;
-	snprintf(nums[0], sizeof(nums[0]), "%zu", n + 2);
-	argv[argc++] = nums[0];
+	size_t k = 0;
+	snprintf(nums[k], sizeof(nums[k]), "%zu", n + rn + 2);
+	argv[argc++] = nums[k++];
 	snprintf(keys[0], sizeof(keys[0]), "%sh:%s", lr.prefix, login);
 	snprintf(keys[1], sizeof(keys[1]), "%sb:%s", lr.prefix, ip);
 	for (size_t i = 0; i < n; i++)
-		snprintf(keys[i + 2], sizeof(keys[i + 2]), "%sc:%" PRIu64 ":%s", lr.prefix,
-			 asks[i].period_ms, asks[i].key);
-	for (size_t i = 0; i < n + 2; i++)
+		lr_counter_key(keys[i + 2], sizeof(keys[i + 2]), &asks[i]);
+	for (size_t i = 0; i < rn; i++)
+		lr_counter_key(keys[n + i + 2], sizeof(keys[n + i + 2]), &rasks[i]);
+	for (size_t i = 0; i < n + rn + 2; i++)
 		argv[argc++] = keys[i];
-	size_t k = 1;
 	snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, amount);
+	argv[argc++] = nums[k++];
+	snprintf(nums[k], sizeof(nums[k]), "%zu", n);
 	argv[argc++] = nums[k++];
 	for (size_t i = 0; i < n; i++) {
 		snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, asks[i].count);
@@ -563,10 +730,45 @@ struct limits_redis_req *limits_redis_take(const char *login, const char *ip,
 		snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, asks[i].period_ms);
 		argv[argc++] = nums[k++];
 	}
+	for (size_t i = 0; i < rn; i++) {
+		snprintf(nums[k], sizeof(nums[k]), "%" PRIu64, rasks[i].period_ms);
+		argv[argc++] = nums[k++];
+	}
 	for (int i = 0; i < argc; i++)
 		lens[i] = strlen(argv[i]);
 	struct limits_redis_req *q;
-	return lr_send(&q, cb, ctx, n, argc, argv, lens) ? q : NULL;
+	if (!lr_send(&q, cb, ctx, n, argc, argv, lens))
+		return NULL;
+	q->rn = rn;
+	return q;
+}
+
+void limits_redis_add(const struct limits_ask *asks, size_t n, uint64_t amount)
+{
+	if (!lr.on || n == 0 || n > LIMITS_REDIS_RULES_MAX)
+		return;
+	char keys[LIMITS_REDIS_RULES_MAX][LR_KEY_MAX + 1], nums[1 + LIMITS_REDIS_RULES_MAX][24];
+	const char *argv[3 + 2 * LIMITS_REDIS_RULES_MAX + 1];
+	size_t lens[sizeof(argv) / sizeof(argv[0])];
+	int argc = 0;
+	argv[argc++] = "EVAL";
+	argv[argc++] = lr_add_script;
+	snprintf(nums[0], sizeof(nums[0]), "%zu", n);
+	argv[argc++] = nums[0];
+	for (size_t i = 0; i < n; i++) {
+		lr_counter_key(keys[i], sizeof(keys[i]), &asks[i]);
+		argv[argc++] = keys[i];
+	}
+	char am[24];
+	snprintf(am, sizeof(am), "%" PRIu64, amount);
+	argv[argc++] = am;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(nums[i + 1], sizeof(nums[i + 1]), "%" PRIu64, asks[i].period_ms);
+		argv[argc++] = nums[i + 1];
+	}
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	lr_send(NULL, NULL, NULL, 0, argc, argv, lens);
 }
 
 /* ---- announcements ---- */
@@ -695,10 +897,12 @@ static void lr_apply(const char *s, size_t len)
 		st->ops->kick(st, e.hold.login, now, 24ULL * 3600 * 1000); /* as limits_kick */
 		break;
 	case LRE_AUTHFAIL: {
+		/* counted with this instance's budget, not the sender's: an
+		   event cannot set how long an address stays blocked here */
 		struct addrcount *ac = addrcount_global();
 		uint64_t t = addrcount_now();
-		if (addrcount_auth_begin(ac, &e.key, &e.lim, t))
-			addrcount_auth_end(ac, &e.key, &e.lim, true, t);
+		if (lr_auth.limit != 0 && addrcount_auth_begin(ac, &e.key, &lr_auth, t))
+			addrcount_auth_end(ac, &e.key, &lr_auth, true, t);
 		break;
 	}
 	}
@@ -727,11 +931,22 @@ static bool lr_str(const redisReply *r, char *out, size_t sz)
 	return true;
 }
 
-bool limits_redis_decode(const struct redisReply *r, size_t n, struct limits_redis_verdict *v_r)
+bool limits_redis_decode(const struct redisReply *r, size_t n, size_t rn,
+			 struct limits_redis_verdict *v_r)
 {
 	memset(v_r, 0, sizeof(*v_r));
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 9 || r->element == NULL)
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || rn > LIMITS_REDIS_RULES_MAX ||
+	    r->elements != 9 + 2 * rn || r->element == NULL)
 		return false;
+	for (size_t i = 0; i < rn; i++) {
+		long long used, wait;
+		if (!lr_int(r->element[9 + 2 * i], 0, INT64_MAX, &used) ||
+		    !lr_int(r->element[10 + 2 * i], 0, INT64_MAX, &wait))
+			return false;
+		v_r->rused[i] = (uint64_t)used;
+		v_r->rwait[i] = (uint64_t)wait;
+	}
+	v_r->rn = rn;
 	long long over, which, wait, held, until, blocked;
 	struct limits_hold *h = &v_r->hold;
 	if (!lr_int(r->element[0], 0, 1, &over) || !lr_int(r->element[1], 0, 1000, &which) ||

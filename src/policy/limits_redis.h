@@ -39,8 +39,11 @@ bool limits_redis_parse(const char *spec, bool *redis_r, char *err, size_t errle
 
 /* Sets the process's Redis from the first configuration (spec as
  * accepted above, prefix, timeout per call). Later calls (reloads) keep the
- * first settings and say so in the log when they differ. */
-void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms);
+ * first settings and say so in the log when they differ; auth, this
+ * instance's AUTH failure budget, applies to other instances' failures and
+ * follows every call. */
+void limits_redis_configure(const char *spec, const char *prefix, uint64_t timeout_ms,
+			    const struct addrcount_auth_limits *auth);
 bool limits_redis_enabled(void);
 /* The limit_store value, and whether Redis is taken as reachable now. */
 const char *limits_redis_spec(void);
@@ -51,6 +54,9 @@ void limits_redis_thread_start(uv_loop_t *loop, bool start_subscriber);
 /* Closes the calling thread's connection (a worker whose loop ends). */
 void limits_redis_thread_done(void);
 
+/* Rules of one kind at most (2 * LIMITS_RULES_MAX, policy/limits.h). */
+#define LIMITS_REDIS_RULES_MAX 8
+
 /* What the MAIL script said. */
 struct limits_redis_verdict {
 	bool over; /* a rule is over: which, wait_ms (UINT64_MAX: never fits) */
@@ -59,6 +65,10 @@ struct limits_redis_verdict {
 	bool held; /* the login is held in Redis: hold */
 	struct limits_hold hold;
 	bool blocked; /* the client address is blocked in Redis */
+	/* per recipient rule asked: the recipients Redis counts in its window
+	   now, and ms until its oldest counted part leaves (0: none counted) */
+	size_t rn;
+	uint64_t rused[LIMITS_REDIS_RULES_MAX], rwait[LIMITS_REDIS_RULES_MAX];
 };
 
 /* ok false: no answer (Redis down, slow, or a reply that did not parse):
@@ -68,13 +78,18 @@ typedef void limits_redis_cb(void *ctx, bool ok, const struct limits_redis_verdi
 struct limits_redis_req;
 
 /* Asks Redis about a message: login's hold (login "" : none), ip's block,
- * and takes amount from every rule of asks at once (or from none). NULL
+ * and takes amount from every rule of asks at once (or from none); reads
+ * the counters of the recipient rules rasks (the verdict's rused). NULL
  * when no connection is up (the caller decides locally, now); otherwise cb
  * answers exactly once on a later loop turn, within the timeout, unless
  * limits_redis_cancel comes first. */
 struct limits_redis_req *limits_redis_take(const char *login, const char *ip,
-					   const struct limits_ask *asks, size_t n, uint64_t amount,
-					   limits_redis_cb *cb, void *ctx);
+					   const struct limits_ask *asks, size_t n,
+					   const struct limits_ask *rasks, size_t rn,
+					   uint64_t amount, limits_redis_cb *cb, void *ctx);
+/* Adds amount to the counters of asks in Redis, fire and forget (the
+ * recipients a transaction took; dropped while Redis is down). */
+void limits_redis_add(const struct limits_ask *asks, size_t n, uint64_t amount);
 /* Its callback never fires; *req becomes NULL. */
 void limits_redis_cancel(struct limits_redis_req **req);
 
@@ -91,9 +106,10 @@ void limits_redis_auth_failed(const struct addrcount_key *key,
 /* ---- pure parts, for t/unit/test-limits-redis.c ---- */
 
 struct redisReply;
-/* Decodes the MAIL script's reply for n asks; false when it is not exactly
- * what the script returns (type, size, ranges). */
-bool limits_redis_decode(const struct redisReply *r, size_t n, struct limits_redis_verdict *v_r);
+/* Decodes the MAIL script's reply for n asks and rn recipient rules; false
+ * when it is not exactly what the script returns (type, size, ranges). */
+bool limits_redis_decode(const struct redisReply *r, size_t n, size_t rn,
+			 struct limits_redis_verdict *v_r);
 
 /* An event on the channel. */
 enum limits_redis_event_kind {

@@ -49,7 +49,7 @@ SUBMITCTL = os.path.join(os.path.dirname(env.binary), "submitctl")
 PW = {u: u.split("@")[0] + "-secret" for u in
       ("alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com",
        "erin@example.com", "frank@example.com", "grace@example.com", "heidi@example.com",
-       "ivan@example.com")}
+       "ivan@example.com", "judy@example.com", "mallory@example.com")}
 dv = private_dovecot(env, "passwd-file", users={k: (v, "SSHA256", "") for k, v in PW.items()},
                      failure_delay="0")
 sink = env.sink()
@@ -103,6 +103,11 @@ conf = [("login_message_limit", "3/1h"), ("login_recipient_limit", "none"),
         ("hold_refused_recipients", "none"), ("hold_burst", "none"),
         ("auth_ip_failure_limit", "4"), ("auth_failure_delay", "0"),
         ("client_limit_exceptions", ""), ("limit_store_prefix", "t57:")]
+# judy alone has a recipient limit: the other logins' messages stay one EVAL
+overrides = env.path("login-limits.txt")
+with open(overrides, "w") as f:
+    f.write("judy@example.com message=100/1h recipient=6/1h\n")
+conf.append(("login_limit_maps", "texthash:" + overrides))
 socks = [env.path("a.sock"), env.path("b.sock")]
 A = txn.start(env, certs, dv, sink, conf + [("limit_store", "redis:unix:" + rsock),
                                             ("control_socket", socks[0])], "submitd-a")
@@ -132,6 +137,24 @@ def send(d, user, tag="redis"):
     c.close()
     return rm if rm.code != 250 else fin
 
+
+# ------------------------------------------------------------ keepalives
+def client_timers():
+    """The timer (/proc/net/tcp "tr") of every established socket whose peer
+    is redis-server's TCP port: B's connections."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            x = line.split()
+            if int(x[2].split(":")[1], 16) == rport and x[3] == "01":
+                out.append(x[5].split(":")[0])
+    return out
+
+
+wait_for(lambda: client_timers() and set(client_timers()) == {"02"}, 5)
+t = client_timers()
+ok(len(t) >= 3 and set(t) == {"02"},
+   "B's TCP connections to Redis (subscriber included) run keepalive timers", t)
 
 # ------------------------------------------------------------ one limit for both
 st, out = ctl(socks[0], "status")
@@ -168,6 +191,37 @@ ok(diff.get("eval") == 1 and set(diff) - {"eval"} <= inside,
    "one message: one round trip to Redis, one EVAL", diff)
 ok(b"t57:c:3600000:m|l|alice@example.com" in rcmd("KEYS", "t57:c:*"),
    "the counter lives in Redis under the prefix")
+
+# ------------------------------------------------------------ recipients, shared
+c = login(A, "judy@example.com")
+rm, rr, fin = txn.send(c, "judy@example.com", ["r%d@example.net" % i for i in range(4)], "rcpt")
+c.close()
+ok(rm.code == 250 and [r.code for r in rr] == [250] * 4 and fin.code == 250,
+   "judy: four recipients on A", "%s %s %s" % (rm, rr, fin))
+time.sleep(0.3)  # the pushes are fire and forget
+before = calls()
+c = login(B, "judy@example.com")
+rm, rr, fin = txn.send(c, "judy@example.com", ["s%d@example.net" % i for i in range(4)], "rcpt")
+c.close()
+is_([r.code for r in rr], [250, 250, 450, 450],
+    "on B, the 7th recipient of her 6/1h is refused: the count is shared")
+ok(rr[2].enhanced == "4.7.1" and "login_recipient_limit 6/" in rr[2].text,
+   "450 4.7.1 naming the limit", str(rr[2]))
+after = calls()
+ok(after.get("eval", 0) - before.get("eval", 0) == 3,
+   "one EVAL for MAIL and one fire-and-forget push per recipient taken, none asked at RCPT",
+   (before, after))
+c = login(A, "judy@example.com")
+rm, rr, fin = txn.send(c, "judy@example.com", ["t@example.net"], "rcpt")
+c.close()
+ok(rm.code == 250 and rr[0].code == 450, "and back on A, the next one is refused too",
+   "%s %s" % (rm, rr))
+
+# Redis' clock stepped back: a slot "from the future" (counted before the
+# step) is forgotten rather than refusing the login for the step's length.
+rcmd("HSET", "t57:c:3600000:m|l|mallory@example.com", "99999999999", "1000")
+r = send(A, "mallory@example.com")
+ok(r.code == 250, "a slot past Redis' now does not count", str(r))
 
 # ------------------------------------------------------------ holds
 c_open = login(B, "carol@example.com")
@@ -221,6 +275,34 @@ r = c.cmd("AUTH PLAIN " + b64("\0erin@example.com\0" + PW["erin@example.com"]))
 ok(r.code == 454 and r.enhanced == "4.7.0", "the budget (4) is shared: A refuses the next AUTH",
    str(r))
 c.close()
+
+# An event's budget settings are not taken: a forged "limit 1, blocked a
+# day" failure counts as one failure against A's own budget of 4.
+rcmd("PUBLISH", "t57:events", "%s\tauthfail\t04%s\t1\t86400000\t86400000"
+     % ("f" * 16, "7f000003" + "00" * 12))
+time.sleep(0.5)
+c = client_from("127.0.0.3", A, "tls", certs)
+r = c.cmd("AUTH PLAIN " + b64("\0erin@example.com\0" + PW["erin@example.com"]))
+c.close()
+is_(r.code, 235, "a failure announced with the sender's own budget counts against A's budget")
+
+# ------------------------------------------------------------ privileges
+# Redis is connected to after privileges are dropped, like every backend:
+# an instance running as nobody does not reach a socket only root may open,
+# not even from its main thread (the subscriber).
+def subscribers():
+    return int(re.findall(rb":(\d+)", rcmd("PUBSUB", "NUMSUB", "t57:events"))[-1])
+
+
+n_subs = subscribers()
+D = env.submitd(standard_config(certs, sink, [
+    ("user", "nobody"), ("limit_store", "redis:unix:" + rsock), ("limit_store_prefix", "t57:")]),
+    name="submitd-d")
+ok(D.wait_log(r"limit_store: redis \S+ unreachable.*(Permission denied|ermission)", 10),
+   "running as nobody: Redis' root-only socket is unreachable", D.log()[-1500:])
+time.sleep(1)
+is_(subscribers(), n_subs, "and its main thread did not subscribe as root before the drop")
+D.stop()
 
 # ------------------------------------------------------------ Redis goes away
 st, out = ctl(socks[0], "hold", "frank@example.com", "before the outage")
@@ -292,5 +374,132 @@ n = len([l for l in A.log().splitlines() if "limit_store: redis" in l and "unrea
 is_(n, 2, "one more warning for the stall, whatever the reconnects")
 ok(A.wait_log(r"(?s)no answer within limit_store_timeout.*is back", 15),
    "and one line when it answers again")
+
+# ------------------------------------------------------------ a hostile Redis
+# A real redis-server never answers this way on demand, so a small fake
+# speaks RESP here: PING gets PONG, SUBSCRIBE gets a message of 64 MB, and
+# EVAL gets whatever `evil[0]` says. Bytes each connection took before it
+# was dropped are recorded.
+import threading  # noqa: E402
+
+HUGE = 64 << 20
+evil = ["huge"]
+taken = {"sub": [], "eval": []}
+
+
+def fake_read_cmd(f):
+    line = f.readline()
+    if not line.startswith(b"*"):
+        return None
+    args = []
+    for _ in range(int(line[1:])):
+        n = int(f.readline()[1:])
+        args.append(f.read(n + 2)[:-2])
+    return args
+
+
+def fake_stream(s, head, what):
+    sent = 0
+    try:
+        s.sendall(head)
+        chunk = b"x" * 65536
+        while sent < HUGE:
+            s.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass
+    taken[what].append(sent)
+
+
+def fake_conn(s):
+    f = s.makefile("rb")
+    try:
+        while True:
+            a = fake_read_cmd(f)
+            if a is None:
+                break
+            cmd = a[0].upper()
+            if cmd == b"PING":
+                s.sendall(b"+PONG\r\n")
+            elif cmd == b"SUBSCRIBE":
+                ch = a[1]
+                s.sendall(b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(ch), ch))
+                if taken["sub"]:
+                    continue  # once is enough
+                fake_stream(s, b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n"
+                            % (len(ch), ch, HUGE), "sub")
+                break
+            elif cmd == b"EVAL":
+                if evil[0] == "huge":
+                    fake_stream(s, b"$%d\r\n" % HUGE, "eval")
+                    break
+                if evil[0] == "extra":  # a good answer, then one nobody asked for
+                    s.sendall(b"*9\r\n" + b":0\r\n" * 4 + b"$0\r\n\r\n" * 3
+                              + b":0\r\n" * 2 + b":1\r\n")
+                    continue
+                s.sendall(b"*2147483647\r\n:1\r\n" if evil[0] == "wide"
+                          else b"*1\r\n*1\r\n*9\r\n" + b":0\r\n" * 9)
+            else:
+                s.sendall(b":0\r\n")
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
+fake = socket.socket()
+fake.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+fake.bind(("127.0.0.1", 0))
+fake.listen(16)
+
+
+def fake_accept():
+    while True:
+        try:
+            s, _ = fake.accept()
+        except OSError:
+            return
+        threading.Thread(target=fake_conn, args=(s,), daemon=True).start()
+
+
+threading.Thread(target=fake_accept, daemon=True).start()
+C = txn.start(env, certs, dv, sink, conf + [
+    ("limit_store", "redis:127.0.0.1:%d" % fake.getsockname()[1]),
+    ("limit_store_timeout", "10s"), ("workers", "1"), ("listen", "127.0.0.1:%d tls" % free_port())],
+    "submitd-c")
+wait_for(lambda: len(taken["sub"]) >= 1, 20)
+ok(taken["sub"] and max(taken["sub"]) < HUGE // 3,
+   "a pub/sub message of 64 MB: the subscriber hangs up long before its end", taken["sub"])
+ok(C.wait_log(r"unreachable.*a reply larger than any the script sends", 10),
+   "and says why", C.log()[-2000:])
+
+
+def settled():
+    log = C.log()
+    return log.count("is back") >= log.count("using local counters")
+
+
+for mode in ("huge", "wide", "nested"):
+    wait_for(settled, 20)
+    time.sleep(0.3)
+    evil[0] = mode
+    n0 = C.log().count("a reply larger than any")
+    r = send(C, "alice@example.com", "evil-" + mode)
+    ok(r.code in (250, 450) and C.log().count("a reply larger than any") > n0,
+       "EVAL answered %s: the connection is dropped at once (one warning), MAIL decided locally"
+       % mode, "%s %s" % (r, C.log()[-1500:]))
+wait_for(settled, 20)
+time.sleep(0.3)
+evil[0] = "extra"
+n0 = C.log().count("a reply nobody asked for")
+r = send(C, "alice@example.com", "evil-extra")
+ok(r.code in (250, 450) and C.wait_log("a reply nobody asked for", 5),
+   "a reply nobody asked for: the connection is dropped (hiredis would abort)", str(r))
+time.sleep(0.5)
+r = send(C, "alice@example.com", "after-extra")
+ok(r.code in (250, 450), "and the instance still answers", str(r))
+ok(taken["eval"] and max(taken["eval"]) < HUGE // 3,
+   "an EVAL reply of 64 MB is not read to its end", taken["eval"])
+fake.close()
 
 done()

@@ -90,59 +90,63 @@ static void test_parse(void)
 static void test_decode(void)
 {
 	struct limits_redis_verdict v;
-	ok(limits_redis_decode(reply(0, 0, 0, 0, "", "", "", 0, 0), 2, &v) && !v.over && !v.held &&
-		   !v.blocked,
+	ok(limits_redis_decode(reply(0, 0, 0, 0, "", "", "", 0, 0), 2, 0, &v) && !v.over &&
+		   !v.held && !v.blocked,
 	   "taken");
-	ok(limits_redis_decode(reply(1, 1, 1234, 0, "", "", "", 0, 0), 2, &v) && v.over &&
+	ok(limits_redis_decode(reply(1, 1, 1234, 0, "", "", "", 0, 0), 2, 0, &v) && v.over &&
 		   v.which == 1 && v.wait_ms == 1234,
 	   "over: rule and wait");
-	ok(limits_redis_decode(reply(1, 0, -1, 0, "", "", "", 0, 0), 1, &v) && v.over &&
+	ok(limits_redis_decode(reply(1, 0, -1, 0, "", "", "", 0, 0), 1, 0, &v) && v.over &&
 		   v.wait_ms == UINT64_MAX,
 	   "over for ever (amount above COUNT)");
-	ok(limits_redis_decode(reply(0, 0, 0, 1, "manual", "by hand", "192.0.2.1", 0, 1), 1, &v) &&
+	ok(limits_redis_decode(reply(0, 0, 0, 1, "manual", "by hand", "192.0.2.1", 0, 1), 1, 0,
+			       &v) &&
 		   v.held && !v.over && strcmp(v.hold.reason, "manual") == 0 &&
 		   strcmp(v.hold.note, "by hand") == 0 && strcmp(v.hold.client, "192.0.2.1") == 0 &&
 		   v.hold.until == 0 && v.blocked,
 	   "held, with its fields, and blocked");
-	ok(limits_redis_decode(reply(0, 0, 0, 1, "burst", "", "", 4102444800LL, 0), 1, &v) &&
+	ok(limits_redis_decode(reply(0, 0, 0, 1, "burst", "", "", 4102444800LL, 0), 1, 0, &v) &&
 		   v.hold.until == 4102444800LL,
 	   "held until a time");
 
-	ok(!limits_redis_decode(NULL, 1, &v), "no reply");
+	ok(!limits_redis_decode(NULL, 1, 0, &v), "no reply");
 	redisReply *r = reply(0, 0, 0, 0, "", "", "", 0, 0);
 	r->elements = 8;
-	ok(!limits_redis_decode(r, 1, &v), "8 elements");
+	ok(!limits_redis_decode(r, 1, 0, &v), "8 elements");
 	r = reply(0, 0, 0, 0, "", "", "", 0, 0);
 	r->elements = 10;
 	elems[9] = &ints[0];
-	ok(!limits_redis_decode(r, 1, &v), "10 elements");
+	ok(!limits_redis_decode(r, 1, 0, &v), "10 elements");
 	r = reply(0, 0, 0, 0, "", "", "", 0, 0);
 	r->type = REDIS_REPLY_ERROR;
-	ok(!limits_redis_decode(r, 1, &v), "an error reply");
-	ok(!limits_redis_decode(reply(1, 2, 5, 0, "", "", "", 0, 0), 2, &v), "rule index past n");
-	ok(!limits_redis_decode(reply(1, 0, 5, 0, "", "", "", 0, 0), 0, &v), "over with no rules");
-	ok(!limits_redis_decode(reply(2, 0, 0, 0, "", "", "", 0, 0), 1, &v), "over = 2");
-	ok(!limits_redis_decode(reply(0, 0, -2, 0, "", "", "", 0, 0), 1, &v), "wait = -2");
-	ok(!limits_redis_decode(reply(0, 0, 0, 1, "", "", "", 0, 0), 1, &v), "held, no reason");
-	ok(!limits_redis_decode(reply(0, 0, 0, 0, "", "", "", -5, 0), 1, &v), "until < 0");
-	ok(!limits_redis_decode(reply(0, 0, 0, 0, "", "", "", 0, 3), 1, &v), "blocked = 3");
-	ok(!limits_redis_decode(reply(0, 0, 0, 1, "a\nb", "", "", 0, 0), 1, &v), "LF in a string");
+	ok(!limits_redis_decode(r, 1, 0, &v), "an error reply");
+	ok(!limits_redis_decode(reply(1, 2, 5, 0, "", "", "", 0, 0), 2, 0, &v),
+	   "rule index past n");
+	ok(!limits_redis_decode(reply(1, 0, 5, 0, "", "", "", 0, 0), 0, 0, &v),
+	   "over with no rules");
+	ok(!limits_redis_decode(reply(2, 0, 0, 0, "", "", "", 0, 0), 1, 0, &v), "over = 2");
+	ok(!limits_redis_decode(reply(0, 0, -2, 0, "", "", "", 0, 0), 1, 0, &v), "wait = -2");
+	ok(!limits_redis_decode(reply(0, 0, 0, 1, "", "", "", 0, 0), 1, 0, &v), "held, no reason");
+	ok(!limits_redis_decode(reply(0, 0, 0, 0, "", "", "", -5, 0), 1, 0, &v), "until < 0");
+	ok(!limits_redis_decode(reply(0, 0, 0, 0, "", "", "", 0, 3), 1, 0, &v), "blocked = 3");
+	ok(!limits_redis_decode(reply(0, 0, 0, 1, "a\nb", "", "", 0, 0), 1, 0, &v),
+	   "LF in a string");
 	r = reply(0, 0, 0, 1, "manual", "", "", 0, 0);
 	r_str(4, "man\0al", 6);
-	ok(!limits_redis_decode(r, 1, &v), "NUL in a string");
+	ok(!limits_redis_decode(r, 1, 0, &v), "NUL in a string");
 	char longs[400];
 	memset(longs, 'x', sizeof(longs) - 1);
 	longs[sizeof(longs) - 1] = '\0';
-	ok(!limits_redis_decode(reply(0, 0, 0, 1, longs, "", "", 0, 0), 1, &v),
+	ok(!limits_redis_decode(reply(0, 0, 0, 1, longs, "", "", 0, 0), 1, 0, &v),
 	   "a reason longer than its field");
-	ok(!limits_redis_decode(reply(0, 0, 0, 1, "x", "", longs, 0, 0), 1, &v),
+	ok(!limits_redis_decode(reply(0, 0, 0, 1, "x", "", longs, 0, 0), 1, 0, &v),
 	   "a client longer than its field");
 	r = reply(0, 0, 0, 0, "", "", "", 0, 0);
 	r_int(4, 7);
-	ok(!limits_redis_decode(r, 1, &v), "an integer where a string goes");
+	ok(!limits_redis_decode(r, 1, 0, &v), "an integer where a string goes");
 	r = reply(0, 0, 0, 0, "", "", "", 0, 0);
 	r_str(0, "0", 1);
-	ok(!limits_redis_decode(r, 1, &v), "a string where an integer goes");
+	ok(!limits_redis_decode(r, 1, 0, &v), "a string where an integer goes");
 }
 
 static bool roundtrip(const struct limits_redis_event *e, struct limits_redis_event *back)
@@ -243,10 +247,34 @@ static void test_events(void)
 #undef LINE
 }
 
+/* The recipient rules' counts follow the nine fields, two per rule. */
+static void test_decode_rcpt(void)
+{
+	struct limits_redis_verdict v;
+	redisReply *r = reply(0, 0, 0, 0, "", "", "", 0, 0);
+	r_int(9, 5);
+	r_int(10, 3600000);
+	r_int(11, 0);
+	r_int(12, 0);
+	r->elements = 13;
+	ok(limits_redis_decode(r, 1, 2, &v) && v.rn == 2 && v.rused[0] == 5 &&
+		   v.rwait[0] == 3600000 && v.rused[1] == 0 && v.rwait[1] == 0,
+	   "two recipient rules: count and wait each");
+	ok(!limits_redis_decode(r, 1, 1, &v), "more fields than the recipient rules asked");
+	ok(!limits_redis_decode(r, 1, 3, &v), "fewer fields than the recipient rules asked");
+	r_int(11, -1);
+	ok(!limits_redis_decode(r, 1, 2, &v), "a negative recipient count");
+	r_str(11, "1", 1);
+	ok(!limits_redis_decode(r, 1, 2, &v), "a string where a recipient count goes");
+	r_int(11, 0);
+	ok(!limits_redis_decode(r, 1, LIMITS_REDIS_RULES_MAX + 1, &v), "too many recipient rules");
+}
+
 int main(void)
 {
 	test_parse();
 	test_decode();
+	test_decode_rcpt();
 	test_events();
 	return done_testing();
 }
