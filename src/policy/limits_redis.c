@@ -20,6 +20,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "policy/limits.h"
 
 _Static_assert(2 * LIMITS_RULES_MAX <= LIMITS_REDIS_RULES_MAX, "rules of one kind");
@@ -390,6 +391,7 @@ static void lr_lost(struct lr_conn *c, const char *why, bool ours)
 	bool was_up = c->up;
 	c->ac = NULL;
 	c->up = false;
+	metrics_backend_up("redis", NULL, false); /* this thread's connection */
 	lr_down(c, why, was_up);
 	if (ours && ac != NULL)
 		redisAsyncFree(ac); /* pending calls answer "unavailable" */
@@ -428,6 +430,7 @@ static void lr_ping_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		return; /* an error (a password is wanted, say): the deadline ends it */
 	c->up = true;   /* the backoff is reset by the first call answered */
 	uv_timer_stop(&c->timer);
+	metrics_backend_up("redis", NULL, true);
 	unsigned e = atomic_load(&lr_epoch);
 	if (e % 2 == 1 && atomic_compare_exchange_strong(&lr_epoch, &e, e + 1)) {
 		log_info("limit_store: redis %s is back, sharing counters and holds again",

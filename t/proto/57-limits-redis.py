@@ -109,13 +109,26 @@ with open(overrides, "w") as f:
     f.write("judy@example.com message=100/1h recipient=6/1h\n")
 conf.append(("login_limit_maps", "texthash:" + overrides))
 socks = [env.path("a.sock"), env.path("b.sock")]
+MPORT = free_port()
 A = txn.start(env, certs, dv, sink, conf + [("limit_store", "redis:unix:" + rsock),
-                                            ("control_socket", socks[0])], "submitd-a")
+                                            ("control_socket", socks[0]),
+                                            ("metrics_listen", "127.0.0.1:%d" % MPORT)], "submitd-a")
 B = txn.start(env, certs, dv, sink, conf + [("limit_store", "redis:127.0.0.1:%d" % rport),
                                             ("control_socket", socks[1])], "submitd-b")
 # every connection (2 workers, the main thread, the subscriber) is up
 wait_for(lambda: b"t57:events" in rcmd("PUBSUB", "CHANNELS"), 10)
 time.sleep(0.3)
+
+
+def redis_up_gauge():
+    """submitd_backend_up{backend="redis"} in A's scrape (docs/observability.md)."""
+    import urllib.request
+    try:
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % MPORT, timeout=5).read()
+    except OSError:
+        return None
+    m = re.search(rb'^submitd_backend_up\{backend="redis"\} (\d+)$', body, re.M)
+    return int(m.group(1)) if m else None
 
 
 def ctl(sock, *args):
@@ -324,11 +337,13 @@ for name, d in (("A", A), ("B", B)):
 st, out = ctl(socks[1], "status")
 ok(st == 0 and "shared store: redis:127.0.0.1:%d, unreachable" % rport in out,
    "status says the shared store is unreachable", out)
+is_(redis_up_gauge(), 0, "the metrics say so too: submitd_backend_up{backend=\"redis\"} 0")
 
 # ------------------------------------------------------------ and comes back
 redis_start()
 for name, d in (("A", A), ("B", B)):
     ok(d.wait_log(r"limit_store: redis \S+ is back", 15), "%s: says Redis is back" % name)
+ok(wait_for(lambda: redis_up_gauge() == 1, 15), "submitd_backend_up{backend=\"redis\"} 1 again")
 wait_for(lambda: b"t57:events" in rcmd("PUBSUB", "CHANNELS"), 10)
 time.sleep(0.5)
 codes = [send(A, "grace@example.com").code, send(A, "grace@example.com").code,
