@@ -545,10 +545,14 @@ bool limits_unblock(const char *addr)
 
 /* ---- the session registry ---- */
 
+/* A session's login before AUTH: never freed. */
+static const char limits_no_login[] = "";
+
 void limits_session_start(struct limits_session *ls, const char *id, const char *ip,
 			  unsigned worker)
 {
 	memset(ls, 0, sizeof(*ls));
+	ls->login = limits_no_login;
 	snprintf(ls->id, sizeof(ls->id), "%s", id);
 	snprintf(ls->ip, sizeof(ls->ip), "%s", ip);
 	ls->worker = worker;
@@ -562,6 +566,8 @@ void limits_session_start(struct limits_session *ls, const char *id, const char 
 
 void limits_session_end(struct limits_session *ls)
 {
+	free(ls->rules);
+	ls->rules = NULL;
 	limits_redis_cancel(&ls->rreq);
 	free(ls->rshare);
 	ls->rshare = NULL;
@@ -575,6 +581,9 @@ void limits_session_end(struct limits_session *ls)
 		limits_reg_n--;
 	}
 	pthread_mutex_unlock(&limits_reg_lock);
+	if (ls->login != limits_no_login)
+		free((char *)ls->login);
+	ls->login = limits_no_login;
 }
 
 void limits_session_each(limits_session_each_cb *cb, void *ctx)
@@ -591,8 +600,8 @@ void limits_session_each(limits_session_each_cb *cb, void *ctx)
 			break;
 		struct limits_session_info *i = &all[k++];
 		memcpy(i->id, ls->id, sizeof(i->id));
-		memcpy(i->ip, ls->ip, sizeof(i->ip));
-		memcpy(i->login, ls->login, sizeof(i->login));
+		snprintf(i->ip, sizeof(i->ip), "%s", ls->ip);
+		snprintf(i->login, sizeof(i->login), "%s", ls->login);
 		i->worker = ls->worker;
 		i->started = ls->started;
 	}
@@ -710,11 +719,15 @@ static void limits_lower(char *dst, size_t dstsz, const char *src)
 void limits_session_login(struct limits_session *ls, const struct config *cfg, uv_loop_t *loop,
 			  const char *login)
 {
-	char low[sizeof(ls->login)];
-	limits_lower(low, sizeof(low), login);
-	pthread_mutex_lock(&limits_reg_lock);
-	memcpy(ls->login, low, sizeof(ls->login));
+	size_t len = strnlen(login, 255); /* the longest login limits keep */
+	char *low = xmalloc(len + 1);
+	limits_lower(low, len + 1, login);
+	pthread_mutex_lock(&limits_reg_lock); /* limits_session_each() reads it */
+	const char *old = ls->login;
+	ls->login = low;
 	pthread_mutex_unlock(&limits_reg_lock);
+	if (old != limits_no_login)
+		free((char *)old);
 	ls->login_ms = limits_now_ms();
 	ls->have_rules = false;
 	const struct limits_conf *lc = cfg->limits;
@@ -794,7 +807,7 @@ static void limits_asks(const struct limits_session *ls, const struct config *cf
 	size_t n = 0;
 	const char *kind = rcpt ? "r" : "m";
 	bool login = ls->login[0] != '\0';
-	const struct limits_rules *own = ls->have_rules ? (rcpt ? &ls->rcpt : &ls->msg)
+	const struct limits_rules *own = ls->have_rules ? &ls->rules[rcpt ? 1 : 0]
 					 : login        ? (rcpt ? &lc->login_rcpt : &lc->login_msg)
 						 : (rcpt ? &lc->client_rcpt : &lc->client_msg);
 	const char *own_name = login ? (rcpt ? "login_recipient_limit" : "login_message_limit")
@@ -1017,8 +1030,10 @@ static void limits_lookup_cb(void *ctx, enum table_status status, const char *va
 	struct smtp_reply r;
 	memset(&r, 0, sizeof(r));
 	bool login = ls->login[0] != '\0';
-	ls->msg = login ? lc->login_msg : lc->client_msg;
-	ls->rcpt = login ? lc->login_rcpt : lc->client_rcpt;
+	if (ls->rules == NULL)
+		ls->rules = xmalloc(2 * sizeof(*ls->rules));
+	ls->rules[0] = login ? lc->login_msg : lc->client_msg;
+	ls->rules[1] = login ? lc->login_rcpt : lc->client_rcpt;
 	if (status == TABLE_TEMPFAIL) {
 		r.code = 451;
 		snprintf(r.enh, sizeof(r.enh), "4.3.0");
@@ -1026,12 +1041,13 @@ static void limits_lookup_cb(void *ctx, enum table_status status, const char *va
 		log_warn("%s: login_limit_maps: temporary failure for %s", ls->id,
 			 ls->login[0] ? ls->login : ls->ip);
 	} else {
-		if (status == TABLE_OK && !limits_override_parse(value, &ls->msg, &ls->rcpt)) {
+		if (status == TABLE_OK &&
+		    !limits_override_parse(value, &ls->rules[0], &ls->rules[1])) {
 			log_warn("%s: login_limit_maps: bad value for %s, using the defaults: "
 				 "\"%s\"",
 				 ls->id, ls->login[0] ? ls->login : ls->ip, value);
-			ls->msg = login ? lc->login_msg : lc->client_msg;
-			ls->rcpt = login ? lc->login_rcpt : lc->client_rcpt;
+			ls->rules[0] = login ? lc->login_msg : lc->client_msg;
+			ls->rules[1] = login ? lc->login_rcpt : lc->client_rcpt;
 		}
 		ls->have_rules = true;
 		if (!limits_mail_decide(ls, cfg, ls->loop, &r))

@@ -82,15 +82,15 @@ struct limits_rshare;
 struct limits_session {
 	struct list_link link; /* in the registry (the `sessions` verb) */
 	char id[24];
-	char ip[64];
-	char login[256]; /* "" until AUTH */
+	char ip[46];       /* INET6_ADDRSTRLEN */
+	const char *login; /* "" until AUTH, then owned (an idle session keeps no 256 bytes) */
 	unsigned worker;
 	time_t started;
 	uint64_t login_ms; /* monotonic time of the AUTH, 0: none */
 	uint64_t gen_seen; /* store generation at the last check */
 	/* the override of this login, once known */
 	bool have_rules;
-	struct limits_rules msg, rcpt;
+	struct limits_rules *rules; /* [0] messages, [1] recipients; made at first lookup */
 	/* the lookup in flight (limits_mail) */
 	struct table_registry *tables;
 	struct table_inst *ti; /* a registry reference while req is in flight */
