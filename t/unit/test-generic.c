@@ -4,8 +4,10 @@
  * the same shapes with Postfix. */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "lookup/table.h"
@@ -151,6 +153,19 @@ int main(void)
 	   "a list value is refused");
 	ok(strstr(load("fail:x"), "memory") != NULL, "fail: is refused");
 	ok(strstr(load("static:nodomain"), "user@domain") != NULL, "static: value checked");
+
+	/* a CR inside a texthash value (the line ends are LF) */
+	char path[] = "/tmp/test-generic-XXXXXX";
+	int fd = mkstemp(path);
+	const char text[] = "a@b.example c@d.example\rx\n";
+	ok(fd >= 0 && write(fd, text, sizeof(text) - 1) == (ssize_t)(sizeof(text) - 1),
+	   "texthash file written");
+	close(fd);
+	char spec[64];
+	snprintf(spec, sizeof(spec), "texthash:%s", path);
+	const char *why = load(spec);
+	ok(strstr(why, "control character") != NULL, "a CR in a value is refused at load: %s", why);
+	unlink(path);
 
 	table_free(&cfg.generic_table);
 	return done_testing();
