@@ -9,13 +9,18 @@ compared byte for byte with Postfix's smtp_generic_maps.
     through submitd (relaying to another sink); the address header fields
     and the envelope must come out the same, byte for byte;
   * a field with no matching address passes untouched;
-  * routing (transport_maps) uses the recipient as the client gave it;
+  * swaks, logged in: sender ownership (sender_login_maps, header_from_policy
+    = reject) is checked on the addresses as written; envelope and From:
+    leave rewritten;
+  * routing (transport_maps) uses the recipient as the client gave it (with
+    relay_pipelining = no; the comparison above runs pipelined);
   * a DKIM signature is made on the rewritten From: (its domain picks the
     key) and verifies with dkimpy and Mail::DKIM;
   * a field that grows beyond header_size_limit is refused (552), and a
     table with a bad value or of a type that cannot answer at once is
     refused at load."""
 import os
+import re
 import smtplib
 import subprocess
 import sys
@@ -174,7 +179,8 @@ d.stop()
 
 # ---- routing uses the recipient as the client gave it
 d2 = env.submitd(standard_config(certs, sd_sink, [("generic_maps", generic),
-                                                   ("transport_maps", transports)]),
+                                                   ("transport_maps", transports),
+                                                   ("relay_pipelining", "no")]),
                  name="submitd-route")
 rs = through_submitd("x@y.example", ["her@localdomain.local"], make_message(subject="route"),
                      d2)
@@ -183,6 +189,34 @@ ok(other.wait_count(1), "the route of the original recipient domain was taken")
 ms = other.messages()
 is_(ms[0].rcpts if ms else None, ["heraccount@herisp.example"], "then the recipient rewritten")
 d2.stop()
+
+# ---- swaks, logged in: ownership is checked on the addresses as written
+own_sink = env.sink()
+d5 = env.submitd(standard_config(certs, own_sink, [
+    ("generic_maps", generic), ("dovecot_auth_socket", dv.socket),
+    ("sender_login_maps", "inline:{ his@localdomain.local=alice@example.com }"),
+    ("header_from_policy", "reject")]), name="submitd-swaks")
+
+
+def swaks(frm, subject):
+    return run(["swaks", "--server", "127.0.0.1:%d" % d5.port("starttls"), "--tls",
+                "--auth", "PLAIN", "--auth-user", "alice@example.com", "--auth-password",
+                "alice-secret", "--from", frm, "--to", "friend@x.example",
+                "--header", "From: Him <%s>" % frm, "--header", "Subject: %s" % subject,
+                "--body", "hello"], timeout=60)
+
+
+st, outp = swaks("his@localdomain.local", "owned")
+ok(st == 0 and own_sink.wait_count(1), "swaks: the login's own address is accepted", outp[-600:])
+m = own_sink.messages()[0] if own_sink.messages() else None
+is_(m.mail_from if m else None, "hisaccount@hisisp.example", "swaks: envelope sender rewritten")
+ok(m is not None and b"From: Him <hisaccount@hisisp.example>\r\n" in m.content,
+   "swaks: From: rewritten")
+st, outp = swaks("her@localdomain.local", "not owned")
+ok(st != 0 and re.search(r"<~?\* +553 5\.7\.1", outp) is not None,
+   "swaks: an address the login does not own is refused before any rewriting", outp[-600:])
+ok(own_sink.count() == 1, "nothing more delivered")
+d5.stop()
 
 # ---- DKIM signs the rewritten From:
 keys = dkimtest.Keys(env.subdir("keys"))
