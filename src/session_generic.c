@@ -11,14 +11,16 @@
 const uint8_t *session_generic_header(struct session *s, const uint8_t *h, struct header_info *hi,
 				      struct buf *out)
 {
-	if (!relay_generic_header(s->cfg, h, hi->header_len, out))
+	enum relay_generic_result r =
+		relay_generic_header(s->cfg, h, hi->header_len, s->cfg->header_size_limit, out);
+	if (r == RELAY_GENERIC_SAME)
 		return h;
 	/* A rebuilt field can be longer than the client's: refused like a
 	   section that was too long to begin with, never cut. */
-	if (buf_len(out) > s->cfg->header_size_limit) {
-		log_info("%s: generic_maps: the rewritten header section is %zu octets, more than "
+	if (r == RELAY_GENERIC_TOO_BIG) {
+		log_info("%s: generic_maps: the rewritten header section would be longer than "
 			 "header_size_limit (%llu): refused",
-			 s->id, buf_len(out), (unsigned long long)s->cfg->header_size_limit);
+			 s->id, (unsigned long long)s->cfg->header_size_limit);
 		return NULL;
 	}
 	header_scan(buf_data(out), buf_len(out), true, hi);

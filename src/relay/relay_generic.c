@@ -119,9 +119,8 @@ bool relay_generic_load(struct config *cfg, char *err, size_t errlen)
 
 /* internal (Postfix internal form) mapped: true with the new address in
  * internal form appended to out. */
-static bool relay_generic_map(void *ctx, const char *internal, struct buf *out)
+static bool relay_generic_map_cfg(const struct config *cfg, const char *internal, struct buf *out)
 {
-	const struct config *cfg = ctx;
 	const char *delims = cfg->recipient_delimiter != NULL ? cfg->recipient_delimiter : "";
 	struct buf ext = BUF_INIT;
 	addrhdr_quote_local(internal, &ext);
@@ -169,7 +168,7 @@ bool relay_generic_addr(const struct config *cfg, const char *addr, char *out, s
 	if (addrkey_internal(addr, "", in, sizeof(in), &local, &cut) != 0)
 		return false;
 	struct buf to = BUF_INIT, ext = BUF_INIT;
-	bool ok = relay_generic_map((void *)cfg, in, &to);
+	bool ok = relay_generic_map_cfg(cfg, in, &to);
 	if (ok) {
 		buf_append(&to, "", 1);
 		addrhdr_quote_local((const char *)buf_data(&to), &ext);
@@ -184,14 +183,38 @@ bool relay_generic_addr(const struct config *cfg, const char *addr, char *out, s
 	return ok;
 }
 
-bool relay_generic_header(const struct config *cfg, const uint8_t *h, size_t len, struct buf *out)
+/* The header section's mapping: stops mapping once the replacements alone
+ * would pass the limit (a table can turn each 3-octet address of a field
+ * into 254 octets: memory stays bounded by what would be refused anyway). */
+struct relay_generic_hdr {
+	const struct config *cfg;
+	size_t added, limit;
+	bool too_big;
+};
+
+static bool relay_generic_map(void *ctx, const char *internal, struct buf *out)
+{
+	struct relay_generic_hdr *g = ctx;
+	if (g->too_big)
+		return false;
+	size_t before = buf_len(out);
+	if (!relay_generic_map_cfg(g->cfg, internal, out))
+		return false;
+	g->added += buf_len(out) - before;
+	g->too_big = g->added > g->limit;
+	return true;
+}
+
+enum relay_generic_result relay_generic_header(const struct config *cfg, const uint8_t *h,
+					       size_t len, size_t limit, struct buf *out)
 {
 	if (cfg->generic_table == NULL)
-		return false;
+		return RELAY_GENERIC_SAME;
+	struct relay_generic_hdr g = {.cfg = cfg, .limit = limit};
 	const char *p = (const char *)h, *end = p + len;
 	struct buf o = BUF_INIT;
 	bool did = false;
-	while (p < end) {
+	while (p < end && !g.too_big) {
 		/* one field: up to a CRLF not followed by WSP */
 		const char *f = p, *q = p;
 		for (;;) {
@@ -207,14 +230,18 @@ bool relay_generic_header(const struct config *cfg, const uint8_t *h, size_t len
 		const char *colon = memchr(f, ':', body);
 		bool rewritten = false;
 		if (colon != NULL && addrhdr_is_address_field(f, (size_t)(colon - f)))
-			rewritten = addrhdr_rewrite(f, body, relay_generic_map, (void *)cfg, &o);
+			rewritten = addrhdr_rewrite(f, body, relay_generic_map, &g, &o);
 		if (!rewritten)
 			buf_append(&o, f, flen);
 		did |= rewritten;
+		g.too_big |= buf_len(&o) > limit;
 		p = q;
 	}
-	if (did)
+	enum relay_generic_result r = g.too_big ? RELAY_GENERIC_TOO_BIG
+				      : did     ? RELAY_GENERIC_REWRITTEN
+						: RELAY_GENERIC_SAME;
+	if (r == RELAY_GENERIC_REWRITTEN)
 		buf_append(out, buf_data(&o), buf_len(&o));
 	buf_free(&o);
-	return did;
+	return r;
 }

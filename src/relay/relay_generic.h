@@ -33,8 +33,16 @@ bool relay_generic_load(struct config *cfg, char *err, size_t errlen);
 bool relay_generic_addr(const struct config *cfg, const char *addr, char *out, size_t outsz);
 
 /* The header section h[0..len) with every address field that holds a
- * matching address rebuilt; true with the whole new section in out, false
- * (out untouched) when nothing matched. */
-bool relay_generic_header(const struct config *cfg, const uint8_t *h, size_t len, struct buf *out);
+ * matching address rebuilt: REWRITTEN with the whole new section in out;
+ * SAME (out untouched) when nothing matched; TOO_BIG (out untouched) when
+ * the new section would be longer than limit octets — found out early,
+ * without building it whole. */
+enum relay_generic_result {
+	RELAY_GENERIC_SAME,
+	RELAY_GENERIC_REWRITTEN,
+	RELAY_GENERIC_TOO_BIG,
+};
+enum relay_generic_result relay_generic_header(const struct config *cfg, const uint8_t *h,
+					       size_t len, size_t limit, struct buf *out);
 
 #endif

@@ -330,8 +330,11 @@ static uint32_t addrhdr_parse(struct ah *a, const char *s, const char *end)
 			state |= AH_WORD;
 			continue;
 		} else if (addrhdr_word(type)) {
-			if ((state & AH_WORD) == 0)
-				right = N(addrhdr_group(a, AH_ADDR, tp, right, ',')).next;
+			if ((state & AH_WORD) == 0) {
+				/* a->n may move inside addrhdr_group() */
+				uint32_t left = addrhdr_group(a, AH_ADDR, tp, right, ',');
+				right = N(left).next;
+			}
 			state &= ~AH_WORD;
 		} else if (type == ',') {
 			right = addrhdr_group(a, AH_ADDR, tp, right, 0);
@@ -553,7 +556,7 @@ static void addrhdr_fold(char *s, size_t len, struct buf *out)
 		char *eol = memchr(line, '\n', (size_t)(end - line));
 		if (eol == NULL)
 			eol = end;
-		if (line > s && *line != ' ' && *line != '\t')
+		if (line > s && (line == end || (*line != ' ' && *line != '\t')))
 			buf_append(out, "\t", 1);
 		buf_append(out, line, (size_t)(eol - line));
 		buf_append(out, "\r\n", 2);

@@ -28,8 +28,10 @@ static const char *hdr(const char *in)
 {
 	static struct buf out;
 	buf_free(&out);
-	if (!relay_generic_header(&cfg, (const uint8_t *)in, strlen(in), &out))
-		return "(unchanged)";
+	enum relay_generic_result r =
+		relay_generic_header(&cfg, (const uint8_t *)in, strlen(in), 1 << 22, &out);
+	if (r != RELAY_GENERIC_REWRITTEN)
+		return r == RELAY_GENERIC_SAME ? "(unchanged)" : "(too big)";
 	buf_append(&out, "", 1);
 	return (const char *)buf_data(&out);
 }
@@ -113,10 +115,12 @@ int main(void)
 	       "sanity: C string");
 	struct buf o = BUF_INIT;
 	const char nul[] = "From: a\0b <his@localdomain.local>\r\n\r\n";
-	ok(!relay_generic_header(&cfg, (const uint8_t *)nul, sizeof(nul) - 1, &o),
+	ok(relay_generic_header(&cfg, (const uint8_t *)nul, sizeof(nul) - 1, 1000, &o) ==
+		   RELAY_GENERIC_SAME,
 	   "a field holding NUL passes untouched");
 	const char cr[] = "From: a\rb <his@localdomain.local>\r\n\r\n";
-	ok(!relay_generic_header(&cfg, (const uint8_t *)cr, sizeof(cr) - 1, &o),
+	ok(relay_generic_header(&cfg, (const uint8_t *)cr, sizeof(cr) - 1, 1000, &o) ==
+		   RELAY_GENERIC_SAME,
 	   "a field holding a bare CR passes untouched");
 	buf_free(&o);
 
@@ -130,6 +134,18 @@ int main(void)
 	const char *r = hdr((const char *)buf_data(&big));
 	ok(strncmp(r, "To: hisaccount@hisisp.example, a@b.example,", 43) == 0,
 	   "20000 addresses rewritten");
+	/* growth past the limit is found early */
+	buf_reset(&big);
+	buf_append_str(&big, "To: b@localdomain.local");
+	for (int i = 0; i < 20000; i++)
+		buf_append_str(&big, ",b@localdomain.local");
+	buf_append_str(&big, "\r\n\r\n");
+	struct buf gr = BUF_INIT;
+	ok(relay_generic_header(&cfg, buf_data(&big), buf_len(&big), 600000, &gr) ==
+			   RELAY_GENERIC_TOO_BIG &&
+		   buf_len(&gr) == 0,
+	   "a section growing past the limit: TOO_BIG, nothing written");
+	buf_free(&gr);
 	buf_free(&big);
 	/* a long phrase is reduced to <address> (Postfix's 250-octet rule) */
 	struct buf ph = BUF_INIT;
