@@ -110,6 +110,8 @@ SHAPES = [
     ("backslash pair", b"To: a\\ b@x.example, \"c\\\"d\"@x.example, his@localdomain.local"),
     ("domain literal", b"To: x@[192.0.2.1], his@localdomain.local"),
     ("empty angle", b"Reply-To: <>, his@localdomain.local"),
+    ("adjacent angles", b"To: <a@x.example> <his@localdomain.local>"),
+    ("long phrase", b"To: " + b"word " * 60 + b"<his@localdomain.local>, b@x.example"),
     ("Resent-From", b"Resent-From: Her <her@localdomain.local>"),
     ("Resent-To", b"Resent-To: his@localdomain.local, her@localdomain.local"),
     ("Resent-Cc", b"Resent-Cc: his@localdomain.local"),
