@@ -129,6 +129,15 @@ static void session_emit_header(struct session *s, bool at_end)
 		buf_free(&s->header);
 		return;
 	}
+	struct buf gen = BUF_INIT; /* generic_maps: the fields as they leave */
+	struct header_info ghi = hi;
+	const uint8_t *gh = session_generic_header(s, buf_data(&s->header), &ghi, &gen);
+	if (gh == NULL) {
+		s->header_too_big = true;
+		buf_free(&s->header);
+		buf_free(&gen);
+		return;
+	}
 	s->header_done = true;
 	struct message_check_args ca = {
 		.cfg = s->cfg,
@@ -146,9 +155,10 @@ static void session_emit_header(struct session *s, bool at_end)
 	char tls[160];
 	struct message_trace t = session_trace(s, tls, sizeof(tls));
 	struct buf out = BUF_INIT;
-	message_header(&t, s->data_time, h, &hi, hlen < buf_len(&s->header), &out);
+	message_header(&t, s->data_time, gh, &ghi, hlen < buf_len(&s->header), &out);
 	/* A message to sign is held from here on (dkim/dkim_hold.h). */
-	s->dkim = session_dkim_start(s, h, &hi, &out);
+	s->dkim = session_dkim_start(s, gh, &ghi, &out);
+	buf_free(&gen);
 	if (s->dkim == NULL)
 		session_relay_write(s, buf_data(&out), buf_len(&out));
 	buf_free(&out);

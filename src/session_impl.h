@@ -183,6 +183,11 @@ void session_metrics_open(int delta); /* submitd_sessions_open */
 struct header_info;
 /* Starts holding a message to sign, or NULL when it is not signed (it then
  * goes out as it is); out is the header section submitd writes first. */
+/* session_generic.c: h[0..hi->header_len) with generic_maps applied: h
+ * itself when nothing matched, else the rebuilt section in out (hi scanned
+ * again), NULL when it grew beyond header_size_limit. */
+const uint8_t *session_generic_header(struct session *s, const uint8_t *h, struct header_info *hi,
+				      struct buf *out);
 struct dkim_hold *session_dkim_start(struct session *s, const uint8_t *h,
 				     const struct header_info *hi, const struct buf *out);
 

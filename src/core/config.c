@@ -145,6 +145,8 @@ static const struct config_key config_keys[] = {
 	{"sender_relay_maps", CFG_STR, OFF(sender_relay_maps), NULL, 0, 0, NULL, GLOBAL},
 	/* TABLE recipient, domain or .domain -> transport:nexthop (Postfix transport_maps) */
 	{"transport_maps", CFG_STR, OFF(transport_maps), NULL, 0, 0, NULL, GLOBAL},
+	/* TABLE address or @domain -> address rewritten as mail leaves (Postfix smtp_generic_maps) */
+	{"generic_maps", CFG_STR, OFF(generic_maps), NULL, 0, 0, NULL, GLOBAL},
 	/* look relay credentials up by sender first (Postfix smtp_sender_dependent_authentication) */
 	{"sender_dependent_authentication", CFG_SPECIAL, 0, "no", 0, 0,
 	 config_sender_dependent_auth, GLOBAL},

@@ -179,7 +179,9 @@ struct config {
 	struct table *relay_password_table;
 	struct table *sender_relay_table;
 	struct table *transport_table;
-	char *relay_auth_header; /* e.g. "X-AuthUser", NULL: none */
+	char *generic_maps;          /* NULL: addresses leave as they came (docs/generic.md) */
+	struct table *generic_table; /* opened by relay_generic_load() */
+	char *relay_auth_header;     /* e.g. "X-AuthUser", NULL: none */
 	bool sender_dependent_authentication;
 	bool relay_sasl_allow_plaintext;
 	bool relay_pipelining; /* docs/pipelining.md */

@@ -267,6 +267,16 @@ enum table_status table_lookup_sync(const struct table *t, const char *key, cons
 	return st;
 }
 
+bool table_each_value(const struct table *t, table_each_fn *fn, void *ctx)
+{
+	if (t->be->get == table_hash_get_row)
+		return table_hash_each(t->def, fn, ctx);
+	const char *value;
+	if (t->be == &table_backend_static && t->be->get(t->def, "", &value) == TABLE_OK)
+		return fn(ctx, "*", value);
+	return true;
+}
+
 /* ------------------------------------------------------------------ */
 /* cache */
 

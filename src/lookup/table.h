@@ -51,6 +51,7 @@
 #ifndef SUBMITD_TABLE_H
 #define SUBMITD_TABLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -129,6 +130,13 @@ void table_inst_set_clock(struct table_inst *ti, table_clock_fn *fn, void *ctx);
  * t lives). For a mysql table returns TABLE_TEMPFAIL. Used by config checks
  * and by tests; the key is lower-cased first. */
 enum table_status table_lookup_sync(const struct table *t, const char *key, const char **value_r);
+
+/* Calls fn with every key and value of a memory table (texthash, hash,
+ * btree, inline; static: "*" and its one value), in no particular order,
+ * until fn returns false; returns false then, else true. Other types: true
+ * without a call. For checks at load time (generic_maps' values). */
+typedef bool table_each_fn(void *ctx, const char *key, const char *value);
+bool table_each_value(const struct table *t, table_each_fn *fn, void *ctx);
 
 /* Parses the text of a table file without touching the file system (the
  * fuzz target and tests use this): type is "texthash" or "mysql", origin is

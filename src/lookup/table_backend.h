@@ -86,6 +86,7 @@ bool table_hash_put(struct table_hash *h, char *key, char *value);
 void table_hash_free(struct table_hash **hp);
 void table_hash_free_row(void *def);
 enum table_status table_hash_get_row(const void *def, const char *key, const char **value_r);
+bool table_hash_each(const void *def, table_each_fn *fn, void *ctx);
 
 /* Backend → table.c: the request is finished. Stores the answer in the cache
  * (unless cancelled or TEMPFAIL), calls the callback unless cancelled, frees

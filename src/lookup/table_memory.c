@@ -70,6 +70,15 @@ bool table_hash_put(struct table_hash *h, char *key, char *value)
 	return true;
 }
 
+bool table_hash_each(const void *def, table_each_fn *fn, void *ctx)
+{
+	const struct table_hash *h = def;
+	for (size_t i = 0; i < h->cap; i++)
+		if (h->keys[i] != NULL && !fn(ctx, h->keys[i], h->values[i]))
+			return false;
+	return true;
+}
+
 void table_hash_free(struct table_hash **hp)
 {
 	struct table_hash *h = *hp;

@@ -2,6 +2,7 @@
  * connection, pool and route live in the other files (relay/relay_int.h). */
 #include "config.h"
 #include "relay/relay_int.h"
+#include "relay/relay_generic.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -127,7 +128,12 @@ static void relay_txn_mail_line(struct relay_txn *t, struct buf *b)
 	char params[1024];
 	if (smtp_mail_args_format(&a, params, sizeof(params)) < 0)
 		params[0] = '\0';
-	buf_printf(b, "MAIL FROM:<%s>%s", a.path.addr, params);
+	/* generic_maps: the address as it leaves (docs/generic.md) */
+	char mapped[sizeof(a.path.addr)];
+	const char *addr = relay_generic_addr(t->cfg, a.path.addr, mapped, sizeof(mapped))
+				   ? mapped
+				   : a.path.addr;
+	buf_printf(b, "MAIL FROM:<%s>%s", addr, params);
 }
 
 static void relay_txn_rcpt_line(struct relay_txn *t, struct buf *b)
@@ -140,7 +146,13 @@ static void relay_txn_rcpt_line(struct relay_txn *t, struct buf *b)
 	char params[1024];
 	if (smtp_rcpt_args_format(&a, params, sizeof(params)) < 0)
 		params[0] = '\0';
-	buf_printf(b, "RCPT TO:<%s>%s", a.path.addr, params);
+	/* after routing, which used the address as the client gave it, as
+	   Postfix's SMTP client does; ORCPT keeps it too */
+	char mapped[sizeof(a.path.addr)];
+	const char *addr = relay_generic_addr(t->cfg, a.path.addr, mapped, sizeof(mapped))
+				   ? mapped
+				   : a.path.addr;
+	buf_printf(b, "RCPT TO:<%s>%s", addr, params);
 }
 
 static bool relay_txn_pipelining(const struct relay_txn *t)

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "lookup/addrkey.h"
 #include "lookup/table.h"
+#include "relay/relay_generic.h"
 
 /* ---- loading: the tables of a snapshot ---- */
 
@@ -56,7 +57,8 @@ bool relay_load(struct config *cfg, char *err, size_t errlen)
 	       relay_load_table(cfg, "sender_relay_maps", cfg->sender_relay_maps,
 				&cfg->sender_relay_table, err, errlen) &&
 	       relay_load_table(cfg, "transport_maps", cfg->transport_maps, &cfg->transport_table,
-				err, errlen);
+				err, errlen) &&
+	       relay_generic_load(cfg, err, errlen);
 }
 
 /* ---- keys and credentials (pure) ---- */

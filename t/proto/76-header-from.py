@@ -489,7 +489,9 @@ ok(not bad, "differential: whenever Python's email sees an address the login doe
 ok(stats["must_refuse"] > NFIELDS // 5 and stats["must_accept"] > NFIELDS // 5,
    "differential: both sides exercised (%d must refuse, %d must accept)"
    % (stats["must_refuse"], stats["must_accept"]))
-ok(el < 120, "differential: %d fields in %.1fs" % (NFIELDS, el))
+# A hang guard, not a benchmark: a loaded 2-core machine under ASan takes
+# minutes; only a loop that never ends (or a quadratic one) goes past this.
+ok(el < 600, "differential: %d fields in %.1fs" % (NFIELDS, el))
 
 for s in senders.values():
     s.close()
