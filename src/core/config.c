@@ -219,6 +219,13 @@ static const struct config_key config_keys[] = {
 	 NULL, LISTENER},
 	{"unknown_address_tempfail_action", CFG_SPECIAL, 0, "defer_if_permit", 0, 0,
 	 config_unknown_tempfail, LISTENER},
+	/* Postfix's codes for reject_unknown_helo_hostname and
+	   reject_unknown_client_hostname, which submitd refuses by name: taken
+	   so that a copied "basic spam reduction" block loads, used by nothing */
+	{"unknown_hostname_reject_code", CFG_UINT, OFF(unknown_hostname_reject_code), "450", 400,
+	 599, NULL, GLOBAL},
+	{"unknown_client_reject_code", CFG_UINT, OFF(unknown_client_reject_code), "450", 400, 599,
+	 NULL, GLOBAL},
 	/* observability (docs/observability.md) */
 	{"metrics_listen", CFG_STR, OFF(metrics_listen), NULL, 0, 0, NULL, GLOBAL},
 	{"log_format", CFG_SPECIAL, 0, "text", 0, 0, config_log_format, GLOBAL},

@@ -240,8 +240,10 @@ struct config {
 	uint64_t dns_timeout_ms;
 	unsigned dns_tries;
 	unsigned dns_cache_size;
-	unsigned unknown_address_reject_code; /* reject_unknown_*_domain */
-	bool unknown_address_tempfail_defer;  /* "defer": else defer_if_permit */
+	unsigned unknown_address_reject_code;  /* reject_unknown_*_domain */
+	bool unknown_address_tempfail_defer;   /* "defer": else defer_if_permit */
+	unsigned unknown_hostname_reject_code; /* accepted, unused (config.c) */
+	unsigned unknown_client_reject_code;   /* accepted, unused (config.c) */
 
 	/* Running it (core/privileges.c, net/proxy.h, net/tls.c) */
 	char *user;                  /* drop to this user after binding; NULL: keep */
