@@ -1,5 +1,6 @@
 #include "config.h"
 #include "core/config.h"
+#include "core/config_file.h"
 #include "core/duration.h"
 
 #include <arpa/inet.h>
@@ -47,7 +48,7 @@ struct config_key {
 
 static config_hook config_proxy_networks, config_tls_sni, config_client_limit_exceptions;
 static config_hook config_disable_vrfy, config_tls_cert_file, config_tls_key_file;
-static config_hook config_unknown_tempfail;
+static config_hook config_unknown_tempfail, config_always_on;
 static config_hook config_listen, config_mynetworks, config_relayhost, config_bare_newline,
 	config_relay_tls, config_syslog, config_log_level, config_log_format;
 static config_hook config_relay_ca_file, config_relay_auth_header, config_sender_dependent_auth,
@@ -99,6 +100,10 @@ static const struct config_key config_keys[] = {
 	{"recipient_restrictions", CFG_STR, OFF(recipient_restrictions), NULL, 0, 0, NULL,
 	 LISTENER},
 	{"disable_vrfy_command", CFG_SPECIAL, 0, "no", 0, 0, config_disable_vrfy, LISTENER},
+	/* Postfix's smtpd_helo_required and strict_rfc821_envelopes: always on
+	   here; "yes" is taken so a copied block loads, "no" is refused */
+	{"helo_required", CFG_SPECIAL, 0, NULL, 0, 0, config_always_on, LISTENER},
+	{"strict_rfc821_envelopes", CFG_SPECIAL, 0, NULL, 0, 0, config_always_on, LISTENER},
 	{"header_from_policy", CFG_STR, OFF(header_from_policy), "reject", 0, 0, NULL, LISTENER},
 	{"header_from_exempt_maps", CFG_STR, OFF(header_from_exempt_maps), NULL, 0, 0, NULL,
 	 LISTENER},
@@ -787,6 +792,19 @@ static bool config_disable_vrfy(struct config *cfg, const char *value, char *err
 	return config_yesno(value, &cfg->disable_vrfy, err, errlen);
 }
 
+static bool config_always_on(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	(void)cfg;
+	bool on;
+	if (!config_yesno(value, &on, err, errlen))
+		return false;
+	if (!on)
+		return config_err(err, errlen,
+				  "always on in submitd: a client must send HELO/EHLO first, and "
+				  "MAIL FROM/RCPT TO need <> (RFC 5321 §4.1.1, RFC 6409 §4.2)");
+	return true;
+}
+
 /* Postfix's two values; a DNS failure in reject_unknown_*_domain answers
  * 450 at once (defer) or only when the rest of the list permits. */
 static bool config_unknown_tempfail(struct config *cfg, const char *value, char *err, size_t errlen)
@@ -1057,16 +1075,6 @@ static bool config_set(struct config *cfg, const struct config_key *k, const cha
 	return true;
 }
 
-static char *config_trim(char *s)
-{
-	while (isspace((unsigned char)*s))
-		s++;
-	size_t n = strlen(s);
-	while (n > 0 && isspace((unsigned char)s[n - 1]))
-		s[--n] = '\0';
-	return s;
-}
-
 /* The file is read once: per-listener snapshots parse the same text. */
 #define CONFIG_MAX_FILE (4 << 20)
 
@@ -1196,44 +1204,35 @@ static struct config *config_parse(const char *path, const char *text, char *con
 	cfg->path = xstrdup(path);
 	cfg->key_lines = xcalloc(CONFIG_NKEYS, sizeof(*cfg->key_lines));
 	bool seen[CONFIG_NKEYS] = {false};
-	char line[8192], why[512];
-	unsigned lineno = 0;
+	struct config_file_reader rd;
+	config_file_start(&rd, f, path);
+	char held[CONFIG_LINE_MAX], why[512];
+	unsigned at;
 	bool ok = true;
 
-	while (ok && fgets(line, sizeof(line), f) != NULL) {
-		lineno++;
-		if (strchr(line, '\n') == NULL && !feof(f)) {
-			snprintf(err, errlen, "%s:%u: line too long", path, lineno);
-			ok = false;
-			break;
-		}
-		char *hash = strchr(line, '#');
-		if (hash != NULL)
-			*hash = '\0';
-		char *s = config_trim(line);
-		if (*s == '\0')
-			continue;
+	while (ok && config_file_next(&rd, held, sizeof(held), &at, err, errlen, &ok)) {
+		char *s = held;
 		char *eq = strchr(s, '=');
 		if (eq == NULL) {
-			snprintf(err, errlen, "%s:%u: expected \"key = value\"", path, lineno);
+			snprintf(err, errlen, "%s:%u: expected \"key = value\"", path, at);
 			ok = false;
 			break;
 		}
 		*eq = '\0';
-		char *key = config_trim(s), *value = config_trim(eq + 1);
+		char *key = config_file_trim(s), *value = config_file_trim(eq + 1);
 		size_t i;
 		for (i = 0; i < CONFIG_NKEYS; i++)
 			if (strcmp(config_keys[i].name, key) == 0)
 				break;
 		if (i == CONFIG_NKEYS) {
-			snprintf(err, errlen, "%s:%u: unknown key \"%s\"", path, lineno, key);
+			snprintf(err, errlen, "%s:%u: unknown key \"%s\"", path, at, key);
 			ok = false;
 			break;
 		}
 		seen[i] = true;
-		cfg->key_lines[i] = lineno;
+		cfg->key_lines[i] = at;
 		if (!config_set(cfg, &config_keys[i], value, why, sizeof(why))) {
-			snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
+			snprintf(err, errlen, "%s:%u: %s", path, at, why);
 			ok = false;
 		}
 	}
