@@ -36,7 +36,8 @@ bool relay_generic_addr(const struct config *cfg, const char *addr, char *out, s
  * matching address rebuilt: REWRITTEN with the whole new section in out;
  * SAME (out untouched) when nothing matched; TOO_BIG (out untouched) when
  * the new section would be longer than limit octets — found out early,
- * without building it whole. */
+ * without building it whole — or a rebuilt field would hold a line longer
+ * than 998 octets (RFC 5322 §2.1.1). */
 enum relay_generic_result {
 	RELAY_GENERIC_SAME,
 	RELAY_GENERIC_REWRITTEN,
