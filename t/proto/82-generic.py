@@ -265,6 +265,18 @@ ok(len(content) < 2000, "the client's header section fits header_size_limit (%d)
 rs = through_submitd("x@y.example", ["x@y.example"], content, d4)
 ok(rs[-1].code == 552, "the rewritten one does not: 552", str(rs[-1]))
 ok(grow_sink.count() == 0, "nothing delivered")
+ok(wait_for(lambda: "no final dot" in grow_sink.log(), 5) and "stored" not in grow_sink.log(),
+   "the downstream transaction was abandoned without the final dot", grow_sink.log()[-600:])
+# a rebuilt field joins what the client folded: no line past 998 octets
+# leaves (RFC 5322 2.1.1); every line the client sent is short
+folded = b"To: bob@localdomain.local, a@b" + b"".join(
+    b".\r\n label" if i % 8 == 0 else b".label" for i in range(300)) + b"\r\n"
+content = folded + b"From: x@y.example\r\nSubject: long line\r\n\r\nbody\r\n"
+ok(max(len(line) for line in content.split(b"\r\n")) < 100, "the client's lines are short")
+rs = through_submitd("x@y.example", ["x@y.example"], content, d4)
+ok(rs[-1].code == 552, "a rebuilt line past 998 octets: 552", str(rs[-1]))
+ok(grow_sink.count() == 0, "nothing delivered")
+like(d4.log(), r"hold a line longer than 998 octets: refused", "logged")
 d4.stop()
 
 # ---- refused at load
