@@ -279,6 +279,24 @@ ok(grow_sink.count() == 0, "nothing delivered")
 like(d4.log(), r"hold a line longer than 998 octets: refused", "logged")
 d4.stop()
 
+# ---- an envelope address whose rewritten form is longer than the client's
+# may be (@otherdomain on a long local part): sent rewritten, never the
+# address the table was there to hide
+longdom = ".".join(["d" * 60] * 4) + ".example"
+longtab = pfmod.texthash(env, "generic-long", [("@long.example", "@" + longdom)])
+long_sink = env.sink()
+d6 = env.submitd(standard_config(certs, long_sink, [("generic_maps", longtab)]),
+                 name="submitd-long")
+local = "l" * 60
+rs = through_submitd(local + "@long.example", [local + "@long.example"],
+                     make_message(subject="long path", frm="x@y.example"), d6)
+ok(rs[-1].code == 250 and long_sink.wait_count(1), "relayed", str(rs[-1]))
+m = long_sink.messages()[0] if long_sink.messages() else None
+is_(m.mail_from if m else None, local + "@" + longdom, "envelope sender rewritten")
+is_(m.rcpts if m else None, [local + "@" + longdom], "envelope recipient rewritten")
+unlike(long_sink.log(), r"@long\.example", "the internal address never went downstream")
+d6.stop()
+
 # ---- refused at load
 for spec, want in (("mysql:" + env.path("x.cf"), "generic_maps"),
                    ("inline:{a@b.example=c@d.example,e@f.example}", "generic_maps"),
