@@ -19,7 +19,7 @@ const uint8_t *session_generic_header(struct session *s, const uint8_t *h, struc
 	   section that was too long to begin with, never cut. */
 	if (r == RELAY_GENERIC_TOO_BIG) {
 		log_info("%s: generic_maps: the rewritten header section would be longer than "
-			 "header_size_limit (%llu): refused",
+			 "header_size_limit (%llu) or hold a line longer than 998 octets: refused",
 			 s->id, (unsigned long long)s->cfg->header_size_limit);
 		return NULL;
 	}

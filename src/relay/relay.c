@@ -129,7 +129,7 @@ static void relay_txn_mail_line(struct relay_txn *t, struct buf *b)
 	if (smtp_mail_args_format(&a, params, sizeof(params)) < 0)
 		params[0] = '\0';
 	/* generic_maps: the address as it leaves (docs/generic.md) */
-	char mapped[sizeof(a.path.addr)];
+	char mapped[RELAY_GENERIC_ADDR_MAX];
 	const char *addr = relay_generic_addr(t->cfg, a.path.addr, mapped, sizeof(mapped))
 				   ? mapped
 				   : a.path.addr;
@@ -148,7 +148,7 @@ static void relay_txn_rcpt_line(struct relay_txn *t, struct buf *b)
 		params[0] = '\0';
 	/* after routing, which used the address as the client gave it, as
 	   Postfix's SMTP client does; ORCPT keeps it too */
-	char mapped[sizeof(a.path.addr)];
+	char mapped[RELAY_GENERIC_ADDR_MAX];
 	const char *addr = relay_generic_addr(t->cfg, a.path.addr, mapped, sizeof(mapped))
 				   ? mapped
 				   : a.path.addr;

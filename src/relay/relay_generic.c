@@ -12,6 +12,9 @@
 #include "smtp/addr.h"
 #include "smtp/addrhdr.h"
 
+/* RFC 5322 §2.1.1: a line is at most 998 octets without its CRLF. */
+#define RELAY_GENERIC_LINE_MAX 998
+
 /* ---- loading ---- */
 
 static void relay_generic_unload(struct config *cfg)
@@ -205,6 +208,20 @@ static bool relay_generic_map(void *ctx, const char *internal, struct buf *out)
 	return true;
 }
 
+/* A rebuilt field joins what the client folded (an address or quoted
+ * string over several lines): a line past RFC 5322's 998 octets is refused
+ * like a section past the limit, never cut or sent. */
+static bool relay_generic_long_line(const uint8_t *p, size_t n)
+{
+	size_t col = 0;
+	for (size_t i = 0; i < n; i++) {
+		col = p[i] == '\n' ? 0 : col + 1;
+		if (col > RELAY_GENERIC_LINE_MAX + 1) /* the CR counted */
+			return true;
+	}
+	return false;
+}
+
 enum relay_generic_result relay_generic_header(const struct config *cfg, const uint8_t *h,
 					       size_t len, size_t limit, struct buf *out)
 {
@@ -229,8 +246,11 @@ enum relay_generic_result relay_generic_header(const struct config *cfg, const u
 			body -= 2;
 		const char *colon = memchr(f, ':', body);
 		bool rewritten = false;
+		size_t at = buf_len(&o);
 		if (colon != NULL && addrhdr_is_address_field(f, (size_t)(colon - f)))
 			rewritten = addrhdr_rewrite(f, body, relay_generic_map, &g, &o);
+		if (rewritten && relay_generic_long_line(buf_data(&o) + at, buf_len(&o) - at))
+			g.too_big = true;
 		if (!rewritten)
 			buf_append(&o, f, flen);
 		did |= rewritten;

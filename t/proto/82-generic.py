@@ -265,7 +265,37 @@ ok(len(content) < 2000, "the client's header section fits header_size_limit (%d)
 rs = through_submitd("x@y.example", ["x@y.example"], content, d4)
 ok(rs[-1].code == 552, "the rewritten one does not: 552", str(rs[-1]))
 ok(grow_sink.count() == 0, "nothing delivered")
+ok(wait_for(lambda: "no final dot" in grow_sink.log(), 5) and "stored" not in grow_sink.log(),
+   "the downstream transaction was abandoned without the final dot", grow_sink.log()[-600:])
+# a rebuilt field joins what the client folded: no line past 998 octets
+# leaves (RFC 5322 2.1.1); every line the client sent is short
+folded = b"To: bob@localdomain.local, a@b" + b"".join(
+    b".\r\n label" if i % 8 == 0 else b".label" for i in range(300)) + b"\r\n"
+content = folded + b"From: x@y.example\r\nSubject: long line\r\n\r\nbody\r\n"
+ok(max(len(line) for line in content.split(b"\r\n")) < 100, "the client's lines are short")
+rs = through_submitd("x@y.example", ["x@y.example"], content, d4)
+ok(rs[-1].code == 552, "a rebuilt line past 998 octets: 552", str(rs[-1]))
+ok(grow_sink.count() == 0, "nothing delivered")
+like(d4.log(), r"hold a line longer than 998 octets: refused", "logged")
 d4.stop()
+
+# ---- an envelope address whose rewritten form is longer than the client's
+# may be (@otherdomain on a long local part): sent rewritten, never the
+# address the table was there to hide
+longdom = ".".join(["d" * 60] * 4) + ".example"
+longtab = pfmod.texthash(env, "generic-long", [("@long.example", "@" + longdom)])
+long_sink = env.sink()
+d6 = env.submitd(standard_config(certs, long_sink, [("generic_maps", longtab)]),
+                 name="submitd-long")
+local = "l" * 60
+rs = through_submitd(local + "@long.example", [local + "@long.example"],
+                     make_message(subject="long path", frm="x@y.example"), d6)
+ok(rs[-1].code == 250 and long_sink.wait_count(1), "relayed", str(rs[-1]))
+m = long_sink.messages()[0] if long_sink.messages() else None
+is_(m.mail_from if m else None, local + "@" + longdom, "envelope sender rewritten")
+is_(m.rcpts if m else None, [local + "@" + longdom], "envelope recipient rewritten")
+unlike(long_sink.log(), r"@long\.example", "the internal address never went downstream")
+d6.stop()
 
 # ---- refused at load
 for spec, want in (("mysql:" + env.path("x.cf"), "generic_maps"),

@@ -145,6 +145,22 @@ int main(void)
 			   RELAY_GENERIC_TOO_BIG &&
 		   buf_len(&gr) == 0,
 	   "a section growing past the limit: TOO_BIG, nothing written");
+	/* a rebuilt field never holds a line longer than RFC 5322's 998 octets:
+	   here an unmatched address folded over short lines would be joined */
+	buf_reset(&big);
+	buf_append_str(&big, "To: his@localdomain.local, a@b");
+	for (int i = 0; i < 300; i++)
+		buf_append_str(&big, i % 8 ? ".label" : ".\r\n label");
+	buf_append_str(&big, "\r\n\r\n");
+	buf_reset(&gr);
+	enum relay_generic_result lr =
+		relay_generic_header(&cfg, buf_data(&big), buf_len(&big), 600000, &gr);
+	size_t longest = 0, cur = 0;
+	for (size_t i = 0; i < buf_len(&gr); i++)
+		cur = buf_data(&gr)[i] == '\n' ? 0 : cur + 1,
+		longest = cur > longest ? cur : longest;
+	ok(lr == RELAY_GENERIC_TOO_BIG && buf_len(&gr) == 0,
+	   "a rebuilt line past 998 octets: TOO_BIG, nothing written (longest %zu)", longest);
 	buf_free(&gr);
 	buf_free(&big);
 	/* a long phrase is reduced to <address> (Postfix's 250-octet rule) */
