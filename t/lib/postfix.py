@@ -311,3 +311,19 @@ def texthash(env, name, pairs):
         for k, v in pairs:
             f.write("%s %s\n" % (k, v))
     return "texthash:" + path
+
+
+POSTMAP = "/usr/sbin/postmap"
+
+
+def postmap(env, spec, *flags):
+    """Runs the real postmap on spec ("hash:PATH", "btree:PATH") with a
+    private, empty main.cf, so the machine's Postfix (configured or not)
+    plays no part. Returns (exit status, stderr)."""
+    conf = os.path.join(env.dir, "postmap-conf")
+    if not os.path.exists(os.path.join(conf, "main.cf")):
+        os.makedirs(conf, exist_ok=True)
+        open(os.path.join(conf, "main.cf"), "w").close()
+    r = subprocess.run([POSTMAP, "-c", conf] + list(flags) + [spec], capture_output=True,
+                       text=True)
+    return r.returncode, r.stderr

@@ -19,9 +19,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
+import postfix as postfixmod  # noqa: E402
 
-POSTMAP = "/usr/sbin/postmap"
-if not os.path.exists(POSTMAP):
+if not os.path.exists(postfixmod.POSTMAP):
     skip_all("needs postfix's postmap (scripts/deps.sh)")
 
 env = Env()
@@ -29,10 +29,6 @@ env.require_binary()
 certs = env.certs()
 sink = env.sink()
 
-# postmap reads main.cf from its configuration directory: give it a private,
-# empty one so the machine's Postfix (configured or not) plays no part.
-PFCONF = env.subdir("postfix-conf")
-open(os.path.join(PFCONF, "main.cf"), "w").close()
 
 ACCESS_TEXT = """# sender access, as a Postfix user writes it
 blocked@example.com      REJECT
@@ -47,10 +43,9 @@ def postmap(kind, name, *flags, text=ACCESS_TEXT):
     path = env.path(name)
     with open(path, "w") as f:
         f.write(text)
-    r = subprocess.run([POSTMAP, "-c", PFCONF, *flags, "%s:%s" % (kind, path)],
-                       capture_output=True, text=True)
-    ok(r.returncode == 0 and os.path.exists(path + ".db"),
-       "postmap %s %s:%s" % (" ".join(flags), kind, name), r.stderr)
+    rc, errs = postfixmod.postmap(env, "%s:%s" % (kind, path), *flags)
+    ok(rc == 0 and os.path.exists(path + ".db"),
+       "postmap %s %s:%s" % (" ".join(flags), kind, name), errs)
     return path
 
 

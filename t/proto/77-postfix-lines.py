@@ -21,18 +21,15 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import *  # noqa: E402,F401,F403
+import postfix as postfixmod  # noqa: E402
 
-POSTMAP = "/usr/sbin/postmap"
-if not os.path.exists(POSTMAP):
+if not os.path.exists(postfixmod.POSTMAP):
     skip_all("needs postfix's postmap (scripts/deps.sh)")
 
 env = Env()
 env.require_binary()
 certs = env.certs()
 sink = env.sink()
-
-PFCONF = env.subdir("postfix-conf")
-open(os.path.join(PFCONF, "main.cf"), "w").close()
 
 BLOCK = [
     ("strict_rfc821_envelopes", "yes"),
@@ -52,9 +49,8 @@ BLOCK = [
 d = env.submitd(standard_config(certs, sink, extra=BLOCK), start=False)
 with open(os.path.join(d.dir, "rbl_override"), "w") as f:
     f.write("blocked@example.com REJECT listed in rbl_override\n")
-r = subprocess.run([POSTMAP, "-c", PFCONF, "hash:" + os.path.join(d.dir, "rbl_override")],
-                   capture_output=True, text=True)
-ok(r.returncode == 0, "postmap hash:rbl_override", r.stderr)
+rc, errs = postfixmod.postmap(env, "hash:" + os.path.join(d.dir, "rbl_override"))
+ok(rc == 0, "postmap hash:rbl_override", errs)
 with open(os.path.join(d.dir, "senders"), "w") as f:
     f.write("shout@example.com REJECT no shouting\n")
 d.start()
