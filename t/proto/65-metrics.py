@@ -171,6 +171,7 @@ is_(exact(diff(b, a)),
 c.close()
 
 # ------------------------------------------------------------ a failed login
+d.wait_idle()  # the session above has ended (sessions_open counts it until then)
 b = samples(scrape()[0])
 c = client(d, "tls", certs)
 r = c.cmd("AUTH PLAIN " + plain_resp("bob@example.com", "wrong"))
@@ -281,6 +282,7 @@ if dash is not None:
        repr(sorted(used - known)))
 
 # ------------------------------------------------------------ a Dovecot outage
+d.wait_idle()  # the sessions above have ended (sessions_open counts them until then)
 b = samples(scrape()[0])
 ok(b.get('submitd_backend_up{backend="Dovecot"}') == 1, "Dovecot is up before the outage")
 dovecot_kill(dv)
