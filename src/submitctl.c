@@ -113,6 +113,7 @@ int main(int argc, char **argv)
 		if (r == 0) {
 			fprintf(stderr, "submitctl: %s: no answer within %d s\n", path,
 				SUBMITCTL_TIMEOUT_MS / 1000);
+			free(ans);
 			return 1;
 		}
 		if (r < 0 && errno == EINTR)
@@ -122,6 +123,7 @@ int main(int argc, char **argv)
 			continue;
 		if (rd < 0) {
 			fprintf(stderr, "submitctl: %s: %s\n", path, strerror(errno));
+			free(ans);
 			return 1;
 		}
 		if (rd == 0 || got + (size_t)rd == SUBMITCTL_ANSWER_MAX) {
@@ -137,6 +139,7 @@ int main(int argc, char **argv)
 			"submitctl: %s: connection closed without an answer "
 			"(not root?)\n",
 			path);
+		free(ans);
 		return 1;
 	}
 	char *body = strchr(ans, '\n');
