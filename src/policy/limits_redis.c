@@ -602,7 +602,7 @@ static void lr_req_answer(struct limits_redis_req *q, bool ok, const struct limi
  * replica, a script refused): logged at most once a minute per process. */
 static void lr_bad_reply(const redisReply *r)
 {
-	static atomic_ullong last;
+	static _Atomic uint64_t last;
 	uint64_t now = limits_now_ms(), then = atomic_load(&last);
 	if ((then != 0 && now - then < 60000) || !atomic_compare_exchange_strong(&last, &then, now))
 		return;
