@@ -54,8 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (r.has_rest && r.verb != CONTROL_HOLD && r.verb != CONTROL_BLOCK)
 		abort();
-	bool wants_arg =
-		r.verb != CONTROL_STATUS && r.verb != CONTROL_SESSIONS && r.verb != CONTROL_HELD;
+	bool wants_arg = r.verb != CONTROL_STATUS && r.verb != CONTROL_SESSIONS &&
+			 r.verb != CONTROL_HELD && r.verb != CONTROL_STATS;
 	if (wants_arg != r.has_arg)
 		abort();
 	for (const char *p = r.arg; *p; p++)
